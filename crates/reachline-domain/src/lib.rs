@@ -1,0 +1,101 @@
+//! Reachline's value types, parsed once at the edge so that a value that exists is valid.
+//!
+//! Architecture Invariant: this crate does no IO, reads no clock and draws no randomness. Every
+//! constructor that takes outside input returns a `Result` whose error says what is wrong without
+//! echoing the personal data it was given, so errors can be logged safely.
+
+pub mod borrower;
+pub mod consent;
+pub mod contact;
+pub mod email;
+pub mod ids;
+pub mod loan;
+pub mod locale;
+pub mod mask;
+pub mod money;
+pub mod national_id;
+pub mod phone;
+
+pub use borrower::{Borrower, Jurisdiction, PersonName};
+pub use consent::{Consent, ConsentSource, ConsentState, Purpose};
+pub use contact::{
+    ContactAddress, ContactKind, ContactPoint, ContactRole, ContactSource, Relation,
+};
+pub use email::Email;
+pub use ids::{BorrowerId, ContactId, ExternalId, InstallmentId, LoanId};
+pub use loan::{Installment, Loan};
+pub use locale::Locale;
+pub use money::{Currency, Money};
+pub use national_id::NationalId;
+pub use phone::{LineType, PhoneNumber, PhoneParser, RangeOverride};
+
+/// A channel a notice can travel on. Closed set: adding one is a change to every match.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Sms,
+    Voice,
+    Email,
+    Push,
+    Im,
+}
+
+crate::named_enum!(Channel, "channel", {
+    Sms => "sms",
+    Voice => "voice",
+    Email => "email",
+    Push => "push",
+    Im => "im",
+});
+
+/// The error for a word that is not one of a closed set's names; it lists the accepted names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {given:?}; expected one of: {expected}")]
+pub struct UnknownVariant {
+    pub what: &'static str,
+    pub given: String,
+    pub expected: String,
+}
+
+impl UnknownVariant {
+    pub fn new(what: &'static str, given: &str, expected: &[&str]) -> Self {
+        // The given word is a code such as "mobile", never personal data, but cap it anyway so a
+        // misplaced column (a number in the kind field) cannot leak a whole value into a log.
+        let given: String = given.chars().take(24).collect();
+        Self {
+            what,
+            given,
+            expected: expected.join(", "),
+        }
+    }
+}
+
+/// Implements `as_str`, `FromStr` and `Display` for a unit-only enum from one table of names,
+/// so the names used in files, the database and messages cannot drift apart.
+#[macro_export]
+macro_rules! named_enum {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),+ }
+            }
+        }
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s.trim() {
+                    $($name => Ok($ty::$variant),)+
+                    other => Err($crate::UnknownVariant::new($what, other, &[$($name),+])),
+                }
+            }
+        }
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
