@@ -1,0 +1,237 @@
+//! The column values both back ends store, and the conversions to and from domain types. All
+//! sealing and blind-indexing happens here, so a back end only moves bytes and text.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use reachline_domain::national_id::IdScheme;
+use reachline_domain::{
+    borrower::parse_time_zone, Borrower, Consent, ContactAddress, ContactId, ContactKind,
+    ContactPoint, ContactRole, ExternalId, LineType, NationalId, PersonName,
+};
+
+use crate::crypto::{Keyring, Sealer};
+use crate::{Result, StoreError};
+
+pub const F_NAME: &str = "borrower.name";
+pub const F_NATIONAL_ID: &str = "borrower.national_id";
+pub const F_ADDRESS: &str = "contact.address";
+pub const F_HOLDER: &str = "contact.holder_name";
+
+/// A borrower's columns, personal fields sealed.
+#[derive(Debug, Clone)]
+pub struct BorrowerRow {
+    pub external_id: String,
+    pub name_enc: Vec<u8>,
+    pub national_id_scheme: Option<String>,
+    pub national_id_enc: Option<Vec<u8>>,
+    pub national_id_bidx: Option<Vec<u8>>,
+    pub locale: String,
+    pub time_zone: String,
+    pub jurisdiction: String,
+}
+
+impl BorrowerRow {
+    pub fn seal(b: &Borrower, sealer: &Sealer, keys: &Keyring) -> Self {
+        Self {
+            external_id: b.external_id.as_str().to_string(),
+            name_enc: sealer.seal(F_NAME, b.name.as_str()),
+            national_id_scheme: b
+                .national_id
+                .as_ref()
+                .map(|n| n.scheme().as_str().to_string()),
+            national_id_enc: b
+                .national_id
+                .as_ref()
+                .map(|n| sealer.seal(F_NATIONAL_ID, n.as_str())),
+            national_id_bidx: b
+                .national_id
+                .as_ref()
+                .map(|n| national_id_bidx(keys, n).to_vec()),
+            locale: b.locale.as_str().to_string(),
+            time_zone: b.time_zone.name().to_string(),
+            jurisdiction: b.jurisdiction.as_str().to_string(),
+        }
+    }
+
+    pub fn open(&self, sealer: &Sealer) -> Result<Borrower> {
+        let name = PersonName::parse(&sealer.open(F_NAME, &self.name_enc)?).map_err(corrupt)?;
+        let national_id = match (&self.national_id_scheme, &self.national_id_enc) {
+            (Some(scheme), Some(enc)) => {
+                let scheme: IdScheme = scheme.parse().map_err(corrupt)?;
+                Some(
+                    NationalId::parse(scheme, &sealer.open(F_NATIONAL_ID, enc)?)
+                        .map_err(corrupt)?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Borrower {
+            external_id: ExternalId::parse(&self.external_id).map_err(corrupt)?,
+            name,
+            national_id,
+            locale: self.locale.parse().map_err(corrupt)?,
+            time_zone: parse_time_zone(&self.time_zone).map_err(corrupt)?,
+            jurisdiction: self.jurisdiction.parse().map_err(corrupt)?,
+        })
+    }
+}
+
+/// A contact point's columns, personal fields sealed.
+#[derive(Debug, Clone)]
+pub struct ContactRow {
+    pub slot: String,
+    pub kind: String,
+    pub role: String,
+    pub relation: Option<String>,
+    pub line_type: Option<String>,
+    pub address_enc: Vec<u8>,
+    pub address_bidx: Vec<u8>,
+    pub holder_name_enc: Option<Vec<u8>>,
+    pub bound_since: NaiveDate,
+    pub source: String,
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+impl ContactRow {
+    pub fn seal(p: &ContactPoint, sealer: &Sealer, keys: &Keyring) -> Self {
+        Self {
+            slot: p.slot.as_str().to_string(),
+            kind: p.kind.as_str().to_string(),
+            role: p.role.name().to_string(),
+            relation: p.role.relation().map(|r| r.as_str().to_string()),
+            line_type: p.address.line_type().map(|l| l.as_str().to_string()),
+            address_enc: sealer.seal(F_ADDRESS, &p.address.canonical()),
+            address_bidx: address_bidx(keys, &p.address).to_vec(),
+            holder_name_enc: p
+                .holder_name
+                .as_ref()
+                .map(|n| sealer.seal(F_HOLDER, n.as_str())),
+            bound_since: p.bound_since,
+            source: p.source.as_str().to_string(),
+            verified_at: p.verified_at,
+        }
+    }
+
+    pub fn open(&self, sealer: &Sealer) -> Result<ContactPoint> {
+        let kind: ContactKind = self.kind.parse().map_err(corrupt)?;
+        let line: Option<LineType> = self
+            .line_type
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(corrupt)?;
+        let address =
+            ContactAddress::from_canonical(kind, &sealer.open(F_ADDRESS, &self.address_enc)?, line)
+                .map_err(corrupt)?;
+        let holder_name = match &self.holder_name_enc {
+            Some(enc) => Some(PersonName::parse(&sealer.open(F_HOLDER, enc)?).map_err(corrupt)?),
+            None => None,
+        };
+        Ok(ContactPoint {
+            slot: ExternalId::parse(&self.slot).map_err(corrupt)?,
+            kind,
+            address,
+            role: ContactRole::from_parts(&self.role, self.relation.as_deref()).map_err(corrupt)?,
+            holder_name,
+            bound_since: self.bound_since,
+            source: self.source.parse().map_err(corrupt)?,
+            verified_at: self.verified_at,
+        })
+    }
+}
+
+/// The blind index of a contact address, domain-separated by kind of address.
+pub fn address_bidx(keys: &Keyring, a: &ContactAddress) -> [u8; 32] {
+    let domain = match a {
+        ContactAddress::Phone(_) => "phone",
+        ContactAddress::Email(_) => "email",
+        ContactAddress::PushToken(_) => "push",
+        ContactAddress::Im { .. } => "im",
+    };
+    keys.blind_index(domain, &a.canonical())
+}
+
+pub fn national_id_bidx(keys: &Keyring, n: &NationalId) -> [u8; 32] {
+    keys.blind_index(&format!("national_id/{}", n.scheme()), n.as_str())
+}
+
+/// The current contact point in a slot, as the import diff needs it.
+#[derive(Debug, Clone)]
+pub struct CurrentSlot {
+    pub contact_id: ContactId,
+    pub kind: String,
+    pub address_bidx: Vec<u8>,
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+/// What an import does with one incoming contact point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotAction {
+    Add,
+    Unchanged(ContactId),
+    /// Same address, and the book says it was verified later than the store knew.
+    Verify(ContactId, DateTime<Utc>),
+    Replace(ContactId),
+}
+
+/// Decides what to do with `incoming` given the slot's current contact point. The same address
+/// is the same blind index and kind; anything else replaces.
+pub fn plan_slot(current: Option<&CurrentSlot>, incoming: &ContactRow) -> SlotAction {
+    match current {
+        None => SlotAction::Add,
+        Some(c) if c.address_bidx == incoming.address_bidx && c.kind == incoming.kind => {
+            match (incoming.verified_at, c.verified_at) {
+                (Some(new), Some(old)) if new > old => SlotAction::Verify(c.contact_id, new),
+                (Some(new), None) => SlotAction::Verify(c.contact_id, new),
+                _ => SlotAction::Unchanged(c.contact_id),
+            }
+        }
+        Some(c) => SlotAction::Replace(c.contact_id),
+    }
+}
+
+/// The consent columns; an all-channel consent is stored with channel `all` so that the
+/// uniqueness that makes re-imports idempotent also holds for it.
+pub fn consent_channel(c: &Consent) -> &'static str {
+    c.channel.map(|ch| ch.as_str()).unwrap_or("all")
+}
+
+pub fn consent_from_columns(
+    purpose: &str,
+    channel: &str,
+    state: &str,
+    at: DateTime<Utc>,
+    source: &str,
+    text_version: String,
+) -> Result<Consent> {
+    Ok(Consent {
+        purpose: purpose.parse().map_err(corrupt)?,
+        channel: if channel == "all" {
+            None
+        } else {
+            Some(channel.parse().map_err(corrupt)?)
+        },
+        state: state.parse().map_err(corrupt)?,
+        at,
+        source: source.parse().map_err(corrupt)?,
+        text_version,
+    })
+}
+
+pub fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Timestamps in SQLite are RFC 3339 text in UTC with microseconds, so text order is time order.
+pub fn ts_text(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+pub fn ts_parse(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(corrupt)
+}
+
+pub fn date_parse(s: &str) -> Result<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(corrupt)
+}

@@ -1,0 +1,269 @@
+//! Reachline's storage: the `Store` and `ImportTx` traits, the records they return, and two back
+//! ends — SQLite (the embedded default, WAL) and PostgreSQL (several nodes) — each owning its
+//! migrations and both passing one shared test suite (`tests/it`).
+//!
+//! Architecture Invariant: personal data (names, national ids, contact addresses) is sealed
+//! before it reaches SQL and opened only after it leaves it; the database holds ciphertext and
+//! blind indexes only. Both back ends share the sealing code in [`codec`] so they cannot differ.
+//!
+//! Architecture Invariant: contact points are never updated in place except to retire or verify
+//! them; each such change is also an event row, so the history of who held which number when
+//! can be read back. No constraint makes a number unique across borrowers: a recycled number
+//! belongs to two people at different times.
+
+pub mod codec;
+pub mod crypto;
+pub mod postgres;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reachline_domain::{
+    Borrower, BorrowerId, Consent, ContactId, ContactPoint, ExternalId, Installment, InstallmentId,
+    Loan, LoanId, PhoneNumber,
+};
+
+pub use crypto::{CryptoError, DataKey, Keyring, Secret32};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("migrating the database failed: {0}")]
+    Migration(String),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+    #[error("database URL must start with sqlite:// or postgres:// (got scheme {0:?})")]
+    BadUrl(String),
+}
+
+/// Which back end a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A borrower as stored, personal fields opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BorrowerRecord {
+    pub id: BorrowerId,
+    pub borrower: Borrower,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Why and when a contact point stopped being current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retirement {
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// A contact point as stored: the lender's facts plus the store's id and lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactRecord {
+    pub id: ContactId,
+    pub borrower_id: BorrowerId,
+    pub point: ContactPoint,
+    pub added_at: DateTime<Utc>,
+    pub retired: Option<Retirement>,
+}
+
+impl ContactRecord {
+    pub fn is_current(&self) -> bool {
+        self.retired.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactEventKind {
+    Added,
+    Verified,
+    Retired,
+}
+
+reachline_domain::named_enum!(ContactEventKind, "contact event", {
+    Added => "added",
+    Verified => "verified",
+    Retired => "retired",
+});
+
+/// One step in a contact point's life. `actor` says who did it (`book`, `operator:<id>`,
+/// `borrower`, `api:<token id>`); `detail` holds the retirement reason or the verification method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactEvent {
+    pub contact_id: ContactId,
+    pub borrower_id: BorrowerId,
+    pub kind: ContactEventKind,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoanRecord {
+    pub id: LoanId,
+    pub borrower_id: BorrowerId,
+    pub loan: Loan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallmentRecord {
+    pub id: InstallmentId,
+    pub loan_id: LoanId,
+    pub installment: Installment,
+}
+
+/// Row counts, for summaries and health checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub borrowers: u64,
+    pub contacts_current: u64,
+    pub contacts_retired: u64,
+    pub loans: u64,
+    pub installments: u64,
+    pub consents: u64,
+}
+
+/// What an import changed, counted by the transaction that made the changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ImportReport {
+    pub borrowers_created: u64,
+    pub borrowers_updated: u64,
+    pub borrowers_unchanged: u64,
+    pub contacts_added: u64,
+    pub contacts_replaced: u64,
+    pub contacts_verified: u64,
+    pub contacts_unchanged: u64,
+    pub loans_written: u64,
+    pub installments_written: u64,
+    pub consents_added: u64,
+}
+
+impl ImportReport {
+    /// Rows the import wrote or confirmed, for throughput figures.
+    pub fn rows(&self) -> u64 {
+        self.borrowers_created
+            + self.borrowers_updated
+            + self.borrowers_unchanged
+            + self.contacts_added
+            + self.contacts_replaced
+            + self.contacts_verified
+            + self.contacts_unchanged
+            + self.loans_written
+            + self.installments_written
+            + self.consents_added
+    }
+}
+
+/// The reason recorded when a re-imported book gives a slot a different address.
+pub const REPLACED_BY_BOOK: &str = "replaced by book";
+
+/// Everything Reachline keeps, behind one interface both back ends implement.
+#[async_trait]
+pub trait Store: Send + Sync {
+    fn backend(&self) -> Backend;
+
+    /// Starts an all-or-nothing import. Nothing it writes is visible to others until
+    /// [`ImportTx::commit`]; dropping it without committing rolls everything back.
+    async fn begin_import(&self, at: DateTime<Utc>) -> Result<Box<dyn ImportTx>>;
+
+    async fn borrower_by_external_id(&self, id: &ExternalId) -> Result<Option<BorrowerRecord>>;
+
+    /// The borrower's contact points, current ones first, then retired ones, each oldest first.
+    async fn contacts(&self, borrower: BorrowerId) -> Result<Vec<ContactRecord>>;
+
+    /// Every event in the borrower's contact history, oldest first.
+    async fn contact_history(&self, borrower: BorrowerId) -> Result<Vec<ContactEvent>>;
+
+    /// Adds a contact point. If the slot already holds a current contact point, that one is
+    /// retired with `replaces_reason` in the same transaction.
+    async fn add_contact(
+        &self,
+        borrower: BorrowerId,
+        point: &ContactPoint,
+        at: DateTime<Utc>,
+        actor: &str,
+        replaces_reason: &str,
+    ) -> Result<ContactId>;
+
+    async fn verify_contact(
+        &self,
+        contact: ContactId,
+        at: DateTime<Utc>,
+        actor: &str,
+        method: &str,
+    ) -> Result<()>;
+
+    async fn retire_contact(
+        &self,
+        contact: ContactId,
+        at: DateTime<Utc>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<()>;
+
+    /// Every contact point, of any borrower, current or retired, that ever held `number`: the
+    /// lookup that shows a recycled number's holders one after another.
+    async fn contacts_by_phone(&self, number: &PhoneNumber) -> Result<Vec<ContactRecord>>;
+
+    async fn loans(&self, borrower: BorrowerId) -> Result<Vec<LoanRecord>>;
+
+    async fn installments(&self, loan: LoanId) -> Result<Vec<InstallmentRecord>>;
+
+    /// Consent events for the borrower, oldest first.
+    async fn consents(&self, borrower: BorrowerId) -> Result<Vec<Consent>>;
+
+    async fn record_consent(&self, borrower: BorrowerId, consent: &Consent) -> Result<()>;
+
+    async fn counts(&self) -> Result<Counts>;
+}
+
+/// One import transaction. Rows arrive in batches; borrowers first, then what refers to them.
+#[async_trait]
+pub trait ImportTx: Send {
+    /// Creates or updates borrowers by external id; returns their ids in input order.
+    async fn upsert_borrowers(&mut self, rows: Vec<Borrower>) -> Result<Vec<BorrowerId>>;
+
+    /// For each slot: adds the contact point if the slot is empty, leaves it if the address is
+    /// the same (recording a verification if the book's is newer), or retires the current one
+    /// with [`REPLACED_BY_BOOK`] and adds the new one. Borrowers must have been upserted in this
+    /// transaction.
+    async fn upsert_contacts(&mut self, rows: Vec<(BorrowerId, ContactPoint)>) -> Result<()>;
+
+    /// Creates or updates loans by external id; returns their ids in input order. A loan may
+    /// not move to another borrower.
+    async fn upsert_loans(&mut self, rows: Vec<(BorrowerId, Loan)>) -> Result<Vec<LoanId>>;
+
+    /// Creates or updates installments by (loan, sequence number).
+    async fn upsert_installments(&mut self, rows: Vec<(LoanId, Installment)>) -> Result<()>;
+
+    /// Adds consent events that are not already recorded.
+    async fn add_consents(&mut self, rows: Vec<(BorrowerId, Consent)>) -> Result<()>;
+
+    async fn commit(self: Box<Self>) -> Result<ImportReport>;
+}
+
+/// Opens the store a URL names, creating and migrating it if needed: `sqlite://PATH` (a file,
+/// created if missing) or `postgres://…`.
+pub async fn open(url: &str, keys: Keyring) -> Result<Box<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Box::new(sqlite::SqliteStore::open(path, keys).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PgStore::connect(url, keys).await?))
+    } else {
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
+        Err(StoreError::BadUrl(scheme.chars().take(20).collect()))
+    }
+}

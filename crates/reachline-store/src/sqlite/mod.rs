@@ -1,0 +1,917 @@
+//! The embedded back end: one SQLite file in WAL mode, driven by `rusqlite` on blocking threads.
+//!
+//! `rusqlite` rather than an async driver because the import path is a tight loop of prepared
+//! statements inside one transaction, which a synchronous driver runs several times faster; the
+//! async `Store` methods hand each call to `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reachline_domain::{
+    Borrower, BorrowerId, Consent, ContactId, ContactPoint, ExternalId, Installment, InstallmentId,
+    Loan, LoanId, Money, PhoneNumber,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::codec::{self, ts_parse, ts_text, BorrowerRow, ContactRow, CurrentSlot, SlotAction};
+use crate::crypto::{DataKey, Keyring, Sealer};
+use crate::{
+    Backend, BorrowerRecord, ContactEvent, ContactEventKind, ContactRecord, Counts, ImportReport,
+    ImportTx, InstallmentRecord, LoanRecord, Result, Retirement, Store, StoreError,
+    REPLACED_BY_BOOK,
+};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_foundation.sql")];
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+    keys: Arc<Keyring>,
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "busy_timeout", 10_000)?;
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let migrations = rusqlite_migration::Migrations::new(
+        MIGRATIONS
+            .iter()
+            .map(|m| rusqlite_migration::M::up(m))
+            .collect(),
+    );
+    migrations
+        .to_latest(conn)
+        .map_err(|e| StoreError::Migration(e.to_string()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database file at `path`.
+    pub async fn open(path: impl AsRef<Path>, keys: Keyring) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let p = path.clone();
+        let conn = blocking(move || {
+            let mut c = connect(&p)?;
+            migrate(&mut c)?;
+            Ok(c)
+        })
+        .await?;
+        Ok(Self {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+            keys: Arc::new(keys),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the shared connection on a blocking thread.
+    async fn with<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Keyring) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let keys = self.keys.clone();
+        blocking(move || {
+            // A poisoned lock means a panic mid-call; SQLite rolled back whatever it had open,
+            // so the connection itself is still usable.
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c, &keys)
+        })
+        .await
+    }
+
+    /// Folds the WAL into the main file, so the file alone holds everything (for backups and
+    /// for tests that read the raw file).
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.with(|c, _| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+fn sealer_for(c: &Connection, keys: &Keyring, borrower: BorrowerId) -> Result<Sealer> {
+    Ok(data_key_for(c, keys, borrower)?.sealer())
+}
+
+fn data_key_for(c: &Connection, keys: &Keyring, borrower: BorrowerId) -> Result<DataKey> {
+    let wrapped: Option<Option<Vec<u8>>> = c
+        .prepare_cached("SELECT wrapped_key FROM borrower_keys WHERE borrower_id = ?1")?
+        .query_row([borrower.0], |r| r.get(0))
+        .optional()?;
+    match wrapped {
+        None => Err(StoreError::NotFound {
+            what: "data key of borrower",
+            id: borrower.to_string(),
+        }),
+        Some(None) => Err(crate::CryptoError::Shredded.into()),
+        Some(Some(w)) => Ok(keys.unwrap_key(&w)?),
+    }
+}
+
+const CONTACT_COLS: &str =
+    "id, borrower_id, slot, kind, role, relation, line_type, address_enc, address_bidx, \
+     holder_name_enc, bound_since, source, verified_at, added_at, retired_at, retire_reason";
+
+/// A contact row as SQLite returns it; dates and times still text, parsed where errors are typed.
+struct RawContact {
+    id: i64,
+    borrower_id: i64,
+    row: ContactRow,
+    bound_since: String,
+    verified_at: Option<String>,
+    added_at: String,
+    retired_at: Option<String>,
+    retire_reason: Option<String>,
+}
+
+fn contact_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawContact> {
+    Ok(RawContact {
+        id: r.get(0)?,
+        borrower_id: r.get(1)?,
+        row: ContactRow {
+            slot: r.get(2)?,
+            kind: r.get(3)?,
+            role: r.get(4)?,
+            relation: r.get(5)?,
+            line_type: r.get(6)?,
+            address_enc: r.get(7)?,
+            address_bidx: r.get(8)?,
+            holder_name_enc: r.get(9)?,
+            bound_since: chrono::NaiveDate::MIN,
+            source: r.get(11)?,
+            verified_at: None,
+        },
+        bound_since: r.get(10)?,
+        verified_at: r.get(12)?,
+        added_at: r.get(13)?,
+        retired_at: r.get(14)?,
+        retire_reason: r.get(15)?,
+    })
+}
+
+fn query_contacts(
+    c: &Connection,
+    keys: &Keyring,
+    sql_tail: &str,
+    param: &dyn rusqlite::ToSql,
+) -> Result<Vec<ContactRecord>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {CONTACT_COLS} FROM contact_points {sql_tail}"
+    ))?;
+    let rows = stmt
+        .query_map([param], contact_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut sealers: HashMap<BorrowerId, Sealer> = HashMap::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for mut raw in rows {
+        let borrower_id = BorrowerId(raw.borrower_id);
+        let sealer = match sealers.get(&borrower_id) {
+            Some(s) => s.clone(),
+            None => {
+                let s = sealer_for(c, keys, borrower_id)?;
+                sealers.insert(borrower_id, s.clone());
+                s
+            }
+        };
+        raw.row.bound_since = codec::date_parse(&raw.bound_since)?;
+        raw.row.verified_at = raw.verified_at.as_deref().map(ts_parse).transpose()?;
+        out.push(ContactRecord {
+            id: ContactId(raw.id),
+            borrower_id,
+            point: raw.row.open(&sealer)?,
+            added_at: ts_parse(&raw.added_at)?,
+            retired: match raw.retired_at {
+                Some(at) => Some(Retirement {
+                    at: ts_parse(&at)?,
+                    reason: raw.retire_reason.unwrap_or_default(),
+                }),
+                None => None,
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn insert_contact(
+    c: &Connection,
+    borrower: BorrowerId,
+    row: &ContactRow,
+    at: &str,
+    actor: &str,
+) -> Result<ContactId> {
+    c.prepare_cached(
+        "INSERT INTO contact_points (borrower_id, slot, kind, role, relation, line_type, address_enc, address_bidx, \
+         holder_name_enc, bound_since, source, verified_at, added_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        borrower.0,
+        row.slot,
+        row.kind,
+        row.role,
+        row.relation,
+        row.line_type,
+        row.address_enc,
+        row.address_bidx,
+        row.holder_name_enc,
+        row.bound_since.to_string(),
+        row.source,
+        row.verified_at.map(ts_text),
+        at,
+    ])?;
+    let id = ContactId(c.last_insert_rowid());
+    insert_event(c, id, borrower, ContactEventKind::Added, at, actor, None)?;
+    if let Some(v) = row.verified_at {
+        insert_event(
+            c,
+            id,
+            borrower,
+            ContactEventKind::Verified,
+            &ts_text(v),
+            actor,
+            Some("as stated at entry"),
+        )?;
+    }
+    Ok(id)
+}
+
+fn insert_event(
+    c: &Connection,
+    contact: ContactId,
+    borrower: BorrowerId,
+    kind: ContactEventKind,
+    at: &str,
+    actor: &str,
+    detail: Option<&str>,
+) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO contact_events (contact_id, borrower_id, event, at, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![contact.0, borrower.0, kind.as_str(), at, actor, detail])?;
+    Ok(())
+}
+
+fn retire(c: &Connection, contact: ContactId, at: &str, actor: &str, reason: &str) -> Result<()> {
+    let borrower: Option<i64> = c
+        .prepare_cached("UPDATE contact_points SET retired_at = ?2, retire_reason = ?3 WHERE id = ?1 AND retired_at IS NULL RETURNING borrower_id")?
+        .query_row(params![contact.0, at, reason], |r| r.get(0))
+        .optional()?;
+    let borrower = borrower.ok_or_else(|| StoreError::NotFound {
+        what: "current contact point",
+        id: contact.to_string(),
+    })?;
+    insert_event(
+        c,
+        contact,
+        BorrowerId(borrower),
+        ContactEventKind::Retired,
+        at,
+        actor,
+        Some(reason),
+    )
+}
+
+fn verify(c: &Connection, contact: ContactId, at: &str, actor: &str, method: &str) -> Result<()> {
+    let borrower: Option<i64> = c
+        .prepare_cached("UPDATE contact_points SET verified_at = ?2 WHERE id = ?1 AND retired_at IS NULL RETURNING borrower_id")?
+        .query_row(params![contact.0, at], |r| r.get(0))
+        .optional()?;
+    let borrower = borrower.ok_or_else(|| StoreError::NotFound {
+        what: "current contact point",
+        id: contact.to_string(),
+    })?;
+    insert_event(
+        c,
+        contact,
+        BorrowerId(borrower),
+        ContactEventKind::Verified,
+        at,
+        actor,
+        Some(method),
+    )
+}
+
+fn current_slot(c: &Connection, borrower: BorrowerId, slot: &str) -> Result<Option<CurrentSlot>> {
+    Ok(c.prepare_cached(
+        "SELECT id, kind, address_bidx, verified_at FROM contact_points WHERE borrower_id = ?1 AND slot = ?2 AND retired_at IS NULL",
+    )?
+    .query_row(params![borrower.0, slot], |r| {
+        let v: Option<String> = r.get(3)?;
+        Ok(CurrentSlot {
+            contact_id: ContactId(r.get(0)?),
+            kind: r.get(1)?,
+            address_bidx: r.get(2)?,
+            verified_at: v.as_deref().and_then(|s| ts_parse(s).ok()),
+        })
+    })
+    .optional()?)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn begin_import(&self, at: DateTime<Utc>) -> Result<Box<dyn ImportTx>> {
+        let path = self.path.clone();
+        let conn = blocking(move || {
+            let c = connect(&path)?;
+            // Take the write lock now, so a concurrent writer fails fast instead of midway.
+            c.execute_batch("BEGIN IMMEDIATE")?;
+            Ok(c)
+        })
+        .await?;
+        Ok(Box::new(SqliteImport {
+            conn: Some(conn),
+            keys: self.keys.clone(),
+            at: ts_text(at),
+            report: ImportReport::default(),
+            data_keys: HashMap::new(),
+        }))
+    }
+
+    async fn borrower_by_external_id(&self, id: &ExternalId) -> Result<Option<BorrowerRecord>> {
+        let ext = id.as_str().to_string();
+        self.with(move |c, keys| {
+            let row = c
+                .prepare_cached(
+                    "SELECT id, external_id, name_enc, national_id_scheme, national_id_enc, national_id_bidx, locale, \
+                     time_zone, jurisdiction, created_at, updated_at FROM borrowers WHERE external_id = ?1",
+                )?
+                .query_row([&ext], |r| {
+                    Ok((
+                        BorrowerId(r.get(0)?),
+                        BorrowerRow {
+                            external_id: r.get(1)?,
+                            name_enc: r.get(2)?,
+                            national_id_scheme: r.get(3)?,
+                            national_id_enc: r.get(4)?,
+                            national_id_bidx: r.get(5)?,
+                            locale: r.get(6)?,
+                            time_zone: r.get(7)?,
+                            jurisdiction: r.get(8)?,
+                        },
+                        r.get::<_, String>(9)?,
+                        r.get::<_, String>(10)?,
+                    ))
+                })
+                .optional()?;
+            let Some((bid, row, created, updated)) = row else {
+                return Ok(None);
+            };
+            let sealer = sealer_for(c, keys, bid)?;
+            Ok(Some(BorrowerRecord {
+                id: bid,
+                borrower: row.open(&sealer)?,
+                created_at: ts_parse(&created)?,
+                updated_at: ts_parse(&updated)?,
+            }))
+        })
+        .await
+    }
+
+    async fn contacts(&self, borrower: BorrowerId) -> Result<Vec<ContactRecord>> {
+        self.with(move |c, keys| {
+            query_contacts(
+                c,
+                keys,
+                "WHERE borrower_id = ?1 ORDER BY retired_at IS NOT NULL, added_at, id",
+                &borrower.0,
+            )
+        })
+        .await
+    }
+
+    async fn contact_history(&self, borrower: BorrowerId) -> Result<Vec<ContactEvent>> {
+        self.with(move |c, _| {
+            let mut stmt = c.prepare_cached(
+                "SELECT contact_id, event, at, actor, detail FROM contact_events WHERE borrower_id = ?1 ORDER BY at, id",
+            )?;
+            let rows = stmt
+                .query_map([borrower.0], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(cid, ev, at, actor, detail)| {
+                    Ok(ContactEvent {
+                        contact_id: ContactId(cid),
+                        borrower_id: borrower,
+                        kind: ev.parse().map_err(codec::corrupt)?,
+                        at: ts_parse(&at)?,
+                        actor,
+                        detail,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn add_contact(
+        &self,
+        borrower: BorrowerId,
+        point: &ContactPoint,
+        at: DateTime<Utc>,
+        actor: &str,
+        replaces_reason: &str,
+    ) -> Result<ContactId> {
+        point
+            .validate()
+            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        let point = point.clone();
+        let actor = actor.to_string();
+        let reason = replaces_reason.to_string();
+        self.with(move |c, keys| {
+            let tx = c.transaction()?;
+            let sealer = sealer_for(&tx, keys, borrower)?;
+            let row = ContactRow::seal(&point, &sealer, keys);
+            let at = ts_text(at);
+            if let Some(cur) = current_slot(&tx, borrower, &row.slot)? {
+                retire(&tx, cur.contact_id, &at, &actor, &reason)?;
+            }
+            let id = insert_contact(&tx, borrower, &row, &at, &actor)?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn verify_contact(
+        &self,
+        contact: ContactId,
+        at: DateTime<Utc>,
+        actor: &str,
+        method: &str,
+    ) -> Result<()> {
+        let (actor, method) = (actor.to_string(), method.to_string());
+        self.with(move |c, _| {
+            let tx = c.transaction()?;
+            verify(&tx, contact, &ts_text(at), &actor, &method)?;
+            Ok(tx.commit()?)
+        })
+        .await
+    }
+
+    async fn retire_contact(
+        &self,
+        contact: ContactId,
+        at: DateTime<Utc>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let (actor, reason) = (actor.to_string(), reason.to_string());
+        self.with(move |c, _| {
+            let tx = c.transaction()?;
+            retire(&tx, contact, &ts_text(at), &actor, &reason)?;
+            Ok(tx.commit()?)
+        })
+        .await
+    }
+
+    async fn contacts_by_phone(&self, number: &PhoneNumber) -> Result<Vec<ContactRecord>> {
+        let bidx = self.keys.blind_index("phone", number.e164()).to_vec();
+        self.with(move |c, keys| {
+            query_contacts(
+                c,
+                keys,
+                "WHERE address_bidx = ?1 ORDER BY added_at, id",
+                &bidx,
+            )
+        })
+        .await
+    }
+
+    async fn loans(&self, borrower: BorrowerId) -> Result<Vec<LoanRecord>> {
+        self.with(move |c, _| {
+            let mut stmt = c.prepare_cached(
+                "SELECT l.id, l.external_id, b.external_id, l.product, l.principal_minor, l.currency, l.disbursed_on \
+                 FROM loans l JOIN borrowers b ON b.id = l.borrower_id WHERE l.borrower_id = ?1 ORDER BY l.id",
+            )?;
+            let rows = stmt
+                .query_map([borrower.0], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(id, ext, bext, product, principal, cur, disbursed)| {
+                    Ok(LoanRecord {
+                        id: LoanId(id),
+                        borrower_id: borrower,
+                        loan: Loan {
+                            external_id: ExternalId::parse(&ext).map_err(codec::corrupt)?,
+                            borrower: ExternalId::parse(&bext).map_err(codec::corrupt)?,
+                            product,
+                            principal: Money::from_minor(principal, cur.parse().map_err(codec::corrupt)?),
+                            disbursed_on: codec::date_parse(&disbursed)?,
+                        },
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn installments(&self, loan: LoanId) -> Result<Vec<InstallmentRecord>> {
+        self.with(move |c, _| {
+            let mut stmt = c.prepare_cached(
+                "SELECT i.id, l.external_id, i.seq, i.due_date, i.amount_due_minor, i.amount_paid_minor, i.currency, i.paid_at \
+                 FROM installments i JOIN loans l ON l.id = i.loan_id WHERE i.loan_id = ?1 ORDER BY i.seq",
+            )?;
+            let rows = stmt
+                .query_map([loan.0], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(id, lext, seq, due, amount_due, amount_paid, cur, paid_at)| {
+                    let cur = cur.parse().map_err(codec::corrupt)?;
+                    Ok(InstallmentRecord {
+                        id: InstallmentId(id),
+                        loan_id: loan,
+                        installment: Installment {
+                            loan: ExternalId::parse(&lext).map_err(codec::corrupt)?,
+                            seq,
+                            due_date: codec::date_parse(&due)?,
+                            amount_due: Money::from_minor(amount_due, cur),
+                            amount_paid: Money::from_minor(amount_paid, cur),
+                            paid_at: paid_at.as_deref().map(ts_parse).transpose()?,
+                        },
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn consents(&self, borrower: BorrowerId) -> Result<Vec<Consent>> {
+        self.with(move |c, _| {
+            let mut stmt = c.prepare_cached(
+                "SELECT purpose, channel, state, at, source, text_version FROM consents WHERE borrower_id = ?1 ORDER BY at, id",
+            )?;
+            let rows = stmt
+                .query_map([borrower.0], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(p, ch, st, at, src, tv)| codec::consent_from_columns(&p, &ch, &st, ts_parse(&at)?, &src, tv))
+                .collect()
+        })
+        .await
+    }
+
+    async fn record_consent(&self, borrower: BorrowerId, consent: &Consent) -> Result<()> {
+        let consent = consent.clone();
+        self.with(move |c, _| insert_consent(c, borrower, &consent).map(|_| ()))
+            .await
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        self.with(|c, _| {
+            let n = |sql: &str| -> Result<u64> {
+                Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+            };
+            Ok(Counts {
+                borrowers: n("SELECT count(*) FROM borrowers")?,
+                contacts_current: n(
+                    "SELECT count(*) FROM contact_points WHERE retired_at IS NULL",
+                )?,
+                contacts_retired: n(
+                    "SELECT count(*) FROM contact_points WHERE retired_at IS NOT NULL",
+                )?,
+                loans: n("SELECT count(*) FROM loans")?,
+                installments: n("SELECT count(*) FROM installments")?,
+                consents: n("SELECT count(*) FROM consents")?,
+            })
+        })
+        .await
+    }
+}
+
+/// Inserts a consent event unless the same one is already recorded; returns whether it was new.
+fn insert_consent(c: &Connection, borrower: BorrowerId, k: &Consent) -> Result<bool> {
+    let n = c
+        .prepare_cached(
+            "INSERT INTO consents (borrower_id, purpose, channel, state, at, source, text_version) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            borrower.0,
+            k.purpose.as_str(),
+            codec::consent_channel(k),
+            k.state.as_str(),
+            ts_text(k.at),
+            k.source.as_str(),
+            k.text_version,
+        ])?;
+    Ok(n == 1)
+}
+
+struct SqliteImport {
+    /// Taken while a batch runs on a blocking thread, put back after.
+    conn: Option<Connection>,
+    keys: Arc<Keyring>,
+    at: String,
+    report: ImportReport,
+    /// Data keys of the borrowers upserted in this import, for sealing their contacts.
+    data_keys: HashMap<BorrowerId, DataKey>,
+}
+
+struct ImportCtx<'a> {
+    c: &'a Connection,
+    keys: &'a Keyring,
+    at: &'a str,
+    report: &'a mut ImportReport,
+    data_keys: &'a mut HashMap<BorrowerId, DataKey>,
+}
+
+impl SqliteImport {
+    async fn run<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut ImportCtx<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.take().ok_or_else(|| {
+            StoreError::Conflict("import transaction used after an earlier batch failed".into())
+        })?;
+        let keys = self.keys.clone();
+        let at = self.at.clone();
+        let mut report = self.report;
+        let mut data_keys = std::mem::take(&mut self.data_keys);
+        let (conn, report, data_keys, out) = blocking(move || {
+            let out = f(&mut ImportCtx {
+                c: &conn,
+                keys: &keys,
+                at: &at,
+                report: &mut report,
+                data_keys: &mut data_keys,
+            });
+            Ok((conn, report, data_keys, out))
+        })
+        .await?;
+        self.report = report;
+        self.data_keys = data_keys;
+        // After a failed batch the connection is dropped, which rolls the transaction back.
+        if out.is_ok() {
+            self.conn = Some(conn);
+        }
+        out
+    }
+}
+
+fn upsert_borrower(x: &mut ImportCtx<'_>, b: &Borrower) -> Result<BorrowerId> {
+    let existing: Option<(i64, Option<Vec<u8>>)> = x
+        .c
+        .prepare_cached(
+            "SELECT b.id, k.wrapped_key FROM borrowers b JOIN borrower_keys k ON k.borrower_id = b.id WHERE b.external_id = ?1",
+        )?
+        .query_row([b.external_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match existing {
+        None => {
+            let key = DataKey::generate();
+            let row = BorrowerRow::seal(b, &key.sealer(), x.keys);
+            x.c.prepare_cached(
+                "INSERT INTO borrowers (external_id, name_enc, national_id_scheme, national_id_enc, national_id_bidx, \
+                 locale, time_zone, jurisdiction, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            )?
+            .execute(params![
+                row.external_id,
+                row.name_enc,
+                row.national_id_scheme,
+                row.national_id_enc,
+                row.national_id_bidx,
+                row.locale,
+                row.time_zone,
+                row.jurisdiction,
+                x.at,
+            ])?;
+            let id = BorrowerId(x.c.last_insert_rowid());
+            x.c.prepare_cached("INSERT INTO borrower_keys (borrower_id, key_id, wrapped_key, created_at) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![id.0, x.keys.key_id(), x.keys.wrap(&key), x.at])?;
+            x.data_keys.insert(id, key);
+            x.report.borrowers_created += 1;
+            Ok(id)
+        }
+        Some((_, None)) => Err(StoreError::Conflict(format!(
+            "borrower {} was erased; an erased borrower cannot be imported again under the same id",
+            b.external_id
+        ))),
+        Some((id, Some(wrapped))) => {
+            let id = BorrowerId(id);
+            let key = x.keys.unwrap_key(&wrapped)?;
+            let current = load_borrower_row(x.c, id)?.open(&key.sealer())?;
+            if current == *b {
+                x.report.borrowers_unchanged += 1;
+            } else {
+                let row = BorrowerRow::seal(b, &key.sealer(), x.keys);
+                x.c.prepare_cached(
+                    "UPDATE borrowers SET name_enc = ?2, national_id_scheme = ?3, national_id_enc = ?4, national_id_bidx = ?5, \
+                     locale = ?6, time_zone = ?7, jurisdiction = ?8, updated_at = ?9 WHERE id = ?1",
+                )?
+                .execute(params![
+                    id.0,
+                    row.name_enc,
+                    row.national_id_scheme,
+                    row.national_id_enc,
+                    row.national_id_bidx,
+                    row.locale,
+                    row.time_zone,
+                    row.jurisdiction,
+                    x.at,
+                ])?;
+                x.report.borrowers_updated += 1;
+            }
+            x.data_keys.insert(id, key);
+            Ok(id)
+        }
+    }
+}
+
+fn load_borrower_row(c: &Connection, id: BorrowerId) -> Result<BorrowerRow> {
+    Ok(c.prepare_cached(
+        "SELECT external_id, name_enc, national_id_scheme, national_id_enc, national_id_bidx, locale, time_zone, jurisdiction \
+         FROM borrowers WHERE id = ?1",
+    )?
+    .query_row([id.0], |r| {
+        Ok(BorrowerRow {
+            external_id: r.get(0)?,
+            name_enc: r.get(1)?,
+            national_id_scheme: r.get(2)?,
+            national_id_enc: r.get(3)?,
+            national_id_bidx: r.get(4)?,
+            locale: r.get(5)?,
+            time_zone: r.get(6)?,
+            jurisdiction: r.get(7)?,
+        })
+    })?)
+}
+
+#[async_trait]
+impl ImportTx for SqliteImport {
+    async fn upsert_borrowers(&mut self, rows: Vec<Borrower>) -> Result<Vec<BorrowerId>> {
+        self.run(move |x| rows.iter().map(|b| upsert_borrower(x, b)).collect())
+            .await
+    }
+
+    async fn upsert_contacts(&mut self, rows: Vec<(BorrowerId, ContactPoint)>) -> Result<()> {
+        self.run(move |x| {
+            for (borrower, point) in &rows {
+                let key = x
+                    .data_keys
+                    .get(borrower)
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: "borrower in this import",
+                        id: borrower.to_string(),
+                    })?;
+                let row = ContactRow::seal(point, &key.sealer(), x.keys);
+                match codec::plan_slot(current_slot(x.c, *borrower, &row.slot)?.as_ref(), &row) {
+                    SlotAction::Add => {
+                        insert_contact(x.c, *borrower, &row, x.at, "book")?;
+                        x.report.contacts_added += 1;
+                    }
+                    SlotAction::Unchanged(_) => x.report.contacts_unchanged += 1,
+                    SlotAction::Verify(id, at) => {
+                        verify(x.c, id, &ts_text(at), "book", "as stated in book")?;
+                        x.report.contacts_verified += 1;
+                    }
+                    SlotAction::Replace(old) => {
+                        retire(x.c, old, x.at, "book", REPLACED_BY_BOOK)?;
+                        insert_contact(x.c, *borrower, &row, x.at, "book")?;
+                        x.report.contacts_replaced += 1;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upsert_loans(&mut self, rows: Vec<(BorrowerId, Loan)>) -> Result<Vec<LoanId>> {
+        self.run(move |x| {
+            let mut stmt = x.c.prepare_cached(
+                "INSERT INTO loans (external_id, borrower_id, product, principal_minor, currency, disbursed_on, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (external_id) DO UPDATE SET product = excluded.product, principal_minor = excluded.principal_minor, \
+                 currency = excluded.currency, disbursed_on = excluded.disbursed_on, updated_at = excluded.updated_at \
+                 RETURNING id, borrower_id",
+            )?;
+            let mut ids = Vec::with_capacity(rows.len());
+            for (borrower, loan) in &rows {
+                let (id, owner): (i64, i64) = stmt.query_row(
+                    params![
+                        loan.external_id.as_str(),
+                        borrower.0,
+                        loan.product,
+                        loan.principal.minor(),
+                        loan.principal.currency().as_str(),
+                        loan.disbursed_on.to_string(),
+                        x.at,
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                if owner != borrower.0 {
+                    return Err(StoreError::Conflict(format!(
+                        "loan {} already belongs to another borrower; a loan cannot change borrower",
+                        loan.external_id
+                    )));
+                }
+                ids.push(LoanId(id));
+            }
+            x.report.loans_written += rows.len() as u64;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn upsert_installments(&mut self, rows: Vec<(LoanId, Installment)>) -> Result<()> {
+        self.run(move |x| {
+            let mut stmt = x.c.prepare_cached(
+                "INSERT INTO installments (loan_id, seq, due_date, amount_due_minor, amount_paid_minor, currency, paid_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (loan_id, seq) DO UPDATE SET due_date = excluded.due_date, amount_due_minor = excluded.amount_due_minor, \
+                 amount_paid_minor = excluded.amount_paid_minor, currency = excluded.currency, paid_at = excluded.paid_at, \
+                 updated_at = excluded.updated_at",
+            )?;
+            for (loan, i) in &rows {
+                stmt.execute(params![
+                    loan.0,
+                    i.seq,
+                    i.due_date.to_string(),
+                    i.amount_due.minor(),
+                    i.amount_paid.minor(),
+                    i.amount_due.currency().as_str(),
+                    i.paid_at.map(ts_text),
+                    x.at,
+                ])?;
+            }
+            x.report.installments_written += rows.len() as u64;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_consents(&mut self, rows: Vec<(BorrowerId, Consent)>) -> Result<()> {
+        self.run(move |x| {
+            for (borrower, consent) in &rows {
+                if insert_consent(x.c, *borrower, consent)? {
+                    x.report.consents_added += 1;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ImportReport> {
+        let report = self.report;
+        self.run(|x| Ok(x.c.execute_batch("COMMIT")?)).await?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,215 @@
+//! Test harness: a fresh store per test on either back end, fixtures, and a raw dump of
+//! everything a back end holds for the plaintext check.
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use reachline_domain::national_id::IdScheme;
+use reachline_domain::*;
+use reachline_store::{postgres::PgStore, sqlite::SqliteStore, Keyring, Store};
+
+pub struct Harness {
+    pub store: Box<dyn Store>,
+    pub keys: Keyring,
+    kind: Kind,
+}
+
+enum Kind {
+    Sqlite { dir: tempfile::TempDir },
+    Postgres { admin_url: String, db: String },
+}
+
+impl Harness {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keyring::random("test");
+        let store = SqliteStore::open(dir.path().join("t.db"), keys.clone())
+            .await
+            .unwrap();
+        Self {
+            store: Box::new(store),
+            keys,
+            kind: Kind::Sqlite { dir },
+        }
+    }
+
+    /// A store on a fresh database of the server `REACHLINE_TEST_DATABASE_URL` names, or `None`
+    /// (with a note on stderr) when it is not set. With `REACHLINE_TEST_REQUIRE_POSTGRES=1`, a
+    /// missing URL fails the test instead, so CI cannot skip the suite by accident.
+    pub async fn postgres() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("REACHLINE_TEST_DATABASE_URL") else {
+            assert!(
+                std::env::var("REACHLINE_TEST_REQUIRE_POSTGRES").is_err(),
+                "REACHLINE_TEST_REQUIRE_POSTGRES is set but REACHLINE_TEST_DATABASE_URL is not"
+            );
+            eprintln!("REACHLINE_TEST_DATABASE_URL not set: PostgreSQL half of this story not run");
+            return None;
+        };
+        let db = format!("rl_test_{}", rand::random::<u64>());
+        let admin = sqlx::PgPool::connect(&admin_url)
+            .await
+            .expect("connect to the test server");
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let keys = Keyring::random("test");
+        let store = PgStore::connect(&with_database(&admin_url, &db), keys.clone())
+            .await
+            .unwrap();
+        Some(Self {
+            store: Box::new(store),
+            keys,
+            kind: Kind::Postgres { admin_url, db },
+        })
+    }
+
+    pub async fn drop_database(self) {
+        if let Kind::Postgres { admin_url, db } = &self.kind {
+            drop(self.store);
+            let admin = sqlx::PgPool::connect(admin_url).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Every byte the back end holds, as text a grep can search: the SQLite file (after folding
+    /// the WAL in), or every PostgreSQL table rendered row by row.
+    pub async fn raw_dump(&self) -> Vec<u8> {
+        match &self.kind {
+            Kind::Sqlite { dir } => {
+                // Fold the WAL into the file through a second connection, then read every file.
+                let c = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    .unwrap();
+                let mut all = Vec::new();
+                for e in std::fs::read_dir(dir.path()).unwrap() {
+                    all.extend(std::fs::read(e.unwrap().path()).unwrap());
+                }
+                all
+            }
+            Kind::Postgres { admin_url, db } => {
+                let pool = sqlx::PgPool::connect(&with_database(admin_url, db))
+                    .await
+                    .unwrap();
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                let mut all = String::new();
+                for t in tables {
+                    let rows: Vec<String> =
+                        sqlx::query_scalar(&format!("SELECT x::text FROM {t} x"))
+                            .fetch_all(&pool)
+                            .await
+                            .unwrap();
+                    all.push_str(&rows.join("\n"));
+                }
+                all.into_bytes()
+            }
+        }
+    }
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map(|(b, q)| (b, Some(q)))
+        .unwrap_or((url, None));
+    let server = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{db}?{q}"),
+        None => format!("{server}/{db}"),
+    }
+}
+
+pub fn t(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, day, hour, 0, 0).unwrap()
+}
+
+pub fn ext(s: &str) -> ExternalId {
+    ExternalId::parse(s).unwrap()
+}
+
+pub fn borrower(id: &str, name: &str) -> Borrower {
+    Borrower {
+        external_id: ext(id),
+        name: PersonName::parse(name).unwrap(),
+        national_id: Some(NationalId::parse(IdScheme::CnResident, "11010519491231002X").unwrap()),
+        locale: Locale::ZhCn,
+        time_zone: chrono_tz::Asia::Shanghai,
+        jurisdiction: Jurisdiction::Cn,
+    }
+}
+
+pub fn mobile(slot: &str, number: &str, role: ContactRole) -> ContactPoint {
+    ContactPoint {
+        slot: ext(slot),
+        kind: ContactKind::Mobile,
+        address: ContactAddress::parse(ContactKind::Mobile, number, &PhoneParser::default())
+            .unwrap(),
+        role,
+        holder_name: role
+            .is_third_party()
+            .then(|| PersonName::parse("李娜").unwrap()),
+        bound_since: NaiveDate::from_ymd_opt(2024, 5, 1).unwrap(),
+        source: ContactSource::Book,
+        verified_at: None,
+    }
+}
+
+pub fn email(slot: &str, addr: &str) -> ContactPoint {
+    ContactPoint {
+        slot: ext(slot),
+        kind: ContactKind::Email,
+        address: ContactAddress::parse(ContactKind::Email, addr, &PhoneParser::default()).unwrap(),
+        role: ContactRole::Primary,
+        holder_name: None,
+        bound_since: NaiveDate::from_ymd_opt(2024, 5, 1).unwrap(),
+        source: ContactSource::Book,
+        verified_at: Some(t(1, 9)),
+    }
+}
+
+pub fn loan(id: &str, borrower: &str) -> Loan {
+    Loan {
+        external_id: ext(id),
+        borrower: ext(borrower),
+        product: "consumer-12m".into(),
+        principal: Money::from_minor(1_200_000, Currency::CNY),
+        disbursed_on: NaiveDate::from_ymd_opt(2026, 1, 15).unwrap(),
+    }
+}
+
+pub fn installment(loan: &str, seq: u32, paid: bool) -> Installment {
+    Installment {
+        loan: ext(loan),
+        seq,
+        due_date: NaiveDate::from_ymd_opt(2026, 1 + seq, 15).unwrap(),
+        amount_due: Money::from_minor(105_000, Currency::CNY),
+        amount_paid: Money::from_minor(if paid { 105_000 } else { 0 }, Currency::CNY),
+        paid_at: paid.then(|| t(seq, 10)),
+    }
+}
+
+pub fn consent(
+    purpose: Purpose,
+    channel: Option<Channel>,
+    state: ConsentState,
+    at: DateTime<Utc>,
+) -> Consent {
+    Consent {
+        purpose,
+        channel,
+        state,
+        at,
+        source: ConsentSource::Contract,
+        text_version: "2026-01".into(),
+    }
+}

@@ -1,0 +1,38 @@
+//! The storage suite: every story runs on SQLite, and on PostgreSQL when
+//! `REACHLINE_TEST_DATABASE_URL` names a server (each test gets a fresh database there).
+
+mod helpers;
+mod stories;
+
+/// Declares one test per back end for each story function in `stories`.
+macro_rules! on_both {
+    ($($story:ident),+ $(,)?) => {$(
+        mod $story {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let h = crate::helpers::Harness::sqlite().await;
+                crate::stories::$story(&h).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(h) = crate::helpers::Harness::postgres().await else { return };
+                crate::stories::$story(&h).await;
+                h.drop_database().await;
+            }
+        }
+    )+};
+}
+
+on_both!(
+    import_round_trip,
+    reimport_is_idempotent,
+    changed_number_replaces_and_keeps_history,
+    recycled_number_belongs_to_two_borrowers,
+    dropped_import_writes_nothing,
+    contact_events_through_the_api,
+    consents_are_events,
+    loan_cannot_change_borrower,
+    no_plaintext_pii_at_rest,
+    blind_index_needs_the_key,
+);
