@@ -132,16 +132,23 @@ impl PhoneParser {
     /// brackets are accepted; a leading `+` or `00` starts an international number.
     pub fn parse(&self, input: &str) -> Result<PhoneNumber, PhoneError> {
         let cleaned = normalise(input)?;
-        let parsed =
-            phonenumber::parse(Some(self.default_region), &cleaned).map_err(|e| match e {
-                phonenumber::ParseError::InvalidCountryCode => PhoneError::UnknownCountryCode,
-                phonenumber::ParseError::TooLong => PhoneError::TooLong {
-                    digits: digit_count(&cleaned),
-                },
-                _ => PhoneError::TooShort {
-                    digits: digit_count(&cleaned),
-                },
-            })?;
+        // An international number is parsed without a default region: phonenumber 0.3.10 applies
+        // the default region's prefixes to it otherwise, and reads +1 202 500 1233 as "+1233"
+        // under CN (the "00" inside is taken for an international call prefix).
+        let region = if cleaned.starts_with('+') {
+            None
+        } else {
+            Some(self.default_region)
+        };
+        let parsed = phonenumber::parse(region, &cleaned).map_err(|e| match e {
+            phonenumber::ParseError::InvalidCountryCode => PhoneError::UnknownCountryCode,
+            phonenumber::ParseError::TooLong => PhoneError::TooLong {
+                digits: digit_count(&cleaned),
+            },
+            _ => PhoneError::TooShort {
+                digits: digit_count(&cleaned),
+            },
+        })?;
         let e164 = parsed.format().mode(Mode::E164).to_string();
         if let Some(o) = self.overrides.iter().find(|o| o.matches(&e164)) {
             return Ok(PhoneNumber { e164, line: o.line });
@@ -312,6 +319,28 @@ mod tests {
         let n = PhoneNumber::parse("13812345678").unwrap();
         assert_eq!(format!("{n}"), "+86138****5678");
         assert!(!format!("{n:?}").contains("13812345678"));
+    }
+
+    #[test]
+    fn international_numbers_do_not_take_the_default_region_prefixes() {
+        // Regression: phonenumber 0.3.10 turned these into other numbers under a foreign region.
+        check(
+            "+1 202 500 1233",
+            Ok(("+12025001233", LineType::FixedLineOrMobile)),
+        );
+        check(
+            "+12124008334",
+            Ok(("+12124008334", LineType::FixedLineOrMobile)),
+        );
+        let us = PhoneParser::new("US", vec![]).unwrap();
+        assert_eq!(
+            us.parse("+86 138 1001 2345").unwrap().e164(),
+            "+8613810012345"
+        );
+        assert_eq!(
+            us.parse("+86 10 1234 5678").unwrap().e164(),
+            "+861012345678"
+        );
     }
 
     #[test]

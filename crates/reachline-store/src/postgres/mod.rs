@@ -852,3 +852,70 @@ impl ImportTx for PgImport {
         Ok(report)
     }
 }
+
+/// `url` with its database name replaced by `db` (query parameters kept).
+pub fn url_with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map(|(b, q)| (b, Some(q)))
+        .unwrap_or((url, None));
+    let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let server = match base[after_scheme..].find('/') {
+        Some(i) => &base[..after_scheme + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{db}?{q}"),
+        None => format!("{server}/{db}"),
+    }
+}
+
+fn check_name(db: &str) -> Result<()> {
+    if db.is_empty()
+        || db.len() > 63
+        || !db
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(StoreError::Conflict(format!(
+            "{db:?} is not a plain database name (a-z, 0-9, _)"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates database `db` on the server `admin_url` connects to (for tests and benchmarks).
+pub async fn create_database(admin_url: &str, db: &str) -> Result<()> {
+    check_name(db)?;
+    let admin = PgPool::connect(admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    Ok(())
+}
+
+/// Drops database `db`, disconnecting anyone still on it.
+pub async fn drop_database(admin_url: &str, db: &str) -> Result<()> {
+    check_name(db)?;
+    let admin = PgPool::connect(admin_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn url_with_database() {
+        use super::url_with_database as u;
+        assert_eq!(u("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
+        assert_eq!(
+            u("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(u("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}

@@ -1,0 +1,154 @@
+//! `reachline bench import`: generates a book and imports it into a fresh SQLite database and a
+//! fresh PostgreSQL database, each in its own child process so each peak-memory figure is that
+//! import's alone, and prints a table.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use crate::book::gen::{generate, GenOptions};
+use crate::book::Format;
+use crate::keys::KeyFile;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Generate a book of N borrowers and time its import into SQLite and PostgreSQL.
+    Import {
+        #[arg(long, default_value_t = 1_000_000)]
+        borrowers: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// A PostgreSQL server to benchmark against (a fresh database is created and dropped);
+        /// the URL's database is only used to connect.
+        #[arg(
+            long,
+            env = "REACHLINE_BENCH_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres: String,
+        /// Skip PostgreSQL.
+        #[arg(long)]
+        no_postgres: bool,
+        /// Working directory for the book and the SQLite file.
+        #[arg(long, default_value = "./reachline-bench")]
+        dir: PathBuf,
+        /// Keep the generated book and databases afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+struct Row {
+    backend: String,
+    summary: serde_json::Value,
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Import {
+        borrowers,
+        seed,
+        postgres,
+        no_postgres,
+        dir,
+        keep,
+    } = cmd;
+    std::fs::create_dir_all(&dir)?;
+    let book = dir.join("book");
+    let keys = dir.join("bench.keys");
+    if !keys.exists() {
+        KeyFile::generate("bench").write_new(&keys)?;
+    }
+
+    eprintln!("generating {borrowers} borrowers…");
+    let t = Instant::now();
+    let opts = GenOptions {
+        borrowers,
+        seed,
+        as_of: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).expect("a valid date"),
+        revision: 0,
+        format: Format::Csv,
+    };
+    let pb = indicatif::ProgressBar::new(borrowers);
+    let counts = generate(&book, &opts, &|n| pb.set_position(n))?;
+    pb.finish_and_clear();
+    let gen_secs = t.elapsed().as_secs_f64();
+
+    let mut rows = Vec::new();
+    let sqlite_path = dir.join("bench.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", sqlite_path.display()));
+    }
+    eprintln!("importing into SQLite…");
+    rows.push(Row {
+        backend: "SQLite (WAL)".into(),
+        summary: child_import(&format!("sqlite://{}", sqlite_path.display()), &book, &keys)?,
+    });
+    if !no_postgres {
+        let db = format!("reachline_bench_{}", std::process::id());
+        reachline_store::postgres::create_database(&postgres, &db).await?;
+        eprintln!("importing into PostgreSQL…");
+        let url = reachline_store::postgres::url_with_database(&postgres, &db);
+        let res = child_import(&url, &book, &keys);
+        if !keep {
+            reachline_store::postgres::drop_database(&postgres, &db).await?;
+        }
+        rows.push(Row {
+            backend: "PostgreSQL".into(),
+            summary: res?,
+        });
+    }
+
+    println!(
+        "book: {borrowers} borrowers, {} rows ({} contacts, {} loans, {} installments, {} consents), generated in {gen_secs:.1}s",
+        counts.total(),
+        counts.contacts,
+        counts.loans,
+        counts.installments,
+        counts.consents
+    );
+    println!();
+    println!("| back end | rows | validate s | write s | total s | rows/s | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let s = &r.summary;
+        let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
+            r.backend,
+            s["rows_read"],
+            f("validate_seconds"),
+            f("write_seconds"),
+            f("total_seconds"),
+            f("rows_per_second"),
+            f("peak_rss_bytes") / (1 << 20) as f64
+        );
+    }
+    if !keep {
+        std::fs::remove_dir_all(&book).ok();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", sqlite_path.display()));
+        }
+    }
+    Ok(())
+}
+
+fn child_import(url: &str, book: &Path, keys: &Path) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe().context("finding the reachline executable")?;
+    let out = std::process::Command::new(exe)
+        .args(["--database", url, "import", "--json"])
+        .arg(book)
+        .env("REACHLINE_KEYS__FILE", keys)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running the import")?;
+    if !out.status.success() {
+        bail!(
+            "import into {} failed ({})",
+            url.split("://").next().unwrap_or(""),
+            out.status
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

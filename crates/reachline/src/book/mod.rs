@@ -1,0 +1,412 @@
+//! The loan-book format (see `docs/book-format.md`): one file per kind of record, as CSV with a
+//! header row or as JSON Lines, read as streams of rows with their line numbers.
+
+pub mod gen;
+pub mod parse;
+pub mod validate;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The kinds of file in a book, in the order they are read and written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Borrowers,
+    Contacts,
+    Loans,
+    Installments,
+    Consents,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 5] = [
+        FileKind::Borrowers,
+        FileKind::Contacts,
+        FileKind::Loans,
+        FileKind::Installments,
+        FileKind::Consents,
+    ];
+
+    pub fn stem(self) -> &'static str {
+        match self {
+            FileKind::Borrowers => "borrowers",
+            FileKind::Contacts => "contacts",
+            FileKind::Loans => "loans",
+            FileKind::Installments => "installments",
+            FileKind::Consents => "consents",
+        }
+    }
+
+    /// Consents may be left out of a book; everything else is required.
+    pub fn required(self) -> bool {
+        !matches!(self, FileKind::Consents)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    JsonLines,
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::JsonLines => "jsonl",
+        }
+    }
+}
+
+/// A book on disk: which files it has, in which format.
+#[derive(Debug, Clone)]
+pub struct Book {
+    pub files: Vec<(FileKind, PathBuf, Format)>,
+}
+
+impl Book {
+    /// Finds the book's files in `dir`. Each kind must be present once, as `.csv` or `.jsonl`.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        if !dir.is_dir() {
+            anyhow::bail!("{} is not a directory holding a loan book", dir.display());
+        }
+        let mut files = Vec::new();
+        for kind in FileKind::ALL {
+            let csv = dir.join(format!("{}.csv", kind.stem()));
+            let jsonl = dir.join(format!("{}.jsonl", kind.stem()));
+            match (csv.exists(), jsonl.exists()) {
+                (true, true) => anyhow::bail!(
+                    "{} has both {}.csv and {}.jsonl; keep one",
+                    dir.display(),
+                    kind.stem(),
+                    kind.stem()
+                ),
+                (true, false) => files.push((kind, csv, Format::Csv)),
+                (false, true) => files.push((kind, jsonl, Format::JsonLines)),
+                (false, false) if kind.required() => anyhow::bail!(
+                    "{} has no {}.csv (or {}.jsonl); a book needs borrowers, contacts, loans and installments",
+                    dir.display(),
+                    kind.stem(),
+                    kind.stem()
+                ),
+                (false, false) => {}
+            }
+        }
+        Ok(Self { files })
+    }
+
+    pub fn file(&self, kind: FileKind) -> Option<(&Path, Format)> {
+        self.files
+            .iter()
+            .find(|(k, _, _)| *k == kind)
+            .map(|(_, p, f)| (p.as_path(), *f))
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .filter_map(|(_, p, _)| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+/// Where a problem is: file name, line (1-based; the CSV header is line 1) and field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: u64,
+    pub field: Option<&'static str>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)?;
+        if let Some(field) = self.field {
+            write!(f, ": field {field}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A row type of the book, with the columns its CSV header must and may hold.
+pub trait BookRow: DeserializeOwned + Send + 'static {
+    const KIND: FileKind;
+    const REQUIRED: &'static [&'static str];
+    const OPTIONAL: &'static [&'static str];
+}
+
+/// Checks a CSV header once, so a missing or misspelt column is one error on line 1 rather than
+/// one on every row.
+fn check_header<T: BookRow>(headers: &csv::StringRecord) -> Result<(), String> {
+    for h in headers {
+        if !T::REQUIRED.contains(&h) && !T::OPTIONAL.contains(&h) {
+            return Err(format!(
+                "unknown column {h:?}; expected columns: {}",
+                T::REQUIRED
+                    .iter()
+                    .chain(T::OPTIONAL)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if let Some(missing) = T::REQUIRED
+        .iter()
+        .find(|r| !headers.iter().any(|h| h == **r))
+    {
+        return Err(format!("missing required column {missing:?}"));
+    }
+    Ok(())
+}
+
+/// A file-level problem that stops a file from being read at all (its header, or IO).
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct FileError {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// One row read from a book file, or why it could not be read.
+pub type RowResult<T> = Result<(u64, T), (u64, String)>;
+
+/// Reads rows of type `T` from a CSV or JSON Lines file, calling `f` with each row's line number
+/// and content (or the reason it could not be read), and `progress` with bytes read so far.
+///
+/// A header that does not fit `T`, or a file that cannot be opened, is a [`FileError`].
+pub fn read_rows<T: BookRow>(
+    path: &Path,
+    format: Format,
+    mut progress: impl FnMut(u64),
+    mut f: impl FnMut(RowResult<T>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let file = File::open(path).map_err(|e| FileError {
+        line: 0,
+        reason: format!("cannot be opened: {e}"),
+    })?;
+    let reader = BufReader::with_capacity(1 << 20, file);
+    match format {
+        Format::Csv => {
+            let mut rdr = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .trim(csv::Trim::All)
+                .from_reader(reader);
+            let headers = rdr
+                .headers()
+                .map_err(|e| FileError {
+                    line: 1,
+                    reason: format!("header row cannot be read: {}", csv_reason(&e)),
+                })?
+                .clone();
+            check_header::<T>(&headers).map_err(|reason| FileError { line: 1, reason })?;
+            let mut record = csv::StringRecord::new();
+            let mut n = 0u64;
+            loop {
+                match rdr.read_record(&mut record) {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        let line = record.position().map(|p| p.line()).unwrap_or(0);
+                        let row = record
+                            .deserialize::<T>(Some(&headers))
+                            .map_err(|e| (line, csv_reason(&e)));
+                        f(row.map(|r| (line, r)))?;
+                    }
+                    Err(e) => {
+                        let line = e.position().map(|p| p.line()).unwrap_or(0);
+                        f(Err((line, csv_reason(&e))))?;
+                    }
+                }
+                n += 1;
+                if n % 4096 == 0 {
+                    progress(rdr.position().byte());
+                }
+            }
+            progress(rdr.position().byte());
+        }
+        Format::JsonLines => {
+            let mut bytes = 0u64;
+            let mut buf = String::new();
+            let mut reader = reader;
+            let mut line = 0u64;
+            loop {
+                buf.clear();
+                let n = reader.by_ref().read_line(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                line += 1;
+                bytes += n as u64;
+                if buf.trim().is_empty() {
+                    continue;
+                }
+                let row = serde_json::from_str::<T>(&buf).map_err(|e| (line, json_reason(&e)));
+                f(row.map(|r| (line, r)))?;
+                if line % 4096 == 0 {
+                    progress(bytes);
+                }
+            }
+            progress(bytes);
+        }
+    }
+    Ok(())
+}
+
+/// The csv crate's message, without the position it repeats (we print our own) and without the
+/// offending value (it may be personal data).
+fn csv_reason(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
+            format!("row has {len} fields; the header has {expected_len}")
+        }
+        csv::ErrorKind::Utf8 { .. } => "row is not valid UTF-8".into(),
+        csv::ErrorKind::Deserialize { err, .. } => match err.field() {
+            Some(i) => format!("field {}: {}", i + 1, deserialize_reason(err)),
+            None => deserialize_reason(err),
+        },
+        _ => e.to_string(),
+    }
+}
+
+fn deserialize_reason(err: &csv::DeserializeError) -> String {
+    match err.kind() {
+        csv::DeserializeErrorKind::Message(m) => m.clone(),
+        csv::DeserializeErrorKind::Unsupported(m) => format!("unsupported: {m}"),
+        _ => "value has the wrong type".into(),
+    }
+}
+
+fn json_reason(e: &serde_json::Error) -> String {
+    // serde_json's messages name fields and types, not values, except for `invalid value`
+    // messages which quote a value; keep only the part before a quoted value.
+    let msg = e.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    match msg.find(": \"") {
+        Some(i) if msg.starts_with("invalid") => msg[..i].to_string(),
+        _ => msg,
+    }
+}
+
+/// A borrower row. Every field is text here; `parse` turns it into domain types field by field
+/// so each error can name its field.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BorrowerRow {
+    pub external_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub national_id_scheme: String,
+    #[serde(default)]
+    pub national_id: String,
+    #[serde(default)]
+    pub locale: String,
+    #[serde(default)]
+    pub time_zone: String,
+    #[serde(default)]
+    pub jurisdiction: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactRow {
+    pub borrower_id: String,
+    pub slot: String,
+    pub kind: String,
+    pub role: String,
+    #[serde(default)]
+    pub relation: String,
+    pub value: String,
+    #[serde(default)]
+    pub holder_name: String,
+    pub bound_since: String,
+    #[serde(default)]
+    pub verified_at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoanRow {
+    pub external_id: String,
+    pub borrower_id: String,
+    pub product: String,
+    pub principal: String,
+    pub currency: String,
+    pub disbursed_on: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallmentRow {
+    pub loan_id: String,
+    #[serde(deserialize_with = "text_or_integer")]
+    pub seq: String,
+    pub due_date: String,
+    pub amount_due: String,
+    #[serde(default)]
+    pub amount_paid: String,
+    #[serde(default)]
+    pub paid_at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRow {
+    pub borrower_id: String,
+    pub purpose: String,
+    #[serde(default)]
+    pub channel: String,
+    pub state: String,
+    pub at: String,
+    pub source: String,
+    pub text_version: String,
+}
+
+macro_rules! book_row {
+    ($ty:ty, $kind:expr, required: [$($r:literal),*], optional: [$($o:literal),*]) => {
+        impl BookRow for $ty {
+            const KIND: FileKind = $kind;
+            const REQUIRED: &'static [&'static str] = &[$($r),*];
+            const OPTIONAL: &'static [&'static str] = &[$($o),*];
+        }
+    };
+}
+
+book_row!(BorrowerRow, FileKind::Borrowers,
+    required: ["external_id", "name"],
+    optional: ["national_id_scheme", "national_id", "locale", "time_zone", "jurisdiction"]);
+book_row!(ContactRow, FileKind::Contacts,
+    required: ["borrower_id", "slot", "kind", "role", "value", "bound_since"],
+    optional: ["relation", "holder_name", "verified_at"]);
+book_row!(LoanRow, FileKind::Loans,
+    required: ["external_id", "borrower_id", "product", "principal", "currency", "disbursed_on"],
+    optional: []);
+book_row!(InstallmentRow, FileKind::Installments,
+    required: ["loan_id", "seq", "due_date", "amount_due"],
+    optional: ["amount_paid", "paid_at"]);
+book_row!(ConsentRow, FileKind::Consents,
+    required: ["borrower_id", "purpose", "state", "at", "source", "text_version"],
+    optional: ["channel"]);
+
+/// Accepts a JSON string or integer for a text field (`"seq": 3` as well as `"seq": "3"`), so
+/// JSON Lines books can write counts naturally. Amounts must be strings: a JSON number would
+/// pass through a float.
+fn text_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum T {
+        S(String),
+        I(i64),
+    }
+    Ok(match T::deserialize(d)? {
+        T::S(s) => s,
+        T::I(i) => i.to_string(),
+    })
+}

@@ -1,0 +1,347 @@
+//! Configuration: one TOML file, then `REACHLINE_SECTION__KEY` environment overrides; typed,
+//! validated before anything starts, secrets redacted in `Debug`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use reachline_domain::{
+    borrower::parse_time_zone, Jurisdiction, Locale, PhoneParser, RangeOverride,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub keys: KeysConfig,
+    pub phone: PhoneConfig,
+    pub book: BookConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database: DatabaseConfig {
+                url: DatabaseUrl("sqlite://./reachline.db".into()),
+            },
+            keys: KeysConfig {
+                file: PathBuf::from("./reachline.keys"),
+                master_key: None,
+                blind_index_key: None,
+                key_id: "env".into(),
+            },
+            phone: PhoneConfig {
+                default_region: "CN".into(),
+                overrides: RangeOverride::builtin(),
+            },
+            book: BookConfig {
+                default_locale: "zh-CN".into(),
+                default_time_zone: "Asia/Shanghai".into(),
+                default_jurisdiction: "cn".into(),
+                batch_size: 2000,
+            },
+            log: LogConfig {
+                level: "info,rusqlite_migration=warn,sqlx=warn".into(),
+                format: LogFormat::Text,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+}
+
+/// A database URL; `Debug` hides any password in it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`, for logs and messages.
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return s.clone();
+        };
+        match rest.split_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => s.clone(),
+            },
+            None => s.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The key file `reachline keys init` writes. Used when the keys are not given directly.
+    pub file: PathBuf,
+    /// The master key (base64 of 32 bytes), instead of the file; usually from the environment
+    /// as `REACHLINE_KEYS__MASTER_KEY`.
+    #[serde(skip_serializing)]
+    pub master_key: Option<SecretString>,
+    /// The blind-index key (base64 of 32 bytes), with `master_key`.
+    #[serde(skip_serializing)]
+    pub blind_index_key: Option<SecretString>,
+    /// The name of the master key given through `master_key`.
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneConfig {
+    pub default_region: String,
+    pub overrides: Vec<RangeOverride>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookConfig {
+    pub default_locale: String,
+    pub default_time_zone: String,
+    pub default_jurisdiction: String,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The defaults a book row falls back on, parsed.
+#[derive(Debug, Clone)]
+pub struct BookDefaults {
+    pub locale: Locale,
+    pub time_zone: chrono_tz::Tz,
+    pub jurisdiction: Jurisdiction,
+}
+
+impl Config {
+    /// Reads `path` (if it exists; it must, when given explicitly) and the environment.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    bail!("configuration file {} does not exist", p.display());
+                }
+                fig = fig.merge(Toml::file_exact(p));
+            }
+            None => {
+                if Path::new("reachline.toml").exists() {
+                    fig = fig.merge(Toml::file_exact("reachline.toml"));
+                }
+            }
+        }
+        // Only sectioned names (`REACHLINE_DATABASE__URL`) are configuration; other
+        // `REACHLINE_*` variables (the test suite's, say) are not ours to refuse.
+        fig = fig.merge(
+            Env::prefixed("REACHLINE_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        let cfg: Config = fig.extract().context("reading configuration")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value that can be checked without touching the outside world.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url = self.database.url.as_str();
+        if !(url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            bail!(
+                "database.url must start with sqlite:// or postgres:// (got {})",
+                self.database.url.redacted()
+            );
+        }
+        self.phone_parser().context("phone.default_region")?;
+        for (i, o) in self.phone.overrides.iter().enumerate() {
+            if !o.prefix.starts_with('+')
+                || !o.prefix[1..].bytes().all(|b| b.is_ascii_digit())
+                || o.prefix.len() < 3
+            {
+                bail!("phone.overrides[{i}].prefix must be + and digits, e.g. +86161");
+            }
+            if !(o.prefix.len() - 1..=15).contains(&o.digits) {
+                bail!("phone.overrides[{i}].digits must be between the prefix length and 15");
+            }
+        }
+        self.book_defaults()?;
+        if !(1..=100_000).contains(&self.book.batch_size) {
+            bail!("book.batch_size must be between 1 and 100000");
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .context("log.level is not a valid filter")?;
+        if self.keys.master_key.is_some() != self.keys.blind_index_key.is_some() {
+            bail!("keys.master_key and keys.blind_index_key must be given together");
+        }
+        Ok(())
+    }
+
+    pub fn phone_parser(&self) -> anyhow::Result<PhoneParser> {
+        Ok(PhoneParser::new(
+            &self.phone.default_region,
+            self.phone.overrides.clone(),
+        )?)
+    }
+
+    pub fn book_defaults(&self) -> anyhow::Result<BookDefaults> {
+        Ok(BookDefaults {
+            locale: Locale::parse_tag(&self.book.default_locale).context("book.default_locale")?,
+            time_zone: parse_time_zone(&self.book.default_time_zone)
+                .context("book.default_time_zone")?,
+            jurisdiction: self
+                .book
+                .default_jurisdiction
+                .parse()
+                .context("book.default_jurisdiction")?,
+        })
+    }
+
+    /// The keyring, from the environment/config values if given, else from the key file.
+    pub fn keyring(&self) -> anyhow::Result<reachline_store::Keyring> {
+        match (&self.keys.master_key, &self.keys.blind_index_key) {
+            (Some(m), Some(b)) => {
+                let m =
+                    reachline_store::Secret32::from_base64(m.expose_secret(), "keys.master_key")?;
+                let b = reachline_store::Secret32::from_base64(
+                    b.expose_secret(),
+                    "keys.blind_index_key",
+                )?;
+                Ok(reachline_store::Keyring::new(&self.keys.key_id, &m, &b))
+            }
+            _ => crate::keys::KeyFile::read(&self.keys.file)
+                .with_context(|| {
+                    format!(
+                        "reading key file {} (create one with `reachline keys init`, or set \
+                         REACHLINE_KEYS__MASTER_KEY and REACHLINE_KEYS__BLIND_INDEX_KEY)",
+                        self.keys.file.display()
+                    )
+                })?
+                .keyring(),
+        }
+    }
+}
+
+/// The commented example `reachline config example` prints. A test parses it, so it cannot
+/// drift from the types above.
+pub const EXAMPLE: &str = r#"# Reachline configuration. Every key can be overridden from the environment as
+# REACHLINE_<SECTION>__<KEY>, e.g. REACHLINE_DATABASE__URL=postgres://reachline@db/reachline
+
+[database]
+# sqlite://PATH (embedded, the default; the file is created) or postgres://USER@HOST:PORT/DB
+url = "sqlite://./reachline.db"
+
+[keys]
+# The key file written by `reachline keys init`: the master key that wraps each borrower's
+# data key, and the key of the blind index used for lookups by number. Keep it apart from
+# the database backups; losing it makes the personal data unreadable.
+file = "./reachline.keys"
+# Alternatively give both keys directly (base64 of 32 bytes each), best from the environment:
+#   REACHLINE_KEYS__MASTER_KEY=...  REACHLINE_KEYS__BLIND_INDEX_KEY=...
+# with the name of that master key:
+key_id = "env"
+
+[phone]
+# Region for numbers written without a country code (ISO 3166 alpha-2).
+default_region = "CN"
+
+# Ranges the bundled numbering-plan metadata does not know yet. Listing any replaces the
+# built-in list, which holds the China Broadnet 161 range.
+[[phone.overrides]]
+prefix = "+86161"
+digits = 13
+line = "mobile"
+since = "2023-01-01"
+note = "China Broadnet 161 mobile range, missing from metadata 9.0.33"
+
+[book]
+# Used when a borrower row leaves locale, time_zone or jurisdiction empty.
+default_locale = "zh-CN"
+default_time_zone = "Asia/Shanghai"
+default_jurisdiction = "cn"
+# Rows written per batch during an import.
+batch_size = 2000
+
+[log]
+# A tracing filter, e.g. "info" or "reachline=debug,info".
+level = "info,rusqlite_migration=warn,sqlx=warn"
+# text or json
+format = "text"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_and_validates() {
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(EXAMPLE))
+            .extract()
+            .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.phone.overrides, RangeOverride::builtin());
+        assert_eq!(
+            cfg.database.url.as_str(),
+            Config::default().database.url.as_str()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let bad = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[database]\nurl = \"sqlite://x\"\nport = 5"))
+            .extract::<Config>();
+        assert!(bad.unwrap_err().to_string().contains("port"));
+        let mut cfg = Config::default();
+        cfg.database.url = DatabaseUrl("mysql://x".into());
+        assert!(cfg.validate().is_err());
+        let mut cfg = Config::default();
+        cfg.book.default_time_zone = "Mars/Base".into();
+        assert!(format!("{:#}", cfg.validate().unwrap_err()).contains("book.default_time_zone"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let mut cfg = Config::default();
+        cfg.database.url = DatabaseUrl("postgres://rl:hunter2@db/rl".into());
+        cfg.keys.master_key = Some(SecretString::from("bWFzdGVyLWtleS1tYXRlcmlhbA=="));
+        let d = format!("{cfg:?}");
+        assert!(!d.contains("hunter2"), "{d}");
+        assert!(!d.contains("bWFzdGVy"), "{d}");
+        assert!(d.contains("postgres://rl:***@db/rl"));
+    }
+}

@@ -1,0 +1,298 @@
+//! The `reachline` binary: command line, configuration, and the wiring of concrete back ends.
+
+mod bench;
+mod book;
+mod config;
+mod demo;
+mod import;
+mod keys;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "reachline",
+    version,
+    about = "Keeps repayment notices reaching borrowers after they change number."
+)]
+struct Cli {
+    /// Configuration file (default: ./reachline.toml if it exists).
+    #[arg(long, global = true, env = "REACHLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL, overriding the configuration (sqlite://PATH or postgres://…).
+    #[arg(long, global = true)]
+    database: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a small book, import it into a fresh embedded database, import a later export
+    /// with changed numbers, and show what Reachline made of it.
+    Demo {
+        /// Where the demo's database, keys and books go (recreated on each run).
+        #[arg(long, default_value = "./reachline-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        borrowers: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Import a loan book (a directory of CSV or JSON Lines files; see docs/book-format.md).
+    /// All or nothing: a book with any error is reported and nothing is written.
+    Import {
+        path: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Write a deterministic synthetic loan book.
+    GenBook {
+        #[arg(long)]
+        borrowers: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// The export date (YYYY-MM-DD); installments due before it are paid, late or overdue.
+        /// Default: today.
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+        /// Later exports of the same book: each revision changes ~3% of primary numbers.
+        #[arg(long, default_value_t = 0)]
+        revision: u32,
+        #[arg(long, value_enum, default_value_t = BookFormatArg::Csv)]
+        format: BookFormatArg,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Contact points, masked: a borrower's history, or who ever held a number.
+    Contacts {
+        #[command(subcommand)]
+        command: show::ContactsCommand,
+    },
+    /// Row counts of the database.
+    Summary,
+    /// Benchmarks that print a table.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BookFormatArg {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key file with a new master key and blind-index key (never overwrites).
+    Init {
+        /// Default: keys.file from the configuration (./reachline.keys).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Name of the master key, recorded beside every data key it wraps.
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented example configuration.
+    Example,
+    /// Load and validate the configuration, and print it (secrets redacted).
+    Check,
+}
+
+/// Exit code for a book that was refused because of errors in it.
+const EXIT_BOOK_REJECTED: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime starts on any supported platform");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(import::Rejected(problems)) = e.downcast_ref::<import::Rejected>() {
+                for p in &problems.first {
+                    eprintln!("{p}");
+                }
+                if problems.total > problems.first.len() as u64 {
+                    eprintln!(
+                        "… and {} more",
+                        problems.total - problems.first.len() as u64
+                    );
+                }
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_BOOK_REJECTED);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(url) = &cli.database {
+        cfg.database.url = config::DatabaseUrl(url.clone());
+        cfg.validate()?;
+    }
+    Ok(cfg)
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Box<dyn reachline_store::Store>> {
+    let keys = cfg.keyring()?;
+    reachline_store::open(cfg.database.url.as_str(), keys)
+        .await
+        .with_context(|| format!("opening database {}", cfg.database.url.redacted()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Commands that must work without (or before) a valid configuration.
+    match &cli.command {
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{}", config::EXAMPLE);
+            return Ok(());
+        }
+        Command::GenBook {
+            borrowers,
+            seed,
+            out,
+            as_of,
+            revision,
+            format,
+        } => {
+            let opts = book::gen::GenOptions {
+                borrowers: *borrowers,
+                seed: *seed,
+                as_of: as_of.unwrap_or_else(|| chrono::Utc::now().date_naive()),
+                revision: *revision,
+                format: match format {
+                    BookFormatArg::Csv => book::Format::Csv,
+                    BookFormatArg::Jsonl => book::Format::JsonLines,
+                },
+            };
+            let pb = indicatif::ProgressBar::new(*borrowers);
+            let counts = book::gen::generate(out, &opts, &|n| pb.set_position(n))?;
+            pb.finish_and_clear();
+            println!(
+                "wrote {} rows to {}: {} borrowers, {} contacts, {} loans, {} installments, {} consents",
+                counts.total(),
+                out.display(),
+                counts.borrowers,
+                counts.contacts,
+                counts.loans,
+                counts.installments,
+                counts.consents
+            );
+            return Ok(());
+        }
+        Command::Demo {
+            dir,
+            borrowers,
+            seed,
+        } => return demo::run(dir, *borrowers, *seed).await,
+        _ => {}
+    }
+
+    let cfg = load_config(&cli)?;
+    init_logging(&cfg);
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            println!("{cfg:#?}");
+            println!("configuration is valid");
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Init { out, key_id },
+        } => {
+            let path = out.unwrap_or_else(|| cfg.keys.file.clone());
+            let id = key_id.unwrap_or_else(|| format!("k-{}", chrono::Utc::now().format("%Y%m%d")));
+            keys::KeyFile::generate(&id).write_new(&path)?;
+            println!(
+                "wrote new keys {id} to {} (mode 600); back it up apart from the database",
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Import { path, json, quiet } => {
+            let store = open_store(&cfg).await?;
+            let opts = import::ImportOptions {
+                batch_size: cfg.book.batch_size,
+                progress: !quiet && !json,
+            };
+            let summary = import::import(
+                store.as_ref(),
+                &path,
+                &cfg.phone_parser()?,
+                &cfg.book_defaults()?,
+                &opts,
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                show::print_import_summary(&summary);
+            }
+            Ok(())
+        }
+        Command::Contacts { command } => {
+            let store = open_store(&cfg).await?;
+            show::contacts(store.as_ref(), &cfg, command).await
+        }
+        Command::Summary => {
+            let store = open_store(&cfg).await?;
+            show::print_counts(&store.counts().await?);
+            Ok(())
+        }
+        Command::Bench { command } => bench::run(command).await,
+        Command::Demo { .. } | Command::GenBook { .. } => {
+            unreachable!("handled before configuration is loaded")
+        }
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => unreachable!("handled before configuration is loaded"),
+    }
+}
