@@ -69,9 +69,9 @@ impl fmt::Debug for PersonName {
 
 /// Parses an IANA zone name such as `Asia/Shanghai`.
 pub fn parse_time_zone(s: &str) -> Result<Tz, crate::UnknownVariant> {
-    s.trim().parse::<Tz>().map_err(|_| {
-        crate::UnknownVariant::new("time zone", s, &["an IANA zone name such as Asia/Shanghai"])
-    })
+    s.trim()
+        .parse::<Tz>()
+        .map_err(|_| crate::UnknownVariant::new("time zone", s, &["an IANA zone name such as Asia/Shanghai"]))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,18 +92,9 @@ mod tests {
     fn names_and_zones() {
         assert_eq!(PersonName::parse(" 张伟 ").unwrap().as_str(), "张伟");
         assert_eq!(PersonName::parse("  "), Err(NameError::Empty));
-        assert_eq!(
-            PersonName::parse("a\u{7}b"),
-            Err(NameError::ControlCharacter)
-        );
-        assert_eq!(
-            format!("{:?}", PersonName::parse("张伟").unwrap()),
-            "PersonName(张*)"
-        );
-        assert_eq!(
-            parse_time_zone("Asia/Shanghai").unwrap(),
-            chrono_tz::Asia::Shanghai
-        );
+        assert_eq!(PersonName::parse("a\u{7}b"), Err(NameError::ControlCharacter));
+        assert_eq!(format!("{:?}", PersonName::parse("张伟").unwrap()), "PersonName(张*)");
+        assert_eq!(parse_time_zone("Asia/Shanghai").unwrap(), chrono_tz::Asia::Shanghai);
         assert!(parse_time_zone("Mars/Olympus").is_err());
     }
 }

@@ -91,9 +91,7 @@ impl ContactRole {
             ("primary", None) => Ok(ContactRole::Primary),
             ("backup", None) => Ok(ContactRole::Backup),
             ("primary" | "backup", Some(_)) => Err(ContactError::RelationNotAllowed),
-            ("emergency", Some(r)) => Ok(ContactRole::Emergency(
-                r.parse().map_err(ContactError::Word)?,
-            )),
+            ("emergency", Some(r)) => Ok(ContactRole::Emergency(r.parse().map_err(ContactError::Word)?)),
             ("emergency", None) => Err(ContactError::RelationMissing),
             (other, _) => Err(ContactError::Word(crate::UnknownVariant::new(
                 "contact role",
@@ -164,11 +162,7 @@ pub enum ContactError {
 impl ContactAddress {
     /// Parses `text` as an address of `kind`. A mobile contact must be a mobile number (or one
     /// the numbering plan cannot tell from a fixed line, as in North America).
-    pub fn parse(
-        kind: ContactKind,
-        text: &str,
-        phones: &PhoneParser,
-    ) -> Result<Self, ContactError> {
+    pub fn parse(kind: ContactKind, text: &str, phones: &PhoneParser) -> Result<Self, ContactError> {
         match kind {
             ContactKind::Mobile => {
                 let n = phones.parse(text)?;
@@ -187,18 +181,9 @@ impl ContactAddress {
                 Ok(ContactAddress::PushToken(t.into()))
             }
             ContactKind::ImAccount => {
-                let (p, a) = text
-                    .trim()
-                    .split_once(':')
-                    .ok_or(ContactError::BadImAccount)?;
-                let ok =
-                    |s: &str| !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control);
-                if !ok(p)
-                    || !ok(a)
-                    || !p
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-                {
+                let (p, a) = text.trim().split_once(':').ok_or(ContactError::BadImAccount)?;
+                let ok = |s: &str| !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control);
+                if !ok(p) || !ok(a) || !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
                     return Err(ContactError::BadImAccount);
                 }
                 Ok(ContactAddress::Im {
@@ -221,15 +206,12 @@ impl ContactAddress {
     }
 
     /// Rebuilds an address from its canonical form as stored, without re-checking ranges.
-    pub fn from_canonical(
-        kind: ContactKind,
-        text: &str,
-        line: Option<LineType>,
-    ) -> Result<Self, ContactError> {
+    pub fn from_canonical(kind: ContactKind, text: &str, line: Option<LineType>) -> Result<Self, ContactError> {
         match kind {
-            ContactKind::Mobile | ContactKind::Landline => Ok(ContactAddress::Phone(
-                PhoneNumber::from_trusted_e164(text, line.unwrap_or(LineType::Other))?,
-            )),
+            ContactKind::Mobile | ContactKind::Landline => Ok(ContactAddress::Phone(PhoneNumber::from_trusted_e164(
+                text,
+                line.unwrap_or(LineType::Other),
+            )?)),
             other => Self::parse(other, text, &PhoneParser::default()),
         }
     }
@@ -327,10 +309,7 @@ mod tests {
 
     #[test]
     fn roles() {
-        assert_eq!(
-            ContactRole::from_parts("primary", None).unwrap(),
-            ContactRole::Primary
-        );
+        assert_eq!(ContactRole::from_parts("primary", None).unwrap(), ContactRole::Primary);
         assert_eq!(
             ContactRole::from_parts("primary", Some("")).unwrap(),
             ContactRole::Primary

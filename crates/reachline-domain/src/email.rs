@@ -72,14 +72,8 @@ mod tests {
             "Wei.Zhang@example.com"
         );
         assert_eq!(Email::parse("").unwrap_err(), EmailError::Empty);
-        assert!(matches!(
-            Email::parse("no-at-sign"),
-            Err(EmailError::Invalid(_))
-        ));
-        assert!(matches!(
-            Email::parse("a@localhost"),
-            Err(EmailError::Invalid(_))
-        ));
+        assert!(matches!(Email::parse("no-at-sign"), Err(EmailError::Invalid(_))));
+        assert!(matches!(Email::parse("a@localhost"), Err(EmailError::Invalid(_))));
         let msg = Email::parse("secret.person@").unwrap_err().to_string();
         assert!(!msg.contains("secret.person"), "{msg}");
         assert_eq!(

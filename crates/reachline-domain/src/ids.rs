@@ -9,9 +9,7 @@ use serde::{Deserialize, Serialize};
 macro_rules! internal_id {
     ($name:ident, $doc:literal) => {
         #[doc = $doc]
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-        )]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub i64);
 
@@ -97,13 +95,7 @@ mod tests {
     fn external_ids() {
         assert_eq!(ExternalId::parse(" B-0001 ").unwrap().as_str(), "B-0001");
         assert_eq!(ExternalId::parse(""), Err(ExternalIdError::Empty));
-        assert_eq!(
-            ExternalId::parse("a b"),
-            Err(ExternalIdError::BadCharacter(1))
-        );
-        assert_eq!(
-            ExternalId::parse(&"x".repeat(65)),
-            Err(ExternalIdError::TooLong(65))
-        );
+        assert_eq!(ExternalId::parse("a b"), Err(ExternalIdError::BadCharacter(1)));
+        assert_eq!(ExternalId::parse(&"x".repeat(65)), Err(ExternalIdError::TooLong(65)));
     }
 }

@@ -18,9 +18,7 @@ pub mod phone;
 
 pub use borrower::{Borrower, Jurisdiction, PersonName};
 pub use consent::{Consent, ConsentSource, ConsentState, Purpose};
-pub use contact::{
-    ContactAddress, ContactKind, ContactPoint, ContactRole, ContactSource, Relation,
-};
+pub use contact::{ContactAddress, ContactKind, ContactPoint, ContactRole, ContactSource, Relation};
 pub use email::Email;
 pub use ids::{BorrowerId, ContactId, ExternalId, InstallmentId, LoanId};
 pub use loan::{Installment, Loan};
@@ -30,9 +28,7 @@ pub use national_id::NationalId;
 pub use phone::{LineType, PhoneNumber, PhoneParser, RangeOverride};
 
 /// A channel a notice can travel on. Closed set: adding one is a change to every match.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Sms,

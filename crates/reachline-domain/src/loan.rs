@@ -121,9 +121,6 @@ mod tests {
             inst(10000, 0, true).validate(),
             Err(InstallmentError::DateWithoutPayment)
         );
-        assert_eq!(
-            inst(0, 0, false).validate(),
-            Err(InstallmentError::NothingDue)
-        );
+        assert_eq!(inst(0, 0, false).validate(), Err(InstallmentError::NothingDue));
     }
 }

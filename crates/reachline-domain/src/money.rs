@@ -44,9 +44,7 @@ pub struct Money {
 pub enum MoneyError {
     #[error("amount is empty")]
     Empty,
-    #[error(
-        "amount {0:?} is not a decimal number (digits, one optional '.', optional leading '-')"
-    )]
+    #[error("amount {0:?} is not a decimal number (digits, one optional '.', optional leading '-')")]
     NotDecimal(String),
     #[error("amount {given:?} has {decimals} decimals; {currency} allows {allowed}")]
     TooPrecise {
@@ -85,11 +83,7 @@ impl Money {
         };
         let (whole, frac) = body.split_once('.').unwrap_or((body, ""));
         let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty()
-            || !all_digits(whole)
-            || !all_digits(frac)
-            || (body.contains('.') && frac.is_empty())
-        {
+        if whole.is_empty() || !all_digits(whole) || !all_digits(frac) || (body.contains('.') && frac.is_empty()) {
             return Err(MoneyError::NotDecimal(t.into()));
         }
         let exp = currency.exponent();
@@ -109,10 +103,7 @@ impl Money {
             let scale = 10i64.pow(exp - frac.len() as u32);
             minor = minor.checked_add(f * scale).ok_or_else(overflow)?;
         }
-        Ok(Self::from_minor(
-            if negative { -minor } else { minor },
-            currency,
-        ))
+        Ok(Self::from_minor(if negative { -minor } else { minor }, currency))
     }
 
     /// Like [`Money::parse`], refusing negative amounts.
@@ -179,18 +170,9 @@ mod tests {
             Money::parse("1.5", Currency::JPY),
             Err(MoneyError::TooPrecise { .. })
         ));
-        assert!(matches!(
-            Money::parse("1e3", cny),
-            Err(MoneyError::NotDecimal(_))
-        ));
-        assert!(matches!(
-            Money::parse("1.", cny),
-            Err(MoneyError::NotDecimal(_))
-        ));
-        assert!(matches!(
-            Money::parse(".5", cny),
-            Err(MoneyError::NotDecimal(_))
-        ));
+        assert!(matches!(Money::parse("1e3", cny), Err(MoneyError::NotDecimal(_))));
+        assert!(matches!(Money::parse("1.", cny), Err(MoneyError::NotDecimal(_))));
+        assert!(matches!(Money::parse(".5", cny), Err(MoneyError::NotDecimal(_))));
         assert!(matches!(
             Money::parse("99999999999999999999", cny),
             Err(MoneyError::Overflow(_))
@@ -203,14 +185,8 @@ mod tests {
 
     #[test]
     fn displays() {
-        assert_eq!(
-            Money::from_minor(123405, Currency::CNY).to_string(),
-            "1234.05 CNY"
-        );
-        assert_eq!(
-            Money::from_minor(-5, Currency::USD).to_string(),
-            "-0.05 USD"
-        );
+        assert_eq!(Money::from_minor(123405, Currency::CNY).to_string(), "1234.05 CNY");
+        assert_eq!(Money::from_minor(-5, Currency::USD).to_string(), "-0.05 USD");
         assert_eq!(Money::from_minor(500, Currency::JPY).to_string(), "500 JPY");
     }
 }

@@ -42,11 +42,7 @@ const CHECK: &[u8; 11] = b"10X98765432";
 
 /// The ISO 7064 MOD 11-2 check character for the first 17 digits of a resident id.
 pub fn cn_check_char(first17: &[u8]) -> char {
-    let sum: u32 = first17
-        .iter()
-        .zip(WEIGHTS)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
+    let sum: u32 = first17.iter().zip(WEIGHTS).map(|(d, w)| u32::from(d - b'0') * w).sum();
     CHECK[(sum % 11) as usize] as char
 }
 
@@ -59,9 +55,7 @@ impl NationalId {
                 if b.len() != 18 {
                     return Err(NationalIdError::WrongLength(v.chars().count()));
                 }
-                if !b[..17].iter().all(u8::is_ascii_digit)
-                    || !(b[17].is_ascii_digit() || b[17] == b'X')
-                {
+                if !b[..17].iter().all(u8::is_ascii_digit) || !(b[17].is_ascii_digit() || b[17] == b'X') {
                     return Err(NationalIdError::BadCharacter);
                 }
                 let birth = chrono::NaiveDate::parse_from_str(&v[6..14], "%Y%m%d")

@@ -115,11 +115,7 @@ impl PhoneParser {
     pub fn new(region: &str, overrides: Vec<RangeOverride>) -> Result<Self, crate::UnknownVariant> {
         let upper = region.trim().to_ascii_uppercase();
         let id: country::Id = upper.parse().map_err(|_| {
-            crate::UnknownVariant::new(
-                "region",
-                region,
-                &["an ISO 3166 alpha-2 code such as CN or US"],
-            )
+            crate::UnknownVariant::new("region", region, &["an ISO 3166 alpha-2 code such as CN or US"])
         })?;
         Ok(Self {
             default_region: id,
@@ -253,36 +249,17 @@ mod tests {
 
     fn check(input: &str, expect: Result<(&str, LineType), PhoneError>) {
         let got = PhoneNumber::parse(input).map(|n| (n.e164().to_string(), n.line_type()));
-        assert_eq!(
-            got,
-            expect.map(|(e, l)| (e.to_string(), l)),
-            "input {input:?}"
-        );
+        assert_eq!(got, expect.map(|(e, l)| (e.to_string(), l)), "input {input:?}");
     }
 
     #[test]
     fn parses_chinese_mobile_numbers_in_the_forms_people_type() {
         check("13812345678", Ok(("+8613812345678", LineType::Mobile)));
-        check(
-            "+86 138 1234 5678",
-            Ok(("+8613812345678", LineType::Mobile)),
-        );
-        check(
-            "0086-138-1234-5678",
-            Ok(("+8613812345678", LineType::Mobile)),
-        );
-        check(
-            "１３８１２３４５６７８",
-            Ok(("+8613812345678", LineType::Mobile)),
-        );
-        check(
-            "(010) 1234 5678",
-            Ok(("+861012345678", LineType::FixedLine)),
-        );
-        check(
-            "+1 202-555-0123",
-            Ok(("+12025550123", LineType::FixedLineOrMobile)),
-        );
+        check("+86 138 1234 5678", Ok(("+8613812345678", LineType::Mobile)));
+        check("0086-138-1234-5678", Ok(("+8613812345678", LineType::Mobile)));
+        check("１３８１２３４５６７８", Ok(("+8613812345678", LineType::Mobile)));
+        check("(010) 1234 5678", Ok(("+861012345678", LineType::FixedLine)));
+        check("+1 202-555-0123", Ok(("+12025550123", LineType::FixedLineOrMobile)));
     }
 
     #[test]
@@ -298,16 +275,8 @@ mod tests {
     #[test]
     fn says_why_a_number_is_refused_without_repeating_it() {
         check("", Err(PhoneError::Empty));
-        check(
-            "138-1234-567x",
-            Err(PhoneError::BadCharacter { position: 12 }),
-        );
-        check(
-            "1381234567",
-            Err(PhoneError::NotAllocated {
-                region: "CN".into(),
-            }),
-        );
+        check("138-1234-567x", Err(PhoneError::BadCharacter { position: 12 }));
+        check("1381234567", Err(PhoneError::NotAllocated { region: "CN".into() }));
         check("+999 1234 5678", Err(PhoneError::UnknownCountryCode));
         check("1234567890123456", Err(PhoneError::TooLong { digits: 16 }));
         let msg = PhoneNumber::parse("1381234567").unwrap_err().to_string();
@@ -324,23 +293,11 @@ mod tests {
     #[test]
     fn international_numbers_do_not_take_the_default_region_prefixes() {
         // Regression: phonenumber 0.3.10 turned these into other numbers under a foreign region.
-        check(
-            "+1 202 500 1233",
-            Ok(("+12025001233", LineType::FixedLineOrMobile)),
-        );
-        check(
-            "+12124008334",
-            Ok(("+12124008334", LineType::FixedLineOrMobile)),
-        );
+        check("+1 202 500 1233", Ok(("+12025001233", LineType::FixedLineOrMobile)));
+        check("+12124008334", Ok(("+12124008334", LineType::FixedLineOrMobile)));
         let us = PhoneParser::new("US", vec![]).unwrap();
-        assert_eq!(
-            us.parse("+86 138 1001 2345").unwrap().e164(),
-            "+8613810012345"
-        );
-        assert_eq!(
-            us.parse("+86 10 1234 5678").unwrap().e164(),
-            "+861012345678"
-        );
+        assert_eq!(us.parse("+86 138 1001 2345").unwrap().e164(), "+8613810012345");
+        assert_eq!(us.parse("+86 10 1234 5678").unwrap().e164(), "+861012345678");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use reachline_domain::national_id::IdScheme;
 use reachline_domain::{
-    borrower::parse_time_zone, Borrower, Consent, ContactAddress, ContactId, ContactKind,
-    ContactPoint, ContactRole, ExternalId, LineType, NationalId, PersonName,
+    borrower::parse_time_zone, Borrower, Consent, ContactAddress, ContactId, ContactKind, ContactPoint, ContactRole,
+    ExternalId, LineType, NationalId, PersonName,
 };
 
 use crate::crypto::{Keyring, Sealer};
@@ -34,18 +34,9 @@ impl BorrowerRow {
         Self {
             external_id: b.external_id.as_str().to_string(),
             name_enc: sealer.seal(F_NAME, b.name.as_str()),
-            national_id_scheme: b
-                .national_id
-                .as_ref()
-                .map(|n| n.scheme().as_str().to_string()),
-            national_id_enc: b
-                .national_id
-                .as_ref()
-                .map(|n| sealer.seal(F_NATIONAL_ID, n.as_str())),
-            national_id_bidx: b
-                .national_id
-                .as_ref()
-                .map(|n| national_id_bidx(keys, n).to_vec()),
+            national_id_scheme: b.national_id.as_ref().map(|n| n.scheme().as_str().to_string()),
+            national_id_enc: b.national_id.as_ref().map(|n| sealer.seal(F_NATIONAL_ID, n.as_str())),
+            national_id_bidx: b.national_id.as_ref().map(|n| national_id_bidx(keys, n).to_vec()),
             locale: b.locale.as_str().to_string(),
             time_zone: b.time_zone.name().to_string(),
             jurisdiction: b.jurisdiction.as_str().to_string(),
@@ -57,10 +48,7 @@ impl BorrowerRow {
         let national_id = match (&self.national_id_scheme, &self.national_id_enc) {
             (Some(scheme), Some(enc)) => {
                 let scheme: IdScheme = scheme.parse().map_err(corrupt)?;
-                Some(
-                    NationalId::parse(scheme, &sealer.open(F_NATIONAL_ID, enc)?)
-                        .map_err(corrupt)?,
-                )
+                Some(NationalId::parse(scheme, &sealer.open(F_NATIONAL_ID, enc)?).map_err(corrupt)?)
             }
             _ => None,
         };
@@ -101,10 +89,7 @@ impl ContactRow {
             line_type: p.address.line_type().map(|l| l.as_str().to_string()),
             address_enc: sealer.seal(F_ADDRESS, &p.address.canonical()),
             address_bidx: address_bidx(keys, &p.address).to_vec(),
-            holder_name_enc: p
-                .holder_name
-                .as_ref()
-                .map(|n| sealer.seal(F_HOLDER, n.as_str())),
+            holder_name_enc: p.holder_name.as_ref().map(|n| sealer.seal(F_HOLDER, n.as_str())),
             bound_since: p.bound_since,
             source: p.source.as_str().to_string(),
             verified_at: p.verified_at,
@@ -113,15 +98,9 @@ impl ContactRow {
 
     pub fn open(&self, sealer: &Sealer) -> Result<ContactPoint> {
         let kind: ContactKind = self.kind.parse().map_err(corrupt)?;
-        let line: Option<LineType> = self
-            .line_type
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(corrupt)?;
+        let line: Option<LineType> = self.line_type.as_deref().map(str::parse).transpose().map_err(corrupt)?;
         let address =
-            ContactAddress::from_canonical(kind, &sealer.open(F_ADDRESS, &self.address_enc)?, line)
-                .map_err(corrupt)?;
+            ContactAddress::from_canonical(kind, &sealer.open(F_ADDRESS, &self.address_enc)?, line).map_err(corrupt)?;
         let holder_name = match &self.holder_name_enc {
             Some(enc) => Some(PersonName::parse(&sealer.open(F_HOLDER, enc)?).map_err(corrupt)?),
             None => None,
@@ -152,6 +131,13 @@ pub fn address_bidx(keys: &Keyring, a: &ContactAddress) -> [u8; 32] {
 
 pub fn national_id_bidx(keys: &Keyring, n: &NationalId) -> [u8; 32] {
     keys.blind_index(&format!("national_id/{}", n.scheme()), n.as_str())
+}
+
+/// A borrower's data key during an import, and whether the import created the borrower (then
+/// it has no contact points yet and its slots need no lookup).
+pub(crate) struct ImportKey {
+    pub key: crate::crypto::DataKey,
+    pub created: bool,
 }
 
 /// The current contact point in a slot, as the import diff needs it.
@@ -223,7 +209,7 @@ pub fn corrupt(e: impl std::fmt::Display) -> StoreError {
 
 /// Timestamps in SQLite are RFC 3339 text in UTC with microseconds, so text order is time order.
 pub fn ts_text(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 pub fn ts_parse(s: &str) -> Result<DateTime<Utc>> {

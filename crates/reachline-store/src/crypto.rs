@@ -86,8 +86,7 @@ impl Keyring {
             key_id: key_id.to_string(),
             master: Aes256Gcm::new((&master.0).into()),
             // HMAC takes keys of any length; 32 bytes cannot fail.
-            blind: <Hmac<Sha256> as Mac>::new_from_slice(&blind_index.0)
-                .expect("HMAC accepts any key length"),
+            blind: <Hmac<Sha256> as Mac>::new_from_slice(&blind_index.0).expect("HMAC accepts any key length"),
         }
     }
 
@@ -167,13 +166,7 @@ fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     // key at most one wrapping per borrower, far below the 2^32 messages random nonces allow.
     rand::thread_rng().fill_bytes(&mut nonce);
     let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
         // AES-GCM encryption fails only for messages over 64 GiB.
         .expect("AES-GCM seals any message under 64 GiB");
     let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
@@ -208,17 +201,11 @@ mod tests {
         let dk2 = ring.unwrap_key(&wrapped).unwrap();
         let sealed = dk.sealer().seal("contact.address", "+8613812345678");
         assert!(!sealed.windows(5).any(|w| w == b"13812"));
-        assert_eq!(
-            dk2.sealer().open("contact.address", &sealed).unwrap(),
-            "+8613812345678"
-        );
+        assert_eq!(dk2.sealer().open("contact.address", &sealed).unwrap(), "+8613812345678");
         // Another column's associated data refuses it.
         assert!(dk2.sealer().open("borrower.name", &sealed).is_err());
         // Another borrower's key refuses it.
-        assert!(DataKey::generate()
-            .sealer()
-            .open("contact.address", &sealed)
-            .is_err());
+        assert!(DataKey::generate().sealer().open("contact.address", &sealed).is_err());
         // Another master key cannot unwrap.
         assert!(Keyring::random("k2").unwrap_key(&wrapped).is_err());
         let mut bad = sealed.clone();

@@ -19,8 +19,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reachline_domain::{
-    Borrower, BorrowerId, Consent, ContactId, ContactPoint, ExternalId, Installment, InstallmentId,
-    Loan, LoanId, PhoneNumber,
+    Borrower, BorrowerId, Consent, ContactId, ContactPoint, ExternalId, Installment, InstallmentId, Loan, LoanId,
+    PhoneNumber,
 };
 
 pub use crypto::{CryptoError, DataKey, Keyring, Secret32};
@@ -198,21 +198,9 @@ pub trait Store: Send + Sync {
         replaces_reason: &str,
     ) -> Result<ContactId>;
 
-    async fn verify_contact(
-        &self,
-        contact: ContactId,
-        at: DateTime<Utc>,
-        actor: &str,
-        method: &str,
-    ) -> Result<()>;
+    async fn verify_contact(&self, contact: ContactId, at: DateTime<Utc>, actor: &str, method: &str) -> Result<()>;
 
-    async fn retire_contact(
-        &self,
-        contact: ContactId,
-        at: DateTime<Utc>,
-        actor: &str,
-        reason: &str,
-    ) -> Result<()>;
+    async fn retire_contact(&self, contact: ContactId, at: DateTime<Utc>, actor: &str, reason: &str) -> Result<()>;
 
     /// Every contact point, of any borrower, current or retired, that ever held `number`: the
     /// lookup that shows a recycled number's holders one after another.

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use reachline_domain::{
-    borrower::parse_time_zone, Jurisdiction, Locale, PhoneParser, RangeOverride,
-};
+use reachline_domain::{borrower::parse_time_zone, Jurisdiction, Locale, PhoneParser, RangeOverride};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -177,10 +175,7 @@ impl Config {
     /// Checks every value that can be checked without touching the outside world.
     pub fn validate(&self) -> anyhow::Result<()> {
         let url = self.database.url.as_str();
-        if !(url.starts_with("sqlite://")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
+        if !(url.starts_with("sqlite://") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             bail!(
                 "database.url must start with sqlite:// or postgres:// (got {})",
                 self.database.url.redacted()
@@ -188,10 +183,7 @@ impl Config {
         }
         self.phone_parser().context("phone.default_region")?;
         for (i, o) in self.phone.overrides.iter().enumerate() {
-            if !o.prefix.starts_with('+')
-                || !o.prefix[1..].bytes().all(|b| b.is_ascii_digit())
-                || o.prefix.len() < 3
-            {
+            if !o.prefix.starts_with('+') || !o.prefix[1..].bytes().all(|b| b.is_ascii_digit()) || o.prefix.len() < 3 {
                 bail!("phone.overrides[{i}].prefix must be + and digits, e.g. +86161");
             }
             if !(o.prefix.len() - 1..=15).contains(&o.digits) {
@@ -202,8 +194,7 @@ impl Config {
         if !(1..=100_000).contains(&self.book.batch_size) {
             bail!("book.batch_size must be between 1 and 100000");
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .context("log.level is not a valid filter")?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).context("log.level is not a valid filter")?;
         if self.keys.master_key.is_some() != self.keys.blind_index_key.is_some() {
             bail!("keys.master_key and keys.blind_index_key must be given together");
         }
@@ -220,8 +211,7 @@ impl Config {
     pub fn book_defaults(&self) -> anyhow::Result<BookDefaults> {
         Ok(BookDefaults {
             locale: Locale::parse_tag(&self.book.default_locale).context("book.default_locale")?,
-            time_zone: parse_time_zone(&self.book.default_time_zone)
-                .context("book.default_time_zone")?,
+            time_zone: parse_time_zone(&self.book.default_time_zone).context("book.default_time_zone")?,
             jurisdiction: self
                 .book
                 .default_jurisdiction
@@ -234,12 +224,8 @@ impl Config {
     pub fn keyring(&self) -> anyhow::Result<reachline_store::Keyring> {
         match (&self.keys.master_key, &self.keys.blind_index_key) {
             (Some(m), Some(b)) => {
-                let m =
-                    reachline_store::Secret32::from_base64(m.expose_secret(), "keys.master_key")?;
-                let b = reachline_store::Secret32::from_base64(
-                    b.expose_secret(),
-                    "keys.blind_index_key",
-                )?;
+                let m = reachline_store::Secret32::from_base64(m.expose_secret(), "keys.master_key")?;
+                let b = reachline_store::Secret32::from_base64(b.expose_secret(), "keys.blind_index_key")?;
                 Ok(reachline_store::Keyring::new(&self.keys.key_id, &m, &b))
             }
             _ => crate::keys::KeyFile::read(&self.keys.file)
@@ -314,10 +300,7 @@ mod tests {
             .unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.phone.overrides, RangeOverride::builtin());
-        assert_eq!(
-            cfg.database.url.as_str(),
-            Config::default().database.url.as_str()
-        );
+        assert_eq!(cfg.database.url.as_str(), Config::default().database.url.as_str());
     }
 
     #[test]

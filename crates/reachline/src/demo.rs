@@ -55,21 +55,14 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64) -> anyhow::Result<()> {
 
     if let Some(changed) = first_changed_borrower(&first, &second)? {
         println!("\n== 3. One borrower whose number changed (personal data masked) ==");
-        show::print_history(
-            store.as_ref(),
-            &reachline_domain::ExternalId::parse(&changed)?,
-        )
-        .await?;
+        show::print_history(store.as_ref(), &reachline_domain::ExternalId::parse(&changed)?).await?;
     }
 
     println!("\n== 4. A damaged export is refused whole ==");
     let bad = dir.join("book-bad");
     std::fs::create_dir_all(&bad)?;
     for f in ["borrowers", "loans", "installments", "consents"] {
-        std::fs::copy(
-            second.join(format!("{f}.csv")),
-            bad.join(format!("{f}.csv")),
-        )?;
+        std::fs::copy(second.join(format!("{f}.csv")), bad.join(format!("{f}.csv")))?;
     }
     let contacts = std::fs::read_to_string(second.join("contacts.csv"))?;
     let damaged: Vec<String> = contacts
@@ -128,10 +121,7 @@ fn prepare(dir: &Path) -> anyhow::Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        dir.join(MARKER),
-        "This directory is recreated by `reachline demo`.\n",
-    )?;
+    std::fs::write(dir.join(MARKER), "This directory is recreated by `reachline demo`.\n")?;
     Ok(())
 }
 

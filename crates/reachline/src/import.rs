@@ -2,7 +2,7 @@
 //! transaction (pass 2). A reader thread parses rows into batches while the store writes the
 //! previous batch, so parsing and writing overlap.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
-use reachline_domain::{BorrowerId, Currency, LoanId, PhoneParser};
+use reachline_domain::{BorrowerId, ContactAddress, ContactKind, Currency, LoanId, PhoneParser};
 use reachline_store::{ImportReport, Store};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -30,6 +30,8 @@ pub struct ImportSummary {
     /// Rows read per second over the whole import (validation and writing).
     pub rows_per_second: f64,
     pub peak_rss_bytes: Option<u64>,
+    /// Seconds spent writing each kind of record, in order.
+    pub phases: Vec<(String, f64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +49,9 @@ fn bar(total: u64, msg: &'static str, on: bool) -> ProgressBar {
     }
     let pb = ProgressBar::new(total);
     pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
     );
     pb.set_message(msg);
     pb.enable_steady_tick(Duration::from_millis(200));
@@ -72,13 +72,10 @@ pub async fn import(
 
     let pb = bar(total, "validating", opts.progress);
     let (index, problems) = {
-        let (book, phones, defaults, pb) =
-            (book.clone(), phones.clone(), defaults.clone(), pb.clone());
-        tokio::task::spawn_blocking(move || {
-            validate(&book, &phones, &defaults, &|b| pb.set_position(b))
-        })
-        .await
-        .context("validation thread")??
+        let (book, phones, defaults, pb) = (book.clone(), phones.clone(), defaults.clone(), pb.clone());
+        tokio::task::spawn_blocking(move || validate(&book, &phones, &defaults, &|b| pb.set_position(b)))
+            .await
+            .context("validation thread")??
     };
     pb.finish_and_clear();
     if !problems.is_empty() {
@@ -92,9 +89,16 @@ pub async fn import(
     let mut tx = store.begin_import(Utc::now()).await?;
     let batch = opts.batch_size;
     let base = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut phases = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &str| {
+        phases.push((name.to_string(), clock.elapsed().as_secs_f64()));
+        clock = Instant::now();
+    };
 
     // Borrowers → ids.
-    let mut borrower_ids: HashMap<u128, BorrowerId> = HashMap::with_capacity(index.borrowers.len());
+    let mut borrower_ids: FxHashMap<u128, BorrowerId> = FxHashMap::default();
+    borrower_ids.reserve(index.borrowers.len());
     let d = defaults.clone();
     let mut rx = stream::<crate::book::BorrowerRow, _>(&book, batch, &pb, &base, move |r| {
         let b = parse::borrower(&r, &d).map_err(first)?;
@@ -107,19 +111,29 @@ pub async fn import(
         borrower_ids.extend(keys.into_iter().zip(ids));
     }
     let borrower_ids = Arc::new(borrower_ids);
+    lap("borrowers");
 
     // Contacts.
-    let (p, ids) = (phones.clone(), borrower_ids.clone());
+    let (p, ids, memo) = (phones.clone(), borrower_ids.clone(), index.clone());
+    let mut row = 0usize;
     let mut rx = stream::<crate::book::ContactRow, _>(&book, batch, &pb, &base, move |r| {
-        let (b, c) = parse::contact(&r, &p).map_err(first)?;
+        let known = memo.phones.get(row).and_then(|m| m.recall(&r.value));
+        row += 1;
+        let (b, c) = parse::contact_with(&r, |kind, value| match (kind, known) {
+            (ContactKind::Mobile | ContactKind::Landline, Some(n)) => Ok(ContactAddress::Phone(n)),
+            _ => ContactAddress::parse(kind, value, &p),
+        })
+        .map_err(first)?;
         Ok((borrower_id(&ids, b.as_str())?, c))
     });
     while let Some(rows) = rx.recv().await {
         tx.upsert_contacts(rows?).await?;
     }
+    lap("contacts");
 
     // Loans → ids.
-    let mut loan_ids: HashMap<u128, (LoanId, Currency)> = HashMap::with_capacity(index.loans.len());
+    let mut loan_ids: FxHashMap<u128, (LoanId, Currency)> = FxHashMap::default();
+    loan_ids.reserve(index.loans.len());
     let ids = borrower_ids.clone();
     let mut rx = stream::<crate::book::LoanRow, _>(&book, batch, &pb, &base, move |r| {
         let l = parse::loan(&r).map_err(first)?;
@@ -135,6 +149,7 @@ pub async fn import(
         loan_ids.extend(meta.into_iter().zip(ids).map(|((k, c), id)| (k, (id, c))));
     }
     let loan_ids = Arc::new(loan_ids);
+    lap("loans");
 
     // Installments.
     let ids = loan_ids.clone();
@@ -147,6 +162,7 @@ pub async fn import(
     while let Some(rows) = rx.recv().await {
         tx.upsert_installments(rows?).await?;
     }
+    lap("installments");
 
     // Consents.
     let ids = borrower_ids.clone();
@@ -157,9 +173,11 @@ pub async fn import(
     while let Some(rows) = rx.recv().await {
         tx.add_consents(rows?).await?;
     }
+    lap("consents");
 
     pb.set_message("committing");
     let report = tx.commit().await?;
+    lap("commit");
     pb.finish_and_clear();
     let total_time = started.elapsed();
     Ok(ImportSummary {
@@ -171,6 +189,7 @@ pub async fn import(
         total_seconds: total_time.as_secs_f64(),
         rows_per_second: rows_read as f64 / total_time.as_secs_f64().max(1e-9),
         peak_rss_bytes: peak_rss(),
+        phases,
     })
 }
 
@@ -185,10 +204,10 @@ fn first(errs: Vec<parse::FieldError>) -> anyhow::Error {
     anyhow::anyhow!("a row that passed validation no longer parses ({e}); was the book changed during the import?")
 }
 
-fn borrower_id(ids: &HashMap<u128, BorrowerId>, ext: &str) -> anyhow::Result<BorrowerId> {
-    ids.get(&key(ext)).copied().ok_or_else(|| {
-        anyhow::anyhow!("borrower vanished between passes; was the book changed during the import?")
-    })
+fn borrower_id(ids: &FxHashMap<u128, BorrowerId>, ext: &str) -> anyhow::Result<BorrowerId> {
+    ids.get(&key(ext))
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("borrower vanished between passes; was the book changed during the import?"))
 }
 
 /// Reads the book's file of kind `T::KIND` on a blocking thread, parses each row with `f`, and
@@ -198,7 +217,7 @@ fn stream<T: BookRow, U: Send + 'static>(
     batch: usize,
     pb: &ProgressBar,
     base: &Arc<std::sync::atomic::AtomicU64>,
-    f: impl Fn(T) -> anyhow::Result<U> + Send + 'static,
+    mut f: impl FnMut(T) -> anyhow::Result<U> + Send + 'static,
 ) -> mpsc::Receiver<anyhow::Result<Vec<U>>> {
     let (txc, rx) = mpsc::channel(2);
     let Some((path, format)) = book.file(T::KIND).map(|(p, f)| (p.to_path_buf(), f)) else {
@@ -218,8 +237,7 @@ fn stream<T: BookRow, U: Send + 'static>(
                 pb.set_position(start + b);
             },
             |row| {
-                let (_, r) =
-                    row.map_err(|(line, reason)| anyhow::anyhow!("line {line}: {reason}"))?;
+                let (_, r) = row.map_err(|(line, reason)| anyhow::anyhow!("line {line}: {reason}"))?;
                 buf.push(f(r)?);
                 if buf.len() >= batch {
                     let full = std::mem::replace(&mut buf, Vec::with_capacity(batch));

@@ -30,10 +30,7 @@ impl KeyFile {
         let text = std::fs::read_to_string(path)?;
         let kf: KeyFile = toml::from_str(&text).context("key file is not valid")?;
         if kf.version != 1 {
-            bail!(
-                "key file version {} is not supported (expected 1)",
-                kf.version
-            );
+            bail!("key file version {} is not supported (expected 1)", kf.version);
         }
         Ok(kf)
     }
@@ -60,10 +57,7 @@ impl KeyFile {
         }
         let mut f = opts.open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => {
-                anyhow::anyhow!(
-                    "{} already exists; refusing to overwrite keys",
-                    path.display()
-                )
+                anyhow::anyhow!("{} already exists; refusing to overwrite keys", path.display())
             }
             _ => anyhow::Error::from(e).context(format!("creating {}", path.display())),
         })?;
@@ -94,10 +88,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         }
     }
 }

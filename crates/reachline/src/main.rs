@@ -143,10 +143,7 @@ fn main() -> ExitCode {
                     eprintln!("{p}");
                 }
                 if problems.total > problems.first.len() as u64 {
-                    eprintln!(
-                        "… and {} more",
-                        problems.total - problems.first.len() as u64
-                    );
+                    eprintln!("… and {} more", problems.total - problems.first.len() as u64);
                 }
                 eprintln!("error: {e}");
                 return ExitCode::from(EXIT_BOOK_REJECTED);
@@ -227,11 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        Command::Demo {
-            dir,
-            borrowers,
-            seed,
-        } => return demo::run(dir, *borrowers, *seed).await,
+        Command::Demo { dir, borrowers, seed } => return demo::run(dir, *borrowers, *seed).await,
         _ => {}
     }
 

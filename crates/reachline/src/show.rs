@@ -59,9 +59,7 @@ pub fn print_counts(c: &Counts) {
 
 pub async fn contacts(store: &dyn Store, cfg: &Config, cmd: ContactsCommand) -> anyhow::Result<()> {
     match cmd {
-        ContactsCommand::History { borrower } => {
-            print_history(store, &ExternalId::parse(&borrower)?).await
-        }
+        ContactsCommand::History { borrower } => print_history(store, &ExternalId::parse(&borrower)?).await,
         ContactsCommand::Lookup { number } => {
             let n: PhoneNumber = cfg.phone_parser()?.parse(&number)?;
             let holders = store.contacts_by_phone(&n).await?;
@@ -78,8 +76,7 @@ pub async fn contacts(store: &dyn Store, cfg: &Config, cmd: ContactsCommand) -> 
                     h.point.bound_since,
                     h.added_at.format("%Y-%m-%d %H:%M"),
                     match &h.retired {
-                        Some(r) =>
-                            format!("retired {} ({})", r.at.format("%Y-%m-%d %H:%M"), r.reason),
+                        Some(r) => format!("retired {} ({})", r.at.format("%Y-%m-%d %H:%M"), r.reason),
                         None => "current".into(),
                     }
                 );

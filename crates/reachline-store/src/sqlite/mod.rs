@@ -11,17 +11,16 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reachline_domain::{
-    Borrower, BorrowerId, Consent, ContactId, ContactPoint, ExternalId, Installment, InstallmentId,
-    Loan, LoanId, Money, PhoneNumber,
+    Borrower, BorrowerId, Consent, ContactId, ContactPoint, ExternalId, Installment, InstallmentId, Loan, LoanId,
+    Money, PhoneNumber,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::codec::{self, ts_parse, ts_text, BorrowerRow, ContactRow, CurrentSlot, SlotAction};
+use crate::codec::{self, ts_parse, ts_text, BorrowerRow, ContactRow, CurrentSlot, ImportKey, SlotAction};
 use crate::crypto::{DataKey, Keyring, Sealer};
 use crate::{
-    Backend, BorrowerRecord, ContactEvent, ContactEventKind, ContactRecord, Counts, ImportReport,
-    ImportTx, InstallmentRecord, LoanRecord, Result, Retirement, Store, StoreError,
-    REPLACED_BY_BOOK,
+    Backend, BorrowerRecord, ContactEvent, ContactEventKind, ContactRecord, Counts, ImportReport, ImportTx,
+    InstallmentRecord, LoanRecord, Result, Retirement, Store, StoreError, REPLACED_BY_BOOK,
 };
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_foundation.sql")];
@@ -43,12 +42,8 @@ fn connect(path: &Path) -> Result<Connection> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
-    let migrations = rusqlite_migration::Migrations::new(
-        MIGRATIONS
-            .iter()
-            .map(|m| rusqlite_migration::M::up(m))
-            .collect(),
-    );
+    let migrations =
+        rusqlite_migration::Migrations::new(MIGRATIONS.iter().map(|m| rusqlite_migration::M::up(m)).collect());
     migrations
         .to_latest(conn)
         .map_err(|e| StoreError::Migration(e.to_string()))
@@ -129,8 +124,7 @@ fn data_key_for(c: &Connection, keys: &Keyring, borrower: BorrowerId) -> Result<
     }
 }
 
-const CONTACT_COLS: &str =
-    "id, borrower_id, slot, kind, role, relation, line_type, address_enc, address_bidx, \
+const CONTACT_COLS: &str = "id, borrower_id, slot, kind, role, relation, line_type, address_enc, address_bidx, \
      holder_name_enc, bound_since, source, verified_at, added_at, retired_at, retire_reason";
 
 /// A contact row as SQLite returns it; dates and times still text, parsed where errors are typed.
@@ -176,9 +170,7 @@ fn query_contacts(
     sql_tail: &str,
     param: &dyn rusqlite::ToSql,
 ) -> Result<Vec<ContactRecord>> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {CONTACT_COLS} FROM contact_points {sql_tail}"
-    ))?;
+    let mut stmt = c.prepare_cached(&format!("SELECT {CONTACT_COLS} FROM contact_points {sql_tail}"))?;
     let rows = stmt
         .query_map([param], contact_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -213,13 +205,7 @@ fn query_contacts(
     Ok(out)
 }
 
-fn insert_contact(
-    c: &Connection,
-    borrower: BorrowerId,
-    row: &ContactRow,
-    at: &str,
-    actor: &str,
-) -> Result<ContactId> {
+fn insert_contact(c: &Connection, borrower: BorrowerId, row: &ContactRow, at: &str, actor: &str) -> Result<ContactId> {
     c.prepare_cached(
         "INSERT INTO contact_points (borrower_id, slot, kind, role, relation, line_type, address_enc, address_bidx, \
          holder_name_enc, bound_since, source, verified_at, added_at) \
@@ -294,7 +280,9 @@ fn retire(c: &Connection, contact: ContactId, at: &str, actor: &str, reason: &st
 
 fn verify(c: &Connection, contact: ContactId, at: &str, actor: &str, method: &str) -> Result<()> {
     let borrower: Option<i64> = c
-        .prepare_cached("UPDATE contact_points SET verified_at = ?2 WHERE id = ?1 AND retired_at IS NULL RETURNING borrower_id")?
+        .prepare_cached(
+            "UPDATE contact_points SET verified_at = ?2 WHERE id = ?1 AND retired_at IS NULL RETURNING borrower_id",
+        )?
         .query_row(params![contact.0, at], |r| r.get(0))
         .optional()?;
     let borrower = borrower.ok_or_else(|| StoreError::NotFound {
@@ -438,9 +426,7 @@ impl Store for SqliteStore {
         actor: &str,
         replaces_reason: &str,
     ) -> Result<ContactId> {
-        point
-            .validate()
-            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        point.validate().map_err(|e| StoreError::Conflict(e.to_string()))?;
         let point = point.clone();
         let actor = actor.to_string();
         let reason = replaces_reason.to_string();
@@ -459,13 +445,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn verify_contact(
-        &self,
-        contact: ContactId,
-        at: DateTime<Utc>,
-        actor: &str,
-        method: &str,
-    ) -> Result<()> {
+    async fn verify_contact(&self, contact: ContactId, at: DateTime<Utc>, actor: &str, method: &str) -> Result<()> {
         let (actor, method) = (actor.to_string(), method.to_string());
         self.with(move |c, _| {
             let tx = c.transaction()?;
@@ -475,13 +455,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn retire_contact(
-        &self,
-        contact: ContactId,
-        at: DateTime<Utc>,
-        actor: &str,
-        reason: &str,
-    ) -> Result<()> {
+    async fn retire_contact(&self, contact: ContactId, at: DateTime<Utc>, actor: &str, reason: &str) -> Result<()> {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         self.with(move |c, _| {
             let tx = c.transaction()?;
@@ -493,15 +467,8 @@ impl Store for SqliteStore {
 
     async fn contacts_by_phone(&self, number: &PhoneNumber) -> Result<Vec<ContactRecord>> {
         let bidx = self.keys.blind_index("phone", number.e164()).to_vec();
-        self.with(move |c, keys| {
-            query_contacts(
-                c,
-                keys,
-                "WHERE address_bidx = ?1 ORDER BY added_at, id",
-                &bidx,
-            )
-        })
-        .await
+        self.with(move |c, keys| query_contacts(c, keys, "WHERE address_bidx = ?1 ORDER BY added_at, id", &bidx))
+            .await
     }
 
     async fn loans(&self, borrower: BorrowerId) -> Result<Vec<LoanRecord>> {
@@ -615,17 +582,11 @@ impl Store for SqliteStore {
 
     async fn counts(&self) -> Result<Counts> {
         self.with(|c, _| {
-            let n = |sql: &str| -> Result<u64> {
-                Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
-            };
+            let n = |sql: &str| -> Result<u64> { Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
             Ok(Counts {
                 borrowers: n("SELECT count(*) FROM borrowers")?,
-                contacts_current: n(
-                    "SELECT count(*) FROM contact_points WHERE retired_at IS NULL",
-                )?,
-                contacts_retired: n(
-                    "SELECT count(*) FROM contact_points WHERE retired_at IS NOT NULL",
-                )?,
+                contacts_current: n("SELECT count(*) FROM contact_points WHERE retired_at IS NULL")?,
+                contacts_retired: n("SELECT count(*) FROM contact_points WHERE retired_at IS NOT NULL")?,
                 loans: n("SELECT count(*) FROM loans")?,
                 installments: n("SELECT count(*) FROM installments")?,
                 consents: n("SELECT count(*) FROM consents")?,
@@ -661,7 +622,7 @@ struct SqliteImport {
     at: String,
     report: ImportReport,
     /// Data keys of the borrowers upserted in this import, for sealing their contacts.
-    data_keys: HashMap<BorrowerId, DataKey>,
+    data_keys: HashMap<BorrowerId, ImportKey>,
 }
 
 struct ImportCtx<'a> {
@@ -669,7 +630,7 @@ struct ImportCtx<'a> {
     keys: &'a Keyring,
     at: &'a str,
     report: &'a mut ImportReport,
-    data_keys: &'a mut HashMap<BorrowerId, DataKey>,
+    data_keys: &'a mut HashMap<BorrowerId, ImportKey>,
 }
 
 impl SqliteImport {
@@ -677,9 +638,10 @@ impl SqliteImport {
         &mut self,
         f: impl FnOnce(&mut ImportCtx<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = self.conn.take().ok_or_else(|| {
-            StoreError::Conflict("import transaction used after an earlier batch failed".into())
-        })?;
+        let conn = self
+            .conn
+            .take()
+            .ok_or_else(|| StoreError::Conflict("import transaction used after an earlier batch failed".into()))?;
         let keys = self.keys.clone();
         let at = self.at.clone();
         let mut report = self.report;
@@ -733,9 +695,11 @@ fn upsert_borrower(x: &mut ImportCtx<'_>, b: &Borrower) -> Result<BorrowerId> {
                 x.at,
             ])?;
             let id = BorrowerId(x.c.last_insert_rowid());
-            x.c.prepare_cached("INSERT INTO borrower_keys (borrower_id, key_id, wrapped_key, created_at) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![id.0, x.keys.key_id(), x.keys.wrap(&key), x.at])?;
-            x.data_keys.insert(id, key);
+            x.c.prepare_cached(
+                "INSERT INTO borrower_keys (borrower_id, key_id, wrapped_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id.0, x.keys.key_id(), x.keys.wrap(&key), x.at])?;
+            x.data_keys.insert(id, ImportKey { key, created: true });
             x.report.borrowers_created += 1;
             Ok(id)
         }
@@ -768,7 +732,7 @@ fn upsert_borrower(x: &mut ImportCtx<'_>, b: &Borrower) -> Result<BorrowerId> {
                 ])?;
                 x.report.borrowers_updated += 1;
             }
-            x.data_keys.insert(id, key);
+            x.data_keys.insert(id, ImportKey { key, created: false });
             Ok(id)
         }
     }
@@ -803,15 +767,17 @@ impl ImportTx for SqliteImport {
     async fn upsert_contacts(&mut self, rows: Vec<(BorrowerId, ContactPoint)>) -> Result<()> {
         self.run(move |x| {
             for (borrower, point) in &rows {
-                let key = x
-                    .data_keys
-                    .get(borrower)
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: "borrower in this import",
-                        id: borrower.to_string(),
-                    })?;
-                let row = ContactRow::seal(point, &key.sealer(), x.keys);
-                match codec::plan_slot(current_slot(x.c, *borrower, &row.slot)?.as_ref(), &row) {
+                let key = x.data_keys.get(borrower).ok_or_else(|| StoreError::NotFound {
+                    what: "borrower in this import",
+                    id: borrower.to_string(),
+                })?;
+                let row = ContactRow::seal(point, &key.key.sealer(), x.keys);
+                let current = if key.created {
+                    None
+                } else {
+                    current_slot(x.c, *borrower, &row.slot)?
+                };
+                match codec::plan_slot(current.as_ref(), &row) {
                     SlotAction::Add => {
                         insert_contact(x.c, *borrower, &row, x.at, "book")?;
                         x.report.contacts_added += 1;

@@ -21,9 +21,7 @@ impl Harness {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let keys = Keyring::random("test");
-        let store = SqliteStore::open(dir.path().join("t.db"), keys.clone())
-            .await
-            .unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db"), keys.clone()).await.unwrap();
         Self {
             store: Box::new(store),
             keys,
@@ -74,6 +72,25 @@ impl Harness {
         }
     }
 
+    /// Fails if any installment or contact event points at a row that does not exist (these two
+    /// tables carry no foreign key; the store keeps them whole).
+    pub async fn assert_no_orphans(&self) {
+        let sql = "SELECT (SELECT count(*) FROM installments i WHERE NOT EXISTS (SELECT 1 FROM loans l WHERE l.id = i.loan_id)) \
+                   + (SELECT count(*) FROM contact_events e WHERE NOT EXISTS \
+                      (SELECT 1 FROM contact_points c WHERE c.id = e.contact_id AND c.borrower_id = e.borrower_id))";
+        let orphans: i64 = match &self.kind {
+            Kind::Sqlite { dir } => {
+                let c = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+                c.query_row(sql, [], |r| r.get(0)).unwrap()
+            }
+            Kind::Postgres { admin_url, db } => {
+                let pool = sqlx::PgPool::connect(&with_database(admin_url, db)).await.unwrap();
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap()
+            }
+        };
+        assert_eq!(orphans, 0, "orphaned installments or contact events");
+    }
+
     /// Every byte the back end holds, as text a grep can search: the SQLite file (after folding
     /// the WAL in), or every PostgreSQL table rendered row by row.
     pub async fn raw_dump(&self) -> Vec<u8> {
@@ -81,8 +98,7 @@ impl Harness {
             Kind::Sqlite { dir } => {
                 // Fold the WAL into the file through a second connection, then read every file.
                 let c = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
-                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                    .unwrap();
+                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
                 let mut all = Vec::new();
                 for e in std::fs::read_dir(dir.path()).unwrap() {
                     all.extend(std::fs::read(e.unwrap().path()).unwrap());
@@ -90,22 +106,18 @@ impl Harness {
                 all
             }
             Kind::Postgres { admin_url, db } => {
-                let pool = sqlx::PgPool::connect(&with_database(admin_url, db))
-                    .await
-                    .unwrap();
-                let tables: Vec<String> = sqlx::query_scalar(
-                    "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
-                )
-                .fetch_all(&pool)
-                .await
-                .unwrap();
+                let pool = sqlx::PgPool::connect(&with_database(admin_url, db)).await.unwrap();
+                let tables: Vec<String> =
+                    sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
                 let mut all = String::new();
                 for t in tables {
-                    let rows: Vec<String> =
-                        sqlx::query_scalar(&format!("SELECT x::text FROM {t} x"))
-                            .fetch_all(&pool)
-                            .await
-                            .unwrap();
+                    let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT x::text FROM {t} x"))
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
                     all.push_str(&rows.join("\n"));
                 }
                 all.into_bytes()
@@ -115,10 +127,7 @@ impl Harness {
 }
 
 fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map(|(b, q)| (b, Some(q)))
-        .unwrap_or((url, None));
+    let (base, query) = url.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((url, None));
     let server = match base.rfind('/') {
         Some(i) if i > "postgres://".len() => &base[..i],
         _ => base,
@@ -152,12 +161,9 @@ pub fn mobile(slot: &str, number: &str, role: ContactRole) -> ContactPoint {
     ContactPoint {
         slot: ext(slot),
         kind: ContactKind::Mobile,
-        address: ContactAddress::parse(ContactKind::Mobile, number, &PhoneParser::default())
-            .unwrap(),
+        address: ContactAddress::parse(ContactKind::Mobile, number, &PhoneParser::default()).unwrap(),
         role,
-        holder_name: role
-            .is_third_party()
-            .then(|| PersonName::parse("李娜").unwrap()),
+        holder_name: role.is_third_party().then(|| PersonName::parse("李娜").unwrap()),
         bound_since: NaiveDate::from_ymd_opt(2024, 5, 1).unwrap(),
         source: ContactSource::Book,
         verified_at: None,
@@ -198,12 +204,7 @@ pub fn installment(loan: &str, seq: u32, paid: bool) -> Installment {
     }
 }
 
-pub fn consent(
-    purpose: Purpose,
-    channel: Option<Channel>,
-    state: ConsentState,
-    at: DateTime<Utc>,
-) -> Consent {
+pub fn consent(purpose: Purpose, channel: Option<Channel>, state: ConsentState, at: DateTime<Utc>) -> Consent {
     Consent {
         purpose,
         channel,

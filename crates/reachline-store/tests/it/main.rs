@@ -12,12 +12,14 @@ macro_rules! on_both {
             async fn sqlite() {
                 let h = crate::helpers::Harness::sqlite().await;
                 crate::stories::$story(&h).await;
+                h.assert_no_orphans().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 let Some(h) = crate::helpers::Harness::postgres().await else { return };
                 crate::stories::$story(&h).await;
+                h.assert_no_orphans().await;
                 h.drop_database().await;
             }
         }

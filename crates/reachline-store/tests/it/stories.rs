@@ -9,48 +9,26 @@ use crate::helpers::*;
 /// and two consents.
 async fn import_basic(h: &Harness, number: &str) -> reachline_store::ImportReport {
     let mut tx = h.store.begin_import(t(1, 8)).await.unwrap();
-    let ids = tx
-        .upsert_borrowers(vec![borrower("B1", "张伟")])
-        .await
-        .unwrap();
+    let ids = tx.upsert_borrowers(vec![borrower("B1", "张伟")]).await.unwrap();
     tx.upsert_contacts(vec![
         (ids[0], mobile("mobile", number, ContactRole::Primary)),
         (ids[0], email("email", "Zhang.Wei@Example.com")),
         (
             ids[0],
-            mobile(
-                "emergency1",
-                "13900001111",
-                ContactRole::Emergency(Relation::Spouse),
-            ),
+            mobile("emergency1", "13900001111", ContactRole::Emergency(Relation::Spouse)),
         ),
     ])
     .await
     .unwrap();
-    let loans = tx
-        .upsert_loans(vec![(ids[0], loan("L1", "B1"))])
+    let loans = tx.upsert_loans(vec![(ids[0], loan("L1", "B1"))]).await.unwrap();
+    tx.upsert_installments((1..=3).map(|s| (loans[0], installment("L1", s, s == 1))).collect())
         .await
         .unwrap();
-    tx.upsert_installments(
-        (1..=3)
-            .map(|s| (loans[0], installment("L1", s, s == 1)))
-            .collect(),
-    )
-    .await
-    .unwrap();
     tx.add_consents(vec![
+        (ids[0], consent(Purpose::Service, None, ConsentState::Granted, t(1, 8))),
         (
             ids[0],
-            consent(Purpose::Service, None, ConsentState::Granted, t(1, 8)),
-        ),
-        (
-            ids[0],
-            consent(
-                Purpose::Collection,
-                Some(Channel::Sms),
-                ConsentState::Granted,
-                t(1, 8),
-            ),
+            consent(Purpose::Collection, Some(Channel::Sms), ConsentState::Granted, t(1, 8)),
         ),
     ])
     .await
@@ -65,50 +43,25 @@ pub async fn import_round_trip(h: &Harness) {
     assert_eq!(report.installments_written, 3);
     assert_eq!(report.consents_added, 2);
 
-    let b = h
-        .store
-        .borrower_by_external_id(&ext("B1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let b = h.store.borrower_by_external_id(&ext("B1")).await.unwrap().unwrap();
     assert_eq!(b.borrower, borrower("B1", "张伟"));
-    assert!(h
-        .store
-        .borrower_by_external_id(&ext("B2"))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(h.store.borrower_by_external_id(&ext("B2")).await.unwrap().is_none());
 
     let contacts = h.store.contacts(b.id).await.unwrap();
     assert_eq!(contacts.len(), 3);
-    assert_eq!(
-        contacts[0].point,
-        mobile("mobile", "13812345678", ContactRole::Primary)
-    );
-    assert_eq!(
-        contacts[1].point.address.canonical(),
-        "Zhang.Wei@example.com"
-    );
+    assert_eq!(contacts[0].point, mobile("mobile", "13812345678", ContactRole::Primary));
+    assert_eq!(contacts[1].point.address.canonical(), "Zhang.Wei@example.com");
     assert_eq!(contacts[1].point.verified_at, Some(t(1, 9)));
-    assert_eq!(
-        contacts[2].point.holder_name.as_ref().unwrap().as_str(),
-        "李娜"
-    );
-    assert!(contacts
-        .iter()
-        .all(|c| c.is_current() && c.added_at == t(1, 8)));
+    assert_eq!(contacts[2].point.holder_name.as_ref().unwrap().as_str(), "李娜");
+    assert!(contacts.iter().all(|c| c.is_current() && c.added_at == t(1, 8)));
 
     let loans = h.store.loans(b.id).await.unwrap();
     assert_eq!(loans.len(), 1);
     assert_eq!(loans[0].loan, loan("L1", "B1"));
     let inst = h.store.installments(loans[0].id).await.unwrap();
     assert_eq!(
-        inst.iter()
-            .map(|i| i.installment.clone())
-            .collect::<Vec<_>>(),
-        (1..=3)
-            .map(|s| installment("L1", s, s == 1))
-            .collect::<Vec<_>>()
+        inst.iter().map(|i| i.installment.clone()).collect::<Vec<_>>(),
+        (1..=3).map(|s| installment("L1", s, s == 1)).collect::<Vec<_>>()
     );
 
     let consents = h.store.consents(b.id).await.unwrap();
@@ -147,12 +100,7 @@ pub async fn reimport_is_idempotent(h: &Harness) {
     assert_eq!(report.contacts_unchanged, 3);
     assert_eq!(report.consents_added, 0);
     assert_eq!(h.store.counts().await.unwrap(), before);
-    let b = h
-        .store
-        .borrower_by_external_id(&ext("B1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let b = h.store.borrower_by_external_id(&ext("B1")).await.unwrap().unwrap();
     assert_eq!(
         h.store.contact_history(b.id).await.unwrap().len(),
         4,
@@ -166,22 +114,14 @@ pub async fn changed_number_replaces_and_keeps_history(h: &Harness) {
     let mut b = borrower("B1", "张伟");
     b.locale = Locale::En;
     let ids = tx.upsert_borrowers(vec![b.clone()]).await.unwrap();
-    tx.upsert_contacts(vec![(
-        ids[0],
-        mobile("mobile", "13987654321", ContactRole::Primary),
-    )])
-    .await
-    .unwrap();
+    tx.upsert_contacts(vec![(ids[0], mobile("mobile", "13987654321", ContactRole::Primary))])
+        .await
+        .unwrap();
     let report = tx.commit().await.unwrap();
     assert_eq!(report.borrowers_updated, 1);
     assert_eq!(report.contacts_replaced, 1);
 
-    let rec = h
-        .store
-        .borrower_by_external_id(&ext("B1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let rec = h.store.borrower_by_external_id(&ext("B1")).await.unwrap().unwrap();
     assert_eq!(rec.borrower, b);
     assert_eq!(rec.updated_at, t(20, 8));
     let contacts = h.store.contacts(rec.id).await.unwrap();
@@ -194,19 +134,11 @@ pub async fn changed_number_replaces_and_keeps_history(h: &Harness) {
     assert_eq!(current[0].point.address.canonical(), "+8613987654321");
     assert_eq!(retired.len(), 1);
     assert_eq!(retired[0].point.address.canonical(), "+8613812345678");
-    assert_eq!(
-        retired[0].retired.as_ref().unwrap().reason,
-        REPLACED_BY_BOOK
-    );
+    assert_eq!(retired[0].retired.as_ref().unwrap().reason, REPLACED_BY_BOOK);
     assert_eq!(retired[0].retired.as_ref().unwrap().at, t(20, 8));
 
     let history = h.store.contact_history(rec.id).await.unwrap();
-    let tail: Vec<_> = history
-        .iter()
-        .rev()
-        .take(2)
-        .map(|e| (e.kind, e.contact_id))
-        .collect();
+    let tail: Vec<_> = history.iter().rev().take(2).map(|e| (e.kind, e.contact_id)).collect();
     assert_eq!(
         tail,
         vec![
@@ -223,22 +155,14 @@ pub async fn changed_number_replaces_and_keeps_history(h: &Harness) {
 pub async fn recycled_number_belongs_to_two_borrowers(h: &Harness) {
     import_basic(h, "13812345678").await;
     // The number is retired from B1 and, months later, given to B2.
-    let b1 = h
-        .store
-        .borrower_by_external_id(&ext("B1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let b1 = h.store.borrower_by_external_id(&ext("B1")).await.unwrap().unwrap();
     let old = h.store.contacts(b1.id).await.unwrap()[0].id;
     h.store
         .retire_contact(old, t(5, 12), "operator:7", "number dead")
         .await
         .unwrap();
     let mut tx = h.store.begin_import(t(28, 8)).await.unwrap();
-    let ids = tx
-        .upsert_borrowers(vec![borrower("B2", "王芳")])
-        .await
-        .unwrap();
+    let ids = tx.upsert_borrowers(vec![borrower("B2", "王芳")]).await.unwrap();
     tx.upsert_contacts(vec![(
         ids[0],
         mobile("mobile", "+86 138 1234 5678", ContactRole::Primary),
@@ -268,16 +192,10 @@ pub async fn recycled_number_belongs_to_two_borrowers(h: &Harness) {
 pub async fn dropped_import_writes_nothing(h: &Harness) {
     {
         let mut tx = h.store.begin_import(t(1, 8)).await.unwrap();
-        let ids = tx
-            .upsert_borrowers(vec![borrower("B1", "张伟")])
+        let ids = tx.upsert_borrowers(vec![borrower("B1", "张伟")]).await.unwrap();
+        tx.upsert_contacts(vec![(ids[0], mobile("mobile", "13812345678", ContactRole::Primary))])
             .await
             .unwrap();
-        tx.upsert_contacts(vec![(
-            ids[0],
-            mobile("mobile", "13812345678", ContactRole::Primary),
-        )])
-        .await
-        .unwrap();
         // Dropped without commit.
     }
     assert_eq!(h.store.counts().await.unwrap(), Counts::default());
@@ -288,12 +206,7 @@ pub async fn dropped_import_writes_nothing(h: &Harness) {
 
 pub async fn contact_events_through_the_api(h: &Harness) {
     import_basic(h, "13812345678").await;
-    let b = h
-        .store
-        .borrower_by_external_id(&ext("B1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let b = h.store.borrower_by_external_id(&ext("B1")).await.unwrap().unwrap();
     let mut backup = mobile("backup1", "13700001234", ContactRole::Backup);
     backup.source = ContactSource::Borrower;
     let id = h
@@ -326,10 +239,7 @@ pub async fn contact_events_through_the_api(h: &Harness) {
     let all = h.store.contacts(b.id).await.unwrap();
     let first = all.iter().find(|c| c.id == id).unwrap();
     assert_eq!(first.point.verified_at, Some(t(10, 10)));
-    assert_eq!(
-        first.retired.as_ref().unwrap().reason,
-        "replaced by operator"
-    );
+    assert_eq!(first.retired.as_ref().unwrap().reason, "replaced by operator");
     let history: Vec<_> = h
         .store
         .contact_history(b.id)
@@ -345,39 +255,19 @@ pub async fn contact_events_through_the_api(h: &Harness) {
         vec![
             (id, Added, "borrower".into(), None),
             (id, Verified, "borrower".into(), Some("sms code".into())),
-            (
-                id,
-                Retired,
-                "operator:7".into(),
-                Some("replaced by operator".into())
-            ),
+            (id, Retired, "operator:7".into(), Some("replaced by operator".into())),
             (id2, Added, "operator:7".into(), None),
-            (
-                id2,
-                Retired,
-                "operator:7".into(),
-                Some("wrong party".into())
-            ),
+            (id2, Retired, "operator:7".into(), Some("wrong party".into())),
         ]
     );
 }
 
 pub async fn consents_are_events(h: &Harness) {
     import_basic(h, "13812345678").await;
-    let b = h
-        .store
-        .borrower_by_external_id(&ext("B1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let b = h.store.borrower_by_external_id(&ext("B1")).await.unwrap().unwrap();
     let withdraw = Consent {
         source: ConsentSource::Reply,
-        ..consent(
-            Purpose::Service,
-            Some(Channel::Sms),
-            ConsentState::Withdrawn,
-            t(15, 21),
-        )
+        ..consent(Purpose::Service, Some(Channel::Sms), ConsentState::Withdrawn, t(15, 21))
     };
     h.store.record_consent(b.id, &withdraw).await.unwrap();
     h.store.record_consent(b.id, &withdraw).await.unwrap();
@@ -399,17 +289,10 @@ pub async fn consents_are_events(h: &Harness) {
 pub async fn loan_cannot_change_borrower(h: &Harness) {
     import_basic(h, "13812345678").await;
     let mut tx = h.store.begin_import(t(2, 8)).await.unwrap();
-    let ids = tx
-        .upsert_borrowers(vec![borrower("B2", "王芳")])
-        .await
-        .unwrap();
-    let err = tx
-        .upsert_loans(vec![(ids[0], loan("L1", "B2"))])
-        .await
-        .unwrap_err();
+    let ids = tx.upsert_borrowers(vec![borrower("B2", "王芳")]).await.unwrap();
+    let err = tx.upsert_loans(vec![(ids[0], loan("L1", "B2"))]).await.unwrap_err();
     assert!(
-        err.to_string()
-            .contains("loan L1 already belongs to another borrower"),
+        err.to_string().contains("loan L1 already belongs to another borrower"),
         "{err}"
     );
     drop(tx);
@@ -430,14 +313,8 @@ pub async fn no_plaintext_pii_at_rest(h: &Harness) {
         "19491231",
     ] {
         let found = |n: &[u8]| raw.windows(n.len()).any(|w| w == n);
-        assert!(
-            !found(needle.as_bytes()),
-            "plaintext {needle:?} found at rest"
-        );
-        assert!(
-            !found(hex(needle).as_bytes()),
-            "hex of {needle:?} found at rest"
-        );
+        assert!(!found(needle.as_bytes()), "plaintext {needle:?} found at rest");
+        assert!(!found(hex(needle).as_bytes()), "hex of {needle:?} found at rest");
     }
     // The check is not vacuous: non-personal fields are there in the clear.
     assert!(raw.windows(12).any(|w| w == b"consumer-12m"));

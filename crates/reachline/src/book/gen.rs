@@ -51,26 +51,24 @@ impl GenCounts {
 // China Mobile, China Unicom, China Telecom and China Broadnet mobile prefixes. The carrier
 // tells nothing after porting; the spread only makes the book look like a real one.
 const CN_PREFIXES: &[&str] = &[
-    "134", "135", "136", "137", "138", "139", "147", "150", "151", "152", "157", "158", "159",
-    "178", "182", "183", "184", "187", "188", "195", "198", // China Mobile
-    "130", "131", "132", "145", "155", "156", "166", "175", "176", "185", "186",
-    "196", // China Unicom
-    "133", "153", "173", "177", "180", "181", "189", "190", "191", "193",
-    "199", // China Telecom
+    "134", "135", "136", "137", "138", "139", "147", "150", "151", "152", "157", "158", "159", "178", "182", "183",
+    "184", "187", "188", "195", "198", // China Mobile
+    "130", "131", "132", "145", "155", "156", "166", "175", "176", "185", "186", "196", // China Unicom
+    "133", "153", "173", "177", "180", "181", "189", "190", "191", "193", "199", // China Telecom
     "192", // China Broadnet
 ];
 const US_AREA_CODES: &[&str] = &[
     "201", "202", "212", "213", "305", "312", "415", "512", "617", "646", "713", "718",
 ];
 const SURNAMES: &[&str] = &[
-    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭",
-    "何", "高", "林", "罗", "郑", "梁", "谢", "宋", "唐", "许", "韩", "冯", "邓", "曹", "彭", "曾",
-    "肖", "田", "董", "袁", "潘", "于", "蒋", "蔡",
+    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭", "何", "高", "林",
+    "罗", "郑", "梁", "谢", "宋", "唐", "许", "韩", "冯", "邓", "曹", "彭", "曾", "肖", "田", "董", "袁", "潘", "于",
+    "蒋", "蔡",
 ];
 const GIVEN: &[&str] = &[
-    "伟", "芳", "娜", "秀", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛",
-    "明", "超", "霞", "平", "刚", "桂", "英", "华", "玉", "文", "辉", "建", "国", "红", "丹", "萍",
-    "鹏", "宇", "浩", "凯", "婷", "雪", "琳", "晨",
+    "伟", "芳", "娜", "秀", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "霞",
+    "平", "刚", "桂", "英", "华", "玉", "文", "辉", "建", "国", "红", "丹", "萍", "鹏", "宇", "浩", "凯", "婷", "雪",
+    "琳", "晨",
 ];
 const FIRST: &[&str] = &[
     "James",
@@ -123,8 +121,7 @@ const LAST: &[&str] = &[
     "Kim",
 ];
 const REGIONS: &[&str] = &[
-    "110101", "110105", "310101", "310115", "440106", "440304", "510104", "330106", "420102",
-    "320102",
+    "110101", "110105", "310101", "310115", "440106", "440304", "510104", "330106", "420102", "320102",
 ];
 const MAIL_DOMAINS: &[&str] = &["example.com", "example.net", "example.org"];
 const RELATIONS: &[&str] = &[
@@ -175,9 +172,7 @@ impl Sink {
 
     fn finish(self) -> anyhow::Result<()> {
         let mut f = match self {
-            Sink::Csv(w) => w
-                .into_inner()
-                .map_err(|e| anyhow::anyhow!("{}", e.error()))?,
+            Sink::Csv(w) => w.into_inner().map_err(|e| anyhow::anyhow!("{}", e.error()))?,
             Sink::Jsonl(w) => w,
         };
         f.flush()?;
@@ -198,11 +193,7 @@ struct Writers {
 
 /// Writes the book's five CSV files into `dir` (created if missing); `progress` gets the
 /// number of borrowers written so far.
-pub fn generate(
-    dir: &Path,
-    opts: &GenOptions,
-    progress: &dyn Fn(u64),
-) -> anyhow::Result<GenCounts> {
+pub fn generate(dir: &Path, opts: &GenOptions, progress: &dyn Fn(u64)) -> anyhow::Result<GenCounts> {
     std::fs::create_dir_all(dir)?;
     let f = opts.format;
     let mut w = Writers {
@@ -264,8 +255,7 @@ fn cn_name(r: &mut impl Rng) -> String {
 }
 
 fn national_id(r: &mut impl Rng) -> String {
-    let birth = NaiveDate::from_ymd_opt(1960, 1, 1).expect("valid date")
-        + Days::new(r.gen_range(0..16_000));
+    let birth = NaiveDate::from_ymd_opt(1960, 1, 1).expect("valid date") + Days::new(r.gen_range(0..16_000));
     let first17 = format!(
         "{}{}{:03}",
         REGIONS.choose(r).expect("non-empty"),
@@ -282,41 +272,21 @@ fn rfc3339(d: NaiveDate, hour: u32, minute: u32) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn one_borrower(
-    w: &mut Writers,
-    counts: &mut GenCounts,
-    opts: &GenOptions,
-    i: u64,
-) -> anyhow::Result<()> {
+fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u64) -> anyhow::Result<()> {
     let r = &mut rng_for(opts.seed, i, 0);
     let id = format!("B{i:08}");
     let english = r.gen_bool(0.15);
     let abroad = english && r.gen_bool(0.5);
     let (name, email_local) = if english {
-        let (f, l) = (
-            FIRST.choose(r).expect("non-empty"),
-            LAST.choose(r).expect("non-empty"),
-        );
+        let (f, l) = (FIRST.choose(r).expect("non-empty"), LAST.choose(r).expect("non-empty"));
         (
             format!("{f} {l}"),
-            format!(
-                "{}.{}{}",
-                f.to_lowercase(),
-                l.to_lowercase(),
-                r.gen_range(1..100)
-            ),
+            format!("{}.{}{}", f.to_lowercase(), l.to_lowercase(), r.gen_range(1..100)),
         )
     } else {
-        (
-            cn_name(r),
-            format!("u{}", r.gen_range(10_000_000..99_999_999u32)),
-        )
+        (cn_name(r), format!("u{}", r.gen_range(10_000_000..99_999_999u32)))
     };
-    let nid = if abroad {
-        String::new()
-    } else {
-        national_id(r)
-    };
+    let nid = if abroad { String::new() } else { national_id(r) };
     w.borrowers.serialize(BorrowerRow {
         external_id: id.clone(),
         name,
@@ -351,10 +321,7 @@ fn one_borrower(
             primary = if abroad { us_number(rr) } else { cn_mobile(rr) };
         }
     }
-    let verified = r
-        .gen_bool(0.5)
-        .then(|| rfc3339(bound, 2, 15))
-        .unwrap_or_default();
+    let verified = r.gen_bool(0.5).then(|| rfc3339(bound, 2, 15)).unwrap_or_default();
     let mut contact = |slot: &str,
                        kind: &str,
                        role: &str,
@@ -387,10 +354,7 @@ fn one_borrower(
         verified,
     )?;
     if r.gen_bool(0.6) {
-        let email = format!(
-            "{email_local}@{}",
-            MAIL_DOMAINS.choose(r).expect("non-empty")
-        );
+        let email = format!("{email_local}@{}", MAIL_DOMAINS.choose(r).expect("non-empty"));
         contact(
             "email",
             "email",
@@ -478,9 +442,7 @@ fn one_borrower(
         let total = principal + principal * rate_bp * i64::from(months) / 10_000;
         let each = total / i64::from(months);
         for s in 1..=months {
-            let due = disbursed
-                .checked_add_months(Months::new(s))
-                .expect("date in range");
+            let due = disbursed.checked_add_months(Months::new(s)).expect("date in range");
             let amount = if s == months {
                 total - each * i64::from(months - 1)
             } else {
@@ -497,9 +459,7 @@ fn one_borrower(
                             r.gen_range(0..60),
                         ),
                     )
-                } else if roll < reliability + (1.0 - reliability) * 0.5
-                    && due + Days::new(10) < opts.as_of
-                {
+                } else if roll < reliability + (1.0 - reliability) * 0.5 && due + Days::new(10) < opts.as_of {
                     (
                         amount,
                         rfc3339(
@@ -521,11 +481,7 @@ fn one_borrower(
                 seq: s.to_string(),
                 due_date: due.to_string(),
                 amount_due: money(amount),
-                amount_paid: if paid == 0 {
-                    String::new()
-                } else {
-                    money(paid)
-                },
+                amount_paid: if paid == 0 { String::new() } else { money(paid) },
                 paid_at,
             })?;
             counts.installments += 1;
@@ -588,11 +544,7 @@ mod tests {
         let cc = generate(c.path(), &opts(1), &|_| {}).unwrap();
         for f in ["borrowers", "contacts", "loans", "installments", "consents"] {
             let x = std::fs::read(a.path().join(format!("{f}.csv"))).unwrap();
-            assert_eq!(
-                x,
-                std::fs::read(b.path().join(format!("{f}.csv"))).unwrap(),
-                "{f}"
-            );
+            assert_eq!(x, std::fs::read(b.path().join(format!("{f}.csv"))).unwrap(), "{f}");
             if f != "contacts" {
                 assert_eq!(
                     x,
@@ -614,10 +566,7 @@ mod tests {
             .zip(lines(c.path()))
             .filter(|(x, y)| *x != y)
             .count();
-        assert!(
-            (1..=30).contains(&changed),
-            "{changed} of 300 borrowers changed number"
-        );
+        assert!((1..=30).contains(&changed), "{changed} of 300 borrowers changed number");
         assert!(ca.borrowers == 300 && ca.loans >= 300 && ca.installments > ca.loans * 3);
     }
 }

@@ -157,10 +157,7 @@ fn check_header<T: BookRow>(headers: &csv::StringRecord) -> Result<(), String> {
             ));
         }
     }
-    if let Some(missing) = T::REQUIRED
-        .iter()
-        .find(|r| !headers.iter().any(|h| h == **r))
-    {
+    if let Some(missing) = T::REQUIRED.iter().find(|r| !headers.iter().any(|h| h == **r)) {
         return Err(format!("missing required column {missing:?}"));
     }
     Ok(())
@@ -262,9 +259,7 @@ pub fn read_rows<T: BookRow>(
 /// offending value (it may be personal data).
 fn csv_reason(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
             format!("row has {len} fields; the header has {expected_len}")
         }
         csv::ErrorKind::Utf8 { .. } => "row is not valid UTF-8".into(),

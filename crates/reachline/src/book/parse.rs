@@ -4,8 +4,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use reachline_domain::national_id::IdScheme;
 use reachline_domain::{
-    Borrower, Consent, ContactAddress, ContactKind, ContactPoint, ContactRole, ContactSource,
-    Currency, ExternalId, Installment, Loan, Locale, Money, NationalId, PersonName, PhoneParser,
+    Borrower, Consent, ContactAddress, ContactKind, ContactPoint, ContactRole, ContactSource, Currency, ExternalId,
+    Installment, Loan, Locale, Money, NationalId, PersonName, PhoneParser,
 };
 
 use super::{BorrowerRow, ConsentRow, ContactRow, InstallmentRow, LoanRow};
@@ -22,11 +22,7 @@ pub struct FieldError {
 pub struct Fields(Vec<FieldError>);
 
 impl Fields {
-    pub fn take<T, E: std::fmt::Display>(
-        &mut self,
-        field: &'static str,
-        r: Result<T, E>,
-    ) -> Option<T> {
+    pub fn take<T, E: std::fmt::Display>(&mut self, field: &'static str, r: Result<T, E>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(e) => {
@@ -55,16 +51,13 @@ impl Fields {
 }
 
 pub fn date(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .map_err(|_| "must be a date written YYYY-MM-DD".to_string())
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| "must be a date written YYYY-MM-DD".to_string())
 }
 
 pub fn timestamp(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            "must be an RFC 3339 time with zone, e.g. 2026-03-01T09:30:00+08:00".to_string()
-        })
+        .map_err(|_| "must be an RFC 3339 time with zone, e.g. 2026-03-01T09:30:00+08:00".to_string())
 }
 
 fn optional<T>(s: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Result<Option<T>, String> {
@@ -121,35 +114,32 @@ pub fn borrower(r: &BorrowerRow, d: &BookDefaults) -> Result<Borrower, Vec<Field
     f.finish(value)
 }
 
-pub fn contact(
+pub fn contact(r: &ContactRow, phones: &PhoneParser) -> Result<(ExternalId, ContactPoint), Vec<FieldError>> {
+    contact_with(r, |kind, value| ContactAddress::parse(kind, value, phones))
+}
+
+/// Like [`contact`], with the address parsed by `address` (the import's second pass passes one
+/// that reuses what the first pass parsed).
+pub fn contact_with(
     r: &ContactRow,
-    phones: &PhoneParser,
+    address: impl FnOnce(ContactKind, &str) -> Result<ContactAddress, reachline_domain::contact::ContactError>,
 ) -> Result<(ExternalId, ContactPoint), Vec<FieldError>> {
     let mut f = Fields::default();
     let borrower = f.take("borrower_id", external_id(&r.borrower_id));
     let slot = f.take("slot", external_id(&r.slot));
     let kind = f.take("kind", r.kind.parse::<ContactKind>());
     let role = match r.role.trim() {
-        "primary" | "backup" | "emergency" => f.take(
-            "relation",
-            ContactRole::from_parts(&r.role, Some(&r.relation)),
-        ),
+        "primary" | "backup" | "emergency" => f.take("relation", ContactRole::from_parts(&r.role, Some(&r.relation))),
         other => {
-            let e = reachline_domain::UnknownVariant::new(
-                "contact role",
-                other,
-                &["primary", "backup", "emergency"],
-            );
+            let e = reachline_domain::UnknownVariant::new("contact role", other, &["primary", "backup", "emergency"]);
             f.fail("role", e.to_string());
             None
         }
     };
-    let address = kind.and_then(|k| f.take("value", ContactAddress::parse(k, &r.value, phones)));
+    let address = kind.and_then(|k| f.take("value", address(k, &r.value)));
     let holder_name = f.take(
         "holder_name",
-        optional(&r.holder_name, |s| {
-            PersonName::parse(s).map_err(|e| e.to_string())
-        }),
+        optional(&r.holder_name, |s| PersonName::parse(s).map_err(|e| e.to_string())),
     );
     let bound_since = f.take("bound_since", date(&r.bound_since));
     let verified_at = f.take("verified_at", optional(&r.verified_at, timestamp));
@@ -181,9 +171,7 @@ pub fn loan(r: &LoanRow) -> Result<Loan, Vec<FieldError>> {
     let external_id = f.take("external_id", external_id(&r.external_id));
     let borrower = f.take("borrower_id", self::external_id(&r.borrower_id));
     let product = match r.product.trim() {
-        p if !p.is_empty() && p.len() <= 64 && !p.chars().any(char::is_control) => {
-            Some(p.to_string())
-        }
+        p if !p.is_empty() && p.len() <= 64 && !p.chars().any(char::is_control) => Some(p.to_string()),
         _ => {
             f.fail("product", "product code must be 1-64 characters");
             None
@@ -221,10 +209,7 @@ pub fn installment(r: &InstallmentRow, currency: Currency) -> Result<Installment
             .ok_or("must be a whole number from 1"),
     );
     let due_date = f.take("due_date", date(&r.due_date));
-    let amount_due = f.take(
-        "amount_due",
-        Money::parse_non_negative(&r.amount_due, currency),
-    );
+    let amount_due = f.take("amount_due", Money::parse_non_negative(&r.amount_due, currency));
     let amount_paid = match r.amount_paid.trim() {
         "" => Some(Money::zero(currency)),
         p => f.take("amount_paid", Money::parse_non_negative(p, currency)),

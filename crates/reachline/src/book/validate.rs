@@ -6,8 +6,11 @@
 //! 10^-24), and an installment's sequence numbers as a bit set per loan.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use reachline_domain::{Currency, PhoneParser};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use reachline_domain::{ContactAddress, Currency, LineType, PhoneNumber, PhoneParser};
 use serde::Serialize;
 
 use super::{parse, read_rows, Book, BookRow, FileError, Location};
@@ -40,13 +43,7 @@ pub struct Problems {
 }
 
 impl Problems {
-    fn push(
-        &mut self,
-        file: &str,
-        line: u64,
-        field: Option<&'static str>,
-        reason: impl Into<String>,
-    ) {
+    fn push(&mut self, file: &str, line: u64, field: Option<&'static str>, reason: impl Into<String>) {
         self.total += 1;
         if self.first.len() < MAX_REPORTED {
             self.first.push(Problem {
@@ -60,6 +57,13 @@ impl Problems {
         }
     }
 
+    /// Appends `other`'s problems after this one's, keeping the cap.
+    fn absorb(&mut self, other: Problems) {
+        self.total += other.total;
+        let room = MAX_REPORTED.saturating_sub(self.first.len());
+        self.first.extend(other.first.into_iter().take(room));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.total == 0
     }
@@ -68,9 +72,43 @@ impl Problems {
 /// What pass 1 learnt that pass 2 needs: which loans exist and in which currency.
 #[derive(Debug, Default)]
 pub struct Index {
-    pub borrowers: HashSet<u128>,
-    pub loans: HashMap<u128, LoanInfo>,
+    pub borrowers: FxHashSet<u128>,
+    pub loans: FxHashMap<u128, LoanInfo>,
     pub rows: HashMap<&'static str, u64>,
+    /// Each contact row's parsed phone number, in file order, so the second pass need not parse
+    /// numbers again (libphonenumber's checks are the dearest step of an import).
+    pub phones: Vec<PhoneMemo>,
+}
+
+/// A phone number as the first pass parsed it, with a check of the text it came from; 16 bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhoneMemo {
+    /// The E.164 digits (at most 15, so they fit), or 0 when the row held no phone number.
+    digits: u64,
+    line: u8,
+    /// Low bits of a hash of the raw text, to notice a file that changed between passes.
+    check: u32,
+}
+
+impl PhoneMemo {
+    fn of(raw: &str, address: Option<&ContactAddress>) -> Self {
+        match address {
+            Some(ContactAddress::Phone(n)) => Self {
+                digits: n.e164()[1..].parse().unwrap_or(0),
+                line: LineType::ALL.iter().position(|l| *l == n.line_type()).unwrap_or(0) as u8,
+                check: xxhash_rust::xxh3::xxh3_64(raw.as_bytes()) as u32,
+            },
+            _ => Self::default(),
+        }
+    }
+
+    /// The number remembered for a row whose raw text is `raw`, if it is the same text.
+    pub fn recall(&self, raw: &str) -> Option<PhoneNumber> {
+        if self.digits == 0 || self.check != xxhash_rust::xxh3::xxh3_64(raw.as_bytes()) as u32 {
+            return None;
+        }
+        PhoneNumber::from_trusted_e164(&format!("+{}", self.digits), LineType::ALL[self.line as usize]).ok()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,123 +142,96 @@ impl LoanInfo {
 }
 
 /// Reads and checks every file of `book`; `progress` gets the bytes read so far across files.
+///
+/// Borrowers are read first (every other file refers to them); then contacts and consents are
+/// checked on one thread while loans and installments are checked on another.
 pub fn validate(
     book: &Book,
     phones: &PhoneParser,
     defaults: &BookDefaults,
     progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<(Index, Problems)> {
-    let mut problems = Problems::default();
+    let done = AtomicU64::new(0);
+    let progress = &|delta: u64| progress(done.fetch_add(delta, Ordering::Relaxed) + delta);
     let mut index = Index::default();
-    let mut done = 0u64;
 
     // Borrowers.
-    let mut first_line: HashMap<u128, u64> = HashMap::new();
-    let n_borrowers = each::<super::BorrowerRow>(
-        book,
-        &mut problems,
-        &mut done,
-        progress,
-        |name, problems, line, row| {
-            let id = key(&row.external_id);
-            if !row.external_id.trim().is_empty() {
-                if let Some(prev) = first_line.get(&id) {
-                    problems.push(
-                        name,
-                        line,
-                        Some("external_id"),
-                        format!("duplicate borrower id; first seen on line {prev}"),
-                    );
-                } else {
-                    first_line.insert(id, line);
-                    index.borrowers.insert(id);
-                }
+    let mut p_borrowers = Problems::default();
+    let mut first_line: FxHashMap<u128, u64> = FxHashMap::default();
+    let n_borrowers = each::<super::BorrowerRow>(book, &mut p_borrowers, progress, |name, problems, line, row| {
+        let id = key(&row.external_id);
+        if !row.external_id.trim().is_empty() {
+            if let Some(prev) = first_line.get(&id) {
+                let reason = format!("duplicate borrower id; first seen on line {prev}");
+                problems.push(name, line, Some("external_id"), reason);
+            } else {
+                first_line.insert(id, line);
+                index.borrowers.insert(id);
             }
-            report(problems, name, line, parse::borrower(&row, defaults));
-        },
-    )?;
+        }
+        report(problems, name, line, parse::borrower(&row, defaults));
+    })?;
     drop(first_line);
+    let borrowers = &index.borrowers;
+    let known = |problems: &mut Problems, name: &str, line: u64, id: &str| {
+        if !id.trim().is_empty() && !borrowers.contains(&key(id)) {
+            problems.push(
+                name,
+                line,
+                Some("borrower_id"),
+                "no borrower with this id in borrowers file",
+            );
+        }
+    };
 
-    // Contacts: the borrower must be in the book, and a slot given once per borrower.
-    let mut slots: HashSet<u128> = HashSet::new();
-    let n_contacts = each::<super::ContactRow>(
-        book,
-        &mut problems,
-        &mut done,
-        progress,
-        |name, problems, line, row| {
-            let b = key(&row.borrower_id);
-            if !row.borrower_id.trim().is_empty() && !index.borrowers.contains(&b) {
-                problems.push(
-                    name,
-                    line,
-                    Some("borrower_id"),
-                    "no borrower with this id in borrowers file",
-                );
-            }
-            let slot = key(&format!(
-                "{}\u{0}{}",
-                row.borrower_id.trim(),
-                row.slot.trim()
-            ));
+    let people = || -> anyhow::Result<(Problems, Problems, u64, u64, Vec<PhoneMemo>)> {
+        // Contacts: the borrower must be in the book, and a slot given once per borrower.
+        let mut p_contacts = Problems::default();
+        let mut slots: FxHashSet<u128> = FxHashSet::default();
+        let mut phone_cache = Vec::new();
+        let n_contacts = each::<super::ContactRow>(book, &mut p_contacts, progress, |name, problems, line, row| {
+            known(problems, name, line, &row.borrower_id);
+            let slot = key(&format!("{}\u{0}{}", row.borrower_id.trim(), row.slot.trim()));
             if !row.slot.trim().is_empty() && !slots.insert(slot) {
-                problems.push(
-                    name,
-                    line,
-                    Some("slot"),
-                    "this borrower already has a contact in this slot earlier in the file",
-                );
+                let reason = "this borrower already has a contact in this slot earlier in the file";
+                problems.push(name, line, Some("slot"), reason);
             }
-            report(problems, name, line, parse::contact(&row, phones));
-        },
-    )?;
-    drop(slots);
+            let parsed = parse::contact(&row, phones);
+            phone_cache.push(PhoneMemo::of(&row.value, parsed.as_ref().ok().map(|(_, c)| &c.address)));
+            report(problems, name, line, parsed);
+        })?;
+        drop(slots);
+        phone_cache.shrink_to_fit();
+        let mut p_consents = Problems::default();
+        let n_consents = each::<super::ConsentRow>(book, &mut p_consents, progress, |name, problems, line, row| {
+            known(problems, name, line, &row.borrower_id);
+            report(problems, name, line, parse::consent(&row));
+        })?;
+        Ok((p_contacts, p_consents, n_contacts, n_consents, phone_cache))
+    };
 
-    // Loans.
-    let n_loans = each::<super::LoanRow>(
-        book,
-        &mut problems,
-        &mut done,
-        progress,
-        |name, problems, line, row| {
-            if !row.borrower_id.trim().is_empty()
-                && !index.borrowers.contains(&key(&row.borrower_id))
-            {
-                problems.push(
-                    name,
-                    line,
-                    Some("borrower_id"),
-                    "no borrower with this id in borrowers file",
-                );
-            }
+    let money = || -> anyhow::Result<(FxHashMap<u128, LoanInfo>, Problems, Problems, u64, u64)> {
+        let mut loans: FxHashMap<u128, LoanInfo> = FxHashMap::default();
+        let mut p_loans = Problems::default();
+        let n_loans = each::<super::LoanRow>(book, &mut p_loans, progress, |name, problems, line, row| {
+            known(problems, name, line, &row.borrower_id);
             let parsed = parse::loan(&row);
             let id = key(&row.external_id);
             if !row.external_id.trim().is_empty() {
-                if index.loans.contains_key(&id) {
+                if loans.contains_key(&id) {
                     problems.push(name, line, Some("external_id"), "duplicate loan id");
                 } else if let Ok(l) = &parsed {
-                    index.loans.insert(id, LoanInfo::new(l.currency()));
+                    loans.insert(id, LoanInfo::new(l.currency()));
                 }
             }
             report(problems, name, line, parsed);
-        },
-    )?;
-
-    // Installments: in a known loan's currency, each sequence number once per loan.
-    let n_installments = each::<super::InstallmentRow>(
-        book,
-        &mut problems,
-        &mut done,
-        progress,
-        |name, problems, line, row| {
-            let Some(info) = index.loans.get_mut(&key(&row.loan_id)) else {
+        })?;
+        // Installments: in a known loan's currency, each sequence number once per loan.
+        let mut p_inst = Problems::default();
+        let n_inst = each::<super::InstallmentRow>(book, &mut p_inst, progress, |name, problems, line, row| {
+            let Some(info) = loans.get_mut(&key(&row.loan_id)) else {
                 if !row.loan_id.trim().is_empty() {
-                    problems.push(
-                        name,
-                        line,
-                        Some("loan_id"),
-                        "no valid loan with this id in loans file",
-                    );
+                    problems.push(name, line, Some("loan_id"), "no valid loan with this id in loans file");
                 }
                 return;
             };
@@ -236,37 +247,32 @@ pub fn validate(
                 }
             }
             report(problems, name, line, parsed);
-        },
-    )?;
+        })?;
+        Ok((loans, p_loans, p_inst, n_loans, n_inst))
+    };
 
-    // Consents.
-    let n_consents = each::<super::ConsentRow>(
-        book,
-        &mut problems,
-        &mut done,
-        progress,
-        |name, problems, line, row| {
-            if !row.borrower_id.trim().is_empty()
-                && !index.borrowers.contains(&key(&row.borrower_id))
-            {
-                problems.push(
-                    name,
-                    line,
-                    Some("borrower_id"),
-                    "no borrower with this id in borrowers file",
-                );
-            }
-            report(problems, name, line, parse::consent(&row));
-        },
-    )?;
-
+    let (people, money) = std::thread::scope(|s| {
+        let people = s.spawn(people);
+        let money = money();
+        // A panic on the other thread is a bug; carry it over rather than hide it.
+        (people.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), money)
+    });
+    let (p_contacts, p_consents, n_contacts, n_consents, phone_cache) = people?;
+    index.phones = phone_cache;
+    let (loans, p_loans, p_inst, n_loans, n_inst) = money?;
+    index.loans = loans;
     index.rows = HashMap::from([
         ("borrowers", n_borrowers),
         ("contacts", n_contacts),
         ("loans", n_loans),
-        ("installments", n_installments),
+        ("installments", n_inst),
         ("consents", n_consents),
     ]);
+    // Reported in file order, whatever order the threads finished in.
+    let mut problems = p_borrowers;
+    for p in [p_contacts, p_loans, p_inst, p_consents] {
+        problems.absorb(p);
+    }
     Ok((index, problems))
 }
 
@@ -283,7 +289,6 @@ fn report<T>(problems: &mut Problems, file: &str, line: u64, r: Result<T, Vec<pa
 fn each<T: BookRow>(
     book: &Book,
     problems: &mut Problems,
-    done: &mut u64,
     progress: &(dyn Fn(u64) + Sync),
     mut f: impl FnMut(&str, &mut Problems, u64, T),
 ) -> anyhow::Result<u64> {
@@ -295,14 +300,13 @@ fn each<T: BookRow>(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let base = *done;
     let mut last = 0;
     let res = read_rows::<T>(
         path,
         format,
         |b| {
+            progress(b - last);
             last = b;
-            progress(base + b)
         },
         |row| {
             rows += 1;
@@ -313,7 +317,6 @@ fn each<T: BookRow>(
             Ok(())
         },
     );
-    *done = base + last;
     match res {
         Ok(()) => Ok(rows),
         Err(e) => match e.downcast::<FileError>() {
