@@ -99,9 +99,26 @@ pub struct PhoneParser {
     overrides: Vec<RangeOverride>,
 }
 
+/// phonenumber 0.3.10 keeps its compiled patterns in an LRU cache of 100 entries shared by every
+/// country; the patterns one Chinese and one US number need already overflow it, so each parse
+/// recompiled evicted patterns (half an import's CPU went to rebuilding regexes). The cache is
+/// behind a shared handle, so it is swapped once for a larger one.
+fn enlarge_regex_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let cache = DATABASE.cache();
+        let mut guard = cache.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = regex_cache::RegexCache::new(REGEX_CACHE_ENTRIES);
+    });
+}
+
+/// Compiled patterns kept; all of the metadata's patterns fit, so nothing is compiled twice.
+const REGEX_CACHE_ENTRIES: usize = 20_000;
+
 impl Default for PhoneParser {
     /// China as the default region, with the built-in overrides.
     fn default() -> Self {
+        enlarge_regex_cache();
         Self {
             default_region: country::CN,
             region_name: "CN".into(),
@@ -113,6 +130,7 @@ impl Default for PhoneParser {
 impl PhoneParser {
     /// A parser for `region` (ISO 3166 alpha-2, e.g. `CN`, `US`).
     pub fn new(region: &str, overrides: Vec<RangeOverride>) -> Result<Self, crate::UnknownVariant> {
+        enlarge_regex_cache();
         let upper = region.trim().to_ascii_uppercase();
         let id: country::Id = upper.parse().map_err(|_| {
             crate::UnknownVariant::new("region", region, &["an ISO 3166 alpha-2 code such as CN or US"])
@@ -149,19 +167,21 @@ impl PhoneParser {
         if let Some(o) = self.overrides.iter().find(|o| o.matches(&e164)) {
             return Ok(PhoneNumber { e164, line: o.line });
         }
-        if !phonenumber::is_valid(&parsed) {
-            let region = parsed
-                .country()
-                .id()
-                .map(|id| id.as_ref().to_string())
-                .unwrap_or_else(|| self.region_name.clone());
-            return Err(PhoneError::NotAllocated { region });
-        }
+        // `is_valid` is exactly "the number type is known" (phonenumber 0.3.10 validator.rs), and
+        // finding the type is the dearest step: ask once.
         let line = match parsed.number_type(&DATABASE) {
             phonenumber::Type::Mobile => LineType::Mobile,
             phonenumber::Type::FixedLine => LineType::FixedLine,
             phonenumber::Type::FixedLineOrMobile => LineType::FixedLineOrMobile,
             phonenumber::Type::Voip => LineType::Voip,
+            phonenumber::Type::Unknown => {
+                let region = parsed
+                    .country()
+                    .id()
+                    .map(|id| id.as_ref().to_string())
+                    .unwrap_or_else(|| self.region_name.clone());
+                return Err(PhoneError::NotAllocated { region });
+            }
             _ => LineType::Other,
         };
         Ok(PhoneNumber { e164, line })

@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use reachline_domain::national_id::IdScheme;
 use reachline_domain::{
-    borrower::parse_time_zone, Borrower, Consent, ContactAddress, ContactId, ContactKind, ContactPoint, ContactRole,
+    borrower::parse_time_zone, Borrower, BorrowerId, Consent, ContactAddress, ContactId, ContactKind, ContactPoint, ContactRole,
     ExternalId, LineType, NationalId, PersonName,
 };
 
@@ -133,11 +133,39 @@ pub fn national_id_bidx(keys: &Keyring, n: &NationalId) -> [u8; 32] {
     keys.blind_index(&format!("national_id/{}", n.scheme()), n.as_str())
 }
 
-/// A borrower's data key during an import, and whether the import created the borrower (then
-/// it has no contact points yet and its slots need no lookup).
-pub(crate) struct ImportKey {
-    pub key: crate::crypto::DataKey,
-    pub created: bool,
+/// The data keys of the borrowers an import touched most recently, so their contact points can
+/// be sealed without unwrapping the key again. Bounded: books list a borrower's contacts close
+/// together, so a few thousand keys hit nearly always, and a million-borrower import does not
+/// hold a million keys. A miss unwraps the key from the database.
+pub(crate) struct KeyCache {
+    map: std::collections::HashMap<BorrowerId, crate::crypto::DataKey>,
+    order: std::collections::VecDeque<BorrowerId>,
+}
+
+impl KeyCache {
+    const CAPACITY: usize = 8192;
+
+    pub fn new() -> Self {
+        Self {
+            map: Default::default(),
+            order: Default::default(),
+        }
+    }
+
+    pub fn get(&self, b: &BorrowerId) -> Option<&crate::crypto::DataKey> {
+        self.map.get(b)
+    }
+
+    pub fn insert(&mut self, b: BorrowerId, key: crate::crypto::DataKey) {
+        if self.map.insert(b, key).is_none() {
+            self.order.push_back(b);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// The current contact point in a slot, as the import diff needs it.

@@ -30,8 +30,9 @@ pub struct ImportSummary {
     /// Rows read per second over the whole import (validation and writing).
     pub rows_per_second: f64,
     pub peak_rss_bytes: Option<u64>,
-    /// Seconds spent writing each kind of record, in order.
-    pub phases: Vec<(String, f64)>,
+    /// Each step of the import in order: its name, seconds, and resident memory at its end
+    /// (bytes).
+    pub phases: Vec<(String, f64, Option<u64>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,24 +84,24 @@ pub async fn import(
     }
     let validated = started.elapsed();
     let rows_read: u64 = index.rows.values().sum();
+    // Pass 2 needs only the parsed phone numbers; the id sets go now, before the id maps grow.
+    let phone_memo = Arc::new(index.phones);
 
     let pb = bar(total, "importing", opts.progress);
-    let index = Arc::new(index);
     let mut tx = store.begin_import(Utc::now()).await?;
     let batch = opts.batch_size;
     let base = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut phases = Vec::new();
+    let mut phases = vec![("validate".to_string(), validated.as_secs_f64(), rss("VmRSS:"))];
     let mut clock = Instant::now();
     let mut lap = |name: &str| {
-        phases.push((name.to_string(), clock.elapsed().as_secs_f64()));
+        phases.push((name.to_string(), clock.elapsed().as_secs_f64(), rss("VmRSS:")));
         clock = Instant::now();
     };
 
     // Borrowers → ids.
     let mut borrower_ids: FxHashMap<u128, BorrowerId> = FxHashMap::default();
-    borrower_ids.reserve(index.borrowers.len());
     let d = defaults.clone();
-    let mut rx = stream::<crate::book::BorrowerRow, _>(&book, batch, &pb, &base, move |r| {
+    let mut rx = stream::<crate::book::Borrowers, _>(&book, batch, &pb, &base, move |r| {
         let b = parse::borrower(&r, &d).map_err(first)?;
         Ok((key(b.external_id.as_str()), b))
     });
@@ -114,10 +115,10 @@ pub async fn import(
     lap("borrowers");
 
     // Contacts.
-    let (p, ids, memo) = (phones.clone(), borrower_ids.clone(), index.clone());
+    let (p, ids, memo) = (phones.clone(), borrower_ids.clone(), phone_memo.clone());
     let mut row = 0usize;
-    let mut rx = stream::<crate::book::ContactRow, _>(&book, batch, &pb, &base, move |r| {
-        let known = memo.phones.get(row).and_then(|m| m.recall(&r.value));
+    let mut rx = stream::<crate::book::Contacts, _>(&book, batch, &pb, &base, move |r| {
+        let known = memo.get(row).and_then(|m| m.recall(&r.value));
         row += 1;
         let (b, c) = parse::contact_with(&r, |kind, value| match (kind, known) {
             (ContactKind::Mobile | ContactKind::Landline, Some(n)) => Ok(ContactAddress::Phone(n)),
@@ -129,13 +130,13 @@ pub async fn import(
     while let Some(rows) = rx.recv().await {
         tx.upsert_contacts(rows?).await?;
     }
+    drop(phone_memo);
     lap("contacts");
 
     // Loans → ids.
     let mut loan_ids: FxHashMap<u128, (LoanId, Currency)> = FxHashMap::default();
-    loan_ids.reserve(index.loans.len());
     let ids = borrower_ids.clone();
-    let mut rx = stream::<crate::book::LoanRow, _>(&book, batch, &pb, &base, move |r| {
+    let mut rx = stream::<crate::book::Loans, _>(&book, batch, &pb, &base, move |r| {
         let l = parse::loan(&r).map_err(first)?;
         Ok((borrower_id(&ids, l.borrower.as_str())?, l))
     });
@@ -153,7 +154,7 @@ pub async fn import(
 
     // Installments.
     let ids = loan_ids.clone();
-    let mut rx = stream::<crate::book::InstallmentRow, _>(&book, batch, &pb, &base, move |r| {
+    let mut rx = stream::<crate::book::Installments, _>(&book, batch, &pb, &base, move |r| {
         let (id, currency) = *ids
             .get(&key(&r.loan_id))
             .ok_or_else(|| anyhow::anyhow!("loan vanished between passes"))?;
@@ -166,7 +167,7 @@ pub async fn import(
 
     // Consents.
     let ids = borrower_ids.clone();
-    let mut rx = stream::<crate::book::ConsentRow, _>(&book, batch, &pb, &base, move |r| {
+    let mut rx = stream::<crate::book::Consents, _>(&book, batch, &pb, &base, move |r| {
         let (b, c) = parse::consent(&r).map_err(first)?;
         Ok((borrower_id(&ids, b.as_str())?, c))
     });
@@ -217,7 +218,7 @@ fn stream<T: BookRow, U: Send + 'static>(
     batch: usize,
     pb: &ProgressBar,
     base: &Arc<std::sync::atomic::AtomicU64>,
-    mut f: impl FnMut(T) -> anyhow::Result<U> + Send + 'static,
+    mut f: impl for<'a> FnMut(T::Row<'a>) -> anyhow::Result<U> + Send + 'static,
 ) -> mpsc::Receiver<anyhow::Result<Vec<U>>> {
     let (txc, rx) = mpsc::channel(2);
     let Some((path, format)) = book.file(T::KIND).map(|(p, f)| (p.to_path_buf(), f)) else {
@@ -260,8 +261,13 @@ fn stream<T: BookRow, U: Send + 'static>(
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
 pub fn peak_rss() -> Option<u64> {
+    rss("VmHWM:")
+}
+
+/// A memory figure from `/proc/self/status` (Linux), in bytes.
+fn rss(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -12,7 +12,7 @@ use reachline_domain::{
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use crate::codec::{self, BorrowerRow, ContactRow, CurrentSlot, ImportKey, SlotAction};
+use crate::codec::{self, BorrowerRow, ContactRow, CurrentSlot, KeyCache, SlotAction};
 use crate::crypto::{DataKey, Keyring, Sealer};
 use crate::{
     Backend, BorrowerRecord, ContactEvent, ContactEventKind, ContactRecord, Counts, ImportReport, ImportTx,
@@ -429,13 +429,19 @@ impl Store for PgStore {
         sqlx::query("SELECT pg_advisory_xact_lock(7321001)")
             .execute(&mut *tx)
             .await?;
+        let (borrowers_above, loans_above): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT coalesce(max(id), 0) FROM borrowers), (SELECT coalesce(max(id), 0) FROM loans)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         Ok(Box::new(PgImport {
             tx,
             keys: self.keys.clone(),
             at,
             report: ImportReport::default(),
-            data_keys: HashMap::new(),
-            new_loans: Default::default(),
+            data_keys: KeyCache::new(),
+            borrowers_above,
+            loans_above,
             pending_copy: Vec::new(),
         }))
     }
@@ -643,9 +649,14 @@ struct PgImport {
     keys: std::sync::Arc<Keyring>,
     at: DateTime<Utc>,
     report: ImportReport,
-    data_keys: HashMap<BorrowerId, ImportKey>,
-    /// Loans this import created: their installments cannot exist yet and are copied in.
-    new_loans: std::collections::HashSet<i64>,
+    /// Data keys of the borrowers upserted most recently, for sealing their contacts.
+    data_keys: KeyCache,
+    /// Ids above these were taken by this import (identities only grow), so such a borrower has
+    /// no contact points yet and such a loan no installments: their rows need no lookup and go
+    /// in by COPY. Should another writer create one concurrently, the unique indexes refuse the
+    /// import rather than let it write a duplicate.
+    borrowers_above: i64,
+    loans_above: i64,
     /// Installments of new loans waiting to be copied in.
     pending_copy: Vec<(LoanId, Installment)>,
 }
@@ -716,7 +727,7 @@ impl ImportTx for PgImport {
                         .await?;
                         self.report.borrowers_updated += 1;
                     }
-                    self.data_keys.insert(id, ImportKey { key, created: false });
+                    self.data_keys.insert(id, key);
                     ids[i] = Some(id);
                 }
             }
@@ -753,7 +764,7 @@ impl ImportTx for PgImport {
             self.report.borrowers_created += new_ids.len() as u64;
             for ((pos, id), key) in new_pos.into_iter().zip(new_ids).zip(new_keys) {
                 ids[pos] = Some(BorrowerId(id));
-                self.data_keys.insert(BorrowerId(id), ImportKey { key, created: true });
+                self.data_keys.insert(BorrowerId(id), key);
             }
         }
         // Every position was filled: either from `found` or from the insert's returned ids.
@@ -764,7 +775,7 @@ impl ImportTx for PgImport {
         // Borrowers created by this import have no contact points yet: look up only the others.
         let existing: Vec<i64> = rows
             .iter()
-            .filter(|(b, _)| self.data_keys.get(b).is_some_and(|k| !k.created))
+            .filter(|(b, _)| b.0 <= self.borrowers_above)
             .map(|(b, _)| b.0)
             .collect();
         let current = if existing.is_empty() {
@@ -777,11 +788,16 @@ impl ImportTx for PgImport {
         let mut replace_b = Vec::new();
         let mut replace_rows = Vec::new();
         for (borrower, point) in &rows {
-            let key = self.data_keys.get(borrower).ok_or_else(|| StoreError::NotFound {
-                what: "borrower in this import",
-                id: borrower.to_string(),
-            })?;
-            let row = ContactRow::seal(point, &key.key.sealer(), &self.keys);
+            let sealer = match self.data_keys.get(borrower) {
+                Some(k) => k.sealer(),
+                None => {
+                    let k = data_key_for(&mut self.tx, &self.keys, *borrower).await?;
+                    let s = k.sealer();
+                    self.data_keys.insert(*borrower, k);
+                    s
+                }
+            };
+            let row = ContactRow::seal(point, &sealer, &self.keys);
             match codec::plan_slot(current.get(&(borrower.0, row.slot.clone())), &row) {
                 SlotAction::Add => {
                     add_b.push(borrower.0);
@@ -811,13 +827,13 @@ impl ImportTx for PgImport {
         if rows.is_empty() {
             return Ok(vec![]);
         }
-        let out: Vec<(i64, i64, bool)> = sqlx::query_as(
+        let out: Vec<(i64, i64)> = sqlx::query_as(
             "INSERT INTO loans (external_id, borrower_id, product, principal_minor, currency, disbursed_on, updated_at) \
              SELECT e, b, p, m, c, d, $7 FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::date[]) \
              WITH ORDINALITY AS u(e, b, p, m, c, d, o) ORDER BY o \
              ON CONFLICT (external_id) DO UPDATE SET product = excluded.product, principal_minor = excluded.principal_minor, \
              currency = excluded.currency, disbursed_on = excluded.disbursed_on, updated_at = excluded.updated_at \
-             RETURNING id, borrower_id, (xmax = 0) AS inserted",
+             RETURNING id, borrower_id",
         )
         .bind(rows.iter().map(|(_, l)| l.external_id.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|(b, _)| b.0).collect::<Vec<_>>())
@@ -829,10 +845,7 @@ impl ImportTx for PgImport {
         .fetch_all(&mut *self.tx)
         .await?;
         let mut ids = Vec::with_capacity(rows.len());
-        for ((borrower, loan), (id, owner, inserted)) in rows.iter().zip(out) {
-            if inserted {
-                self.new_loans.insert(id);
-            }
+        for ((borrower, loan), (id, owner)) in rows.iter().zip(out) {
             if owner != borrower.0 {
                 return Err(StoreError::Conflict(format!(
                     "loan {} already belongs to another borrower; a loan cannot change borrower",
@@ -847,7 +860,7 @@ impl ImportTx for PgImport {
 
     async fn upsert_installments(&mut self, rows: Vec<(LoanId, Installment)>) -> Result<()> {
         let n = rows.len() as u64;
-        let (fresh, known): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(l, _)| self.new_loans.contains(&l.0));
+        let (fresh, known): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(l, _)| l.0 > self.loans_above);
         // Fresh rows gather into large COPYs: per-COPY overhead dominates at a few thousand rows.
         self.pending_copy.extend(fresh);
         if self.pending_copy.len() >= COPY_BATCH {

@@ -16,7 +16,7 @@ use reachline_domain::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::codec::{self, ts_parse, ts_text, BorrowerRow, ContactRow, CurrentSlot, ImportKey, SlotAction};
+use crate::codec::{self, ts_parse, ts_text, BorrowerRow, ContactRow, CurrentSlot, KeyCache, SlotAction};
 use crate::crypto::{DataKey, Keyring, Sealer};
 use crate::{
     Backend, BorrowerRecord, ContactEvent, ContactEventKind, ContactRecord, Counts, ImportReport, ImportTx,
@@ -328,15 +328,17 @@ impl Store for SqliteStore {
             let c = connect(&path)?;
             // Take the write lock now, so a concurrent writer fails fast instead of midway.
             c.execute_batch("BEGIN IMMEDIATE")?;
-            Ok(c)
+            let top: i64 = c.query_row("SELECT coalesce(max(id), 0) FROM borrowers", [], |r| r.get(0))?;
+            Ok((c, top))
         })
         .await?;
         Ok(Box::new(SqliteImport {
-            conn: Some(conn),
+            conn: Some(conn.0),
             keys: self.keys.clone(),
             at: ts_text(at),
             report: ImportReport::default(),
-            data_keys: HashMap::new(),
+            data_keys: KeyCache::new(),
+            created_above: conn.1,
         }))
     }
 
@@ -621,8 +623,11 @@ struct SqliteImport {
     keys: Arc<Keyring>,
     at: String,
     report: ImportReport,
-    /// Data keys of the borrowers upserted in this import, for sealing their contacts.
-    data_keys: HashMap<BorrowerId, ImportKey>,
+    /// Data keys of the borrowers upserted most recently, for sealing their contacts.
+    data_keys: KeyCache,
+    /// Borrowers with a larger id were created by this import (the write lock is held from its
+    /// start), so they have no contact points yet and their slots need no lookup.
+    created_above: i64,
 }
 
 struct ImportCtx<'a> {
@@ -630,7 +635,8 @@ struct ImportCtx<'a> {
     keys: &'a Keyring,
     at: &'a str,
     report: &'a mut ImportReport,
-    data_keys: &'a mut HashMap<BorrowerId, ImportKey>,
+    data_keys: &'a mut KeyCache,
+    created_above: i64,
 }
 
 impl SqliteImport {
@@ -645,7 +651,8 @@ impl SqliteImport {
         let keys = self.keys.clone();
         let at = self.at.clone();
         let mut report = self.report;
-        let mut data_keys = std::mem::take(&mut self.data_keys);
+        let mut data_keys = std::mem::replace(&mut self.data_keys, KeyCache::new());
+        let created_above = self.created_above;
         let (conn, report, data_keys, out) = blocking(move || {
             let out = f(&mut ImportCtx {
                 c: &conn,
@@ -653,6 +660,7 @@ impl SqliteImport {
                 at: &at,
                 report: &mut report,
                 data_keys: &mut data_keys,
+                created_above,
             });
             Ok((conn, report, data_keys, out))
         })
@@ -699,7 +707,7 @@ fn upsert_borrower(x: &mut ImportCtx<'_>, b: &Borrower) -> Result<BorrowerId> {
                 "INSERT INTO borrower_keys (borrower_id, key_id, wrapped_key, created_at) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![id.0, x.keys.key_id(), x.keys.wrap(&key), x.at])?;
-            x.data_keys.insert(id, ImportKey { key, created: true });
+            x.data_keys.insert(id, key);
             x.report.borrowers_created += 1;
             Ok(id)
         }
@@ -732,7 +740,7 @@ fn upsert_borrower(x: &mut ImportCtx<'_>, b: &Borrower) -> Result<BorrowerId> {
                 ])?;
                 x.report.borrowers_updated += 1;
             }
-            x.data_keys.insert(id, ImportKey { key, created: false });
+            x.data_keys.insert(id, key);
             Ok(id)
         }
     }
@@ -767,12 +775,17 @@ impl ImportTx for SqliteImport {
     async fn upsert_contacts(&mut self, rows: Vec<(BorrowerId, ContactPoint)>) -> Result<()> {
         self.run(move |x| {
             for (borrower, point) in &rows {
-                let key = x.data_keys.get(borrower).ok_or_else(|| StoreError::NotFound {
-                    what: "borrower in this import",
-                    id: borrower.to_string(),
-                })?;
-                let row = ContactRow::seal(point, &key.key.sealer(), x.keys);
-                let current = if key.created {
+                let sealer = match x.data_keys.get(borrower) {
+                    Some(k) => k.sealer(),
+                    None => {
+                        let k = data_key_for(x.c, x.keys, *borrower)?;
+                        let s = k.sealer();
+                        x.data_keys.insert(*borrower, k);
+                        s
+                    }
+                };
+                let row = ContactRow::seal(point, &sealer, x.keys);
+                let current = if borrower.0 > x.created_above {
                     None
                 } else {
                     current_slot(x.c, *borrower, &row.slot)?

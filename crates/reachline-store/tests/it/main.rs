@@ -37,4 +37,5 @@ on_both!(
     loan_cannot_change_borrower,
     no_plaintext_pii_at_rest,
     blind_index_needs_the_key,
+    contacts_after_many_borrowers,
 );

@@ -333,3 +333,23 @@ pub async fn blind_index_needs_the_key(h: &Harness) {
     );
     assert!(!found(&other) && !found(hex(&other).as_bytes()));
 }
+
+/// More borrowers than the import keeps data keys for: contact points of borrowers whose key
+/// left the cache are sealed with the key unwrapped again from the store, and read back whole.
+pub async fn contacts_after_many_borrowers(h: &Harness) {
+    let n = 9_000;
+    let mut tx = h.store.begin_import(t(1, 8)).await.unwrap();
+    let borrowers: Vec<Borrower> = (0..n).map(|i| borrower(&format!("B{i}"), "张伟")).collect();
+    let mut ids = Vec::new();
+    for chunk in borrowers.chunks(2000) {
+        ids.extend(tx.upsert_borrowers(chunk.to_vec()).await.unwrap());
+    }
+    let first = mobile("mobile", "13812345678", ContactRole::Primary);
+    tx.upsert_contacts(vec![(ids[0], first.clone()), (ids[n - 1], first.clone())]).await.unwrap();
+    tx.commit().await.unwrap();
+    for id in [ids[0], ids[n - 1]] {
+        let c = h.store.contacts(id).await.unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].point, first);
+    }
+}

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reachline_domain::national_id::cn_check_char;
 
-use super::{BorrowerRow, ConsentRow, ContactRow, Format, InstallmentRow, LoanRow};
+use super::{BorrowerRow, ConsentRow, ContactRow, Format, InstallmentRow, LoanRow, Text};
 
 #[derive(Debug, Clone)]
 pub struct GenOptions {
@@ -288,21 +288,13 @@ fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u
     };
     let nid = if abroad { String::new() } else { national_id(r) };
     w.borrowers.serialize(BorrowerRow {
-        external_id: id.clone(),
-        name,
-        national_id_scheme: if nid.is_empty() {
-            String::new()
-        } else {
-            "cn_resident".into()
-        },
-        national_id: nid,
-        locale: if english { "en".into() } else { "zh-CN".into() },
-        time_zone: if abroad {
-            "America/New_York".into()
-        } else {
-            "Asia/Shanghai".into()
-        },
-        jurisdiction: if abroad { "us".into() } else { "cn".into() },
+        external_id: Text::from(id.clone()),
+        name: name.into(),
+        national_id_scheme: if nid.is_empty() { "" } else { "cn_resident" }.into(),
+        national_id: Text::from(nid),
+        locale: if english { "en" } else { "zh-CN" }.into(),
+        time_zone: if abroad { "America/New_York" } else { "Asia/Shanghai" }.into(),
+        jurisdiction: if abroad { "us" } else { "cn" }.into(),
     })?;
     counts.borrowers += 1;
 
@@ -332,15 +324,15 @@ fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u
                        verified_at: String| {
         counts.contacts += 1;
         w.contacts.serialize(ContactRow {
-            borrower_id: id.clone(),
+            borrower_id: Text::from(id.clone()),
             slot: slot.into(),
             kind: kind.into(),
             role: role.into(),
             relation: relation.into(),
-            value,
-            holder_name: holder,
-            bound_since: since.to_string(),
-            verified_at,
+            value: value.into(),
+            holder_name: Text::from(holder),
+            bound_since: Text::from(since.to_string()),
+            verified_at: verified_at.into(),
         })
     };
     contact(
@@ -431,12 +423,12 @@ fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u
         let disbursed = first_disbursed + Days::new(l * r.gen_range(20..200));
         let principal: i64 = r.gen_range(10..500) * 100_00; // 1,000 – 50,000 CNY in fen
         w.loans.serialize(LoanRow {
-            external_id: loan_id.clone(),
-            borrower_id: id.clone(),
+            external_id: Text::from(loan_id.clone()),
+            borrower_id: Text::from(id.clone()),
             product: product.into(),
-            principal: money(principal),
-            currency: if abroad { "USD".into() } else { "CNY".into() },
-            disbursed_on: disbursed.to_string(),
+            principal: Text::from(money(principal)),
+            currency: if abroad { "USD" } else { "CNY" }.into(),
+            disbursed_on: Text::from(disbursed.to_string()),
         })?;
         counts.loans += 1;
         let total = principal + principal * rate_bp * i64::from(months) / 10_000;
@@ -477,12 +469,12 @@ fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u
                 (0, String::new())
             };
             w.installments.serialize(InstallmentRow {
-                loan_id: loan_id.clone(),
-                seq: s.to_string(),
-                due_date: due.to_string(),
-                amount_due: money(amount),
-                amount_paid: if paid == 0 { String::new() } else { money(paid) },
-                paid_at,
+                loan_id: Text::from(loan_id.clone()),
+                seq: Text::from(s.to_string()),
+                due_date: Text::from(due.to_string()),
+                amount_due: Text::from(money(amount)),
+                amount_paid: Text::from(if paid == 0 { String::new() } else { money(paid) }),
+                paid_at: paid_at.into(),
             })?;
             counts.installments += 1;
         }
@@ -492,11 +484,11 @@ fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u
     let mut consent = |purpose: &str, channel: &str, state: &str, at: String, source: &str| {
         counts.consents += 1;
         w.consents.serialize(ConsentRow {
-            borrower_id: id.clone(),
+            borrower_id: Text::from(id.clone()),
             purpose: purpose.into(),
             channel: channel.into(),
             state: state.into(),
-            at,
+            at: at.into(),
             source: source.into(),
             text_version: "2025-01".into(),
         })

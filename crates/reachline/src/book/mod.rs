@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 /// The kinds of file in a book, in the order they are read and written.
@@ -135,7 +135,11 @@ impl fmt::Display for Location {
 }
 
 /// A row type of the book, with the columns its CSV header must and may hold.
-pub trait BookRow: DeserializeOwned + Send + 'static {
+///
+/// Rows borrow their text from the reader's buffer (`Cow`), so reading a row allocates nothing
+/// unless a JSON string holds escapes.
+pub trait BookRow: Send + 'static {
+    type Row<'a>: Deserialize<'a>;
     const KIND: FileKind;
     const REQUIRED: &'static [&'static str];
     const OPTIONAL: &'static [&'static str];
@@ -182,7 +186,7 @@ pub fn read_rows<T: BookRow>(
     path: &Path,
     format: Format,
     mut progress: impl FnMut(u64),
-    mut f: impl FnMut(RowResult<T>) -> anyhow::Result<()>,
+    mut f: impl FnMut(RowResult<T::Row<'_>>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let file = File::open(path).map_err(|e| FileError {
         line: 0,
@@ -193,7 +197,7 @@ pub fn read_rows<T: BookRow>(
         Format::Csv => {
             let mut rdr = csv::ReaderBuilder::new()
                 .has_headers(true)
-                .trim(csv::Trim::All)
+                .trim(csv::Trim::Headers)
                 .from_reader(reader);
             let headers = rdr
                 .headers()
@@ -211,7 +215,7 @@ pub fn read_rows<T: BookRow>(
                     Ok(true) => {
                         let line = record.position().map(|p| p.line()).unwrap_or(0);
                         let row = record
-                            .deserialize::<T>(Some(&headers))
+                            .deserialize::<T::Row<'_>>(Some(&headers))
                             .map_err(|e| (line, csv_reason(&e)));
                         f(row.map(|r| (line, r)))?;
                     }
@@ -243,7 +247,7 @@ pub fn read_rows<T: BookRow>(
                 if buf.trim().is_empty() {
                     continue;
                 }
-                let row = serde_json::from_str::<T>(&buf).map_err(|e| (line, json_reason(&e)));
+                let row = serde_json::from_str::<T::Row<'_>>(&buf).map_err(|e| (line, json_reason(&e)));
                 f(row.map(|r| (line, r)))?;
                 if line % 4096 == 0 {
                     progress(bytes);
@@ -290,83 +294,124 @@ fn json_reason(e: &serde_json::Error) -> String {
     }
 }
 
+/// Text of one field, borrowed from the reader's buffer when it can be.
+pub type Text<'a> = Cow<'a, str>;
+
 /// A borrower row. Every field is text here; `parse` turns it into domain types field by field
 /// so each error can name its field.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BorrowerRow {
-    pub external_id: String,
-    pub name: String,
+pub struct BorrowerRow<'a> {
+    #[serde(borrow)]
+    pub external_id: Text<'a>,
+    #[serde(borrow)]
+    pub name: Text<'a>,
     #[serde(default)]
-    pub national_id_scheme: String,
+    #[serde(borrow)]
+    pub national_id_scheme: Text<'a>,
     #[serde(default)]
-    pub national_id: String,
+    #[serde(borrow)]
+    pub national_id: Text<'a>,
     #[serde(default)]
-    pub locale: String,
+    #[serde(borrow)]
+    pub locale: Text<'a>,
     #[serde(default)]
-    pub time_zone: String,
+    #[serde(borrow)]
+    pub time_zone: Text<'a>,
     #[serde(default)]
-    pub jurisdiction: String,
+    #[serde(borrow)]
+    pub jurisdiction: Text<'a>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ContactRow {
-    pub borrower_id: String,
-    pub slot: String,
-    pub kind: String,
-    pub role: String,
+pub struct ContactRow<'a> {
+    #[serde(borrow)]
+    pub borrower_id: Text<'a>,
+    #[serde(borrow)]
+    pub slot: Text<'a>,
+    #[serde(borrow)]
+    pub kind: Text<'a>,
+    #[serde(borrow)]
+    pub role: Text<'a>,
     #[serde(default)]
-    pub relation: String,
-    pub value: String,
+    #[serde(borrow)]
+    pub relation: Text<'a>,
+    #[serde(borrow)]
+    pub value: Text<'a>,
     #[serde(default)]
-    pub holder_name: String,
-    pub bound_since: String,
+    #[serde(borrow)]
+    pub holder_name: Text<'a>,
+    #[serde(borrow)]
+    pub bound_since: Text<'a>,
     #[serde(default)]
-    pub verified_at: String,
+    #[serde(borrow)]
+    pub verified_at: Text<'a>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LoanRow {
-    pub external_id: String,
-    pub borrower_id: String,
-    pub product: String,
-    pub principal: String,
-    pub currency: String,
-    pub disbursed_on: String,
+pub struct LoanRow<'a> {
+    #[serde(borrow)]
+    pub external_id: Text<'a>,
+    #[serde(borrow)]
+    pub borrower_id: Text<'a>,
+    #[serde(borrow)]
+    pub product: Text<'a>,
+    #[serde(borrow)]
+    pub principal: Text<'a>,
+    #[serde(borrow)]
+    pub currency: Text<'a>,
+    #[serde(borrow)]
+    pub disbursed_on: Text<'a>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct InstallmentRow {
-    pub loan_id: String,
+pub struct InstallmentRow<'a> {
+    #[serde(borrow)]
+    pub loan_id: Text<'a>,
     #[serde(deserialize_with = "text_or_integer")]
-    pub seq: String,
-    pub due_date: String,
-    pub amount_due: String,
+    #[serde(borrow)]
+    pub seq: Text<'a>,
+    #[serde(borrow)]
+    pub due_date: Text<'a>,
+    #[serde(borrow)]
+    pub amount_due: Text<'a>,
     #[serde(default)]
-    pub amount_paid: String,
+    #[serde(borrow)]
+    pub amount_paid: Text<'a>,
     #[serde(default)]
-    pub paid_at: String,
+    #[serde(borrow)]
+    pub paid_at: Text<'a>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConsentRow {
-    pub borrower_id: String,
-    pub purpose: String,
+pub struct ConsentRow<'a> {
+    #[serde(borrow)]
+    pub borrower_id: Text<'a>,
+    #[serde(borrow)]
+    pub purpose: Text<'a>,
     #[serde(default)]
-    pub channel: String,
-    pub state: String,
-    pub at: String,
-    pub source: String,
-    pub text_version: String,
+    #[serde(borrow)]
+    pub channel: Text<'a>,
+    #[serde(borrow)]
+    pub state: Text<'a>,
+    #[serde(borrow)]
+    pub at: Text<'a>,
+    #[serde(borrow)]
+    pub source: Text<'a>,
+    #[serde(borrow)]
+    pub text_version: Text<'a>,
 }
 
 macro_rules! book_row {
-    ($ty:ty, $kind:expr, required: [$($r:literal),*], optional: [$($o:literal),*]) => {
-        impl BookRow for $ty {
+    ($marker:ident, $ty:ident, $kind:expr, required: [$($r:literal),*], optional: [$($o:literal),*]) => {
+        #[doc = concat!("The `", stringify!($marker), "` file of a book.")]
+        pub struct $marker;
+        impl BookRow for $marker {
+            type Row<'a> = $ty<'a>;
             const KIND: FileKind = $kind;
             const REQUIRED: &'static [&'static str] = &[$($r),*];
             const OPTIONAL: &'static [&'static str] = &[$($o),*];
@@ -374,34 +419,35 @@ macro_rules! book_row {
     };
 }
 
-book_row!(BorrowerRow, FileKind::Borrowers,
+book_row!(Borrowers, BorrowerRow, FileKind::Borrowers,
     required: ["external_id", "name"],
     optional: ["national_id_scheme", "national_id", "locale", "time_zone", "jurisdiction"]);
-book_row!(ContactRow, FileKind::Contacts,
+book_row!(Contacts, ContactRow, FileKind::Contacts,
     required: ["borrower_id", "slot", "kind", "role", "value", "bound_since"],
     optional: ["relation", "holder_name", "verified_at"]);
-book_row!(LoanRow, FileKind::Loans,
+book_row!(Loans, LoanRow, FileKind::Loans,
     required: ["external_id", "borrower_id", "product", "principal", "currency", "disbursed_on"],
     optional: []);
-book_row!(InstallmentRow, FileKind::Installments,
+book_row!(Installments, InstallmentRow, FileKind::Installments,
     required: ["loan_id", "seq", "due_date", "amount_due"],
     optional: ["amount_paid", "paid_at"]);
-book_row!(ConsentRow, FileKind::Consents,
+book_row!(Consents, ConsentRow, FileKind::Consents,
     required: ["borrower_id", "purpose", "state", "at", "source", "text_version"],
     optional: ["channel"]);
 
 /// Accepts a JSON string or integer for a text field (`"seq": 3` as well as `"seq": "3"`), so
 /// JSON Lines books can write counts naturally. Amounts must be strings: a JSON number would
 /// pass through a float.
-fn text_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+fn text_or_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Text<'de>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum T {
-        S(String),
+    enum T<'a> {
+        #[serde(borrow)]
+        S(Text<'a>),
         I(i64),
     }
     Ok(match T::deserialize(d)? {
         T::S(s) => s,
-        T::I(i) => i.to_string(),
+        T::I(i) => Cow::Owned(i.to_string()),
     })
 }

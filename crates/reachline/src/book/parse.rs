@@ -72,7 +72,7 @@ pub fn external_id(s: &str) -> Result<ExternalId, String> {
     ExternalId::parse(s).map_err(|e| e.to_string())
 }
 
-pub fn borrower(r: &BorrowerRow, d: &BookDefaults) -> Result<Borrower, Vec<FieldError>> {
+pub fn borrower(r: &BorrowerRow<'_>, d: &BookDefaults) -> Result<Borrower, Vec<FieldError>> {
     let mut f = Fields::default();
     let external_id = f.take("external_id", ExternalId::parse(&r.external_id));
     let name = f.take("name", PersonName::parse(&r.name));
@@ -114,14 +114,14 @@ pub fn borrower(r: &BorrowerRow, d: &BookDefaults) -> Result<Borrower, Vec<Field
     f.finish(value)
 }
 
-pub fn contact(r: &ContactRow, phones: &PhoneParser) -> Result<(ExternalId, ContactPoint), Vec<FieldError>> {
+pub fn contact(r: &ContactRow<'_>, phones: &PhoneParser) -> Result<(ExternalId, ContactPoint), Vec<FieldError>> {
     contact_with(r, |kind, value| ContactAddress::parse(kind, value, phones))
 }
 
 /// Like [`contact`], with the address parsed by `address` (the import's second pass passes one
 /// that reuses what the first pass parsed).
 pub fn contact_with(
-    r: &ContactRow,
+    r: &ContactRow<'_>,
     address: impl FnOnce(ContactKind, &str) -> Result<ContactAddress, reachline_domain::contact::ContactError>,
 ) -> Result<(ExternalId, ContactPoint), Vec<FieldError>> {
     let mut f = Fields::default();
@@ -196,7 +196,7 @@ pub fn loan(r: &LoanRow) -> Result<Loan, Vec<FieldError>> {
 }
 
 /// `currency` is the loan's: installments are booked in their loan's currency.
-pub fn installment(r: &InstallmentRow, currency: Currency) -> Result<Installment, Vec<FieldError>> {
+pub fn installment(r: &InstallmentRow<'_>, currency: Currency) -> Result<Installment, Vec<FieldError>> {
     let mut f = Fields::default();
     let loan = f.take("loan_id", external_id(&r.loan_id));
     let seq = f.take(

@@ -113,14 +113,14 @@ impl PhoneMemo {
 
 #[derive(Debug, Clone)]
 pub struct LoanInfo {
-    pub currency: Currency,
+    pub currency: Option<Currency>,
     /// Sequence numbers seen: bit `s - 1` for s in 1..=64, the rest in `more`.
     seqs: u64,
     more: Option<Box<HashSet<u32>>>,
 }
 
 impl LoanInfo {
-    fn new(currency: Currency) -> Self {
+    fn new(currency: Option<Currency>) -> Self {
         Self {
             currency,
             seqs: 0,
@@ -158,7 +158,7 @@ pub fn validate(
     // Borrowers.
     let mut p_borrowers = Problems::default();
     let mut first_line: FxHashMap<u128, u64> = FxHashMap::default();
-    let n_borrowers = each::<super::BorrowerRow>(book, &mut p_borrowers, progress, |name, problems, line, row| {
+    let n_borrowers = each::<super::Borrowers>(book, &mut p_borrowers, progress, |name, problems, line, row| {
         let id = key(&row.external_id);
         if !row.external_id.trim().is_empty() {
             if let Some(prev) = first_line.get(&id) {
@@ -184,12 +184,14 @@ pub fn validate(
         }
     };
 
-    let people = || -> anyhow::Result<(Problems, Problems, u64, u64, Vec<PhoneMemo>)> {
+    // Contacts get a thread of their own: parsing numbers costs more than all other files.
+    let people = || -> anyhow::Result<(Problems, u64, Vec<PhoneMemo>)> {
+        let started = std::time::Instant::now();
         // Contacts: the borrower must be in the book, and a slot given once per borrower.
         let mut p_contacts = Problems::default();
         let mut slots: FxHashSet<u128> = FxHashSet::default();
         let mut phone_cache = Vec::new();
-        let n_contacts = each::<super::ContactRow>(book, &mut p_contacts, progress, |name, problems, line, row| {
+        let n_contacts = each::<super::Contacts>(book, &mut p_contacts, progress, |name, problems, line, row| {
             known(problems, name, line, &row.borrower_id);
             let slot = key(&format!("{}\u{0}{}", row.borrower_id.trim(), row.slot.trim()));
             if !row.slot.trim().is_empty() && !slots.insert(slot) {
@@ -202,40 +204,41 @@ pub fn validate(
         })?;
         drop(slots);
         phone_cache.shrink_to_fit();
-        let mut p_consents = Problems::default();
-        let n_consents = each::<super::ConsentRow>(book, &mut p_consents, progress, |name, problems, line, row| {
-            known(problems, name, line, &row.borrower_id);
-            report(problems, name, line, parse::consent(&row));
-        })?;
-        Ok((p_contacts, p_consents, n_contacts, n_consents, phone_cache))
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "contacts checked");
+        Ok((p_contacts, n_contacts, phone_cache))
     };
 
-    let money = || -> anyhow::Result<(FxHashMap<u128, LoanInfo>, Problems, Problems, u64, u64)> {
+    let money = || -> anyhow::Result<(FxHashMap<u128, LoanInfo>, Problems, Problems, u64, u64, Problems, u64)> {
+        let started = std::time::Instant::now();
         let mut loans: FxHashMap<u128, LoanInfo> = FxHashMap::default();
         let mut p_loans = Problems::default();
-        let n_loans = each::<super::LoanRow>(book, &mut p_loans, progress, |name, problems, line, row| {
+        let n_loans = each::<super::Loans>(book, &mut p_loans, progress, |name, problems, line, row| {
             known(problems, name, line, &row.borrower_id);
-            let parsed = parse::loan(&row);
             let id = key(&row.external_id);
             if !row.external_id.trim().is_empty() {
                 if loans.contains_key(&id) {
                     problems.push(name, line, Some("external_id"), "duplicate loan id");
-                } else if let Ok(l) = &parsed {
-                    loans.insert(id, LoanInfo::new(l.currency()));
+                } else {
+                    // Registered even when another field is wrong, so the loan's installments are
+                    // still checked and do not each report a missing loan.
+                    loans.insert(id, LoanInfo::new(row.currency.parse().ok()));
                 }
             }
-            report(problems, name, line, parsed);
+            report(problems, name, line, parse::loan(&row));
         })?;
         // Installments: in a known loan's currency, each sequence number once per loan.
         let mut p_inst = Problems::default();
-        let n_inst = each::<super::InstallmentRow>(book, &mut p_inst, progress, |name, problems, line, row| {
+        let n_inst = each::<super::Installments>(book, &mut p_inst, progress, |name, problems, line, row| {
             let Some(info) = loans.get_mut(&key(&row.loan_id)) else {
                 if !row.loan_id.trim().is_empty() {
                     problems.push(name, line, Some("loan_id"), "no valid loan with this id in loans file");
                 }
                 return;
             };
-            let parsed = parse::installment(&row, info.currency);
+            // A loan whose currency is wrong is reported once, on its own line; its
+            // installments' amounts cannot be read without one.
+            let Some(currency) = info.currency else { return };
+            let parsed = parse::installment(&row, currency);
             if let Ok(i) = &parsed {
                 if !info.insert(i.seq) {
                     problems.push(
@@ -248,7 +251,13 @@ pub fn validate(
             }
             report(problems, name, line, parsed);
         })?;
-        Ok((loans, p_loans, p_inst, n_loans, n_inst))
+        let mut p_consents = Problems::default();
+        let n_consents = each::<super::Consents>(book, &mut p_consents, progress, |name, problems, line, row| {
+            known(problems, name, line, &row.borrower_id);
+            report(problems, name, line, parse::consent(&row));
+        })?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "loans, installments and consents checked");
+        Ok((loans, p_loans, p_inst, n_loans, n_inst, p_consents, n_consents))
     };
 
     let (people, money) = std::thread::scope(|s| {
@@ -257,9 +266,9 @@ pub fn validate(
         // A panic on the other thread is a bug; carry it over rather than hide it.
         (people.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), money)
     });
-    let (p_contacts, p_consents, n_contacts, n_consents, phone_cache) = people?;
+    let (p_contacts, n_contacts, phone_cache) = people?;
     index.phones = phone_cache;
-    let (loans, p_loans, p_inst, n_loans, n_inst) = money?;
+    let (loans, p_loans, p_inst, n_loans, n_inst, p_consents, n_consents) = money?;
     index.loans = loans;
     index.rows = HashMap::from([
         ("borrowers", n_borrowers),
@@ -290,7 +299,7 @@ fn each<T: BookRow>(
     book: &Book,
     problems: &mut Problems,
     progress: &(dyn Fn(u64) + Sync),
-    mut f: impl FnMut(&str, &mut Problems, u64, T),
+    mut f: impl FnMut(&str, &mut Problems, u64, T::Row<'_>),
 ) -> anyhow::Result<u64> {
     let Some((path, format)) = book.file(T::KIND) else {
         return Ok(0);

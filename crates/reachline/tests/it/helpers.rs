@@ -1,0 +1,111 @@
+//! Runs the binary in a scratch directory with its own keys and SQLite database.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let s = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let out = s.run(&["keys", "init", "--out", s.keys().to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        s
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn keys(&self) -> PathBuf {
+        self.path("test.keys")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("test.db")
+    }
+
+    /// Runs `reachline ARGS` against this scratch's database and keys.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_reachline"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("REACHLINE_KEYS__FILE", self.keys())
+            .env("REACHLINE_DATABASE__URL", format!("sqlite://{}", self.db().display()))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "reachline {args:?} failed:\n{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn gen(&self, name: &str, borrowers: u64, revision: u32, format: &str) -> PathBuf {
+        let out = self.path(name);
+        self.ok(&[
+            "gen-book",
+            "--borrowers",
+            &borrowers.to_string(),
+            "--seed",
+            "11",
+            "--as-of",
+            "2026-11-01",
+            "--revision",
+            &revision.to_string(),
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        out
+    }
+
+    pub fn import_json(&self, book: &Path) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["import", "--json", book.to_str().unwrap()])).unwrap()
+    }
+
+    pub fn counts(&self) -> String {
+        self.ok(&["summary"])
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Rewrites line `line` (1-based) of `file` with `f`.
+pub fn edit_line(file: &Path, line: usize, f: impl FnOnce(&str) -> String) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[line - 1] = f(&lines[line - 1]);
+    std::fs::write(file, lines.join("\n") + "\n").unwrap();
+}
+
+/// Replaces field `col` (0-based) of CSV line `line` with `value` (no quoting needed in tests).
+pub fn set_field(file: &Path, line: usize, col: usize, value: &str) {
+    edit_line(file, line, |l| {
+        let mut fields: Vec<String> = l.split(',').map(String::from).collect();
+        fields[col] = value.to_string();
+        fields.join(",")
+    });
+}
+
+/// The 1-based line numbers of rows of `file` matching `pred` (header excluded).
+pub fn lines_where(file: &Path, pred: impl Fn(&[&str]) -> bool) -> Vec<usize> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, l)| pred(&l.split(',').collect::<Vec<_>>()))
+        .map(|(i, _)| i + 1)
+        .collect()
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `reachline` binary, run as a user runs it, plus the tidy checks of
+//! the workspace's written rules.
+
+mod cli;
+mod helpers;
+mod import;
+mod tidy;
