@@ -48,7 +48,7 @@ crate::named_enum!(Channel, "channel", {
 
 /// The error for a word that is not one of a closed set's names; it lists the accepted names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {given:?}; expected one of: {expected}")]
+#[error("unknown {what} {}; expected one of: {expected}", quoted(given))]
 pub struct UnknownVariant {
     pub what: &'static str,
     pub given: String,
@@ -57,14 +57,28 @@ pub struct UnknownVariant {
 
 impl UnknownVariant {
     pub fn new(what: &'static str, given: &str, expected: &[&str]) -> Self {
-        // The given word is a code such as "mobile", never personal data, but cap it anyway so a
-        // misplaced column (a number in the kind field) cannot leak a whole value into a log.
-        let given: String = given.chars().take(24).collect();
+        // The given word is normally a code such as "mobile". Anything else (a number or an
+        // address in the wrong column) may be personal data and is described, not repeated.
+        let word = given.trim();
+        let plain = word.len() <= 24 && word.chars().all(|c| c.is_ascii_alphabetic() || "_- /".contains(c));
+        let given = if plain {
+            word.to_string()
+        } else {
+            format!("<{} characters>", word.chars().count())
+        };
         Self {
             what,
             given,
             expected: expected.join(", "),
         }
+    }
+}
+
+fn quoted(given: &str) -> String {
+    if given.starts_with('<') {
+        given.to_string()
+    } else {
+        format!("{given:?}")
     }
 }
 
@@ -90,8 +104,26 @@ macro_rules! named_enum {
         }
         impl ::std::fmt::Display for $ty {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(self.as_str())
+                // `pad`, so width and alignment (`{:<9}`) work in tables.
+                f.pad(self.as_str())
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_words_are_repeated_only_when_they_cannot_be_personal_data() {
+        let e = UnknownVariant::new("contact kind", "fax", &["mobile"]);
+        assert_eq!(e.to_string(), "unknown contact kind \"fax\"; expected one of: mobile");
+        let e = UnknownVariant::new("contact kind", "13812345678", &["mobile"]);
+        assert!(!e.to_string().contains("138"), "{e}");
+        assert!(e.to_string().contains("<11 characters>"), "{e}");
+        assert!(!UnknownVariant::new("x", "wei@example.com", &[])
+            .to_string()
+            .contains("wei"));
+    }
 }

@@ -4,8 +4,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use reachline_domain::national_id::IdScheme;
 use reachline_domain::{
-    borrower::parse_time_zone, Borrower, BorrowerId, Consent, ContactAddress, ContactId, ContactKind, ContactPoint, ContactRole,
-    ExternalId, LineType, NationalId, PersonName,
+    borrower::parse_time_zone, Borrower, BorrowerId, Consent, ContactAddress, ContactId, ContactKind, ContactPoint,
+    ContactRole, ExternalId, LineType, NationalId, PersonName,
 };
 
 use crate::crypto::{Keyring, Sealer};
@@ -235,7 +235,16 @@ pub fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-/// Timestamps in SQLite are RFC 3339 text in UTC with microseconds, so text order is time order.
+/// Timestamps in SQLite are microseconds since the Unix epoch.
+pub fn ts_micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub fn ts_from_micros(us: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| corrupt(format!("timestamp {us} out of range")))
+}
+
+/// Timestamps in COPY text are RFC 3339 in UTC with microseconds, so text order is time order.
 pub fn ts_text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

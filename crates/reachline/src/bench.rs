@@ -125,6 +125,31 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             f("peak_rss_bytes") / (1 << 20) as f64
         );
     }
+    println!();
+    println!("Seconds per step (and resident MiB at its end):");
+    println!();
+    if let Some(first) = rows.first() {
+        let names: Vec<String> = first.summary["phases"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p[0].as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        println!("| back end | {} |", names.join(" | "));
+        println!("|---|{}", "---:|".repeat(names.len()));
+        for r in &rows {
+            let cells: Vec<String> = r.summary["phases"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| {
+                            let mib = p[2].as_f64().map(|b| b / (1 << 20) as f64).unwrap_or(f64::NAN);
+                            format!("{:.1} ({mib:.0})", p[1].as_f64().unwrap_or(f64::NAN))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!("| {} | {} |", r.backend, cells.join(" | "));
+        }
+    }
     if !keep {
         std::fs::remove_dir_all(&book).ok();
         for suffix in ["", "-wal", "-shm"] {

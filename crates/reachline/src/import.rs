@@ -85,7 +85,8 @@ pub async fn import(
     let validated = started.elapsed();
     let rows_read: u64 = index.rows.values().sum();
     // Pass 2 needs only the parsed phone numbers; the id sets go now, before the id maps grow.
-    let phone_memo = Arc::new(index.phones);
+    let phone_memo = Arc::new(index.into_phones());
+    release_freed_memory();
 
     let pb = bar(total, "importing", opts.progress);
     let mut tx = store.begin_import(Utc::now()).await?;
@@ -257,6 +258,18 @@ fn stream<T: BookRow, U: Send + 'static>(
         };
     });
     rx
+}
+
+/// Hands memory freed by pass 1 back to the operating system. glibc keeps freed heap pages for
+/// reuse, and pass 1's id sets (hundreds of MB for a large book) would otherwise still count
+/// against the process while pass 2 builds its own maps.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas and takes their locks; it has no
+    // preconditions on the caller.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.

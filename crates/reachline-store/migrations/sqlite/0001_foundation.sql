@@ -1,6 +1,7 @@
 -- Borrowers, their contact points (effective-dated), loans, installments and consents.
 -- Personal fields are AES-256-GCM ciphertext (`*_enc`) under the borrower's data key; lookups go
--- through keyed blind indexes (`*_bidx`). Timestamps are RFC 3339 UTC text, dates YYYY-MM-DD.
+-- through keyed blind indexes (`*_bidx`). Timestamps are INTEGER microseconds since the Unix
+-- epoch (UTC): a third of the bytes of RFC 3339 text in the largest tables. Dates are YYYY-MM-DD.
 
 CREATE TABLE borrowers (
     id                  INTEGER PRIMARY KEY,
@@ -12,8 +13,8 @@ CREATE TABLE borrowers (
     locale              TEXT NOT NULL,
     time_zone           TEXT NOT NULL,
     jurisdiction        TEXT NOT NULL,
-    created_at          TEXT NOT NULL,
-    updated_at          TEXT NOT NULL
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL
 );
 CREATE INDEX borrowers_national_id_bidx ON borrowers (national_id_bidx);
 
@@ -23,8 +24,8 @@ CREATE TABLE borrower_keys (
     borrower_id   INTEGER PRIMARY KEY REFERENCES borrowers (id),
     key_id        TEXT NOT NULL,
     wrapped_key   BLOB,
-    created_at    TEXT NOT NULL,
-    destroyed_at  TEXT
+    created_at    INTEGER NOT NULL,
+    destroyed_at  INTEGER
 );
 
 -- No uniqueness on address_bidx: a recycled number belongs to two people at different times.
@@ -42,9 +43,9 @@ CREATE TABLE contact_points (
     holder_name_enc  BLOB,
     bound_since      TEXT NOT NULL,
     source           TEXT NOT NULL,
-    verified_at      TEXT,
-    added_at         TEXT NOT NULL,
-    retired_at       TEXT,
+    verified_at      INTEGER,
+    added_at         INTEGER NOT NULL,
+    retired_at       INTEGER,
     retire_reason    TEXT
 );
 CREATE INDEX contact_points_address_bidx ON contact_points (address_bidx);
@@ -59,7 +60,7 @@ CREATE TABLE contact_events (
     contact_id   INTEGER NOT NULL,
     borrower_id  INTEGER NOT NULL,
     event        TEXT NOT NULL,
-    at           TEXT NOT NULL,
+    at           INTEGER NOT NULL,
     actor        TEXT NOT NULL,
     detail       TEXT
 );
@@ -73,7 +74,7 @@ CREATE TABLE loans (
     principal_minor  INTEGER NOT NULL,
     currency         TEXT NOT NULL,
     disbursed_on     TEXT NOT NULL,
-    updated_at       TEXT NOT NULL
+    updated_at       INTEGER NOT NULL
 );
 CREATE INDEX loans_borrower ON loans (borrower_id);
 
@@ -85,8 +86,8 @@ CREATE TABLE installments (
     amount_due_minor   INTEGER NOT NULL,
     amount_paid_minor  INTEGER NOT NULL,
     currency           TEXT NOT NULL,
-    paid_at            TEXT,
-    updated_at         TEXT NOT NULL,
+    paid_at            INTEGER,
+    updated_at         INTEGER NOT NULL,
     UNIQUE (loan_id, seq)
 );
 CREATE INDEX installments_due_date ON installments (due_date);
@@ -97,7 +98,7 @@ CREATE TABLE consents (
     purpose       TEXT NOT NULL,
     channel       TEXT NOT NULL,
     state         TEXT NOT NULL,
-    at            TEXT NOT NULL,
+    at            INTEGER NOT NULL,
     source        TEXT NOT NULL,
     text_version  TEXT NOT NULL,
     UNIQUE (borrower_id, purpose, channel, state, at)

@@ -63,15 +63,22 @@ async fn data_key_for(c: &mut sqlx::PgConnection, keys: &Keyring, borrower: Borr
 const CONTACT_COLS: &str = "id, borrower_id, slot, kind, role, relation, line_type, address_enc, address_bidx, \
      holder_name_enc, bound_since, source, verified_at, added_at, retired_at, retire_reason";
 
-fn contact_row(
-    r: &PgRow,
-) -> std::result::Result<(ContactId, BorrowerId, ContactRow, DateTime<Utc>, Option<Retirement>), sqlx::Error> {
+/// A contact row as PostgreSQL returns it, still sealed.
+struct StoredContact {
+    id: ContactId,
+    borrower_id: BorrowerId,
+    row: ContactRow,
+    added_at: DateTime<Utc>,
+    retired: Option<Retirement>,
+}
+
+fn contact_row(r: &PgRow) -> std::result::Result<StoredContact, sqlx::Error> {
     let retired_at: Option<DateTime<Utc>> = r.try_get("retired_at")?;
     let reason: Option<String> = r.try_get("retire_reason")?;
-    Ok((
-        ContactId(r.try_get("id")?),
-        BorrowerId(r.try_get("borrower_id")?),
-        ContactRow {
+    Ok(StoredContact {
+        id: ContactId(r.try_get("id")?),
+        borrower_id: BorrowerId(r.try_get("borrower_id")?),
+        row: ContactRow {
             slot: r.try_get("slot")?,
             kind: r.try_get("kind")?,
             role: r.try_get("role")?,
@@ -84,12 +91,12 @@ fn contact_row(
             source: r.try_get("source")?,
             verified_at: r.try_get("verified_at")?,
         },
-        r.try_get("added_at")?,
-        retired_at.map(|at| Retirement {
+        added_at: r.try_get("added_at")?,
+        retired: retired_at.map(|at| Retirement {
             at,
             reason: reason.unwrap_or_default(),
         }),
-    ))
+    })
 }
 
 impl PgStore {
@@ -106,7 +113,13 @@ impl PgStore {
         let mut sealers: HashMap<BorrowerId, Sealer> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let (id, borrower_id, row, added_at, retired) = contact_row(r)?;
+            let StoredContact {
+                id,
+                borrower_id,
+                row,
+                added_at,
+                retired,
+            } = contact_row(r)?;
             let sealer = match sealers.get(&borrower_id) {
                 Some(s) => s.clone(),
                 None => {
@@ -787,16 +800,34 @@ impl ImportTx for PgImport {
         let mut add_rows = Vec::new();
         let mut replace_b = Vec::new();
         let mut replace_rows = Vec::new();
+        // Keys that left the cache are fetched for the whole batch in one query.
+        let mut missing: Vec<i64> = rows
+            .iter()
+            .map(|(b, _)| b.0)
+            .filter(|b| self.data_keys.get(&BorrowerId(*b)).is_none())
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            let found: Vec<(i64, Option<Vec<u8>>)> =
+                sqlx::query_as("SELECT borrower_id, wrapped_key FROM borrower_keys WHERE borrower_id = ANY($1)")
+                    .bind(&missing)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+            for (b, wrapped) in found {
+                let wrapped = wrapped.ok_or(crate::CryptoError::Shredded)?;
+                self.data_keys.insert(BorrowerId(b), self.keys.unwrap_key(&wrapped)?);
+            }
+        }
         for (borrower, point) in &rows {
-            let sealer = match self.data_keys.get(borrower) {
-                Some(k) => k.sealer(),
-                None => {
-                    let k = data_key_for(&mut self.tx, &self.keys, *borrower).await?;
-                    let s = k.sealer();
-                    self.data_keys.insert(*borrower, k);
-                    s
-                }
-            };
+            let sealer = self
+                .data_keys
+                .get(borrower)
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "data key of borrower",
+                    id: borrower.to_string(),
+                })?
+                .sealer();
             let row = ContactRow::seal(point, &sealer, &self.keys);
             match codec::plan_slot(current.get(&(borrower.0, row.slot.clone())), &row) {
                 SlotAction::Add => {

@@ -16,7 +16,7 @@ use reachline_domain::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::codec::{self, ts_parse, ts_text, BorrowerRow, ContactRow, CurrentSlot, KeyCache, SlotAction};
+use crate::codec::{self, ts_from_micros, ts_micros, BorrowerRow, ContactRow, CurrentSlot, KeyCache, SlotAction};
 use crate::crypto::{DataKey, Keyring, Sealer};
 use crate::{
     Backend, BorrowerRecord, ContactEvent, ContactEventKind, ContactRecord, Counts, ImportReport, ImportTx,
@@ -24,6 +24,9 @@ use crate::{
 };
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_foundation.sql")];
+
+/// Page cache of an import's connection, in KiB.
+const IMPORT_CACHE_KIB: i64 = 160 * 1024;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -133,9 +136,9 @@ struct RawContact {
     borrower_id: i64,
     row: ContactRow,
     bound_since: String,
-    verified_at: Option<String>,
-    added_at: String,
-    retired_at: Option<String>,
+    verified_at: Option<i64>,
+    added_at: i64,
+    retired_at: Option<i64>,
     retire_reason: Option<String>,
 }
 
@@ -187,15 +190,15 @@ fn query_contacts(
             }
         };
         raw.row.bound_since = codec::date_parse(&raw.bound_since)?;
-        raw.row.verified_at = raw.verified_at.as_deref().map(ts_parse).transpose()?;
+        raw.row.verified_at = raw.verified_at.map(ts_from_micros).transpose()?;
         out.push(ContactRecord {
             id: ContactId(raw.id),
             borrower_id,
             point: raw.row.open(&sealer)?,
-            added_at: ts_parse(&raw.added_at)?,
+            added_at: ts_from_micros(raw.added_at)?,
             retired: match raw.retired_at {
                 Some(at) => Some(Retirement {
-                    at: ts_parse(&at)?,
+                    at: ts_from_micros(at)?,
                     reason: raw.retire_reason.unwrap_or_default(),
                 }),
                 None => None,
@@ -205,7 +208,7 @@ fn query_contacts(
     Ok(out)
 }
 
-fn insert_contact(c: &Connection, borrower: BorrowerId, row: &ContactRow, at: &str, actor: &str) -> Result<ContactId> {
+fn insert_contact(c: &Connection, borrower: BorrowerId, row: &ContactRow, at: i64, actor: &str) -> Result<ContactId> {
     c.prepare_cached(
         "INSERT INTO contact_points (borrower_id, slot, kind, role, relation, line_type, address_enc, address_bidx, \
          holder_name_enc, bound_since, source, verified_at, added_at) \
@@ -223,7 +226,7 @@ fn insert_contact(c: &Connection, borrower: BorrowerId, row: &ContactRow, at: &s
         row.holder_name_enc,
         row.bound_since.to_string(),
         row.source,
-        row.verified_at.map(ts_text),
+        row.verified_at.map(ts_micros),
         at,
     ])?;
     let id = ContactId(c.last_insert_rowid());
@@ -234,7 +237,7 @@ fn insert_contact(c: &Connection, borrower: BorrowerId, row: &ContactRow, at: &s
             id,
             borrower,
             ContactEventKind::Verified,
-            &ts_text(v),
+            ts_micros(v),
             actor,
             Some("as stated at entry"),
         )?;
@@ -247,7 +250,7 @@ fn insert_event(
     contact: ContactId,
     borrower: BorrowerId,
     kind: ContactEventKind,
-    at: &str,
+    at: i64,
     actor: &str,
     detail: Option<&str>,
 ) -> Result<()> {
@@ -258,7 +261,7 @@ fn insert_event(
     Ok(())
 }
 
-fn retire(c: &Connection, contact: ContactId, at: &str, actor: &str, reason: &str) -> Result<()> {
+fn retire(c: &Connection, contact: ContactId, at: i64, actor: &str, reason: &str) -> Result<()> {
     let borrower: Option<i64> = c
         .prepare_cached("UPDATE contact_points SET retired_at = ?2, retire_reason = ?3 WHERE id = ?1 AND retired_at IS NULL RETURNING borrower_id")?
         .query_row(params![contact.0, at, reason], |r| r.get(0))
@@ -278,7 +281,7 @@ fn retire(c: &Connection, contact: ContactId, at: &str, actor: &str, reason: &st
     )
 }
 
-fn verify(c: &Connection, contact: ContactId, at: &str, actor: &str, method: &str) -> Result<()> {
+fn verify(c: &Connection, contact: ContactId, at: i64, actor: &str, method: &str) -> Result<()> {
     let borrower: Option<i64> = c
         .prepare_cached(
             "UPDATE contact_points SET verified_at = ?2 WHERE id = ?1 AND retired_at IS NULL RETURNING borrower_id",
@@ -305,12 +308,12 @@ fn current_slot(c: &Connection, borrower: BorrowerId, slot: &str) -> Result<Opti
         "SELECT id, kind, address_bidx, verified_at FROM contact_points WHERE borrower_id = ?1 AND slot = ?2 AND retired_at IS NULL",
     )?
     .query_row(params![borrower.0, slot], |r| {
-        let v: Option<String> = r.get(3)?;
+        let v: Option<i64> = r.get(3)?;
         Ok(CurrentSlot {
             contact_id: ContactId(r.get(0)?),
             kind: r.get(1)?,
             address_bidx: r.get(2)?,
-            verified_at: v.as_deref().and_then(|s| ts_parse(s).ok()),
+            verified_at: v.and_then(|us| ts_from_micros(us).ok()),
         })
     })
     .optional()?)
@@ -327,6 +330,9 @@ impl Store for SqliteStore {
         let conn = blocking(move || {
             let c = connect(&path)?;
             // Take the write lock now, so a concurrent writer fails fast instead of midway.
+            // A bulk import touches index pages all over; a larger cache keeps them from being
+            // written to the WAL again and again (the import's memory figure includes it).
+            c.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
             c.execute_batch("BEGIN IMMEDIATE")?;
             let top: i64 = c.query_row("SELECT coalesce(max(id), 0) FROM borrowers", [], |r| r.get(0))?;
             Ok((c, top))
@@ -335,7 +341,7 @@ impl Store for SqliteStore {
         Ok(Box::new(SqliteImport {
             conn: Some(conn.0),
             keys: self.keys.clone(),
-            at: ts_text(at),
+            at: ts_micros(at),
             report: ImportReport::default(),
             data_keys: KeyCache::new(),
             created_above: conn.1,
@@ -363,8 +369,8 @@ impl Store for SqliteStore {
                             time_zone: r.get(7)?,
                             jurisdiction: r.get(8)?,
                         },
-                        r.get::<_, String>(9)?,
-                        r.get::<_, String>(10)?,
+                        r.get::<_, i64>(9)?,
+                        r.get::<_, i64>(10)?,
                     ))
                 })
                 .optional()?;
@@ -375,8 +381,8 @@ impl Store for SqliteStore {
             Ok(Some(BorrowerRecord {
                 id: bid,
                 borrower: row.open(&sealer)?,
-                created_at: ts_parse(&created)?,
-                updated_at: ts_parse(&updated)?,
+                created_at: ts_from_micros(created)?,
+                updated_at: ts_from_micros(updated)?,
             }))
         })
         .await
@@ -401,7 +407,7 @@ impl Store for SqliteStore {
             )?;
             let rows = stmt
                 .query_map([borrower.0], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter()
@@ -410,7 +416,7 @@ impl Store for SqliteStore {
                         contact_id: ContactId(cid),
                         borrower_id: borrower,
                         kind: ev.parse().map_err(codec::corrupt)?,
-                        at: ts_parse(&at)?,
+                        at: ts_from_micros(at)?,
                         actor,
                         detail,
                     })
@@ -436,11 +442,11 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             let sealer = sealer_for(&tx, keys, borrower)?;
             let row = ContactRow::seal(&point, &sealer, keys);
-            let at = ts_text(at);
+            let at = ts_micros(at);
             if let Some(cur) = current_slot(&tx, borrower, &row.slot)? {
-                retire(&tx, cur.contact_id, &at, &actor, &reason)?;
+                retire(&tx, cur.contact_id, at, &actor, &reason)?;
             }
-            let id = insert_contact(&tx, borrower, &row, &at, &actor)?;
+            let id = insert_contact(&tx, borrower, &row, at, &actor)?;
             tx.commit()?;
             Ok(id)
         })
@@ -451,7 +457,7 @@ impl Store for SqliteStore {
         let (actor, method) = (actor.to_string(), method.to_string());
         self.with(move |c, _| {
             let tx = c.transaction()?;
-            verify(&tx, contact, &ts_text(at), &actor, &method)?;
+            verify(&tx, contact, ts_micros(at), &actor, &method)?;
             Ok(tx.commit()?)
         })
         .await
@@ -461,7 +467,7 @@ impl Store for SqliteStore {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         self.with(move |c, _| {
             let tx = c.transaction()?;
-            retire(&tx, contact, &ts_text(at), &actor, &reason)?;
+            retire(&tx, contact, ts_micros(at), &actor, &reason)?;
             Ok(tx.commit()?)
         })
         .await
@@ -527,7 +533,7 @@ impl Store for SqliteStore {
                         r.get::<_, i64>(4)?,
                         r.get::<_, i64>(5)?,
                         r.get::<_, String>(6)?,
-                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<i64>>(7)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -543,7 +549,7 @@ impl Store for SqliteStore {
                             due_date: codec::date_parse(&due)?,
                             amount_due: Money::from_minor(amount_due, cur),
                             amount_paid: Money::from_minor(amount_paid, cur),
-                            paid_at: paid_at.as_deref().map(ts_parse).transpose()?,
+                            paid_at: paid_at.map(ts_from_micros).transpose()?,
                         },
                     })
                 })
@@ -563,14 +569,14 @@ impl Store for SqliteStore {
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(3)?,
                         r.get::<_, String>(4)?,
                         r.get::<_, String>(5)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter()
-                .map(|(p, ch, st, at, src, tv)| codec::consent_from_columns(&p, &ch, &st, ts_parse(&at)?, &src, tv))
+                .map(|(p, ch, st, at, src, tv)| codec::consent_from_columns(&p, &ch, &st, ts_from_micros(at)?, &src, tv))
                 .collect()
         })
         .await
@@ -610,7 +616,7 @@ fn insert_consent(c: &Connection, borrower: BorrowerId, k: &Consent) -> Result<b
             k.purpose.as_str(),
             codec::consent_channel(k),
             k.state.as_str(),
-            ts_text(k.at),
+            ts_micros(k.at),
             k.source.as_str(),
             k.text_version,
         ])?;
@@ -621,7 +627,7 @@ struct SqliteImport {
     /// Taken while a batch runs on a blocking thread, put back after.
     conn: Option<Connection>,
     keys: Arc<Keyring>,
-    at: String,
+    at: i64,
     report: ImportReport,
     /// Data keys of the borrowers upserted most recently, for sealing their contacts.
     data_keys: KeyCache,
@@ -633,7 +639,7 @@ struct SqliteImport {
 struct ImportCtx<'a> {
     c: &'a Connection,
     keys: &'a Keyring,
-    at: &'a str,
+    at: i64,
     report: &'a mut ImportReport,
     data_keys: &'a mut KeyCache,
     created_above: i64,
@@ -649,7 +655,7 @@ impl SqliteImport {
             .take()
             .ok_or_else(|| StoreError::Conflict("import transaction used after an earlier batch failed".into()))?;
         let keys = self.keys.clone();
-        let at = self.at.clone();
+        let at = self.at;
         let mut report = self.report;
         let mut data_keys = std::mem::replace(&mut self.data_keys, KeyCache::new());
         let created_above = self.created_above;
@@ -657,7 +663,7 @@ impl SqliteImport {
             let out = f(&mut ImportCtx {
                 c: &conn,
                 keys: &keys,
-                at: &at,
+                at,
                 report: &mut report,
                 data_keys: &mut data_keys,
                 created_above,
@@ -797,7 +803,7 @@ impl ImportTx for SqliteImport {
                     }
                     SlotAction::Unchanged(_) => x.report.contacts_unchanged += 1,
                     SlotAction::Verify(id, at) => {
-                        verify(x.c, id, &ts_text(at), "book", "as stated in book")?;
+                        verify(x.c, id, ts_micros(at), "book", "as stated in book")?;
                         x.report.contacts_verified += 1;
                     }
                     SlotAction::Replace(old) => {
@@ -866,7 +872,7 @@ impl ImportTx for SqliteImport {
                     i.amount_due.minor(),
                     i.amount_paid.minor(),
                     i.amount_due.currency().as_str(),
-                    i.paid_at.map(ts_text),
+                    i.paid_at.map(ts_micros),
                     x.at,
                 ])?;
             }

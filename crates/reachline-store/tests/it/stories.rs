@@ -345,7 +345,9 @@ pub async fn contacts_after_many_borrowers(h: &Harness) {
         ids.extend(tx.upsert_borrowers(chunk.to_vec()).await.unwrap());
     }
     let first = mobile("mobile", "13812345678", ContactRole::Primary);
-    tx.upsert_contacts(vec![(ids[0], first.clone()), (ids[n - 1], first.clone())]).await.unwrap();
+    tx.upsert_contacts(vec![(ids[0], first.clone()), (ids[n - 1], first.clone())])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     for id in [ids[0], ids[n - 1]] {
         let c = h.store.contacts(id).await.unwrap();

@@ -143,7 +143,7 @@ const PRODUCTS: &[(&str, u32, i64)] = &[
 
 /// One output file, in either of the book's formats.
 enum Sink {
-    Csv(csv::Writer<BufWriter<File>>),
+    Csv(Box<csv::Writer<BufWriter<File>>>),
     Jsonl(BufWriter<File>),
 }
 
@@ -154,7 +154,7 @@ impl Sink {
             File::create(dir.join(format!("{stem}.{}", format.extension())))?,
         );
         Ok(match format {
-            Format::Csv => Sink::Csv(csv::Writer::from_writer(f)),
+            Format::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(f))),
             Format::JsonLines => Sink::Jsonl(f),
         })
     }
@@ -313,7 +313,11 @@ fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u
             primary = if abroad { us_number(rr) } else { cn_mobile(rr) };
         }
     }
-    let verified = r.gen_bool(0.5).then(|| rfc3339(bound, 2, 15)).unwrap_or_default();
+    let verified = if r.gen_bool(0.5) {
+        rfc3339(bound, 2, 15)
+    } else {
+        String::new()
+    };
     let mut contact = |slot: &str,
                        kind: &str,
                        role: &str,
@@ -421,7 +425,7 @@ fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u
         let loan_id = format!("L{i:08}-{}", l + 1);
         let (product, months, rate_bp) = *PRODUCTS.choose(r).expect("non-empty");
         let disbursed = first_disbursed + Days::new(l * r.gen_range(20..200));
-        let principal: i64 = r.gen_range(10..500) * 100_00; // 1,000 – 50,000 CNY in fen
+        let principal: i64 = r.gen_range(10..500) * 10_000; // 1,000 – 50,000 CNY in fen
         w.loans.serialize(LoanRow {
             external_id: Text::from(loan_id.clone()),
             borrower_id: Text::from(id.clone()),

@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// The kinds of file in a book, in the order they are read and written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -284,13 +284,41 @@ fn deserialize_reason(err: &csv::DeserializeError) -> String {
 }
 
 fn json_reason(e: &serde_json::Error) -> String {
-    // serde_json's messages name fields and types, not values, except for `invalid value`
-    // messages which quote a value; keep only the part before a quoted value.
+    // serde_json quotes names and values in backticks or double quotes ("invalid type: integer
+    // `13812345678`, expected a string"). Field names are kept; anything else may be personal
+    // data and is cut out.
     let msg = e.to_string();
-    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-    match msg.find(": \"") {
-        Some(i) if msg.starts_with("invalid") => msg[..i].to_string(),
-        _ => msg,
+    let msg = msg.split(" at line ").next().unwrap_or(&msg);
+    let mut out = String::with_capacity(msg.len());
+    let mut quoted: Option<(char, String)> = None;
+    for c in msg.chars() {
+        match &mut quoted {
+            None if c == '`' || c == '"' => quoted = Some((c, String::new())),
+            None => out.push(c),
+            Some((q, text)) if c == *q => {
+                let name = !text.is_empty() && text.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+                out.push(*q);
+                out.push_str(if name { text } else { "…" });
+                out.push(*q);
+                quoted = None;
+            }
+            Some((_, text)) => text.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_keep_field_names_and_drop_values() {
+        let e = serde_json::from_str::<ContactRow<'_>>(r#"{"borrower_id": 13812345678}"#).unwrap_err();
+        let r = json_reason(&e);
+        assert!(!r.contains("13812345678"), "{r}");
+        let e = serde_json::from_str::<LoanRow<'_>>(r#"{"external_id": "L1"}"#).unwrap_err();
+        assert_eq!(json_reason(&e), "missing field `borrower_id`");
     }
 }
 

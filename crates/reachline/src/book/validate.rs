@@ -80,6 +80,13 @@ pub struct Index {
     pub phones: Vec<PhoneMemo>,
 }
 
+impl Index {
+    /// The parsed phone numbers, dropping everything else the first pass kept.
+    pub fn into_phones(self) -> Vec<PhoneMemo> {
+        self.phones
+    }
+}
+
 /// A phone number as the first pass parsed it, with a check of the text it came from; 16 bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PhoneMemo {
@@ -116,6 +123,8 @@ pub struct LoanInfo {
     pub currency: Option<Currency>,
     /// Sequence numbers seen: bit `s - 1` for s in 1..=64, the rest in `more`.
     seqs: u64,
+    // Boxed to keep `LoanInfo` small: almost no loan has a sequence number over 64.
+    #[allow(clippy::box_collection)]
     more: Option<Box<HashSet<u32>>>,
 }
 
@@ -139,6 +148,17 @@ impl LoanInfo {
             self.more.get_or_insert_with(Default::default).insert(seq)
         }
     }
+}
+
+/// What the second validation thread found: the loans, and each file's problems and row count.
+struct MoneyFiles {
+    loans: FxHashMap<u128, LoanInfo>,
+    p_loans: Problems,
+    p_inst: Problems,
+    n_loans: u64,
+    n_inst: u64,
+    p_consents: Problems,
+    n_consents: u64,
 }
 
 /// Reads and checks every file of `book`; `progress` gets the bytes read so far across files.
@@ -208,7 +228,7 @@ pub fn validate(
         Ok((p_contacts, n_contacts, phone_cache))
     };
 
-    let money = || -> anyhow::Result<(FxHashMap<u128, LoanInfo>, Problems, Problems, u64, u64, Problems, u64)> {
+    let money = || -> anyhow::Result<MoneyFiles> {
         let started = std::time::Instant::now();
         let mut loans: FxHashMap<u128, LoanInfo> = FxHashMap::default();
         let mut p_loans = Problems::default();
@@ -216,12 +236,15 @@ pub fn validate(
             known(problems, name, line, &row.borrower_id);
             let id = key(&row.external_id);
             if !row.external_id.trim().is_empty() {
-                if loans.contains_key(&id) {
-                    problems.push(name, line, Some("external_id"), "duplicate loan id");
-                } else {
+                match loans.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        problems.push(name, line, Some("external_id"), "duplicate loan id");
+                    }
                     // Registered even when another field is wrong, so the loan's installments are
                     // still checked and do not each report a missing loan.
-                    loans.insert(id, LoanInfo::new(row.currency.parse().ok()));
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(LoanInfo::new(row.currency.parse().ok()));
+                    }
                 }
             }
             report(problems, name, line, parse::loan(&row));
@@ -256,8 +279,19 @@ pub fn validate(
             known(problems, name, line, &row.borrower_id);
             report(problems, name, line, parse::consent(&row));
         })?;
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "loans, installments and consents checked");
-        Ok((loans, p_loans, p_inst, n_loans, n_inst, p_consents, n_consents))
+        tracing::debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            "loans, installments and consents checked"
+        );
+        Ok(MoneyFiles {
+            loans,
+            p_loans,
+            p_inst,
+            n_loans,
+            n_inst,
+            p_consents,
+            n_consents,
+        })
     };
 
     let (people, money) = std::thread::scope(|s| {
@@ -268,7 +302,15 @@ pub fn validate(
     });
     let (p_contacts, n_contacts, phone_cache) = people?;
     index.phones = phone_cache;
-    let (loans, p_loans, p_inst, n_loans, n_inst, p_consents, n_consents) = money?;
+    let MoneyFiles {
+        loans,
+        p_loans,
+        p_inst,
+        n_loans,
+        n_inst,
+        p_consents,
+        n_consents,
+    } = money?;
     index.loans = loans;
     index.rows = HashMap::from([
         ("borrowers", n_borrowers),

@@ -7,7 +7,12 @@ fn config_example_is_valid_configuration() {
     let s = Scratch::new();
     let example = s.ok(&["config", "example"]);
     std::fs::write(s.path("reachline.toml"), &example).unwrap();
-    let checked = s.ok(&["--config", s.path("reachline.toml").to_str().unwrap(), "config", "check"]);
+    let checked = s.ok(&[
+        "--config",
+        s.path("reachline.toml").to_str().unwrap(),
+        "config",
+        "check",
+    ]);
     assert!(checked.contains("configuration is valid"));
 }
 
@@ -24,7 +29,11 @@ fn configuration_errors_name_the_setting() {
     assert!(stderr(&out).contains("urll"), "{}", stderr(&out));
 
     let out = s.run(&["--database", "mysql://db/x", "summary"]);
-    assert!(stderr(&out).contains("database.url must start with sqlite:// or postgres://"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("database.url must start with sqlite:// or postgres://"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -34,8 +43,14 @@ fn environment_overrides_the_file_and_secrets_stay_hidden() {
         .args(["config", "check"])
         .current_dir(s.dir.path())
         .env("REACHLINE_DATABASE__URL", "postgres://rl:hunter2@db/rl")
-        .env("REACHLINE_KEYS__MASTER_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
-        .env("REACHLINE_KEYS__BLIND_INDEX_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+        .env(
+            "REACHLINE_KEYS__MASTER_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .env(
+            "REACHLINE_KEYS__BLIND_INDEX_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

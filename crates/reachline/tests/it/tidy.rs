@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -43,11 +46,16 @@ fn crates_depend_only_inwards() {
     for e in std::fs::read_dir(&crates).unwrap() {
         let dir = e.unwrap().path();
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let manifest: toml::Value = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap().parse().unwrap();
+        let manifest: toml::Value = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
         let allowed = ALLOWED
             .iter()
             .find(|(c, _)| *c == name)
-            .unwrap_or_else(|| panic!("crate {name} is not in the dependency rules; add it to ALLOWED and ARCHITECTURE.md"))
+            .unwrap_or_else(|| {
+                panic!("crate {name} is not in the dependency rules; add it to ALLOWED and ARCHITECTURE.md")
+            })
             .1;
         for section in ["dependencies", "dev-dependencies"] {
             if let Some(deps) = manifest.get(section).and_then(|d| d.as_table()) {
@@ -63,17 +71,30 @@ fn crates_depend_only_inwards() {
 
 #[test]
 fn the_domain_crate_does_no_io() {
-    let manifest: toml::Value =
-        std::fs::read_to_string(root().join("crates/reachline-domain/Cargo.toml")).unwrap().parse().unwrap();
+    let manifest: toml::Value = std::fs::read_to_string(root().join("crates/reachline-domain/Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
     let deps: Vec<&String> = manifest["dependencies"].as_table().unwrap().keys().collect();
     for banned in ["tokio", "sqlx", "rusqlite", "reqwest", "rand"] {
-        assert!(!deps.iter().any(|d| *d == banned), "reachline-domain depends on {banned}");
+        assert!(
+            !deps.iter().any(|d| *d == banned),
+            "reachline-domain depends on {banned}"
+        );
     }
     let mut files = Vec::new();
     rust_files(&root().join("crates/reachline-domain/src"), &mut files);
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        for banned in ["std::fs", "std::net", "Utc::now", "Local::now", "SystemTime", "Instant::now", "thread_rng"] {
+        for banned in [
+            "std::fs",
+            "std::net",
+            "Utc::now",
+            "Local::now",
+            "SystemTime",
+            "Instant::now",
+            "thread_rng",
+        ] {
             assert!(!text.contains(banned), "{} uses {banned}", f.display());
         }
     }
@@ -83,7 +104,11 @@ fn the_domain_crate_does_no_io() {
 fn every_module_says_what_it_is_for() {
     for f in all_rust_files() {
         let text = std::fs::read_to_string(&f).unwrap();
-        assert!(text.starts_with("//! "), "{} does not start with a //! module doc line", f.display());
+        assert!(
+            text.starts_with("//! "),
+            "{} does not start with a //! module doc line",
+            f.display()
+        );
     }
 }
 
@@ -100,6 +125,9 @@ fn no_test_is_ignored() {
 fn architecture_md_lists_every_crate() {
     let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
     for (c, _) in ALLOWED {
-        assert!(arch.contains(&format!("`{c}`")), "ARCHITECTURE.md does not mention `{c}`");
+        assert!(
+            arch.contains(&format!("`{c}`")),
+            "ARCHITECTURE.md does not mention `{c}`"
+        );
     }
 }
