@@ -248,50 +248,32 @@ async fn insert_contacts(
     Ok(ids)
 }
 
-async fn retire(
+/// Retires or verifies a current contact point and records the event, in one step: the
+/// `detail` is the retirement reason or the verification method.
+async fn mark(
     tx: &mut sqlx::PgConnection,
     contact: ContactId,
+    kind: ContactEventKind,
     at: DateTime<Utc>,
     actor: &str,
-    reason: &str,
+    detail: &str,
 ) -> Result<()> {
-    let borrower: Option<i64> = sqlx::query_scalar(
-        "UPDATE contact_points SET retired_at = $2, retire_reason = $3 WHERE id = $1 AND retired_at IS NULL RETURNING borrower_id",
-    )
-    .bind(contact.0)
-    .bind(at)
-    .bind(reason)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let borrower = borrower.ok_or_else(|| StoreError::NotFound {
-        what: "current contact point",
-        id: contact.to_string(),
-    })?;
-    let e = EventRow {
-        contact: contact.0,
-        borrower,
-        kind: ContactEventKind::Retired,
-        at,
-        actor,
-        detail: Some(reason),
+    let query = match kind {
+        ContactEventKind::Retired => sqlx::query_scalar(
+            "UPDATE contact_points SET retired_at = $2, retire_reason = $3 WHERE id = $1 AND retired_at IS NULL \
+             RETURNING borrower_id",
+        )
+        .bind(contact.0)
+        .bind(at)
+        .bind(detail),
+        ContactEventKind::Verified => sqlx::query_scalar(
+            "UPDATE contact_points SET verified_at = $2 WHERE id = $1 AND retired_at IS NULL RETURNING borrower_id",
+        )
+        .bind(contact.0)
+        .bind(at),
+        ContactEventKind::Added => unreachable!("a contact point is added by insert_contacts"),
     };
-    insert_events(tx, &[e]).await
-}
-
-async fn verify(
-    tx: &mut sqlx::PgConnection,
-    contact: ContactId,
-    at: DateTime<Utc>,
-    actor: &str,
-    method: &str,
-) -> Result<()> {
-    let borrower: Option<i64> = sqlx::query_scalar(
-        "UPDATE contact_points SET verified_at = $2 WHERE id = $1 AND retired_at IS NULL RETURNING borrower_id",
-    )
-    .bind(contact.0)
-    .bind(at)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let borrower: Option<i64> = query.fetch_optional(&mut *tx).await?;
     let borrower = borrower.ok_or_else(|| StoreError::NotFound {
         what: "current contact point",
         id: contact.to_string(),
@@ -299,10 +281,10 @@ async fn verify(
     let e = EventRow {
         contact: contact.0,
         borrower,
-        kind: ContactEventKind::Verified,
+        kind,
         at,
         actor,
-        detail: Some(method),
+        detail: Some(detail),
     };
     insert_events(tx, &[e]).await
 }
@@ -530,7 +512,15 @@ impl Store for PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(cur) = current {
-            retire(&mut tx, ContactId(cur), at, actor, replaces_reason).await?;
+            mark(
+                &mut tx,
+                ContactId(cur),
+                ContactEventKind::Retired,
+                at,
+                actor,
+                replaces_reason,
+            )
+            .await?;
         }
         let ids = insert_contacts(&mut tx, &[borrower.0], std::slice::from_ref(&row), at, actor).await?;
         tx.commit().await?;
@@ -539,13 +529,13 @@ impl Store for PgStore {
 
     async fn verify_contact(&self, contact: ContactId, at: DateTime<Utc>, actor: &str, method: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        verify(&mut tx, contact, at, actor, method).await?;
+        mark(&mut tx, contact, ContactEventKind::Verified, at, actor, method).await?;
         Ok(tx.commit().await?)
     }
 
     async fn retire_contact(&self, contact: ContactId, at: DateTime<Utc>, actor: &str, reason: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        retire(&mut tx, contact, at, actor, reason).await?;
+        mark(&mut tx, contact, ContactEventKind::Retired, at, actor, reason).await?;
         Ok(tx.commit().await?)
     }
 
@@ -836,11 +826,27 @@ impl ImportTx for PgImport {
                 }
                 SlotAction::Unchanged(_) => self.report.contacts_unchanged += 1,
                 SlotAction::Verify(id, at) => {
-                    verify(&mut self.tx, id, at, "book", "as stated in book").await?;
+                    mark(
+                        &mut self.tx,
+                        id,
+                        ContactEventKind::Verified,
+                        at,
+                        "book",
+                        "as stated in book",
+                    )
+                    .await?;
                     self.report.contacts_verified += 1;
                 }
                 SlotAction::Replace(old) => {
-                    retire(&mut self.tx, old, self.at, "book", REPLACED_BY_BOOK).await?;
+                    mark(
+                        &mut self.tx,
+                        old,
+                        ContactEventKind::Retired,
+                        self.at,
+                        "book",
+                        REPLACED_BY_BOOK,
+                    )
+                    .await?;
                     replace_b.push(borrower.0);
                     replace_rows.push(row);
                 }

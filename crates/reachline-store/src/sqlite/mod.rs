@@ -261,46 +261,29 @@ fn insert_event(
     Ok(())
 }
 
-fn retire(c: &Connection, contact: ContactId, at: i64, actor: &str, reason: &str) -> Result<()> {
-    let borrower: Option<i64> = c
-        .prepare_cached("UPDATE contact_points SET retired_at = ?2, retire_reason = ?3 WHERE id = ?1 AND retired_at IS NULL RETURNING borrower_id")?
-        .query_row(params![contact.0, at, reason], |r| r.get(0))
-        .optional()?;
+/// Retires or verifies a current contact point and records the event, in one step: the
+/// `detail` is the retirement reason or the verification method.
+fn mark(c: &Connection, contact: ContactId, kind: ContactEventKind, at: i64, actor: &str, detail: &str) -> Result<()> {
+    let borrower: Option<i64> = match kind {
+        ContactEventKind::Retired => c
+            .prepare_cached(
+                "UPDATE contact_points SET retired_at = ?2, retire_reason = ?3 WHERE id = ?1 AND retired_at IS NULL \
+                 RETURNING borrower_id",
+            )?
+            .query_row(params![contact.0, at, detail], |r| r.get(0)),
+        ContactEventKind::Verified => c
+            .prepare_cached(
+                "UPDATE contact_points SET verified_at = ?2 WHERE id = ?1 AND retired_at IS NULL RETURNING borrower_id",
+            )?
+            .query_row(params![contact.0, at], |r| r.get(0)),
+        ContactEventKind::Added => unreachable!("a contact point is added by insert_contact"),
+    }
+    .optional()?;
     let borrower = borrower.ok_or_else(|| StoreError::NotFound {
         what: "current contact point",
         id: contact.to_string(),
     })?;
-    insert_event(
-        c,
-        contact,
-        BorrowerId(borrower),
-        ContactEventKind::Retired,
-        at,
-        actor,
-        Some(reason),
-    )
-}
-
-fn verify(c: &Connection, contact: ContactId, at: i64, actor: &str, method: &str) -> Result<()> {
-    let borrower: Option<i64> = c
-        .prepare_cached(
-            "UPDATE contact_points SET verified_at = ?2 WHERE id = ?1 AND retired_at IS NULL RETURNING borrower_id",
-        )?
-        .query_row(params![contact.0, at], |r| r.get(0))
-        .optional()?;
-    let borrower = borrower.ok_or_else(|| StoreError::NotFound {
-        what: "current contact point",
-        id: contact.to_string(),
-    })?;
-    insert_event(
-        c,
-        contact,
-        BorrowerId(borrower),
-        ContactEventKind::Verified,
-        at,
-        actor,
-        Some(method),
-    )
+    insert_event(c, contact, BorrowerId(borrower), kind, at, actor, Some(detail))
 }
 
 fn current_slot(c: &Connection, borrower: BorrowerId, slot: &str) -> Result<Option<CurrentSlot>> {
@@ -444,7 +427,7 @@ impl Store for SqliteStore {
             let row = ContactRow::seal(&point, &sealer, keys);
             let at = ts_micros(at);
             if let Some(cur) = current_slot(&tx, borrower, &row.slot)? {
-                retire(&tx, cur.contact_id, at, &actor, &reason)?;
+                mark(&tx, cur.contact_id, ContactEventKind::Retired, at, &actor, &reason)?;
             }
             let id = insert_contact(&tx, borrower, &row, at, &actor)?;
             tx.commit()?;
@@ -457,7 +440,7 @@ impl Store for SqliteStore {
         let (actor, method) = (actor.to_string(), method.to_string());
         self.with(move |c, _| {
             let tx = c.transaction()?;
-            verify(&tx, contact, ts_micros(at), &actor, &method)?;
+            mark(&tx, contact, ContactEventKind::Verified, ts_micros(at), &actor, &method)?;
             Ok(tx.commit()?)
         })
         .await
@@ -467,7 +450,7 @@ impl Store for SqliteStore {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         self.with(move |c, _| {
             let tx = c.transaction()?;
-            retire(&tx, contact, ts_micros(at), &actor, &reason)?;
+            mark(&tx, contact, ContactEventKind::Retired, ts_micros(at), &actor, &reason)?;
             Ok(tx.commit()?)
         })
         .await
@@ -803,11 +786,18 @@ impl ImportTx for SqliteImport {
                     }
                     SlotAction::Unchanged(_) => x.report.contacts_unchanged += 1,
                     SlotAction::Verify(id, at) => {
-                        verify(x.c, id, ts_micros(at), "book", "as stated in book")?;
+                        mark(
+                            x.c,
+                            id,
+                            ContactEventKind::Verified,
+                            ts_micros(at),
+                            "book",
+                            "as stated in book",
+                        )?;
                         x.report.contacts_verified += 1;
                     }
                     SlotAction::Replace(old) => {
-                        retire(x.c, old, x.at, "book", REPLACED_BY_BOOK)?;
+                        mark(x.c, old, ContactEventKind::Retired, x.at, "book", REPLACED_BY_BOOK)?;
                         insert_contact(x.c, *borrower, &row, x.at, "book")?;
                         x.report.contacts_replaced += 1;
                     }
