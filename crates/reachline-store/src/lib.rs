@@ -184,7 +184,8 @@ pub trait Store: Send + Sync {
     /// The borrower's contact points, current ones first, then retired ones, each oldest first.
     async fn contacts(&self, borrower: BorrowerId) -> Result<Vec<ContactRecord>>;
 
-    /// Every event in the borrower's contact history, oldest first.
+    /// Every event in the borrower's contact history, in the order they were recorded (an event
+    /// may be dated earlier than it was recorded: a verification the book reports, say).
     async fn contact_history(&self, borrower: BorrowerId) -> Result<Vec<ContactEvent>>;
 
     /// Adds a contact point. If the slot already holds a current contact point, that one is
@@ -226,8 +227,7 @@ pub trait ImportTx: Send {
 
     /// For each slot: adds the contact point if the slot is empty, leaves it if the address is
     /// the same (recording a verification if the book's is newer), or retires the current one
-    /// with [`REPLACED_BY_BOOK`] and adds the new one. Borrowers must have been upserted in this
-    /// transaction.
+    /// with [`REPLACED_BY_BOOK`] and adds the new one.
     async fn upsert_contacts(&mut self, rows: Vec<(BorrowerId, ContactPoint)>) -> Result<()>;
 
     /// Creates or updates loans by external id; returns their ids in input order. A loan may

@@ -473,7 +473,7 @@ impl Store for PgStore {
 
     async fn contact_history(&self, borrower: BorrowerId) -> Result<Vec<ContactEvent>> {
         let rows = sqlx::query(
-            "SELECT contact_id, event, at, actor, detail FROM contact_events WHERE borrower_id = $1 ORDER BY at, id",
+            "SELECT contact_id, event, at, actor, detail FROM contact_events WHERE borrower_id = $1 ORDER BY id",
         )
         .bind(borrower.0)
         .fetch_all(&self.pool)

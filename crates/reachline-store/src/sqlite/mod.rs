@@ -386,11 +386,17 @@ impl Store for SqliteStore {
     async fn contact_history(&self, borrower: BorrowerId) -> Result<Vec<ContactEvent>> {
         self.with(move |c, _| {
             let mut stmt = c.prepare_cached(
-                "SELECT contact_id, event, at, actor, detail FROM contact_events WHERE borrower_id = ?1 ORDER BY at, id",
+                "SELECT contact_id, event, at, actor, detail FROM contact_events WHERE borrower_id = ?1 ORDER BY id",
             )?;
             let rows = stmt
                 .query_map([borrower.0], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter()

@@ -306,11 +306,17 @@ fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u
     let number = |r: &mut ChaCha8Rng| if abroad { us_number(r) } else { cn_mobile(r) };
     let bound = first_disbursed - Days::new(r.gen_range(0..400));
     let mut primary = number(r);
-    // Revisions: a few borrowers changed number since the last export.
+    let mut primary_since = bound;
+    let mut changed = false;
+    // Revisions: a few borrowers changed number since the last export. The lender learnt the
+    // new number shortly before that export and has not verified it.
     for rev in 1..=opts.revision {
         let rr = &mut rng_for(opts.seed, i, u64::from(rev));
         if rr.gen_bool(0.03) {
             primary = if abroad { us_number(rr) } else { cn_mobile(rr) };
+            let months_before = u64::from(opts.revision - rev) * 30;
+            primary_since = (opts.as_of - Days::new(months_before + rr.gen_range(1..28))).max(bound);
+            changed = true;
         }
     }
     let verified = if r.gen_bool(0.5) {
@@ -339,6 +345,7 @@ fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u
             verified_at: verified_at.into(),
         })
     };
+    let verified = if changed { String::new() } else { verified };
     contact(
         "mobile",
         "mobile",
@@ -346,7 +353,7 @@ fn one_borrower(w: &mut Writers, counts: &mut GenCounts, opts: &GenOptions, i: u
         "",
         primary,
         String::new(),
-        bound,
+        primary_since,
         verified,
     )?;
     if r.gen_bool(0.6) {
