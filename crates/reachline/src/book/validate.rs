@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -72,7 +73,6 @@ impl Problems {
 /// What pass 1 learnt that pass 2 needs: which loans exist and in which currency.
 #[derive(Debug, Default)]
 pub struct Index {
-    pub borrowers: FxHashSet<u128>,
     pub loans: FxHashMap<u128, LoanInfo>,
     pub rows: HashMap<&'static str, u64>,
     /// Each contact row's parsed phone number, in file order, so the second pass need not parse
@@ -150,8 +150,20 @@ impl LoanInfo {
     }
 }
 
+/// Publishes an empty id set if the borrowers were never published (the thread reading them
+/// panicked), so the contacts thread stops waiting and the panic can surface.
+struct Publish<'a>(&'a OnceLock<FxHashSet<u128>>);
+
+impl Drop for Publish<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.set(FxHashSet::default());
+    }
+}
+
 /// What the second validation thread found: the loans, and each file's problems and row count.
 struct MoneyFiles {
+    p_borrowers: Problems,
+    n_borrowers: u64,
     loans: FxHashMap<u128, LoanInfo>,
     p_loans: Problems,
     p_inst: Problems,
@@ -163,8 +175,8 @@ struct MoneyFiles {
 
 /// Reads and checks every file of `book`; `progress` gets the bytes read so far across files.
 ///
-/// Borrowers are read first (every other file refers to them); then contacts and consents are
-/// checked on one thread while loans and installments are checked on another.
+/// Contacts are checked on one thread (numbers are the dearest check), and borrowers, loans,
+/// installments and consents, in that order, on another.
 pub fn validate(
     book: &Book,
     phones: &PhoneParser,
@@ -174,26 +186,10 @@ pub fn validate(
     let done = AtomicU64::new(0);
     let progress = &|delta: u64| progress(done.fetch_add(delta, Ordering::Relaxed) + delta);
     let mut index = Index::default();
-
-    // Borrowers.
-    let mut p_borrowers = Problems::default();
-    let mut first_line: FxHashMap<u128, u64> = FxHashMap::default();
-    let n_borrowers = each::<super::Borrowers>(book, &mut p_borrowers, progress, |name, problems, line, row| {
-        let id = key(&row.external_id);
-        if !row.external_id.trim().is_empty() {
-            if let Some(prev) = first_line.get(&id) {
-                let reason = format!("duplicate borrower id; first seen on line {prev}");
-                problems.push(name, line, Some("external_id"), reason);
-            } else {
-                first_line.insert(id, line);
-                index.borrowers.insert(id);
-            }
-        }
-        report(problems, name, line, parse::borrower(&row, defaults));
-    })?;
-    drop(first_line);
-    let borrowers = &index.borrowers;
-    let known = |problems: &mut Problems, name: &str, line: u64, id: &str| {
+    // The borrowers' ids, once the money thread has read them; every other file refers to them.
+    let borrowers_read: OnceLock<FxHashSet<u128>> = OnceLock::new();
+    let borrowers_read = &borrowers_read;
+    let known = |borrowers: &FxHashSet<u128>, problems: &mut Problems, name: &str, line: u64, id: &str| {
         if !id.trim().is_empty() && !borrowers.contains(&key(id)) {
             problems.push(
                 name,
@@ -204,15 +200,32 @@ pub fn validate(
         }
     };
 
-    // Contacts get a thread of their own: parsing numbers costs more than all other files.
+    // Contacts get a thread of their own: parsing numbers costs more than all other files. It
+    // starts at once; rows read before the borrowers are known have their reference checked
+    // as soon as they are.
     let people = || -> anyhow::Result<(Problems, u64, Vec<PhoneMemo>)> {
         let started = std::time::Instant::now();
         // Contacts: the borrower must be in the book, and a slot given once per borrower.
         let mut p_contacts = Problems::default();
         let mut slots: FxHashSet<u128> = FxHashSet::default();
         let mut phone_cache = Vec::new();
+        let mut waiting: Vec<(u64, String)> = Vec::new();
+        let mut file = String::new();
         let n_contacts = each::<super::Contacts>(book, &mut p_contacts, progress, |name, problems, line, row| {
-            known(problems, name, line, &row.borrower_id);
+            match borrowers_read.get() {
+                Some(borrowers) => {
+                    for (line, id) in waiting.drain(..) {
+                        known(borrowers, problems, name, line, &id);
+                    }
+                    known(borrowers, problems, name, line, &row.borrower_id);
+                }
+                None => {
+                    waiting.push((line, row.borrower_id.to_string()));
+                    if file.is_empty() {
+                        file = name.to_string();
+                    }
+                }
+            }
             let slot = key(&format!("{}\u{0}{}", row.borrower_id.trim(), row.slot.trim()));
             if !row.slot.trim().is_empty() && !slots.insert(slot) {
                 let reason = "this borrower already has a contact in this slot earlier in the file";
@@ -223,6 +236,13 @@ pub fn validate(
             report(problems, name, line, parsed);
         })?;
         drop(slots);
+        if !waiting.is_empty() {
+            let borrowers = borrowers_read.wait();
+            for (line, id) in waiting.drain(..) {
+                known(borrowers, &mut p_contacts, &file, line, &id);
+            }
+            p_contacts.first.sort_by_key(|p| p.at.line);
+        }
         phone_cache.shrink_to_fit();
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "contacts checked");
         Ok((p_contacts, n_contacts, phone_cache))
@@ -230,10 +250,33 @@ pub fn validate(
 
     let money = || -> anyhow::Result<MoneyFiles> {
         let started = std::time::Instant::now();
+        let _unblock = Publish(borrowers_read);
+        // Borrowers.
+        let mut p_borrowers = Problems::default();
+        let mut first_line: FxHashMap<u128, u64> = FxHashMap::default();
+        let mut ids: FxHashSet<u128> = FxHashSet::default();
+        let n_borrowers = each::<super::Borrowers>(book, &mut p_borrowers, progress, |name, problems, line, row| {
+            let id = key(&row.external_id);
+            if !row.external_id.trim().is_empty() {
+                if let Some(prev) = first_line.get(&id) {
+                    let reason = format!("duplicate borrower id; first seen on line {prev}");
+                    problems.push(name, line, Some("external_id"), reason);
+                } else {
+                    first_line.insert(id, line);
+                    ids.insert(id);
+                }
+            }
+            report(problems, name, line, parse::borrower(&row, defaults));
+        });
+        drop(first_line);
+        // Published even after an error, so the contacts thread never waits forever.
+        let _ = borrowers_read.set(ids);
+        let n_borrowers = n_borrowers?;
+        let borrowers = borrowers_read.get().expect("set just above");
         let mut loans: FxHashMap<u128, LoanInfo> = FxHashMap::default();
         let mut p_loans = Problems::default();
         let n_loans = each::<super::Loans>(book, &mut p_loans, progress, |name, problems, line, row| {
-            known(problems, name, line, &row.borrower_id);
+            known(borrowers, problems, name, line, &row.borrower_id);
             let id = key(&row.external_id);
             if !row.external_id.trim().is_empty() {
                 match loans.entry(id) {
@@ -276,14 +319,16 @@ pub fn validate(
         })?;
         let mut p_consents = Problems::default();
         let n_consents = each::<super::Consents>(book, &mut p_consents, progress, |name, problems, line, row| {
-            known(problems, name, line, &row.borrower_id);
+            known(borrowers, problems, name, line, &row.borrower_id);
             report(problems, name, line, parse::consent(&row));
         })?;
         tracing::debug!(
             seconds = started.elapsed().as_secs_f64(),
-            "loans, installments and consents checked"
+            "borrowers, loans, installments and consents checked"
         );
         Ok(MoneyFiles {
+            p_borrowers,
+            n_borrowers,
             loans,
             p_loans,
             p_inst,
@@ -303,6 +348,8 @@ pub fn validate(
     let (p_contacts, n_contacts, phone_cache) = people?;
     index.phones = phone_cache;
     let MoneyFiles {
+        p_borrowers,
+        n_borrowers,
         loans,
         p_loans,
         p_inst,
