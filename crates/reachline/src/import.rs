@@ -84,8 +84,9 @@ pub async fn import(
     }
     let validated = started.elapsed();
     let rows_read: u64 = index.rows.values().sum();
-    // Pass 2 needs only the parsed phone numbers; the id sets go now, before the id maps grow.
-    let phone_memo = Arc::new(index.into_phones());
+    // Pass 2 needs only the parsed phone numbers; pass 1's id sets are gone, and their memory
+    // goes back before the id maps grow.
+    let phone_memo = Arc::new(index.phones);
     release_freed_memory();
 
     let pb = bar(total, "importing", opts.progress);

@@ -70,21 +70,13 @@ impl Problems {
     }
 }
 
-/// What pass 1 learnt that pass 2 needs: which loans exist and in which currency.
+/// What pass 1 learnt that pass 2 needs: row counts, and each contact's parsed number.
 #[derive(Debug, Default)]
 pub struct Index {
-    pub loans: FxHashMap<u128, LoanInfo>,
     pub rows: HashMap<&'static str, u64>,
     /// Each contact row's parsed phone number, in file order, so the second pass need not parse
     /// numbers again (libphonenumber's checks are the dearest step of an import).
     pub phones: Vec<PhoneMemo>,
-}
-
-impl Index {
-    /// The parsed phone numbers, dropping everything else the first pass kept.
-    pub fn into_phones(self) -> Vec<PhoneMemo> {
-        self.phones
-    }
 }
 
 /// A phone number as the first pass parsed it, with a check of the text it came from; 16 bytes.
@@ -160,11 +152,10 @@ impl Drop for Publish<'_> {
     }
 }
 
-/// What the second validation thread found: the loans, and each file's problems and row count.
+/// What the second validation thread found: each file's problems and row count.
 struct MoneyFiles {
     p_borrowers: Problems,
     n_borrowers: u64,
-    loans: FxHashMap<u128, LoanInfo>,
     p_loans: Problems,
     p_inst: Problems,
     n_loans: u64,
@@ -329,7 +320,6 @@ pub fn validate(
         Ok(MoneyFiles {
             p_borrowers,
             n_borrowers,
-            loans,
             p_loans,
             p_inst,
             n_loans,
@@ -350,7 +340,6 @@ pub fn validate(
     let MoneyFiles {
         p_borrowers,
         n_borrowers,
-        loans,
         p_loans,
         p_inst,
         n_loans,
@@ -358,7 +347,6 @@ pub fn validate(
         p_consents,
         n_consents,
     } = money?;
-    index.loans = loans;
     index.rows = HashMap::from([
         ("borrowers", n_borrowers),
         ("contacts", n_contacts),
