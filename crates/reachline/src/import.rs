@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
-use reachline_domain::{BorrowerId, ContactAddress, ContactKind, Currency, LoanId, PhoneParser};
+use reachline_domain::{BorrowerId, ContactAddress, ContactKind, Currency, LineType, LoanId, PhoneParser};
 use reachline_store::{ImportReport, Store};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -122,8 +122,14 @@ pub async fn import(
     let mut rx = stream::<crate::book::Contacts, _>(&book, batch, &pb, &base, move |r| {
         let known = memo.get(row).and_then(|m| m.recall(&r.value));
         row += 1;
+        // The remembered number stands in for parsing only where parsing would accept it.
         let (b, c) = parse::contact_with(&r, |kind, value| match (kind, known) {
-            (ContactKind::Mobile | ContactKind::Landline, Some(n)) => Ok(ContactAddress::Phone(n)),
+            (ContactKind::Landline, Some(n)) => Ok(ContactAddress::Phone(n)),
+            (ContactKind::Mobile, Some(n))
+                if matches!(n.line_type(), LineType::Mobile | LineType::FixedLineOrMobile) =>
+            {
+                Ok(ContactAddress::Phone(n))
+            }
             _ => ContactAddress::parse(kind, value, &p),
         })
         .map_err(first)?;
