@@ -151,22 +151,6 @@ pub struct ImportReport {
     pub consents_added: u64,
 }
 
-impl ImportReport {
-    /// Rows the import wrote or confirmed, for throughput figures.
-    pub fn rows(&self) -> u64 {
-        self.borrowers_created
-            + self.borrowers_updated
-            + self.borrowers_unchanged
-            + self.contacts_added
-            + self.contacts_replaced
-            + self.contacts_verified
-            + self.contacts_unchanged
-            + self.loans_written
-            + self.installments_written
-            + self.consents_added
-    }
-}
-
 /// The reason recorded when a re-imported book gives a slot a different address.
 pub const REPLACED_BY_BOOK: &str = "replaced by book";
 

@@ -38,10 +38,6 @@ impl PgStore {
             keys: std::sync::Arc::new(keys),
         })
     }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 async fn data_key_for(c: &mut sqlx::PgConnection, keys: &Keyring, borrower: BorrowerId) -> Result<DataKey> {

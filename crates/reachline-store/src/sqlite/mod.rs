@@ -70,10 +70,6 @@ impl SqliteStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Runs `f` on the shared connection on a blocking thread.
     async fn with<T, F>(&self, f: F) -> Result<T>
     where
@@ -87,16 +83,6 @@ impl SqliteStore {
             // so the connection itself is still usable.
             let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut c, &keys)
-        })
-        .await
-    }
-
-    /// Folds the WAL into the main file, so the file alone holds everything (for backups and
-    /// for tests that read the raw file).
-    pub async fn checkpoint(&self) -> Result<()> {
-        self.with(|c, _| {
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
         })
         .await
     }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use reachline_domain::national_id::IdScheme;
 use reachline_domain::*;
-use reachline_store::{postgres::PgStore, sqlite::SqliteStore, Keyring, Store};
+use reachline_store::{postgres, postgres::PgStore, sqlite::SqliteStore, Keyring, Store};
 
 pub struct Harness {
     pub store: Box<dyn Store>,
@@ -42,16 +42,11 @@ impl Harness {
             return None;
         };
         let db = format!("rl_test_{}", rand::random::<u64>());
-        let admin = sqlx::PgPool::connect(&admin_url)
+        postgres::create_database(&admin_url, &db)
             .await
-            .expect("connect to the test server");
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
+            .expect("create a database on the test server");
         let keys = Keyring::random("test");
-        let store = PgStore::connect(&with_database(&admin_url, &db), keys.clone())
+        let store = PgStore::connect(&postgres::url_with_database(&admin_url, &db), keys.clone())
             .await
             .unwrap();
         Some(Self {
@@ -64,11 +59,7 @@ impl Harness {
     pub async fn drop_database(self) {
         if let Kind::Postgres { admin_url, db } = &self.kind {
             drop(self.store);
-            let admin = sqlx::PgPool::connect(admin_url).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                .execute(&admin)
-                .await
-                .unwrap();
+            postgres::drop_database(admin_url, db).await.unwrap();
         }
     }
 
@@ -84,7 +75,9 @@ impl Harness {
                 c.query_row(sql, [], |r| r.get(0)).unwrap()
             }
             Kind::Postgres { admin_url, db } => {
-                let pool = sqlx::PgPool::connect(&with_database(admin_url, db)).await.unwrap();
+                let pool = sqlx::PgPool::connect(&postgres::url_with_database(admin_url, db))
+                    .await
+                    .unwrap();
                 sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap()
             }
         };
@@ -106,7 +99,9 @@ impl Harness {
                 all
             }
             Kind::Postgres { admin_url, db } => {
-                let pool = sqlx::PgPool::connect(&with_database(admin_url, db)).await.unwrap();
+                let pool = sqlx::PgPool::connect(&postgres::url_with_database(admin_url, db))
+                    .await
+                    .unwrap();
                 let tables: Vec<String> =
                     sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
                         .fetch_all(&pool)
@@ -123,18 +118,6 @@ impl Harness {
                 all.into_bytes()
             }
         }
-    }
-}
-
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((url, None));
-    let server = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{server}/{db}?{q}"),
-        None => format!("{server}/{db}"),
     }
 }
 

@@ -337,26 +337,17 @@ pub fn validate(
     });
     let (p_contacts, n_contacts, phone_cache) = people?;
     index.phones = phone_cache;
-    let MoneyFiles {
-        p_borrowers,
-        n_borrowers,
-        p_loans,
-        p_inst,
-        n_loans,
-        n_inst,
-        p_consents,
-        n_consents,
-    } = money?;
+    let money = money?;
     index.rows = HashMap::from([
-        ("borrowers", n_borrowers),
+        ("borrowers", money.n_borrowers),
         ("contacts", n_contacts),
-        ("loans", n_loans),
-        ("installments", n_inst),
-        ("consents", n_consents),
+        ("loans", money.n_loans),
+        ("installments", money.n_inst),
+        ("consents", money.n_consents),
     ]);
     // Reported in file order, whatever order the threads finished in.
-    let mut problems = p_borrowers;
-    for p in [p_contacts, p_loans, p_inst, p_consents] {
+    let mut problems = money.p_borrowers;
+    for p in [p_contacts, money.p_loans, money.p_inst, money.p_consents] {
         problems.absorb(p);
     }
     Ok((index, problems))
