@@ -7,6 +7,7 @@
 pub mod borrower;
 pub mod consent;
 pub mod contact;
+pub mod date;
 pub mod email;
 pub mod ids;
 pub mod loan;

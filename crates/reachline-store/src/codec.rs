@@ -250,5 +250,5 @@ pub fn ts_text(t: DateTime<Utc>) -> String {
 }
 
 pub fn date_parse(s: &str) -> Result<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(corrupt)
+    reachline_domain::date::parse_ymd(s).ok_or_else(|| corrupt(format!("date {s:?} is not YYYY-MM-DD")))
 }

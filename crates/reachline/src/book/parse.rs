@@ -51,7 +51,7 @@ impl Fields {
 }
 
 pub fn date(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| "must be a date written YYYY-MM-DD".to_string())
+    reachline_domain::date::parse_ymd(s.trim()).ok_or_else(|| "must be a date written YYYY-MM-DD".to_string())
 }
 
 pub fn timestamp(s: &str) -> Result<DateTime<Utc>, String> {
