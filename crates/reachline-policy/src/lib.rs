@@ -1,0 +1,5 @@
+//! Reachline's decision core: what the evidence says about each contact point, and what to do.
+//!
+//! Architecture Invariant: this crate does no IO, reads no clock and draws no global
+//! randomness. Evidence and `now` are passed in; the same inputs always give the same outputs,
+//! so the live engine and the simulator run the same code.
