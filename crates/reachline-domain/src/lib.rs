@@ -5,9 +5,11 @@
 //! echoing the personal data it was given, so errors can be logged safely.
 
 pub mod borrower;
+pub mod carrier;
 pub mod consent;
 pub mod contact;
 pub mod date;
+pub mod delivery;
 pub mod email;
 pub mod ids;
 pub mod loan;
@@ -19,7 +21,9 @@ pub mod phone;
 
 pub use borrower::{Borrower, Jurisdiction, PersonName};
 pub use consent::{Consent, ConsentSource, ConsentState, Purpose};
+pub use carrier::{original_carrier, OriginalCarrier};
 pub use contact::{ContactAddress, ContactKind, ContactPoint, ContactRole, ContactSource, Relation};
+pub use delivery::DeliveryClass;
 pub use email::Email;
 pub use ids::{BorrowerId, ContactId, ExternalId, InstallmentId, LoanId};
 pub use loan::{Installment, Loan};

@@ -3,3 +3,15 @@
 //! Architecture Invariant: this crate does no IO, reads no clock and draws no global
 //! randomness. Evidence and `now` are passed in; the same inputs always give the same outputs,
 //! so the live engine and the simulator run the same code.
+
+pub mod evidence;
+pub mod health;
+pub mod intel;
+pub mod reply;
+
+pub use evidence::{CallOutcome, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source, Strength};
+pub use health::{
+    assess_borrower, Assessment, BorrowerHealth, ContactFacts, HealthConfig, HealthEvent, HealthEventKind, HealthState,
+    Need, Rule, Transition,
+};
+pub use intel::{recycled_since, NumberStatus, RecycleAnswer};

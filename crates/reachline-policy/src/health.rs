@@ -1,0 +1,1189 @@
+//! Contact health: whether each contact point still reaches the borrower, decided from evidence.
+//!
+//! [`assess_borrower`] replays a borrower's evidence, one borrower-local day at a time, through
+//! a state machine per contact point, and returns each point's state, score, transitions (each
+//! naming the rule and the evidence that caused it), what the shell should look up next, and
+//! the events the engine acts on. It is a pure function of (contacts, evidence, `now`, config):
+//! the live engine and the simulator call the same code.
+//!
+//! # Days, not arrival order
+//!
+//! Receipts arrive out of order (a receipt can beat its own submit response), so evidence is
+//! grouped by the borrower's local day and each day is applied as a set, in a fixed order:
+//! proof of ownership first, then engagement and deliveries, then failures, then operator
+//! actions. Evidence order within a day therefore never changes the outcome (a property test
+//! checks it), and within a day a negative signal beats a positive one.
+//!
+//! # States
+//!
+//! | state | meaning | may carry debt content |
+//! |---|---|---|
+//! | `unverified` | known, never proven to be the borrower's (a delivery does not prove it) | yes |
+//! | `verified` | proven the borrower's (code, engagement, operator), no engagement lately | yes |
+//! | `healthy` | engaged or proven within `healthy_window_days` | yes |
+//! | `degraded` | soft failures (transient on `degrade_after_transient_days` days, nothing delivered since) | yes |
+//! | `suspect` | something says it may no longer be the borrower's; a check is asked for | only if the suspicion is not about ownership |
+//! | `suspended` | barred by the carrier (停机); may come back | no (it would not arrive) |
+//! | `dead` | gone: hard failures on two days, or one confirmed by the carrier | no |
+//! | `reassigned` | someone else holds it (wrong-number reply, recycled "yes") | never, until re-verified |
+//! | `retired` | taken out of use by the lender or the book | never |
+//!
+//! # Transitions
+//!
+//! | rule | from | to | on |
+//! |---|---|---|---|
+//! | `initial` | — | `unverified`, or `healthy`/`verified` when the book says it was verified | the contact's facts |
+//! | `engaged` | unverified, verified, degraded, suspect (delivery-type suspicions) | healthy | a reply, click, keypress, confirmed call or payment through it |
+//! | `code_confirmed` / `borrower_confirmed` / `operator_verified` | any but retired | healthy | a code entered, "still mine" in a verified session, an operator's check; clears every suspicion |
+//! | `engagement_aged` | healthy | verified | no engagement for `healthy_window_days` |
+//! | `transient_streak` | unverified, verified, healthy (not long) | degraded | transient failures on `degrade_after_transient_days` days with nothing delivered since |
+//! | `transient_week` | degraded, healthy, verified, unverified | suspect (+ carrier check) | transient failures on `suspect_after_transient_days` days |
+//! | `delivery_resumed` | degraded, suspended, suspect (transient suspicions) | settled state | a delivery after transient failures or a suspension |
+//! | `first_hard_failure` | any working state | suspect (+ carrier check) | one hard failure — never dead on one message |
+//! | `anomaly_after_healthy` | healthy for `long_healthy_days` | suspect (+ carrier check) | a hard failure on a long-healthy number |
+//! | `transient_anomaly` | healthy for `long_healthy_days` | suspect (+ carrier check) | a transient streak on a long-healthy number |
+//! | `hard_failure_two_days` | any working state | dead | hard failures on two different days with nothing delivered in between |
+//! | `hard_failure_carrier_confirmed` | any working state | dead | a hard failure and a carrier "empty"/"cancelled" within `carrier_confirm_days` of each other |
+//! | `carrier_empty_unconfirmed` | any working state | suspect | the carrier says empty/cancelled, no hard failure yet |
+//! | `suspended_receipt` | any working state | suspect (+ carrier check) | one "suspended" outcome |
+//! | `suspended_two_days` / `carrier_suspended` | any working state | suspended | "suspended" outcomes on two days, or the carrier says so |
+//! | `carrier_normal` | suspect (delivery suspicions), suspended | settled state | the carrier says the number is in service |
+//! | `wrong_party` | any but retired | reassigned | a "wrong number" reply or call; stops debt content at once |
+//! | `borrower_not_mine` | any but retired | reassigned | the borrower says it is no longer theirs |
+//! | `recycled_yes` | any but retired | reassigned | a recycled-number check answers "yes" |
+//! | `recycled_no` | suspect (ownership suspicions) | settled state | the check answers "no" |
+//! | `recycled_no_data` | suspect (silence) | unverified | the check cannot tell |
+//! | `silent_long` | unverified, verified, healthy, degraded | suspect (+ recycled-number check) | `silent_min_deliveries` deliveries and no engagement for `silent_days` (`silent_days_paying_elsewhere` when the borrower pays by other means); debt content waits for the check |
+//! | `delivers_after_dead` | dead | suspect (+ recycled-number check) | a dead number delivers again: it has probably been given to someone else |
+//! | `engaged_after_dead` | dead | suspect (+ recycled-number check) | the same, with engagement |
+//! | `sim_swap` | any working state | suspect (+ re-verification) | a SIM swap since the number was last proven |
+//! | `self_reported_new_number` | any working state | suspect | the borrower says they have a new number — never dead on that alone |
+//! | `dispute_reply` | any working state | suspect (+ re-verification) | "not my loan": the holder may not be the borrower; debt content stops |
+//! | `operator_marked_dead` / `operator_marked_reassigned` / `operator_retired` / `operator_reinstated` | any but retired | dead / reassigned / retired / unverified | an operator's action |
+//!
+//! "Settled state" is what the positive evidence alone supports: `healthy` if engaged within
+//! `healthy_window_days`, else `verified` if ownership was ever proven and not since put in
+//! doubt, else `unverified`.
+//!
+//! # Score
+//!
+//! Each piece of evidence has a weight (positive for deliveries, engagement and proof, negative
+//! for failures), halved every `score_half_life_days`. The score orders a borrower's contact
+//! points and shows trends; the state is decided by the rules above, never by a threshold on
+//! the score, so every state change can be explained by named evidence.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use reachline_domain::{ContactId, ContactKind, ContactRole, DeliveryClass, Purpose};
+use serde::{Deserialize, Serialize};
+
+use crate::evidence::{Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport};
+use crate::intel::{NumberStatus, RecycleAnswer};
+use crate::reply::ReplyClass;
+
+/// The health states of a contact point, from healthiest to out of use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    Unverified,
+    Verified,
+    Healthy,
+    Degraded,
+    Suspect,
+    Suspended,
+    Dead,
+    Reassigned,
+    Retired,
+}
+
+reachline_domain::named_enum!(HealthState, "health state", {
+    Unverified => "unverified",
+    Verified => "verified",
+    Healthy => "healthy",
+    Degraded => "degraded",
+    Suspect => "suspect",
+    Suspended => "suspended",
+    Dead => "dead",
+    Reassigned => "reassigned",
+    Retired => "retired",
+});
+
+impl HealthState {
+    /// A total order from healthiest (8) to out of use (0), used to compare outcomes.
+    pub fn rank(self) -> u8 {
+        match self {
+            HealthState::Healthy => 8,
+            HealthState::Verified => 7,
+            HealthState::Unverified => 6,
+            HealthState::Degraded => 5,
+            HealthState::Suspect => 4,
+            HealthState::Suspended => 3,
+            HealthState::Dead => 2,
+            HealthState::Reassigned => 1,
+            HealthState::Retired => 0,
+        }
+    }
+
+    /// Can a notice still reach the borrower through it, at least possibly?
+    pub fn is_working(self) -> bool {
+        self.rank() >= HealthState::Suspect.rank()
+    }
+}
+
+/// The rule behind a transition or event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    Initial,
+    Engaged,
+    CodeConfirmed,
+    BorrowerConfirmed,
+    OperatorVerified,
+    EngagementAged,
+    TransientStreak,
+    TransientAnomaly,
+    TransientWeek,
+    DeliveryResumed,
+    FirstHardFailure,
+    AnomalyAfterHealthy,
+    HardFailureTwoDays,
+    HardFailureCarrierConfirmed,
+    CarrierEmptyUnconfirmed,
+    SuspendedReceipt,
+    SuspendedTwoDays,
+    CarrierSuspended,
+    CarrierNormal,
+    WrongParty,
+    BorrowerNotMine,
+    RecycledYes,
+    RecycledNo,
+    RecycledNoData,
+    SilentLong,
+    DeliversAfterDead,
+    EngagedAfterDead,
+    SimSwap,
+    SelfReportedNewNumber,
+    DisputeReply,
+    OperatorMarkedDead,
+    OperatorMarkedReassigned,
+    OperatorRetired,
+    OperatorReinstated,
+    /// Borrower level: the last working contact point stopped working.
+    NoWorkingChannel,
+    /// Borrower level: a contact point works again.
+    ChannelWorksAgain,
+}
+
+reachline_domain::named_enum!(Rule, "health rule", {
+    Initial => "initial",
+    Engaged => "engaged",
+    CodeConfirmed => "code_confirmed",
+    BorrowerConfirmed => "borrower_confirmed",
+    OperatorVerified => "operator_verified",
+    EngagementAged => "engagement_aged",
+    TransientStreak => "transient_streak",
+    TransientAnomaly => "transient_anomaly",
+    TransientWeek => "transient_week",
+    DeliveryResumed => "delivery_resumed",
+    FirstHardFailure => "first_hard_failure",
+    AnomalyAfterHealthy => "anomaly_after_healthy",
+    HardFailureTwoDays => "hard_failure_two_days",
+    HardFailureCarrierConfirmed => "hard_failure_carrier_confirmed",
+    CarrierEmptyUnconfirmed => "carrier_empty_unconfirmed",
+    SuspendedReceipt => "suspended_receipt",
+    SuspendedTwoDays => "suspended_two_days",
+    CarrierSuspended => "carrier_suspended",
+    CarrierNormal => "carrier_normal",
+    WrongParty => "wrong_party",
+    BorrowerNotMine => "borrower_not_mine",
+    RecycledYes => "recycled_yes",
+    RecycledNo => "recycled_no",
+    RecycledNoData => "recycled_no_data",
+    SilentLong => "silent_long",
+    DeliversAfterDead => "delivers_after_dead",
+    EngagedAfterDead => "engaged_after_dead",
+    SimSwap => "sim_swap",
+    SelfReportedNewNumber => "self_reported_new_number",
+    DisputeReply => "dispute_reply",
+    OperatorMarkedDead => "operator_marked_dead",
+    OperatorMarkedReassigned => "operator_marked_reassigned",
+    OperatorRetired => "operator_retired",
+    OperatorReinstated => "operator_reinstated",
+    NoWorkingChannel => "no_working_channel",
+    ChannelWorksAgain => "channel_works_again",
+});
+
+impl Rule {
+    /// Suspicions about delivery (the number may be off or gone) as opposed to ownership (the
+    /// number may be someone else's). Engagement or a carrier's "normal" clears the first kind;
+    /// only a recycled-number "no" or proof of ownership clears the second.
+    fn is_delivery_suspicion(self) -> bool {
+        matches!(
+            self,
+            Rule::FirstHardFailure
+                | Rule::AnomalyAfterHealthy
+                | Rule::TransientAnomaly
+                | Rule::TransientWeek
+                | Rule::SuspendedReceipt
+                | Rule::CarrierEmptyUnconfirmed
+        )
+    }
+
+    /// Suspicions under which no debt content may go to the number until they are cleared.
+    fn blocks_debt_content(self) -> bool {
+        matches!(
+            self,
+            Rule::SilentLong
+                | Rule::DeliversAfterDead
+                | Rule::EngagedAfterDead
+                | Rule::DisputeReply
+                | Rule::SimSwap
+                | Rule::SelfReportedNewNumber
+        )
+    }
+}
+
+/// Thresholds, all in days. Defaults follow the contact-health design; every one is
+/// configurable per lender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    pub healthy_window_days: u32,
+    pub long_healthy_days: u32,
+    pub degrade_after_transient_days: u32,
+    pub suspect_after_transient_days: u32,
+    pub carrier_confirm_days: u32,
+    pub silent_days: u32,
+    pub silent_days_paying_elsewhere: u32,
+    pub silent_min_deliveries: u32,
+    pub score_half_life_days: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            healthy_window_days: 90,
+            long_healthy_days: 30,
+            degrade_after_transient_days: 3,
+            suspect_after_transient_days: 7,
+            carrier_confirm_days: 7,
+            silent_days: 90,
+            silent_days_paying_elsewhere: 45,
+            silent_min_deliveries: 3,
+            score_half_life_days: 60,
+        }
+    }
+}
+
+/// What the policy knows of a contact point before any evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactFacts {
+    pub id: ContactId,
+    pub kind: ContactKind,
+    pub role: ContactRole,
+    /// Since when the lender knew it was the borrower's (the "since" of a recycled-number check).
+    pub bound_since: NaiveDate,
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Retired already (by the book or an operator).
+    pub retired: bool,
+}
+
+/// A lookup or action the shell should carry out for a contact point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "need")]
+pub enum Need {
+    /// Ask the carrier for the number's status.
+    CarrierCheck,
+    /// Ask the recycled-number registry whether the number was disconnected on or after `since`.
+    RecycledCheck { since: NaiveDate },
+    /// Have the borrower prove they hold it (a code, or the contact-check flow).
+    Reverify,
+}
+
+/// One change of state, with the rule and the evidence behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub day: NaiveDate,
+    pub from: HealthState,
+    pub to: HealthState,
+    pub rule: Rule,
+    pub evidence: Vec<EvidenceId>,
+}
+
+/// Events for the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthEventKind {
+    ContactSuspect,
+    ContactSuspended,
+    ContactDead,
+    ContactReassigned,
+    ContactRecovered,
+    /// No contact point of the borrower's own works any more.
+    BorrowerUnreachable,
+    /// After being unreachable, one works again.
+    BorrowerReachable,
+}
+
+reachline_domain::named_enum!(HealthEventKind, "health event", {
+    ContactSuspect => "contact_suspect",
+    ContactSuspended => "contact_suspended",
+    ContactDead => "contact_dead",
+    ContactReassigned => "contact_reassigned",
+    ContactRecovered => "contact_recovered",
+    BorrowerUnreachable => "borrower_unreachable",
+    BorrowerReachable => "borrower_reachable",
+});
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthEvent {
+    pub kind: HealthEventKind,
+    /// The contact point, or `None` for a borrower-level event.
+    pub contact: Option<ContactId>,
+    pub day: NaiveDate,
+    pub rule: Rule,
+    pub evidence: Vec<EvidenceId>,
+}
+
+/// A contact point's health at `now`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    pub contact: ContactId,
+    pub role: ContactRole,
+    pub state: HealthState,
+    pub since: NaiveDate,
+    /// The rule of the last transition (`initial` if none).
+    pub rule: Rule,
+    pub score: f64,
+    pub last_engaged: Option<NaiveDate>,
+    /// Days with a hard failure since the last delivery or engagement.
+    pub hard_failure_days: Vec<NaiveDate>,
+    pub needs: Vec<Need>,
+    pub transitions: Vec<Transition>,
+}
+
+/// Why health refuses a notice to a contact point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthBlock {
+    pub state: HealthState,
+    pub rule: Rule,
+}
+
+impl Assessment {
+    /// Whether a notice of this purpose may go to the contact point as far as its health goes
+    /// (consent, hours and caps are other gates). Verification codes may go to a suspect number
+    /// (that is how it is re-verified); nothing goes to a suspended, dead, reassigned or retired
+    /// one; debt content (service and collection notices) waits while the suspicion is about
+    /// who holds the number.
+    pub fn may_carry(&self, purpose: Purpose) -> Result<(), HealthBlock> {
+        let block = HealthBlock {
+            state: self.state,
+            rule: self.rule,
+        };
+        match self.state {
+            HealthState::Suspended | HealthState::Dead | HealthState::Reassigned | HealthState::Retired => Err(block),
+            HealthState::Suspect if purpose != Purpose::Verification && self.rule.blocks_debt_content() => Err(block),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A borrower's contact health at `now`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BorrowerHealth {
+    pub contacts: Vec<Assessment>,
+    pub events: Vec<HealthEvent>,
+    /// At least one of the borrower's own contact points works.
+    pub reachable: bool,
+    /// Since when no own contact point has worked, if none does.
+    pub unreachable_since: Option<NaiveDate>,
+}
+
+/// Assesses every contact point of one borrower. `tz` is the borrower's zone (days are the
+/// borrower's days); evidence after `now` is ignored; evidence about a contact not in
+/// `contacts` is ignored.
+pub fn assess_borrower(
+    contacts: &[ContactFacts],
+    evidence: &[Evidence],
+    tz: Tz,
+    now: DateTime<Utc>,
+    cfg: &HealthConfig,
+) -> BorrowerHealth {
+    let today = now.with_timezone(&tz).date_naive();
+    let mut days: BTreeMap<NaiveDate, Vec<&Evidence>> = BTreeMap::new();
+    for e in evidence.iter().filter(|e| e.at <= now) {
+        days.entry(e.at.with_timezone(&tz).date_naive()).or_default().push(e);
+    }
+    let mut trackers: Vec<Tracker> = contacts.iter().map(|c| Tracker::new(c, tz)).collect();
+    let mut events = Vec::new();
+    let mut paid_elsewhere: Vec<NaiveDate> = Vec::new();
+    let own = |t: &Tracker| !t.role.is_third_party();
+    let mut reachable = trackers.iter().filter(|t| own(t)).any(|t| t.state.is_working());
+    let mut unreachable_since = (!reachable && trackers.iter().any(own)).then(|| {
+        trackers
+            .iter()
+            .map(|t| t.since)
+            .max()
+            .unwrap_or(today)
+    });
+
+    for (&day, items) in days.iter() {
+        if day > today {
+            break;
+        }
+        if items
+            .iter()
+            .any(|e| e.contact.is_none() && matches!(e.kind, EvidenceKind::Payment { .. }))
+        {
+            paid_elsewhere.push(day);
+        }
+        for t in trackers.iter_mut() {
+            t.advance_to(day, &paid_elsewhere, cfg, &mut events);
+            let mine: Vec<&Evidence> = items.iter().copied().filter(|e| e.contact == Some(t.id)).collect();
+            if !mine.is_empty() {
+                t.step(day, &DaySummary::of(&mine), cfg, &mut events);
+            }
+            t.check_silence(day, day, &paid_elsewhere, cfg, &mut events);
+        }
+        let now_reachable = trackers.iter().filter(|t| own(t)).any(|t| t.state.is_working());
+        if now_reachable != reachable && trackers.iter().any(own) {
+            let cause = trackers
+                .iter()
+                .filter(|t| own(t))
+                .filter_map(|t| t.transitions.last())
+                .filter(|tr| tr.day == day)
+                .max_by_key(|tr| (tr.to.is_working() == now_reachable, tr.to.rank()));
+            events.push(HealthEvent {
+                kind: if now_reachable {
+                    HealthEventKind::BorrowerReachable
+                } else {
+                    HealthEventKind::BorrowerUnreachable
+                },
+                contact: None,
+                day,
+                rule: if now_reachable {
+                    Rule::ChannelWorksAgain
+                } else {
+                    Rule::NoWorkingChannel
+                },
+                evidence: cause.map(|c| c.evidence.clone()).unwrap_or_default(),
+            });
+            reachable = now_reachable;
+            unreachable_since = (!reachable).then_some(day);
+        }
+    }
+    let end = today.succ_opt().unwrap_or(today);
+    for t in trackers.iter_mut() {
+        t.advance_to(end, &paid_elsewhere, cfg, &mut events);
+    }
+
+    let contacts = trackers
+        .into_iter()
+        .map(|t| {
+            let score = score(&t, evidence, now, cfg);
+            t.finish(score)
+        })
+        .collect();
+    BorrowerHealth {
+        contacts,
+        events,
+        reachable,
+        unreachable_since,
+    }
+}
+
+/// The decayed sum of evidence weights for one contact point.
+fn score(t: &Tracker, evidence: &[Evidence], now: DateTime<Utc>, cfg: &HealthConfig) -> f64 {
+    let half_life = f64::from(cfg.score_half_life_days.max(1));
+    let mut sum = 0.0;
+    for e in evidence.iter().filter(|e| e.at <= now && e.contact == Some(t.id)) {
+        let age_days = (now - e.at).num_seconds() as f64 / 86_400.0;
+        sum += weight(e) * 0.5f64.powf(age_days / half_life);
+    }
+    sum
+}
+
+fn weight(e: &Evidence) -> f64 {
+    use EvidenceKind as K;
+    match &e.kind {
+        K::CodeConfirmed => 6.0,
+        K::SelfReport { report } => match report {
+            SelfReport::StillMine => 6.0,
+            SelfReport::ChangedNumber => -3.0,
+            SelfReport::NotMine => -20.0,
+        },
+        K::Operator { action } => match action {
+            OperatorAction::Verify => 6.0,
+            OperatorAction::Reinstate => 0.0,
+            OperatorAction::MarkDead | OperatorAction::MarkReassigned | OperatorAction::Retire => -20.0,
+        },
+        K::CarrierStatus { status } => match status {
+            NumberStatus::Normal => 2.0,
+            NumberStatus::Empty | NumberStatus::Cancelled => -5.0,
+            NumberStatus::Suspended => -3.0,
+            NumberStatus::PoweredOff => -0.5,
+            NumberStatus::Unknown => 0.0,
+        },
+        K::Recycled { answer, .. } => match answer {
+            RecycleAnswer::Yes => -20.0,
+            RecycleAnswer::No => 2.0,
+            RecycleAnswer::NoData => 0.0,
+        },
+        K::SimSwap { swapped, .. } => {
+            if *swapped {
+                -3.0
+            } else {
+                0.5
+            }
+        }
+        K::Ported { .. } => 0.0,
+        K::Payment { via_contact: false } => 0.0,
+        K::Reply {
+            class: ReplyClass::Dispute,
+            ..
+        } => -2.0,
+        _ => match e.class() {
+            Some(DeliveryClass::Engaged) => 4.0,
+            Some(DeliveryClass::Delivered) => 1.0,
+            Some(DeliveryClass::Transient) => -0.5,
+            Some(DeliveryClass::Suspended) => -3.0,
+            Some(DeliveryClass::Dead) => -5.0,
+            Some(DeliveryClass::WrongParty) => -20.0,
+            Some(DeliveryClass::OurFault | DeliveryClass::Unknown) | None => 0.0,
+        },
+    }
+}
+
+/// One day of evidence about one contact point, as sets and counts, so the order it arrived in
+/// cannot matter.
+#[derive(Default)]
+struct DaySummary {
+    proof: Vec<(Rule, EvidenceId)>,
+    engaged: Vec<EvidenceId>,
+    delivered: Vec<EvidenceId>,
+    transient: Vec<EvidenceId>,
+    hard: Vec<EvidenceId>,
+    suspended: Vec<EvidenceId>,
+    wrong_party: Vec<(Rule, EvidenceId)>,
+    dispute: Vec<EvidenceId>,
+    new_number: Vec<EvidenceId>,
+    carrier: BTreeMap<NumberStatusKey, Vec<EvidenceId>>,
+    recycled: Vec<(RecycleAnswer, EvidenceId)>,
+    sim_swap: Vec<EvidenceId>,
+    operator: Vec<(OperatorAction, EvidenceId)>,
+}
+
+/// `NumberStatus` as a map key in a fixed order.
+type NumberStatusKey = u8;
+
+fn status_key(s: NumberStatus) -> NumberStatusKey {
+    match s {
+        NumberStatus::Normal => 0,
+        NumberStatus::PoweredOff => 1,
+        NumberStatus::Unknown => 2,
+        NumberStatus::Suspended => 3,
+        NumberStatus::Cancelled => 4,
+        NumberStatus::Empty => 5,
+    }
+}
+
+impl DaySummary {
+    fn of(items: &[&Evidence]) -> Self {
+        use EvidenceKind as K;
+        let mut s = DaySummary::default();
+        for e in items {
+            let id = e.id;
+            match &e.kind {
+                K::CodeConfirmed => s.proof.push((Rule::CodeConfirmed, id)),
+                K::SelfReport { report } => match report {
+                    SelfReport::StillMine => s.proof.push((Rule::BorrowerConfirmed, id)),
+                    SelfReport::NotMine => s.wrong_party.push((Rule::BorrowerNotMine, id)),
+                    SelfReport::ChangedNumber => s.new_number.push(id),
+                },
+                K::Operator { action } => s.operator.push((*action, id)),
+                K::CarrierStatus { status } => s.carrier.entry(status_key(*status)).or_default().push(id),
+                K::Recycled { answer, .. } => s.recycled.push((*answer, id)),
+                K::SimSwap { swapped: true, .. } => s.sim_swap.push(id),
+                K::SimSwap { swapped: false, .. } | K::Ported { .. } => {}
+                K::Payment { via_contact: false } => {}
+                K::Reply {
+                    class: ReplyClass::Dispute,
+                    ..
+                } => s.dispute.push(id),
+                K::Reply {
+                    class: ReplyClass::NewNumber,
+                    ..
+                } => {
+                    // Someone read it and says the borrower moved: engagement, and a suspicion.
+                    s.engaged.push(id);
+                    s.new_number.push(id);
+                }
+                _ => match e.class() {
+                    Some(DeliveryClass::Engaged) => s.engaged.push(id),
+                    Some(DeliveryClass::Delivered) => s.delivered.push(id),
+                    Some(DeliveryClass::Transient) => s.transient.push(id),
+                    Some(DeliveryClass::Dead) => s.hard.push(id),
+                    Some(DeliveryClass::Suspended) => s.suspended.push(id),
+                    Some(DeliveryClass::WrongParty) => s.wrong_party.push((Rule::WrongParty, id)),
+                    Some(DeliveryClass::OurFault | DeliveryClass::Unknown) | None => {}
+                },
+            }
+        }
+        for v in [
+            &mut s.engaged,
+            &mut s.delivered,
+            &mut s.transient,
+            &mut s.hard,
+            &mut s.suspended,
+            &mut s.dispute,
+            &mut s.new_number,
+            &mut s.sim_swap,
+        ] {
+            v.sort();
+        }
+        s.proof.sort_by_key(|(r, id)| (r.as_str(), *id));
+        s.wrong_party.sort_by_key(|(r, id)| (r.as_str(), *id));
+        s.recycled.sort_by_key(|(a, id)| (a.as_str(), *id));
+        s.operator.sort_by_key(|(_, id)| *id);
+        for v in s.carrier.values_mut() {
+            v.sort();
+        }
+        s
+    }
+
+    fn carrier_has(&self, statuses: &[NumberStatus]) -> Vec<EvidenceId> {
+        statuses
+            .iter()
+            .filter_map(|st| self.carrier.get(&status_key(*st)))
+            .flatten()
+            .copied()
+            .collect()
+    }
+}
+
+/// The replay state of one contact point.
+struct Tracker {
+    id: ContactId,
+    role: ContactRole,
+    bound_since: NaiveDate,
+    state: HealthState,
+    since: NaiveDate,
+    rule: Rule,
+    /// Ownership was proven (engagement, code, operator) and not put in doubt since.
+    proven: bool,
+    last_engaged: Option<NaiveDate>,
+    healthy_since: Option<NaiveDate>,
+    /// The day the silence clock counts from: the later of the last engagement, the last proof
+    /// and the last recycled-number answer.
+    silence_anchor: NaiveDate,
+    deliveries_since_anchor: u32,
+    third_delivery_day: Option<NaiveDate>,
+    hard_days: Vec<(NaiveDate, EvidenceId)>,
+    suspended_days: Vec<(NaiveDate, EvidenceId)>,
+    transient_days: Vec<(NaiveDate, EvidenceId)>,
+    carrier_gone: Vec<(NaiveDate, EvidenceId)>,
+    /// Needs raised by the current suspicion, with the day they were raised.
+    needs: Vec<(Need, NaiveDate)>,
+    /// Days of lookups done, to tell which needs are met.
+    carrier_checked: Option<NaiveDate>,
+    recycled_checked: Option<NaiveDate>,
+    transitions: Vec<Transition>,
+}
+
+impl Tracker {
+    fn new(c: &ContactFacts, tz: Tz) -> Self {
+        let verified = c.verified_at.map(|v| v.with_timezone(&tz).date_naive());
+        let start = c.bound_since;
+        let mut t = Tracker {
+            id: c.id,
+            role: c.role,
+            bound_since: c.bound_since,
+            state: HealthState::Unverified,
+            since: start,
+            rule: Rule::Initial,
+            proven: verified.is_some(),
+            last_engaged: verified,
+            healthy_since: None,
+            silence_anchor: verified.unwrap_or(start).max(start),
+            deliveries_since_anchor: 0,
+            third_delivery_day: None,
+            hard_days: Vec::new(),
+            suspended_days: Vec::new(),
+            transient_days: Vec::new(),
+            carrier_gone: Vec::new(),
+            needs: Vec::new(),
+            carrier_checked: None,
+            recycled_checked: None,
+            transitions: Vec::new(),
+        };
+        if c.retired {
+            t.state = HealthState::Retired;
+        } else if let Some(v) = verified {
+            t.state = HealthState::Healthy;
+            t.since = v;
+            t.healthy_since = Some(v);
+        }
+        t
+    }
+
+    /// What positive evidence alone supports on `day`.
+    fn settled(&self, day: NaiveDate, cfg: &HealthConfig) -> HealthState {
+        match self.last_engaged {
+            Some(e) if self.proven && days_between(e, day) < i64::from(cfg.healthy_window_days) => HealthState::Healthy,
+            _ if self.proven => HealthState::Verified,
+            _ => HealthState::Unverified,
+        }
+    }
+
+    fn go(
+        &mut self,
+        day: NaiveDate,
+        to: HealthState,
+        rule: Rule,
+        evidence: Vec<EvidenceId>,
+        events: &mut Vec<HealthEvent>,
+    ) {
+        if self.state == HealthState::Retired {
+            return;
+        }
+        let from = self.state;
+        if from == to && self.rule == rule {
+            return;
+        }
+        if from == to && to != HealthState::Suspect {
+            // Same state for another reason: keep the original rule and date (a healthy number
+            // that engages again stays healthy since the first day).
+            return;
+        }
+        let event = match to {
+            HealthState::Suspect if from != HealthState::Suspect => Some(HealthEventKind::ContactSuspect),
+            HealthState::Suspended if from != to => Some(HealthEventKind::ContactSuspended),
+            HealthState::Dead if from != to => Some(HealthEventKind::ContactDead),
+            HealthState::Reassigned if from != to => Some(HealthEventKind::ContactReassigned),
+            HealthState::Healthy | HealthState::Verified | HealthState::Unverified
+                if matches!(
+                    from,
+                    HealthState::Suspect | HealthState::Suspended | HealthState::Dead | HealthState::Reassigned
+                ) =>
+            {
+                Some(HealthEventKind::ContactRecovered)
+            }
+            _ => None,
+        };
+        if let Some(kind) = event {
+            events.push(HealthEvent {
+                kind,
+                contact: Some(self.id),
+                day,
+                rule,
+                evidence: evidence.clone(),
+            });
+        }
+        if to == HealthState::Healthy && from != HealthState::Healthy {
+            self.healthy_since = Some(day);
+        } else if to != HealthState::Healthy {
+            self.healthy_since = None;
+        }
+        if to != HealthState::Suspect {
+            self.needs.clear();
+        }
+        self.transitions.push(Transition {
+            day,
+            from,
+            to,
+            rule,
+            evidence,
+        });
+        self.state = to;
+        self.since = day;
+        self.rule = rule;
+    }
+
+    fn suspect(&mut self, day: NaiveDate, rule: Rule, evidence: Vec<EvidenceId>, events: &mut Vec<HealthEvent>) {
+        // A suspicion never lifts a contact that is already worse off.
+        if self.state.rank() < HealthState::Suspect.rank() && self.state != HealthState::Dead {
+            return;
+        }
+        if self.state == HealthState::Suspect && !self.rule.is_delivery_suspicion() && rule.is_delivery_suspicion() {
+            // An ownership suspicion is not downgraded to a delivery one.
+            self.add_need(rule, day);
+            return;
+        }
+        self.go(day, HealthState::Suspect, rule, evidence, events);
+        self.add_need(rule, day);
+    }
+
+    fn add_need(&mut self, rule: Rule, day: NaiveDate) {
+        let need = match rule {
+            Rule::FirstHardFailure
+            | Rule::AnomalyAfterHealthy
+            | Rule::TransientAnomaly
+            | Rule::TransientWeek
+            | Rule::SuspendedReceipt => {
+                Need::CarrierCheck
+            }
+            Rule::SilentLong | Rule::DeliversAfterDead | Rule::EngagedAfterDead | Rule::CarrierEmptyUnconfirmed => {
+                Need::RecycledCheck {
+                    since: self.last_known_good(),
+                }
+            }
+            Rule::SimSwap | Rule::DisputeReply | Rule::SelfReportedNewNumber => Need::Reverify,
+            _ => return,
+        };
+        if !self.needs.iter().any(|(n, _)| *n == need) {
+            self.needs.push((need, day));
+        }
+    }
+
+    /// The last day the number was known to be the borrower's: the recycled-number check's date.
+    fn last_known_good(&self) -> NaiveDate {
+        self.last_engaged.unwrap_or(self.bound_since).max(self.bound_since)
+    }
+
+    fn clear_failures(&mut self) {
+        self.hard_days.clear();
+        self.suspended_days.clear();
+        self.transient_days.clear();
+    }
+
+    /// Applies time-based rules due before `day`.
+    fn advance_to(&mut self, day: NaiveDate, paid: &[NaiveDate], cfg: &HealthConfig, events: &mut Vec<HealthEvent>) {
+        if self.state == HealthState::Healthy {
+            if let Some(e) = self.last_engaged {
+                let due = e + Duration::days(i64::from(cfg.healthy_window_days));
+                if due < day {
+                    self.go(due, HealthState::Verified, Rule::EngagementAged, Vec::new(), events);
+                }
+            }
+        }
+        if let Some(prev) = day.pred_opt() {
+            self.check_silence(prev, day, paid, cfg, events);
+        }
+    }
+
+    /// The silence rule: checked as of `as_of`, with payments known before `before`.
+    fn check_silence(
+        &mut self,
+        as_of: NaiveDate,
+        before: NaiveDate,
+        paid: &[NaiveDate],
+        cfg: &HealthConfig,
+        events: &mut Vec<HealthEvent>,
+    ) {
+        if !matches!(
+            self.state,
+            HealthState::Unverified | HealthState::Verified | HealthState::Healthy | HealthState::Degraded
+        ) || self.role.is_third_party()
+        {
+            return;
+        }
+        let Some(third) = self.third_delivery_day else {
+            return;
+        };
+        let anchor = self.silence_anchor;
+        let paying_elsewhere = paid.iter().find(|p| **p >= anchor && **p <= before.min(as_of));
+        let due = match paying_elsewhere {
+            Some(p) => (anchor + Duration::days(i64::from(cfg.silent_days_paying_elsewhere))).max(*p),
+            None => anchor + Duration::days(i64::from(cfg.silent_days)),
+        }
+        .max(third);
+        if due <= as_of {
+            self.suspect(due, Rule::SilentLong, Vec::new(), events);
+        }
+    }
+
+    fn step(&mut self, day: NaiveDate, s: &DaySummary, cfg: &HealthConfig, events: &mut Vec<HealthEvent>) {
+        if self.state == HealthState::Retired {
+            return;
+        }
+        let dead_or_gone = matches!(self.state, HealthState::Dead | HealthState::Reassigned);
+
+        // 1. Proof of ownership clears everything.
+        if !s.proof.is_empty() {
+            self.proven = true;
+            self.last_engaged = Some(day);
+            self.silence_anchor = day;
+            self.deliveries_since_anchor = 0;
+            self.third_delivery_day = None;
+            self.clear_failures();
+            self.carrier_gone.clear();
+            let (rule, _) = s.proof[0];
+            let ids = s.proof.iter().map(|(_, id)| *id).collect();
+            self.go(day, HealthState::Healthy, rule, ids, events);
+        }
+
+        // 2. Engagement and deliveries.
+        if !s.engaged.is_empty() {
+            match self.state {
+                HealthState::Dead => self.suspect(day, Rule::EngagedAfterDead, s.engaged.clone(), events),
+                HealthState::Reassigned => {}
+                HealthState::Suspect if !self.rule.is_delivery_suspicion() => {}
+                _ => {
+                    self.proven = true;
+                    self.last_engaged = Some(day);
+                    self.silence_anchor = day;
+                    self.deliveries_since_anchor = 0;
+                    self.third_delivery_day = None;
+                    self.clear_failures();
+                    self.carrier_gone.clear();
+                    self.go(day, HealthState::Healthy, Rule::Engaged, s.engaged.clone(), events);
+                }
+            }
+        }
+        if !s.delivered.is_empty() {
+            if self.state == HealthState::Dead {
+                self.suspect(day, Rule::DeliversAfterDead, s.delivered.clone(), events);
+            } else if !dead_or_gone {
+                let before = self.deliveries_since_anchor;
+                self.deliveries_since_anchor += s.delivered.len() as u32;
+                if before < cfg.silent_min_deliveries && self.deliveries_since_anchor >= cfg.silent_min_deliveries {
+                    self.third_delivery_day = Some(day);
+                }
+                self.hard_days.clear();
+                self.suspended_days.clear();
+                self.transient_days.clear();
+                let resumes = match self.state {
+                    HealthState::Degraded | HealthState::Suspended => true,
+                    HealthState::Suspect => matches!(self.rule, Rule::TransientAnomaly | Rule::TransientWeek),
+                    _ => false,
+                };
+                if resumes {
+                    let to = self.settled(day, cfg);
+                    self.go(day, to, Rule::DeliveryResumed, s.delivered.clone(), events);
+                }
+            }
+        }
+
+        // 3. Carrier and registry answers.
+        let normal = s.carrier_has(&[NumberStatus::Normal]);
+        if !normal.is_empty() {
+            self.carrier_checked = Some(day);
+            let lifts = match self.state {
+                HealthState::Suspect => self.rule.is_delivery_suspicion(),
+                HealthState::Suspended => true,
+                _ => false,
+            };
+            if lifts && s.hard.is_empty() && s.suspended.is_empty() {
+                self.clear_failures();
+                let to = self.settled(day, cfg);
+                self.go(day, to, Rule::CarrierNormal, normal, events);
+            }
+        }
+        if !s.carrier_has(&[NumberStatus::PoweredOff, NumberStatus::Unknown]).is_empty() {
+            self.carrier_checked = Some(day);
+        }
+        for (answer, id) in &s.recycled {
+            self.recycled_checked = Some(day);
+            match answer {
+                RecycleAnswer::Yes => {
+                    self.proven = false;
+                    self.go(day, HealthState::Reassigned, Rule::RecycledYes, vec![*id], events);
+                }
+                RecycleAnswer::No => {
+                    self.silence_anchor = day;
+                    self.deliveries_since_anchor = 0;
+                    self.third_delivery_day = None;
+                    if self.state == HealthState::Suspect
+                        && matches!(
+                            self.rule,
+                            Rule::SilentLong | Rule::DeliversAfterDead | Rule::EngagedAfterDead | Rule::CarrierEmptyUnconfirmed
+                        )
+                        && s.hard.is_empty()
+                    {
+                        self.clear_failures();
+                        self.carrier_gone.clear();
+                        let to = self.settled(day, cfg);
+                        self.go(day, to, Rule::RecycledNo, vec![*id], events);
+                    }
+                }
+                RecycleAnswer::NoData => {
+                    self.silence_anchor = day;
+                    self.deliveries_since_anchor = 0;
+                    self.third_delivery_day = None;
+                    if self.state == HealthState::Suspect && self.rule == Rule::SilentLong {
+                        self.proven = false;
+                        self.go(day, HealthState::Unverified, Rule::RecycledNoData, vec![*id], events);
+                    }
+                }
+            }
+        }
+        let gone = s.carrier_has(&[NumberStatus::Empty, NumberStatus::Cancelled]);
+        if !gone.is_empty() {
+            self.carrier_checked = Some(day);
+            self.carrier_gone.extend(gone.iter().map(|id| (day, *id)));
+        }
+        let carrier_suspended = s.carrier_has(&[NumberStatus::Suspended]);
+        if !carrier_suspended.is_empty() {
+            self.carrier_checked = Some(day);
+        }
+
+        // 4. Failures.
+        let working = |st: HealthState| st.is_working();
+        if !s.hard.is_empty() && !matches!(self.state, HealthState::Reassigned) {
+            self.hard_days.push((day, s.hard[0]));
+        }
+        let window = i64::from(cfg.carrier_confirm_days);
+        let confirmed: Vec<EvidenceId> = {
+            let mut ids = Vec::new();
+            for (hd, hid) in &self.hard_days {
+                for (cd, cid) in &self.carrier_gone {
+                    if days_between(*hd, *cd).abs() <= window {
+                        ids.push(*hid);
+                        ids.push(*cid);
+                    }
+                }
+            }
+            ids.sort();
+            ids.dedup();
+            ids
+        };
+        let hard_day_count = {
+            let mut d: Vec<NaiveDate> = self.hard_days.iter().map(|(d, _)| *d).collect();
+            d.dedup();
+            d.len()
+        };
+        if working(self.state) || self.state == HealthState::Suspended {
+            if hard_day_count >= 2 {
+                let ids = self.hard_days.iter().map(|(_, id)| *id).collect();
+                self.proven = false;
+                self.go(day, HealthState::Dead, Rule::HardFailureTwoDays, ids, events);
+            } else if !confirmed.is_empty() {
+                self.proven = false;
+                self.go(day, HealthState::Dead, Rule::HardFailureCarrierConfirmed, confirmed, events);
+            } else if !s.hard.is_empty() {
+                let long_healthy = self
+                    .healthy_since
+                    .is_some_and(|h| days_between(h, day) >= i64::from(cfg.long_healthy_days));
+                let rule = if long_healthy {
+                    Rule::AnomalyAfterHealthy
+                } else {
+                    Rule::FirstHardFailure
+                };
+                self.suspect(day, rule, s.hard.clone(), events);
+            } else if !gone.is_empty() {
+                self.suspect(day, Rule::CarrierEmptyUnconfirmed, gone.clone(), events);
+            }
+        }
+        if !s.suspended.is_empty() {
+            self.suspended_days.push((day, s.suspended[0]));
+        }
+        if working(self.state) {
+            if !carrier_suspended.is_empty() {
+                self.go(day, HealthState::Suspended, Rule::CarrierSuspended, carrier_suspended, events);
+            } else if self.suspended_days.len() >= 2 {
+                let ids = self.suspended_days.iter().map(|(_, id)| *id).collect();
+                self.go(day, HealthState::Suspended, Rule::SuspendedTwoDays, ids, events);
+            } else if !s.suspended.is_empty() {
+                self.suspect(day, Rule::SuspendedReceipt, s.suspended.clone(), events);
+            }
+        }
+        let powered_off = s.carrier_has(&[NumberStatus::PoweredOff]);
+        if (!s.transient.is_empty() || !powered_off.is_empty()) && s.delivered.is_empty() && s.engaged.is_empty() {
+            let first = s.transient.first().or(powered_off.first()).copied();
+            if let Some(id) = first {
+                self.transient_days.push((day, id));
+            }
+            let n = self.transient_days.len() as u32;
+            let ids: Vec<EvidenceId> = self.transient_days.iter().map(|(_, id)| *id).collect();
+            let long_healthy = self
+                .healthy_since
+                .is_some_and(|h| days_between(h, day) >= i64::from(cfg.long_healthy_days));
+            if n >= cfg.suspect_after_transient_days && working(self.state) {
+                self.suspect(day, Rule::TransientWeek, ids, events);
+            } else if n >= cfg.degrade_after_transient_days {
+                if long_healthy && self.state == HealthState::Healthy {
+                    self.suspect(day, Rule::TransientAnomaly, ids, events);
+                } else if matches!(
+                    self.state,
+                    HealthState::Healthy | HealthState::Verified | HealthState::Unverified
+                ) {
+                    self.go(day, HealthState::Degraded, Rule::TransientStreak, ids, events);
+                }
+            }
+        }
+        if !s.sim_swap.is_empty() && working(self.state) {
+            self.proven = false;
+            self.suspect(day, Rule::SimSwap, s.sim_swap.clone(), events);
+        }
+        if !s.new_number.is_empty() && working(self.state) {
+            self.suspect(day, Rule::SelfReportedNewNumber, s.new_number.clone(), events);
+        }
+        if !s.dispute.is_empty() && working(self.state) {
+            self.suspect(day, Rule::DisputeReply, s.dispute.clone(), events);
+        }
+        if let Some((rule, _)) = s.wrong_party.first() {
+            self.proven = false;
+            let ids = s.wrong_party.iter().map(|(_, id)| *id).collect();
+            self.go(day, HealthState::Reassigned, *rule, ids, events);
+        }
+
+        // 5. Operators decide last.
+        for (action, id) in &s.operator {
+            match action {
+                OperatorAction::Verify => {
+                    self.proven = true;
+                    self.last_engaged = Some(day);
+                    self.silence_anchor = day;
+                    self.deliveries_since_anchor = 0;
+                    self.third_delivery_day = None;
+                    self.clear_failures();
+                    self.carrier_gone.clear();
+                    self.go(day, HealthState::Healthy, Rule::OperatorVerified, vec![*id], events);
+                }
+                OperatorAction::MarkDead => {
+                    self.proven = false;
+                    self.go(day, HealthState::Dead, Rule::OperatorMarkedDead, vec![*id], events);
+                }
+                OperatorAction::MarkReassigned => {
+                    self.proven = false;
+                    self.go(day, HealthState::Reassigned, Rule::OperatorMarkedReassigned, vec![*id], events);
+                }
+                OperatorAction::Reinstate => {
+                    self.proven = false;
+                    self.clear_failures();
+                    self.carrier_gone.clear();
+                    self.go(day, HealthState::Unverified, Rule::OperatorReinstated, vec![*id], events);
+                }
+                OperatorAction::Retire => {
+                    self.go(day, HealthState::Retired, Rule::OperatorRetired, vec![*id], events);
+                }
+            }
+        }
+    }
+
+    fn finish(self, score: f64) -> Assessment {
+        let needs = if self.state == HealthState::Suspect {
+            self.needs
+                .iter()
+                .filter(|(need, raised)| match need {
+                    Need::CarrierCheck => self.carrier_checked.is_none_or(|c| c < *raised),
+                    Need::RecycledCheck { .. } => self.recycled_checked.is_none_or(|c| c < *raised),
+                    Need::Reverify => true,
+                })
+                .map(|(n, _)| *n)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut hard: Vec<NaiveDate> = self.hard_days.iter().map(|(d, _)| *d).collect();
+        hard.dedup();
+        Assessment {
+            contact: self.id,
+            role: self.role,
+            state: self.state,
+            since: self.since,
+            rule: self.rule,
+            score,
+            last_engaged: self.last_engaged,
+            hard_failure_days: hard,
+            needs,
+            transitions: self.transitions,
+        }
+    }
+}
+
+fn days_between(a: NaiveDate, b: NaiveDate) -> i64 {
+    (b - a).num_days()
+}
