@@ -3,3 +3,7 @@
 //! Architecture Invariant: this crate does no IO, reads no clock and draws no global
 //! randomness. Evidence and `now` are passed in; the same inputs always give the same outputs,
 //! so the live engine and the simulator run the same code.
+
+pub mod reply;
+
+pub use reply::{Classification, ReplyClass, ReplyClassifier};
