@@ -322,7 +322,7 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         "optout.zh.dont_send.blocked",
         Block(&[C::OptOut]),
         Anywhere,
-        r"(别|不要)(发|打)错",
+        r"(别|不要)(再|在)?(发|打)错",
     ),
     (
         "optout.zh.stop_sending",
@@ -334,7 +334,7 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         "optout.zh.block",
         Class(C::OptOut),
         Anywhere,
-        r"拉黑|屏蔽|黑名单|骚扰|勿扰|免打扰|投诉|别烦|不要烦|烦不烦|烦死|滚开|滚蛋",
+        r"拉黑|屏蔽|拒收|拒绝接收|黑名单|骚扰|勿扰|免打扰|投诉|别烦|不要烦|烦不烦|烦死|滚开|滚蛋",
     ),
     (
         "optout.zh.cancel",
@@ -377,7 +377,7 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         "wrong.en.not_him",
         Class(C::WrongNumber),
         Anywhere,
-        r"\b(this|that|it)('s| is|s)? not (him|her|them|he|she)\b|\b(this|it)('s| is)?( not|n'?t) (his|her|their) (number|phone|cell)\b|\b(i'?m|i am|im) not (him|her|the borrower|the person you|who you|that person|mr|mrs|ms|miss)\b|\bnot (the|who) (person|one|guy) you'?re (looking|asking)|\bnot who you think\b|\bnot the (person|guy|lady|borrower) you\b|\byou (have|got|'ve got|ve got|have got|are texting|are calling|texted|called|reached) the wrong\b",
+        r"\b(this|that|it)('s| is|s)? not (him|her|them|he|she)\b|\b(this|it)('s| is)?( not|n'?t) (his|her|their) (number|phone|cell)\b|\b(i'?m|i am|im) not (him|her|the borrower|the person you|who you|that person|mr|mrs|ms|miss)\b|\bnot (the|who) (person|one|guy) you'?re (looking|asking)|\bnot who you think\b|\bnot the (person|guy|lady|borrower) you\b|\b(you|u|ya|you'?ve|youve) (have|got|'ve got|ve got|have got|are texting|are calling|texted|called|reached|r texting|r calling) the wrong\b",
     ),
     (
         "wrong.en.dont_know",
@@ -413,7 +413,7 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         "wrong.zh.dacuo.blocked",
         Block(&[C::WrongNumber]),
         Anywhere,
-        r"(不是|没有?|并没有?|没|应该没)(打|发|拨|找|认)(错|措)|(别|不要|不会)(打|发|找|认)错|是不是(你们)?(打|发)错|(打|发)错(钱|金额|款|账)",
+        r"(不是|没有?|并没有?|没|应该没)(打|发|拨|找|认)(错|措)|是不是(你们)?(打|发)错|(打|发)错(钱|金额|款|账)",
     ),
     (
         "wrong.zh.not_self",
@@ -536,7 +536,7 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         "willpay.zh",
         Class(C::WillPay),
         Anywhere,
-        r"(马上|立刻|立即|稍后|等下|等一下|等会儿?|一会儿?|待会儿?|晚点|晚些|回头|今天|今晚|明天|明早|后天|下午|晚上|中午|月底|月初|下周[一二三四五六日天]?|下个?月|下个?星期[一二三四五六日天]?|过几天|过两天|这几天|这两天|周[一二三四五六日末]|星期[一二三四五六日天]|\d+ ?号|[一二三四五六七八九十]+号|工资到了?|发工资了?|发了工资|尽快|尽量|争取|一定|会|肯定|保证|这就|现在就?|马上就|准备|打算|去|再|就|来)(就|会|去|再|给你们|给你|前|之前|以前|内)?(一定|尽快)?(还|还款|还钱|还上|处理|付|转|交|缴|安排|结清|还清|补上)",
+        r"(马上|立刻|立即|稍后|等下|等一下|等会儿?|一会儿?|待会儿?|晚点|晚些|回头|今天|今晚|明天|明早|后天|下午|晚上|中午|月底|月初|下周[一二三四五六日天]?|下个?月|下个?星期[一二三四五六日天]?|过几天|过两天|这几天|这两天|这周|本周|这个?月|本月|周末|月中|年底|周[一二三四五六日末]|星期[一二三四五六日天]|\d+ ?号|[一二三四五六七八九十]+号|工资到了?|发工资了?|发了工资|尽快|尽量|争取|一定|会|肯定|保证|这就|现在就?|马上就|准备|打算|去|再|就|来)(在|把钱)?(今天|今晚|明天|这周|本周|这个?月|本月|月底|下周|周末|这几天|这两天)?(就|会|去|再|给你们|给你|前|之前|以前|内)?(一定|尽快)?(还|还款|还钱|还上|处理|付|转|交|缴|安排|结清|还清|补上)",
     ),
     (
         "willpay.zh.soon",
@@ -922,6 +922,7 @@ fn is_dropped_symbol(c: char) -> bool {
 fn simplified(c: char) -> char {
     match c {
         '號' => '号',
+        '您' => '你',
         '碼' => '码',
         '錯' => '错',
         '訂' => '订',
