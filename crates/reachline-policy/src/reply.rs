@@ -80,6 +80,9 @@
 //! - The first number that parses is taken; a message naming two numbers (old and new) may pick
 //!   the old one. The engine should compare it with the number the reply came from.
 //! - Pinyin replies (dacuole, tuiding) are not read.
+//! - Soft refusals are not opt-outs: 不需要, 不用了, "not interested" fall to `other` (or
+//!   `acknowledged` with a "thank you"). "I'm not <name>" is `wrong_number` only when the name ends
+//!   the sentence and is not a listed adjective ("I'm not sure" is not).
 
 use std::fmt;
 
@@ -334,7 +337,7 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         "optout.zh.block",
         Class(C::OptOut),
         Anywhere,
-        r"拉黑|屏蔽|拒收|拒绝接收|黑名单|骚扰|勿扰|免打扰|投诉|别烦|不要烦|烦不烦|烦死|滚开|滚蛋",
+        r"拉黑|屏蔽|拒收|报警|拒绝接收|黑名单|骚扰|勿扰|免打扰|投诉|别烦|不要烦|烦不烦|烦死|滚开|滚蛋",
     ),
     (
         "optout.zh.cancel",
@@ -380,6 +383,18 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         r"\b(this|that|it)('s| is|s)? not (him|her|them|he|she)\b|\b(this|it)('s| is)?( not|n'?t) (his|her|their) (number|phone|cell)\b|\b(i'?m|i am|im) not (him|her|the borrower|the person you|who you|that person|mr|mrs|ms|miss)\b|\bnot (the|who) (person|one|guy) you'?re (looking|asking)|\bnot who you think\b|\bnot the (person|guy|lady|borrower) you\b|\b(you|u|ya|you'?ve|youve) (have|got|'ve got|ve got|have got|are texting|are calling|texted|called|reached|r texting|r calling) the wrong\b",
     ),
     (
+        "wrong.en.not_name",
+        Class(C::WrongNumber),
+        Anywhere,
+        r"\b(i'?m|i am|im) not [a-z]+( [a-z]+)?( ?[.!,;]|$)",
+    ),
+    (
+        "wrong.en.not_name.blocked",
+        Block(&[C::WrongNumber]),
+        Anywhere,
+        r"\b(i'?m|i am|im) not (sure|able|ready|going|gonna|paying|home|available|interested|working|rich|happy|ok|okay|well|fine|here|free|lying|kidding|joking|done|employed|there|in|at|late|very|really|so|too|yet|certain|aware|allowed|trying|refusing|running|hiding|doing|responsible|liable|mad|angry|upset|sorry)\b",
+    ),
+    (
         "wrong.en.dont_know",
         Class(C::WrongNumber),
         Anywhere,
@@ -419,7 +434,7 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         "wrong.zh.not_self",
         Class(C::WrongNumber),
         Anywhere,
-        r"不是(我)?本人|本人不是|非本人|不是(他|她)本人|我不是(他|她|他们|她们|这个人|你(要|们要)?找的人|借款人|当事人|机主)|你(们)?找的(人)?不是我|不是(你|你们)(要|想)?找的(人|那个人|那位)|不是(他|她|他们)的(号|号码|手机|电话)|这(个)?(号码?|电话|手机)?不是(他|她)的|我不姓",
+        r"不是(我)?本人|本人不是|非本人|不是(他|她)本人|我不是(他|她|他们|她们|这个人|你(要|们要)?找的人|借款人|当事人|机主)|你(们)?找的(人)?不是我|不是(你|你们)(要|想)?找的(人|那个人|那位)|不是(他|她|他们)的(号|号码|手机|电话)|这(个)?(号码?|电话|手机)?不是(他|她)的|我不姓|(这|这个)?(号码?|电话|手机号?)(已经|早就)?不是(我|他|她)的|不是(我|他|她)的(号码?|电话|手机号?)",
     ),
     (
         "wrong.zh.not_name",
@@ -567,7 +582,7 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         "ack.zh",
         Class(C::Acknowledged),
         Anywhere,
-        r"收到|好的|好滴|好哒|好嘞|好噠|好呢|好吧|知道了|知道啦|晓得|明白|了解|谢谢|多谢|感谢|谢啦|行吧|可以的|嗯嗯|恩恩|没问题|是我|是本人|我是本人|ok|好好",
+        r"收到|好的|好滴|好哒|好嘞|好噠|好呢|好吧|知道了|知道啦|晓得|明白|了解|谢谢|多谢|感谢|谢啦|行吧|可以的|嗯嗯|恩恩|没问题|是我|是本人|我是本人|好好",
     ),
     (
         "ack.zh.blocked",
@@ -1071,6 +1086,9 @@ mod tests {
         assert_eq!(class("I owe 1 more payment?"), C::Other);
         assert_eq!(class("td"), C::OptOut);
         assert_eq!(class("quit my job, will pay when I can"), C::WillPay);
+        assert_eq!(class("still looking for a job"), C::Other);
+        assert_eq!(class("I'm not John"), C::WrongNumber);
+        assert_eq!(class("I'm not sure"), C::Other);
     }
 
     #[test]
