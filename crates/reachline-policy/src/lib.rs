@@ -15,3 +15,4 @@ pub use health::{
     Need, Rule, Transition,
 };
 pub use intel::{recycled_since, NumberStatus, RecycleAnswer};
+pub use reply::{Classification, ReplyClass, ReplyClassifier};
