@@ -158,8 +158,13 @@ impl Evidence {
             EvidenceKind::Delivery { class, .. } => *class,
             EvidenceKind::Reply { class, .. } => match class {
                 ReplyClass::WrongNumber => DeliveryClass::WrongParty,
-                // Someone read it; what they said is judged in `health`.
-                _ => DeliveryClass::Engaged,
+                // Acting on the notice as one's own debt is engagement.
+                ReplyClass::Acknowledged | ReplyClass::Paid | ReplyClass::WillPay => DeliveryClass::Engaged,
+                // Someone read it, but not necessarily the borrower: a stranger on a recycled
+                // number also asks "who is this?" or says STOP. Judged further in `health`.
+                ReplyClass::Dispute | ReplyClass::OptOut | ReplyClass::NewNumber | ReplyClass::Other => {
+                    DeliveryClass::Delivered
+                }
             },
             EvidenceKind::LinkClick { .. } | EvidenceKind::CodeConfirmed => DeliveryClass::Engaged,
             EvidenceKind::Payment { via_contact: true } => DeliveryClass::Engaged,

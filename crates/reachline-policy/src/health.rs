@@ -33,7 +33,7 @@
 //! | rule | from | to | on |
 //! |---|---|---|---|
 //! | `initial` | — | `unverified`, or `healthy`/`verified` when the book says it was verified | the contact's facts |
-//! | `engaged` | unverified, verified, degraded, suspect (delivery-type suspicions) | healthy | a reply, click, keypress, confirmed call or payment through it |
+//! | `engaged` | unverified, verified, degraded, suspended, suspect (delivery suspicions, silence) | healthy | an acknowledging or paying reply, a click, a confirmed call, a payment through it |
 //! | `code_confirmed` / `borrower_confirmed` / `operator_verified` | any but retired | healthy | a code entered, "still mine" in a verified session, an operator's check; clears every suspicion |
 //! | `engagement_aged` | healthy | verified | no engagement for `healthy_window_days` |
 //! | `transient_streak` | unverified, verified, healthy (not long) | degraded | transient failures on `degrade_after_transient_days` days with nothing delivered since |
@@ -53,7 +53,7 @@
 //! | `recycled_yes` | any but retired | reassigned | a recycled-number check answers "yes" |
 //! | `recycled_no` | suspect (ownership suspicions) | settled state | the check answers "no" |
 //! | `recycled_no_data` | suspect (silence) | unverified | the check cannot tell |
-//! | `silent_long` | unverified, verified, healthy, degraded | suspect (+ recycled-number check) | `silent_min_deliveries` deliveries and no engagement for `silent_days` (`silent_days_paying_elsewhere` when the borrower pays by other means); debt content waits for the check |
+//! | `silent_long` | unverified, verified, healthy, degraded, suspect (delivery suspicions) | suspect (+ recycled-number check) | `silent_min_deliveries` deliveries and no engagement for `silent_days` (`silent_days_paying_elsewhere` when the borrower pays by other means); debt content waits for the check |
 //! | `delivers_after_dead` | dead | suspect (+ recycled-number check) | a dead number delivers again: it has probably been given to someone else |
 //! | `engaged_after_dead` | dead | suspect (+ recycled-number check) | the same, with engagement |
 //! | `sim_swap` | any working state | suspect (+ re-verification) | a SIM swap since the number was last proven |
@@ -395,7 +395,8 @@ impl Assessment {
 pub struct BorrowerHealth {
     pub contacts: Vec<Assessment>,
     pub events: Vec<HealthEvent>,
-    /// At least one of the borrower's own contact points works.
+    /// At least one of the borrower's own contact points still works: any state but suspended,
+    /// dead, reassigned and retired, and not a dead number that started delivering again.
     pub reachable: bool,
     /// Since when no own contact point has worked, if none does.
     pub unreachable_since: Option<NaiveDate>,
@@ -418,9 +419,9 @@ pub fn assess_borrower(
     }
     let mut trackers: Vec<Tracker> = contacts.iter().map(|c| Tracker::new(c, tz)).collect();
     let mut events = Vec::new();
-    let mut paid_elsewhere: Vec<NaiveDate> = Vec::new();
+    let mut paid_elsewhere: Vec<(NaiveDate, EvidenceId)> = Vec::new();
     let own = |t: &Tracker| !t.role.is_third_party();
-    let mut reachable = trackers.iter().filter(|t| own(t)).any(|t| t.state.is_working());
+    let mut reachable = trackers.iter().filter(|t| own(t)).any(|t| t.works());
     let mut unreachable_since = (!reachable && trackers.iter().any(own)).then(|| {
         trackers
             .iter()
@@ -433,11 +434,13 @@ pub fn assess_borrower(
         if day > today {
             break;
         }
-        if items
+        if let Some(id) = items
             .iter()
-            .any(|e| e.contact.is_none() && matches!(e.kind, EvidenceKind::Payment { .. }))
+            .filter(|e| e.contact.is_none() && matches!(e.kind, EvidenceKind::Payment { .. }))
+            .map(|e| e.id)
+            .min()
         {
-            paid_elsewhere.push(day);
+            paid_elsewhere.push((day, id));
         }
         for t in trackers.iter_mut() {
             t.advance_to(day, &paid_elsewhere, cfg, &mut events);
@@ -447,7 +450,7 @@ pub fn assess_borrower(
             }
             t.check_silence(day, day, &paid_elsewhere, cfg, &mut events);
         }
-        let now_reachable = trackers.iter().filter(|t| own(t)).any(|t| t.state.is_working());
+        let now_reachable = trackers.iter().filter(|t| own(t)).any(|t| t.works());
         if now_reachable != reachable && trackers.iter().any(own) {
             let cause = trackers
                 .iter()
@@ -616,8 +619,8 @@ impl DaySummary {
                     class: ReplyClass::NewNumber,
                     ..
                 } => {
-                    // Someone read it and says the borrower moved: engagement, and a suspicion.
-                    s.engaged.push(id);
+                    // Someone read it and says the borrower moved: a delivery, and a suspicion.
+                    s.delivered.push(id);
                     s.new_number.push(id);
                 }
                 _ => match e.class() {
@@ -680,6 +683,10 @@ struct Tracker {
     silence_anchor: NaiveDate,
     deliveries_since_anchor: u32,
     third_delivery_day: Option<NaiveDate>,
+    /// The deliveries the silence clock has counted, named by a `silent_long` transition.
+    silent_ids: Vec<EvidenceId>,
+    /// The evidence of the last engagement or proof, named by `engagement_aged`.
+    last_engaged_id: Option<EvidenceId>,
     hard_days: Vec<(NaiveDate, EvidenceId)>,
     suspended_days: Vec<(NaiveDate, EvidenceId)>,
     transient_days: Vec<(NaiveDate, EvidenceId)>,
@@ -709,6 +716,8 @@ impl Tracker {
             silence_anchor: verified.unwrap_or(start).max(start),
             deliveries_since_anchor: 0,
             third_delivery_day: None,
+            silent_ids: Vec::new(),
+            last_engaged_id: None,
             hard_days: Vec::new(),
             suspended_days: Vec::new(),
             transient_days: Vec::new(),
@@ -726,6 +735,17 @@ impl Tracker {
             t.healthy_since = Some(v);
         }
         t
+    }
+
+    /// Can a notice about the debt still reach the borrower through it?
+    fn works(&self) -> bool {
+        match self.state {
+            HealthState::Unverified | HealthState::Verified | HealthState::Healthy | HealthState::Degraded => true,
+            // Held for a check, but someone answered there lately; only a number that already
+            // died and came back does not count as a way to reach the borrower.
+            HealthState::Suspect => !matches!(self.rule, Rule::DeliversAfterDead | Rule::EngagedAfterDead),
+            _ => false,
+        }
     }
 
     /// What positive evidence alone supports on `day`.
@@ -842,6 +862,14 @@ impl Tracker {
         self.last_engaged.unwrap_or(self.bound_since).max(self.bound_since)
     }
 
+    /// Restarts the silence clock: the number was last known good on `day`.
+    fn reset_silence(&mut self, day: NaiveDate) {
+        self.silence_anchor = day;
+        self.deliveries_since_anchor = 0;
+        self.third_delivery_day = None;
+        self.silent_ids.clear();
+    }
+
     fn clear_failures(&mut self) {
         self.hard_days.clear();
         self.suspended_days.clear();
@@ -849,12 +877,13 @@ impl Tracker {
     }
 
     /// Applies time-based rules due before `day`.
-    fn advance_to(&mut self, day: NaiveDate, paid: &[NaiveDate], cfg: &HealthConfig, events: &mut Vec<HealthEvent>) {
+    fn advance_to(&mut self, day: NaiveDate, paid: &[(NaiveDate, EvidenceId)], cfg: &HealthConfig, events: &mut Vec<HealthEvent>) {
         if self.state == HealthState::Healthy {
             if let Some(e) = self.last_engaged {
                 let due = e + Duration::days(i64::from(cfg.healthy_window_days));
                 if due < day {
-                    self.go(due, HealthState::Verified, Rule::EngagementAged, Vec::new(), events);
+                    let ids = self.last_engaged_id.into_iter().collect();
+                    self.go(due, HealthState::Verified, Rule::EngagementAged, ids, events);
                 }
             }
         }
@@ -868,29 +897,33 @@ impl Tracker {
         &mut self,
         as_of: NaiveDate,
         before: NaiveDate,
-        paid: &[NaiveDate],
+        paid: &[(NaiveDate, EvidenceId)],
         cfg: &HealthConfig,
         events: &mut Vec<HealthEvent>,
     ) {
-        if !matches!(
-            self.state,
-            HealthState::Unverified | HealthState::Verified | HealthState::Healthy | HealthState::Degraded
-        ) || self.role.is_third_party()
-        {
+        let open = match self.state {
+            HealthState::Unverified | HealthState::Verified | HealthState::Healthy | HealthState::Degraded => true,
+            // A silence that outlasts a delivery suspicion becomes the graver question.
+            HealthState::Suspect => self.rule.is_delivery_suspicion(),
+            _ => false,
+        };
+        if !open || self.role.is_third_party() {
             return;
         }
         let Some(third) = self.third_delivery_day else {
             return;
         };
         let anchor = self.silence_anchor;
-        let paying_elsewhere = paid.iter().find(|p| **p >= anchor && **p <= before.min(as_of));
+        let paying_elsewhere = paid.iter().find(|(p, _)| *p >= anchor && *p <= before.min(as_of));
         let due = match paying_elsewhere {
-            Some(p) => (anchor + Duration::days(i64::from(cfg.silent_days_paying_elsewhere))).max(*p),
+            Some((p, _)) => (anchor + Duration::days(i64::from(cfg.silent_days_paying_elsewhere))).max(*p),
             None => anchor + Duration::days(i64::from(cfg.silent_days)),
         }
         .max(third);
         if due <= as_of {
-            self.suspect(due, Rule::SilentLong, Vec::new(), events);
+            let mut ids = self.silent_ids.clone();
+            ids.extend(paying_elsewhere.map(|(_, id)| *id));
+            self.suspect(due, Rule::SilentLong, ids, events);
         }
     }
 
@@ -904,12 +937,11 @@ impl Tracker {
         if !s.proof.is_empty() {
             self.proven = true;
             self.last_engaged = Some(day);
-            self.silence_anchor = day;
-            self.deliveries_since_anchor = 0;
-            self.third_delivery_day = None;
+            self.reset_silence(day);
             self.clear_failures();
             self.carrier_gone.clear();
-            let (rule, _) = s.proof[0];
+            let (rule, first) = s.proof[0];
+            self.last_engaged_id = Some(first);
             let ids = s.proof.iter().map(|(_, id)| *id).collect();
             self.go(day, HealthState::Healthy, rule, ids, events);
         }
@@ -917,27 +949,34 @@ impl Tracker {
         // 2. Engagement and deliveries.
         if !s.engaged.is_empty() {
             match self.state {
-                HealthState::Dead => self.suspect(day, Rule::EngagedAfterDead, s.engaged.clone(), events),
+                HealthState::Dead => {
+                    self.clear_failures();
+                    self.carrier_gone.clear();
+                    self.suspect(day, Rule::EngagedAfterDead, s.engaged.clone(), events)
+                }
                 HealthState::Reassigned => {}
-                HealthState::Suspect if !self.rule.is_delivery_suspicion() => {}
+                HealthState::Suspect if !self.rule.is_delivery_suspicion() && self.rule != Rule::SilentLong => {}
                 _ => {
                     self.proven = true;
                     self.last_engaged = Some(day);
-                    self.silence_anchor = day;
-                    self.deliveries_since_anchor = 0;
-                    self.third_delivery_day = None;
+                    self.reset_silence(day);
                     self.clear_failures();
                     self.carrier_gone.clear();
+                    self.last_engaged_id = s.engaged.first().copied();
                     self.go(day, HealthState::Healthy, Rule::Engaged, s.engaged.clone(), events);
                 }
             }
         }
         if !s.delivered.is_empty() {
             if self.state == HealthState::Dead {
+                // The failures that made it dead are history; what matters now is who holds it.
+                self.clear_failures();
+                self.carrier_gone.clear();
                 self.suspect(day, Rule::DeliversAfterDead, s.delivered.clone(), events);
             } else if !dead_or_gone {
                 let before = self.deliveries_since_anchor;
                 self.deliveries_since_anchor += s.delivered.len() as u32;
+                self.silent_ids.extend(&s.delivered);
                 if before < cfg.silent_min_deliveries && self.deliveries_since_anchor >= cfg.silent_min_deliveries {
                     self.third_delivery_day = Some(day);
                 }
@@ -956,59 +995,7 @@ impl Tracker {
             }
         }
 
-        // 3. Carrier and registry answers.
-        let normal = s.carrier_has(&[NumberStatus::Normal]);
-        if !normal.is_empty() {
-            self.carrier_checked = Some(day);
-            let lifts = match self.state {
-                HealthState::Suspect => self.rule.is_delivery_suspicion(),
-                HealthState::Suspended => true,
-                _ => false,
-            };
-            if lifts && s.hard.is_empty() && s.suspended.is_empty() {
-                self.clear_failures();
-                let to = self.settled(day, cfg);
-                self.go(day, to, Rule::CarrierNormal, normal, events);
-            }
-        }
-        if !s.carrier_has(&[NumberStatus::PoweredOff, NumberStatus::Unknown]).is_empty() {
-            self.carrier_checked = Some(day);
-        }
-        for (answer, id) in &s.recycled {
-            self.recycled_checked = Some(day);
-            match answer {
-                RecycleAnswer::Yes => {
-                    self.proven = false;
-                    self.go(day, HealthState::Reassigned, Rule::RecycledYes, vec![*id], events);
-                }
-                RecycleAnswer::No => {
-                    self.silence_anchor = day;
-                    self.deliveries_since_anchor = 0;
-                    self.third_delivery_day = None;
-                    if self.state == HealthState::Suspect
-                        && matches!(
-                            self.rule,
-                            Rule::SilentLong | Rule::DeliversAfterDead | Rule::EngagedAfterDead | Rule::CarrierEmptyUnconfirmed
-                        )
-                        && s.hard.is_empty()
-                    {
-                        self.clear_failures();
-                        self.carrier_gone.clear();
-                        let to = self.settled(day, cfg);
-                        self.go(day, to, Rule::RecycledNo, vec![*id], events);
-                    }
-                }
-                RecycleAnswer::NoData => {
-                    self.silence_anchor = day;
-                    self.deliveries_since_anchor = 0;
-                    self.third_delivery_day = None;
-                    if self.state == HealthState::Suspect && self.rule == Rule::SilentLong {
-                        self.proven = false;
-                        self.go(day, HealthState::Unverified, Rule::RecycledNoData, vec![*id], events);
-                    }
-                }
-            }
-        }
+        // 3. Carrier answers that condemn.
         let gone = s.carrier_has(&[NumberStatus::Empty, NumberStatus::Cancelled]);
         if !gone.is_empty() {
             self.carrier_checked = Some(day);
@@ -1119,17 +1106,65 @@ impl Tracker {
             self.go(day, HealthState::Reassigned, *rule, ids, events);
         }
 
-        // 5. Operators decide last.
+        // 5. Answers that lift a suspicion, after the day's failures, so that a check asked for
+        //    by a failure and answered the same day settles it.
+        let normal = s.carrier_has(&[NumberStatus::Normal]);
+        if !normal.is_empty() {
+            self.carrier_checked = Some(day);
+            let lifts = match self.state {
+                HealthState::Suspect => self.rule.is_delivery_suspicion(),
+                HealthState::Suspended => true,
+                _ => false,
+            };
+            if lifts && !matches!(self.state, HealthState::Dead) {
+                self.clear_failures();
+                let to = self.settled(day, cfg);
+                self.go(day, to, Rule::CarrierNormal, normal, events);
+            }
+        }
+        if !s.carrier_has(&[NumberStatus::PoweredOff, NumberStatus::Unknown]).is_empty() {
+            self.carrier_checked = Some(day);
+        }
+        for (answer, id) in &s.recycled {
+            self.recycled_checked = Some(day);
+            match answer {
+                RecycleAnswer::Yes => {
+                    self.proven = false;
+                    self.go(day, HealthState::Reassigned, Rule::RecycledYes, vec![*id], events);
+                }
+                RecycleAnswer::No => {
+                    self.reset_silence(day);
+                    if self.state == HealthState::Suspect
+                        && matches!(
+                            self.rule,
+                            Rule::SilentLong | Rule::DeliversAfterDead | Rule::EngagedAfterDead | Rule::CarrierEmptyUnconfirmed
+                        )
+                    {
+                        self.clear_failures();
+                        self.carrier_gone.clear();
+                        let to = self.settled(day, cfg);
+                        self.go(day, to, Rule::RecycledNo, vec![*id], events);
+                    }
+                }
+                RecycleAnswer::NoData => {
+                    self.reset_silence(day);
+                    if self.state == HealthState::Suspect && self.rule == Rule::SilentLong {
+                        self.proven = false;
+                        self.go(day, HealthState::Unverified, Rule::RecycledNoData, vec![*id], events);
+                    }
+                }
+            }
+        }
+        // 6. Operators decide last.
         for (action, id) in &s.operator {
             match action {
                 OperatorAction::Verify => {
                     self.proven = true;
                     self.last_engaged = Some(day);
-                    self.silence_anchor = day;
-                    self.deliveries_since_anchor = 0;
-                    self.third_delivery_day = None;
+                    self.reset_silence(day);
                     self.clear_failures();
                     self.carrier_gone.clear();
+                    self.last_engaged_id = Some(*id);
                     self.go(day, HealthState::Healthy, Rule::OperatorVerified, vec![*id], events);
                 }
                 OperatorAction::MarkDead => {
