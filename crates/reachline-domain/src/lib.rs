@@ -20,8 +20,8 @@ pub mod national_id;
 pub mod phone;
 
 pub use borrower::{Borrower, Jurisdiction, PersonName};
-pub use consent::{Consent, ConsentSource, ConsentState, Purpose};
 pub use carrier::{original_carrier, OriginalCarrier};
+pub use consent::{Consent, ConsentSource, ConsentState, Purpose};
 pub use contact::{ContactAddress, ContactKind, ContactPoint, ContactRole, ContactSource, Relation};
 pub use delivery::DeliveryClass;
 pub use email::Email;

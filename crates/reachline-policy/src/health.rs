@@ -38,7 +38,7 @@
 //! | `engagement_aged` | healthy | verified | no engagement for `healthy_window_days` |
 //! | `transient_streak` | unverified, verified, healthy (not long) | degraded | transient failures on `degrade_after_transient_days` days with nothing delivered since |
 //! | `transient_week` | degraded, healthy, verified, unverified | suspect (+ carrier check) | transient failures on `suspect_after_transient_days` days |
-//! | `delivery_resumed` | degraded, suspended, suspect (transient suspicions) | settled state | a delivery after transient failures or a suspension |
+//! | `delivery_resumed` | degraded, suspended, suspect (transient or suspended-receipt suspicions) | settled state | a delivery after transient failures or a suspension |
 //! | `first_hard_failure` | any working state | suspect (+ carrier check) | one hard failure — never dead on one message |
 //! | `anomaly_after_healthy` | healthy for `long_healthy_days` | suspect (+ carrier check) | a hard failure on a long-healthy number |
 //! | `transient_anomaly` | healthy for `long_healthy_days` | suspect (+ carrier check) | a transient streak on a long-healthy number |
@@ -216,32 +216,42 @@ reachline_domain::named_enum!(Rule, "health rule", {
 });
 
 impl Rule {
-    /// Suspicions about delivery (the number may be off or gone) as opposed to ownership (the
-    /// number may be someone else's). Engagement or a carrier's "normal" clears the first kind;
-    /// only a recycled-number "no" or proof of ownership clears the second.
+    /// Suspicions about delivery (the number may be off, barred or gone), as opposed to
+    /// ownership (it may be someone else's). Engagement or a carrier's "normal" answers the
+    /// first kind; only a recycled-number "no" or proof of ownership answers the second.
+    const DELIVERY_SUSPICIONS: [Rule; 6] = [
+        Rule::FirstHardFailure,
+        Rule::AnomalyAfterHealthy,
+        Rule::TransientAnomaly,
+        Rule::TransientWeek,
+        Rule::SuspendedReceipt,
+        Rule::CarrierEmptyUnconfirmed,
+    ];
+
     fn is_delivery_suspicion(self) -> bool {
-        matches!(
-            self,
-            Rule::FirstHardFailure
-                | Rule::AnomalyAfterHealthy
-                | Rule::TransientAnomaly
-                | Rule::TransientWeek
-                | Rule::SuspendedReceipt
-                | Rule::CarrierEmptyUnconfirmed
-        )
+        Self::DELIVERY_SUSPICIONS.contains(&self)
     }
 
-    /// Suspicions under which no debt content may go to the number until they are cleared.
+    /// How grave a suspicion is: the gravest open one names a suspect contact's state.
+    fn gravity(self) -> u8 {
+        match self {
+            Rule::DeliversAfterDead | Rule::EngagedAfterDead => 10,
+            Rule::SimSwap => 9,
+            Rule::DisputeReply => 8,
+            Rule::SelfReportedNewNumber => 7,
+            Rule::SilentLong => 6,
+            Rule::CarrierEmptyUnconfirmed => 5,
+            Rule::AnomalyAfterHealthy | Rule::FirstHardFailure => 4,
+            Rule::SuspendedReceipt => 3,
+            Rule::TransientWeek => 2,
+            Rule::TransientAnomaly => 1,
+            _ => 0,
+        }
+    }
+
+    /// Suspicions under which no debt content may go to the number until they are answered.
     fn blocks_debt_content(self) -> bool {
-        matches!(
-            self,
-            Rule::SilentLong
-                | Rule::DeliversAfterDead
-                | Rule::EngagedAfterDead
-                | Rule::DisputeReply
-                | Rule::SimSwap
-                | Rule::SelfReportedNewNumber
-        )
+        self.gravity() >= Rule::SilentLong.gravity()
     }
 }
 
@@ -354,8 +364,11 @@ pub struct Assessment {
     pub role: ContactRole,
     pub state: HealthState,
     pub since: NaiveDate,
-    /// The rule of the last transition (`initial` if none).
+    /// The rule of the last transition (`initial` if none); for a suspect contact, its gravest
+    /// open suspicion.
     pub rule: Rule,
+    /// Every open suspicion, gravest first. Each is answered by its own kind of evidence.
+    pub suspicions: Vec<Rule>,
     pub score: f64,
     pub last_engaged: Option<NaiveDate>,
     /// Days with a hard failure since the last delivery or engagement.
@@ -384,7 +397,11 @@ impl Assessment {
         };
         match self.state {
             HealthState::Suspended | HealthState::Dead | HealthState::Reassigned | HealthState::Retired => Err(block),
-            HealthState::Suspect if purpose != Purpose::Verification && self.rule.blocks_debt_content() => Err(block),
+            HealthState::Suspect
+                if purpose != Purpose::Verification && self.suspicions.iter().any(|r| r.blocks_debt_content()) =>
+            {
+                Err(block)
+            }
             _ => Ok(()),
         }
     }
@@ -422,13 +439,8 @@ pub fn assess_borrower(
     let mut paid_elsewhere: Vec<(NaiveDate, EvidenceId)> = Vec::new();
     let own = |t: &Tracker| !t.role.is_third_party();
     let mut reachable = trackers.iter().filter(|t| own(t)).any(|t| t.works());
-    let mut unreachable_since = (!reachable && trackers.iter().any(own)).then(|| {
-        trackers
-            .iter()
-            .map(|t| t.since)
-            .max()
-            .unwrap_or(today)
-    });
+    let mut unreachable_since =
+        (!reachable && trackers.iter().any(own)).then(|| trackers.iter().map(|t| t.since).max().unwrap_or(today));
 
     for (&day, items) in days.iter() {
         if day > today {
@@ -691,8 +703,10 @@ struct Tracker {
     suspended_days: Vec<(NaiveDate, EvidenceId)>,
     transient_days: Vec<(NaiveDate, EvidenceId)>,
     carrier_gone: Vec<(NaiveDate, EvidenceId)>,
-    /// Needs raised by the current suspicion, with the day they were raised.
-    needs: Vec<(Need, NaiveDate)>,
+    /// Open suspicions, each with the day it was raised. Each is closed by its own kind of
+    /// evidence; the contact is suspect while any is open (and it is otherwise working), and
+    /// the gravest names the state.
+    open: Vec<(Rule, NaiveDate)>,
     /// Days of lookups done, to tell which needs are met.
     carrier_checked: Option<NaiveDate>,
     recycled_checked: Option<NaiveDate>,
@@ -722,7 +736,7 @@ impl Tracker {
             suspended_days: Vec::new(),
             transient_days: Vec::new(),
             carrier_gone: Vec::new(),
-            needs: Vec::new(),
+            open: Vec::new(),
             carrier_checked: None,
             recycled_checked: None,
             transitions: Vec::new(),
@@ -737,13 +751,12 @@ impl Tracker {
         t
     }
 
-    /// Can a notice about the debt still reach the borrower through it?
+    /// Can a notice still reach the borrower through it? Any state but suspended, dead,
+    /// reassigned and retired — and not a dead number that started delivering again.
     fn works(&self) -> bool {
         match self.state {
             HealthState::Unverified | HealthState::Verified | HealthState::Healthy | HealthState::Degraded => true,
-            // Held for a check, but someone answered there lately; only a number that already
-            // died and came back does not count as a way to reach the borrower.
-            HealthState::Suspect => !matches!(self.rule, Rule::DeliversAfterDead | Rule::EngagedAfterDead),
+            HealthState::Suspect => !self.has_open(&[Rule::DeliversAfterDead, Rule::EngagedAfterDead]),
             _ => false,
         }
     }
@@ -754,6 +767,40 @@ impl Tracker {
             Some(e) if self.proven && days_between(e, day) < i64::from(cfg.healthy_window_days) => HealthState::Healthy,
             _ if self.proven => HealthState::Verified,
             _ => HealthState::Unverified,
+        }
+    }
+
+    /// The gravest open suspicion.
+    fn gravest(&self) -> Option<Rule> {
+        self.open.iter().map(|(r, _)| *r).max_by_key(|r| r.gravity())
+    }
+
+    fn has_open(&self, rules: &[Rule]) -> bool {
+        self.open.iter().any(|(r, _)| rules.contains(r))
+    }
+
+    /// Back to what the evidence supports: suspect while a suspicion is open, else the
+    /// settled state.
+    fn settle(
+        &mut self,
+        day: NaiveDate,
+        rule: Rule,
+        ids: Vec<EvidenceId>,
+        cfg: &HealthConfig,
+        events: &mut Vec<HealthEvent>,
+    ) {
+        match self.gravest() {
+            Some(g) => {
+                if self.state != HealthState::Suspect {
+                    self.go(day, HealthState::Suspect, g, ids, events);
+                } else {
+                    self.rule = g;
+                }
+            }
+            None => {
+                let to = self.settled(day, cfg);
+                self.go(day, to, rule, ids, events);
+            }
         }
     }
 
@@ -769,10 +816,7 @@ impl Tracker {
             return;
         }
         let from = self.state;
-        if from == to && self.rule == rule {
-            return;
-        }
-        if from == to && to != HealthState::Suspect {
+        if from == to && (self.rule == rule || to != HealthState::Suspect) {
             // Same state for another reason: keep the original rule and date (a healthy number
             // that engages again stays healthy since the first day).
             return;
@@ -806,8 +850,12 @@ impl Tracker {
         } else if to != HealthState::Healthy {
             self.healthy_since = None;
         }
-        if to != HealthState::Suspect {
-            self.needs.clear();
+        if matches!(to, HealthState::Reassigned | HealthState::Retired) {
+            self.open.clear();
+        }
+        if to == HealthState::Dead {
+            // Settled: the number is gone. Doubts about who holds it stay for if it comes back.
+            self.open.retain(|(r, _)| !r.is_delivery_suspicion());
         }
         self.transitions.push(Transition {
             day,
@@ -821,39 +869,40 @@ impl Tracker {
         self.rule = rule;
     }
 
+    /// Opens a suspicion. A working contact becomes suspect (or, already suspect, takes the
+    /// graver reason); a suspended or dead one keeps it for when it comes back.
     fn suspect(&mut self, day: NaiveDate, rule: Rule, evidence: Vec<EvidenceId>, events: &mut Vec<HealthEvent>) {
-        // A suspicion never lifts a contact that is already worse off.
-        if self.state.rank() < HealthState::Suspect.rank() && self.state != HealthState::Dead {
+        if matches!(self.state, HealthState::Reassigned | HealthState::Retired) {
             return;
         }
-        if self.state == HealthState::Suspect && !self.rule.is_delivery_suspicion() && rule.is_delivery_suspicion() {
-            // An ownership suspicion is not downgraded to a delivery one.
-            self.add_need(rule, day);
+        if !self.open.iter().any(|(r, _)| *r == rule) {
+            self.open.push((rule, day));
+        }
+        let revives =
+            self.state == HealthState::Dead && matches!(rule, Rule::DeliversAfterDead | Rule::EngagedAfterDead);
+        let working = self.state.rank() >= HealthState::Suspect.rank();
+        if !(working || revives) {
             return;
         }
-        self.go(day, HealthState::Suspect, rule, evidence, events);
-        self.add_need(rule, day);
+        if self.state != HealthState::Suspect || rule.gravity() > self.rule.gravity() {
+            self.go(day, HealthState::Suspect, rule, evidence, events);
+        }
     }
 
-    fn add_need(&mut self, rule: Rule, day: NaiveDate) {
-        let need = match rule {
-            Rule::FirstHardFailure
-            | Rule::AnomalyAfterHealthy
-            | Rule::TransientAnomaly
-            | Rule::TransientWeek
-            | Rule::SuspendedReceipt => {
-                Need::CarrierCheck
-            }
-            Rule::SilentLong | Rule::DeliversAfterDead | Rule::EngagedAfterDead | Rule::CarrierEmptyUnconfirmed => {
-                Need::RecycledCheck {
-                    since: self.last_known_good(),
-                }
-            }
-            Rule::SimSwap | Rule::DisputeReply | Rule::SelfReportedNewNumber => Need::Reverify,
-            _ => return,
-        };
-        if !self.needs.iter().any(|(n, _)| *n == need) {
-            self.needs.push((need, day));
+    /// Closes the given suspicions; a suspect contact with none left settles.
+    fn lift(
+        &mut self,
+        day: NaiveDate,
+        rules: &[Rule],
+        rule: Rule,
+        ids: Vec<EvidenceId>,
+        cfg: &HealthConfig,
+        events: &mut Vec<HealthEvent>,
+    ) {
+        let before = self.open.len();
+        self.open.retain(|(r, _)| !rules.contains(r));
+        if self.state == HealthState::Suspect && self.open.len() != before {
+            self.settle(day, rule, ids, cfg, events);
         }
     }
 
@@ -874,10 +923,31 @@ impl Tracker {
         self.hard_days.clear();
         self.suspended_days.clear();
         self.transient_days.clear();
+        self.carrier_gone.clear();
+    }
+
+    /// Proof that the borrower holds it: clears every suspicion and failure.
+    fn proven_on(&mut self, day: NaiveDate, rule: Rule, ids: Vec<EvidenceId>, events: &mut Vec<HealthEvent>) {
+        self.proven = true;
+        self.last_engaged = Some(day);
+        self.last_engaged_id = ids.first().copied();
+        self.reset_silence(day);
+        self.clear_failures();
+        self.open.clear();
+        if self.state == HealthState::Healthy {
+            return;
+        }
+        self.go(day, HealthState::Healthy, rule, ids, events);
     }
 
     /// Applies time-based rules due before `day`.
-    fn advance_to(&mut self, day: NaiveDate, paid: &[(NaiveDate, EvidenceId)], cfg: &HealthConfig, events: &mut Vec<HealthEvent>) {
+    fn advance_to(
+        &mut self,
+        day: NaiveDate,
+        paid: &[(NaiveDate, EvidenceId)],
+        cfg: &HealthConfig,
+        events: &mut Vec<HealthEvent>,
+    ) {
         if self.state == HealthState::Healthy {
             if let Some(e) = self.last_engaged {
                 let due = e + Duration::days(i64::from(cfg.healthy_window_days));
@@ -901,13 +971,7 @@ impl Tracker {
         cfg: &HealthConfig,
         events: &mut Vec<HealthEvent>,
     ) {
-        let open = match self.state {
-            HealthState::Unverified | HealthState::Verified | HealthState::Healthy | HealthState::Degraded => true,
-            // A silence that outlasts a delivery suspicion becomes the graver question.
-            HealthState::Suspect => self.rule.is_delivery_suspicion(),
-            _ => false,
-        };
-        if !open || self.role.is_third_party() {
+        if !self.works() || self.role.is_third_party() || self.has_open(&[Rule::SilentLong]) {
             return;
         }
         let Some(third) = self.third_delivery_day else {
@@ -931,19 +995,11 @@ impl Tracker {
         if self.state == HealthState::Retired {
             return;
         }
-        let dead_or_gone = matches!(self.state, HealthState::Dead | HealthState::Reassigned);
 
         // 1. Proof of ownership clears everything.
-        if !s.proof.is_empty() {
-            self.proven = true;
-            self.last_engaged = Some(day);
-            self.reset_silence(day);
-            self.clear_failures();
-            self.carrier_gone.clear();
-            let (rule, first) = s.proof[0];
-            self.last_engaged_id = Some(first);
+        if let Some((rule, _)) = s.proof.first() {
             let ids = s.proof.iter().map(|(_, id)| *id).collect();
-            self.go(day, HealthState::Healthy, rule, ids, events);
+            self.proven_on(day, *rule, ids, events);
         }
 
         // 2. Engagement and deliveries.
@@ -951,19 +1007,20 @@ impl Tracker {
             match self.state {
                 HealthState::Dead => {
                     self.clear_failures();
-                    self.carrier_gone.clear();
                     self.suspect(day, Rule::EngagedAfterDead, s.engaged.clone(), events)
                 }
                 HealthState::Reassigned => {}
-                HealthState::Suspect if !self.rule.is_delivery_suspicion() && self.rule != Rule::SilentLong => {}
                 _ => {
-                    self.proven = true;
-                    self.last_engaged = Some(day);
-                    self.reset_silence(day);
+                    // The phone works and someone acts on the notices: that answers every
+                    // delivery suspicion and a silence, not a doubt about who holds it.
                     self.clear_failures();
-                    self.carrier_gone.clear();
-                    self.last_engaged_id = s.engaged.first().copied();
-                    self.go(day, HealthState::Healthy, Rule::Engaged, s.engaged.clone(), events);
+                    self.open
+                        .retain(|(r, _)| !r.is_delivery_suspicion() && *r != Rule::SilentLong);
+                    if self.open.is_empty() {
+                        self.proven_on(day, Rule::Engaged, s.engaged.clone(), events);
+                    } else {
+                        self.settle(day, Rule::Engaged, s.engaged.clone(), cfg, events);
+                    }
                 }
             }
         }
@@ -971,9 +1028,8 @@ impl Tracker {
             if self.state == HealthState::Dead {
                 // The failures that made it dead are history; what matters now is who holds it.
                 self.clear_failures();
-                self.carrier_gone.clear();
                 self.suspect(day, Rule::DeliversAfterDead, s.delivered.clone(), events);
-            } else if !dead_or_gone {
+            } else if self.state != HealthState::Reassigned {
                 let before = self.deliveries_since_anchor;
                 self.deliveries_since_anchor += s.delivered.len() as u32;
                 self.silent_ids.extend(&s.delivered);
@@ -983,14 +1039,14 @@ impl Tracker {
                 self.hard_days.clear();
                 self.suspended_days.clear();
                 self.transient_days.clear();
-                let resumes = match self.state {
-                    HealthState::Degraded | HealthState::Suspended => true,
-                    HealthState::Suspect => matches!(self.rule, Rule::TransientAnomaly | Rule::TransientWeek),
-                    _ => false,
-                };
-                if resumes {
-                    let to = self.settled(day, cfg);
-                    self.go(day, to, Rule::DeliveryResumed, s.delivered.clone(), events);
+                // It arrived: the phone is on and not barred.
+                let on = [Rule::TransientAnomaly, Rule::TransientWeek, Rule::SuspendedReceipt];
+                match self.state {
+                    HealthState::Degraded | HealthState::Suspended => {
+                        self.open.retain(|(r, _)| !on.contains(r));
+                        self.settle(day, Rule::DeliveryResumed, s.delivered.clone(), cfg, events);
+                    }
+                    _ => self.lift(day, &on, Rule::DeliveryResumed, s.delivered.clone(), cfg, events),
                 }
             }
         }
@@ -1007,8 +1063,8 @@ impl Tracker {
         }
 
         // 4. Failures.
-        let working = |st: HealthState| st.is_working();
-        if !s.hard.is_empty() && !matches!(self.state, HealthState::Reassigned) {
+        let working = self.state.rank() >= HealthState::Suspect.rank();
+        if !s.hard.is_empty() && self.state != HealthState::Reassigned {
             self.hard_days.push((day, s.hard[0]));
         }
         let window = i64::from(cfg.carrier_confirm_days);
@@ -1031,14 +1087,20 @@ impl Tracker {
             d.dedup();
             d.len()
         };
-        if working(self.state) || self.state == HealthState::Suspended {
+        if working || self.state == HealthState::Suspended {
             if hard_day_count >= 2 {
                 let ids = self.hard_days.iter().map(|(_, id)| *id).collect();
                 self.proven = false;
                 self.go(day, HealthState::Dead, Rule::HardFailureTwoDays, ids, events);
             } else if !confirmed.is_empty() {
                 self.proven = false;
-                self.go(day, HealthState::Dead, Rule::HardFailureCarrierConfirmed, confirmed, events);
+                self.go(
+                    day,
+                    HealthState::Dead,
+                    Rule::HardFailureCarrierConfirmed,
+                    confirmed,
+                    events,
+                );
             } else if !s.hard.is_empty() {
                 let long_healthy = self
                     .healthy_since
@@ -1056,9 +1118,15 @@ impl Tracker {
         if !s.suspended.is_empty() {
             self.suspended_days.push((day, s.suspended[0]));
         }
-        if working(self.state) {
+        if self.state.rank() >= HealthState::Suspect.rank() {
             if !carrier_suspended.is_empty() {
-                self.go(day, HealthState::Suspended, Rule::CarrierSuspended, carrier_suspended, events);
+                self.go(
+                    day,
+                    HealthState::Suspended,
+                    Rule::CarrierSuspended,
+                    carrier_suspended,
+                    events,
+                );
             } else if self.suspended_days.len() >= 2 {
                 let ids = self.suspended_days.iter().map(|(_, id)| *id).collect();
                 self.go(day, HealthState::Suspended, Rule::SuspendedTwoDays, ids, events);
@@ -1077,7 +1145,7 @@ impl Tracker {
             let long_healthy = self
                 .healthy_since
                 .is_some_and(|h| days_between(h, day) >= i64::from(cfg.long_healthy_days));
-            if n >= cfg.suspect_after_transient_days && working(self.state) {
+            if n >= cfg.suspect_after_transient_days {
                 self.suspect(day, Rule::TransientWeek, ids, events);
             } else if n >= cfg.degrade_after_transient_days {
                 if long_healthy && self.state == HealthState::Healthy {
@@ -1090,14 +1158,14 @@ impl Tracker {
                 }
             }
         }
-        if !s.sim_swap.is_empty() && working(self.state) {
+        if !s.sim_swap.is_empty() {
             self.proven = false;
             self.suspect(day, Rule::SimSwap, s.sim_swap.clone(), events);
         }
-        if !s.new_number.is_empty() && working(self.state) {
+        if !s.new_number.is_empty() {
             self.suspect(day, Rule::SelfReportedNewNumber, s.new_number.clone(), events);
         }
-        if !s.dispute.is_empty() && working(self.state) {
+        if !s.dispute.is_empty() {
             self.suspect(day, Rule::DisputeReply, s.dispute.clone(), events);
         }
         if let Some((rule, _)) = s.wrong_party.first() {
@@ -1111,18 +1179,20 @@ impl Tracker {
         let normal = s.carrier_has(&[NumberStatus::Normal]);
         if !normal.is_empty() {
             self.carrier_checked = Some(day);
-            let lifts = match self.state {
-                HealthState::Suspect => self.rule.is_delivery_suspicion(),
-                HealthState::Suspended => true,
-                _ => false,
-            };
-            if lifts && !matches!(self.state, HealthState::Dead) {
+            let in_service: Vec<Rule> = Rule::DELIVERY_SUSPICIONS.to_vec();
+            if self.state == HealthState::Suspended {
                 self.clear_failures();
-                let to = self.settled(day, cfg);
-                self.go(day, to, Rule::CarrierNormal, normal, events);
+                self.open.retain(|(r, _)| !in_service.contains(r));
+                self.settle(day, Rule::CarrierNormal, normal, cfg, events);
+            } else if self.state == HealthState::Suspect {
+                self.clear_failures();
+                self.lift(day, &in_service, Rule::CarrierNormal, normal, cfg, events);
             }
         }
-        if !s.carrier_has(&[NumberStatus::PoweredOff, NumberStatus::Unknown]).is_empty() {
+        if !s
+            .carrier_has(&[NumberStatus::PoweredOff, NumberStatus::Unknown])
+            .is_empty()
+        {
             self.carrier_checked = Some(day);
         }
         for (answer, id) in &s.recycled {
@@ -1134,52 +1204,57 @@ impl Tracker {
                 }
                 RecycleAnswer::No => {
                     self.reset_silence(day);
-                    if self.state == HealthState::Suspect
-                        && matches!(
-                            self.rule,
-                            Rule::SilentLong | Rule::DeliversAfterDead | Rule::EngagedAfterDead | Rule::CarrierEmptyUnconfirmed
-                        )
-                    {
+                    let answered = [
+                        Rule::SilentLong,
+                        Rule::DeliversAfterDead,
+                        Rule::EngagedAfterDead,
+                        Rule::CarrierEmptyUnconfirmed,
+                    ];
+                    if self.has_open(&answered) {
                         self.clear_failures();
-                        self.carrier_gone.clear();
-                        let to = self.settled(day, cfg);
-                        self.go(day, to, Rule::RecycledNo, vec![*id], events);
                     }
+                    self.lift(day, &answered, Rule::RecycledNo, vec![*id], cfg, events);
                 }
                 RecycleAnswer::NoData => {
                     self.reset_silence(day);
-                    if self.state == HealthState::Suspect && self.rule == Rule::SilentLong {
+                    if self.has_open(&[Rule::SilentLong]) {
+                        // "Cannot tell" leaves the number unverified.
                         self.proven = false;
-                        self.go(day, HealthState::Unverified, Rule::RecycledNoData, vec![*id], events);
+                        self.lift(day, &[Rule::SilentLong], Rule::RecycledNoData, vec![*id], cfg, events);
                     }
                 }
             }
         }
+
         // 6. Operators decide last.
         for (action, id) in &s.operator {
             match action {
-                OperatorAction::Verify => {
-                    self.proven = true;
-                    self.last_engaged = Some(day);
-                    self.reset_silence(day);
-                    self.clear_failures();
-                    self.carrier_gone.clear();
-                    self.last_engaged_id = Some(*id);
-                    self.go(day, HealthState::Healthy, Rule::OperatorVerified, vec![*id], events);
-                }
+                OperatorAction::Verify => self.proven_on(day, Rule::OperatorVerified, vec![*id], events),
                 OperatorAction::MarkDead => {
                     self.proven = false;
                     self.go(day, HealthState::Dead, Rule::OperatorMarkedDead, vec![*id], events);
                 }
                 OperatorAction::MarkReassigned => {
                     self.proven = false;
-                    self.go(day, HealthState::Reassigned, Rule::OperatorMarkedReassigned, vec![*id], events);
+                    self.go(
+                        day,
+                        HealthState::Reassigned,
+                        Rule::OperatorMarkedReassigned,
+                        vec![*id],
+                        events,
+                    );
                 }
                 OperatorAction::Reinstate => {
                     self.proven = false;
                     self.clear_failures();
-                    self.carrier_gone.clear();
-                    self.go(day, HealthState::Unverified, Rule::OperatorReinstated, vec![*id], events);
+                    self.open.clear();
+                    self.go(
+                        day,
+                        HealthState::Unverified,
+                        Rule::OperatorReinstated,
+                        vec![*id],
+                        events,
+                    );
                 }
                 OperatorAction::Retire => {
                     self.go(day, HealthState::Retired, Rule::OperatorRetired, vec![*id], events);
@@ -1189,27 +1264,47 @@ impl Tracker {
     }
 
     fn finish(self, score: f64) -> Assessment {
-        let needs = if self.state == HealthState::Suspect {
-            self.needs
-                .iter()
-                .filter(|(need, raised)| match need {
-                    Need::CarrierCheck => self.carrier_checked.is_none_or(|c| c < *raised),
-                    Need::RecycledCheck { .. } => self.recycled_checked.is_none_or(|c| c < *raised),
-                    Need::Reverify => true,
-                })
-                .map(|(n, _)| *n)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mut needs: Vec<Need> = Vec::new();
+        if !matches!(
+            self.state,
+            HealthState::Dead | HealthState::Reassigned | HealthState::Retired
+        ) {
+            for (rule, raised) in &self.open {
+                let (need, met) = match rule {
+                    Rule::FirstHardFailure
+                    | Rule::AnomalyAfterHealthy
+                    | Rule::TransientAnomaly
+                    | Rule::TransientWeek
+                    | Rule::SuspendedReceipt => {
+                        (Need::CarrierCheck, self.carrier_checked.is_some_and(|c| c >= *raised))
+                    }
+                    Rule::SilentLong
+                    | Rule::DeliversAfterDead
+                    | Rule::EngagedAfterDead
+                    | Rule::CarrierEmptyUnconfirmed => (
+                        Need::RecycledCheck {
+                            since: self.last_known_good(),
+                        },
+                        self.recycled_checked.is_some_and(|c| c >= *raised),
+                    ),
+                    _ => (Need::Reverify, false),
+                };
+                if !met && !needs.contains(&need) {
+                    needs.push(need);
+                }
+            }
+        }
         let mut hard: Vec<NaiveDate> = self.hard_days.iter().map(|(d, _)| *d).collect();
         hard.dedup();
+        let mut suspicions: Vec<Rule> = self.open.iter().map(|(r, _)| *r).collect();
+        suspicions.sort_by_key(|r| std::cmp::Reverse(r.gravity()));
         Assessment {
             contact: self.id,
             role: self.role,
             state: self.state,
             since: self.since,
             rule: self.rule,
+            suspicions,
             score,
             last_engaged: self.last_engaged,
             hard_failure_days: hard,

@@ -70,7 +70,11 @@ pub const RND_COMPLETE_SINCE: NaiveDate = match NaiveDate::from_ymd_opt(2021, 1,
 /// - **no data**: otherwise (not in the registry, and `since` is earlier than its data).
 ///
 /// `last_disconnect` is the latest disconnection the registry holds for the number, if any.
-pub fn recycled_since(last_disconnect: Option<NaiveDate>, since: NaiveDate, complete_since: NaiveDate) -> RecycleAnswer {
+pub fn recycled_since(
+    last_disconnect: Option<NaiveDate>,
+    since: NaiveDate,
+    complete_since: NaiveDate,
+) -> RecycleAnswer {
     match last_disconnect {
         Some(d) if d >= since => RecycleAnswer::Yes,
         Some(_) => RecycleAnswer::No,
@@ -99,15 +103,30 @@ mod tests {
     fn the_three_answers_follow_the_fcc_rules() {
         let c = RND_COMPLETE_SINCE;
         // Disconnected on the very day the lender last knew it: yes (on or after).
-        assert_eq!(recycled_since(Some(d("2024-03-01")), d("2024-03-01"), c), RecycleAnswer::Yes);
-        assert_eq!(recycled_since(Some(d("2024-05-01")), d("2024-03-01"), c), RecycleAnswer::Yes);
+        assert_eq!(
+            recycled_since(Some(d("2024-03-01")), d("2024-03-01"), c),
+            RecycleAnswer::Yes
+        );
+        assert_eq!(
+            recycled_since(Some(d("2024-05-01")), d("2024-03-01"), c),
+            RecycleAnswer::Yes
+        );
         // Disconnected before: the borrower got it afterwards, or kept it.
-        assert_eq!(recycled_since(Some(d("2024-02-29")), d("2024-03-01"), c), RecycleAnswer::No);
+        assert_eq!(
+            recycled_since(Some(d("2024-02-29")), d("2024-03-01"), c),
+            RecycleAnswer::No
+        );
         // Absent: "no" only if the date is inside the registry's complete period.
         assert_eq!(recycled_since(None, d("2021-01-27"), c), RecycleAnswer::No);
         assert_eq!(recycled_since(None, d("2021-01-26"), c), RecycleAnswer::NoData);
         // A disconnection record answers even for dates before the complete period.
-        assert_eq!(recycled_since(Some(d("2020-01-01")), d("2019-06-01"), c), RecycleAnswer::Yes);
-        assert_eq!(recycled_since(Some(d("2019-01-01")), d("2019-06-01"), c), RecycleAnswer::No);
+        assert_eq!(
+            recycled_since(Some(d("2020-01-01")), d("2019-06-01"), c),
+            RecycleAnswer::Yes
+        );
+        assert_eq!(
+            recycled_since(Some(d("2019-01-01")), d("2019-06-01"), c),
+            RecycleAnswer::No
+        );
     }
 }

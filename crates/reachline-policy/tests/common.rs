@@ -21,9 +21,7 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{ContactId, ContactKind, ContactRole};
-use reachline_policy::{
-    ContactFacts, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source,
-};
+use reachline_policy::{ContactFacts, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source};
 
 pub struct Timeline {
     pub name: String,

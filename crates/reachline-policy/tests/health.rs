@@ -154,7 +154,11 @@ fn no_contact_is_dead_on_one_failure() {
                         Rule::OperatorMarkedDead => true,
                         other => panic!("{}: dead by unexpected rule {other}", t.name),
                     };
-                    assert!(ok, "{}: contact {} dead on {} without enough evidence", t.name, a.contact.0, tr.day);
+                    assert!(
+                        ok,
+                        "{}: contact {} dead on {} without enough evidence",
+                        t.name, a.contact.0, tr.day
+                    );
                 }
             }
             day = day.succ_opt().unwrap();
