@@ -3,7 +3,9 @@
 //! a store implements [`proof::HashReader`] and feeds bytes in; everything here is a function
 //! of its inputs.
 
+pub mod checkpoint;
 pub mod hash;
+pub mod note;
 pub mod proof;
 pub mod tree;
 

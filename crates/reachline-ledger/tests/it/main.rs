@@ -2,6 +2,7 @@
 //! and real logs (copied into `tests/data`, with their sources in `tests/data/README.md`).
 
 mod merkle_vectors;
+mod notes;
 
 use std::path::PathBuf;
 
