@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod hash;
 pub mod note;
 pub mod proof;
+pub mod tiles;
 pub mod tree;
 
 pub use hash::{empty_root, leaf_hash, node_hash, Hash, LeafIndex, NodeId, TreeSize};

@@ -3,6 +3,7 @@
 
 mod merkle_vectors;
 mod notes;
+mod real_logs;
 
 use std::path::PathBuf;
 
