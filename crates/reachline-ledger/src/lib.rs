@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod hash;
+pub mod leaf;
 pub mod note;
 pub mod proof;
 pub mod tiles;
