@@ -8,6 +8,7 @@ pub mod hash;
 pub mod leaf;
 pub mod note;
 pub mod proof;
+pub mod proof_file;
 pub mod tiles;
 pub mod tree;
 

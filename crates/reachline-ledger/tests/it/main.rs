@@ -3,6 +3,7 @@
 
 mod merkle_vectors;
 mod notes;
+mod proof_file;
 mod real_logs;
 
 use std::path::PathBuf;
