@@ -38,7 +38,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("reachline-store", &["reachline-domain"]),
     ("reachline-policy", &["reachline-domain"]),
     ("reachline-ledger", &["reachline-domain"]),
-    ("reachline", &["reachline-domain", "reachline-policy", "reachline-store"]),
+    (
+        "reachline",
+        &["reachline-domain", "reachline-policy", "reachline-store"],
+    ),
 ];
 
 #[test]
@@ -78,7 +81,10 @@ const PURE: &[&str] = &["reachline-domain", "reachline-policy", "reachline-ledge
 fn the_pure_crates_do_no_io() {
     for krate in PURE {
         let dir = root().join("crates").join(krate);
-        let manifest: toml::Value = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap().parse().unwrap();
+        let manifest: toml::Value = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
         let deps: Vec<&String> = manifest["dependencies"].as_table().unwrap().keys().collect();
         for banned in ["tokio", "sqlx", "rusqlite", "reqwest", "rand", "reachline-store"] {
             assert!(!deps.iter().any(|d| *d == banned), "{krate} depends on {banned}");
