@@ -51,7 +51,7 @@
 //! | `wrong_party` | any but retired | reassigned | a "wrong number" reply or call; stops debt content at once |
 //! | `borrower_not_mine` | any but retired | reassigned | the borrower says it is no longer theirs |
 //! | `recycled_yes` | any but retired | reassigned | a recycled-number check answers "yes" |
-//! | `recycled_no` | suspect (ownership suspicions) | settled state | the check answers "no" |
+//! | `recycled_no` | suspect (silence, revived dead number, carrier "empty", hard failure) | settled state | the check answers "no": not disconnected since it was last the borrower's |
 //! | `recycled_no_data` | suspect (silence) | unverified | the check cannot tell |
 //! | `silent_long` | unverified, verified, healthy, degraded, suspect (delivery suspicions) | suspect (+ recycled-number check) | `silent_min_deliveries` deliveries and no engagement for `silent_days` (`silent_days_paying_elsewhere` when the borrower pays by other means); debt content waits for the check |
 //! | `delivers_after_dead` | dead | suspect (+ recycled-number check) | a dead number delivers again: it has probably been given to someone else |
@@ -1024,18 +1024,18 @@ impl Tracker {
                 }
             }
         }
-        if !s.delivered.is_empty() {
+        if !s.delivered.is_empty() && self.state != HealthState::Reassigned {
+            let before = self.deliveries_since_anchor;
+            self.deliveries_since_anchor += s.delivered.len() as u32;
+            self.silent_ids.extend(&s.delivered);
+            if before < cfg.silent_min_deliveries && self.deliveries_since_anchor >= cfg.silent_min_deliveries {
+                self.third_delivery_day = Some(day);
+            }
             if self.state == HealthState::Dead {
                 // The failures that made it dead are history; what matters now is who holds it.
                 self.clear_failures();
                 self.suspect(day, Rule::DeliversAfterDead, s.delivered.clone(), events);
-            } else if self.state != HealthState::Reassigned {
-                let before = self.deliveries_since_anchor;
-                self.deliveries_since_anchor += s.delivered.len() as u32;
-                self.silent_ids.extend(&s.delivered);
-                if before < cfg.silent_min_deliveries && self.deliveries_since_anchor >= cfg.silent_min_deliveries {
-                    self.third_delivery_day = Some(day);
-                }
+            } else {
                 self.hard_days.clear();
                 self.suspended_days.clear();
                 self.transient_days.clear();
@@ -1180,12 +1180,15 @@ impl Tracker {
         if !normal.is_empty() {
             self.carrier_checked = Some(day);
             let in_service: Vec<Rule> = Rule::DELIVERY_SUSPICIONS.to_vec();
+            // In service: earlier hard failures and suspensions are answered, whatever the state
+            // (an absent phone is not: the carrier's "normal" says nothing about being on).
+            self.hard_days.clear();
+            self.suspended_days.clear();
+            self.carrier_gone.clear();
             if self.state == HealthState::Suspended {
-                self.clear_failures();
                 self.open.retain(|(r, _)| !in_service.contains(r));
                 self.settle(day, Rule::CarrierNormal, normal, cfg, events);
-            } else if self.state == HealthState::Suspect {
-                self.clear_failures();
+            } else {
                 self.lift(day, &in_service, Rule::CarrierNormal, normal, cfg, events);
             }
         }
@@ -1204,15 +1207,17 @@ impl Tracker {
                 }
                 RecycleAnswer::No => {
                     self.reset_silence(day);
+                    // Not disconnected since it was last the borrower's: still theirs, and not gone.
                     let answered = [
                         Rule::SilentLong,
                         Rule::DeliversAfterDead,
                         Rule::EngagedAfterDead,
                         Rule::CarrierEmptyUnconfirmed,
+                        Rule::FirstHardFailure,
+                        Rule::AnomalyAfterHealthy,
                     ];
-                    if self.has_open(&answered) {
-                        self.clear_failures();
-                    }
+                    self.hard_days.clear();
+                    self.carrier_gone.clear();
                     self.lift(day, &answered, Rule::RecycledNo, vec![*id], cfg, events);
                 }
                 RecycleAnswer::NoData => {
@@ -1246,6 +1251,7 @@ impl Tracker {
                 }
                 OperatorAction::Reinstate => {
                     self.proven = false;
+                    self.reset_silence(day);
                     self.clear_failures();
                     self.open.clear();
                     self.go(
