@@ -17,7 +17,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use reachline_domain::{
     Borrower, BorrowerId, Consent, ContactId, ContactPoint, ExternalId, Installment, InstallmentId, Loan, LoanId,
     PhoneNumber,
@@ -201,6 +201,14 @@ pub trait Store: Send + Sync {
     async fn record_consent(&self, borrower: BorrowerId, consent: &Consent) -> Result<()>;
 
     async fn counts(&self) -> Result<Counts>;
+
+    /// Loads disconnection records (a number and the day it was permanently disconnected) from
+    /// a registry file, all in one transaction; returns how many were new. Numbers are stored
+    /// as their blind index only.
+    async fn load_disconnects(&self, rows: Vec<(PhoneNumber, NaiveDate)>, source: &str, at: DateTime<Utc>) -> Result<u64>;
+
+    /// The latest disconnection on record for a number, if any.
+    async fn last_disconnect(&self, number: &PhoneNumber) -> Result<Option<NaiveDate>>;
 }
 
 /// One import transaction. Rows arrive in batches; borrowers first, then what refers to them.

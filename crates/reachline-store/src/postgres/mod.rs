@@ -621,6 +621,41 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn load_disconnects(&self, rows: Vec<(PhoneNumber, NaiveDate)>, source: &str, at: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut added = 0u64;
+        for chunk in rows.chunks(10_000) {
+            let bidx: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|(n, _)| self.keys.blind_index("phone", n.e164()).to_vec())
+                .collect();
+            let days: Vec<NaiveDate> = chunk.iter().map(|(_, d)| *d).collect();
+            added += sqlx::query(
+                "INSERT INTO disconnects (number_bidx, disconnected_on, source, loaded_at) \
+                 SELECT b, d, $3, $4 FROM UNNEST($1::bytea[], $2::date[]) AS t(b, d) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&bidx)
+            .bind(&days)
+            .bind(source)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn last_disconnect(&self, number: &PhoneNumber) -> Result<Option<NaiveDate>> {
+        let bidx = self.keys.blind_index("phone", number.e164()).to_vec();
+        let day: Option<NaiveDate> = sqlx::query_scalar("SELECT max(disconnected_on) FROM disconnects WHERE number_bidx = $1")
+            .bind(bidx)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(day)
+    }
+
     async fn counts(&self) -> Result<Counts> {
         let r = sqlx::query(
             "SELECT (SELECT count(*) FROM borrowers) AS b, \

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use reachline_domain::{
     Borrower, BorrowerId, Consent, ContactId, ContactPoint, ExternalId, Installment, InstallmentId, Loan, LoanId,
     Money, PhoneNumber,
@@ -23,7 +23,10 @@ use crate::{
     InstallmentRecord, LoanRecord, Result, Retirement, Store, StoreError, REPLACED_BY_BOOK,
 };
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_foundation.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_foundation.sql"),
+    include_str!("../../migrations/sqlite/0003_intel.sql"),
+];
 
 /// Page cache of an import's connection, in KiB.
 const IMPORT_CACHE_KIB: i64 = 160 * 1024;
@@ -561,6 +564,39 @@ impl Store for SqliteStore {
         let consent = consent.clone();
         self.with(move |c, _| insert_consent(c, borrower, &consent).map(|_| ()))
             .await
+    }
+
+    async fn load_disconnects(&self, rows: Vec<(PhoneNumber, NaiveDate)>, source: &str, at: DateTime<Utc>) -> Result<u64> {
+        let source = source.to_string();
+        self.with(move |c, keys| {
+            let tx = c.transaction()?;
+            let mut added = 0u64;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO disconnects (number_bidx, disconnected_on, source, loaded_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                let at = codec::ts_micros(at);
+                for (number, day) in &rows {
+                    let bidx = keys.blind_index("phone", number.e164());
+                    added += stmt.execute(params![&bidx[..], day.to_string(), source, at])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn last_disconnect(&self, number: &PhoneNumber) -> Result<Option<NaiveDate>> {
+        let bidx = self.keys.blind_index("phone", number.e164()).to_vec();
+        self.with(move |c, _| {
+            let day: Option<String> = c
+                .prepare_cached("SELECT max(disconnected_on) FROM disconnects WHERE number_bidx = ?1")?
+                .query_row([&bidx], |r| r.get(0))?;
+            day.map(|d| codec::date_parse(&d)).transpose()
+        })
+        .await
     }
 
     async fn counts(&self) -> Result<Counts> {

@@ -38,4 +38,5 @@ on_both!(
     no_plaintext_pii_at_rest,
     blind_index_needs_the_key,
     contacts_after_many_borrowers,
+    disconnects_load_and_answer,
 );

@@ -355,3 +355,34 @@ pub async fn contacts_after_many_borrowers(h: &Harness) {
         assert_eq!(c[0].point, first);
     }
 }
+
+/// A disconnection file loads once (a second load adds nothing), answers with the latest
+/// disconnection per number, is found by the same blind index as contact points, and leaves
+/// no number in the clear.
+pub async fn disconnects_load_and_answer(h: &Harness) {
+    let n = |s: &str| PhoneNumber::parse(s).unwrap();
+    let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    let rows = vec![
+        (n("+12025550123"), d("2023-04-01")),
+        (n("+12025550123"), d("2024-09-15")),
+        (n("+8613812345678"), d("2024-01-20")),
+    ];
+    let added = h.store.load_disconnects(rows.clone(), "rnd-2024-10", t(1, 9)).await.unwrap();
+    assert_eq!(added, 3);
+    assert_eq!(h.store.load_disconnects(rows, "rnd-2024-10", t(2, 9)).await.unwrap(), 0);
+    assert_eq!(
+        h.store.last_disconnect(&n("+12025550123")).await.unwrap(),
+        Some(d("2024-09-15"))
+    );
+    assert_eq!(
+        h.store.last_disconnect(&n("+8613812345678")).await.unwrap(),
+        Some(d("2024-01-20"))
+    );
+    assert_eq!(h.store.last_disconnect(&n("+8613900001111")).await.unwrap(), None);
+    let raw = h.raw_dump().await;
+    let found = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    assert!(!found(b"2025550123") && !found(b"13812345678"));
+    let bidx = h.keys.blind_index("phone", "+8613812345678");
+    let hex = bidx.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert!(found(&bidx) || found(hex.as_bytes()));
+}
