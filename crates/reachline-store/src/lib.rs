@@ -205,7 +205,12 @@ pub trait Store: Send + Sync {
     /// Loads disconnection records (a number and the day it was permanently disconnected) from
     /// a registry file, all in one transaction; returns how many were new. Numbers are stored
     /// as their blind index only.
-    async fn load_disconnects(&self, rows: Vec<(PhoneNumber, NaiveDate)>, source: &str, at: DateTime<Utc>) -> Result<u64>;
+    async fn load_disconnects(
+        &self,
+        rows: Vec<(PhoneNumber, NaiveDate)>,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64>;
 
     /// The latest disconnection on record for a number, if any.
     async fn last_disconnect(&self, number: &PhoneNumber) -> Result<Option<NaiveDate>>;

@@ -19,6 +19,7 @@ pub struct Config {
     pub phone: PhoneConfig,
     pub book: BookConfig,
     pub log: LogConfig,
+    pub intel: reachline_intel::IntelConfig,
 }
 
 impl Default for Config {
@@ -47,6 +48,7 @@ impl Default for Config {
                 level: "info,rusqlite_migration=warn,sqlx=warn".into(),
                 format: LogFormat::Text,
             },
+            intel: reachline_intel::IntelConfig::default(),
         }
     }
 }
@@ -286,6 +288,37 @@ batch_size = 2000
 level = "info,rusqlite_migration=warn,sqlx=warn"
 # text or json
 format = "text"
+
+[intel]
+# The first day the loaded disconnection registry (`reachline intel load-disconnects`) is
+# complete for: a number it does not hold answers "no" for dates from this day, "no data"
+# before. The FCC Reassigned Numbers Database is complete from 2021-01-27.
+registry_complete_since = "2021-01-27"
+
+[intel.guard]
+# Answers are cached (seconds); a number is asked about at most once per kind of query per
+# min_interval_secs, because carriers block rapid repeats.
+status_ttl_secs = 21600
+history_ttl_secs = 86400
+min_interval_secs = 60
+max_entries = 100000
+
+# A number-status vendor over HTTP (optional). Paths take {number} (E.164 without '+'),
+# {e164} and {since}; `field` is a JSON Pointer into the answer; `values` maps Reachline's
+# answers to the vendor's. A value not listed is logged and read as unknown / no_data.
+# [intel.http]
+# name = "acme-numbers"
+# base_url = "https://api.acme.example"
+# token = "..."            # better: REACHLINE_INTEL__HTTP__TOKEN
+# timeout_ms = 3000
+# [intel.http.status]
+# path = "/v2/status?msisdn={number}"
+# field = "/data/state"
+# values = { normal = ["1"], empty = ["2"], suspended = ["3"], cancelled = ["4"], powered_off = ["5"] }
+# [intel.http.recycled]
+# path = "/v2/recycle?msisdn={number}&since={since}"
+# field = "/data/result"
+# values = { yes = ["Y"], no = ["N"], no_data = ["U"] }
 "#;
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod book;
 mod config;
 mod demo;
 mod import;
+mod intel_cmd;
 mod keys;
 mod show;
 
@@ -92,6 +93,14 @@ enum Command {
     },
     /// Row counts of the database.
     Summary,
+    /// Classify a borrower's reply (Chinese or English) and print the class, the cue that
+    /// decided it and any new number stated, as JSON.
+    ClassifyReply { text: String },
+    /// Number intelligence: load a disconnection registry, check a number.
+    Intel {
+        #[command(subcommand)]
+        command: intel_cmd::IntelCommand,
+    },
     /// Benchmarks that print a table.
     Bench {
         #[command(subcommand)]
@@ -281,6 +290,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { command } => bench::run(command).await,
+        Command::ClassifyReply { text } => intel_cmd::classify_reply(&cfg, &text),
+        Command::Intel { command } => intel_cmd::run(&cfg, command).await,
         Command::Demo { .. } | Command::GenBook { .. } => {
             unreachable!("handled before configuration is loaded")
         }

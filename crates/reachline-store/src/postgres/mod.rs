@@ -621,7 +621,12 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn load_disconnects(&self, rows: Vec<(PhoneNumber, NaiveDate)>, source: &str, at: DateTime<Utc>) -> Result<u64> {
+    async fn load_disconnects(
+        &self,
+        rows: Vec<(PhoneNumber, NaiveDate)>,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let mut added = 0u64;
         for chunk in rows.chunks(10_000) {
@@ -649,10 +654,11 @@ impl Store for PgStore {
 
     async fn last_disconnect(&self, number: &PhoneNumber) -> Result<Option<NaiveDate>> {
         let bidx = self.keys.blind_index("phone", number.e164()).to_vec();
-        let day: Option<NaiveDate> = sqlx::query_scalar("SELECT max(disconnected_on) FROM disconnects WHERE number_bidx = $1")
-            .bind(bidx)
-            .fetch_one(&self.pool)
-            .await?;
+        let day: Option<NaiveDate> =
+            sqlx::query_scalar("SELECT max(disconnected_on) FROM disconnects WHERE number_bidx = $1")
+                .bind(bidx)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(day)
     }
 

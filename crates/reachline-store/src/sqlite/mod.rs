@@ -566,7 +566,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn load_disconnects(&self, rows: Vec<(PhoneNumber, NaiveDate)>, source: &str, at: DateTime<Utc>) -> Result<u64> {
+    async fn load_disconnects(
+        &self,
+        rows: Vec<(PhoneNumber, NaiveDate)>,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
         let source = source.to_string();
         self.with(move |c, keys| {
             let tx = c.transaction()?;

@@ -367,7 +367,11 @@ pub async fn disconnects_load_and_answer(h: &Harness) {
         (n("+12025550123"), d("2024-09-15")),
         (n("+8613812345678"), d("2024-01-20")),
     ];
-    let added = h.store.load_disconnects(rows.clone(), "rnd-2024-10", t(1, 9)).await.unwrap();
+    let added = h
+        .store
+        .load_disconnects(rows.clone(), "rnd-2024-10", t(1, 9))
+        .await
+        .unwrap();
     assert_eq!(added, 3);
     assert_eq!(h.store.load_disconnects(rows, "rnd-2024-10", t(2, 9)).await.unwrap(), 0);
     assert_eq!(

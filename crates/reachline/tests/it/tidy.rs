@@ -39,8 +39,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("reachline-policy", &["reachline-domain"]),
     ("reachline-ledger", &["reachline-domain"]),
     (
-        "reachline",
+        "reachline-intel",
         &["reachline-domain", "reachline-policy", "reachline-store"],
+    ),
+    (
+        "reachline",
+        &[
+            "reachline-domain",
+            "reachline-intel",
+            "reachline-policy",
+            "reachline-store",
+        ],
     ),
 ];
 
