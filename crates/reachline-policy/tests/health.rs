@@ -165,3 +165,32 @@ fn no_contact_is_dead_on_one_failure() {
         }
     }
 }
+
+/// Health gates what a contact may carry: a number held for a recycled-number check gets no
+/// debt content (a code to re-verify it may go), a reassigned one gets nothing, and a healthy
+/// one anything.
+#[test]
+fn health_gates_debt_content() {
+    use reachline_domain::Purpose;
+    let t = timelines().into_iter().find(|t| t.name == "recycled-silent").unwrap();
+    let day = |s: &str| end_of_day(t.zone, s.parse().unwrap());
+    let contact = |h: &BorrowerHealth| h.contacts.iter().find(|a| a.contact.0 == 1).unwrap().clone();
+
+    let held = contact(&assess(&t, day("2024-04-05")));
+    assert_eq!(held.state, HealthState::Suspect);
+    assert_eq!(held.suspicions, vec![Rule::SilentLong]);
+    assert!(matches!(held.needs[..], [reachline_policy::Need::RecycledCheck { .. }]));
+    assert!(held.may_carry(Purpose::Collection).is_err());
+    assert!(held.may_carry(Purpose::Service).is_err());
+    assert!(held.may_carry(Purpose::Verification).is_ok());
+
+    let gone = contact(&assess(&t, day("2024-04-06")));
+    assert_eq!(gone.state, HealthState::Reassigned);
+    for p in Purpose::ALL {
+        assert!(gone.may_carry(*p).is_err(), "{p}");
+    }
+
+    let fine = contact(&assess(&t, day("2024-03-06")));
+    assert_eq!(fine.state, HealthState::Healthy);
+    assert!(fine.may_carry(Purpose::Collection).is_ok());
+}
