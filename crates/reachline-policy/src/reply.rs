@@ -307,7 +307,7 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         "optout.zh.tuiding",
         Class(C::OptOut),
         Anywhere,
-        r"退订|退定|退钉|退掉短信|退出(短信|通知|提醒|服务)",
+        r"退订|退定|退钉|退掉短信|退出(短信|通知|提醒|服务)|(给我|帮我)?退(了|掉)(吧|呗)",
     ),
     (
         "optout.zh.tuiding.blocked",
@@ -338,6 +338,12 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         Class(C::OptOut),
         Anywhere,
         r"拉黑|屏蔽|拒收|报警|拒绝接收|黑名单|骚扰|勿扰|免打扰|投诉|别烦|不要烦|烦不烦|烦死|滚开|滚蛋",
+    ),
+    (
+        "optout.zh.remove",
+        Class(C::OptOut),
+        Anywhere,
+        r"(名单|列表|通讯录|系统|数据库)[^,.!?]{0,4}(删除|删掉|去掉|移除|除名)|(删除|删掉|去掉|移除)(我的?)?(号码?|电话|手机号?|信息|资料|联系方式)",
     ),
     (
         "optout.zh.cancel",
@@ -413,6 +419,12 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         r"\b(just|recently) got (this|the|a new) (number|phone|sim)\b|\bgot this number\b|\bhad this number (for|since)\b|\bnew (owner|user) of this\b|\b(number|phone) (was|has been|got|is|been) (recycled|reassigned|reissued|given to me|transferred|reallocated)\b|\b(previous|former|old|last|prior) (owner|user|holder)\b|\bno longer (has|uses|owns|have|use|his|her) (this|the)? ?number\b|\bthis (number|phone) (is|belongs to) (mine now|me now)\b",
     ),
     (
+        "wrong.en.not_their_phone",
+        Class(C::WrongNumber),
+        Anywhere,
+        r"\b(isn'?t|is not|not|no longer) ([a-z]+( [a-z]+)?('s|s|')|my) (phone|number|cell|mobile|cellphone)( number)?( anymore| any more| now)?\b",
+    ),
+    (
         "wrong.en.changed",
         Changed,
         Anywhere,
@@ -467,12 +479,24 @@ const CUES: &[(&str, Says, Scope, &str)] = &[
         r"换人了|号码?(已|已经)?(经)?换人|换(了)?主人|(原|前|以前的?|之前的?|上一?个|旧的?)(机主|号主|主人|用户|持有人)|(新|刚|才|刚刚)(办|买|申请|开|注册)的(号|卡|手机号|电话卡|号码|手机|电话)|(号码?|卡|手机号)[^,.!?]{0,5}(新|刚|才|刚刚)(办|买|申请|开)的|(新|现在的)(号主|机主)|二次放号|号码?(已|已经)?(被)?(回收|重新分配|重新放号)",
     ),
     (
+        "wrong.zh.not_here",
+        Class(C::WrongNumber),
+        Anywhere,
+        r"你(们)?(要)?找的(人|那个人|那位)(不在|不是我|不在这|不用这个号)|(号码?|卡|手机号)[^,.!?]{0,4}(我)?(才|刚|刚刚)(用|换|办)",
+    ),
+    (
         "wrong.zh.changed",
         Changed,
         Anywhere,
         r"换号|换了号|换了(新)?(手机)?(号码?|手机号|电话|手机)|换(新)?(手机号|号码)|改号|号码?改了|新号码?|新手机号|新电话|新的(号码?|手机号|电话)|号码?已?(经)?(停用|不用了|注销)|不用这个号",
     ),
     // ---------------------------------------------------------------- dispute
+    (
+        "dispute.zh.not_my_loan",
+        Class(C::Dispute),
+        Anywhere,
+        r"(贷款|借款|欠款|这笔钱|这笔账|这笔款|这个账|债务)(也)?不是我的|不是我的(贷款|借款|欠款|债|账)",
+    ),
     (
         "dispute.zh.not_mine",
         Class(C::Dispute),

@@ -139,6 +139,13 @@ enum ConfigCommand {
 const EXIT_BOOK_REJECTED: u8 = 2;
 
 fn main() -> ExitCode {
+    // End quietly when the reader of the output goes away (`reachline … | head`), as command-line
+    // tools do, instead of panicking on a closed pipe.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
