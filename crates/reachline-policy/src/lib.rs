@@ -5,11 +5,13 @@
 //! so the live engine and the simulator run the same code.
 
 pub mod evidence;
+pub mod gates;
 pub mod health;
 pub mod intel;
 pub mod reply;
 
 pub use evidence::{CallOutcome, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source, Strength};
+pub use gates::{check, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty, Window};
 pub use health::{
     assess_borrower, Assessment, BorrowerHealth, ContactFacts, HealthConfig, HealthEvent, HealthEventKind, HealthState,
     Need, Rule, Transition,

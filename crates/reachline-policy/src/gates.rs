@@ -1,0 +1,427 @@
+//! The contact-rule gates every send passes: hours in the borrower's own zone, frequency caps,
+//! consent, contact health and the third-party rules, per jurisdiction profile.
+//!
+//! [`check`] answers one question — may this message go to this contact on this channel now?
+//! — with [`Gate::Allow`] carrying a [`Permit`], [`Gate::Defer`] with the next moment every gate
+//! allows and the reason, or [`Gate::Suppress`] with the reason. A `Permit` can only be built
+//! here, and the send path takes only a `Permit`, so no code path can skip the gates. A notice
+//! that is not allowed now is deferred to the next allowed moment, never dropped; only what no
+//! later moment would cure (no consent, a reassigned number, a third party who refused) is
+//! suppressed.
+//!
+//! | rule | `cn` | `us` | reason code |
+//! |---|---|---|---|
+//! | hours, borrower-local (all candidate zones when unsure) | collection 08:00–22:00 | 08:00–21:00 | `quiet_hours` |
+//! | connected calls per debtor per day | ≤ 3 | — | `connected_call_cap` |
+//! | unanswered dial attempts per number per day | ≤ 6 | — | `unanswered_call_cap` |
+//! | call attempts per debt in a rolling 7 days | — | ≤ 7 | `call_frequency_7d` |
+//! | calls within 7 days after a conversation | — | none | `after_conversation` |
+//! | messages per borrower per day / week (all channels), per contact point per day | 3 / 10, 2 (configurable) | 3 / 10, 2 (configurable) | `daily_cap`, `weekly_cap` |
+//! | consent for the purpose and channel | required | required | `no_consent` |
+//! | contact health (dead, reassigned, held for a check …) | — | — | `contact_health` |
+//! | third parties: only when the borrower is unreachable, never debt content, once each, never after a refusal | ✓ | ✓ | `borrower_reachable`, `third_party_debt_content`, `third_party_contacted`, `third_party_refused` |
+
+use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use reachline_domain::{Channel, ContactId, Jurisdiction, Purpose};
+use serde::{Deserialize, Serialize};
+
+use crate::health::{Assessment, HealthBlock};
+
+/// Why a send is deferred or suppressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    QuietHours,
+    ConnectedCallCap,
+    UnansweredCallCap,
+    CallFrequency7d,
+    AfterConversation,
+    DailyCap,
+    WeeklyCap,
+    NoConsent,
+    ContactHealth,
+    BorrowerReachable,
+    ThirdPartyDebtContent,
+    ThirdPartyContacted,
+    ThirdPartyRefused,
+    /// No allowed moment in the coming week (a misconfigured window).
+    NoAllowedTime,
+}
+
+reachline_domain::named_enum!(Reason, "gate reason", {
+    QuietHours => "quiet_hours",
+    ConnectedCallCap => "connected_call_cap",
+    UnansweredCallCap => "unanswered_call_cap",
+    CallFrequency7d => "call_frequency_7d",
+    AfterConversation => "after_conversation",
+    DailyCap => "daily_cap",
+    WeeklyCap => "weekly_cap",
+    NoConsent => "no_consent",
+    ContactHealth => "contact_health",
+    BorrowerReachable => "borrower_reachable",
+    ThirdPartyDebtContent => "third_party_debt_content",
+    ThirdPartyContacted => "third_party_contacted",
+    ThirdPartyRefused => "third_party_refused",
+    NoAllowedTime => "no_allowed_time",
+});
+
+/// A daily window of allowed local times, `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start: NaiveTime,
+    pub end: NaiveTime,
+}
+
+impl Window {
+    pub fn new(start: (u32, u32), end: (u32, u32)) -> Self {
+        let t = |(h, m): (u32, u32)| NaiveTime::from_hms_opt(h, m, 0).unwrap_or(NaiveTime::MIN);
+        Self {
+            start: t(start),
+            end: t(end),
+        }
+    }
+
+    fn contains(&self, t: NaiveTime) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// The numbers of one jurisdiction profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateProfile {
+    pub jurisdiction: Jurisdiction,
+    pub service_hours: Window,
+    pub collection_hours: Window,
+    pub third_party_hours: Window,
+    /// Messages and calls per borrower per local day, across channels (verification codes are
+    /// not counted: the borrower asked for them).
+    pub max_per_day: u32,
+    pub max_per_week: u32,
+    /// Messages and calls per contact point per local day.
+    pub max_per_contact_per_day: u32,
+    pub max_connected_calls_per_day: Option<u32>,
+    pub max_unanswered_calls_per_number_per_day: Option<u32>,
+    pub max_call_attempts_per_7_days: Option<u32>,
+    pub no_calls_days_after_conversation: Option<u32>,
+}
+
+impl GateProfile {
+    /// China: GB/T 45251—2025 and the CBA collection guideline (see the contact rules).
+    pub fn cn() -> Self {
+        Self {
+            jurisdiction: Jurisdiction::Cn,
+            service_hours: Window::new((8, 0), (22, 0)),
+            collection_hours: Window::new((8, 0), (22, 0)),
+            third_party_hours: Window::new((8, 0), (22, 0)),
+            max_per_day: 3,
+            max_per_week: 10,
+            max_per_contact_per_day: 2,
+            max_connected_calls_per_day: Some(3),
+            max_unanswered_calls_per_number_per_day: Some(6),
+            max_call_attempts_per_7_days: None,
+            no_calls_days_after_conversation: None,
+        }
+    }
+
+    /// United States: Regulation F §1006.6(b)(1)(i) and §1006.14(b)(2).
+    pub fn us() -> Self {
+        Self {
+            jurisdiction: Jurisdiction::Us,
+            service_hours: Window::new((8, 0), (21, 0)),
+            collection_hours: Window::new((8, 0), (21, 0)),
+            third_party_hours: Window::new((8, 0), (21, 0)),
+            max_per_day: 3,
+            max_per_week: 10,
+            max_per_contact_per_day: 2,
+            max_connected_calls_per_day: None,
+            max_unanswered_calls_per_number_per_day: None,
+            max_call_attempts_per_7_days: Some(7),
+            no_calls_days_after_conversation: Some(7),
+        }
+    }
+
+    pub fn for_jurisdiction(j: Jurisdiction) -> Self {
+        match j {
+            Jurisdiction::Cn => Self::cn(),
+            Jurisdiction::Us => Self::us(),
+        }
+    }
+
+    fn window(&self, purpose: Purpose) -> Option<Window> {
+        match purpose {
+            Purpose::Service => Some(self.service_hours),
+            Purpose::Collection => Some(self.collection_hours),
+            Purpose::ThirdParty => Some(self.third_party_hours),
+            // A code the borrower just asked for goes at once.
+            Purpose::Verification => None,
+        }
+    }
+}
+
+/// What became of an earlier attempt, as far as the caps care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    Message,
+    /// A call answered by the borrower: a conversation.
+    CallConnected,
+    CallUnanswered,
+}
+
+/// An earlier attempt to this borrower (any channel, any contact point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    pub contact: ContactId,
+    pub purpose: Purpose,
+    pub kind: AttemptKind,
+}
+
+/// What the third-party rules need to know about an emergency contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThirdParty {
+    /// The borrower is formally unreachable (see the contact rules).
+    pub borrower_unreachable: bool,
+    /// This third party was contacted before.
+    pub contacted_before: bool,
+    /// This third party refused further contact.
+    pub refused: bool,
+}
+
+/// One send to be judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The borrower's candidate zones, the likeliest first; hours must be allowed in all.
+    pub zones: &'a [Tz],
+    pub purpose: Purpose,
+    pub channel: Channel,
+    /// The health of the contact point it would go to.
+    pub contact: &'a Assessment,
+    /// For an emergency contact: the third-party facts. `None` for the borrower's own.
+    pub third_party: Option<ThirdParty>,
+    /// Whether the template says anything of the debt (checked when templates load).
+    pub mentions_debt: bool,
+    /// The borrower's consent events.
+    pub consents: &'a [reachline_domain::Consent],
+}
+
+/// Proof that a send passed every gate at `at`. Only [`check`] builds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit {
+    pub contact: ContactId,
+    pub channel: Channel,
+    pub purpose: Purpose,
+    pub at: DateTime<Utc>,
+    _sealed: Sealed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sealed;
+
+/// The answer of the gates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    Allow(Permit),
+    Defer {
+        until: DateTime<Utc>,
+        reason: Reason,
+    },
+    Suppress {
+        reason: Reason,
+        health: Option<HealthBlock>,
+    },
+}
+
+/// Judges one send at `now` against the profile and the borrower's earlier attempts.
+pub fn check(req: &Request, history: &[Attempt], profile: &GateProfile, now: DateTime<Utc>) -> Gate {
+    let suppress = |reason| Gate::Suppress { reason, health: None };
+    if let Err(block) = req.contact.may_carry(req.purpose) {
+        return Gate::Suppress {
+            reason: Reason::ContactHealth,
+            health: Some(block),
+        };
+    }
+    let consent_purpose = if req.third_party.is_some() {
+        Purpose::ThirdParty
+    } else {
+        req.purpose
+    };
+    if !reachline_domain::consent::permits(req.consents, consent_purpose, req.channel) {
+        return suppress(Reason::NoConsent);
+    }
+    if let Some(tp) = req.third_party {
+        if req.mentions_debt {
+            return suppress(Reason::ThirdPartyDebtContent);
+        }
+        if tp.refused {
+            return suppress(Reason::ThirdPartyRefused);
+        }
+        if tp.contacted_before {
+            return suppress(Reason::ThirdPartyContacted);
+        }
+        if !tp.borrower_unreachable {
+            return suppress(Reason::BorrowerReachable);
+        }
+    }
+    let zones: &[Tz] = if req.zones.is_empty() { &[Tz::UTC] } else { req.zones };
+    let mut t = now;
+    let mut first: Option<Reason> = None;
+    // Each gate that blocks names the moment it would allow; move there and ask all again.
+    for _ in 0..16 {
+        let block = hours_block(zones, profile.window(req.purpose), t)
+            .or_else(|| caps_block(req, history, profile, zones[0], t));
+        match block {
+            None if t == now => {
+                return Gate::Allow(Permit {
+                    contact: req.contact.contact,
+                    channel: req.channel,
+                    purpose: req.purpose,
+                    at: now,
+                    _sealed: Sealed,
+                })
+            }
+            None => {
+                return Gate::Defer {
+                    until: t,
+                    reason: first.unwrap_or(Reason::QuietHours),
+                }
+            }
+            Some((until, reason)) => {
+                first.get_or_insert(reason);
+                if until <= t || until - now > Duration::days(8) {
+                    return suppress(Reason::NoAllowedTime);
+                }
+                t = until;
+            }
+        }
+    }
+    suppress(Reason::NoAllowedTime)
+}
+
+/// If `t` is outside the window in any zone, the next moment inside it in all zones.
+fn hours_block(zones: &[Tz], window: Option<Window>, t: DateTime<Utc>) -> Option<(DateTime<Utc>, Reason)> {
+    let window = window?;
+    let ok = |at: DateTime<Utc>| zones.iter().all(|z| window.contains(at.with_timezone(z).time()));
+    if ok(t) {
+        return None;
+    }
+    // The next allowed moment is `t` or some zone's next window start: try them in order.
+    let mut candidates: Vec<DateTime<Utc>> = Vec::new();
+    for z in zones {
+        let local = t.with_timezone(z).date_naive();
+        for d in 0..3 {
+            let day = local + Duration::days(d);
+            if let Some(start) = z.from_local_datetime(&day.and_time(window.start)).earliest() {
+                let start = start.with_timezone(&Utc);
+                if start > t {
+                    candidates.push(start);
+                }
+            }
+        }
+    }
+    candidates.sort();
+    let next = candidates.into_iter().find(|c| ok(*c)).unwrap_or(t + Duration::days(7));
+    Some((next, Reason::QuietHours))
+}
+
+/// The start of the borrower-local day after the one `t` falls in.
+fn next_local_day(zone: Tz, t: DateTime<Utc>) -> DateTime<Utc> {
+    let day = t.with_timezone(&zone).date_naive() + Duration::days(1);
+    zone.from_local_datetime(&day.and_time(NaiveTime::MIN))
+        .earliest()
+        .map_or(t + Duration::days(1), |d| d.with_timezone(&Utc))
+}
+
+fn caps_block(
+    req: &Request,
+    history: &[Attempt],
+    p: &GateProfile,
+    zone: Tz,
+    t: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, Reason)> {
+    if req.purpose == Purpose::Verification {
+        return None;
+    }
+    let today = t.with_timezone(&zone).date_naive();
+    let counted: Vec<&Attempt> = history
+        .iter()
+        .filter(|a| a.at <= t && a.purpose != Purpose::Verification)
+        .collect();
+    let same_day = |a: &&&Attempt| a.at.with_timezone(&zone).date_naive() == today;
+    if counted.iter().filter(same_day).count() as u32 >= p.max_per_day {
+        return Some((next_local_day(zone, t), Reason::DailyCap));
+    }
+    let to_contact = counted
+        .iter()
+        .filter(|a| a.contact == req.contact.contact)
+        .filter(same_day)
+        .count();
+    if to_contact as u32 >= p.max_per_contact_per_day {
+        return Some((next_local_day(zone, t), Reason::DailyCap));
+    }
+    let mut week: Vec<DateTime<Utc>> = counted
+        .iter()
+        .map(|a| a.at)
+        .filter(|at| t - *at < Duration::days(7))
+        .collect();
+    if week.len() as u32 >= p.max_per_week {
+        // Allowed again when enough of them have left the rolling week.
+        week.sort();
+        let k = week.len() - p.max_per_week as usize;
+        return Some((week[k] + Duration::days(7), Reason::WeeklyCap));
+    }
+    if req.channel != Channel::Voice || req.purpose != Purpose::Collection {
+        return None;
+    }
+    let calls: Vec<&&Attempt> = counted
+        .iter()
+        .filter(|a| matches!(a.kind, AttemptKind::CallConnected | AttemptKind::CallUnanswered))
+        .collect();
+    if let Some(max) = p.max_connected_calls_per_day {
+        let n = calls
+            .iter()
+            .filter(|a| a.kind == AttemptKind::CallConnected && same_day(a))
+            .count();
+        if n as u32 >= max {
+            return Some((next_local_day(zone, t), Reason::ConnectedCallCap));
+        }
+    }
+    if let Some(max) = p.max_unanswered_calls_per_number_per_day {
+        let n = calls
+            .iter()
+            .filter(|a| a.kind == AttemptKind::CallUnanswered && a.contact == req.contact.contact && same_day(a))
+            .count();
+        if n as u32 >= max {
+            return Some((next_local_day(zone, t), Reason::UnansweredCallCap));
+        }
+    }
+    if let Some(days) = p.no_calls_days_after_conversation {
+        if let Some(last) = calls
+            .iter()
+            .filter(|a| a.kind == AttemptKind::CallConnected)
+            .map(|a| a.at)
+            .max()
+        {
+            let until = last + Duration::days(i64::from(days));
+            if until > t {
+                return Some((until, Reason::AfterConversation));
+            }
+        }
+    }
+    if let Some(max) = p.max_call_attempts_per_7_days {
+        let mut recent: Vec<DateTime<Utc>> = calls
+            .iter()
+            .map(|a| a.at)
+            .filter(|at| t - *at < Duration::days(7))
+            .collect();
+        if recent.len() as u32 >= max {
+            recent.sort();
+            // Allowed again when the oldest of the last `max` leaves the rolling week.
+            let k = recent.len() - max as usize;
+            return Some((recent[k] + Duration::days(7), Reason::CallFrequency7d));
+        }
+    }
+    None
+}
