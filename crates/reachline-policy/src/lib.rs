@@ -9,6 +9,7 @@ pub mod gates;
 pub mod health;
 pub mod intel;
 pub mod reply;
+pub mod timeline;
 
 pub use evidence::{CallOutcome, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source, Strength};
 pub use gates::{check, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty, Window};

@@ -2,15 +2,25 @@
 //! states expected on given days; the full outcome at the end is snapshot-tested, and every
 //! timeline is checked against the rules no outcome may break.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{end_of_day, Expect, Timeline};
 use reachline_domain::DeliveryClass;
-use reachline_policy::{assess_borrower, BorrowerHealth, EvidenceId, HealthConfig, HealthState, Rule};
+use reachline_policy::timeline::{end_of_day, Timeline};
+use reachline_policy::{BorrowerHealth, EvidenceId, HealthConfig, HealthState, Rule};
 
-fn timelines() -> Vec<Timeline> {
+struct Named {
+    name: String,
+    t: Timeline,
+}
+
+impl std::ops::Deref for Named {
+    type Target = Timeline;
+    fn deref(&self) -> &Timeline {
+        &self.t
+    }
+}
+
+fn timelines() -> Vec<Named> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/timelines");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -23,61 +33,15 @@ fn timelines() -> Vec<Timeline> {
         .iter()
         .map(|p| {
             let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-            common::parse(&name, &std::fs::read_to_string(p).unwrap())
+            let t = reachline_policy::timeline::parse(&std::fs::read_to_string(p).unwrap())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            Named { name, t }
         })
         .collect()
 }
 
 fn assess(t: &Timeline, at: chrono::DateTime<chrono::Utc>) -> BorrowerHealth {
-    assess_borrower(&t.contacts, &t.evidence, t.zone, at, &HealthConfig::default())
-}
-
-fn render(t: &Timeline, h: &BorrowerHealth) -> String {
-    let mut out = String::new();
-    for a in &h.contacts {
-        let facts = t.contacts.iter().find(|c| c.id == a.contact).unwrap();
-        out += &format!(
-            "contact {} ({} {}): {} since {} by {}; score {:.2}; needs {}\n",
-            a.contact.0,
-            facts.kind,
-            a.role.name(),
-            a.state,
-            a.since,
-            a.rule,
-            a.score,
-            serde_json::to_string(&a.needs).unwrap()
-        );
-        for tr in &a.transitions {
-            out += &format!(
-                "  {} {:<10} -> {:<10} {:<32} {:?}\n",
-                tr.day,
-                tr.from,
-                tr.to,
-                tr.rule,
-                tr.evidence.iter().map(|e| e.0).collect::<Vec<_>>()
-            );
-        }
-    }
-    out += "events:\n";
-    for e in &h.events {
-        out += &format!(
-            "  {} {:<20} {:<8} {:<32} {:?}\n",
-            e.day,
-            e.kind,
-            e.contact.map_or("borrower".to_string(), |c| format!("contact {}", c.0)),
-            e.rule,
-            e.evidence.iter().map(|e| e.0).collect::<Vec<_>>()
-        );
-    }
-    out += &format!(
-        "borrower: {}\n",
-        match h.unreachable_since {
-            Some(d) => format!("unreachable since {d}"),
-            None if h.reachable => "reachable".to_string(),
-            None => "unreachable".to_string(),
-        }
-    );
-    out
+    t.assess_at(at, &HealthConfig::default())
 }
 
 #[test]
@@ -85,33 +49,8 @@ fn timelines_reach_the_expected_states() {
     let mut failures = Vec::new();
     for t in timelines() {
         assert!(!t.expects.is_empty(), "{} expects nothing", t.name);
-        for x in &t.expects {
-            match x {
-                Expect::State {
-                    line,
-                    day,
-                    contact,
-                    state,
-                } => {
-                    let h = assess(&t, end_of_day(t.zone, *day));
-                    let a = h.contacts.iter().find(|a| a.contact.0 == *contact).unwrap();
-                    if a.state.as_str() != state {
-                        failures.push(format!(
-                            "{}:{line}: contact {contact} on {day}: expected {state}, got {} ({})",
-                            t.name, a.state, a.rule
-                        ));
-                    }
-                }
-                Expect::Reachable { line, day, reachable } => {
-                    let h = assess(&t, end_of_day(t.zone, *day));
-                    if h.reachable != *reachable {
-                        failures.push(format!(
-                            "{}:{line}: borrower on {day}: expected reachable={reachable}",
-                            t.name
-                        ));
-                    }
-                }
-            }
+        for f in t.failed_expectations(&HealthConfig::default()) {
+            failures.push(format!("{}: {f}", t.name));
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
@@ -120,9 +59,27 @@ fn timelines_reach_the_expected_states() {
 #[test]
 fn timelines_snapshot() {
     for t in timelines() {
-        let h = assess(&t, t.now);
-        insta::assert_snapshot!(t.name.clone(), render(&t, &h));
+        let h = t.assess(&HealthConfig::default());
+        insta::assert_snapshot!(t.name.clone(), t.render(&h));
     }
+}
+
+#[test]
+fn bad_timelines_are_refused_with_the_line() {
+    let e = reachline_policy::timeline::parse(
+        "zone Asia/Shanghai\ncontact 1 mobile primary bound=2024-01-01\n2024-02-01 2 delivery sms dead\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.line, 3);
+    assert!(e.message.contains("contact 2 is not declared"), "{e}");
+    let e = reachline_policy::timeline::parse(
+        "contact 1 mobile primary bound=2024-01-01\n2024-02-01 1 delivery sms dead-ish\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("delivery class"), "{e}");
+    let e = reachline_policy::timeline::parse("expect 2024-02-01 1 zombie\n").unwrap_err();
+    assert!(e.message.contains("state"), "{e}");
 }
 
 /// No contact is declared dead on one message: every automatic `dead` names hard failures on
@@ -172,11 +129,12 @@ fn no_contact_is_dead_on_one_failure() {
 #[test]
 fn health_gates_debt_content() {
     use reachline_domain::Purpose;
-    let t = timelines().into_iter().find(|t| t.name == "recycled-silent").unwrap();
+    let named = timelines().into_iter().find(|t| t.name == "recycled-silent").unwrap();
+    let t = &named.t;
     let day = |s: &str| end_of_day(t.zone, s.parse().unwrap());
     let contact = |h: &BorrowerHealth| h.contacts.iter().find(|a| a.contact.0 == 1).unwrap().clone();
 
-    let held = contact(&assess(&t, day("2024-04-05")));
+    let held = contact(&assess(t, day("2024-04-05")));
     assert_eq!(held.state, HealthState::Suspect);
     assert_eq!(held.suspicions, vec![Rule::SilentLong]);
     assert!(matches!(held.needs[..], [reachline_policy::Need::RecycledCheck { .. }]));
@@ -184,13 +142,13 @@ fn health_gates_debt_content() {
     assert!(held.may_carry(Purpose::Service).is_err());
     assert!(held.may_carry(Purpose::Verification).is_ok());
 
-    let gone = contact(&assess(&t, day("2024-04-06")));
+    let gone = contact(&assess(t, day("2024-04-06")));
     assert_eq!(gone.state, HealthState::Reassigned);
     for p in Purpose::ALL {
         assert!(gone.may_carry(*p).is_err(), "{p}");
     }
 
-    let fine = contact(&assess(&t, day("2024-03-06")));
+    let fine = contact(&assess(t, day("2024-03-06")));
     assert_eq!(fine.state, HealthState::Healthy);
     assert!(fine.may_carry(Purpose::Collection).is_ok());
 }

@@ -20,6 +20,7 @@ pub struct Config {
     pub book: BookConfig,
     pub log: LogConfig,
     pub intel: reachline_intel::IntelConfig,
+    pub health: reachline_policy::HealthConfig,
 }
 
 impl Default for Config {
@@ -49,6 +50,7 @@ impl Default for Config {
                 format: LogFormat::Text,
             },
             intel: reachline_intel::IntelConfig::default(),
+            health: reachline_policy::HealthConfig::default(),
         }
     }
 }
@@ -288,6 +290,18 @@ batch_size = 2000
 level = "info,rusqlite_migration=warn,sqlx=warn"
 # text or json
 format = "text"
+
+[health]
+# Contact-health thresholds, in days (see `reachline-policy`'s health module for the rules).
+healthy_window_days = 90            # engaged or proven within: healthy; after: verified
+long_healthy_days = 30              # healthy this long: a failure is an anomaly
+degrade_after_transient_days = 3    # days of transient failures, nothing delivered: degraded
+suspect_after_transient_days = 7    # ... suspect, with a carrier check
+carrier_confirm_days = 7            # a hard failure and a carrier "empty" this close: dead
+silent_days = 90                    # delivered but never engaged this long: recycled-number check
+silent_days_paying_elsewhere = 45   # ... when the borrower pays by other means
+silent_min_deliveries = 3
+score_half_life_days = 60
 
 [intel]
 # The first day the loaded disconnection registry (`reachline intel load-disconnects`) is

@@ -1,5 +1,5 @@
-//! `reachline classify-reply` and `reachline intel …`: the reply classifier and the number
-//! intelligence sources, from the command line.
+//! `reachline classify-reply`, `reachline intel …` and `reachline health replay`: the reply
+//! classifier, the number intelligence sources and contact health, from the command line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,6 +104,46 @@ pub async fn run(cfg: &Config, command: IntelCommand) -> anyhow::Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum HealthCommand {
+    /// Replay an evidence timeline (the format of `crates/reachline-policy/src/timeline.rs`)
+    /// through contact health and print each contact's state, transitions and events. Exits 1
+    /// when an `expect` line of the timeline does not hold.
+    Replay {
+        file: PathBuf,
+        /// Replay up to the end of this day instead of the timeline's `now`.
+        #[arg(long)]
+        at: Option<NaiveDate>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn health(cfg: &Config, command: HealthCommand) -> anyhow::Result<bool> {
+    match command {
+        HealthCommand::Replay { file, at, json } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let t = reachline_policy::timeline::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let when = at.map_or(t.now, |d| reachline_policy::timeline::end_of_day(t.zone, d));
+            let h = t.assess_at(when, &cfg.health);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                print!("{}", t.render(&h));
+            }
+            let failures = t.failed_expectations(&cfg.health);
+            for f in &failures {
+                eprintln!("{}: {f}", file.display());
+            }
+            if !t.expects.is_empty() && failures.is_empty() {
+                eprintln!("{}: all {} expectations hold", file.display(), t.expects.len());
+            }
+            Ok(failures.is_empty())
         }
     }
 }

@@ -96,6 +96,11 @@ enum Command {
     /// Classify a borrower's reply (Chinese or English) and print the class, the cue that
     /// decided it and any new number stated, as JSON.
     ClassifyReply { text: String },
+    /// Contact health: replay an evidence timeline.
+    Health {
+        #[command(subcommand)]
+        command: intel_cmd::HealthCommand,
+    },
     /// Number intelligence: load a disconnection registry, check a number.
     Intel {
         #[command(subcommand)]
@@ -137,6 +142,11 @@ enum ConfigCommand {
 
 /// Exit code for a book that was refused because of errors in it.
 const EXIT_BOOK_REJECTED: u8 = 2;
+
+/// A replayed timeline whose expectations did not all hold (each was printed).
+#[derive(Debug, thiserror::Error)]
+#[error("some expectations of the timeline do not hold")]
+struct ExpectationsFailed;
 
 fn main() -> ExitCode {
     // End quietly when the reader of the output goes away (`reachline … | head`), as command-line
@@ -299,6 +309,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { command } => bench::run(command).await,
         Command::ClassifyReply { text } => intel_cmd::classify_reply(&cfg, &text),
         Command::Intel { command } => intel_cmd::run(&cfg, command).await,
+        Command::Health { command } => {
+            if intel_cmd::health(&cfg, command)? {
+                Ok(())
+            } else {
+                Err(ExpectationsFailed.into())
+            }
+        }
         Command::Demo { .. } | Command::GenBook { .. } => {
             unreachable!("handled before configuration is loaded")
         }

@@ -85,3 +85,37 @@ fn disconnections_load_all_or_nothing_and_answer_the_fcc_way() {
         "{v}"
     );
 }
+
+#[test]
+fn health_replay_prints_the_outcome_and_checks_expectations() {
+    let s = Scratch::new();
+    let good = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../reachline-policy/tests/timelines/recycled-after-dead.txt"
+    );
+    let out = s.run(&["health", "replay", good]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(text.contains("reassigned since 2024-06-21 by recycled_yes"), "{text}");
+    assert!(text.contains("hard_failure_two_days"), "{text}");
+    assert!(stderr(&out).contains("all 6 expectations hold"), "{}", stderr(&out));
+    // As of an earlier day, as JSON.
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["health", "replay", good, "--at", "2024-03-11", "--json"])).unwrap();
+    assert_eq!(v["contacts"][0]["state"], "dead");
+    assert_eq!(v["reachable"], false);
+    // A wrong expectation fails the command and names its line.
+    let bad = s.path("bad.txt");
+    std::fs::write(
+        &bad,
+        "contact 1 mobile primary bound=2024-01-01\n2024-02-01 1 delivery sms dead\nexpect 2024-02-01 1 dead\n",
+    )
+    .unwrap();
+    let out = s.run(&["health", "replay", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("line 3: contact 1 on 2024-02-01: expected dead, got suspect"),
+        "{}",
+        stderr(&out)
+    );
+}
