@@ -4,13 +4,16 @@
 //! randomness. Evidence and `now` are passed in; the same inputs always give the same outputs,
 //! so the live engine and the simulator run the same code.
 
+pub mod cadence;
 pub mod evidence;
 pub mod gates;
 pub mod health;
 pub mod intel;
 pub mod reply;
+pub mod templates;
 pub mod timeline;
 
+pub use cadence::{Cadence, NoticeKind, Step};
 pub use evidence::{CallOutcome, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source, Strength};
 pub use gates::{check, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty, Window};
 pub use health::{
@@ -19,3 +22,4 @@ pub use health::{
 };
 pub use intel::{recycled_since, NumberStatus, RecycleAnswer};
 pub use reply::{Classification, ReplyClass, ReplyClassifier};
+pub use templates::{Audience, Rendered, TemplateSource, Templates};
