@@ -5,6 +5,7 @@
 //! so the live engine and the simulator run the same code.
 
 pub mod cadence;
+pub mod decide;
 pub mod evidence;
 pub mod gates;
 pub mod health;
@@ -14,6 +15,10 @@ pub mod templates;
 pub mod timeline;
 
 pub use cadence::{Cadence, NoticeKind, Step};
+pub use decide::{
+    decide, Action, Decision, DecisionReason, DueInstallment, LadderConfig, NoticeKey, Outcome, SendRecord, Snapshot,
+    ThirdPartyRecord,
+};
 pub use evidence::{CallOutcome, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source, Strength};
 pub use gates::{check, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty, Window};
 pub use health::{

@@ -1,0 +1,454 @@
+//! `decide(snapshot, now)`: for each notice due to a borrower, what to do now — send on which
+//! contact and channel, wait, defer, suppress, look a number up, or start a contact check —
+//! each with a reason code. Pure: the engine gathers the snapshot, applies the decisions and
+//! records them.
+//!
+//! # The escalation ladder
+//!
+//! Each notice climbs a ladder of (contact, channel) rungs: the borrower's own contact points in
+//! order (primary before backup; on each, the channels its kind allows in the configured order),
+//! and last the emergency contacts. After a send the notice waits `wait_hours` for its outcome:
+//!
+//! - engaged (a reply, a click, a payment), or the installment paid: the ladder stops;
+//! - delivered: a service notice is done; a collection notice waits for engagement and, on
+//!   silence after the window, climbs;
+//! - failed (any class but `our_fault`): climbs at once; `our_fault` retries the same rung after
+//!   the window (never the borrower's fault);
+//! - no outcome within the window: climbs.
+//!
+//! A rung whose contact health or gates refuse for good is passed over (the reason is kept); a
+//! rung the gates defer makes the notice wait until then. The emergency contacts are reached
+//! only when the borrower is formally unreachable — no working contact point of their own, or
+//! from the day after 3 failed attempts, or 3 days unreachable — with the third-party template,
+//! once per contact, never after a refusal (the gates check the last three). A ladder that runs
+//! out ends in a contact check.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use reachline_domain::{
+    Channel, Consent, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Locale, Purpose,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cadence::{Cadence, NoticeKind};
+use crate::gates::{self, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty};
+use crate::health::{BorrowerHealth, ContactFacts, HealthState, Need};
+
+/// Which notice: an installment, a cadence step, its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NoticeKey {
+    pub installment: InstallmentId,
+    pub step: usize,
+    pub kind: NoticeKind,
+}
+
+/// An unpaid installment as the policy needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueInstallment {
+    pub id: InstallmentId,
+    pub due_date: NaiveDate,
+    pub paid: bool,
+}
+
+/// What became of an earlier send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "class")]
+pub enum Outcome {
+    /// Sent, no receipt yet.
+    Pending,
+    Delivered,
+    /// Read, clicked, replied, confirmed, paid through it.
+    Engaged,
+    Failed(DeliveryClass),
+}
+
+/// An earlier send of a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRecord {
+    pub key: NoticeKey,
+    pub rung: usize,
+    pub contact: ContactId,
+    pub channel: Channel,
+    pub at: DateTime<Utc>,
+    pub outcome: Outcome,
+    /// A call connected to the borrower (for the call caps).
+    pub conversation: bool,
+}
+
+/// What is known of an emergency contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThirdPartyRecord {
+    pub contact: ContactId,
+    pub contacted: bool,
+    pub refused: bool,
+}
+
+/// How notices climb.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LadderConfig {
+    /// The channel order on a contact point whose kind allows several (a mobile: SMS, then voice).
+    pub channels: Vec<Channel>,
+    /// Hours to wait for an outcome before climbing.
+    pub wait_hours: u32,
+    /// Voice calls only for collection notices.
+    pub voice_for_service: bool,
+}
+
+impl Default for LadderConfig {
+    fn default() -> Self {
+        Self {
+            channels: vec![Channel::Sms, Channel::Push, Channel::Im, Channel::Email, Channel::Voice],
+            wait_hours: 24,
+            voice_for_service: false,
+        }
+    }
+}
+
+/// Everything the policy needs about one borrower.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'a> {
+    pub zones: &'a [Tz],
+    pub locale: Locale,
+    pub profile: &'a GateProfile,
+    pub cadence: &'a Cadence,
+    pub ladder: &'a LadderConfig,
+    pub contacts: &'a [ContactFacts],
+    pub health: &'a BorrowerHealth,
+    pub consents: &'a [Consent],
+    pub installments: &'a [DueInstallment],
+    pub sends: &'a [SendRecord],
+    pub third_parties: &'a [ThirdPartyRecord],
+}
+
+/// Why a decision was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionReason {
+    /// The cadence step's first rung.
+    CadenceStep,
+    EscalatedAfterFailure,
+    EscalatedAfterSilence,
+    /// Our side failed: the same rung again.
+    RetryOurFault,
+    AwaitingOutcome,
+    /// The step is done (delivered, or engaged).
+    Done,
+    /// A gate defers or suppresses; the gate's reason is in `gate`.
+    Gate,
+    /// No rung left that can carry the notice.
+    LadderExhausted,
+    /// Health asks for a lookup.
+    HealthNeedsLookup,
+    /// Health asks the borrower to prove they hold a number, or no own contact works.
+    ContactCheckNeeded,
+}
+
+reachline_domain::named_enum!(DecisionReason, "decision reason", {
+    CadenceStep => "cadence_step",
+    EscalatedAfterFailure => "escalated_after_failure",
+    EscalatedAfterSilence => "escalated_after_silence",
+    RetryOurFault => "retry_our_fault",
+    AwaitingOutcome => "awaiting_outcome",
+    Done => "done",
+    Gate => "gate",
+    LadderExhausted => "ladder_exhausted",
+    HealthNeedsLookup => "health_needs_lookup",
+    ContactCheckNeeded => "contact_check_needed",
+});
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Send {
+        rung: usize,
+        /// The third-party template must be used (an emergency contact).
+        third_party: bool,
+        permit: Permit,
+    },
+    Wait {
+        until: DateTime<Utc>,
+    },
+    Defer {
+        until: DateTime<Utc>,
+    },
+    Suppress,
+    Lookup {
+        contact: ContactId,
+        need: Need,
+    },
+    ContactCheck {
+        contact: Option<ContactId>,
+    },
+}
+
+/// One decision, explained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub key: Option<NoticeKey>,
+    pub action: Action,
+    pub reason: DecisionReason,
+    /// The gate's reason, when a gate decided.
+    pub gate: Option<Reason>,
+    /// Rungs passed over, with why.
+    pub skipped: Vec<(usize, Reason)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rung {
+    contact: ContactId,
+    channel: Channel,
+    third_party: bool,
+}
+
+fn channels_of(kind: ContactKind) -> &'static [Channel] {
+    match kind {
+        ContactKind::Mobile => &[Channel::Sms, Channel::Voice],
+        ContactKind::Landline => &[Channel::Voice],
+        ContactKind::Email => &[Channel::Email],
+        ContactKind::PushToken => &[Channel::Push],
+        ContactKind::ImAccount => &[Channel::Im],
+    }
+}
+
+/// The rungs of a notice's ladder, in order.
+fn rungs(s: &Snapshot, purpose: Purpose) -> Vec<Rung> {
+    let mut out = Vec::new();
+    let live = |c: &&ContactFacts| !c.retired;
+    for role_rank in 0..2 {
+        for ch in &s.ladder.channels {
+            if *ch == Channel::Voice && purpose == Purpose::Service && !s.ladder.voice_for_service {
+                continue;
+            }
+            for c in s.contacts.iter().filter(live) {
+                let rank = match c.role {
+                    ContactRole::Primary => 0,
+                    ContactRole::Backup => 1,
+                    ContactRole::Emergency(_) => continue,
+                };
+                if rank == role_rank && channels_of(c.kind).contains(ch) {
+                    out.push(Rung {
+                        contact: c.id,
+                        channel: *ch,
+                        third_party: false,
+                    });
+                }
+            }
+        }
+    }
+    for c in s.contacts.iter().filter(live) {
+        if c.role.is_third_party() && channels_of(c.kind).contains(&Channel::Sms) {
+            out.push(Rung {
+                contact: c.id,
+                channel: Channel::Sms,
+                third_party: true,
+            });
+        }
+    }
+    out
+}
+
+/// The borrower is formally unreachable: no working own contact point, or from the day after
+/// 3 failed attempts, or unreachable for 3 days.
+pub fn formally_unreachable(s: &Snapshot, now: DateTime<Utc>) -> bool {
+    if !s.health.reachable {
+        return true;
+    }
+    let zone = s.zones.first().copied().unwrap_or(Tz::UTC);
+    let today = now.with_timezone(&zone).date_naive();
+    if s.health.unreachable_since.is_some_and(|d| (today - d).num_days() >= 3) {
+        return true;
+    }
+    let mut failures: Vec<DateTime<Utc>> = s
+        .sends
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Failed(c) if c != DeliveryClass::OurFault))
+        .map(|r| r.at)
+        .collect();
+    failures.sort();
+    failures
+        .get(2)
+        .is_some_and(|third| third.with_timezone(&zone).date_naive() < today)
+}
+
+fn attempts(s: &Snapshot) -> Vec<Attempt> {
+    s.sends
+        .iter()
+        .map(|r| Attempt {
+            at: r.at,
+            contact: r.contact,
+            purpose: r.key.kind.purpose(),
+            kind: match (r.channel, r.conversation) {
+                (Channel::Voice, true) => AttemptKind::CallConnected,
+                (Channel::Voice, false) => AttemptKind::CallUnanswered,
+                _ => AttemptKind::Message,
+            },
+        })
+        .collect()
+}
+
+/// Decides, for every notice due to this borrower at `now`, what to do.
+pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
+    let mut out = Vec::new();
+    let zone = s.zones.first().copied().unwrap_or(Tz::UTC);
+    let today = now.with_timezone(&zone).date_naive();
+
+    // Health first: lookups it asks for, and contact checks.
+    for a in &s.health.contacts {
+        for need in &a.needs {
+            let action = match need {
+                Need::Reverify => Action::ContactCheck {
+                    contact: Some(a.contact),
+                },
+                other => Action::Lookup {
+                    contact: a.contact,
+                    need: *other,
+                },
+            };
+            let reason = if matches!(need, Need::Reverify) {
+                DecisionReason::ContactCheckNeeded
+            } else {
+                DecisionReason::HealthNeedsLookup
+            };
+            out.push(Decision {
+                key: None,
+                action,
+                reason,
+                gate: None,
+                skipped: Vec::new(),
+            });
+        }
+    }
+    if !s.health.reachable {
+        out.push(Decision {
+            key: None,
+            action: Action::ContactCheck { contact: None },
+            reason: DecisionReason::ContactCheckNeeded,
+            gate: None,
+            skipped: Vec::new(),
+        });
+    }
+
+    let history = attempts(s);
+    let unreachable = formally_unreachable(s, now);
+    for inst in s.installments.iter().filter(|i| !i.paid) {
+        let Some((step_index, step)) = s.cadence.due_step(inst.due_date, today, &[]) else {
+            continue;
+        };
+        let key = NoticeKey {
+            installment: inst.id,
+            step: step_index,
+            kind: step.kind,
+        };
+        out.push(decide_notice(s, key, &history, unreachable, now));
+    }
+    out
+}
+
+fn decide_notice(s: &Snapshot, key: NoticeKey, history: &[Attempt], unreachable: bool, now: DateTime<Utc>) -> Decision {
+    let purpose = key.kind.purpose();
+    let ladder = rungs(s, purpose);
+    let window = Duration::hours(i64::from(s.ladder.wait_hours));
+    let mut sends: Vec<&SendRecord> = s.sends.iter().filter(|r| r.key == key).collect();
+    sends.sort_by_key(|r| (r.at, r.rung));
+    let decision = |action, reason| Decision {
+        key: Some(key),
+        action,
+        reason,
+        gate: None,
+        skipped: Vec::new(),
+    };
+
+    // Where the ladder stands.
+    let (start, reason) = match sends.last() {
+        None => (0, DecisionReason::CadenceStep),
+        Some(last) => {
+            if sends.iter().any(|r| r.outcome == Outcome::Engaged) {
+                return decision(Action::Suppress, DecisionReason::Done);
+            }
+            let waited = now - last.at >= window;
+            match last.outcome {
+                Outcome::Delivered if purpose != Purpose::Collection => {
+                    return decision(Action::Suppress, DecisionReason::Done)
+                }
+                Outcome::Failed(DeliveryClass::OurFault) if waited => (last.rung, DecisionReason::RetryOurFault),
+                Outcome::Failed(_) => (last.rung + 1, DecisionReason::EscalatedAfterFailure),
+                Outcome::Pending | Outcome::Delivered if waited => {
+                    (last.rung + 1, DecisionReason::EscalatedAfterSilence)
+                }
+                _ => {
+                    return decision(
+                        Action::Wait {
+                            until: last.at + window,
+                        },
+                        DecisionReason::AwaitingOutcome,
+                    )
+                }
+            }
+        }
+    };
+
+    let mut skipped = Vec::new();
+    for (i, rung) in ladder.iter().enumerate().skip(start) {
+        let Some(health) = s.health.contacts.iter().find(|a| a.contact == rung.contact) else {
+            continue;
+        };
+        let third_party = rung.third_party.then(|| {
+            let rec = s.third_parties.iter().find(|t| t.contact == rung.contact);
+            ThirdParty {
+                borrower_unreachable: unreachable,
+                contacted_before: rec.is_some_and(|r| r.contacted),
+                refused: rec.is_some_and(|r| r.refused),
+            }
+        });
+        // A third party's own health gates the send to them; the purpose is theirs.
+        let purpose = if rung.third_party { Purpose::ThirdParty } else { purpose };
+        if rung.third_party && health.state == HealthState::Reassigned {
+            skipped.push((i, Reason::ContactHealth));
+            continue;
+        }
+        let req = gates::Request {
+            zones: s.zones,
+            purpose,
+            channel: rung.channel,
+            contact: health,
+            third_party,
+            // A borrower's notice speaks of the debt; the third-party template never does
+            // (checked when templates load).
+            mentions_debt: !rung.third_party,
+            consents: s.consents,
+        };
+        match gates::check(&req, history, s.profile, now) {
+            Gate::Allow(permit) => {
+                return Decision {
+                    key: Some(key),
+                    action: Action::Send {
+                        rung: i,
+                        third_party: rung.third_party,
+                        permit,
+                    },
+                    reason,
+                    gate: None,
+                    skipped,
+                }
+            }
+            Gate::Defer { until, reason: g } => {
+                return Decision {
+                    key: Some(key),
+                    action: Action::Defer { until },
+                    reason: DecisionReason::Gate,
+                    gate: Some(g),
+                    skipped,
+                }
+            }
+            Gate::Suppress { reason: g, .. } => skipped.push((i, g)),
+        }
+    }
+    Decision {
+        key: Some(key),
+        action: Action::ContactCheck { contact: None },
+        reason: DecisionReason::LadderExhausted,
+        gate: None,
+        skipped,
+    }
+}

@@ -1,0 +1,346 @@
+//! `decide`: the escalation ladder over contacts and channels, the gates on every rung, the
+//! emergency contact only when the borrower is formally unreachable, and health's requests.
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use reachline_domain::{
+    Channel, Consent, ConsentSource, ConsentState, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId,
+    Locale, Purpose, Relation,
+};
+use reachline_policy::decide::formally_unreachable;
+use reachline_policy::{
+    assess_borrower, decide, Action, BorrowerHealth, Cadence, ContactFacts, Decision, DecisionReason, DueInstallment,
+    Evidence, EvidenceId, EvidenceKind, GateProfile, HealthConfig, LadderConfig, NoticeKey, NoticeKind, Outcome,
+    Reason, SendRecord, Snapshot, Source, ThirdPartyRecord,
+};
+
+const SH: Tz = chrono_tz::Asia::Shanghai;
+
+fn at(s: &str) -> DateTime<Utc> {
+    SH.from_local_datetime(&chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap())
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn contacts() -> Vec<ContactFacts> {
+    let c = |id, kind, role| ContactFacts {
+        id: ContactId(id),
+        kind,
+        role,
+        bound_since: "2023-01-01".parse().unwrap(),
+        verified_at: None,
+        retired: false,
+    };
+    vec![
+        c(1, ContactKind::Mobile, ContactRole::Primary),
+        c(2, ContactKind::Email, ContactRole::Primary),
+        c(3, ContactKind::Mobile, ContactRole::Backup),
+        c(9, ContactKind::Mobile, ContactRole::Emergency(Relation::Parent)),
+    ]
+}
+
+fn consents() -> Vec<Consent> {
+    Purpose::ALL
+        .iter()
+        .map(|p| Consent {
+            purpose: *p,
+            channel: None,
+            state: ConsentState::Granted,
+            at: at("2023-01-01 09:00"),
+            source: ConsentSource::Contract,
+            text_version: "v1".into(),
+        })
+        .collect()
+}
+
+/// Health from the sends' outcomes, as the engine would record them as evidence.
+fn health(sends: &[SendRecord], now: DateTime<Utc>) -> BorrowerHealth {
+    let evidence: Vec<Evidence> = sends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let class = match r.outcome {
+                Outcome::Pending => return None,
+                Outcome::Delivered => DeliveryClass::Delivered,
+                Outcome::Engaged => DeliveryClass::Engaged,
+                Outcome::Failed(c) => c,
+            };
+            Some(Evidence {
+                id: EvidenceId(i as u64 + 1),
+                contact: Some(r.contact),
+                at: r.at,
+                source: Source::Provider("test".into()),
+                kind: EvidenceKind::Delivery {
+                    channel: r.channel,
+                    class,
+                },
+            })
+        })
+        .collect();
+    assess_borrower(&contacts(), &evidence, SH, now, &HealthConfig::default())
+}
+
+const INST: InstallmentId = InstallmentId(77);
+
+fn key() -> NoticeKey {
+    // The standard cadence's T+1 overdue step.
+    NoticeKey {
+        installment: INST,
+        step: 4,
+        kind: NoticeKind::Overdue,
+    }
+}
+
+fn send(rung: usize, contact: i64, channel: Channel, t: &str, outcome: Outcome) -> SendRecord {
+    SendRecord {
+        key: key(),
+        rung,
+        contact: ContactId(contact),
+        channel,
+        at: at(t),
+        outcome,
+        conversation: false,
+    }
+}
+
+fn run(sends: &[SendRecord], third: &[ThirdPartyRecord], paid: bool, now: &str) -> Vec<Decision> {
+    let now = at(now);
+    let contacts = contacts();
+    let consents = consents();
+    let health = health(sends, now);
+    let profile = GateProfile::cn();
+    let cadence = Cadence::standard("p");
+    let ladder = LadderConfig::default();
+    let inst = [DueInstallment {
+        id: INST,
+        due_date: "2024-05-20".parse().unwrap(),
+        paid,
+    }];
+    let s = Snapshot {
+        zones: &[SH],
+        locale: Locale::ZhCn,
+        profile: &profile,
+        cadence: &cadence,
+        ladder: &ladder,
+        contacts: &contacts,
+        health: &health,
+        consents: &consents,
+        installments: &inst,
+        sends,
+        third_parties: third,
+    };
+    decide(&s, now)
+}
+
+fn notice(ds: &[Decision]) -> &Decision {
+    ds.iter().find(|d| d.key.is_some()).expect("a notice decision")
+}
+
+fn sent_to(d: &Decision) -> (usize, i64, Channel, bool) {
+    match &d.action {
+        Action::Send {
+            rung,
+            third_party,
+            permit,
+        } => (*rung, permit.contact.0, permit.channel, *third_party),
+        other => panic!("expected a send, got {other:?} ({})", d.reason),
+    }
+}
+
+#[test]
+fn the_first_rung_is_sms_to_the_primary_number() {
+    let ds = run(&[], &[], false, "2024-05-21 10:00");
+    let d = notice(&ds);
+    assert_eq!(d.key, Some(key()));
+    assert_eq!(d.reason, DecisionReason::CadenceStep);
+    assert_eq!(sent_to(d), (0, 1, Channel::Sms, false));
+    assert_eq!(d.key.unwrap().kind.purpose(), Purpose::Collection);
+}
+
+#[test]
+fn a_failure_climbs_at_once_and_silence_after_the_window() {
+    let s0 = send(
+        0,
+        1,
+        Channel::Sms,
+        "2024-05-21 10:00",
+        Outcome::Failed(DeliveryClass::Dead),
+    );
+    let d = notice(&run(&[s0], &[], false, "2024-05-21 10:05")).clone();
+    assert_eq!(d.reason, DecisionReason::EscalatedAfterFailure);
+    // Primary's next channel in order: email.
+    assert_eq!(sent_to(&d), (1, 2, Channel::Email, false));
+
+    let s1 = send(1, 2, Channel::Email, "2024-05-21 10:05", Outcome::Pending);
+    let d = notice(&run(&[s0, s1], &[], false, "2024-05-21 16:00")).clone();
+    assert_eq!(d.reason, DecisionReason::AwaitingOutcome);
+    assert_eq!(
+        d.action,
+        Action::Wait {
+            until: at("2024-05-22 10:05")
+        }
+    );
+
+    let d = notice(&run(&[s0, s1], &[], false, "2024-05-22 10:10")).clone();
+    assert_eq!(d.reason, DecisionReason::EscalatedAfterSilence);
+    // Then a call to the primary number (collection allows voice).
+    assert_eq!(sent_to(&d), (2, 1, Channel::Voice, false));
+}
+
+#[test]
+fn a_delivered_collection_notice_waits_for_engagement_and_engagement_ends_it() {
+    let s0 = send(0, 1, Channel::Sms, "2024-05-21 10:00", Outcome::Delivered);
+    let d = notice(&run(&[s0], &[], false, "2024-05-21 12:00")).clone();
+    assert_eq!(d.reason, DecisionReason::AwaitingOutcome);
+    let s0 = send(0, 1, Channel::Sms, "2024-05-21 10:00", Outcome::Engaged);
+    let d = notice(&run(&[s0], &[], false, "2024-05-22 12:00")).clone();
+    assert_eq!((d.action, d.reason), (Action::Suppress, DecisionReason::Done));
+    // A paid installment gets no notice at all.
+    assert!(run(&[], &[], true, "2024-05-21 10:00").iter().all(|d| d.key.is_none()));
+}
+
+#[test]
+fn night_defers_to_the_morning() {
+    let d = notice(&run(&[], &[], false, "2024-05-21 22:30")).clone();
+    assert_eq!(
+        d.action,
+        Action::Defer {
+            until: at("2024-05-22 08:00")
+        }
+    );
+    assert_eq!((d.reason, d.gate), (DecisionReason::Gate, Some(Reason::QuietHours)));
+}
+
+#[test]
+fn the_emergency_contact_only_when_unreachable_once_and_without_the_debt() {
+    // Three failures on the 21st, on every own rung the day allows.
+    let fails = [
+        send(
+            0,
+            1,
+            Channel::Sms,
+            "2024-05-21 09:00",
+            Outcome::Failed(DeliveryClass::Dead),
+        ),
+        send(
+            1,
+            2,
+            Channel::Email,
+            "2024-05-21 09:05",
+            Outcome::Failed(DeliveryClass::Dead),
+        ),
+        send(
+            2,
+            1,
+            Channel::Voice,
+            "2024-05-21 09:10",
+            Outcome::Failed(DeliveryClass::Dead),
+        ),
+        send(
+            3,
+            3,
+            Channel::Sms,
+            "2024-05-21 09:15",
+            Outcome::Failed(DeliveryClass::Dead),
+        ),
+        send(
+            4,
+            3,
+            Channel::Voice,
+            "2024-05-21 09:20",
+            Outcome::Failed(DeliveryClass::Dead),
+        ),
+    ];
+    // The same day the borrower is not yet formally unreachable: the ladder ends in a check.
+    let d = notice(&run(&fails, &[], false, "2024-05-21 09:30")).clone();
+    assert_eq!(d.reason, DecisionReason::LadderExhausted, "{d:?}");
+    assert!(d.skipped.contains(&(5, Reason::BorrowerReachable)), "{:?}", d.skipped);
+    // From the day after three failed attempts: the emergency contact, third-party template.
+    let d = notice(&run(&fails, &[], false, "2024-05-22 10:00")).clone();
+    assert_eq!(sent_to(&d), (5, 9, Channel::Sms, true));
+    // Once per contact, and never after a refusal.
+    let contacted = [ThirdPartyRecord {
+        contact: ContactId(9),
+        contacted: true,
+        refused: false,
+    }];
+    let d = notice(&run(&fails, &contacted, false, "2024-05-22 10:00")).clone();
+    assert_eq!(d.reason, DecisionReason::LadderExhausted);
+    assert!(d.skipped.contains(&(5, Reason::ThirdPartyContacted)));
+    let refused = [ThirdPartyRecord {
+        contact: ContactId(9),
+        contacted: false,
+        refused: true,
+    }];
+    let d = notice(&run(&fails, &refused, false, "2024-05-22 10:00")).clone();
+    assert!(d.skipped.contains(&(5, Reason::ThirdPartyRefused)));
+}
+
+#[test]
+fn health_requests_become_lookups_and_checks() {
+    // One hard failure: suspect, a carrier check asked for.
+    let s0 = send(
+        0,
+        1,
+        Channel::Sms,
+        "2024-05-21 10:00",
+        Outcome::Failed(DeliveryClass::Dead),
+    );
+    let ds = run(&[s0], &[], false, "2024-05-21 10:05");
+    assert!(ds.iter().any(|d| matches!(
+        d.action,
+        Action::Lookup {
+            contact: ContactId(1),
+            need: reachline_policy::Need::CarrierCheck
+        }
+    ) && d.reason == DecisionReason::HealthNeedsLookup));
+}
+
+#[test]
+fn unreachable_by_rule() {
+    let contacts = contacts();
+    let consents = consents();
+    let profile = GateProfile::cn();
+    let cadence = Cadence::standard("p");
+    let ladder = LadderConfig::default();
+    let two = [
+        send(
+            0,
+            1,
+            Channel::Sms,
+            "2024-05-21 09:00",
+            Outcome::Failed(DeliveryClass::Transient),
+        ),
+        send(
+            1,
+            2,
+            Channel::Email,
+            "2024-05-21 09:05",
+            Outcome::Failed(DeliveryClass::OurFault),
+        ),
+        send(
+            2,
+            1,
+            Channel::Voice,
+            "2024-05-21 09:10",
+            Outcome::Failed(DeliveryClass::Transient),
+        ),
+    ];
+    let now = at("2024-05-22 10:00");
+    let health = health(&two, now);
+    let s = Snapshot {
+        zones: &[SH],
+        locale: Locale::ZhCn,
+        profile: &profile,
+        cadence: &cadence,
+        ladder: &ladder,
+        contacts: &contacts,
+        health: &health,
+        consents: &consents,
+        installments: &[],
+        sends: &two,
+        third_parties: &[],
+    };
+    // Our own failure does not count against the borrower: two failures are not three.
+    assert!(!formally_unreachable(&s, now));
+}
