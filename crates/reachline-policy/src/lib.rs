@@ -13,6 +13,7 @@ pub mod intel;
 pub mod reply;
 pub mod templates;
 pub mod timeline;
+pub mod timing;
 
 pub use cadence::{Cadence, NoticeKind, Step};
 pub use decide::{
