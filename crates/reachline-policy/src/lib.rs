@@ -5,6 +5,7 @@
 //! so the live engine and the simulator run the same code.
 
 pub mod cadence;
+pub mod codes;
 pub mod decide;
 pub mod evidence;
 pub mod gates;
