@@ -38,6 +38,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("reachline-store", &["reachline-domain"]),
     ("reachline-policy", &["reachline-domain"]),
     ("reachline-ledger", &["reachline-domain"]),
+    ("reachline-sim", &["reachline-domain", "reachline-policy"]),
     (
         "reachline-intel",
         &["reachline-domain", "reachline-policy", "reachline-store"],
@@ -84,7 +85,12 @@ fn crates_depend_only_inwards() {
 }
 
 /// The crates that must stay pure: no IO, clock or global randomness (Architecture Invariant).
-const PURE: &[&str] = &["reachline-domain", "reachline-policy", "reachline-ledger"];
+const PURE: &[&str] = &[
+    "reachline-domain",
+    "reachline-policy",
+    "reachline-ledger",
+    "reachline-sim",
+];
 
 #[test]
 fn the_pure_crates_do_no_io() {

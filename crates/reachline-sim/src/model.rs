@@ -1,0 +1,943 @@
+//! The population model, the three strategies and the metrics.
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reachline_domain::{
+    Channel, Consent, ConsentSource, ConsentState, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId,
+    Jurisdiction, Locale, Purpose, Relation,
+};
+use reachline_policy::{
+    assess_borrower, decide, Action, Cadence, ContactFacts, DueInstallment, Evidence, EvidenceId, EvidenceKind,
+    GateProfile, HealthConfig, HealthState, LadderConfig, Need, NoticeKey, NoticeKind, NumberStatus, Outcome,
+    RecycleAnswer, ReplyClass, SelfReport, SendRecord, Snapshot, Source, ThirdPartyRecord,
+};
+use serde::Serialize;
+
+use crate::Scenario;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    Baseline,
+    Multichannel,
+    Reachline,
+}
+
+impl Strategy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "baseline" => Some(Strategy::Baseline),
+            "multichannel" => Some(Strategy::Multichannel),
+            "reachline" => Some(Strategy::Reachline),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Baseline => "baseline",
+            Strategy::Multichannel => "multichannel",
+            Strategy::Reachline => "reachline",
+        }
+    }
+}
+
+/// The metrics of the simulator design, for one strategy.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Metrics {
+    pub installments_due: u64,
+    pub paid_late_or_not: u64,
+    pub missed_number_change: u64,
+    pub notices_sent: u64,
+    pub misdirected: u64,
+    pub number_changes: u64,
+    pub detect_days: Vec<u32>,
+    pub borrowers: u64,
+    pub covered_at_end: u64,
+    pub unreachable_exposure_minor: i64,
+    pub violations: u64,
+}
+
+impl Metrics {
+    pub fn overdue_rate(&self) -> f64 {
+        ratio(self.paid_late_or_not, self.installments_due)
+    }
+    pub fn missed_rate(&self) -> f64 {
+        ratio(self.missed_number_change, self.installments_due)
+    }
+    pub fn misdirected_per_10k(&self) -> f64 {
+        ratio(self.misdirected * 10_000, self.notices_sent)
+    }
+    pub fn coverage(&self) -> f64 {
+        ratio(self.covered_at_end, self.borrowers)
+    }
+    pub fn notices_per_installment(&self) -> f64 {
+        ratio(self.notices_sent, self.installments_due)
+    }
+    /// Median days from a number's abandonment to the lender knowing (dead, reassigned or the
+    /// new number), over the changes it came to know of; `None` if it never did.
+    pub fn median_detect_days(&self) -> Option<f64> {
+        let mut d = self.detect_days.clone();
+        if d.is_empty() {
+            return None;
+        }
+        d.sort();
+        Some(f64::from(d[d.len() / 2]))
+    }
+    /// Share of number changes the lender came to know of.
+    pub fn detected_share(&self) -> f64 {
+        ratio(self.detect_days.len() as u64, self.number_changes)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// One run's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub borrowers: u64,
+    pub days: u32,
+    pub seed: u64,
+    pub results: Vec<(Strategy, Metrics)>,
+}
+
+// ---------------------------------------------------------------- hidden truth
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Borrower,
+    Nobody,
+    Stranger,
+}
+
+#[derive(Debug, Clone)]
+struct Number {
+    holder: Holder,
+    abandoned_on: Option<u32>,
+    reassign_on: Option<u32>,
+}
+
+/// What only the simulator knows.
+struct Truth {
+    numbers: Vec<Number>,
+    current: usize,
+    email_alive: bool,
+    push_opted: bool,
+    on_time: f64,
+}
+
+// ---------------------------------------------------------------- the lender's view
+
+struct Inst {
+    id: InstallmentId,
+    due_day: u32,
+    paid_day: Option<u32>,
+    pre_due_reads: u32,
+    pre_due_to_stale: bool,
+    settled_on_time: Option<bool>,
+}
+
+/// What the lender knows: contacts, evidence, sends, consents.
+struct View {
+    contacts: Vec<ContactFacts>,
+    /// For each contact: the number it names (mobiles), else `None`.
+    number_of: Vec<Option<usize>>,
+    evidence: Vec<Evidence>,
+    sends: Vec<SendRecord>,
+    third: Vec<ThirdPartyRecord>,
+    pending: Vec<(u32, ContactId, Need)>,
+    asked: Vec<(ContactId, u8, u32)>,
+    last_check: Option<u32>,
+    next_id: u64,
+}
+
+struct Borrower {
+    truth: Truth,
+    view: View,
+    insts: Vec<Inst>,
+    /// (abandonment day, known day) per number change.
+    changes: Vec<(u32, Option<u32>)>,
+}
+
+struct World<'a> {
+    sc: &'a Scenario,
+    zone: Tz,
+    start: NaiveDate,
+    profile: GateProfile,
+    cadence: Cadence,
+    ladder: LadderConfig,
+    health: HealthConfig,
+    consents: Vec<Consent>,
+}
+
+impl World<'_> {
+    fn at(&self, day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+        let d = self.start + Duration::days(i64::from(day));
+        self.zone
+            .from_local_datetime(&d.and_hms_opt(hour, minute, 0).unwrap_or_default())
+            .earliest()
+            .map_or_else(
+                || Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()),
+                |t| t.with_timezone(&Utc),
+            )
+    }
+}
+
+fn contact(
+    id: i64,
+    kind: ContactKind,
+    role: ContactRole,
+    since: NaiveDate,
+    verified: Option<DateTime<Utc>>,
+) -> ContactFacts {
+    ContactFacts {
+        id: ContactId(id),
+        kind,
+        role,
+        bound_since: since,
+        verified_at: verified,
+        retired: false,
+    }
+}
+
+fn new_borrower(w: &World, rng: &mut ChaCha8Rng, days: u32) -> Borrower {
+    let sc = w.sc;
+    let since = w.start - Duration::days(rng.gen_range(30..720));
+    let verified = Some(w.at(0, 0, 0) - Duration::days(rng.gen_range(30..400)));
+    let mut contacts = vec![contact(1, ContactKind::Mobile, ContactRole::Primary, since, verified)];
+    let mut number_of = vec![Some(0)];
+    let email = rng.gen_bool(sc.has_email);
+    if email {
+        contacts.push(contact(2, ContactKind::Email, ContactRole::Primary, since, None));
+        number_of.push(None);
+    }
+    let push = rng.gen_bool(sc.push_opted_in);
+    if push {
+        contacts.push(contact(3, ContactKind::PushToken, ContactRole::Primary, since, None));
+        number_of.push(None);
+    }
+    contacts.push(contact(
+        9,
+        ContactKind::Mobile,
+        ContactRole::Emergency(Relation::Parent),
+        since,
+        None,
+    ));
+    number_of.push(None);
+    let first_due = rng.gen_range(5..35);
+    let insts = (0..)
+        .map(|k| first_due + 30 * k)
+        .take_while(|d| *d < days)
+        .enumerate()
+        .map(|(k, d)| Inst {
+            id: InstallmentId(k as i64 + 1),
+            due_day: d,
+            paid_day: None,
+            pre_due_reads: 0,
+            pre_due_to_stale: false,
+            settled_on_time: None,
+        })
+        .collect();
+    Borrower {
+        truth: Truth {
+            numbers: vec![Number {
+                holder: Holder::Borrower,
+                abandoned_on: None,
+                reassign_on: None,
+            }],
+            current: 0,
+            email_alive: email,
+            push_opted: push,
+            on_time: (sc.on_time_rate + rng.gen_range(-0.05..0.05)).clamp(0.3, 0.995),
+        },
+        view: View {
+            contacts,
+            number_of,
+            evidence: Vec::new(),
+            sends: Vec::new(),
+            third: Vec::new(),
+            pending: Vec::new(),
+            asked: Vec::new(),
+            last_check: None,
+            next_id: 1,
+        },
+        insts,
+        changes: Vec::new(),
+    }
+}
+
+impl View {
+    fn add(&mut self, contact: Option<ContactId>, at: DateTime<Utc>, source: Source, kind: EvidenceKind) {
+        self.evidence.push(Evidence {
+            id: EvidenceId(self.next_id),
+            contact,
+            at,
+            source,
+            kind,
+        });
+        self.next_id += 1;
+    }
+
+    fn add_number(&mut self, number: usize, since: NaiveDate, verified: Option<DateTime<Utc>>) -> ContactId {
+        let id = ContactId(10 + self.contacts.len() as i64);
+        let role = if self
+            .contacts
+            .iter()
+            .any(|c| c.role == ContactRole::Primary && c.kind == ContactKind::Mobile && !c.retired)
+        {
+            ContactRole::Backup
+        } else {
+            ContactRole::Primary
+        };
+        self.contacts
+            .push(contact(id.0, ContactKind::Mobile, role, since, verified));
+        self.number_of.push(Some(number));
+        id
+    }
+
+    /// The newest mobile contact the lender has (the "contract number" a simple lender uses).
+    fn contract_mobile(&self) -> Option<(ContactId, usize)> {
+        self.contacts
+            .iter()
+            .zip(&self.number_of)
+            .rfind(|(c, n)| c.kind == ContactKind::Mobile && !c.role.is_third_party() && n.is_some())
+            .map(|(c, n)| (c.id, n.unwrap_or(0)))
+    }
+}
+
+/// The result of one delivery attempt, in truth and as observed.
+struct Delivery {
+    class: DeliveryClass,
+    reached_borrower: bool,
+    misdirected: bool,
+    engaged: bool,
+    wrong_number_reply: bool,
+}
+
+fn deliver(
+    sc: &Scenario,
+    truth: &Truth,
+    view: &View,
+    rng: &mut ChaCha8Rng,
+    contact: ContactId,
+    channel: Channel,
+    debt: bool,
+) -> Delivery {
+    let idx = view.contacts.iter().position(|c| c.id == contact).unwrap_or(0);
+    let fail = |class| Delivery {
+        class,
+        reached_borrower: false,
+        misdirected: false,
+        engaged: false,
+        wrong_number_reply: false,
+    };
+    let read_and_engage = |rng: &mut ChaCha8Rng, delivered_p: f64, read_p: f64| {
+        if !rng.gen_bool(delivered_p.clamp(0.0, 1.0)) {
+            return Delivery {
+                class: DeliveryClass::Transient,
+                ..fail(DeliveryClass::Transient)
+            };
+        }
+        let read = rng.gen_bool(read_p.clamp(0.0, 1.0));
+        Delivery {
+            class: DeliveryClass::Delivered,
+            reached_borrower: read,
+            misdirected: false,
+            engaged: read && rng.gen_bool(sc.engage_given_read),
+            wrong_number_reply: false,
+        }
+    };
+    match view.contacts[idx].kind {
+        ContactKind::Email => {
+            if truth.email_alive {
+                read_and_engage(rng, sc.email_delivered, sc.email_opened)
+            } else {
+                fail(DeliveryClass::Dead)
+            }
+        }
+        ContactKind::PushToken => {
+            if truth.push_opted {
+                read_and_engage(rng, 1.0, sc.push_opened)
+            } else {
+                fail(DeliveryClass::Dead)
+            }
+        }
+        ContactKind::Mobile if view.contacts[idx].role.is_third_party() => {
+            // The emergency contact: a relative who passes the message on now and then.
+            read_and_engage(rng, sc.sms_delivered, 0.3)
+        }
+        _ => {
+            let Some(n) = view.number_of[idx] else {
+                return fail(DeliveryClass::Unknown);
+            };
+            match truth.numbers[n].holder {
+                Holder::Nobody => fail(DeliveryClass::Dead),
+                Holder::Stranger => {
+                    let reply = debt && rng.gen_bool(sc.wrong_number_reply);
+                    Delivery {
+                        class: DeliveryClass::Delivered,
+                        reached_borrower: false,
+                        misdirected: debt,
+                        engaged: false,
+                        wrong_number_reply: reply,
+                    }
+                }
+                Holder::Borrower => {
+                    let r: f64 = rng.gen();
+                    if r < sc.sms_delivered {
+                        let read = rng.gen_bool(if channel == Channel::Voice { 0.55 } else { sc.sms_read });
+                        Delivery {
+                            class: DeliveryClass::Delivered,
+                            reached_borrower: read,
+                            misdirected: false,
+                            engaged: read && rng.gen_bool(sc.engage_given_read),
+                            wrong_number_reply: false,
+                        }
+                    } else if r < sc.sms_delivered + sc.sms_transient {
+                        fail(DeliveryClass::Transient)
+                    } else {
+                        fail(DeliveryClass::Unknown)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs one scenario for each strategy over the same population (same seeds).
+pub fn run(sc: &Scenario, borrowers: u64, days: u32, seed: u64, strategies: &[Strategy]) -> RunReport {
+    let zone: Tz = sc.zone.parse().unwrap_or(Tz::UTC);
+    let jurisdiction = if sc.jurisdiction == "us" {
+        Jurisdiction::Us
+    } else {
+        Jurisdiction::Cn
+    };
+    let consents = Purpose::ALL
+        .iter()
+        .map(|p| Consent {
+            purpose: *p,
+            channel: None,
+            state: ConsentState::Granted,
+            at: DateTime::from_timestamp(1_577_836_800, 0).unwrap_or_default(),
+            source: ConsentSource::Contract,
+            text_version: "v1".into(),
+        })
+        .collect();
+    let w = World {
+        sc,
+        zone,
+        start: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap_or_default(),
+        profile: GateProfile::for_jurisdiction(jurisdiction),
+        cadence: Cadence::standard("sim"),
+        ladder: LadderConfig::default(),
+        health: HealthConfig::default(),
+        consents,
+    };
+    let results = strategies
+        .iter()
+        .map(|s| (*s, run_strategy(&w, *s, borrowers, days, seed)))
+        .collect();
+    RunReport {
+        scenario: sc.name.clone(),
+        borrowers,
+        days,
+        seed,
+        results,
+    }
+}
+
+fn run_strategy(w: &World, strategy: Strategy, n: u64, days: u32, seed: u64) -> Metrics {
+    let mut m = Metrics {
+        borrowers: n,
+        ..Metrics::default()
+    };
+    for i in 0..n {
+        // The same truth draws for every strategy (common random numbers), and the strategy's
+        // own stream for what its actions cause.
+        let mut truth_rng = ChaCha8Rng::seed_from_u64(seed ^ (i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        let mut act_rng = ChaCha8Rng::seed_from_u64(seed ^ (i.wrapping_mul(0xD1B5_4A32_D192_ED03)) ^ strategy as u64);
+        let mut b = new_borrower(w, &mut truth_rng, days);
+        for day in 0..days {
+            step_day(w, strategy, &mut b, day, &mut truth_rng, &mut act_rng, &mut m);
+        }
+        finish(w, strategy, &b, days, &mut m);
+    }
+    m
+}
+
+fn days_past_due(b: &Borrower, day: u32) -> u32 {
+    b.insts
+        .iter()
+        .filter(|i| i.paid_day.is_none() && i.due_day < day)
+        .map(|i| day - i.due_day)
+        .max()
+        .unwrap_or(0)
+}
+
+fn step_day(
+    w: &World,
+    strategy: Strategy,
+    b: &mut Borrower,
+    day: u32,
+    truth_rng: &mut ChaCha8Rng,
+    rng: &mut ChaCha8Rng,
+    m: &mut Metrics,
+) {
+    let sc = w.sc;
+    // 1. The truth moves: numbers abandoned, frozen numbers given to strangers, emails decay.
+    for num in b.truth.numbers.iter_mut() {
+        if num.reassign_on == Some(day) {
+            num.holder = Holder::Stranger;
+        }
+    }
+    let mut hazard = sc.yearly_abandon_hazard / 365.0;
+    if days_past_due(b, day) >= 30 {
+        hazard *= sc.abandon_multiplier_30dpd;
+    }
+    if truth_rng.gen_bool(hazard.min(1.0)) {
+        let old = b.truth.current;
+        b.truth.numbers[old].holder = Holder::Nobody;
+        b.truth.numbers[old].abandoned_on = Some(day);
+        b.truth.numbers[old].reassign_on = Some(day + sc.freeze_days);
+        b.truth.numbers.push(Number {
+            holder: Holder::Borrower,
+            abandoned_on: None,
+            reassign_on: None,
+        });
+        b.truth.current = b.truth.numbers.len() - 1;
+        m.number_changes += 1;
+        let mut known = None;
+        if truth_rng.gen_bool(sc.tells_new_number) {
+            // The borrower tells the lender (through a verified session).
+            let at = w.at(day, 15, 0);
+            let old_contact = b
+                .view
+                .number_of
+                .iter()
+                .position(|n| *n == Some(old))
+                .map(|i| b.view.contacts[i].id);
+            let new = b
+                .view
+                .add_number(b.truth.current, w.start + Duration::days(i64::from(day)), Some(at));
+            if let Some(c) = old_contact {
+                b.view.add(
+                    Some(c),
+                    at,
+                    Source::Borrower,
+                    EvidenceKind::SelfReport {
+                        report: SelfReport::ChangedNumber,
+                    },
+                );
+            }
+            b.view.add(Some(new), at, Source::Borrower, EvidenceKind::CodeConfirmed);
+            known = Some(day);
+        }
+        b.changes.push((day, known));
+    }
+    if b.truth.email_alive && truth_rng.gen_bool(sc.yearly_email_decay / 365.0) {
+        b.truth.email_alive = false;
+    }
+
+    // 2. The lender acts.
+    match strategy {
+        Strategy::Baseline | Strategy::Multichannel => simple(w, strategy, b, day, rng, m),
+        Strategy::Reachline => reachline(w, b, day, rng, m),
+    }
+
+    // 3. The borrower pays, or not.
+    for k in 0..b.insts.len() {
+        let inst = &b.insts[k];
+        if inst.paid_day.is_some() || inst.due_day > day {
+            continue;
+        }
+        let pays = if inst.due_day == day {
+            let mut late = 1.0 - b.truth.on_time;
+            let mut cut = sc.first_reminder_cut;
+            for _ in 0..inst.pre_due_reads {
+                late *= 1.0 - cut;
+                cut *= sc.repeat_factor;
+            }
+            let on_time = !truth_rng.gen_bool(late.clamp(0.0, 1.0));
+            b.insts[k].settled_on_time = Some(on_time);
+            on_time
+        } else {
+            truth_rng.gen_bool(sc.daily_cure.clamp(0.0, 1.0))
+        };
+        if pays {
+            b.insts[k].paid_day = Some(day);
+            if strategy == Strategy::Reachline {
+                b.view.add(
+                    None,
+                    w.at(day, 18, 0),
+                    Source::CoreBanking,
+                    EvidenceKind::Payment { via_contact: false },
+                );
+            }
+        }
+    }
+    // 4. Lookups the lender asked for come back.
+    let due: Vec<(u32, ContactId, Need)> = b.view.pending.iter().filter(|p| p.0 == day).copied().collect();
+    b.view.pending.retain(|p| p.0 != day);
+    for (_, c, need) in due {
+        answer_lookup(w, b, day, c, need, truth_rng);
+    }
+}
+
+fn stale(truth: &Truth, view: &View, c: ContactId) -> bool {
+    view.contacts
+        .iter()
+        .position(|x| x.id == c)
+        .and_then(|i| view.number_of[i])
+        .is_some_and(|n| truth.numbers[n].holder != Holder::Borrower)
+}
+
+fn record(b: &mut Borrower, key: NoticeKey, contact: ContactId, d: &Delivery, m: &mut Metrics) {
+    m.notices_sent += 1;
+    if d.misdirected {
+        m.misdirected += 1;
+    }
+    if let Some(inst) = b.insts.iter_mut().find(|i| i.id == key.installment) {
+        if key.kind == NoticeKind::PreDue || key.kind == NoticeKind::DueToday {
+            if d.reached_borrower {
+                inst.pre_due_reads += 1;
+            }
+            if stale(&b.truth, &b.view, contact) {
+                inst.pre_due_to_stale = true;
+            }
+        }
+    }
+}
+
+fn simple(w: &World, strategy: Strategy, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mut Metrics) {
+    let targets: Vec<InstallmentId> = b
+        .insts
+        .iter()
+        .filter(|i| i.paid_day.is_none() && i.due_day == day + 3)
+        .map(|i| i.id)
+        .collect();
+    for id in targets {
+        let key = NoticeKey {
+            installment: id,
+            step: 1,
+            kind: NoticeKind::PreDue,
+        };
+        let mut sends: Vec<(ContactId, Channel)> = Vec::new();
+        if let Some((c, _)) = b.view.contract_mobile() {
+            sends.push((c, Channel::Sms));
+        }
+        if strategy == Strategy::Multichannel {
+            for c in &b.view.contacts {
+                match c.kind {
+                    ContactKind::Email => sends.push((c.id, Channel::Email)),
+                    ContactKind::PushToken => sends.push((c.id, Channel::Push)),
+                    _ => {}
+                }
+            }
+        }
+        for (c, ch) in sends {
+            let d = deliver(w.sc, &b.truth, &b.view, rng, c, ch, true);
+            record(b, key, c, &d, m);
+        }
+    }
+}
+
+fn reachline(w: &World, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mut Metrics) {
+    let active = b
+        .insts
+        .iter()
+        .any(|i| i.paid_day.is_none() && day + 10 >= i.due_day && day <= i.due_day + 30);
+    if !active && b.view.pending.is_empty() && day % 7 != 0 {
+        return;
+    }
+    // Up to three rounds a day: a failure climbs the ladder at once.
+    for round in 0..3u32 {
+        let now = w.at(day, 10, round * 10);
+        let health = assess_borrower(&b.view.contacts, &b.view.evidence, w.zone, now, &w.health);
+        let installments: Vec<DueInstallment> = b
+            .insts
+            .iter()
+            .map(|i| DueInstallment {
+                id: i.id,
+                due_date: w.start + Duration::days(i64::from(i.due_day)),
+                paid: i.paid_day.is_some(),
+            })
+            .collect();
+        let s = Snapshot {
+            zones: &[w.zone],
+            locale: Locale::ZhCn,
+            profile: &w.profile,
+            cadence: &w.cadence,
+            ladder: &w.ladder,
+            contacts: &b.view.contacts,
+            health: &health,
+            consents: &w.consents,
+            installments: &installments,
+            sends: &b.view.sends,
+            third_parties: &b.view.third,
+        };
+        let decisions = decide(&s, now);
+        // Learning of dead or reassigned numbers: the first day health says so.
+        for a in &health.contacts {
+            if matches!(a.state, HealthState::Dead | HealthState::Reassigned) {
+                let idx = b.view.contacts.iter().position(|c| c.id == a.contact);
+                if let Some(n) = idx.and_then(|i| b.view.number_of[i]) {
+                    if let Some(ch) = b
+                        .changes
+                        .iter_mut()
+                        .find(|(d, k)| k.is_none() && b.truth.numbers[n].abandoned_on == Some(*d))
+                    {
+                        ch.1 = Some(day);
+                    }
+                }
+            }
+        }
+        let mut sent = false;
+        for d in decisions {
+            match d.action {
+                Action::Send {
+                    rung,
+                    third_party,
+                    permit,
+                } => {
+                    let Some(key) = d.key else { continue };
+                    let local = permit.at.with_timezone(&w.zone);
+                    let window = match permit.purpose {
+                        Purpose::Collection => w.profile.collection_hours,
+                        _ => w.profile.service_hours,
+                    };
+                    if permit.purpose != Purpose::Verification
+                        && !(window.start <= local.time() && local.time() < window.end)
+                    {
+                        m.violations += 1;
+                    }
+                    let dv = deliver(
+                        w.sc,
+                        &b.truth,
+                        &b.view,
+                        rng,
+                        permit.contact,
+                        permit.channel,
+                        !third_party,
+                    );
+                    record(b, key, permit.contact, &dv, m);
+                    let at = permit.at;
+                    let outcome = if dv.engaged {
+                        Outcome::Engaged
+                    } else if dv.class == DeliveryClass::Delivered {
+                        Outcome::Delivered
+                    } else {
+                        Outcome::Failed(dv.class)
+                    };
+                    b.view.sends.push(SendRecord {
+                        key,
+                        rung,
+                        contact: permit.contact,
+                        channel: permit.channel,
+                        at,
+                        outcome,
+                        conversation: permit.channel == Channel::Voice && dv.reached_borrower,
+                    });
+                    if third_party {
+                        b.view.third.push(ThirdPartyRecord {
+                            contact: permit.contact,
+                            contacted: true,
+                            refused: false,
+                        });
+                        // A relative passes it on: the borrower gets in touch with the new number.
+                        if dv.reached_borrower {
+                            learn_new_number(w, b, day);
+                        }
+                    }
+                    let src = Source::Provider("sim".into());
+                    b.view.add(
+                        Some(permit.contact),
+                        at + Duration::minutes(2),
+                        src,
+                        EvidenceKind::Delivery {
+                            channel: permit.channel,
+                            class: dv.class,
+                        },
+                    );
+                    if dv.engaged {
+                        b.view.add(
+                            Some(permit.contact),
+                            at + Duration::minutes(20),
+                            Source::Holder,
+                            EvidenceKind::Reply {
+                                channel: permit.channel,
+                                class: ReplyClass::Acknowledged,
+                            },
+                        );
+                    }
+                    if dv.wrong_number_reply {
+                        b.view.add(
+                            Some(permit.contact),
+                            at + Duration::minutes(30),
+                            Source::Holder,
+                            EvidenceKind::Reply {
+                                channel: permit.channel,
+                                class: ReplyClass::WrongNumber,
+                            },
+                        );
+                    }
+                    sent = true;
+                }
+                Action::Lookup { contact, need } => {
+                    let kind = match need {
+                        Need::CarrierCheck => 0u8,
+                        _ => 1,
+                    };
+                    if !b
+                        .view
+                        .asked
+                        .iter()
+                        .any(|(c, k, d)| *c == contact && *k == kind && day < d + 7)
+                    {
+                        b.view.asked.push((contact, kind, day));
+                        let lag = if kind == 0 { 1 } else { w.sc.recycle_check_lag_days };
+                        b.view.pending.push((day + lag, contact, need));
+                    }
+                }
+                Action::ContactCheck { .. } => {
+                    if b.view.last_check.is_none_or(|d| day >= d + 7) {
+                        b.view.last_check = Some(day);
+                        contact_check(w, b, day, rng);
+                    }
+                }
+                Action::Wait { .. } | Action::Defer { .. } | Action::Suppress => {}
+            }
+        }
+        if !sent {
+            break;
+        }
+    }
+}
+
+/// The contact-check flow: a link on every other working channel; the borrower who opens it
+/// confirms their current number with a code.
+fn contact_check(w: &World, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng) {
+    let open = (b.truth.email_alive
+        && b.view.contacts.iter().any(|c| c.kind == ContactKind::Email)
+        && rng.gen_bool(w.sc.email_opened))
+        || (b.truth.push_opted
+            && b.view.contacts.iter().any(|c| c.kind == ContactKind::PushToken)
+            && rng.gen_bool(w.sc.push_opened));
+    if open {
+        learn_new_number(w, b, day);
+    }
+}
+
+fn learn_new_number(w: &World, b: &mut Borrower, day: u32) {
+    let current = b.truth.current;
+    if b.view.number_of.contains(&Some(current)) {
+        return;
+    }
+    let at = w.at(day, 16, 0);
+    let c = b
+        .view
+        .add_number(current, w.start + Duration::days(i64::from(day)), Some(at));
+    b.view.add(Some(c), at, Source::Borrower, EvidenceKind::CodeConfirmed);
+    for ch in b.changes.iter_mut().filter(|(_, k)| k.is_none()) {
+        ch.1 = Some(day);
+    }
+}
+
+fn answer_lookup(w: &World, b: &mut Borrower, day: u32, contact: ContactId, need: Need, rng: &mut ChaCha8Rng) {
+    let Some(idx) = b.view.contacts.iter().position(|c| c.id == contact) else {
+        return;
+    };
+    let Some(n) = b.view.number_of[idx] else {
+        return;
+    };
+    if !rng.gen_bool(w.sc.recycle_check_coverage) {
+        return;
+    }
+    let num = &b.truth.numbers[n];
+    let at = w.at(day, 9, 0);
+    let src = Source::Lookup("sim".into());
+    match need {
+        Need::CarrierCheck => {
+            let status = match num.holder {
+                Holder::Nobody => NumberStatus::Cancelled,
+                _ => NumberStatus::Normal,
+            };
+            b.view
+                .add(Some(contact), at, src, EvidenceKind::CarrierStatus { status });
+        }
+        Need::RecycledCheck { since } => {
+            let abandoned = num.abandoned_on.map(|d| w.start + Duration::days(i64::from(d)));
+            let answer = if abandoned.is_some_and(|a| a >= since) {
+                RecycleAnswer::Yes
+            } else {
+                RecycleAnswer::No
+            };
+            b.view
+                .add(Some(contact), at, src, EvidenceKind::Recycled { since, answer });
+        }
+        Need::Reverify => {}
+    }
+}
+
+fn finish(w: &World, strategy: Strategy, b: &Borrower, days: u32, m: &mut Metrics) {
+    for i in b.insts.iter().filter(|i| i.due_day < days) {
+        m.installments_due += 1;
+        if i.settled_on_time != Some(true) {
+            m.paid_late_or_not += 1;
+        }
+        if i.pre_due_reads == 0 && i.pre_due_to_stale {
+            m.missed_number_change += 1;
+        }
+    }
+    for (start, known) in &b.changes {
+        if let Some(k) = known {
+            m.detect_days.push(k.saturating_sub(*start));
+        }
+    }
+    // Coverage: a way the lender would use that truly reaches the borrower.
+    let reaches = |c: &ContactFacts, n: Option<usize>| match c.kind {
+        ContactKind::Mobile => n.is_some_and(|n| b.truth.numbers[n].holder == Holder::Borrower),
+        ContactKind::Email => b.truth.email_alive,
+        ContactKind::PushToken => b.truth.push_opted,
+        _ => false,
+    };
+    let covered = match strategy {
+        Strategy::Baseline => b
+            .view
+            .contract_mobile()
+            .is_some_and(|(_, n)| b.truth.numbers[n].holder == Holder::Borrower),
+        Strategy::Multichannel => b
+            .view
+            .contacts
+            .iter()
+            .zip(&b.view.number_of)
+            .filter(|(c, _)| !c.role.is_third_party())
+            .filter(|(c, _)| c.kind != ContactKind::Mobile || b.view.contract_mobile().map(|x| x.0) == Some(c.id))
+            .any(|(c, n)| reaches(c, *n)),
+        Strategy::Reachline => {
+            let now = w.at(days.saturating_sub(1), 23, 0);
+            let h = assess_borrower(&b.view.contacts, &b.view.evidence, w.zone, now, &w.health);
+            h.contacts
+                .iter()
+                .filter(|a| !a.role.is_third_party() && a.state.is_working())
+                .any(|a| {
+                    let i = b.view.contacts.iter().position(|c| c.id == a.contact).unwrap_or(0);
+                    reaches(&b.view.contacts[i], b.view.number_of[i])
+                })
+        }
+    };
+    if covered {
+        m.covered_at_end += 1;
+    } else {
+        let outstanding = b.insts.iter().filter(|i| i.paid_day.is_none()).count() as i64;
+        m.unreachable_exposure_minor += outstanding * w.sc.installment_minor;
+    }
+}
