@@ -8,6 +8,7 @@ mod import;
 mod intel_cmd;
 mod keys;
 mod show;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +97,9 @@ enum Command {
     /// Classify a borrower's reply (Chinese or English) and print the class, the cue that
     /// decided it and any new number stated, as JSON.
     ClassifyReply { text: String },
+    /// Run the simulator: strategies side by side on a synthetic book whose borrowers change
+    /// numbers (simulated figures).
+    Simulate(simulate::SimulateArgs),
     /// Contact health: replay an evidence timeline.
     Health {
         #[command(subcommand)]
@@ -309,6 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { command } => bench::run(command).await,
         Command::ClassifyReply { text } => intel_cmd::classify_reply(&cfg, &text),
         Command::Intel { command } => intel_cmd::run(&cfg, command).await,
+        Command::Simulate(args) => simulate::run_cli(args),
         Command::Health { command } => {
             if intel_cmd::health(&cfg, command)? {
                 Ok(())

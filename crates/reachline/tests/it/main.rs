@@ -5,4 +5,5 @@ mod cli;
 mod helpers;
 mod import;
 mod intel;
+mod simulate;
 mod tidy;

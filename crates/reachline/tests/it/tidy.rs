@@ -49,6 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "reachline-domain",
             "reachline-intel",
             "reachline-policy",
+            "reachline-sim",
             "reachline-store",
         ],
     ),
