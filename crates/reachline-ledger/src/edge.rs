@@ -153,6 +153,18 @@ impl Edge {
         out
     }
 
+    /// The edge's partial tiles with their bytes (what a store holds at the right edge).
+    pub fn edge_tiles(&self) -> Vec<TileWrite> {
+        Edge::tiles_for(self.size())
+            .into_iter()
+            .filter(|(_, _, width)| *width > 0)
+            .map(|(level, index, width)| TileWrite {
+                tile: Tile { level, index, width },
+                data: to_bytes(&self.levels[usize::from(level.0)]),
+            })
+            .collect()
+    }
+
     /// The edge tiles as a [`TileSet`] (enough to compute the root).
     pub fn tile_set(&self) -> TileSet {
         let mut set = TileSet::new();

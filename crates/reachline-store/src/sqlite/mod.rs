@@ -23,7 +23,14 @@ use crate::{
     InstallmentRecord, LoanRecord, Result, Retirement, Store, StoreError, REPLACED_BY_BOOK,
 };
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_foundation.sql")];
+pub mod ledger;
+
+pub use ledger::SqliteLedger;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_foundation.sql"),
+    include_str!("../../migrations/sqlite/0002_ledger.sql"),
+];
 
 /// Page cache of an import's connection, in KiB.
 const IMPORT_CACHE_KIB: i64 = 160 * 1024;
