@@ -113,6 +113,7 @@ pub async fn audit(store: &dyn LedgerStore, key: &VerifierKey, known: &[String])
     let mut at = 0u64;
     let mut first_bad_root: Option<u64> = None;
     let mut gap = false;
+    let mut leaf_named = false;
     loop {
         let rows = store.leaves(at, CHUNK).await?;
         if rows.is_empty() {
@@ -154,14 +155,14 @@ pub async fn audit(store: &dyn LedgerStore, key: &VerifierKey, known: &[String])
             }
         }
         writes.extend(edge.append(&hashes[done..]));
-        check_tiles(store, &writes, &mut problems).await?;
+        check_tiles(store, &writes, &mut problems, &mut leaf_named).await?;
         at = end;
         if gap {
             break;
         }
     }
     // The edge tiles, as the re-hash left them.
-    check_tiles(store, &edge.edge_tiles(), &mut problems).await?;
+    check_tiles(store, &edge.edge_tiles(), &mut problems, &mut leaf_named).await?;
     if !gap && at < latest_size {
         problems.push(Problem {
             index: Some(at),
@@ -187,6 +188,8 @@ pub async fn audit(store: &dyn LedgerStore, key: &VerifierKey, known: &[String])
             });
         }
     }
+    // Leaves first, by index; then what concerns the log as a whole.
+    problems.sort_by_key(|p| (p.index.is_none(), p.index));
     if problems.len() > MAX_PROBLEMS {
         let rest = problems.len() - MAX_PROBLEMS;
         problems.truncate(MAX_PROBLEMS);
@@ -204,7 +207,13 @@ pub async fn audit(store: &dyn LedgerStore, key: &VerifierKey, known: &[String])
 }
 
 /// Compares re-derived tiles with the stored ones; a level-0 difference names the leaf.
-async fn check_tiles(store: &dyn LedgerStore, writes: &[TileWrite], problems: &mut Vec<Problem>) -> Result<()> {
+/// `leaf_named` carries over calls: once a leaf is named, the tiles above it are not.
+async fn check_tiles(
+    store: &dyn LedgerStore,
+    writes: &[TileWrite],
+    problems: &mut Vec<Problem>,
+    leaf_named: &mut bool,
+) -> Result<()> {
     // A partial tile can be written several times in one chunk; the last is the widest.
     let mut last: BTreeMap<(TileLevel, TileIndex), &TileWrite> = BTreeMap::new();
     for w in writes {
@@ -227,6 +236,7 @@ async fn check_tiles(store: &dyn LedgerStore, writes: &[TileWrite], problems: &m
             .collect();
         let position = differ.first().copied().unwrap_or(w.tile.index.0 * TILE_WIDTH);
         if w.tile.level.0 == 0 {
+            *leaf_named = true;
             for i in differ {
                 problems.push(Problem {
                     index: Some(i),
@@ -235,7 +245,8 @@ async fn check_tiles(store: &dyn LedgerStore, writes: &[TileWrite], problems: &m
                         .into(),
                 });
             }
-        } else {
+        } else if !*leaf_named {
+            // A changed leaf changes every tile above it too; name only the leaf then.
             problems.push(Problem {
                 index: Some(position << (8 * u32::from(w.tile.level.0))),
                 what: format!("stored tile {} differs from the re-hashed leaves", w.tile.path()),
