@@ -1,6 +1,7 @@
 //! The `reachline` binary: command line, configuration, and the wiring of concrete back ends.
 
 mod bench;
+mod bench_ledger;
 mod book;
 mod config;
 mod demo;
