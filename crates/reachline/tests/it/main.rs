@@ -4,4 +4,5 @@
 mod cli;
 mod helpers;
 mod import;
+mod ledger;
 mod tidy;
