@@ -96,7 +96,12 @@ pub struct Reveal {
 
 impl std::fmt::Debug for Reveal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Reveal(borrower {}, {} contacts, redacted)", self.borrower.0, self.contacts.len())
+        write!(
+            f,
+            "Reveal(borrower {}, {} contacts, redacted)",
+            self.borrower.0,
+            self.contacts.len()
+        )
     }
 }
 
@@ -283,7 +288,9 @@ fn parse_reveal(lines: &[&str], first: usize) -> Result<Reveal, ProofFileError> 
             .and_then(|l| l.strip_prefix("contact "))
             .and_then(|l| l.split_once(' '))
             .ok_or_else(|| err(i, "expected `contact <id> <canonical address>`"))?;
-        let id = id.parse::<i64>().map_err(|_| err(i, "the contact id is not a number"))?;
+        let id = id
+            .parse::<i64>()
+            .map_err(|_| err(i, "the contact id is not a number"))?;
         contacts.push((ContactId(id), address.to_string()));
     }
     Ok(Reveal {
@@ -323,7 +330,10 @@ pub fn verify(file: &str, key: &VerifierKey) -> Result<VerifiedProof, ProofFileE
                 .and_then(|c| r.contacts.iter().find(|(id, _)| *id == c));
             if let (Some((_, address)), Some(commitment)) = (address, &leaf.address_commitment) {
                 if !r.key.verify_canonical(address, commitment) {
-                    return Err(ProofFileError::Reveal { entry: n, index: *index });
+                    return Err(ProofFileError::Reveal {
+                        entry: n,
+                        index: *index,
+                    });
                 }
                 revealed.push(*index);
             }

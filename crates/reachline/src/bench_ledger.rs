@@ -93,12 +93,16 @@ async fn run_one(backend: &'static str, store: Arc<dyn LedgerStore>, a: &LedgerB
                 let leaves = (start..end)
                     .map(|k| {
                         let notice = (k / 3) as i64 + 1;
-                        let leaf = synthetic_leaf(k, BorrowerId((k / 30) as i64 + 1), notice, ContactId(7), Hash([9; 32]));
+                        let leaf =
+                            synthetic_leaf(k, BorrowerId((k / 30) as i64 + 1), notice, ContactId(7), Hash([9; 32]));
                         Ok((Some(notice), leaf.encode()?))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 let (first, cp) = seq.append_encoded(leaves).await?;
-                anyhow::ensure!(first + (end - start) <= cp.size.0, "acknowledged outside its checkpoint");
+                anyhow::ensure!(
+                    first + (end - start) <= cp.size.0,
+                    "acknowledged outside its checkpoint"
+                );
                 pb.inc(end - start);
             }
         }));
@@ -109,8 +113,16 @@ async fn run_one(backend: &'static str, store: Arc<dyn LedgerStore>, a: &LedgerB
     let secs = t.elapsed().as_secs_f64();
     pb.finish_and_clear();
     drop(seq);
-    let latest = store.latest_checkpoint().await?.expect("the sequencer published checkpoints");
-    anyhow::ensure!(latest.size.0 == a.leaves, "the log has {} leaves, not {}", latest.size, a.leaves);
+    let latest = store
+        .latest_checkpoint()
+        .await?
+        .expect("the sequencer published checkpoints");
+    anyhow::ensure!(
+        latest.size.0 == a.leaves,
+        "the log has {} leaves, not {}",
+        latest.size,
+        a.leaves
+    );
 
     let mut rng = rand::thread_rng();
     let (mut gen, mut ver) = (Vec::new(), Vec::new());

@@ -46,7 +46,10 @@ impl KeyFile {
     pub fn add_ledger_key(path: &Path) -> anyhow::Result<()> {
         let kf = Self::read(path)?;
         if kf.ledger_signing_key.is_some() {
-            bail!("{} already has a ledger signing key; refusing to replace it", path.display());
+            bail!(
+                "{} already has a ledger signing key; refusing to replace it",
+                path.display()
+            );
         }
         let mut text = std::fs::read_to_string(path)?;
         if !text.ends_with('\n') {

@@ -103,7 +103,10 @@ pub fn verify(file: &Path, key: &str) -> anyhow::Result<()> {
         );
     }
     if !v.revealed.is_empty() {
-        println!("  the revealed address matches the commitment of {} leaves", v.revealed.len());
+        println!(
+            "  the revealed address matches the commitment of {} leaves",
+            v.revealed.len()
+        );
     }
     Ok(())
 }
@@ -183,12 +186,19 @@ pub async fn run(cfg: &Config, cmd: LedgerCommand) -> anyhow::Result<()> {
             let old = named_checkpoint(store.as_ref(), &key, &old).await?;
             let new = named_checkpoint(store.as_ref(), &key, &new).await?;
             if old.size > new.size {
-                bail!("the old checkpoint (size {}) is larger than the new one ({})", old.size, new.size);
+                bail!(
+                    "the old checkpoint (size {}) is larger than the new one ({})",
+                    old.size,
+                    new.size
+                );
             }
             let proof = ledger::consistency_proof(store.as_ref(), old.size, new.size).await?;
             if old.size.0 > 0 {
                 verify_consistency(old.size, new.size, &proof, &old.root, &new.root).with_context(|| {
-                    format!("the checkpoint of size {} is not a prefix of the one of size {}", old.size, new.size)
+                    format!(
+                        "the checkpoint of size {} is not a prefix of the one of size {}",
+                        old.size, new.size
+                    )
                 })?;
             }
             let mut s = format!("old {}\n", old.size);
@@ -253,7 +263,10 @@ async fn bundle(cfg: &Config, notice: i64, out: &Path, reveal_address: bool) -> 
         borrowers.sort();
         borrowers.dedup();
         let [borrower] = borrowers[..] else {
-            bail!("the notice's leaves name {} borrowers; a reveal is for one", borrowers.len());
+            bail!(
+                "the notice's leaves name {} borrowers; a reveal is for one",
+                borrowers.len()
+            );
         };
         let mut ids: Vec<ContactId> = leaves.iter().filter_map(|l| l.contact).collect();
         ids.sort();
@@ -273,7 +286,11 @@ async fn bundle(cfg: &Config, notice: i64, out: &Path, reveal_address: bool) -> 
     }
     let text = file.to_text();
     std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
-    let size = file.entries.first().map(|_| checkpoint_size(&file.checkpoint)).unwrap_or_default();
+    let size = file
+        .entries
+        .first()
+        .map(|_| checkpoint_size(&file.checkpoint))
+        .unwrap_or_default();
     println!(
         "wrote {} leaves of notice {notice} to {} (tree size {size}{}); verify with: reachline ledger verify {} --key '{}'",
         file.entries.len(),
@@ -330,7 +347,12 @@ async fn stress(
                 .borrower_by_external_id(&ExternalId::parse(&ext)?)
                 .await?
                 .context("no such borrower")?;
-            let c = main.contacts(b.id).await?.into_iter().next().context("the borrower has no contacts")?;
+            let c = main
+                .contacts(b.id)
+                .await?
+                .into_iter()
+                .next()
+                .context("the borrower has no contacts")?;
             let key = store.commitment_key(b.id).await?;
             (b.id, c.id, key.commit(&c.point.address))
         }

@@ -67,7 +67,10 @@ pub async fn audit(store: &dyn LedgerStore, key: &VerifierKey, known: &[String])
             }
             Ok(_) => problems.push(Problem {
                 index: None,
-                what: format!("the stored checkpoint of size {}: its columns differ from its signed note", c.size),
+                what: format!(
+                    "the stored checkpoint of size {}: its columns differ from its signed note",
+                    c.size
+                ),
             }),
             Err(e) => problems.push(Problem {
                 index: None,
@@ -86,10 +89,10 @@ pub async fn audit(store: &dyn LedgerStore, key: &VerifierKey, known: &[String])
                     n + 1
                 ),
             }),
-            Ok(v) => expect
-                .entry(v.checkpoint.size.0)
-                .or_default()
-                .push((v.checkpoint.root, format!("known checkpoint {} (size {})", n + 1, v.checkpoint.size))),
+            Ok(v) => expect.entry(v.checkpoint.size.0).or_default().push((
+                v.checkpoint.root,
+                format!("known checkpoint {} (size {})", n + 1, v.checkpoint.size),
+            )),
             Err(e) => problems.push(Problem {
                 index: None,
                 what: format!("known checkpoint {}: {e}", n + 1),
@@ -255,4 +258,3 @@ async fn check_tiles(
     }
     Ok(())
 }
-

@@ -158,7 +158,11 @@ pub async fn load_edge(store: &dyn LedgerStore, size: TreeSize) -> Result<Edge> 
     let want = Edge::tiles_for(size);
     let keys: Vec<(TileLevel, TileIndex)> = want.iter().map(|(l, i, _)| (*l, *i)).collect();
     let data = store.read_tiles(&keys).await?;
-    Edge::from_tiles(size, &data.into_iter().map(Option::unwrap_or_default).collect::<Vec<_>>()).map_err(corrupt)
+    Edge::from_tiles(
+        size,
+        &data.into_iter().map(Option::unwrap_or_default).collect::<Vec<_>>(),
+    )
+    .map_err(corrupt)
 }
 
 /// Re-derives every tile of the first `size` leaves from the stored leaves; returns the edge.
@@ -194,13 +198,10 @@ pub async fn rebuild_tiles(store: &dyn LedgerStore, size: TreeSize) -> Result<Ed
 /// The evidence bundle of a notice: every leaf with its notice id, proved against the latest
 /// checkpoint.
 pub async fn bundle(store: &dyn LedgerStore, notice: i64) -> Result<ProofFile> {
-    let latest = store
-        .latest_checkpoint()
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "ledger checkpoint",
-            id: "latest".into(),
-        })?;
+    let latest = store.latest_checkpoint().await?.ok_or_else(|| StoreError::NotFound {
+        what: "ledger checkpoint",
+        id: "latest".into(),
+    })?;
     let rows: Vec<LeafRow> = store
         .leaves_of_notice(notice)
         .await?

@@ -121,7 +121,12 @@ impl Sequencer {
     pub async fn append_all(&self, leaves: &[Leaf]) -> Result<Vec<Appended>> {
         let encoded = leaves
             .iter()
-            .map(|l| Ok((l.notice, l.encode().map_err(|e| StoreError::Conflict(format!("leaf: {e}")))?)))
+            .map(|l| {
+                Ok((
+                    l.notice,
+                    l.encode().map_err(|e| StoreError::Conflict(format!("leaf: {e}")))?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let (first, checkpoint) = self.append_encoded(encoded).await?;
         Ok((0..leaves.len() as u64)
@@ -181,7 +186,10 @@ impl State {
         let edge = match load_edge(store.as_ref(), latest.size).await {
             Ok(e) if e.root().ok() == Some(latest.root) => e,
             _ => {
-                tracing::warn!(size = latest.size.0, "ledger tiles disagree with the latest checkpoint; re-deriving them");
+                tracing::warn!(
+                    size = latest.size.0,
+                    "ledger tiles disagree with the latest checkpoint; re-deriving them"
+                );
                 rebuild_tiles(store.as_ref(), latest.size).await?
             }
         };

@@ -245,10 +245,11 @@ impl LedgerStore for PgLedger {
         .bind(sealer.seal(COMMITMENT_KEY_FIELD, &text))
         .execute(&mut *conn)
         .await?;
-        let sealed: Vec<u8> = sqlx::query_scalar("SELECT sealed_key FROM ledger_commitment_keys WHERE borrower_id = $1")
-            .bind(borrower.0)
-            .fetch_one(&mut *conn)
-            .await?;
+        let sealed: Vec<u8> =
+            sqlx::query_scalar("SELECT sealed_key FROM ledger_commitment_keys WHERE borrower_id = $1")
+                .bind(borrower.0)
+                .fetch_one(&mut *conn)
+                .await?;
         Ok(CommitmentKey::from_bytes(decode_key(
             &sealer.open(COMMITMENT_KEY_FIELD, &sealed)?,
         )?))

@@ -133,7 +133,8 @@ impl LedgerStore for SqliteLedger {
                 )));
             }
             {
-                let mut stmt = tx.prepare_cached("INSERT INTO ledger_leaves (idx, notice, data) VALUES (?1, ?2, ?3)")?;
+                let mut stmt =
+                    tx.prepare_cached("INSERT INTO ledger_leaves (idx, notice, data) VALUES (?1, ?2, ?3)")?;
                 for l in &batch.leaves {
                     stmt.execute(params![l.index.0 as i64, l.notice, l.data])?;
                 }
@@ -180,7 +181,9 @@ impl LedgerStore for SqliteLedger {
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
         Self::on(&self.reader, |c| {
             let mut stmt = c.prepare_cached("SELECT size, root, note FROM ledger_checkpoints ORDER BY size")?;
-            let rows = stmt.query_map([], checkpoint_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = stmt
+                .query_map([], checkpoint_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter().map(to_checkpoint).collect()
         })
         .await

@@ -65,9 +65,12 @@ impl Harness {
                     .unwrap(),
             ),
             Kind::Postgres { admin_url, db } => Box::new(
-                reachline_store::postgres::PgLedger::connect(&postgres::url_with_database(admin_url, db), self.keys.clone())
-                    .await
-                    .unwrap(),
+                reachline_store::postgres::PgLedger::connect(
+                    &postgres::url_with_database(admin_url, db),
+                    self.keys.clone(),
+                )
+                .await
+                .unwrap(),
             ),
         }
     }

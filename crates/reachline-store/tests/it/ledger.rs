@@ -114,7 +114,9 @@ pub async fn ledger_appends_reopens_and_proves(h: &Harness) {
     for cp in store.checkpoints().await.unwrap() {
         assert_eq!(ledger::root_at(store.as_ref(), cp.size).await.unwrap(), cp.root);
         if cp.size.0 > 0 {
-            let p = ledger::consistency_proof(store.as_ref(), cp.size, latest.size).await.unwrap();
+            let p = ledger::consistency_proof(store.as_ref(), cp.size, latest.size)
+                .await
+                .unwrap();
             verify_consistency(cp.size, latest.size, &p, &cp.root, &latest.root).unwrap();
         }
     }
@@ -141,12 +143,21 @@ pub async fn ledger_audit_names_each_tampering(h: &Harness) {
     append_many(&seq, 600, 0).await;
     drop(seq);
     let latest = store.latest_checkpoint().await.unwrap().unwrap();
-    assert!(ledger::audit(store.as_ref(), &signer().verifier(), &[]).await.unwrap().is_clean());
+    assert!(ledger::audit(store.as_ref(), &signer().verifier(), &[])
+        .await
+        .unwrap()
+        .is_clean());
     let leaf = |i: u64| {
         let store = store.clone();
         async move { store.leaves(i, 1).await.unwrap().remove(0).data }
     };
-    let set = |i: u64, data: Vec<u8>| h.raw_exec("UPDATE ledger_leaves SET data = $1 WHERE idx = $2", Some(data), Some(i as i64));
+    let set = |i: u64, data: Vec<u8>| {
+        h.raw_exec(
+            "UPDATE ledger_leaves SET data = $1 WHERE idx = $2",
+            Some(data),
+            Some(i as i64),
+        )
+    };
 
     // One changed byte.
     let orig5 = leaf(5).await;
@@ -169,11 +180,15 @@ pub async fn ledger_audit_names_each_tampering(h: &Harness) {
 
     // A deleted leaf.
     let orig7 = store.leaves(7, 1).await.unwrap().remove(0);
-    h.raw_exec("DELETE FROM ledger_leaves WHERE idx = $2", None, Some(7)).await;
+    h.raw_exec("DELETE FROM ledger_leaves WHERE idx = $2", None, Some(7))
+        .await;
     let got = audit_indices(store.as_ref(), &[]).await;
     assert_eq!(got[0], Some(7), "{got:?}");
     h.raw_exec(
-        &format!("INSERT INTO ledger_leaves (idx, notice, data) VALUES ($2, {}, $1)", orig7.notice.unwrap()),
+        &format!(
+            "INSERT INTO ledger_leaves (idx, notice, data) VALUES ($2, {}, $1)",
+            orig7.notice.unwrap()
+        ),
         Some(orig7.data),
         Some(7),
     )
@@ -182,11 +197,16 @@ pub async fn ledger_audit_names_each_tampering(h: &Harness) {
 
     // Rolled back to an older checkpoint (as a restored backup would be): only a checkpoint
     // kept outside the database shows it.
-    h.raw_exec("DELETE FROM ledger_checkpoints WHERE size > $2", None, Some(400)).await;
+    h.raw_exec("DELETE FROM ledger_checkpoints WHERE size > $2", None, Some(400))
+        .await;
     let rolled = store.latest_checkpoint().await.unwrap().unwrap().size.0;
     assert!(rolled <= 400);
-    h.raw_exec("DELETE FROM ledger_leaves WHERE idx >= $2", None, Some(rolled as i64)).await;
-    assert!(audit_indices(store.as_ref(), &[]).await.is_empty(), "a consistent rollback looks clean alone");
+    h.raw_exec("DELETE FROM ledger_leaves WHERE idx >= $2", None, Some(rolled as i64))
+        .await;
+    assert!(
+        audit_indices(store.as_ref(), &[]).await.is_empty(),
+        "a consistent rollback looks clean alone"
+    );
     let got = audit_indices(store.as_ref(), std::slice::from_ref(&latest.note)).await;
     assert_eq!(got, vec![Some(rolled)]);
 }
@@ -199,9 +219,16 @@ pub async fn commitment_keys_die_with_the_data_key(h: &Harness) {
     let k1 = store.commitment_key(ids[0]).await.unwrap();
     let k2 = store.commitment_key(ids[0]).await.unwrap();
     assert_eq!(k1, k2, "one key per borrower, kept");
-    assert_eq!(k1.commit_canonical("+8613800138000"), k2.commit_canonical("+8613800138000"));
-    h.raw_exec("UPDATE borrower_keys SET wrapped_key = NULL WHERE borrower_id = $2", None, Some(ids[0].0))
-        .await;
+    assert_eq!(
+        k1.commit_canonical("+8613800138000"),
+        k2.commit_canonical("+8613800138000")
+    );
+    h.raw_exec(
+        "UPDATE borrower_keys SET wrapped_key = NULL WHERE borrower_id = $2",
+        None,
+        Some(ids[0].0),
+    )
+    .await;
     let e = store.commitment_key(ids[0]).await.unwrap_err();
     assert!(e.to_string().contains("destroyed"), "{e}");
 }

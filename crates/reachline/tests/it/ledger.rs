@@ -29,7 +29,16 @@ fn bundle_verifies_offline_and_tampering_fails() {
     // Leaves about borrower B00000001, all of notice 77, among leaves of other notices.
     s.ok(&["ledger", "stress", "--leaves", "40"]);
     s.ok(&[
-        "ledger", "stress", "--leaves", "6", "--writers", "1", "--borrower", "B00000001", "--notice", "77",
+        "ledger",
+        "stress",
+        "--leaves",
+        "6",
+        "--writers",
+        "1",
+        "--borrower",
+        "B00000001",
+        "--notice",
+        "77",
     ]);
     s.ok(&["ledger", "stress", "--leaves", "40"]);
     let bundle = s.path("notice-77.proof");
@@ -58,7 +67,10 @@ fn bundle_verifies_offline_and_tampering_fails() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("verified: 6 leaves"), "{text}");
-    assert!(text.contains("the revealed address matches the commitment of 2 leaves"), "{text}");
+    assert!(
+        text.contains("the revealed address matches the commitment of 2 leaves"),
+        "{text}"
+    );
 
     // A changed proof hash, a changed leaf, a changed revealed address, another key: each fails.
     let original = std::fs::read_to_string(&bundle).unwrap();
@@ -78,7 +90,11 @@ fn bundle_verifies_offline_and_tampering_fails() {
     for (line, at, why) in [
         (proof_line, 3, "not proved"),
         (extra_line, 12, "not proved"),
-        (contact_line, lines[contact_line].len() - 2, "does not match the revealed address"),
+        (
+            contact_line,
+            lines[contact_line].len() - 2,
+            "does not match the revealed address",
+        ),
     ] {
         let out = verify(&flip(line, at), &key);
         assert!(!out.status.success(), "line {line} changed and still verified");
@@ -113,8 +129,11 @@ fn audit_names_the_index_of_each_tampering_and_consistency_is_witness_ready() {
             .unwrap()
     };
     let set = |i: i64, d: &[u8]| {
-        c.execute("UPDATE ledger_leaves SET data = ?1 WHERE idx = ?2", rusqlite::params![d, i])
-            .unwrap()
+        c.execute(
+            "UPDATE ledger_leaves SET data = ?1 WHERE idx = ?2",
+            rusqlite::params![d, i],
+        )
+        .unwrap()
     };
 
     // One byte of one leaf.
@@ -180,7 +199,8 @@ fn audit_names_the_index_of_each_tampering_and_consistency_is_witness_ready() {
 
     // Rolled back to an older checkpoint, as a restored backup would be: the checkpoint kept
     // outside the database names where the log was cut.
-    c.execute("DELETE FROM ledger_checkpoints WHERE size > ?1", [old]).unwrap();
+    c.execute("DELETE FROM ledger_checkpoints WHERE size > ?1", [old])
+        .unwrap();
     c.execute("DELETE FROM ledger_leaves WHERE idx >= ?1", [old]).unwrap();
     assert!(audit(&[]).status.success(), "alone, a cut log is consistent");
     let r = report(&[saved.to_str().unwrap()]);
@@ -245,7 +265,12 @@ fn killed_sequencers_lose_no_acknowledged_append() {
 
     // The log reopens clean: every stored checkpoint verifies and is a prefix of the latest.
     let out = s.run(&["ledger", "audit"]);
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
     let latest = s.ok(&["ledger", "checkpoint"]);
     let size: u64 = latest.lines().nth(1).unwrap().parse().unwrap();
     let c = db(&s);
@@ -257,7 +282,11 @@ fn killed_sequencers_lose_no_acknowledged_append() {
         .map(|r| r.unwrap() as u64)
         .collect();
     let leaves: i64 = c
-        .query_row("SELECT count(*) FROM ledger_leaves WHERE idx < ?1", [size as i64], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM ledger_leaves WHERE idx < ?1",
+            [size as i64],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(leaves as u64, size);
     let mut seen = std::collections::HashSet::new();

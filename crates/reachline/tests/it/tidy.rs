@@ -40,7 +40,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("reachline-ledger", &["reachline-domain"]),
     (
         "reachline",
-        &["reachline-domain", "reachline-ledger", "reachline-policy", "reachline-store"],
+        &[
+            "reachline-domain",
+            "reachline-ledger",
+            "reachline-policy",
+            "reachline-store",
+        ],
     ),
 ];
 
