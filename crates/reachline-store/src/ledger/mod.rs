@@ -103,6 +103,37 @@ pub trait LedgerStore: Send + Sync {
     async fn disk_bytes(&self) -> Result<u64>;
 }
 
+/// Full tiles above level 0, kept in memory by a back end: a full tile never changes, there are
+/// few of them (153 for ten million leaves), and every proof reads one of each level, so a proof
+/// needs only its level-0 tile from the database.
+#[derive(Default)]
+pub(crate) struct UpperTileCache {
+    tiles: std::sync::Mutex<std::collections::HashMap<(TileLevel, TileIndex), Vec<u8>>>,
+}
+
+impl UpperTileCache {
+    const MAX: usize = 4096;
+
+    /// The cached tiles among `keys` (`None` where not cached).
+    pub(crate) fn get(&self, keys: &[(TileLevel, TileIndex)]) -> Vec<Option<Vec<u8>>> {
+        let tiles = self.tiles.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter().map(|k| tiles.get(k).cloned()).collect()
+    }
+
+    /// Remembers the full upper tiles among what was read.
+    pub(crate) fn put(&self, keys: &[(TileLevel, TileIndex)], data: &[Option<Vec<u8>>]) {
+        let mut tiles = self.tiles.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, d) in keys.iter().zip(data) {
+            if let Some(d) = d {
+                let full = d.len() as u64 == reachline_ledger::tiles::TILE_WIDTH * Hash::LEN as u64;
+                if k.0 .0 > 0 && full && tiles.len() < Self::MAX {
+                    tiles.insert(*k, d.clone());
+                }
+            }
+        }
+    }
+}
+
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }

@@ -29,6 +29,7 @@ pub struct PgLedger {
     keys: Keyring,
     /// The sequencer's connection, holding the advisory lock, once claimed.
     sequencer: tokio::sync::Mutex<Option<PoolConnection<Postgres>>>,
+    cache: crate::ledger::UpperTileCache,
 }
 
 impl PgLedger {
@@ -43,6 +44,7 @@ impl PgLedger {
             pool,
             keys,
             sequencer: tokio::sync::Mutex::new(None),
+            cache: Default::default(),
         })
     }
 }
@@ -188,7 +190,13 @@ impl LedgerStore for PgLedger {
             .collect()
     }
 
-    async fn read_tiles(&self, tiles: &[(TileLevel, TileIndex)]) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn read_tiles(&self, all: &[(TileLevel, TileIndex)]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = self.cache.get(all);
+        let tiles: Vec<(TileLevel, TileIndex)> =
+            all.iter().zip(&out).filter(|(_, d)| d.is_none()).map(|(k, _)| *k).collect();
+        if tiles.is_empty() {
+            return Ok(out);
+        }
         let levels: Vec<i16> = tiles.iter().map(|(l, _)| i16::from(l.0)).collect();
         let idx: Vec<i64> = tiles.iter().map(|(_, i)| i.0 as i64).collect();
         let rows = sqlx::query(
@@ -203,10 +211,16 @@ impl LedgerStore for PgLedger {
         for r in rows {
             found.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
         }
-        Ok(tiles
+        let read: Vec<Option<Vec<u8>>> = tiles
             .iter()
             .map(|(l, i)| found.get(&(i16::from(l.0), i.0 as i64)).cloned())
-            .collect())
+            .collect();
+        self.cache.put(&tiles, &read);
+        let mut read = read.into_iter();
+        for d in out.iter_mut().filter(|d| d.is_none()) {
+            *d = read.next().flatten();
+        }
+        Ok(out)
     }
 
     async fn leaves(&self, start: u64, limit: u64) -> Result<Vec<LeafRow>> {

@@ -30,6 +30,7 @@ pub struct SqliteLedger {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     keys: Arc<Keyring>,
+    cache: Arc<crate::ledger::UpperTileCache>,
 }
 
 impl SqliteLedger {
@@ -50,6 +51,7 @@ impl SqliteLedger {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             keys: Arc::new(keys),
+            cache: Arc::default(),
         })
     }
 
@@ -190,15 +192,35 @@ impl LedgerStore for SqliteLedger {
     }
 
     async fn read_tiles(&self, tiles: &[(TileLevel, TileIndex)]) -> Result<Vec<Option<Vec<u8>>>> {
-        let tiles = tiles.to_vec();
-        Self::on(&self.reader, move |c| {
+        let mut out = self.cache.get(tiles);
+        let missing: Vec<(usize, (TileLevel, TileIndex))> =
+            tiles.iter().enumerate().filter(|(n, _)| out[*n].is_none()).map(|(n, k)| (n, *k)).collect();
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let keys: Vec<(TileLevel, TileIndex)> = missing.iter().map(|(_, k)| *k).collect();
+        let read_all = move |c: &mut Connection| {
             let mut stmt = c.prepare_cached("SELECT data FROM ledger_tiles WHERE level = ?1 AND idx = ?2")?;
-            tiles
-                .iter()
+            keys.iter()
                 .map(|(l, i)| Ok(stmt.query_row(params![l.0, i.0 as i64], |r| r.get(0)).optional()?))
-                .collect()
-        })
-        .await
+                .collect::<Result<Vec<Option<Vec<u8>>>>>()
+        };
+        // Proofs sit on this path: a read of a few cached pages is quicker done in place than
+        // handed to another thread (the handoff alone costs milliseconds on a busy machine).
+        let read = if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(|| {
+                let mut c = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+                read_all(&mut c)
+            })?
+        } else {
+            Self::on(&self.reader, read_all).await?
+        };
+        let keys: Vec<(TileLevel, TileIndex)> = missing.iter().map(|(_, k)| *k).collect();
+        self.cache.put(&keys, &read);
+        for ((n, _), d) in missing.into_iter().zip(read) {
+            out[n] = d;
+        }
+        Ok(out)
     }
 
     async fn leaves(&self, start: u64, limit: u64) -> Result<Vec<LeafRow>> {
