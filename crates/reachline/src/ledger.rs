@@ -148,7 +148,7 @@ async fn named_checkpoint(store: &dyn LedgerStore, key: &VerifierKey, arg: &str)
             .with_context(|| format!("no checkpoint of size {size} was published"));
     }
     let note = std::fs::read_to_string(arg).with_context(|| format!("reading {arg}"))?;
-    let v = checkpoint::open(note.as_bytes(), std::slice::from_ref(key)).with_context(|| format!("{arg}"))?;
+    let v = checkpoint::open(note.as_bytes(), std::slice::from_ref(key)).with_context(|| arg.to_string())?;
     Ok(StoredCheckpoint {
         size: v.checkpoint.size,
         root: v.checkpoint.root,

@@ -192,8 +192,12 @@ impl LedgerStore for PgLedger {
 
     async fn read_tiles(&self, all: &[(TileLevel, TileIndex)]) -> Result<Vec<Option<Vec<u8>>>> {
         let mut out = self.cache.get(all);
-        let tiles: Vec<(TileLevel, TileIndex)> =
-            all.iter().zip(&out).filter(|(_, d)| d.is_none()).map(|(k, _)| *k).collect();
+        let tiles: Vec<(TileLevel, TileIndex)> = all
+            .iter()
+            .zip(&out)
+            .filter(|(_, d)| d.is_none())
+            .map(|(k, _)| *k)
+            .collect();
         if tiles.is_empty() {
             return Ok(out);
         }

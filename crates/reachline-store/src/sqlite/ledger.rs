@@ -193,8 +193,12 @@ impl LedgerStore for SqliteLedger {
 
     async fn read_tiles(&self, tiles: &[(TileLevel, TileIndex)]) -> Result<Vec<Option<Vec<u8>>>> {
         let mut out = self.cache.get(tiles);
-        let missing: Vec<(usize, (TileLevel, TileIndex))> =
-            tiles.iter().enumerate().filter(|(n, _)| out[*n].is_none()).map(|(n, k)| (n, *k)).collect();
+        let missing: Vec<(usize, (TileLevel, TileIndex))> = tiles
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| out[*n].is_none())
+            .map(|(n, k)| (n, *k))
+            .collect();
         if missing.is_empty() {
             return Ok(out);
         }

@@ -232,3 +232,44 @@ pub async fn commitment_keys_die_with_the_data_key(h: &Harness) {
     let e = store.commitment_key(ids[0]).await.unwrap_err();
     assert!(e.to_string().contains("destroyed"), "{e}");
 }
+
+/// What a crash can leave behind — leaves beyond the latest checkpoint, tiles that disagree with
+/// it — is repaired when a sequencer starts: the checkpoint is authoritative.
+pub async fn ledger_start_repairs_what_a_crash_leaves(h: &Harness) {
+    let store: Arc<dyn LedgerStore> = Arc::from(h.ledger().await);
+    let seq = Sequencer::start(store.clone(), signer(), config(64)).await.unwrap();
+    append_many(&seq, 600, 0).await;
+    drop(seq);
+    let before = store.latest_checkpoint().await.unwrap().unwrap();
+    // A leaf of a batch that never committed, and a damaged edge tile.
+    h.raw_exec(
+        "INSERT INTO ledger_leaves (idx, notice, data) VALUES ($2, NULL, $1)",
+        Some(vec![1, 2, 3]),
+        Some(600),
+    )
+    .await;
+    h.raw_exec(
+        "UPDATE ledger_tiles SET data = $1 WHERE level = 0 AND idx = $2",
+        Some(vec![0; 64]),
+        Some(2),
+    )
+    .await;
+    h.raw_exec("DELETE FROM ledger_tiles WHERE level = 1", None, None).await;
+    drop(store);
+
+    let store: Arc<dyn LedgerStore> = Arc::from(h.ledger().await);
+    let seq = loop {
+        match Sequencer::start(store.clone(), signer(), config(64)).await {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    };
+    let a = seq.append(&receipt(3, 9999)).await.unwrap();
+    assert_eq!(a.index, LeafIndex(600), "the uncommitted leaf was discarded");
+    let p = ledger::consistency_proof(store.as_ref(), before.size, a.checkpoint.size)
+        .await
+        .unwrap();
+    verify_consistency(before.size, a.checkpoint.size, &p, &before.root, &a.checkpoint.root).unwrap();
+    let report = ledger::audit(store.as_ref(), &signer().verifier(), &[]).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}

@@ -45,4 +45,5 @@ on_both!(
     ledger_appends_reopens_and_proves,
     ledger_audit_names_each_tampering,
     commitment_keys_die_with_the_data_key,
+    ledger_start_repairs_what_a_crash_leaves,
 );
