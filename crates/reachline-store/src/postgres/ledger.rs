@@ -14,9 +14,8 @@ use reachline_ledger::edge::TileWrite;
 use reachline_ledger::leaf::CommitmentKey;
 use reachline_ledger::tiles::{TileIndex, TileLevel};
 use reachline_ledger::{Hash, LeafIndex, TreeSize};
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row};
+use sqlx::Row;
 
 use super::data_key_for;
 use crate::crypto::Keyring;
@@ -27,8 +26,9 @@ use crate::{Result, StoreError};
 pub struct PgLedger {
     pool: PgPool,
     keys: Keyring,
-    /// The sequencer's connection, holding the advisory lock, once claimed.
-    sequencer: tokio::sync::Mutex<Option<PoolConnection<Postgres>>>,
+    /// The sequencer's connection, holding the advisory lock, once claimed. Detached from the
+    /// pool, so dropping the store closes it and the lock goes with it.
+    sequencer: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
     cache: crate::ledger::UpperTileCache,
 }
 
@@ -99,10 +99,10 @@ impl LedgerStore for PgLedger {
     async fn claim_sequencer(&self) -> Result<Claimed> {
         let mut guard = self.sequencer.lock().await;
         if guard.is_none() {
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.pool.acquire().await?.detach();
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(SEQUENCER_LOCK)
-                .fetch_one(&mut *conn)
+                .fetch_one(&mut conn)
                 .await?;
             if !got {
                 return Err(StoreError::Conflict(format!(
@@ -112,7 +112,7 @@ impl LedgerStore for PgLedger {
             *guard = Some(conn);
         }
         let conn = guard.as_mut().expect("set just above");
-        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+        let mut tx = sqlx::Connection::begin(conn).await?;
         let latest = latest(&mut tx).await?;
         let size = latest.as_ref().map_or(0, |l| l.size.0 as i64);
         let discarded = sqlx::query("DELETE FROM ledger_leaves WHERE idx >= $1")
@@ -129,7 +129,7 @@ impl LedgerStore for PgLedger {
         let conn = guard
             .as_mut()
             .ok_or_else(|| StoreError::Conflict("the ledger was not claimed by this sequencer".into()))?;
-        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+        let mut tx = sqlx::Connection::begin(conn).await?;
         let now = latest(&mut tx).await?.map(|l| l.size);
         if now != batch.old_size {
             return Err(StoreError::Conflict(format!(

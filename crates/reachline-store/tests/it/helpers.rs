@@ -95,7 +95,13 @@ impl Harness {
                 let pool = sqlx::PgPool::connect(&postgres::url_with_database(admin_url, db))
                     .await
                     .unwrap();
-                let mut q = sqlx::query(sql);
+                // Without a blob the integer is the only parameter: PostgreSQL numbers it $1.
+                let sql = if blob.is_none() {
+                    sql.replace("$2", "$1")
+                } else {
+                    sql.to_string()
+                };
+                let mut q = sqlx::query(&sql);
                 if let Some(b) = blob {
                     q = q.bind(b);
                 }

@@ -45,6 +45,19 @@ pub fn receipt(notice: i64, k: u64) -> Leaf {
     }
 }
 
+/// Starts a sequencer once the previous one (stopping in the background) has let go.
+async fn start_when_free(store: &Arc<dyn LedgerStore>, max: usize) -> Sequencer {
+    let mut last = None;
+    for _ in 0..100 {
+        match Sequencer::start(store.clone(), signer(), config(max)).await {
+            Ok(s) => return s,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no sequencer could start: {last:?}");
+}
+
 /// Appends `n` leaves from 32 concurrent callers (notice = k % 50); returns (index, leaf) pairs.
 async fn append_many(seq: &Sequencer, n: u64, salt: u64) -> Vec<(LeafIndex, Leaf)> {
     let mut tasks = Vec::new();
@@ -84,17 +97,13 @@ pub async fn ledger_appends_reopens_and_proves(h: &Harness) {
     let n_cps = store.checkpoints().await.unwrap().len();
     assert!(n_cps < 150, "{n_cps} checkpoints for 300 leaves");
     drop(seq);
+    drop(store);
 
     // Reopen: a new store and sequencer carry on from the latest checkpoint.
     let store: Arc<dyn LedgerStore> = Arc::from(h.ledger().await);
-    let seq = loop {
-        // On PostgreSQL the first sequencer's lock goes with its connection, which its task
-        // drops once the channel closes.
-        match Sequencer::start(store.clone(), signer(), config(256)).await {
-            Ok(s) => break s,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    };
+    // On PostgreSQL the first sequencer's lock goes with its connection, which its task drops
+    // once the channel closes.
+    let seq = start_when_free(&store, 256).await;
     let second = append_many(&seq, 700, 1000).await;
     assert_eq!(second.first().unwrap().0, LeafIndex(300));
     let latest = store.latest_checkpoint().await.unwrap().unwrap();
@@ -258,12 +267,7 @@ pub async fn ledger_start_repairs_what_a_crash_leaves(h: &Harness) {
     drop(store);
 
     let store: Arc<dyn LedgerStore> = Arc::from(h.ledger().await);
-    let seq = loop {
-        match Sequencer::start(store.clone(), signer(), config(64)).await {
-            Ok(s) => break s,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    };
+    let seq = start_when_free(&store, 64).await;
     let a = seq.append(&receipt(3, 9999)).await.unwrap();
     assert_eq!(a.index, LeafIndex(600), "the uncommitted leaf was discarded");
     let p = ledger::consistency_proof(store.as_ref(), before.size, a.checkpoint.size)
