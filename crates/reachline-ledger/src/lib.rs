@@ -4,6 +4,7 @@
 //! of its inputs.
 
 pub mod checkpoint;
+pub mod edge;
 pub mod hash;
 pub mod leaf;
 pub mod note;

@@ -20,18 +20,34 @@
 //! entry, so the file is self-contained (the entry hash is `SHA-256(0x00 ‖ extra)`). Every block
 //! of a file carries the same checkpoint, byte for byte. A block ends after its last signature
 //! line; the next starts with the header line.
+//!
+//! Only on request (a dispute), an address reveal may follow the last block, to let a court check
+//! which address the leaves' commitments bind to. It holds personal data of one borrower:
+//!
+//! ```text
+//! reachline/address-reveal@v1
+//! borrower <id>
+//! key <base64 of the borrower's 32-byte commitment key>
+//! contact <contact id> <canonical address>
+//! ```
+//!
+//! with one `contact` line per contact point revealed. A verifier checks that every leaf of that
+//! borrower and a revealed contact commits to `HMAC-SHA256(key, canonical address)`.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use reachline_domain::{BorrowerId, ContactId};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::hash::{leaf_hash, Hash, LeafIndex};
-use crate::leaf::{Leaf, LeafError};
+use crate::leaf::{CommitmentKey, Leaf, LeafError};
 use crate::note::VerifierKey;
 use crate::proof::{self, HashReader, ProofError};
 
 /// The first line of every block.
 pub const HEADER: &str = "c2sp.org/tlog-proof@v1";
+/// The first line of the optional address reveal.
+pub const REVEAL_HEADER: &str = "reachline/address-reveal@v1";
 
 /// What is wrong with a proof file; each names the part that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +66,8 @@ pub enum ProofFileError {
         index: LeafIndex,
         source: LeafError,
     },
+    #[error("entry {entry} (index {index}): its address commitment does not match the revealed address and key")]
+    Reveal { entry: usize, index: LeafIndex },
     #[error("entry {entry} (index {index}) is not proved in the checkpointed tree: {source}")]
     Inclusion {
         entry: usize,
@@ -67,12 +85,33 @@ pub struct ProofEntry {
     pub proof: Vec<Hash>,
 }
 
+/// One borrower's commitment key and the addresses of some of their contact points.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Reveal {
+    pub borrower: BorrowerId,
+    pub key: CommitmentKey,
+    /// Contact id and canonical address.
+    pub contacts: Vec<(ContactId, String)>,
+}
+
+impl std::fmt::Debug for Reveal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Reveal(borrower {}, {} contacts, redacted)",
+            self.borrower.0,
+            self.contacts.len()
+        )
+    }
+}
+
 /// A parsed, not yet verified, proof file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProofFile {
     pub entries: Vec<ProofEntry>,
     /// The signed checkpoint note, verbatim.
     pub checkpoint: String,
+    pub reveal: Option<Reveal>,
 }
 
 /// A proof file that verified: the checkpoint (signed by the given key) and every leaf in it.
@@ -80,6 +119,8 @@ pub struct ProofFile {
 pub struct VerifiedProof {
     pub checkpoint: Checkpoint,
     pub leaves: Vec<(LeafIndex, Leaf)>,
+    /// The indices of the leaves whose address commitment was checked against a revealed address.
+    pub revealed: Vec<LeafIndex>,
 }
 
 impl ProofFile {
@@ -110,6 +151,7 @@ impl ProofFile {
         Ok(ProofFile {
             entries,
             checkpoint: signed_checkpoint.to_string(),
+            reveal: None,
         })
     }
 
@@ -126,6 +168,16 @@ impl ProofFile {
             s.push('\n');
             s.push_str(&self.checkpoint);
         }
+        if let Some(r) = &self.reveal {
+            s.push_str(&format!(
+                "{REVEAL_HEADER}\nborrower {}\nkey {}\n",
+                r.borrower.0,
+                STANDARD.encode(r.key.as_bytes())
+            ));
+            for (id, address) in &r.contacts {
+                s.push_str(&format!("contact {} {address}\n", id.0));
+            }
+        }
         s
     }
 
@@ -139,8 +191,13 @@ impl ProofFile {
         let mut at = 0;
         let mut entries = Vec::new();
         let mut first_checkpoint: Option<String> = None;
+        let line = |i: usize| lines.get(i).and_then(|l| l.strip_suffix('\n'));
+        let mut reveal = None;
         while at < lines.len() {
-            let line = |i: usize| lines.get(i).and_then(|l| l.strip_suffix('\n'));
+            if line(at) == Some(REVEAL_HEADER) && !entries.is_empty() {
+                reveal = Some(parse_reveal(&lines[at + 1..], at + 1)?);
+                break;
+            }
             if line(at) != Some(HEADER) {
                 return Err(err(at, "expected the line c2sp.org/tlog-proof@v1"));
             }
@@ -201,8 +258,46 @@ impl ProofFile {
             entries.push(ProofEntry { index, leaf, proof });
         }
         let checkpoint = first_checkpoint.ok_or(ProofFileError::Empty)?;
-        Ok(ProofFile { entries, checkpoint })
+        Ok(ProofFile {
+            entries,
+            checkpoint,
+            reveal,
+        })
     }
+}
+
+/// The lines after the reveal header (`first` is the 0-based line number of the first).
+fn parse_reveal(lines: &[&str], first: usize) -> Result<Reveal, ProofFileError> {
+    let err = |i: usize, why: &str| ProofFileError::Format {
+        line: first + i + 1,
+        why: why.to_string(),
+    };
+    let text = |i: usize| lines.get(i).and_then(|l| l.strip_suffix('\n'));
+    let borrower = text(0)
+        .and_then(|l| l.strip_prefix("borrower "))
+        .and_then(|b| b.parse::<i64>().ok())
+        .ok_or_else(|| err(0, "expected `borrower <id>`"))?;
+    let key = text(1)
+        .and_then(|l| l.strip_prefix("key "))
+        .and_then(|k| STANDARD.decode(k).ok())
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or_else(|| err(1, "expected `key <base64 of 32 bytes>`"))?;
+    let mut contacts = Vec::new();
+    for i in 2..lines.len() {
+        let (id, address) = text(i)
+            .and_then(|l| l.strip_prefix("contact "))
+            .and_then(|l| l.split_once(' '))
+            .ok_or_else(|| err(i, "expected `contact <id> <canonical address>`"))?;
+        let id = id
+            .parse::<i64>()
+            .map_err(|_| err(i, "the contact id is not a number"))?;
+        contacts.push((ContactId(id), address.to_string()));
+    }
+    Ok(Reveal {
+        borrower: BorrowerId(borrower),
+        key: CommitmentKey::from_bytes(key),
+        contacts,
+    })
 }
 
 /// Verifies a proof file with the log's key alone: the checkpoint's signature, then each leaf's
@@ -226,5 +321,27 @@ pub fn verify(file: &str, key: &VerifierKey) -> Result<VerifiedProof, ProofFileE
         })?;
         leaves.push((e.index, leaf));
     }
-    Ok(VerifiedProof { checkpoint: cp, leaves })
+    let mut revealed = Vec::new();
+    if let Some(r) = &parsed.reveal {
+        for (n, (index, leaf)) in leaves.iter().enumerate() {
+            let address = leaf
+                .contact
+                .filter(|_| leaf.borrower == r.borrower)
+                .and_then(|c| r.contacts.iter().find(|(id, _)| *id == c));
+            if let (Some((_, address)), Some(commitment)) = (address, &leaf.address_commitment) {
+                if !r.key.verify_canonical(address, commitment) {
+                    return Err(ProofFileError::Reveal {
+                        entry: n,
+                        index: *index,
+                    });
+                }
+                revealed.push(*index);
+            }
+        }
+    }
+    Ok(VerifiedProof {
+        checkpoint: cp,
+        leaves,
+        revealed,
+    })
 }

@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod crypto;
+pub mod ledger;
 pub mod postgres;
 pub mod sqlite;
 
@@ -238,6 +239,19 @@ pub trait ImportTx: Send {
     async fn add_consents(&mut self, rows: Vec<(BorrowerId, Consent)>) -> Result<()>;
 
     async fn commit(self: Box<Self>) -> Result<ImportReport>;
+}
+
+/// Opens the ledger tables of the database a URL names (migrating it if needed), as
+/// [`open`] opens the rest.
+pub async fn open_ledger(url: &str, keys: Keyring) -> Result<Box<dyn ledger::LedgerStore>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Box::new(sqlite::SqliteLedger::open(path, keys).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PgLedger::connect(url, keys).await?))
+    } else {
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
+        Err(StoreError::BadUrl(scheme.chars().take(20).collect()))
+    }
 }
 
 /// Opens the store a URL names, creating and migrating it if needed: `sqlite://PATH` (a file,

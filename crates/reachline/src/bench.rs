@@ -1,6 +1,7 @@
 //! `reachline bench import`: generates a book and imports it into a fresh SQLite database and a
 //! fresh PostgreSQL database, each in its own child process so each peak-memory figure is that
-//! import's alone, and prints a table.
+//! import's alone, and prints a table. `reachline bench ledger`: durable batched appends to the
+//! ledger on both back ends, then proof latency at that size (`bench_ledger.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,7 +39,11 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// Append N leaves durably to a fresh ledger on SQLite and PostgreSQL, then time proofs.
+    Ledger(LedgerBenchArgs),
 }
+
+pub use crate::bench_ledger::LedgerBenchArgs;
 
 struct Row {
     backend: String,
@@ -46,14 +51,17 @@ struct Row {
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Import {
-        borrowers,
-        seed,
-        postgres,
-        no_postgres,
-        dir,
-        keep,
-    } = cmd;
+    let (borrowers, seed, postgres, no_postgres, dir, keep) = match cmd {
+        BenchCommand::Ledger(args) => return crate::bench_ledger::run(args).await,
+        BenchCommand::Import {
+            borrowers,
+            seed,
+            postgres,
+            no_postgres,
+            dir,
+            keep,
+        } => (borrowers, seed, postgres, no_postgres, dir, keep),
+    };
     std::fs::create_dir_all(&dir)?;
     let book = dir.join("book");
     let keys = dir.join("bench.keys");

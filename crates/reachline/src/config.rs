@@ -18,9 +18,21 @@ pub struct Config {
     pub keys: KeysConfig,
     pub phone: PhoneConfig,
     pub book: BookConfig,
+    pub ledger: LedgerConfig,
     pub log: LogConfig,
     pub intel: reachline_intel::IntelConfig,
     pub health: reachline_policy::HealthConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// The log's origin: the first line of every checkpoint and the signing key's name.
+    pub origin: String,
+    /// A batch closes at this many leaves…
+    pub batch_max_entries: usize,
+    /// …or this many milliseconds after its first leaf.
+    pub batch_max_ms: u64,
 }
 
 impl Default for Config {
@@ -34,6 +46,7 @@ impl Default for Config {
                 master_key: None,
                 blind_index_key: None,
                 key_id: "env".into(),
+                ledger_signing_key: None,
             },
             phone: PhoneConfig {
                 default_region: "CN".into(),
@@ -44,6 +57,11 @@ impl Default for Config {
                 default_time_zone: "Asia/Shanghai".into(),
                 default_jurisdiction: "cn".into(),
                 batch_size: 2000,
+            },
+            ledger: LedgerConfig {
+                origin: "reachline.example/ledger".into(),
+                batch_max_entries: 256,
+                batch_max_ms: 50,
             },
             log: LogConfig {
                 level: "info,rusqlite_migration=warn,sqlx=warn".into(),
@@ -107,6 +125,9 @@ pub struct KeysConfig {
     pub blind_index_key: Option<SecretString>,
     /// The name of the master key given through `master_key`.
     pub key_id: String,
+    /// The ledger's signing key (base64 of a 32-byte Ed25519 seed), instead of the file's.
+    #[serde(skip_serializing)]
+    pub ledger_signing_key: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +220,15 @@ impl Config {
             bail!("book.batch_size must be between 1 and 100000");
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).context("log.level is not a valid filter")?;
+        if !reachline_ledger::note::is_valid_key_name(&self.ledger.origin) {
+            bail!("ledger.origin must be one word without spaces or '+', e.g. reachline.example/ledger");
+        }
+        if !(1..=100_000).contains(&self.ledger.batch_max_entries) {
+            bail!("ledger.batch_max_entries must be between 1 and 100000");
+        }
+        if self.ledger.batch_max_ms > 10_000 {
+            bail!("ledger.batch_max_ms must be at most 10000");
+        }
         if self.keys.master_key.is_some() != self.keys.blind_index_key.is_some() {
             bail!("keys.master_key and keys.blind_index_key must be given together");
         }
@@ -245,6 +275,26 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The ledger's signer: from `keys.ledger_signing_key` if given, else from the key file.
+    pub fn ledger_signer(&self) -> anyhow::Result<reachline_ledger::note::SignerKey> {
+        match &self.keys.ledger_signing_key {
+            Some(seed) => crate::keys::signer_from_seed(seed.expose_secret(), &self.ledger.origin),
+            None => crate::keys::KeyFile::read(&self.keys.file)
+                .with_context(|| format!("reading key file {}", self.keys.file.display()))?
+                .ledger_signer(&self.keys.file, &self.ledger.origin),
+        }
+    }
+
+    pub fn sequencer_config(&self) -> reachline_store::ledger::SequencerConfig {
+        reachline_store::ledger::SequencerConfig {
+            origin: self.ledger.origin.clone(),
+            batch_max_entries: self.ledger.batch_max_entries,
+            batch_max_ms: self.ledger.batch_max_ms,
+        }
+    }
+}
+
 /// The commented example `reachline config example` prints. A test parses it, so it cannot
 /// drift from the types above.
 pub const EXAMPLE: &str = r#"# Reachline configuration. Every key can be overridden from the environment as
@@ -263,6 +313,8 @@ file = "./reachline.keys"
 #   REACHLINE_KEYS__MASTER_KEY=...  REACHLINE_KEYS__BLIND_INDEX_KEY=...
 # with the name of that master key:
 key_id = "env"
+# The ledger's signing key (base64 of a 32-byte Ed25519 seed) is in the key file too; give it
+# directly as REACHLINE_KEYS__LEDGER_SIGNING_KEY=... when the keys come from the environment.
 
 [phone]
 # Region for numbers written without a country code (ISO 3166 alpha-2).
@@ -284,6 +336,16 @@ default_time_zone = "Asia/Shanghai"
 default_jurisdiction = "cn"
 # Rows written per batch during an import.
 batch_size = 2000
+
+[ledger]
+# The log's origin: the first line of every signed checkpoint and the name of its key. Verifiers
+# and witnesses know the log by it; changing it starts a different log.
+origin = "reachline.example/ledger"
+# The sequencer commits a batch (leaves, tiles and a newly signed checkpoint in one
+# transaction) when it holds this many leaves, or this many milliseconds after its first leaf,
+# whichever comes first. An append returns once its batch is committed.
+batch_max_entries = 256
+batch_max_ms = 50
 
 [log]
 # A tracing filter, e.g. "info" or "reachline=debug,info".

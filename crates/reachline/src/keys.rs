@@ -1,4 +1,10 @@
-//! The key file: the master key and the blind-index key, as `reachline keys init` writes them.
+//! The key file: the master key, the blind-index key and the ledger's signing key, as
+//! `reachline keys init` writes them.
+//!
+//! Key files written before the ledger existed have no `ledger_signing_key`; they keep working
+//! for everything else, and `reachline keys add-ledger-key` adds one (the ledger commands say
+//! so when it is missing). Reachline never generates a signing key on its own: a new key is a
+//! new log identity, which witnesses and auditors must be told about.
 
 use std::io::Write;
 use std::path::Path;
@@ -14,7 +20,15 @@ pub struct KeyFile {
     pub key_id: String,
     pub master_key: String,
     pub blind_index_key: String,
+    /// The 32-byte Ed25519 seed (base64) that signs the ledger's checkpoints; the key's name
+    /// is the configured `[ledger] origin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_signing_key: Option<String>,
 }
+
+/// How to tell the operator a key file has no ledger key.
+pub const NO_LEDGER_KEY: &str = "has no ledger_signing_key (it predates the ledger): run \
+     `reachline keys add-ledger-key` to add one, or set REACHLINE_KEYS__LEDGER_SIGNING_KEY";
 
 impl KeyFile {
     pub fn generate(key_id: &str) -> Self {
@@ -23,7 +37,52 @@ impl KeyFile {
             key_id: key_id.into(),
             master_key: Secret32::random().to_base64(),
             blind_index_key: Secret32::random().to_base64(),
+            ledger_signing_key: Some(Secret32::random().to_base64()),
         }
+    }
+
+    /// Adds a new ledger signing key to the key file at `path`, keeping everything else;
+    /// refuses if it has one.
+    pub fn add_ledger_key(path: &Path) -> anyhow::Result<()> {
+        let kf = Self::read(path)?;
+        if kf.ledger_signing_key.is_some() {
+            bail!(
+                "{} already has a ledger signing key; refusing to replace it",
+                path.display()
+            );
+        }
+        let mut text = std::fs::read_to_string(path)?;
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "ledger_signing_key = \"{}\"\n",
+            Secret32::random().to_base64()
+        ));
+        // Write beside it (mode 600), then rename over it: never a half-written key file.
+        let tmp = path.with_extension("tmp-ledger-key");
+        let _ = std::fs::remove_file(&tmp);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// The ledger's signer, named `origin`.
+    pub fn ledger_signer(&self, path: &Path, origin: &str) -> anyhow::Result<reachline_ledger::note::SignerKey> {
+        let seed = self
+            .ledger_signing_key
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("key file {} {NO_LEDGER_KEY}", path.display()))?;
+        signer_from_seed(seed, origin)
     }
 
     pub fn read(path: &Path) -> anyhow::Result<Self> {
@@ -67,6 +126,16 @@ impl KeyFile {
     }
 }
 
+/// A signer from a base64 seed and the log's origin.
+pub fn signer_from_seed(seed: &str, origin: &str) -> anyhow::Result<reachline_ledger::note::SignerKey> {
+    let bytes: [u8; 32] = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, seed.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("ledger_signing_key is not base64 of 32 bytes"))?;
+    reachline_ledger::note::SignerKey::from_seed(origin, &bytes)
+        .map_err(|e| anyhow::anyhow!("ledger.origin {origin:?} cannot name a signing key: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +154,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("refusing to overwrite"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn an_old_key_file_gets_a_ledger_key_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        let mut kf = KeyFile::generate("k1");
+        kf.ledger_signing_key = None;
+        kf.write_new(&p).unwrap();
+        let old = KeyFile::read(&p).unwrap();
+        let e = old.ledger_signer(&p, "reachline.test/ledger").unwrap_err();
+        assert!(e.to_string().contains("reachline keys add-ledger-key"), "{e}");
+        KeyFile::add_ledger_key(&p).unwrap();
+        let new = KeyFile::read(&p).unwrap();
+        assert_eq!(new.master_key, kf.master_key);
+        assert!(new.ledger_signer(&p, "reachline.test/ledger").is_ok());
+        assert!(KeyFile::add_ledger_key(&p).is_err());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

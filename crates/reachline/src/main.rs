@@ -1,12 +1,14 @@
 //! The `reachline` binary: command line, configuration, and the wiring of concrete back ends.
 
 mod bench;
+mod bench_ledger;
 mod book;
 mod config;
 mod demo;
 mod import;
 mod intel_cmd;
 mod keys;
+mod ledger;
 mod show;
 mod simulate;
 
@@ -110,6 +112,11 @@ enum Command {
         #[command(subcommand)]
         command: intel_cmd::IntelCommand,
     },
+    /// The notice ledger: checkpoints, evidence bundles, offline verification, audit.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
+    },
     /// Benchmarks that print a table.
     Bench {
         #[command(subcommand)]
@@ -133,6 +140,13 @@ enum KeysCommand {
         /// Name of the master key, recorded beside every data key it wraps.
         #[arg(long)]
         key_id: Option<String>,
+    },
+    /// Add a ledger signing key to a key file written before the ledger existed (keeps the
+    /// other keys; refuses if the file has one).
+    AddLedgerKey {
+        /// Default: keys.file from the configuration (./reachline.keys).
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -255,6 +269,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Demo { dir, borrowers, seed } => return demo::run(dir, *borrowers, *seed).await,
+        // Offline: no configuration, no database, no network.
+        Command::Ledger {
+            command: ledger::LedgerCommand::Verify { file, key },
+        } => return ledger::verify(file, key),
         _ => {}
     }
 
@@ -280,6 +298,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Keys {
+            command: KeysCommand::AddLedgerKey { file },
+        } => {
+            let path = file.unwrap_or_else(|| cfg.keys.file.clone());
+            keys::KeyFile::add_ledger_key(&path)?;
+            println!(
+                "added a ledger signing key to {}; the log's verifier key is {}",
+                path.display(),
+                cfg.ledger_signer()
+                    .map(|s| s.verifier().to_string())
+                    .unwrap_or_else(|e| format!("unavailable ({e})"))
+            );
+            Ok(())
+        }
+        Command::Ledger { command } => ledger::run(&cfg, command).await,
         Command::Import { path, json, quiet } => {
             let store = open_store(&cfg).await?;
             let opts = import::ImportOptions {

@@ -189,3 +189,25 @@ fn malformed_files_say_where() {
     );
     assert_eq!(e.to_string(), "line 1: expected the line c2sp.org/tlog-proof@v1");
 }
+
+/// An address reveal after the blocks: the right key and address check every leaf of that
+/// contact; another address is refused with the entry named; the file round-trips.
+#[test]
+fn an_address_reveal_checks_the_commitments() {
+    let f = fixture();
+    let mut file = ProofFile::parse(&f.text).unwrap();
+    file.reveal = Some(reachline_ledger::proof_file::Reveal {
+        borrower: BorrowerId(42),
+        key: CommitmentKey::from_bytes([9; 32]),
+        contacts: vec![(ContactId(3), "+8613800138000".into())],
+    });
+    let text = file.to_text();
+    assert_eq!(ProofFile::parse(&text).unwrap(), file);
+    let v = verify(&text, &f.signer.verifier()).unwrap();
+    assert_eq!(v.revealed, vec![LeafIndex(3), LeafIndex(9)]);
+    let wrong = text.replace("+8613800138000", "+8613800138001");
+    assert!(matches!(
+        verify(&wrong, &f.signer.verifier()),
+        Err(ProofFileError::Reveal { entry: 0, .. })
+    ));
+}

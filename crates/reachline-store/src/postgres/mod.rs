@@ -19,6 +19,10 @@ use crate::{
     InstallmentRecord, LoanRecord, Result, Retirement, Store, StoreError, REPLACED_BY_BOOK,
 };
 
+pub mod ledger;
+
+pub use ledger::PgLedger;
+
 pub struct PgStore {
     pool: PgPool,
     keys: std::sync::Arc<Keyring>,

@@ -23,8 +23,13 @@ use crate::{
     InstallmentRecord, LoanRecord, Result, Retirement, Store, StoreError, REPLACED_BY_BOOK,
 };
 
+pub mod ledger;
+
+pub use ledger::SqliteLedger;
+
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_foundation.sql"),
+    include_str!("../../migrations/sqlite/0002_ledger.sql"),
     include_str!("../../migrations/sqlite/0003_intel.sql"),
 ];
 

@@ -56,6 +56,64 @@ impl Harness {
         })
     }
 
+    /// The ledger tables of this harness's database.
+    pub async fn ledger(&self) -> Box<dyn reachline_store::ledger::LedgerStore> {
+        match &self.kind {
+            Kind::Sqlite { dir } => Box::new(
+                reachline_store::sqlite::SqliteLedger::open(dir.path().join("t.db"), self.keys.clone())
+                    .await
+                    .unwrap(),
+            ),
+            Kind::Postgres { admin_url, db } => Box::new(
+                reachline_store::postgres::PgLedger::connect(
+                    &postgres::url_with_database(admin_url, db),
+                    self.keys.clone(),
+                )
+                .await
+                .unwrap(),
+            ),
+        }
+    }
+
+    /// Runs one SQL statement straight on the database, with optional blob and integer
+    /// parameters (`?1`/`$1` for the blob, `?2`/`$2` for the integer): how the tamper tests edit
+    /// what the store wrote.
+    pub async fn raw_exec(&self, sql: &str, blob: Option<Vec<u8>>, int: Option<i64>) {
+        match &self.kind {
+            Kind::Sqlite { dir } => {
+                let c = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+                let sql = sql.replace('$', "?");
+                match (blob, int) {
+                    (Some(b), Some(i)) => c.execute(&sql, rusqlite::params![b, i]),
+                    (None, Some(i)) => c.execute(&sql, rusqlite::params![rusqlite::types::Null, i]),
+                    (None, None) => c.execute(&sql, []),
+                    (Some(b), None) => c.execute(&sql, rusqlite::params![b]),
+                }
+                .unwrap();
+            }
+            Kind::Postgres { admin_url, db } => {
+                let pool = sqlx::PgPool::connect(&postgres::url_with_database(admin_url, db))
+                    .await
+                    .unwrap();
+                // Without a blob the integer is the only parameter: PostgreSQL numbers it $1.
+                let sql = if blob.is_none() {
+                    sql.replace("$2", "$1")
+                } else {
+                    sql.to_string()
+                };
+                let mut q = sqlx::query(&sql);
+                if let Some(b) = blob {
+                    q = q.bind(b);
+                }
+                if let Some(i) = int {
+                    q = q.bind(i);
+                }
+                q.execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+    }
+
     pub async fn drop_database(self) {
         if let Kind::Postgres { admin_url, db } = &self.kind {
             drop(self.store);

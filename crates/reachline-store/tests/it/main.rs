@@ -2,6 +2,7 @@
 //! `REACHLINE_TEST_DATABASE_URL` names a server (each test gets a fresh database there).
 
 mod helpers;
+mod ledger;
 mod stories;
 
 /// Declares one test per back end for each story function in `stories`.
@@ -11,20 +12,23 @@ macro_rules! on_both {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 let h = crate::helpers::Harness::sqlite().await;
-                crate::stories::$story(&h).await;
+                crate::$story(&h).await;
                 h.assert_no_orphans().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 let Some(h) = crate::helpers::Harness::postgres().await else { return };
-                crate::stories::$story(&h).await;
+                crate::$story(&h).await;
                 h.assert_no_orphans().await;
                 h.drop_database().await;
             }
         }
     )+};
 }
+
+use ledger::*;
+use stories::*;
 
 on_both!(
     import_round_trip,
@@ -39,4 +43,8 @@ on_both!(
     blind_index_needs_the_key,
     contacts_after_many_borrowers,
     disconnects_load_and_answer,
+    ledger_appends_reopens_and_proves,
+    ledger_audit_names_each_tampering,
+    commitment_keys_die_with_the_data_key,
+    ledger_start_repairs_what_a_crash_leaves,
 );

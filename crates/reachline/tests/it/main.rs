@@ -5,5 +5,6 @@ mod cli;
 mod helpers;
 mod import;
 mod intel;
+mod ledger;
 mod simulate;
 mod tidy;

@@ -1,0 +1,285 @@
+//! The ledger on PostgreSQL. The one sequencer holds a session advisory lock
+//! ([`SEQUENCER_LOCK`](crate::ledger::SEQUENCER_LOCK)) on a connection of its own for its whole
+//! life and commits every batch on that connection; a second node's `claim_sequencer` fails
+//! until the first is gone (its connection closed releases the lock). Batches are written with
+//! one statement per table over `UNNEST`ed arrays.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use rand::RngCore;
+use reachline_domain::BorrowerId;
+use reachline_ledger::edge::TileWrite;
+use reachline_ledger::leaf::CommitmentKey;
+use reachline_ledger::tiles::{TileIndex, TileLevel};
+use reachline_ledger::{Hash, LeafIndex, TreeSize};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::data_key_for;
+use crate::crypto::Keyring;
+use crate::ledger::{Batch, Claimed, LeafRow, LedgerStore, StoredCheckpoint, SEQUENCER_LOCK};
+use crate::sqlite::ledger::{decode_key, COMMITMENT_KEY_FIELD};
+use crate::{Result, StoreError};
+
+pub struct PgLedger {
+    pool: PgPool,
+    keys: Keyring,
+    /// The sequencer's connection, holding the advisory lock, once claimed. Detached from the
+    /// pool, so dropping the store closes it and the lock goes with it.
+    sequencer: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+    cache: crate::ledger::UpperTileCache,
+}
+
+impl PgLedger {
+    /// Connects and applies pending migrations.
+    pub async fn connect(url: &str, keys: Keyring) -> Result<Self> {
+        let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Self {
+            pool,
+            keys,
+            sequencer: tokio::sync::Mutex::new(None),
+            cache: Default::default(),
+        })
+    }
+}
+
+fn to_checkpoint(r: &PgRow) -> Result<StoredCheckpoint> {
+    let root: Vec<u8> = r.try_get("root")?;
+    Ok(StoredCheckpoint {
+        size: TreeSize(r.try_get::<i64, _>("size")? as u64),
+        root: Hash::from_slice(&root).map_err(|e| StoreError::Corrupt(format!("checkpoint root: {e}")))?,
+        note: r.try_get("note")?,
+    })
+}
+
+async fn latest(c: &mut sqlx::PgConnection) -> Result<Option<StoredCheckpoint>> {
+    sqlx::query("SELECT size, root, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+        .fetch_optional(c)
+        .await?
+        .as_ref()
+        .map(to_checkpoint)
+        .transpose()
+}
+
+async fn put_tiles(c: &mut sqlx::PgConnection, tiles: &[TileWrite]) -> Result<()> {
+    if tiles.is_empty() {
+        return Ok(());
+    }
+    let levels: Vec<i16> = tiles.iter().map(|t| i16::from(t.tile.level.0)).collect();
+    let idx: Vec<i64> = tiles.iter().map(|t| t.tile.index.0 as i64).collect();
+    let data: Vec<&[u8]> = tiles.iter().map(|t| t.data.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO ledger_tiles (level, idx, data) SELECT * FROM UNNEST($1::int2[], $2::int8[], $3::bytea[]) \
+         ON CONFLICT (level, idx) DO UPDATE SET data = EXCLUDED.data",
+    )
+    .bind(levels)
+    .bind(idx)
+    .bind(data)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+fn leaf_row(r: &PgRow) -> Result<LeafRow> {
+    Ok(LeafRow {
+        index: LeafIndex(r.try_get::<i64, _>("idx")? as u64),
+        notice: r.try_get("notice")?,
+        data: r.try_get("data")?,
+    })
+}
+
+#[async_trait]
+impl LedgerStore for PgLedger {
+    async fn claim_sequencer(&self) -> Result<Claimed> {
+        let mut guard = self.sequencer.lock().await;
+        if guard.is_none() {
+            let mut conn = self.pool.acquire().await?.detach();
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(SEQUENCER_LOCK)
+                .fetch_one(&mut conn)
+                .await?;
+            if !got {
+                return Err(StoreError::Conflict(format!(
+                    "another ledger sequencer holds the log (advisory lock {SEQUENCER_LOCK})"
+                )));
+            }
+            *guard = Some(conn);
+        }
+        let conn = guard.as_mut().expect("set just above");
+        let mut tx = sqlx::Connection::begin(conn).await?;
+        let latest = latest(&mut tx).await?;
+        let size = latest.as_ref().map_or(0, |l| l.size.0 as i64);
+        let discarded = sqlx::query("DELETE FROM ledger_leaves WHERE idx >= $1")
+            .bind(size)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Claimed { latest, discarded })
+    }
+
+    async fn commit_batch(&self, batch: Batch) -> Result<()> {
+        let mut guard = self.sequencer.lock().await;
+        let conn = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Conflict("the ledger was not claimed by this sequencer".into()))?;
+        let mut tx = sqlx::Connection::begin(conn).await?;
+        let now = latest(&mut tx).await?.map(|l| l.size);
+        if now != batch.old_size {
+            return Err(StoreError::Conflict(format!(
+                "the ledger moved on under this sequencer (latest checkpoint {now:?}, expected {:?})",
+                batch.old_size
+            )));
+        }
+        if !batch.leaves.is_empty() {
+            let idx: Vec<i64> = batch.leaves.iter().map(|l| l.index.0 as i64).collect();
+            let notice: Vec<Option<i64>> = batch.leaves.iter().map(|l| l.notice).collect();
+            let data: Vec<&[u8]> = batch.leaves.iter().map(|l| l.data.as_slice()).collect();
+            sqlx::query(
+                "INSERT INTO ledger_leaves (idx, notice, data) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[])",
+            )
+            .bind(idx)
+            .bind(notice)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+        }
+        put_tiles(&mut tx, &batch.tiles).await?;
+        sqlx::query("INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, now())")
+            .bind(batch.checkpoint.size.0 as i64)
+            .bind(batch.checkpoint.root.0.to_vec())
+            .bind(&batch.checkpoint.note)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write_tiles(&self, tiles: Vec<TileWrite>) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        put_tiles(&mut conn, &tiles).await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        let mut conn = self.pool.acquire().await?;
+        latest(&mut conn).await
+    }
+
+    async fn checkpoint_at(&self, size: TreeSize) -> Result<Option<StoredCheckpoint>> {
+        sqlx::query("SELECT size, root, note FROM ledger_checkpoints WHERE size = $1")
+            .bind(size.0 as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(to_checkpoint)
+            .transpose()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        sqlx::query("SELECT size, root, note FROM ledger_checkpoints ORDER BY size")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(to_checkpoint)
+            .collect()
+    }
+
+    async fn read_tiles(&self, all: &[(TileLevel, TileIndex)]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = self.cache.get(all);
+        let tiles: Vec<(TileLevel, TileIndex)> = all
+            .iter()
+            .zip(&out)
+            .filter(|(_, d)| d.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        if tiles.is_empty() {
+            return Ok(out);
+        }
+        let levels: Vec<i16> = tiles.iter().map(|(l, _)| i16::from(l.0)).collect();
+        let idx: Vec<i64> = tiles.iter().map(|(_, i)| i.0 as i64).collect();
+        let rows = sqlx::query(
+            "SELECT t.level, t.idx, t.data FROM ledger_tiles t \
+             JOIN UNNEST($1::int2[], $2::int8[]) AS k(level, idx) ON t.level = k.level AND t.idx = k.idx",
+        )
+        .bind(levels)
+        .bind(idx)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found: HashMap<(i16, i64), Vec<u8>> = HashMap::with_capacity(rows.len());
+        for r in rows {
+            found.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+        }
+        let read: Vec<Option<Vec<u8>>> = tiles
+            .iter()
+            .map(|(l, i)| found.get(&(i16::from(l.0), i.0 as i64)).cloned())
+            .collect();
+        self.cache.put(&tiles, &read);
+        let mut read = read.into_iter();
+        for d in out.iter_mut().filter(|d| d.is_none()) {
+            *d = read.next().flatten();
+        }
+        Ok(out)
+    }
+
+    async fn leaves(&self, start: u64, limit: u64) -> Result<Vec<LeafRow>> {
+        sqlx::query("SELECT idx, notice, data FROM ledger_leaves WHERE idx >= $1 ORDER BY idx LIMIT $2")
+            .bind(start as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(leaf_row)
+            .collect()
+    }
+
+    async fn leaves_of_notice(&self, notice: i64) -> Result<Vec<LeafRow>> {
+        sqlx::query("SELECT idx, notice, data FROM ledger_leaves WHERE notice = $1 ORDER BY idx")
+            .bind(notice)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(leaf_row)
+            .collect()
+    }
+
+    async fn commitment_key(&self, borrower: BorrowerId) -> Result<CommitmentKey> {
+        let mut conn = self.pool.acquire().await?;
+        let sealer = data_key_for(&mut conn, &self.keys, borrower).await?.sealer();
+        let mut k = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut k);
+        let text = base64::engine::general_purpose::STANDARD.encode(k);
+        // Insert a fresh key unless one exists, then read whichever won.
+        sqlx::query(
+            "INSERT INTO ledger_commitment_keys (borrower_id, sealed_key) VALUES ($1, $2) \
+             ON CONFLICT (borrower_id) DO NOTHING",
+        )
+        .bind(borrower.0)
+        .bind(sealer.seal(COMMITMENT_KEY_FIELD, &text))
+        .execute(&mut *conn)
+        .await?;
+        let sealed: Vec<u8> =
+            sqlx::query_scalar("SELECT sealed_key FROM ledger_commitment_keys WHERE borrower_id = $1")
+                .bind(borrower.0)
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(CommitmentKey::from_bytes(decode_key(
+            &sealer.open(COMMITMENT_KEY_FIELD, &sealed)?,
+        )?))
+    }
+
+    async fn disk_bytes(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT sum(pg_total_relation_size(c::regclass))::int8 FROM \
+             unnest(ARRAY['ledger_leaves', 'ledger_tiles', 'ledger_checkpoints']) AS c",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+}
