@@ -38,9 +38,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("reachline-store", &["reachline-domain"]),
     ("reachline-policy", &["reachline-domain"]),
     ("reachline-ledger", &["reachline-domain"]),
+    ("reachline-channels", &["reachline-domain"]),
     (
         "reachline",
-        &["reachline-domain", "reachline-policy", "reachline-store"],
+        &[
+            "reachline-channels",
+            "reachline-domain",
+            "reachline-policy",
+            "reachline-store",
+        ],
     ),
 ];
 
