@@ -6,6 +6,7 @@ pub mod classify;
 pub mod failover;
 pub mod matching;
 pub mod smpp;
+pub mod smtp;
 pub mod webhook;
 
 use std::pin::Pin;

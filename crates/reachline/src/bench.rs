@@ -38,6 +38,9 @@ pub enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// Send N messages to an SMSC (or the in-process sandbox) and print submits/s, receipts
+    /// matched and the classes seen.
+    Smpp(crate::channels_cli::BenchSmppArgs),
 }
 
 struct Row {
@@ -53,7 +56,10 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         no_postgres,
         dir,
         keep,
-    } = cmd;
+    } = cmd
+    else {
+        unreachable!("bench smpp is dispatched by channels_cli::run")
+    };
     std::fs::create_dir_all(&dir)?;
     let book = dir.join("book");
     let keys = dir.join("bench.keys");

@@ -2,6 +2,7 @@
 
 mod bench;
 mod book;
+mod channels_cli;
 mod config;
 mod demo;
 mod import;
@@ -92,6 +93,8 @@ enum Command {
     },
     /// Row counts of the database.
     Summary,
+    /// Send one message through a channel adapter (SMS over SMPP for now).
+    Send(channels_cli::SendArgs),
     /// Benchmarks that print a table.
     Bench {
         #[command(subcommand)]
@@ -225,6 +228,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Demo { dir, borrowers, seed } => return demo::run(dir, *borrowers, *seed).await,
+        Command::Send(_)
+        | Command::Bench {
+            command: bench::BenchCommand::Smpp(_),
+        } => return channels_cli::run(cli.command).await,
         _ => {}
     }
 
@@ -281,7 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { command } => bench::run(command).await,
-        Command::Demo { .. } | Command::GenBook { .. } => {
+        Command::Demo { .. } | Command::GenBook { .. } | Command::Send(_) => {
             unreachable!("handled before configuration is loaded")
         }
         Command::Config {

@@ -100,7 +100,7 @@ impl MessageState {
 /// Maps an upstream's `err` codes to classes. Starts from the GSM MAP defaults of the channels
 /// design; configuration replaces or adds entries per upstream, because the `err` field is
 /// route-specific.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrTable {
     /// Codes this upstream uses differently from GSM MAP, and codes it adds.
@@ -109,15 +109,6 @@ pub struct ErrTable {
     /// When true, the GSM MAP defaults are not consulted at all.
     #[serde(default)]
     pub replace_defaults: bool,
-}
-
-impl Default for ErrTable {
-    fn default() -> Self {
-        ErrTable {
-            overrides: BTreeMap::new(),
-            replace_defaults: false,
-        }
-    }
 }
 
 /// The GSM MAP error defaults (3GPP TS 29.002) from the channels design.

@@ -4,3 +4,4 @@
 mod conformance;
 mod helpers;
 mod interop;
+mod smtp;
