@@ -14,7 +14,7 @@ receipt ahead of it and treats 8 like 0 (the Rust sandbox covers early receipts)
 Every accepted part is appended to --log as a JSON line {"dest", "text", "id"}, flushed, so a
 test can check that nothing was lost or sent twice across a kill and restart.
 
-    python tools/smsc.py --port 2775 --log accepted.jsonl [--throttle-every N] [--no-receipts]
+    python tools/smsc.py --port 2775 [--log accepted.jsonl] [--throttle-every N] [--no-receipts]
 """
 
 import argparse
@@ -62,7 +62,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=2775)
-    ap.add_argument("--log", required=True)
+    ap.add_argument("--log", help="append accepted parts here (omit for benchmarks)")
     ap.add_argument("--throttle-every", type=int, default=0)
     ap.add_argument("--no-receipts", action="store_true")
     ap.add_argument("--id-start", type=int, default=1)
@@ -71,7 +71,7 @@ async def main() -> None:
     server = smpp34.Server(a.host, a.port, system_id="pysmsc")
     await server.start()
     print("listening", a.port, flush=True)
-    log = open(a.log, "a", buffering=1)
+    log = open(a.log, "a", buffering=1) if a.log else None
     sessions = {}
     throttled_once = set()
     next_id = a.id_start
@@ -115,7 +115,8 @@ async def main() -> None:
             continue
         mid = "%010d" % next_id
         next_id += 1
-        log.write(json.dumps({"dest": dest, "text": decode_text(ev), "id": mid}) + "\n")
+        if log is not None:
+            log.write(json.dumps({"dest": dest, "text": decode_text(ev), "id": mid}) + "\n")
         ev.accept(mid)
         esme = sessions.get(ev.session_id)
         if esme is not None and not a.no_receipts:

@@ -91,6 +91,21 @@ impl MessageState {
         })
     }
 
+    /// The text body's word for this state.
+    pub fn stat_word(self) -> &'static str {
+        use MessageState::*;
+        match self {
+            Enroute => "ENROUTE",
+            Delivered => "DELIVRD",
+            Expired => "EXPIRED",
+            Deleted => "DELETED",
+            Undeliverable => "UNDELIV",
+            Accepted => "ACCEPTD",
+            Unknown => "UNKNOWN",
+            Rejected => "REJECTD",
+        }
+    }
+
     /// Whether the message will not change state again.
     pub fn is_final(self) -> bool {
         !matches!(self, MessageState::Enroute | MessageState::Accepted)
@@ -242,5 +257,9 @@ mod tests {
         assert_eq!(receipt_class(MessageState::from_tlv(5), Some(44), &t), Dead);
         assert_eq!(MessageState::from_tlv(9), None);
         assert!(!MessageState::Accepted.is_final() && MessageState::Rejected.is_final());
+        for v in 1..=8 {
+            let s = MessageState::from_tlv(v).unwrap();
+            assert_eq!(MessageState::from_stat(s.stat_word()), Some(s));
+        }
     }
 }

@@ -19,7 +19,7 @@ use rusmppc::{ConnectionBuilder, Event};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::classify::smpp::{command_status_class, is_throttle, ErrTable};
+use crate::classify::smpp::{command_status_class, is_throttle, ErrTable, MessageState};
 use crate::matching::{Matched, Matcher};
 use crate::smpp::encoding;
 use crate::smpp::receipt::{read_receipt, ReceiptTlvs};
@@ -281,9 +281,10 @@ fn on_deliver_sm(inner: &Inner, d: &rusmpp::pdus::DeliverSm) {
         tracing::warn!(provider = %inner.config.name, "receipt without a message id");
         return;
     };
-    let code = match (r.state, r.err) {
-        (s, Some(e)) => format!("{s:?} err:{e}"),
-        (s, None) => format!("{s:?}"),
+    let state = r.state.map_or("no state", MessageState::stat_word);
+    let code = match r.err {
+        Some(e) => format!("{state} err:{e:03}"),
+        None => state.to_string(),
     };
     let pending = Pending {
         class: r.class,
