@@ -4,6 +4,8 @@
 
 pub mod classify;
 pub mod failover;
+pub mod http;
+pub mod http_sandbox;
 pub mod matching;
 pub mod smpp;
 pub mod smtp;

@@ -183,3 +183,65 @@ mod tests {
         assert_eq!(ivr_class("", Some("嗯")), None);
     }
 }
+
+/// The status word of a CMPP / SMGP status report as Chinese gateways and aggregators pass it
+/// on (`DELIVRD`, `MK:0001`, `CU12` …), from the channels design's table; resellers' own words
+/// are mapped per upstream.
+pub fn cmpp_stat_class(stat: &str) -> DeliveryClass {
+    let s = stat.trim().to_ascii_uppercase();
+    match s.as_str() {
+        "DELIVRD" | "DELIVERED" => Delivered,
+        "MK:0001" | "DB:0100" | "DB:0101" | "ID:0101" | "CB:0001" | "CB:0053" | "CU12" | "CU104" | "CU29" => Dead,
+        "MK:0004" | "MK:0005" | "DB:0102" | "DB:0103" | "ID:0102" | "ID:0103" | "CU56" | "CU168" | "CU102" => Suspended,
+        "MK:0010" | "MK:0024" | "MK:0029" | "MK:0060" | "MK:0080" | "MK:0081" | "MK:0017" | "MK:0022" | "MK:0030"
+        | "EXPIRED" => Transient,
+        _ if s.starts_with("MI:") => Transient,
+        _ => Unknown,
+    }
+}
+
+/// An SMS aggregator's synchronous send codes (Alibaba Cloud SMS style `isv.*` codes).
+pub fn aggregator_send_class(code: &str) -> DeliveryClass {
+    match code {
+        "OK" => Delivered,
+        "isv.MOBILE_NUMBER_ILLEGAL" | "isv.MOBILE_COUNT_OVER_LIMIT" => Dead,
+        "isv.BUSINESS_LIMIT_CONTROL" | "isv.DAY_LIMIT_CONTROL" | "isp.SYSTEM_ERROR" | "isv.SYSTEM_BUSY" => Transient,
+        "isv.BLACK_KEY_CONTROL_LIMIT" => Suspended,
+        c if c.starts_with("isv.SMS_TEMPLATE")
+            || c.starts_with("isv.SMS_SIGNATURE")
+            || c.starts_with("isv.TEMPLATE") =>
+        {
+            OurFault
+        }
+        "isv.AMOUNT_NOT_ENOUGH"
+        | "isv.OUT_OF_SERVICE"
+        | "isv.ACCOUNT_ABNORMAL"
+        | "InvalidAccessKeyId.NotFound"
+        | "SignatureDoesNotMatch" => OurFault,
+        _ => Unknown,
+    }
+}
+
+#[cfg(test)]
+mod cmpp_tests {
+    use super::*;
+
+    #[test]
+    fn cmpp_and_aggregator_codes() {
+        for s in ["MK:0001", "db:0100", "CU12", "CB:0053"] {
+            assert_eq!(cmpp_stat_class(s), Dead, "{s}");
+        }
+        for s in ["MK:0004", "ID:0103", "CU168"] {
+            assert_eq!(cmpp_stat_class(s), Suspended, "{s}");
+        }
+        for s in ["MI:0011", "MK:0030", "MK:0022", "EXPIRED"] {
+            assert_eq!(cmpp_stat_class(s), Transient, "{s}");
+        }
+        assert_eq!(cmpp_stat_class("DELIVRD"), Delivered);
+        assert_eq!(cmpp_stat_class("MBBLACK"), Unknown);
+        assert_eq!(aggregator_send_class("isv.MOBILE_NUMBER_ILLEGAL"), Dead);
+        assert_eq!(aggregator_send_class("isv.BUSINESS_LIMIT_CONTROL"), Transient);
+        assert_eq!(aggregator_send_class("isv.SMS_TEMPLATE_ILLEGAL"), OurFault);
+        assert_eq!(aggregator_send_class("isv.NEW_THING"), Unknown);
+    }
+}

@@ -3,5 +3,6 @@
 
 mod conformance;
 mod helpers;
+mod http;
 mod interop;
 mod smtp;
