@@ -15,6 +15,16 @@ use crate::keys::KeyFile;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Plan synthetic borrowers through the decision core (contact health, then `decide`) and
+    /// print borrowers planned per second, on one thread and on several.
+    Policy {
+        #[arg(long, default_value_t = 200_000)]
+        borrowers: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Generate a book of N borrowers and time its import into SQLite and PostgreSQL.
     Import {
         #[arg(long, default_value_t = 1_000_000)]
@@ -41,6 +51,9 @@ pub enum BenchCommand {
     },
     /// Append N leaves durably to a fresh ledger on SQLite and PostgreSQL, then time proofs.
     Ledger(LedgerBenchArgs),
+    /// Send N messages to an SMSC (or the in-process sandbox) and print submits/s, receipts
+    /// matched and the classes seen.
+    Smpp(crate::channels_cli::BenchSmppArgs),
 }
 
 pub use crate::bench_ledger::LedgerBenchArgs;
@@ -53,6 +66,12 @@ struct Row {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let (borrowers, seed, postgres, no_postgres, dir, keep) = match cmd {
         BenchCommand::Ledger(args) => return crate::bench_ledger::run(args).await,
+        BenchCommand::Policy {
+            borrowers,
+            threads,
+            seed,
+        } => return crate::bench_policy::run(borrowers, threads, seed),
+        BenchCommand::Smpp(_) => unreachable!("bench smpp is dispatched by channels_cli::run"),
         BenchCommand::Import {
             borrowers,
             seed,

@@ -2,7 +2,9 @@
 
 mod bench;
 mod bench_ledger;
+mod bench_policy;
 mod book;
+mod channels_cli;
 mod config;
 mod demo;
 mod import;
@@ -117,6 +119,8 @@ enum Command {
         #[command(subcommand)]
         command: ledger::LedgerCommand,
     },
+    /// Send one message through a channel adapter (SMS over SMPP for now).
+    Send(channels_cli::SendArgs),
     /// Benchmarks that print a table.
     Bench {
         #[command(subcommand)]
@@ -273,6 +277,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger {
             command: ledger::LedgerCommand::Verify { file, key },
         } => return ledger::verify(file, key),
+        Command::Send(_)
+        | Command::Bench {
+            command: bench::BenchCommand::Smpp(_),
+        } => return channels_cli::run(cli.command).await,
         _ => {}
     }
 
@@ -354,7 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(ExpectationsFailed.into())
             }
         }
-        Command::Demo { .. } | Command::GenBook { .. } => {
+        Command::Demo { .. } | Command::GenBook { .. } | Command::Send(_) => {
             unreachable!("handled before configuration is loaded")
         }
         Command::Config {

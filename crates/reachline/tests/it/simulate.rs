@@ -47,3 +47,21 @@ fn a_printed_scenario_runs_from_its_file_with_the_same_figures() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("freeze_dayz"), "{}", stderr(&bad));
 }
+
+#[test]
+fn bench_policy_prints_its_table() {
+    let s = Scratch::new();
+    let out = s.ok(&["bench", "policy", "--borrowers", "300", "--threads", "2"]);
+    assert!(
+        out.contains("| threads | borrowers | decisions | sends | seconds | borrowers/s |"),
+        "{out}"
+    );
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    // The same decisions on one thread and on two.
+    let cols = |l: &str| l.split('|').map(str::trim).map(String::from).collect::<Vec<_>>();
+    assert_eq!(cols(rows[0])[3..5], cols(rows[1])[3..5]);
+}

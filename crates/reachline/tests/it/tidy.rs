@@ -39,6 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("reachline-policy", &["reachline-domain"]),
     ("reachline-ledger", &["reachline-domain"]),
     ("reachline-sim", &["reachline-domain", "reachline-policy"]),
+    ("reachline-channels", &["reachline-domain"]),
     (
         "reachline-intel",
         &["reachline-domain", "reachline-policy", "reachline-store"],
@@ -46,6 +47,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "reachline",
         &[
+            "reachline-channels",
             "reachline-domain",
             "reachline-intel",
             "reachline-ledger",

@@ -1,0 +1,146 @@
+//! Channels over real protocols: the `Channel` trait every adapter implements, the SMPP
+//! adapter and its sandbox SMSC, failover across providers, and the pure tables that turn each
+//! protocol's outcomes into a `DeliveryClass`.
+
+pub mod classify;
+pub mod failover;
+pub mod http;
+pub mod http_sandbox;
+pub mod matching;
+pub mod smpp;
+pub mod smtp;
+pub mod webhook;
+
+use std::pin::Pin;
+
+use futures::Stream;
+use reachline_domain::{ContactAddress, DeliveryClass};
+
+/// Our reference for one message (a notice attempt); receipts come back with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageRef(pub String);
+
+impl std::fmt::Display for MessageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A rendered message, ready to go.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub reference: MessageRef,
+    pub to: ContactAddress,
+    pub text: String,
+}
+
+/// What a provider said when it took a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The provider that took it (its configured name).
+    pub provider: String,
+    /// The provider's ids, one per part (SMS concatenation) or one for the message.
+    pub provider_ids: Vec<String>,
+}
+
+/// Whether trying the same message again later can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permanence {
+    Transient,
+    Permanent,
+}
+
+/// Who the error is about: the provider (down, slow, throttling us), so another provider may
+/// take the message; or the message or address, which another provider would refuse too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Provider,
+    Message,
+}
+
+/// A failed send, classed. Retry logic reads `permanence` and `scope`, never the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{provider}: {class} ({code}): {detail}")]
+pub struct SendError {
+    pub provider: String,
+    pub class: DeliveryClass,
+    pub permanence: Permanence,
+    pub scope: Scope,
+    /// The provider's code as it sent it (`0x0000000b`, `550 5.1.1`, `UNREGISTERED`).
+    pub code: String,
+    /// Never holds the address.
+    pub detail: String,
+}
+
+impl SendError {
+    pub fn is_transient(&self) -> bool {
+        self.permanence == Permanence::Transient
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.permanence == Permanence::Permanent
+    }
+
+    /// The provider could not be reached or did not answer in time.
+    pub fn unavailable(provider: &str, detail: impl Into<String>) -> Self {
+        SendError {
+            provider: provider.to_string(),
+            class: DeliveryClass::Transient,
+            permanence: Permanence::Transient,
+            scope: Scope::Provider,
+            code: "unavailable".into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The provider answered with a code, classed; transient classes may be retried.
+    pub fn rejected(provider: &str, class: DeliveryClass, code: impl Into<String>, detail: impl Into<String>) -> Self {
+        SendError {
+            provider: provider.to_string(),
+            class,
+            permanence: if class == DeliveryClass::Transient {
+                Permanence::Transient
+            } else {
+                Permanence::Permanent
+            },
+            scope: Scope::Message,
+            code: code.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A receipt, matched to the message it answers, classed, with the raw receipt kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub provider: String,
+    /// `None` when no sent message had this id within the hold window.
+    pub reference: Option<MessageRef>,
+    /// The provider's id as it issued it (for a matched receipt) or as the receipt gave it.
+    pub provider_id: String,
+    /// Which part of a concatenated message (0-based), if the channel splits messages.
+    pub part: Option<u8>,
+    pub class: DeliveryClass,
+    /// The code the class was read from (`err:001`, `stat:DELIVRD`, `5.1.1`, `43004`).
+    pub code: String,
+    /// Whether the message will not change state again.
+    pub is_final: bool,
+    /// The receipt as it came, for the record.
+    pub raw: Vec<u8>,
+}
+
+/// Receipts as they arrive.
+pub type ReceiptStream = Pin<Box<dyn Stream<Item = Receipt> + Send>>;
+
+/// One provider of one channel (or a failover group of them).
+#[async_trait::async_trait]
+pub trait Channel: Send + Sync {
+    /// Which channel this sends on.
+    fn kind(&self) -> reachline_domain::Channel;
+    /// The configured name of the provider.
+    fn provider(&self) -> &str;
+    /// Sends a message; returns the provider's ids or a classed failure.
+    async fn send(&self, msg: &Outbound) -> Result<Accepted, SendError>;
+    /// The receipts; can be taken once.
+    fn take_receipts(&self) -> Option<ReceiptStream>;
+}

@@ -1,0 +1,274 @@
+//! Matching receipts to the messages they answer, by provider message id.
+//!
+//! Providers do not echo ids the way they issued them: leading zeros come and go, hex turns
+//! into decimal, case changes. Ids are stored raw and matched on normalised variants, exact
+//! text first. A receipt can also arrive before the `submit_sm_resp` carrying its id has been
+//! processed, so an unmatched receipt is held for a while and matched when the id is
+//! registered, not dropped. Time is handed in, so this is pure.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The lookup keys of an id, best first: the trimmed, case-folded text without leading zeros,
+/// then its value read as decimal, then as hex.
+pub fn id_keys(raw: &str) -> Vec<String> {
+    let t = raw.trim().to_ascii_lowercase();
+    let t = t.strip_prefix("0x").unwrap_or(&t);
+    let stripped = t.trim_start_matches('0');
+    let stripped = if stripped.is_empty() && !t.is_empty() {
+        "0"
+    } else {
+        stripped
+    };
+    let mut keys = vec![format!("s:{stripped}")];
+    if !stripped.is_empty() && stripped.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(v) = stripped.parse::<u128>() {
+            keys.push(format!("n:{v}"));
+        }
+    }
+    if !stripped.is_empty() && stripped.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if let Ok(v) = u128::from_str_radix(stripped, 16) {
+            let k = format!("n:{v}");
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    keys
+}
+
+struct Entry<M> {
+    raw: String,
+    keys: Vec<String>,
+    meta: M,
+    at: Instant,
+}
+
+struct Held<R> {
+    raw: String,
+    receipt: R,
+    at: Instant,
+}
+
+/// Registered ids with their messages (`M`), and receipts (`R`) waiting for an id.
+pub struct Matcher<M, R> {
+    next: u64,
+    entries: HashMap<u64, Entry<M>>,
+    index: HashMap<String, Vec<u64>>,
+    held: Vec<Held<R>>,
+    /// How long a receipt waits for its id before it is given up as unmatched.
+    pub hold_for: Duration,
+    /// How long a registered id waits for its final receipt.
+    pub keep_for: Duration,
+}
+
+/// What became of a receipt handed to the matcher.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Matched<M, R> {
+    /// It answers this message; `raw_id` is the id as the provider issued it.
+    Now { meta: M, raw_id: String, receipt: R },
+    /// No such id yet; it is held.
+    Held,
+}
+
+impl<M: Clone, R> Matcher<M, R> {
+    pub fn new(hold_for: Duration, keep_for: Duration) -> Self {
+        Matcher {
+            next: 0,
+            entries: HashMap::new(),
+            index: HashMap::new(),
+            held: Vec::new(),
+            hold_for,
+            keep_for,
+        }
+    }
+
+    fn lookup(&self, keys: &[String]) -> Option<u64> {
+        keys.iter().find_map(|k| {
+            // The oldest candidate wins when two ids normalise alike; exact text is tried first.
+            self.index
+                .get(k)
+                .and_then(|c| c.iter().copied().min_by_key(|id| self.entries[id].at))
+        })
+    }
+
+    /// Registers a provider id for a message; returns the held receipts that answer it.
+    pub fn register(&mut self, raw_id: &str, meta: M, now: Instant) -> Vec<(M, String, R)> {
+        let keys = id_keys(raw_id);
+        let n = self.next;
+        self.next += 1;
+        for k in &keys {
+            self.index.entry(k.clone()).or_default().push(n);
+        }
+        self.entries.insert(
+            n,
+            Entry {
+                raw: raw_id.to_string(),
+                keys,
+                meta,
+                at: now,
+            },
+        );
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.held.len() {
+            let keys = id_keys(&self.held[i].raw);
+            if self.lookup(&keys) == Some(n) {
+                let h = self.held.remove(i);
+                out.push((self.entries[&n].meta.clone(), self.entries[&n].raw.clone(), h.receipt));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Matches a receipt, or holds it. A `final_state` receipt retires the id.
+    pub fn receipt(&mut self, raw_id: &str, receipt: R, final_state: bool, now: Instant) -> Matched<M, R> {
+        match self.lookup(&id_keys(raw_id)) {
+            Some(n) => {
+                let (meta, raw) = {
+                    let e = &self.entries[&n];
+                    (e.meta.clone(), e.raw.clone())
+                };
+                if final_state {
+                    self.remove(n);
+                }
+                Matched::Now {
+                    meta,
+                    raw_id: raw,
+                    receipt,
+                }
+            }
+            None => {
+                self.held.push(Held {
+                    raw: raw_id.to_string(),
+                    receipt,
+                    at: now,
+                });
+                Matched::Held
+            }
+        }
+    }
+
+    fn remove(&mut self, n: u64) {
+        if let Some(e) = self.entries.remove(&n) {
+            for k in e.keys {
+                if let Some(v) = self.index.get_mut(&k) {
+                    v.retain(|x| *x != n);
+                    if v.is_empty() {
+                        self.index.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives up held receipts older than `hold_for` (returned, to be reported unmatched) and
+    /// forgets ids older than `keep_for`.
+    pub fn expire(&mut self, now: Instant) -> Vec<(String, R)> {
+        let hold = self.hold_for;
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| now.duration_since(h.at) >= hold);
+        self.held = keep;
+        let stale: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.at) >= self.keep_for)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in stale {
+            self.remove(n);
+        }
+        old.into_iter().map(|h| (h.raw, h.receipt)).collect()
+    }
+
+    pub fn registered(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m() -> Matcher<&'static str, u32> {
+        Matcher::new(Duration::from_secs(60), Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn keys_of_ids() {
+        assert_eq!(id_keys(" 000123 "), vec!["s:123", "n:123", "n:291"]);
+        assert_eq!(id_keys("7A3F0B"), vec!["s:7a3f0b", "n:8011531"]);
+        assert_eq!(id_keys("msg-1"), vec!["s:msg-1"]);
+        assert_eq!(id_keys("000"), vec!["s:0", "n:0"]);
+    }
+
+    #[test]
+    fn matches_variants() {
+        let t = Instant::now();
+        for (issued, seen) in [
+            ("0000ABC1", "abc1"),
+            ("7A3F0B", "8011531"),
+            ("8011531", "7a3f0b"),
+            ("  42", "00042"),
+            ("X-9", "x-9"),
+        ] {
+            let mut m = m();
+            assert!(m.register(issued, "msg", t).is_empty());
+            assert_eq!(
+                m.receipt(seen, 1, true, t),
+                Matched::Now {
+                    meta: "msg",
+                    raw_id: issued.to_string(),
+                    receipt: 1
+                },
+                "{issued} vs {seen}"
+            );
+            assert_eq!(m.registered(), 0, "a final receipt retires the id");
+        }
+    }
+
+    #[test]
+    fn exact_text_beats_a_numeric_coincidence() {
+        let t = Instant::now();
+        let mut m = m();
+        m.register("10", "hex-ten-is-sixteen", t); // n:10 and n:16
+        m.register("16", "sixteen", t + Duration::from_secs(1));
+        match m.receipt("16", 0, true, t) {
+            Matched::Now { meta, .. } => assert_eq!(meta, "sixteen"),
+            Matched::Held => panic!("held"),
+        }
+    }
+
+    #[test]
+    fn an_early_receipt_is_held_then_matched() {
+        let t = Instant::now();
+        let mut m = m();
+        assert_eq!(m.receipt("00FF", 7, true, t), Matched::Held);
+        assert_eq!(m.held(), 1);
+        let got = m.register("ff", "late resp", t + Duration::from_millis(5));
+        assert_eq!(got, vec![("late resp", "ff".to_string(), 7)]);
+        assert_eq!(m.held(), 0);
+    }
+
+    #[test]
+    fn non_final_receipts_keep_the_id_and_held_ones_expire() {
+        let t = Instant::now();
+        let mut m = m();
+        m.register("1", "a", t);
+        assert!(matches!(m.receipt("1", 0, false, t), Matched::Now { .. }));
+        assert!(matches!(m.receipt("1", 1, true, t), Matched::Now { .. }));
+        assert_eq!(m.receipt("1", 2, true, t), Matched::Held);
+        assert!(m.expire(t + Duration::from_secs(59)).is_empty());
+        assert_eq!(m.expire(t + Duration::from_secs(60)), vec![("1".to_string(), 2)]);
+        m.register("2", "b", t);
+        m.expire(t + Duration::from_secs(3600));
+        assert_eq!(m.registered(), 0);
+    }
+}

@@ -1,0 +1,474 @@
+//! The SMPP client (ESME) adapter on `rusmppc`: binds as transceiver, keeps a window of
+//! unacknowledged `submit_sm`, lets `rusmppc` send `enquire_link`, reconnects with back-off,
+//! backs off and resubmits on `ESME_RTHROTTLED` / `ESME_RMSGQFUL`, asks for a receipt on every
+//! part, and matches receipts to messages (holding early ones).
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reachline_domain::{ContactAddress, DeliveryClass};
+use rusmpp::pdus::{BindTransceiver, DeliverSmResp, SubmitSm};
+use rusmpp::tlvs::TlvValue;
+use rusmpp::types::{COctetString, OctetString};
+use rusmpp::values::{DataCoding, EsmClass, InterfaceVersion, Npi, RegisteredDelivery, ServiceType, Ton};
+use rusmpp::{CommandId, Pdu};
+use rusmppc::{ConnectionBuilder, Event};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::classify::smpp::{command_status_class, is_throttle, ErrTable, MessageState};
+use crate::matching::{Matched, Matcher};
+use crate::smpp::encoding;
+use crate::smpp::receipt::{read_receipt, ReceiptTlvs};
+use crate::{Accepted, Channel, MessageRef, Outbound, Receipt, ReceiptStream, SendError};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// One SMSC account. Durations are in milliseconds in configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmppConfig {
+    /// The provider's name in logs, receipts and the failover order.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub system_id: String,
+    pub password: String,
+    pub system_type: String,
+    /// The sender id (short code or alphanumeric).
+    pub source_addr: String,
+    /// Unacknowledged `submit_sm` allowed at once.
+    pub window: usize,
+    pub enquire_link_ms: u64,
+    pub response_timeout_ms: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// First back-off after a throttling response; doubles up to a second.
+    pub throttle_backoff_ms: u64,
+    /// Resubmits of one part after throttling or a lost connection before giving up.
+    pub max_resubmits: u32,
+    /// How long a send waits for a bound session before it says the provider is unavailable.
+    pub bind_wait_ms: u64,
+    /// How long a receipt waits for the `submit_sm_resp` that carries its id.
+    pub hold_receipts_ms: u64,
+    /// This upstream's `err` codes.
+    pub err_table: ErrTable,
+}
+
+impl Default for SmppConfig {
+    fn default() -> Self {
+        SmppConfig {
+            name: "smsc".into(),
+            host: "127.0.0.1".into(),
+            port: 2775,
+            system_id: "reachline".into(),
+            password: "secret".into(),
+            system_type: String::new(),
+            source_addr: "Reachline".into(),
+            window: 32,
+            enquire_link_ms: 30_000,
+            response_timeout_ms: 10_000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 10_000,
+            throttle_backoff_ms: 50,
+            max_resubmits: 20,
+            bind_wait_ms: 5_000,
+            hold_receipts_ms: 60_000,
+            err_table: ErrTable::default(),
+        }
+    }
+}
+
+/// Counters for the bench and tests.
+#[derive(Debug, Default)]
+pub struct SmppStats {
+    pub submitted: AtomicU64,
+    pub throttled: AtomicU64,
+    pub resubmitted_after_drop: AtomicU64,
+    pub binds: AtomicU64,
+    pub receipts: AtomicU64,
+    pub receipts_unmatched: AtomicU64,
+}
+
+#[derive(Clone)]
+struct PartRef {
+    reference: MessageRef,
+    part: u8,
+}
+
+struct Pending {
+    class: DeliveryClass,
+    code: String,
+    is_final: bool,
+    raw: Vec<u8>,
+}
+
+struct Inner {
+    config: SmppConfig,
+    session: watch::Receiver<Option<rusmppc::Client>>,
+    window: Semaphore,
+    matcher: Mutex<Matcher<PartRef, Pending>>,
+    receipts_tx: mpsc::UnboundedSender<Receipt>,
+    receipts_rx: Mutex<Option<mpsc::UnboundedReceiver<Receipt>>>,
+    next_ref: AtomicU8,
+    stats: SmppStats,
+}
+
+/// An SMPP provider. Dropping it stops its session.
+pub struct SmppChannel {
+    inner: Arc<Inner>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SmppChannel {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(c) = self.inner.session.borrow().clone() {
+            tokio::spawn(async move {
+                let _ = c.unbind().await;
+                let _ = c.close().await;
+            });
+        }
+    }
+}
+
+impl SmppChannel {
+    /// Starts the session task (it binds, and rebinds after any drop) and returns at once.
+    pub fn start(config: SmppConfig) -> Self {
+        let (session_tx, session) = watch::channel(None);
+        let (receipts_tx, receipts_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            window: Semaphore::new(config.window.max(1)),
+            matcher: Mutex::new(Matcher::new(
+                Duration::from_millis(config.hold_receipts_ms),
+                secs(72 * 3600),
+            )),
+            config,
+            session,
+            receipts_tx,
+            receipts_rx: Mutex::new(Some(receipts_rx)),
+            next_ref: AtomicU8::new(0),
+            stats: SmppStats::default(),
+        });
+        let supervisor = tokio::spawn(supervise(inner.clone(), session_tx));
+        let expirer = tokio::spawn(expire_held(inner.clone()));
+        SmppChannel {
+            inner,
+            tasks: vec![supervisor, expirer],
+        }
+    }
+
+    pub fn stats(&self) -> &SmppStats {
+        &self.inner.stats
+    }
+
+    /// Waits until a session is bound, or the time runs out.
+    pub async fn wait_bound(&self, within: Duration) -> bool {
+        let mut rx = self.inner.session.clone();
+        tokio::time::timeout(within, rx.wait_for(|s| s.is_some()))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+async fn supervise(inner: Arc<Inner>, session_tx: watch::Sender<Option<rusmppc::Client>>) {
+    let c = &inner.config;
+    let mut backoff = Duration::from_millis(c.reconnect_min_ms);
+    loop {
+        match bind(c).await {
+            Ok((client, mut events)) => {
+                inner.stats.binds.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(provider = %c.name, "bound as transceiver");
+                backoff = Duration::from_millis(c.reconnect_min_ms);
+                session_tx.send_replace(Some(client.clone()));
+                while let Some(event) = events.next().await {
+                    match event {
+                        Event::Incoming(cmd) => {
+                            if cmd.id() == CommandId::DeliverSm {
+                                let _ = client
+                                    .deliver_sm_resp(cmd.sequence_number(), DeliverSmResp::default())
+                                    .await;
+                                if let Some(Pdu::DeliverSm(d)) = cmd.pdu() {
+                                    on_deliver_sm(&inner, d);
+                                }
+                            } else if cmd.id() == CommandId::Unbind {
+                                let _ = client.unbind_resp(cmd.sequence_number()).await;
+                                break;
+                            }
+                        }
+                        Event::Error(e) => {
+                            tracing::warn!(provider = %c.name, error = %e, "session error");
+                            if matches!(
+                                e,
+                                rusmppc::error::Error::ConnectionClosedByPeer
+                                    | rusmppc::error::Error::Io(_)
+                                    | rusmppc::error::Error::EnquireLinkTimeout { .. }
+                            ) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                session_tx.send_replace(None);
+                let _ = client.close().await;
+                tracing::warn!(provider = %c.name, "session ended; reconnecting");
+            }
+            Err(e) => tracing::warn!(provider = %c.name, error = %e, "bind failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(c.reconnect_max_ms));
+    }
+}
+
+fn cs<const MIN: usize, const MAX: usize>(s: &str) -> Result<COctetString<MIN, MAX>, String> {
+    COctetString::from_str(s).map_err(|e| format!("{e:?}"))
+}
+
+async fn bind(c: &SmppConfig) -> Result<(rusmppc::Client, impl futures::Stream<Item = Event> + Unpin), String> {
+    let (client, events) = ConnectionBuilder::new()
+        .enquire_link_interval(Duration::from_millis(c.enquire_link_ms))
+        .enquire_link_response_timeout(Duration::from_millis(c.response_timeout_ms))
+        .response_timeout(Duration::from_millis(c.response_timeout_ms))
+        .disable_interface_version_check()
+        .connect(format!("smpp://{}:{}", c.host, c.port))
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .bind_transceiver(
+            BindTransceiver::builder()
+                .system_id(cs(&c.system_id)?)
+                .password(cs(&c.password)?)
+                .system_type(cs(&c.system_type)?)
+                .interface_version(InterfaceVersion::Smpp3_4)
+                .addr_ton(Ton::Unknown)
+                .addr_npi(Npi::Unknown)
+                .address_range(COctetString::empty())
+                .build(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((client, events))
+}
+
+fn receipt_tlvs(d: &rusmpp::pdus::DeliverSm) -> ReceiptTlvs {
+    let mut t = ReceiptTlvs::default();
+    for tlv in d.tlvs() {
+        match tlv.value() {
+            Some(TlvValue::ReceiptedMessageId(id)) => t.receipted_message_id = Some(id.to_string()),
+            Some(TlvValue::MessageState(s)) => t.message_state = Some(u8::from(*s)),
+            Some(TlvValue::NetworkErrorCode(n)) => t.network_error = Some((u8::from(n.network_type), n.error_code)),
+            _ => {}
+        }
+    }
+    t
+}
+
+fn on_deliver_sm(inner: &Inner, d: &rusmpp::pdus::DeliverSm) {
+    if u8::from(d.esm_class) & 0x3C != 0x04 {
+        // A mobile-originated message, not a receipt: replies are the intake's business.
+        return;
+    }
+    inner.stats.receipts.fetch_add(1, Ordering::Relaxed);
+    let body: Vec<u8> = d.short_message().clone().into();
+    let Some(r) = read_receipt(&receipt_tlvs(d), &body, &inner.config.err_table) else {
+        tracing::warn!(provider = %inner.config.name, "receipt without a message id");
+        return;
+    };
+    let state = r.state.map_or("no state", MessageState::stat_word);
+    let code = match r.err {
+        Some(e) => format!("{state} err:{e:03}"),
+        None => state.to_string(),
+    };
+    let pending = Pending {
+        class: r.class,
+        code,
+        is_final: r.state.is_none_or(|s| s.is_final()),
+        raw: body,
+    };
+    let is_final = pending.is_final;
+    let matched =
+        inner
+            .matcher
+            .lock()
+            .expect("matcher lock poisoned")
+            .receipt(&r.message_id, pending, is_final, Instant::now());
+    if let Matched::Now { meta, raw_id, receipt } = matched {
+        emit(inner, Some(meta), raw_id, receipt);
+    }
+}
+
+fn emit(inner: &Inner, meta: Option<PartRef>, provider_id: String, p: Pending) {
+    let (reference, part) = match meta {
+        Some(m) => (Some(m.reference), Some(m.part)),
+        None => (None, None),
+    };
+    let _ = inner.receipts_tx.send(Receipt {
+        provider: inner.config.name.clone(),
+        reference,
+        provider_id,
+        part,
+        class: p.class,
+        code: p.code,
+        is_final: p.is_final,
+        raw: p.raw,
+    });
+}
+
+async fn expire_held(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let old = inner
+            .matcher
+            .lock()
+            .expect("matcher lock poisoned")
+            .expire(Instant::now());
+        for (id, p) in old {
+            inner.stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
+            emit(&inner, None, id, p);
+        }
+    }
+}
+
+impl Inner {
+    async fn session(&self) -> Option<rusmppc::Client> {
+        let mut rx = self.session.clone();
+        let wait = Duration::from_millis(self.config.bind_wait_ms);
+        let ready = tokio::time::timeout(wait, async {
+            rx.wait_for(|s| s.as_ref().is_some_and(|c| c.is_active()))
+                .await
+                .map(|c| c.clone())
+        });
+        match ready.await {
+            Ok(Ok(c)) => c,
+            _ => None,
+        }
+    }
+
+    /// Submits one part; returns the SMSC's message id.
+    async fn submit_part(&self, pdu: SubmitSm) -> Result<String, SendError> {
+        let name = &self.config.name;
+        // `expect`: the semaphore is never closed.
+        let _permit = self.window.acquire().await.expect("window semaphore closed");
+        let mut backoff = Duration::from_millis(self.config.throttle_backoff_ms.max(1));
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if tries > self.config.max_resubmits + 1 {
+                return Err(SendError::unavailable(
+                    name,
+                    "gave up after repeated throttling or drops",
+                ));
+            }
+            let Some(client) = self.session().await else {
+                return Err(SendError::unavailable(name, "no bound session"));
+            };
+            match client.submit_sm(pdu.clone()).await {
+                Ok(resp) => {
+                    self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+                    return Ok(resp.message_id().to_string());
+                }
+                Err(rusmppc::error::Error::UnexpectedResponse { response }) => {
+                    let status = u32::from(response.status());
+                    if is_throttle(status) {
+                        self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(secs(1));
+                        continue;
+                    }
+                    let class = command_status_class(status);
+                    return Err(SendError::rejected(
+                        name,
+                        class,
+                        format!("{status:#010x}"),
+                        "submit_sm refused",
+                    ));
+                }
+                Err(e) => {
+                    // The connection went away (or the SMSC stopped answering) with this part
+                    // unacknowledged: submit it again on the next session.
+                    tracing::warn!(provider = %name, error = %e, "submit lost with its session; resubmitting");
+                    self.stats.resubmitted_after_drop.fetch_add(1, Ordering::Relaxed);
+                    client.close().await.ok();
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for SmppChannel {
+    fn kind(&self) -> reachline_domain::Channel {
+        reachline_domain::Channel::Sms
+    }
+
+    fn provider(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    async fn send(&self, msg: &Outbound) -> Result<Accepted, SendError> {
+        let name = &self.inner.config.name;
+        let ContactAddress::Phone(phone) = &msg.to else {
+            return Err(SendError::rejected(
+                name,
+                DeliveryClass::OurFault,
+                "address",
+                "SMS needs a phone number",
+            ));
+        };
+        let dest = phone.e164().trim_start_matches('+').to_string();
+        let bad = |what: &str| SendError::rejected(name, DeliveryClass::OurFault, "encode", what.to_string());
+        let reference = self.inner.next_ref.fetch_add(1, Ordering::Relaxed);
+        let parts = encoding::encode(&msg.text, reference);
+        let mut ids = Vec::with_capacity(parts.len());
+        for (i, part) in parts.into_iter().enumerate() {
+            let pdu = SubmitSm::builder()
+                .service_type(ServiceType::default())
+                .source_addr_ton(Ton::Alphanumeric)
+                .source_addr_npi(Npi::Unknown)
+                .source_addr(COctetString::from_str(&self.inner.config.source_addr).map_err(|_| bad("source address"))?)
+                .dest_addr_ton(Ton::International)
+                .dest_addr_npi(Npi::Isdn)
+                .destination_addr(COctetString::from_str(&dest).map_err(|_| bad("destination"))?)
+                .esm_class(EsmClass::from(if part.udhi { 0x40 } else { 0x00 }))
+                // A receipt for every part, on success and on failure.
+                .registered_delivery(RegisteredDelivery::from(0x01))
+                .data_coding(DataCoding::from(part.data_coding))
+                .short_message(OctetString::from_vec(part.short_message).map_err(|_| bad("part too long"))?)
+                .build();
+            let id = self.inner.submit_part(pdu).await?;
+            let held = self.inner.matcher.lock().expect("matcher lock poisoned").register(
+                &id,
+                PartRef {
+                    reference: msg.reference.clone(),
+                    part: i as u8,
+                },
+                Instant::now(),
+            );
+            for (meta, raw_id, p) in held {
+                emit(&self.inner, Some(meta), raw_id, p);
+            }
+            ids.push(id);
+        }
+        Ok(Accepted {
+            provider: name.clone(),
+            provider_ids: ids,
+        })
+    }
+
+    fn take_receipts(&self) -> Option<ReceiptStream> {
+        let rx = self.inner.receipts_rx.lock().expect("receipts lock poisoned").take()?;
+        Some(Box::pin(tokio_stream_from(rx)))
+    }
+}
+
+fn tokio_stream_from(mut rx: mpsc::UnboundedReceiver<Receipt>) -> impl futures::Stream<Item = Receipt> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,238 @@
+//! The conformance suite: what every adapter must do, run here against the SMPP adapter on the
+//! in-process sandbox SMSC (and, in `interop`, against the Python `smpp34` SMSC).
+//!
+//! Each peer scripts outcomes by the address's last digit (see `smpp::sandbox`); `script()`
+//! is the expected class for each digit.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reachline_channels::failover::{BreakerConfig, BreakerState, Failover, Provider};
+use reachline_channels::smpp::sandbox::Sandbox;
+use reachline_channels::smpp::{SmppChannel, SmppConfig};
+use reachline_channels::{Channel, MessageRef, Outbound, Permanence, Scope};
+use reachline_domain::DeliveryClass::{self, *};
+
+use crate::helpers::{collect, phone};
+
+/// Digit → (the send is refused with this class | the receipt's class).
+pub fn script() -> Vec<(u8, Result<DeliveryClass, DeliveryClass>)> {
+    vec![
+        (0, Ok(Delivered)),
+        (1, Ok(Dead)),
+        (2, Ok(Suspended)),
+        (3, Ok(Transient)),
+        (4, Ok(Transient)),
+        (5, Err(Dead)),
+        (6, Ok(Delivered)),
+        (7, Err(OurFault)),
+        (8, Ok(Delivered)),
+        (9, Ok(Unknown)),
+    ]
+}
+
+pub fn config(port: u16) -> SmppConfig {
+    SmppConfig {
+        name: format!("smsc-{port}"),
+        port,
+        reconnect_min_ms: 20,
+        reconnect_max_ms: 200,
+        ..SmppConfig::default()
+    }
+}
+
+fn msg(n: u32, digit: u8, text: &str) -> Outbound {
+    msg_ref("m", n, digit, text)
+}
+
+fn msg_ref(prefix: &str, n: u32, digit: u8, text: &str) -> Outbound {
+    Outbound {
+        reference: MessageRef(format!("{prefix}{n}")),
+        to: phone(n, digit),
+        text: text.to_string(),
+    }
+}
+
+/// Every class the peer can produce is reached, receipts are matched to their messages, and
+/// synchronous refusals say permanent or transient.
+pub async fn every_class_reachable(ch: &dyn Channel) {
+    let mut receipts = ch.take_receipts().expect("receipts");
+    let mut expect_receipts = 0;
+    for (n, (digit, want)) in script().into_iter().enumerate() {
+        let r = ch
+            .send(&msg_ref("class", n as u32, digit, &format!("notice {n}")))
+            .await;
+        match (want, r) {
+            (Ok(_), Ok(acc)) => {
+                assert_eq!(acc.provider_ids.len(), 1);
+                expect_receipts += 1;
+            }
+            (Err(class), Err(e)) => {
+                assert_eq!(e.class, class, "digit {digit}: {e}");
+                assert_eq!(e.scope, Scope::Message);
+                assert_eq!(e.permanence, Permanence::Permanent);
+            }
+            (want, got) => panic!("digit {digit}: wanted {want:?}, got {got:?}"),
+        }
+    }
+    let got = collect(&mut receipts, "class", expect_receipts, Duration::from_secs(10)).await;
+    for (n, (digit, want)) in script().into_iter().enumerate() {
+        if let Ok(class) = want {
+            let rs = got
+                .get(&MessageRef(format!("class{n}")))
+                .unwrap_or_else(|| panic!("no receipt for digit {digit}"));
+            assert_eq!(rs.last().unwrap().class, class, "digit {digit}: {:?}", rs);
+            assert!(!rs[0].raw.is_empty() || digit == 1, "the raw receipt is kept");
+        }
+    }
+}
+
+async fn sandbox_channel() -> (Sandbox, SmppChannel) {
+    let sb = Sandbox::start("127.0.0.1:0").await.unwrap();
+    let ch = SmppChannel::start(config(sb.addr().port()));
+    assert!(ch.wait_bound(Duration::from_secs(5)).await, "bound to the sandbox");
+    (sb, ch)
+}
+
+#[tokio::test]
+async fn sandbox_every_class_reachable() {
+    let (_sb, ch) = sandbox_channel().await;
+    every_class_reachable(&ch).await;
+    assert!(
+        ch.stats().throttled.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "digit 6 was throttled and resubmitted"
+    );
+}
+
+#[tokio::test]
+async fn long_chinese_text_goes_in_parts_each_with_its_receipt() {
+    let (sb, ch) = sandbox_channel().await;
+    let mut receipts = ch.take_receipts().unwrap();
+    let text: String = "您的贷款本期应还款项将于明日到期，请及时还款。"
+        .chars()
+        .cycle()
+        .take(100)
+        .collect();
+    let acc = ch.send(&msg(1, 0, &text)).await.unwrap();
+    assert_eq!(acc.provider_ids.len(), 2, "100 UCS-2 characters are 67 + 33");
+    let got = collect(&mut receipts, "m", 2, Duration::from_secs(5)).await;
+    let mut parts: Vec<_> = got[&MessageRef("m1".into())].iter().map(|r| r.part).collect();
+    parts.sort();
+    assert_eq!(parts, vec![Some(0), Some(1)]);
+    let seen: String = sb.accepted().iter().map(|m| m.text.clone()).collect();
+    assert_eq!(seen, text);
+}
+
+#[tokio::test]
+async fn reconnects_after_the_peer_drops_and_loses_nothing() {
+    let (sb, ch) = sandbox_channel().await;
+    let ch = Arc::new(ch);
+    let n = 400u32;
+    let sender = {
+        let ch = ch.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            futures::stream::iter(0..n)
+                .map(|i| {
+                    let ch = ch.clone();
+                    async move { ch.send(&msg(i, 0, &format!("tag{i}"))).await }
+                })
+                .buffer_unordered(16)
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    while sb.accepted().len() < 100 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    sb.drop_sessions();
+    let results = sender.await.unwrap();
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    assert!(sb.sessions() >= 2, "the client bound again");
+    let mut tags: Vec<String> = sb.accepted().into_iter().map(|m| m.text).collect();
+    let total = tags.len();
+    tags.sort();
+    tags.dedup();
+    assert_eq!(tags.len(), n as usize, "every message reached the SMSC");
+    let dups = total - tags.len();
+    let ambiguous = ch
+        .stats()
+        .resubmitted_after_drop
+        .load(std::sync::atomic::Ordering::Relaxed) as usize;
+    assert!(
+        dups <= ambiguous,
+        "{dups} duplicates but only {ambiguous} parts were resubmitted after the drop"
+    );
+}
+
+#[tokio::test]
+async fn fails_over_when_a_provider_is_down_and_its_breaker_opens() {
+    let sb = Sandbox::start("127.0.0.1:0").await.unwrap();
+    let dead_port = crate::helpers::free_port();
+    let down = SmppChannel::start(SmppConfig {
+        bind_wait_ms: 100,
+        ..config(dead_port)
+    });
+    let up = SmppChannel::start(config(sb.addr().port()));
+    assert!(up.wait_bound(Duration::from_secs(5)).await);
+    let breaker = BreakerConfig {
+        failures: 2,
+        open_for: Duration::from_secs(60),
+        slow: Duration::from_secs(5),
+    };
+    let group = Failover::new(
+        "sms",
+        reachline_domain::Channel::Sms,
+        vec![
+            Provider::new(Arc::new(down), breaker, None, Duration::from_secs(2)),
+            Provider::new(Arc::new(up), breaker, None, Duration::from_secs(2)),
+        ],
+    );
+    for i in 0..4 {
+        let acc = group.send(&msg(i, 0, "hello")).await.unwrap();
+        assert_eq!(acc.provider, format!("smsc-{}", sb.addr().port()));
+    }
+    assert!(matches!(
+        group.providers()[0].breaker_state(),
+        BreakerState::Open { .. }
+    ));
+    // A refusal about the address is not the provider's fault: no failover, no breaker change.
+    let e = group.send(&msg(9, 5, "hello")).await.unwrap_err();
+    assert_eq!((e.class, e.scope), (Dead, Scope::Message));
+    assert_eq!(sb.accepted().len(), 4);
+    // The whole conformance script also holds through the failover group.
+    every_class_reachable(&group).await;
+}
+
+#[tokio::test]
+async fn honours_the_rate_limit() {
+    let sb = Sandbox::start("127.0.0.1:0").await.unwrap();
+    let ch = SmppChannel::start(config(sb.addr().port()));
+    assert!(ch.wait_bound(Duration::from_secs(5)).await);
+    let group = Failover::new(
+        "sms",
+        reachline_domain::Channel::Sms,
+        vec![Provider::new(
+            Arc::new(ch),
+            BreakerConfig::default(),
+            NonZeroU32::new(20),
+            Duration::from_secs(2),
+        )],
+    );
+    let start = Instant::now();
+    for i in 0..30 {
+        group.send(&msg(i, 0, "x")).await.unwrap();
+    }
+    // A burst of 20, then 10 more at 20 per second.
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(450),
+        "30 sends at 20/s took only {took:?}"
+    );
+    assert_eq!(sb.accepted().len(), 30);
+}

@@ -1,0 +1,102 @@
+//! Email against `aiosmtpd` (tools/smtp_peer.py): synchronous replies classed by enhanced code,
+//! and an asynchronous RFC 3464 bounce read from the peer's mbox and matched by return path.
+
+use std::time::Duration;
+
+use reachline_channels::smtp::{SmtpChannel, SmtpConfig};
+use reachline_channels::{Channel, MessageRef, Outbound, Permanence};
+use reachline_domain::DeliveryClass::*;
+use reachline_domain::{ContactAddress, Email};
+
+use crate::helpers::{collect, free_port, interop_python, tools_dir};
+
+struct Peer(std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mail(r: &str, to: &str) -> Outbound {
+    Outbound {
+        reference: MessageRef(r.into()),
+        to: ContactAddress::Email(Email::parse(to).unwrap()),
+        text: "Your repayment is due.".into(),
+    }
+}
+
+#[tokio::test]
+async fn aiosmtpd_replies_and_bounces_are_classed() {
+    let dir = std::env::temp_dir().join(format!("rl-smtp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mbox = dir.join("bounces.mbox");
+    let _ = std::fs::remove_file(&mbox);
+    let port = free_port();
+    let _peer = Peer(
+        std::process::Command::new(interop_python())
+            .arg(tools_dir().join("smtp_peer.py"))
+            .args(["--port", &port.to_string(), "--mbox"])
+            .arg(&mbox)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ch = SmtpChannel::new(SmtpConfig {
+        port,
+        accepted_is_delivered: true,
+        ..SmtpConfig::default()
+    });
+    let mut receipts = ch.take_receipts().unwrap();
+
+    ch.send(&mail("e-ok", "borrower@example.com")).await.unwrap();
+    for (addr, class, permanence) in [
+        ("gone@example.com", Dead, Permanence::Permanent),
+        ("full@example.com", Transient, Permanence::Transient),
+        ("disabled@example.com", Dead, Permanence::Permanent),
+        ("spam@example.com", OurFault, Permanence::Permanent),
+    ] {
+        let e = ch.send(&mail("e-x", addr)).await.unwrap_err();
+        assert_eq!((e.class, e.permanence), (class, permanence), "{addr}: {e}");
+        assert!(
+            !e.to_string().contains(addr.split('@').next().unwrap()),
+            "the error does not echo the address"
+        );
+    }
+    ch.send(&mail("e-later", "later@example.com")).await.unwrap();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&mbox).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ch.ingest_mbox(&text), (1, 0));
+    // e-ok: the 250; e-later: its 250, then the bounce that came after it.
+    let got = collect(&mut receipts, "e-", 3, Duration::from_secs(5)).await;
+    assert_eq!(got[&MessageRef("e-ok".into())][0].class, Delivered);
+    let later = &got[&MessageRef("e-later".into())];
+    assert_eq!(later.len(), 2);
+    let bounce = &later[1];
+    assert_eq!((bounce.class, bounce.code.as_str()), (Dead, "failed 5.1.1"));
+}
+
+#[tokio::test]
+async fn a_closed_port_is_the_providers_fault() {
+    let ch = SmtpChannel::new(SmtpConfig {
+        port: free_port(),
+        timeout_ms: 2_000,
+        ..SmtpConfig::default()
+    });
+    let e = ch.send(&mail("e-1", "borrower@example.com")).await.unwrap_err();
+    assert_eq!(e.scope, reachline_channels::Scope::Provider);
+    assert!(e.is_transient());
+}
