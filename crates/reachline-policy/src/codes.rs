@@ -1,5 +1,5 @@
 //! One-time codes and signed links for confirming a number, with the limits of the contact
-//! rules: at least 6 digits from a cryptographic generator (the caller passes one: `OsRng` in
+//! rules: at least 6 digits from a cryptographic generator (the caller passes one: the operating system's in
 //! the shell, a seeded one in tests), valid at most 10 minutes, single use, at most 5 wrong
 //! guesses and 5 sends per code, at most 100 consecutive failures per borrower, compared in
 //! constant time, stored only as a keyed hash.
