@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use reachline_domain::national_id::IdScheme;
 use reachline_domain::{
     borrower::parse_time_zone, Borrower, BorrowerId, Consent, ContactAddress, ContactId, ContactKind, ContactPoint,
-    ContactRole, ExternalId, LineType, NationalId, PersonName,
+    ContactRole, ExternalId, LineType, NationalId, PersonName, PhoneNumber,
 };
 
 use crate::crypto::{Keyring, Sealer};
@@ -121,12 +121,18 @@ impl ContactRow {
 /// The blind index of a contact address, domain-separated by kind of address.
 pub fn address_bidx(keys: &Keyring, a: &ContactAddress) -> [u8; 32] {
     let domain = match a {
-        ContactAddress::Phone(_) => "phone",
+        ContactAddress::Phone(n) => return phone_bidx(keys, n),
         ContactAddress::Email(_) => "email",
         ContactAddress::PushToken(_) => "push",
         ContactAddress::Im { .. } => "im",
     };
     keys.blind_index(domain, &a.canonical())
+}
+
+/// The blind index of a phone number: the one contact points, lookups by number and the
+/// disconnection registry share, so they can be joined without plaintext.
+pub fn phone_bidx(keys: &Keyring, n: &PhoneNumber) -> [u8; 32] {
+    keys.blind_index("phone", n.e164())
 }
 
 pub fn national_id_bidx(keys: &Keyring, n: &NationalId) -> [u8; 32] {

@@ -14,7 +14,7 @@ use reachline_ledger::edge::TileWrite;
 use reachline_ledger::leaf::CommitmentKey;
 use reachline_ledger::tiles::{TileIndex, TileLevel};
 use reachline_ledger::{Hash, LeafIndex, TreeSize};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 
 use super::data_key_for;
@@ -35,11 +35,7 @@ pub struct PgLedger {
 impl PgLedger {
     /// Connects and applies pending migrations.
     pub async fn connect(url: &str, keys: Keyring) -> Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let pool = super::connect_migrated(url, 4).await?;
         Ok(Self {
             pool,
             keys,

@@ -28,15 +28,25 @@ pub struct PgStore {
     keys: std::sync::Arc<Keyring>,
 }
 
+/// A pool on `url` with every pending migration applied (under sqlx's advisory lock, so nodes
+/// starting at once migrate once). The store and the ledger both open through it.
+pub(crate) async fn connect_migrated(url: &str, max_connections: u32) -> Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect(url)
+        .await?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    Ok(pool)
+}
+
 impl PgStore {
     /// Connects and applies any pending migrations (under sqlx's advisory lock, so several nodes
     /// starting at once migrate once).
     pub async fn connect(url: &str, keys: Keyring) -> Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let pool = connect_migrated(url, 8).await?;
         Ok(Self {
             pool,
             keys: std::sync::Arc::new(keys),
@@ -540,7 +550,7 @@ impl Store for PgStore {
     }
 
     async fn contacts_by_phone(&self, number: &PhoneNumber) -> Result<Vec<ContactRecord>> {
-        let bidx = self.keys.blind_index("phone", number.e164()).to_vec();
+        let bidx = codec::phone_bidx(&self.keys, number).to_vec();
         self.query_contacts("WHERE address_bidx = $1 ORDER BY added_at, id", |q| q.bind(bidx))
             .await
     }
@@ -636,7 +646,7 @@ impl Store for PgStore {
         for chunk in rows.chunks(10_000) {
             let bidx: Vec<Vec<u8>> = chunk
                 .iter()
-                .map(|(n, _)| self.keys.blind_index("phone", n.e164()).to_vec())
+                .map(|(n, _)| codec::phone_bidx(&self.keys, n).to_vec())
                 .collect();
             let days: Vec<NaiveDate> = chunk.iter().map(|(_, d)| *d).collect();
             added += sqlx::query(
@@ -657,7 +667,7 @@ impl Store for PgStore {
     }
 
     async fn last_disconnect(&self, number: &PhoneNumber) -> Result<Option<NaiveDate>> {
-        let bidx = self.keys.blind_index("phone", number.e164()).to_vec();
+        let bidx = codec::phone_bidx(&self.keys, number).to_vec();
         let day: Option<NaiveDate> =
             sqlx::query_scalar("SELECT max(disconnected_on) FROM disconnects WHERE number_bidx = $1")
                 .bind(bidx)

@@ -457,7 +457,7 @@ impl Store for SqliteStore {
     }
 
     async fn contacts_by_phone(&self, number: &PhoneNumber) -> Result<Vec<ContactRecord>> {
-        let bidx = self.keys.blind_index("phone", number.e164()).to_vec();
+        let bidx = codec::phone_bidx(&self.keys, number).to_vec();
         self.with(move |c, keys| query_contacts(c, keys, "WHERE address_bidx = ?1 ORDER BY added_at, id", &bidx))
             .await
     }
@@ -588,7 +588,7 @@ impl Store for SqliteStore {
                 )?;
                 let at = codec::ts_micros(at);
                 for (number, day) in &rows {
-                    let bidx = keys.blind_index("phone", number.e164());
+                    let bidx = codec::phone_bidx(keys, number);
                     added += stmt.execute(params![&bidx[..], day.to_string(), source, at])? as u64;
                 }
             }
@@ -599,7 +599,7 @@ impl Store for SqliteStore {
     }
 
     async fn last_disconnect(&self, number: &PhoneNumber) -> Result<Option<NaiveDate>> {
-        let bidx = self.keys.blind_index("phone", number.e164()).to_vec();
+        let bidx = codec::phone_bidx(&self.keys, number).to_vec();
         self.with(move |c, _| {
             let day: Option<String> = c
                 .prepare_cached("SELECT max(disconnected_on) FROM disconnects WHERE number_bidx = ?1")?
