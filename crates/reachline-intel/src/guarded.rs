@@ -52,6 +52,29 @@ enum Answer {
     Change(ChangeSince),
 }
 
+impl Answer {
+    fn status(self) -> Option<NumberStatus> {
+        match self {
+            Answer::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn recycled(self) -> Option<RecycleAnswer> {
+        match self {
+            Answer::Recycled(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn change(self) -> Option<ChangeSince> {
+        match self {
+            Answer::Change(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 type Key = (Query, String, Option<NaiveDate>);
 
 /// Caches and rate-limits the lookups of an inner source.
@@ -110,11 +133,38 @@ impl<I: NumberIntel> Guarded<I> {
             ages.sort();
             let cut = ages[ages.len() / 2];
             cache.retain(|_, (at, _)| *at > cut);
+            // The limiter's per-number state is pruned with the cache, not on every insert (it
+            // walks every key).
+            if let Some(l) = &self.limiter {
+                l.retain_recent();
+            }
         }
         cache.insert(key, (Instant::now(), answer));
-        if let Some(l) = &self.limiter {
-            l.retain_recent();
+    }
+
+    /// The cached answer to `query` about `number`, or a lookup through `fetch` when the limit
+    /// allows one; `wrap` and `unwrap` move the answer in and out of the cache's type.
+    async fn guarded<T, Fut>(
+        &self,
+        query: Query,
+        number: &PhoneNumber,
+        since: Option<NaiveDate>,
+        wrap: fn(T) -> Answer,
+        unwrap: fn(Answer) -> Option<T>,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<T>
+    where
+        T: Copy,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let key = (query, number.e164().to_string(), since);
+        if let Some(a) = self.cached(&key).and_then(unwrap) {
+            return Ok(a);
         }
+        self.admit(query, number)?;
+        let a = fetch().await?;
+        self.keep(key, wrap(a));
+        Ok(a)
     }
 }
 
@@ -125,46 +175,45 @@ impl<I: NumberIntel> NumberIntel for Guarded<I> {
     }
 
     async fn status(&self, number: &PhoneNumber) -> Result<NumberStatus> {
-        let key = (Query::Status, number.e164().to_string(), None);
-        if let Some(Answer::Status(s)) = self.cached(&key) {
-            return Ok(s);
-        }
-        self.admit(Query::Status, number)?;
-        let s = self.inner.status(number).await?;
-        self.keep(key, Answer::Status(s));
-        Ok(s)
+        self.guarded(Query::Status, number, None, Answer::Status, Answer::status, || {
+            self.inner.status(number)
+        })
+        .await
     }
 
     async fn recycled_since(&self, number: &PhoneNumber, since: NaiveDate) -> Result<RecycleAnswer> {
-        let key = (Query::Recycled, number.e164().to_string(), Some(since));
-        if let Some(Answer::Recycled(a)) = self.cached(&key) {
-            return Ok(a);
-        }
-        self.admit(Query::Recycled, number)?;
-        let a = self.inner.recycled_since(number, since).await?;
-        self.keep(key, Answer::Recycled(a));
-        Ok(a)
+        self.guarded(
+            Query::Recycled,
+            number,
+            Some(since),
+            Answer::Recycled,
+            Answer::recycled,
+            || self.inner.recycled_since(number, since),
+        )
+        .await
     }
 
     async fn sim_swap_since(&self, number: &PhoneNumber, since: NaiveDate) -> Result<ChangeSince> {
-        let key = (Query::SimSwap, number.e164().to_string(), Some(since));
-        if let Some(Answer::Change(c)) = self.cached(&key) {
-            return Ok(c);
-        }
-        self.admit(Query::SimSwap, number)?;
-        let c = self.inner.sim_swap_since(number, since).await?;
-        self.keep(key, Answer::Change(c));
-        Ok(c)
+        self.guarded(
+            Query::SimSwap,
+            number,
+            Some(since),
+            Answer::Change,
+            Answer::change,
+            || self.inner.sim_swap_since(number, since),
+        )
+        .await
     }
 
     async fn ported_since(&self, number: &PhoneNumber, since: NaiveDate) -> Result<ChangeSince> {
-        let key = (Query::Ported, number.e164().to_string(), Some(since));
-        if let Some(Answer::Change(c)) = self.cached(&key) {
-            return Ok(c);
-        }
-        self.admit(Query::Ported, number)?;
-        let c = self.inner.ported_since(number, since).await?;
-        self.keep(key, Answer::Change(c));
-        Ok(c)
+        self.guarded(
+            Query::Ported,
+            number,
+            Some(since),
+            Answer::Change,
+            Answer::change,
+            || self.inner.ported_since(number, since),
+        )
+        .await
     }
 }

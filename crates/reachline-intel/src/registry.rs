@@ -5,12 +5,14 @@
 //! permanently disconnected per line, as CSV with a header. Accepted headers: `number` (or
 //! `phone_number`, `tn`) and `disconnect_date` (or `date`, `disconnected_on`); dates as
 //! `YYYY-MM-DD` or `YYYYMMDD`; numbers in E.164, or national form for the configured region (a
-//! 10-digit US number is read as +1). A file loads whole or not at all.
+//! 10-digit US number is read as +1), quoted or not (read with the `csv` crate). A file loads
+//! whole or not at all.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
+use reachline_domain::date::parse_ymd;
 use reachline_domain::{PhoneNumber, PhoneParser};
 use reachline_policy::intel::{recycled_since, ChangeSince, NumberStatus, RecycleAnswer};
 use reachline_store::Store;
@@ -70,56 +72,70 @@ pub fn parse_disconnects(
     phones: &PhoneParser,
     max_errors: usize,
 ) -> std::result::Result<Vec<(PhoneNumber, NaiveDate)>, Vec<DisconnectError>> {
-    let mut errors = Vec::new();
-    let mut rows = Vec::new();
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        return Err(vec![DisconnectError {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let bad_header = |message: String| {
+        vec![DisconnectError {
             line: 1,
             field: "header",
-            message: "the file is empty".into(),
-        }]);
+            message,
+        }]
     };
-    let cols: Vec<String> = header
-        .split(',')
-        .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
-        .collect();
+    let cols: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(str::to_ascii_lowercase).collect(),
+        Err(e) => return Err(bad_header(e.to_string())),
+    };
+    if cols.iter().all(|c| c.is_empty()) {
+        return Err(bad_header("the file is empty".into()));
+    }
     let find = |names: &[&str]| cols.iter().position(|c| names.contains(&c.as_str()));
     let (Some(num_col), Some(date_col)) = (
         find(&["number", "phone_number", "tn"]),
         find(&["disconnect_date", "date", "disconnected_on"]),
     ) else {
-        return Err(vec![DisconnectError {
-            line: 1,
-            field: "header",
-            message: format!(
-                "expected columns number (or phone_number, tn) and disconnect_date (or date, disconnected_on); found {}",
-                cols.join(", ")
-            ),
-        }]);
+        return Err(bad_header(format!(
+            "expected columns number (or phone_number, tn) and disconnect_date (or date, disconnected_on); found {}",
+            cols.join(", ")
+        )));
     };
-    for (i, line) in lines {
-        let n = i + 1;
-        let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"')).collect();
-        let get = |col: usize| fields.get(col).copied().unwrap_or("");
-        let number = match phones.parse(get(num_col)) {
+    let mut errors = Vec::new();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                // The csv error names the position and the kind of fault, not the field's text.
+                errors.push(DisconnectError {
+                    line,
+                    field: "record",
+                    message: "not a well-formed CSV record".into(),
+                });
+                if errors.len() >= max_errors {
+                    break;
+                }
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let number = match phones.parse(record.get(num_col).unwrap_or("")) {
             Ok(p) => Some(p),
             Err(e) => {
                 errors.push(DisconnectError {
-                    line: n,
+                    line,
                     field: "number",
                     message: e.to_string(),
                 });
                 None
             }
         };
-        let raw = get(date_col);
-        let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-            .or_else(|_| NaiveDate::parse_from_str(raw, "%Y%m%d"))
-            .ok();
+        let raw = record.get(date_col).unwrap_or("");
+        let date = parse_ymd(raw).or_else(|| NaiveDate::parse_from_str(raw, "%Y%m%d").ok());
         if date.is_none() {
             errors.push(DisconnectError {
-                line: n,
+                line,
                 field: "disconnect_date",
                 message: format!("{raw:?} is not a date (YYYY-MM-DD or YYYYMMDD)"),
             });
