@@ -67,9 +67,13 @@ pub enum CodeError {
     Locked,
 }
 
+/// HMAC-SHA256 under `key`. HMAC accepts keys of any length, so `new_from_slice` cannot fail.
+fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
 fn keyed_hash(pepper: &[u8], salt: &[u8; 16], code: &str) -> [u8; 32] {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper).unwrap_or_else(|_| unreachable!());
+    let mut mac = hmac_sha256(pepper);
     mac.update(salt);
     mac.update(code.as_bytes());
     mac.finalize().into_bytes().into()
@@ -151,6 +155,7 @@ pub fn verify(
 
 /// HOTP (RFC 4226) with HMAC-SHA-1.
 pub fn hotp(secret: &[u8], counter: u64, digits: u32) -> String {
+    // Any key length is accepted, as above.
     let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
     mac.update(&counter.to_be_bytes());
     let h = mac.finalize().into_bytes();
@@ -295,7 +300,7 @@ pub fn sign_link(key: &[u8], claims: &LinkClaims) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let body = b64.encode(serde_json::to_vec(claims).unwrap_or_default());
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    let mut mac = hmac_sha256(key);
     mac.update(body.as_bytes());
     format!("{body}.{}", b64.encode(mac.finalize().into_bytes()))
 }
@@ -306,7 +311,7 @@ pub fn verify_link(key: &[u8], token: &str, now: DateTime<Utc>) -> Result<LinkCl
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let (body, sig) = token.split_once('.').ok_or(LinkError::Malformed)?;
     let sig = b64.decode(sig).map_err(|_| LinkError::Malformed)?;
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    let mut mac = hmac_sha256(key);
     mac.update(body.as_bytes());
     mac.verify_slice(&sig).map_err(|_| LinkError::BadSignature)?;
     let claims: LinkClaims = serde_json::from_slice(&b64.decode(body).map_err(|_| LinkError::Malformed)?)

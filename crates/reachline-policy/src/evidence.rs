@@ -66,6 +66,17 @@ pub enum CallOutcome {
     Barred,
 }
 
+reachline_domain::named_enum!(CallOutcome, "call outcome", {
+    ConfirmedBorrower => "confirmed_borrower",
+    WrongParty => "wrong_party",
+    Answered => "answered",
+    NoAnswer => "no_answer",
+    Busy => "busy",
+    Voicemail => "voicemail",
+    NotInService => "not_in_service",
+    Barred => "barred",
+});
+
 impl CallOutcome {
     /// The delivery class a call outcome counts as.
     pub fn class(self) -> DeliveryClass {
@@ -92,6 +103,12 @@ pub enum SelfReport {
     NotMine,
 }
 
+reachline_domain::named_enum!(SelfReport, "self report", {
+    StillMine => "still_mine",
+    ChangedNumber => "changed_number",
+    NotMine => "not_mine",
+});
+
 /// What an operator did to a contact point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -104,6 +121,14 @@ pub enum OperatorAction {
     /// Back to unverified after a mistaken mark.
     Reinstate,
 }
+
+reachline_domain::named_enum!(OperatorAction, "operator action", {
+    Verify => "verify",
+    MarkDead => "mark_dead",
+    MarkReassigned => "mark_reassigned",
+    Retire => "retire",
+    Reinstate => "reinstate",
+});
 
 /// The kinds of evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

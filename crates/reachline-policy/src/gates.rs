@@ -82,7 +82,7 @@ impl Window {
         }
     }
 
-    fn contains(&self, t: NaiveTime) -> bool {
+    pub fn contains(&self, t: NaiveTime) -> bool {
         self.start <= t && t < self.end
     }
 }
@@ -149,7 +149,8 @@ impl GateProfile {
         }
     }
 
-    fn window(&self, purpose: Purpose) -> Option<Window> {
+    /// The hours a purpose may be sent in; `None` for any hour (a code the borrower asked for).
+    pub fn window(&self, purpose: Purpose) -> Option<Window> {
         match purpose {
             Purpose::Service => Some(self.service_hours),
             Purpose::Collection => Some(self.collection_hours),

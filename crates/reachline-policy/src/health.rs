@@ -460,7 +460,7 @@ pub fn assess_borrower(
             if !mine.is_empty() {
                 t.step(day, &DaySummary::of(&mine), cfg, &mut events);
             }
-            t.check_silence(day, day, &paid_elsewhere, cfg, &mut events);
+            t.check_silence(day, &paid_elsewhere, cfg, &mut events);
         }
         let now_reachable = trackers.iter().filter(|t| own(t)).any(|t| t.works());
         if now_reachable != reachable && trackers.iter().any(own) {
@@ -958,15 +958,14 @@ impl Tracker {
             }
         }
         if let Some(prev) = day.pred_opt() {
-            self.check_silence(prev, day, paid, cfg, events);
+            self.check_silence(prev, paid, cfg, events);
         }
     }
 
-    /// The silence rule: checked as of `as_of`, with payments known before `before`.
+    /// The silence rule, as of the end of `as_of` (payments up to that day count).
     fn check_silence(
         &mut self,
         as_of: NaiveDate,
-        before: NaiveDate,
         paid: &[(NaiveDate, EvidenceId)],
         cfg: &HealthConfig,
         events: &mut Vec<HealthEvent>,
@@ -978,7 +977,7 @@ impl Tracker {
             return;
         };
         let anchor = self.silence_anchor;
-        let paying_elsewhere = paid.iter().find(|(p, _)| *p >= anchor && *p <= before.min(as_of));
+        let paying_elsewhere = paid.iter().find(|(p, _)| *p >= anchor && *p <= as_of);
         let due = match paying_elsewhere {
             Some((p, _)) => (anchor + Duration::days(i64::from(cfg.silent_days_paying_elsewhere))).max(*p),
             None => anchor + Duration::days(i64::from(cfg.silent_days)),

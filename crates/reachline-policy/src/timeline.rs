@@ -26,7 +26,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{ContactId, ContactKind, ContactRole};
 
-use crate::evidence::{CallOutcome, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source};
+use crate::evidence::{Evidence, EvidenceId, EvidenceKind, Source};
 use crate::health::{assess_borrower, BorrowerHealth, ContactFacts, HealthConfig};
 
 /// A parsed timeline.
@@ -79,7 +79,7 @@ where
 }
 
 fn date(s: &str) -> Result<NaiveDate, String> {
-    s.parse().map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
+    reachline_domain::date::parse_ymd(s).ok_or_else(|| format!("{s:?} is not a date (YYYY-MM-DD)"))
 }
 
 fn when(zone: Tz, s: &str) -> Result<DateTime<Utc>, String> {
@@ -104,40 +104,6 @@ fn yes(s: &str) -> Result<bool, String> {
         "no" => Ok(false),
         other => Err(format!("expected yes or no, got {other:?}")),
     }
-}
-
-fn call_outcome(s: &str) -> Result<CallOutcome, String> {
-    Ok(match s {
-        "confirmed_borrower" => CallOutcome::ConfirmedBorrower,
-        "wrong_party" => CallOutcome::WrongParty,
-        "answered" => CallOutcome::Answered,
-        "no_answer" => CallOutcome::NoAnswer,
-        "busy" => CallOutcome::Busy,
-        "voicemail" => CallOutcome::Voicemail,
-        "not_in_service" => CallOutcome::NotInService,
-        "barred" => CallOutcome::Barred,
-        o => return Err(format!("unknown call outcome {o:?}")),
-    })
-}
-
-fn self_report(s: &str) -> Result<SelfReport, String> {
-    Ok(match s {
-        "still_mine" => SelfReport::StillMine,
-        "changed_number" => SelfReport::ChangedNumber,
-        "not_mine" => SelfReport::NotMine,
-        o => return Err(format!("unknown self report {o:?}")),
-    })
-}
-
-fn operator(s: &str) -> Result<OperatorAction, String> {
-    Ok(match s {
-        "verify" => OperatorAction::Verify,
-        "mark_dead" => OperatorAction::MarkDead,
-        "mark_reassigned" => OperatorAction::MarkReassigned,
-        "retire" => OperatorAction::Retire,
-        "reinstate" => OperatorAction::Reinstate,
-        o => return Err(format!("unknown operator action {o:?}")),
-    })
 }
 
 /// Parses a timeline; the first bad line is reported with its number.
@@ -269,7 +235,7 @@ fn parse_line(
                 "call" => (
                     Source::Provider("timeline".into()),
                     EvidenceKind::Call {
-                        outcome: call_outcome(arg(3)?)?,
+                        outcome: word(arg(3)?, "call outcome")?,
                     },
                 ),
                 "carrier" => (
@@ -303,13 +269,13 @@ fn parse_line(
                 "self" => (
                     Source::Borrower,
                     EvidenceKind::SelfReport {
-                        report: self_report(arg(3)?)?,
+                        report: word(arg(3)?, "self report")?,
                     },
                 ),
                 "operator" => (
                     Source::Operator("timeline".into()),
                     EvidenceKind::Operator {
-                        action: operator(arg(3)?)?,
+                        action: word(arg(3)?, "operator action")?,
                     },
                 ),
                 "payment" => (

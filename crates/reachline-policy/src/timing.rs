@@ -115,14 +115,6 @@ impl SendTimeModel {
         }
     }
 
-    fn posterior(&self, prior: &SegmentPrior, h: usize) -> (f64, f64) {
-        let c = self.hours[h];
-        let p = prior.rates[h];
-        let a = 1.0 + prior.strength * p + f64::from(c.engaged);
-        let b = 1.0 + prior.strength * (1.0 - p) + f64::from(c.sent - c.engaged.min(c.sent));
-        (a, b)
-    }
-
     /// Thompson sampling over the allowed hours; `None` when none is allowed.
     pub fn choose(
         &self,
@@ -133,18 +125,24 @@ impl SendTimeModel {
         let mut best: Option<(HourOfWeek, Estimate)> = None;
         for h in allowed {
             let i = usize::from(h.0) % 168;
-            let (a, b) = self.posterior(prior, i);
-            let sampled = Beta::new(a, b).map_or(a / (a + b), |d| d.sample(rng));
-            let est = Estimate {
-                mean: a / (a + b),
-                sampled,
-                observations: self.hours[i].sent,
-            };
-            if best.is_none_or(|(_, e)| sampled > e.sampled) {
+            let est = thompson(self.hours[i], prior.rates[i], prior.strength, rng);
+            if best.is_none_or(|(_, e)| est.sampled > e.sampled) {
                 best = Some((*h, est));
             }
         }
         best
+    }
+}
+
+/// One Thompson draw: the Beta posterior of `counts` under a prior of `prior_rate` worth
+/// `prior_strength` observations, its mean, and a sample from it.
+fn thompson(counts: Counts, prior_rate: f64, prior_strength: f64, rng: &mut impl Rng) -> Estimate {
+    let a = 1.0 + prior_strength * prior_rate + f64::from(counts.engaged);
+    let b = 1.0 + prior_strength * (1.0 - prior_rate) + f64::from(counts.sent - counts.engaged.min(counts.sent));
+    Estimate {
+        mean: a / (a + b),
+        sampled: Beta::new(a, b).map_or(a / (a + b), |d| d.sample(rng)),
+        observations: counts.sent,
     }
 }
 
@@ -195,20 +193,10 @@ impl ChannelModel {
                 .iter()
                 .find(|(ch, _)| *ch == cc.channel)
                 .map_or_else(Counts::default, |(_, c)| *c);
-            let a = 1.0 + prior_strength * prior_rate + f64::from(c.engaged);
-            let b = 1.0 + prior_strength * (1.0 - prior_rate) + f64::from(c.sent - c.engaged.min(c.sent));
-            let sampled = Beta::new(a, b).map_or(a / (a + b), |d| d.sample(rng));
-            let score = sampled - cost_weight * cc.cost;
+            let est = thompson(c, prior_rate, prior_strength, rng);
+            let score = est.sampled - cost_weight * cc.cost;
             if best.as_ref().is_none_or(|(_, _, s)| score > *s) {
-                best = Some((
-                    cc.channel,
-                    Estimate {
-                        mean: a / (a + b),
-                        sampled,
-                        observations: c.sent,
-                    },
-                    score,
-                ));
+                best = Some((cc.channel, est, score));
             }
         }
         best.map(|(c, e, _)| (c, e))

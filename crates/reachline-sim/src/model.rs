@@ -342,10 +342,7 @@ fn deliver(
     };
     let read_and_engage = |rng: &mut ChaCha8Rng, delivered_p: f64, read_p: f64| {
         if !rng.gen_bool(delivered_p.clamp(0.0, 1.0)) {
-            return Delivery {
-                class: DeliveryClass::Transient,
-                ..fail(DeliveryClass::Transient)
-            };
+            return fail(DeliveryClass::Transient);
         }
         let read = rng.gen_bool(read_p.clamp(0.0, 1.0));
         Delivery {
@@ -709,14 +706,8 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mu
                     permit,
                 } => {
                     let Some(key) = d.key else { continue };
-                    let local = permit.at.with_timezone(&w.zone);
-                    let window = match permit.purpose {
-                        Purpose::Collection => w.profile.collection_hours,
-                        _ => w.profile.service_hours,
-                    };
-                    if permit.purpose != Purpose::Verification
-                        && !(window.start <= local.time() && local.time() < window.end)
-                    {
+                    let local = permit.at.with_timezone(&w.zone).time();
+                    if w.profile.window(permit.purpose).is_some_and(|win| !win.contains(local)) {
                         m.violations += 1;
                     }
                     let dv = deliver(

@@ -40,13 +40,7 @@ pub fn classify_reply(cfg: &Config, text: &str) -> anyhow::Result<()> {
     let classifier = ReplyClassifier::new(cfg.phone_parser()?);
     let c = classifier.classify(text);
     // The operator typed the text: the number found in it is shown in full, as they gave it.
-    let out = json!({
-        "class": c.class.as_str(),
-        "rule": c.rule,
-        "signals": c.signals.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "new_number": c.new_number.as_ref().map(|n| n.e164()),
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    println!("{}", serde_json::to_string_pretty(&c.revealed())?);
     Ok(())
 }
 
