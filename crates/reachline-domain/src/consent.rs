@@ -73,6 +73,24 @@ pub struct Consent {
 
 /// Whether `events` leave `purpose` on `channel` permitted: the most recent event that covers
 /// the channel decides; with no event, nothing is permitted.
+impl Consent {
+    /// A grant of every purpose on every channel at `at`: a contract that covers everything,
+    /// as synthetic books, the simulator and tests start from.
+    pub fn grant_all(at: DateTime<Utc>, source: ConsentSource, text_version: &str) -> Vec<Consent> {
+        Purpose::ALL
+            .iter()
+            .map(|p| Consent {
+                purpose: *p,
+                channel: None,
+                state: ConsentState::Granted,
+                at,
+                source,
+                text_version: text_version.to_string(),
+            })
+            .collect()
+    }
+}
+
 pub fn permits(events: &[Consent], purpose: Purpose, channel: Channel) -> bool {
     events
         .iter()

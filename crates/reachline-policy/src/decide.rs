@@ -25,9 +25,7 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
-use reachline_domain::{
-    Channel, Consent, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Locale, Purpose,
-};
+use reachline_domain::{Channel, Consent, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Purpose};
 use serde::{Deserialize, Serialize};
 
 use crate::cadence::{Cadence, NoticeKind};
@@ -109,7 +107,6 @@ impl Default for LadderConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot<'a> {
     pub zones: &'a [Tz],
-    pub locale: Locale,
     pub profile: &'a GateProfile,
     pub cadence: &'a Cadence,
     pub ladder: &'a LadderConfig,

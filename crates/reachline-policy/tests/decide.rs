@@ -4,8 +4,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{
-    Channel, Consent, ConsentSource, ConsentState, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId,
-    Locale, Purpose, Relation,
+    Channel, Consent, ConsentSource, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Purpose,
+    Relation,
 };
 use reachline_policy::decide::formally_unreachable;
 use reachline_policy::{
@@ -40,17 +40,7 @@ fn contacts() -> Vec<ContactFacts> {
 }
 
 fn consents() -> Vec<Consent> {
-    Purpose::ALL
-        .iter()
-        .map(|p| Consent {
-            purpose: *p,
-            channel: None,
-            state: ConsentState::Granted,
-            at: at("2023-01-01 09:00"),
-            source: ConsentSource::Contract,
-            text_version: "v1".into(),
-        })
-        .collect()
+    Consent::grant_all(at("2023-01-01 09:00"), ConsentSource::Contract, "v1")
 }
 
 /// Health from the sends' outcomes, as the engine would record them as evidence.
@@ -103,33 +93,43 @@ fn send(rung: usize, contact: i64, channel: Channel, t: &str, outcome: Outcome) 
     }
 }
 
-fn run(sends: &[SendRecord], third: &[ThirdPartyRecord], paid: bool, now: &str) -> Vec<Decision> {
-    let now = at(now);
+/// Builds the snapshot of the test borrower (the standard cadence, the `cn` profile, every
+/// consent granted, health from the sends' outcomes) and hands it to `f`.
+fn with_snapshot<R>(
+    sends: &[SendRecord],
+    third: &[ThirdPartyRecord],
+    installments: &[DueInstallment],
+    now: DateTime<Utc>,
+    f: impl FnOnce(&Snapshot) -> R,
+) -> R {
     let contacts = contacts();
     let consents = consents();
     let health = health(sends, now);
     let profile = GateProfile::cn();
     let cadence = Cadence::standard("p");
     let ladder = LadderConfig::default();
-    let inst = [DueInstallment {
-        id: INST,
-        due_date: "2024-05-20".parse().unwrap(),
-        paid,
-    }];
-    let s = Snapshot {
+    f(&Snapshot {
         zones: &[SH],
-        locale: Locale::ZhCn,
         profile: &profile,
         cadence: &cadence,
         ladder: &ladder,
         contacts: &contacts,
         health: &health,
         consents: &consents,
-        installments: &inst,
+        installments,
         sends,
         third_parties: third,
-    };
-    decide(&s, now)
+    })
+}
+
+fn run(sends: &[SendRecord], third: &[ThirdPartyRecord], paid: bool, now: &str) -> Vec<Decision> {
+    let now = at(now);
+    let inst = [DueInstallment {
+        id: INST,
+        due_date: "2024-05-20".parse().unwrap(),
+        paid,
+    }];
+    with_snapshot(sends, third, &inst, now, |s| decide(s, now))
 }
 
 fn notice(ds: &[Decision]) -> &Decision {
@@ -298,11 +298,6 @@ fn health_requests_become_lookups_and_checks() {
 
 #[test]
 fn unreachable_by_rule() {
-    let contacts = contacts();
-    let consents = consents();
-    let profile = GateProfile::cn();
-    let cadence = Cadence::standard("p");
-    let ladder = LadderConfig::default();
     let two = [
         send(
             0,
@@ -327,20 +322,6 @@ fn unreachable_by_rule() {
         ),
     ];
     let now = at("2024-05-22 10:00");
-    let health = health(&two, now);
-    let s = Snapshot {
-        zones: &[SH],
-        locale: Locale::ZhCn,
-        profile: &profile,
-        cadence: &cadence,
-        ladder: &ladder,
-        contacts: &contacts,
-        health: &health,
-        consents: &consents,
-        installments: &[],
-        sends: &two,
-        third_parties: &[],
-    };
     // Our own failure does not count against the borrower: two failures are not three.
-    assert!(!formally_unreachable(&s, now));
+    assert!(!with_snapshot(&two, &[], &[], now, |s| formally_unreachable(s, now)));
 }

@@ -48,17 +48,11 @@ fn contact(evidence: Vec<EvidenceKind>) -> Assessment {
 }
 
 fn all_consents() -> Vec<Consent> {
-    Purpose::ALL
-        .iter()
-        .map(|p| Consent {
-            purpose: *p,
-            channel: None,
-            state: ConsentState::Granted,
-            at: Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0).unwrap(),
-            source: ConsentSource::Contract,
-            text_version: "v1".into(),
-        })
-        .collect()
+    Consent::grant_all(
+        Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0).unwrap(),
+        ConsentSource::Contract,
+        "v1",
+    )
 }
 
 fn req<'a>(

@@ -5,8 +5,8 @@ use chrono_tz::Tz;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reachline_domain::{
-    Channel, Consent, ConsentSource, ConsentState, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId,
-    Jurisdiction, Locale, Purpose, Relation,
+    Channel, Consent, ConsentSource, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Jurisdiction,
+    Relation,
 };
 use reachline_policy::{
     assess_borrower, decide, Action, Cadence, ContactFacts, DueInstallment, Evidence, EvidenceId, EvidenceKind,
@@ -418,17 +418,11 @@ pub fn run(sc: &Scenario, borrowers: u64, days: u32, seed: u64, strategies: &[St
     } else {
         Jurisdiction::Cn
     };
-    let consents = Purpose::ALL
-        .iter()
-        .map(|p| Consent {
-            purpose: *p,
-            channel: None,
-            state: ConsentState::Granted,
-            at: DateTime::from_timestamp(1_577_836_800, 0).unwrap_or_default(),
-            source: ConsentSource::Contract,
-            text_version: "v1".into(),
-        })
-        .collect();
+    let consents = Consent::grant_all(
+        DateTime::from_timestamp(1_577_836_800, 0).unwrap_or_default(),
+        ConsentSource::Contract,
+        "v1",
+    );
     let w = World {
         sc,
         zone,
@@ -670,7 +664,6 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mu
             .collect();
         let s = Snapshot {
             zones: &[w.zone],
-            locale: Locale::ZhCn,
             profile: &w.profile,
             cadence: &w.cadence,
             ladder: &w.ladder,

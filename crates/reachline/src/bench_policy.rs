@@ -7,8 +7,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reachline_domain::{
-    Channel, Consent, ConsentSource, ConsentState, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId,
-    Locale, Purpose, Relation,
+    Channel, Consent, ConsentSource, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Relation,
 };
 use reachline_policy::{
     assess_borrower, decide, Cadence, ContactFacts, DueInstallment, Evidence, EvidenceId, EvidenceKind, GateProfile,
@@ -70,17 +69,11 @@ fn synth(rng: &mut ChaCha8Rng, id: i64, now: DateTime<Utc>) -> Borrower {
             kind,
         });
     }
-    let consents = Purpose::ALL
-        .iter()
-        .map(|p| Consent {
-            purpose: *p,
-            channel: None,
-            state: ConsentState::Granted,
-            at: Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0).unwrap(),
-            source: ConsentSource::Contract,
-            text_version: "v1".into(),
-        })
-        .collect();
+    let consents = Consent::grant_all(
+        Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0).unwrap(),
+        ConsentSource::Contract,
+        "v1",
+    );
     let today = now.date_naive();
     let installments: Vec<DueInstallment> = (0..3)
         .map(|k| DueInstallment {
@@ -131,7 +124,6 @@ pub fn run(borrowers: u64, threads: usize, seed: u64) -> anyhow::Result<()> {
             let health = assess_borrower(&b.contacts, &b.evidence, zones[0], now, &cfg);
             let s = Snapshot {
                 zones: &zones,
-                locale: Locale::ZhCn,
                 profile: &profile,
                 cadence: &cadence,
                 ladder: &ladder,
