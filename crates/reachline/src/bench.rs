@@ -13,6 +13,22 @@ use crate::book::gen::{generate, GenOptions};
 use crate::book::Format;
 use crate::keys::KeyFile;
 
+/// The PostgreSQL server a benchmark runs against, shared by the benchmarks that have one.
+#[derive(clap::Args)]
+pub struct PostgresTarget {
+    /// A PostgreSQL server to benchmark against (a fresh database is created and dropped);
+    /// the URL's database is only used to connect.
+    #[arg(
+        long,
+        env = "REACHLINE_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres: String,
+    /// Skip PostgreSQL.
+    #[arg(long)]
+    pub no_postgres: bool,
+}
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Plan synthetic borrowers through the decision core (contact health, then `decide`) and
@@ -31,17 +47,8 @@ pub enum BenchCommand {
         borrowers: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// A PostgreSQL server to benchmark against (a fresh database is created and dropped);
-        /// the URL's database is only used to connect.
-        #[arg(
-            long,
-            env = "REACHLINE_BENCH_POSTGRES_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-        )]
-        postgres: String,
-        /// Skip PostgreSQL.
-        #[arg(long)]
-        no_postgres: bool,
+        #[command(flatten)]
+        pg: PostgresTarget,
         /// Working directory for the book and the SQLite file.
         #[arg(long, default_value = "./reachline-bench")]
         dir: PathBuf,
@@ -75,8 +82,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Import {
             borrowers,
             seed,
-            postgres,
-            no_postgres,
+            pg: PostgresTarget { postgres, no_postgres },
             dir,
             keep,
         } => (borrowers, seed, postgres, no_postgres, dir, keep),

@@ -35,16 +35,8 @@ pub struct LedgerBenchArgs {
     /// Proofs to time.
     #[arg(long, default_value_t = 5000)]
     proofs: usize,
-    /// A PostgreSQL server (a fresh database is created and dropped); the URL's database is
-    /// only used to connect.
-    #[arg(
-        long,
-        env = "REACHLINE_BENCH_POSTGRES_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres: String,
-    #[arg(long)]
-    no_postgres: bool,
+    #[command(flatten)]
+    pg: crate::bench::PostgresTarget,
     #[arg(long)]
     no_sqlite: bool,
     /// Where the SQLite file goes (removed afterwards unless --keep).
@@ -200,11 +192,11 @@ pub async fn run(a: LedgerBenchArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if !a.no_postgres {
+    if !a.pg.no_postgres {
         let db = format!("reachline_ledger_bench_{}", std::process::id());
-        reachline_store::postgres::create_database(&a.postgres, &db).await?;
+        reachline_store::postgres::create_database(&a.pg.postgres, &db).await?;
         eprintln!("appending {} leaves to PostgreSQL…", a.leaves);
-        let url = reachline_store::postgres::url_with_database(&a.postgres, &db);
+        let url = reachline_store::postgres::url_with_database(&a.pg.postgres, &db);
         let res = async {
             let store: Arc<dyn LedgerStore> =
                 Arc::new(reachline_store::postgres::PgLedger::connect(&url, keys.clone()).await?);
@@ -212,7 +204,7 @@ pub async fn run(a: LedgerBenchArgs) -> anyhow::Result<()> {
         }
         .await;
         if !a.keep {
-            reachline_store::postgres::drop_database(&a.postgres, &db).await?;
+            reachline_store::postgres::drop_database(&a.pg.postgres, &db).await?;
         }
         rows.push(res?);
     }
