@@ -584,24 +584,10 @@ struct DaySummary {
     wrong_party: Vec<(Rule, EvidenceId)>,
     dispute: Vec<EvidenceId>,
     new_number: Vec<EvidenceId>,
-    carrier: BTreeMap<NumberStatusKey, Vec<EvidenceId>>,
+    carrier: BTreeMap<NumberStatus, Vec<EvidenceId>>,
     recycled: Vec<(RecycleAnswer, EvidenceId)>,
     sim_swap: Vec<EvidenceId>,
     operator: Vec<(OperatorAction, EvidenceId)>,
-}
-
-/// `NumberStatus` as a map key in a fixed order.
-type NumberStatusKey = u8;
-
-fn status_key(s: NumberStatus) -> NumberStatusKey {
-    match s {
-        NumberStatus::Normal => 0,
-        NumberStatus::PoweredOff => 1,
-        NumberStatus::Unknown => 2,
-        NumberStatus::Suspended => 3,
-        NumberStatus::Cancelled => 4,
-        NumberStatus::Empty => 5,
-    }
 }
 
 impl DaySummary {
@@ -618,7 +604,7 @@ impl DaySummary {
                     SelfReport::ChangedNumber => s.new_number.push(id),
                 },
                 K::Operator { action } => s.operator.push((*action, id)),
-                K::CarrierStatus { status } => s.carrier.entry(status_key(*status)).or_default().push(id),
+                K::CarrierStatus { status } => s.carrier.entry(*status).or_default().push(id),
                 K::Recycled { answer, .. } => s.recycled.push((*answer, id)),
                 K::SimSwap { swapped: true, .. } => s.sim_swap.push(id),
                 K::SimSwap { swapped: false, .. } | K::Ported { .. } => {}
@@ -671,7 +657,7 @@ impl DaySummary {
     fn carrier_has(&self, statuses: &[NumberStatus]) -> Vec<EvidenceId> {
         statuses
             .iter()
-            .filter_map(|st| self.carrier.get(&status_key(*st)))
+            .filter_map(|st| self.carrier.get(st))
             .flatten()
             .copied()
             .collect()
