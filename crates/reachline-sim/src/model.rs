@@ -25,24 +25,11 @@ pub enum Strategy {
     Reachline,
 }
 
-impl Strategy {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim() {
-            "baseline" => Some(Strategy::Baseline),
-            "multichannel" => Some(Strategy::Multichannel),
-            "reachline" => Some(Strategy::Reachline),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Baseline => "baseline",
-            Strategy::Multichannel => "multichannel",
-            Strategy::Reachline => "reachline",
-        }
-    }
-}
+reachline_domain::named_enum!(Strategy, "strategy", {
+    Baseline => "baseline",
+    Multichannel => "multichannel",
+    Reachline => "reachline",
+});
 
 /// The metrics of the simulator design, for one strategy.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -130,10 +130,8 @@ pub fn run_cli(args: SimulateArgs) -> anyhow::Result<()> {
     let strategies = args
         .strategies
         .split(',')
-        .map(|s| {
-            Strategy::parse(s).with_context(|| format!("unknown strategy {s:?}; baseline, multichannel or reachline"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(str::parse::<Strategy>)
+        .collect::<Result<Vec<_>, _>>()?;
     let t = std::time::Instant::now();
     let r = run(&sc, args.borrowers, args.days, args.seed, &strategies);
     print(&r);
