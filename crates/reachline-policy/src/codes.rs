@@ -322,9 +322,53 @@ pub fn verify_link(key: &[u8], token: &str, now: DateTime<Utc>) -> Result<LinkCl
     Ok(claims)
 }
 
+/// The short token an SMS carries to open one notice's page: base64url of the notice id (8
+/// bytes, big-endian) and the first 9 bytes of its HMAC-SHA256 — 23 characters, so a notice
+/// stays within one or two SMS parts. The page it opens shows the notice and nothing a stranger
+/// could use; anything more asks for a code.
+pub fn notice_token(key: &[u8], notice: u64) -> String {
+    use base64::Engine as _;
+    let mut mac = hmac_sha256(key);
+    mac.update(b"notice");
+    mac.update(&notice.to_be_bytes());
+    let mut raw = notice.to_be_bytes().to_vec();
+    raw.extend_from_slice(&mac.finalize().into_bytes()[..9]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The notice id a short token names, if its MAC matches (compared in constant time).
+pub fn verify_notice_token(key: &[u8], token: &str) -> Result<u64, LinkError> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| LinkError::Malformed)?;
+    if raw.len() != 17 {
+        return Err(LinkError::Malformed);
+    }
+    let notice = u64::from_be_bytes(raw[..8].try_into().map_err(|_| LinkError::Malformed)?);
+    let mut mac = hmac_sha256(key);
+    mac.update(b"notice");
+    mac.update(&notice.to_be_bytes());
+    mac.verify_truncated_left(&raw[8..])
+        .map_err(|_| LinkError::BadSignature)?;
+    Ok(notice)
+}
+
 #[cfg(test)]
 mod link_tests {
     use super::*;
+
+    #[test]
+    fn notice_tokens_are_short_and_checked() {
+        let t = notice_token(b"k", 123_456);
+        assert_eq!(t.len(), 23);
+        assert_eq!(verify_notice_token(b"k", &t), Ok(123_456));
+        assert_eq!(verify_notice_token(b"other key", &t), Err(LinkError::BadSignature));
+        let mut forged = notice_token(b"k", 123_457).into_bytes();
+        forged[..11].copy_from_slice(&t.as_bytes()[..11]);
+        assert!(verify_notice_token(b"k", std::str::from_utf8(&forged).unwrap()).is_err());
+        assert_eq!(verify_notice_token(b"k", "short"), Err(LinkError::Malformed));
+    }
 
     #[test]
     fn links_are_signed_and_expire() {

@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod crypto;
+pub mod engine;
 pub mod ledger;
 pub mod postgres;
 pub mod sqlite;

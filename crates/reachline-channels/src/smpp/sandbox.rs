@@ -15,7 +15,8 @@
 //! | 9 | accepts; receipt body `stat:UNDELIV err:255` (unmapped) | Unknown |
 //!
 //! It records every accepted part, so tests can check nothing was lost or sent twice, and can
-//! drop every session on demand.
+//! drop every session on demand. A script ([`Sandbox::set_script`]) can replace the last digit
+//! with any rule over the destination (the demo's world: a number that died answers `1`).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -42,6 +43,24 @@ pub struct SandboxMessage {
     pub destination: String,
     pub text: String,
     pub message_id: String,
+    /// The concatenation header (reference, total, sequence), for a part of a longer message.
+    pub concat: Option<(u8, u8, u8)>,
+}
+
+/// The 8-bit concatenation element (IEI 0) of a user data header, if the message has one.
+fn concat_of(sm: &[u8]) -> Option<(u8, u8, u8)> {
+    let len = usize::from(*sm.first()?);
+    let udh = sm.get(1..1 + len)?;
+    let mut i = 0;
+    while i + 1 < udh.len() {
+        let (iei, l) = (udh[i], usize::from(udh[i + 1]));
+        if iei == 0 && l == 3 {
+            let e = udh.get(i + 2..i + 5)?;
+            return Some((e[0], e[1], e[2]));
+        }
+        i += 2 + l;
+    }
+    None
 }
 
 #[derive(Default)]
@@ -53,7 +72,11 @@ struct State {
     /// Throttle every n-th submit (0: never), on top of the digit-6 script.
     throttle_every: AtomicU32,
     submits: AtomicU64,
+    script: Mutex<Option<Script>>,
 }
+
+/// Maps a destination number to the behaviour digit of the table above.
+pub type Script = Arc<dyn Fn(&str) -> u8 + Send + Sync>;
 
 /// The running sandbox; dropping it stops the listener (sessions end with it).
 pub struct Sandbox {
@@ -101,6 +124,29 @@ impl Sandbox {
         self.state.accepted.lock().expect("sandbox lock poisoned").clone()
     }
 
+    /// Every whole message accepted so far, as (destination, text): the parts of a concatenated
+    /// message joined by their header's reference, in the order each message completed.
+    pub fn messages(&self) -> Vec<(String, String)> {
+        let mut open: std::collections::HashMap<(String, u8, u8), Vec<(u8, String)>> = Default::default();
+        let mut out = Vec::new();
+        for m in self.accepted() {
+            match m.concat {
+                None => out.push((m.destination, m.text)),
+                Some((reference, total, seq)) => {
+                    let key = (m.destination.clone(), reference, total);
+                    let parts = open.entry(key.clone()).or_default();
+                    parts.push((seq, m.text));
+                    if parts.len() == usize::from(total) {
+                        let mut parts = open.remove(&key).unwrap_or_default();
+                        parts.sort_by_key(|(seq, _)| *seq);
+                        out.push((m.destination, parts.into_iter().map(|(_, t)| t).collect()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Sessions opened so far.
     pub fn sessions(&self) -> u32 {
         self.state.sessions.load(Ordering::Relaxed)
@@ -109,6 +155,11 @@ impl Sandbox {
     /// Closes every open session's TCP connection, as a crashing SMSC would.
     pub fn drop_sessions(&self) {
         self.drop_tx.send_modify(|n| *n += 1);
+    }
+
+    /// Chooses each message's behaviour by `script(destination)` instead of its last digit.
+    pub fn set_script(&self, script: Script) {
+        *self.state.script.lock().expect("sandbox lock poisoned") = Some(script);
     }
 
     /// Throttles every n-th submit from now on (0 turns it off).
@@ -194,7 +245,11 @@ async fn session(sock: TcpStream, state: Arc<State>, mut drop_rx: watch::Receive
                 let dest = s.destination_addr.to_string();
                 let from = s.source_addr.to_string();
                 let sm: Vec<u8> = s.short_message().clone().into();
-                let digit = dest.bytes().last().map_or(0, |b| b.wrapping_sub(b'0'));
+                let script = state.script.lock().expect("sandbox lock poisoned").clone();
+                let digit = match script {
+                    Some(f) => f(&dest),
+                    None => dest.bytes().last().map_or(0, |b| b.wrapping_sub(b'0')),
+                };
                 let count = state.submits.fetch_add(1, Ordering::Relaxed) + 1;
                 let every = u64::from(state.throttle_every.load(Ordering::Relaxed));
                 let throttle_now = (every > 0 && count % every == 0)
@@ -225,6 +280,7 @@ async fn session(sock: TcpStream, state: Arc<State>, mut drop_rx: watch::Receive
                         destination: dest.clone(),
                         text,
                         message_id: id.clone(),
+                        concat: if udhi { concat_of(&sm) } else { None },
                     });
                 let resp = reply(SubmitSmResp::builder().message_id(cs(&id)).build().into());
                 let dr = receipt(&from, &dest, &id, digit, seq);

@@ -23,6 +23,7 @@ use crate::{
     InstallmentRecord, LoanRecord, Result, Retirement, Store, StoreError, REPLACED_BY_BOOK,
 };
 
+pub mod engine;
 pub mod ledger;
 
 pub use ledger::SqliteLedger;
@@ -31,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_foundation.sql"),
     include_str!("../../migrations/sqlite/0002_ledger.sql"),
     include_str!("../../migrations/sqlite/0003_intel.sql"),
+    include_str!("../../migrations/sqlite/0004_engine.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.

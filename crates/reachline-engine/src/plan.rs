@@ -1,0 +1,301 @@
+//! The planner: reads a borrower's view from the store, builds the policy's snapshot, asks
+//! `decide`, and turns the answers into outbox rows, recorded decisions and the borrower's next
+//! wake time. The same snapshot is built again at dispatch, so a send goes out only if the
+//! policy still says so at that moment.
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use reachline_domain::DeliveryClass;
+use reachline_policy::{
+    assess_borrower, decide, Action, BorrowerHealth, ContactFacts, Decision, DueInstallment, Evidence, EvidenceId,
+    EvidenceKind, NoticeKey, NoticeKind, Outcome, ReplyClass, SendRecord, Snapshot, Source, ThirdPartyRecord,
+};
+use reachline_store::engine::{DecisionRow, EngineView, NewSend, OutboxRow, SendOutcome};
+
+use crate::{EngineConfig, EngineError};
+
+/// The text key of a notice: `installment/step/kind`.
+pub fn notice_text(k: &NoticeKey) -> String {
+    format!("{}/{}/{}", k.installment.0, k.step, k.kind.as_str())
+}
+
+/// The idempotency key of one attempt of a notice on one contact and channel.
+pub fn idem_key(k: &NoticeKey, contact: i64, channel: reachline_domain::Channel, try_no: usize) -> String {
+    format!("{}/{}/{}/{}", notice_text(k), contact, channel.as_str(), try_no)
+}
+
+fn evidence_of(view: &EngineView) -> Result<Vec<Evidence>, EngineError> {
+    view.evidence
+        .iter()
+        .map(|e| {
+            Ok(Evidence {
+                id: EvidenceId(e.id as u64),
+                contact: e.contact,
+                at: e.at,
+                source: serde_json::from_str::<Source>(&e.source)
+                    .map_err(|err| EngineError::Corrupt(format!("evidence {} source: {err}", e.id)))?,
+                kind: serde_json::from_str::<EvidenceKind>(&e.kind)
+                    .map_err(|err| EngineError::Corrupt(format!("evidence {} kind: {err}", e.id)))?,
+            })
+        })
+        .collect()
+}
+
+fn outcome(o: SendOutcome) -> Outcome {
+    match o {
+        SendOutcome::Pending => Outcome::Pending,
+        SendOutcome::Delivered => Outcome::Delivered,
+        SendOutcome::Engaged => Outcome::Engaged,
+        SendOutcome::Failed(c) => Outcome::Failed(c),
+    }
+}
+
+/// A send record for the policy, if the row is an attempt.
+fn send_record(r: &OutboxRow) -> Result<Option<SendRecord>, EngineError> {
+    if !r.state.attempted() {
+        return Ok(None);
+    }
+    let kind: NoticeKind = r
+        .kind
+        .parse()
+        .map_err(|e| EngineError::Corrupt(format!("outbox row {} kind: {e}", r.id)))?;
+    Ok(Some(SendRecord {
+        key: NoticeKey {
+            installment: r.installment,
+            step: r.step,
+            kind,
+        },
+        rung: r.rung,
+        contact: r.contact,
+        channel: r.channel,
+        at: r.sent_at.unwrap_or(r.not_before),
+        outcome: outcome(r.outcome),
+        conversation: false,
+    }))
+}
+
+/// Everything `decide` borrows, owned.
+pub struct Owned {
+    pub zones: Vec<chrono_tz::Tz>,
+    pub contacts: Vec<ContactFacts>,
+    pub health: BorrowerHealth,
+    pub installments: Vec<DueInstallment>,
+    pub sends: Vec<SendRecord>,
+    pub third_parties: Vec<ThirdPartyRecord>,
+}
+
+impl Owned {
+    pub fn build(view: &EngineView, cfg: &EngineConfig, now: DateTime<Utc>) -> Result<Self, EngineError> {
+        let contacts: Vec<ContactFacts> = view
+            .contacts
+            .iter()
+            .map(|c| ContactFacts {
+                id: c.id,
+                kind: c.kind,
+                role: c.role,
+                bound_since: c.bound_since,
+                verified_at: c.verified_at,
+                retired: c.retired,
+            })
+            .collect();
+        let evidence = evidence_of(view)?;
+        let health = assess_borrower(&contacts, &evidence, view.zone, now, &cfg.health);
+        let mut sends = Vec::new();
+        for r in &view.sends {
+            if let Some(s) = send_record(r)? {
+                sends.push(s);
+            }
+        }
+        let third_parties = view
+            .contacts
+            .iter()
+            .filter(|c| c.role.is_third_party())
+            .map(|c| ThirdPartyRecord {
+                contact: c.id,
+                contacted: view
+                    .sends
+                    .iter()
+                    .any(|s| s.contact == c.id && s.third_party && s.state.attempted()),
+                refused: evidence.iter().any(|e| {
+                    e.contact == Some(c.id)
+                        && matches!(
+                            e.kind,
+                            EvidenceKind::Reply {
+                                class: ReplyClass::OptOut | ReplyClass::Dispute,
+                                ..
+                            }
+                        )
+                }),
+            })
+            .collect();
+        Ok(Owned {
+            zones: vec![view.zone],
+            contacts,
+            health,
+            installments: view
+                .installments
+                .iter()
+                .map(|i| DueInstallment {
+                    id: i.id,
+                    due_date: i.due_date,
+                    paid: i.paid,
+                })
+                .collect(),
+            sends,
+            third_parties,
+        })
+    }
+
+    /// Decides for every product the borrower has installments of (health's own needs once).
+    pub fn decide(&self, view: &EngineView, cfg: &EngineConfig, now: DateTime<Utc>) -> Vec<Decision> {
+        let mut products: Vec<&str> = view.installments.iter().map(|i| i.product.as_str()).collect();
+        products.sort_unstable();
+        products.dedup();
+        let profile = cfg.profile(view.jurisdiction);
+        let consents = &view.consents;
+        let mut out = Vec::new();
+        for (n, product) in products.iter().enumerate() {
+            let cadence = reachline_policy::cadence::for_product(&cfg.cadences, product);
+            let installments: Vec<DueInstallment> = view
+                .installments
+                .iter()
+                .zip(&self.installments)
+                .filter(|(i, _)| i.product == *product)
+                .map(|(_, d)| d.clone())
+                .collect();
+            let s = Snapshot {
+                zones: &self.zones,
+                profile,
+                cadence: &cadence,
+                ladder: &cfg.ladder,
+                contacts: &self.contacts,
+                health: &self.health,
+                consents,
+                installments: &installments,
+                sends: &self.sends,
+                third_parties: &self.third_parties,
+            };
+            out.extend(decide(&s, now).into_iter().filter(|d| n == 0 || d.key.is_some()));
+        }
+        out
+    }
+
+    /// Earlier attempts of a notice on one contact and channel (for the attempt number).
+    pub fn tries(&self, key: &NoticeKey, contact: reachline_domain::ContactId, ch: reachline_domain::Channel) -> usize {
+        self.sends
+            .iter()
+            .filter(|s| s.key == *key && s.contact == contact && s.channel == ch)
+            .count()
+    }
+}
+
+/// The start of the borrower's next local day.
+fn next_local_day(zone: chrono_tz::Tz, now: DateTime<Utc>) -> DateTime<Utc> {
+    let today: NaiveDate = now.with_timezone(&zone).date_naive();
+    let next = today.succ_opt().unwrap_or(today).and_time(NaiveTime::MIN);
+    next.and_local_timezone(zone)
+        .earliest()
+        .map_or(now + Duration::days(1), |t| t.with_timezone(&Utc))
+}
+
+/// What one borrower's decisions write.
+#[derive(Debug, Default)]
+pub struct Planned {
+    pub sends: Vec<NewSend>,
+    pub decisions: Vec<DecisionRow>,
+    pub wake: Option<DateTime<Utc>>,
+}
+
+/// Turns decisions into rows; the borrower wakes at the earliest moment any decision names,
+/// and at the latest at the start of their next day (the cadence moves by days).
+pub fn plan_borrower(
+    view: &EngineView,
+    owned: &Owned,
+    decisions: &[Decision],
+    cfg: &EngineConfig,
+    now: DateTime<Utc>,
+) -> Planned {
+    let mut p = Planned::default();
+    let mut wake = next_local_day(view.zone, now);
+    let window = Duration::hours(i64::from(cfg.ladder.wait_hours));
+    for d in decisions {
+        let notice = d.key.as_ref().map_or_else(|| "-".to_string(), notice_text);
+        let mut row = DecisionRow {
+            borrower: view.id,
+            notice,
+            action: String::new(),
+            reason: d.reason.as_str().to_string(),
+            gate: d.gate.map(|g| g.as_str().to_string()),
+            until: None,
+            detail: None,
+        };
+        let skipped: Vec<serde_json::Value> = d
+            .skipped
+            .iter()
+            .map(|(rung, why)| serde_json::json!({"rung": rung, "why": why.as_str()}))
+            .collect();
+        match (&d.action, d.key) {
+            (
+                Action::Send {
+                    rung,
+                    third_party,
+                    permit,
+                },
+                Some(key),
+            ) => {
+                let try_no = owned.tries(&key, permit.contact, permit.channel);
+                row.action = "send".into();
+                row.detail = Some(
+                    serde_json::json!({"rung": rung, "contact": permit.contact.0, "channel": permit.channel.as_str(),
+                        "third_party": third_party, "try": try_no, "skipped": skipped})
+                    .to_string(),
+                );
+                p.sends.push(NewSend {
+                    idem_key: idem_key(&key, permit.contact.0, permit.channel, try_no),
+                    borrower: view.id,
+                    installment: key.installment,
+                    step: key.step,
+                    kind: key.kind.as_str().to_string(),
+                    rung: *rung,
+                    contact: permit.contact,
+                    channel: permit.channel,
+                    third_party: *third_party,
+                    not_before: now,
+                });
+                wake = wake.min(now + window);
+            }
+            (Action::Wait { until }, _) => {
+                row.action = "wait".into();
+                row.until = Some(*until);
+                wake = wake.min(*until);
+            }
+            (Action::Defer { until }, _) => {
+                row.action = "defer".into();
+                row.until = Some(*until);
+                row.detail = (!skipped.is_empty()).then(|| serde_json::json!({"skipped": skipped}).to_string());
+                wake = wake.min(*until);
+            }
+            (Action::Suppress, _) => {
+                row.action = "suppress".into();
+                row.detail = (!skipped.is_empty()).then(|| serde_json::json!({"skipped": skipped}).to_string());
+            }
+            (Action::Lookup { contact, need }, _) => {
+                row.action = "lookup".into();
+                row.detail = Some(serde_json::json!({"contact": contact.0, "need": need}).to_string());
+            }
+            (Action::ContactCheck { contact }, _) => {
+                row.action = "contact_check".into();
+                row.detail = Some(serde_json::json!({"contact": contact.map(|c| c.0), "skipped": skipped}).to_string());
+            }
+            (Action::Send { .. }, None) => continue,
+        }
+        p.decisions.push(row);
+    }
+    // Never wake in the past or in a busy loop.
+    p.wake = Some(wake.max(now + Duration::minutes(1)));
+    p
+}
+
+/// The evidence JSON of a delivery outcome on a channel.
+pub fn delivery_evidence(channel: reachline_domain::Channel, class: DeliveryClass) -> String {
+    serde_json::to_string(&EvidenceKind::Delivery { channel, class }).unwrap_or_default()
+}

@@ -1,0 +1,393 @@
+//! The engine end to end on SQLite against the sandbox SMSC over loopback SMPP, driven by a
+//! test clock: a small book kept aside for this (borrowers in two jurisdictions and zones, a dead
+//! primary with a backup, a dead primary with only an emergency contact, a withdrawn
+//! collection consent), run across a due date and the first weeks of the overdue ladder.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use reachline_channels::smpp::sandbox::Sandbox;
+use reachline_channels::smpp::{SmppChannel, SmppConfig};
+use reachline_domain::{
+    Borrower, Consent, ConsentSource, ConsentState, ContactAddress, ContactKind, ContactPoint, ContactRole,
+    ContactSource, Currency, ExternalId, Installment, Jurisdiction, Loan, Locale, Money, PersonName, PhoneParser,
+    Purpose, Relation,
+};
+use reachline_engine::{Engine, EngineConfig};
+use reachline_policy::{NoticeKind, Templates};
+use reachline_store::engine::{EngineStore, SendState};
+use reachline_store::sqlite::SqliteStore;
+use reachline_store::{Keyring, Store};
+
+fn ext(s: &str) -> ExternalId {
+    ExternalId::parse(s).unwrap()
+}
+
+fn borrower(id: &str, us: bool) -> Borrower {
+    Borrower {
+        external_id: ext(id),
+        name: PersonName::parse(if us { "Ann Lee" } else { "王芳" }).unwrap(),
+        national_id: None,
+        locale: if us { Locale::En } else { Locale::ZhCn },
+        time_zone: if us {
+            chrono_tz::America::New_York
+        } else {
+            chrono_tz::Asia::Shanghai
+        },
+        jurisdiction: if us { Jurisdiction::Us } else { Jurisdiction::Cn },
+    }
+}
+
+fn phone(slot: &str, number: &str, role: ContactRole) -> ContactPoint {
+    ContactPoint {
+        slot: ext(slot),
+        kind: ContactKind::Mobile,
+        address: ContactAddress::parse(ContactKind::Mobile, number, &PhoneParser::default()).unwrap(),
+        role,
+        holder_name: role.is_third_party().then(|| PersonName::parse("李娜").unwrap()),
+        bound_since: NaiveDate::from_ymd_opt(2025, 5, 1).unwrap(),
+        source: ContactSource::Book,
+        verified_at: None,
+    }
+}
+
+const DUE: (i32, u32, u32) = (2026, 3, 16);
+
+fn due() -> NaiveDate {
+    NaiveDate::from_ymd_opt(DUE.0, DUE.1, DUE.2).unwrap()
+}
+
+/// Numbers and what the sandbox does with each (the digit of the sandbox's table).
+const LIVE: &str = "+8613812340010";
+const DEAD: &str = "+8613812340021";
+const BACKUP: &str = "+8613812340030";
+const DEAD2: &str = "+8613812340041";
+const EMERGENCY: &str = "+8613812340050";
+const WITHDRAWN: &str = "+8613812340060";
+const US_LIVE: &str = "+12025550170";
+
+fn script(dest: &str) -> u8 {
+    let dest = dest.trim_start_matches('+');
+    if dest.ends_with("13812340021") || dest.ends_with("13812340041") {
+        1
+    } else {
+        0
+    }
+}
+
+struct Run {
+    store: Arc<SqliteStore>,
+    sandbox: Sandbox,
+    ids: HashMap<&'static str, reachline_domain::BorrowerId>,
+    _dir: tempfile::TempDir,
+}
+
+async fn book(store: &SqliteStore, at: DateTime<Utc>) -> HashMap<&'static str, reachline_domain::BorrowerId> {
+    let b = [
+        ("B1", false, vec![phone("mobile", LIVE, ContactRole::Primary)]),
+        (
+            "B2",
+            false,
+            vec![
+                phone("mobile", DEAD, ContactRole::Primary),
+                phone("backup1", BACKUP, ContactRole::Backup),
+            ],
+        ),
+        (
+            "B3",
+            false,
+            vec![
+                phone("mobile", DEAD2, ContactRole::Primary),
+                phone("emergency1", EMERGENCY, ContactRole::Emergency(Relation::Parent)),
+            ],
+        ),
+        ("B4", false, vec![phone("mobile", WITHDRAWN, ContactRole::Primary)]),
+        ("B5", true, vec![phone("mobile", US_LIVE, ContactRole::Primary)]),
+    ];
+    let mut tx = store.begin_import(at).await.unwrap();
+    let ids = tx
+        .upsert_borrowers(b.iter().map(|(id, us, _)| borrower(id, *us)).collect())
+        .await
+        .unwrap();
+    let contacts = b
+        .iter()
+        .zip(&ids)
+        .flat_map(|((_, _, cs), id)| cs.iter().map(move |c| (*id, c.clone())))
+        .collect();
+    tx.upsert_contacts(contacts).await.unwrap();
+    let loans: Vec<(reachline_domain::BorrowerId, Loan)> = b
+        .iter()
+        .zip(&ids)
+        .map(|((id, us, _), bid)| {
+            (
+                *bid,
+                Loan {
+                    external_id: ext(&format!("L-{id}-0042")),
+                    borrower: ext(id),
+                    product: "consumer-12m".into(),
+                    principal: Money::from_minor(1_200_000, if *us { Currency::USD } else { Currency::CNY }),
+                    disbursed_on: NaiveDate::from_ymd_opt(2026, 1, 15).unwrap(),
+                },
+            )
+        })
+        .collect();
+    let loan_ids = tx.upsert_loans(loans.clone()).await.unwrap();
+    tx.upsert_installments(
+        loans
+            .iter()
+            .zip(&loan_ids)
+            .map(|((_, l), lid)| {
+                (
+                    *lid,
+                    Installment {
+                        loan: l.external_id.clone(),
+                        seq: 2,
+                        due_date: due(),
+                        amount_due: Money::from_minor(105_000, l.principal.currency()),
+                        amount_paid: Money::from_minor(0, l.principal.currency()),
+                        paid_at: None,
+                    },
+                )
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let granted = |p, at| Consent {
+        purpose: p,
+        channel: None,
+        state: ConsentState::Granted,
+        at,
+        source: ConsentSource::Contract,
+        text_version: "2026-01".into(),
+    };
+    let start = Utc.with_ymd_and_hms(2026, 1, 15, 2, 0, 0).unwrap();
+    let mut consents = Vec::new();
+    for bid in &ids {
+        for p in [
+            Purpose::Service,
+            Purpose::Collection,
+            Purpose::Verification,
+            Purpose::ThirdParty,
+        ] {
+            consents.push((*bid, granted(p, start)));
+        }
+    }
+    // B4 withdraws consent to collection notices before the due date.
+    consents.push((
+        ids[3],
+        Consent {
+            state: ConsentState::Withdrawn,
+            source: ConsentSource::Page,
+            ..granted(Purpose::Collection, Utc.with_ymd_and_hms(2026, 3, 1, 3, 0, 0).unwrap())
+        },
+    ));
+    tx.add_consents(consents).await.unwrap();
+    tx.commit().await.unwrap();
+    // Each borrower paid the first installment through the link sent to their number: the
+    // numbers were theirs a month ago.
+    for bid in &ids {
+        let primary = store
+            .contacts(*bid)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.point.role == ContactRole::Primary);
+        store
+            .add_evidence(
+                *bid,
+                primary.map(|c| c.id),
+                Utc.with_ymd_and_hms(2026, 2, 15, 3, 0, 0).unwrap(),
+                r#"{"source":"core_banking"}"#,
+                r#"{"kind":"payment","via_contact":true}"#,
+            )
+            .await
+            .unwrap();
+    }
+    ["B1", "B2", "B3", "B4", "B5"].into_iter().zip(ids).collect()
+}
+
+/// Runs the engine hour by hour from `from` for `days`.
+async fn run(days: i64) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("e.db"), Keyring::random("t"))
+            .await
+            .unwrap(),
+    );
+    let start = Utc.with_ymd_and_hms(DUE.0, DUE.1, DUE.2, 0, 0, 0).unwrap() - Duration::days(8);
+    let ids = book(&store, start).await;
+    let sandbox = Sandbox::start("127.0.0.1:0").await.unwrap();
+    sandbox.set_script(Arc::new(script));
+    let sms = SmppChannel::start(SmppConfig {
+        port: sandbox.addr().port(),
+        ..SmppConfig::default()
+    });
+    assert!(sms.wait_bound(StdDuration::from_secs(5)).await);
+    let templates = Templates::load(Templates::builtin_sources()).unwrap();
+    let engine = Arc::new(Engine::new(
+        store.clone() as Arc<dyn EngineStore>,
+        vec![Arc::new(sms)],
+        templates,
+        EngineConfig::default(),
+    ));
+    let clock = Arc::new(Mutex::new(start));
+    let c = clock.clone();
+    engine.spawn_intake(Arc::new(move || *c.lock().unwrap()));
+    for h in 0..days * 24 {
+        let now = start + Duration::hours(h);
+        *clock.lock().unwrap() = now;
+        let (p, d) = engine.step(now).await.unwrap();
+        if std::env::var("ENGINE_TRACE").is_ok() {
+            eprintln!("{now} {p:?} {d:?}");
+        }
+        // Let every receipt for what was accepted arrive before time moves on.
+        for _ in 0..200 {
+            if engine.counters.receipts.load(std::sync::atomic::Ordering::Relaxed) >= sandbox.accepted().len() as u64 {
+                break;
+            }
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+        }
+    }
+    Run {
+        store,
+        sandbox,
+        ids,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_aside_book_across_a_due_date() {
+    let r = run(24).await;
+    let engine_store: &dyn EngineStore = r.store.as_ref();
+    let mut sent_to: HashMap<&str, Vec<(DateTime<Utc>, String, bool)>> = HashMap::new();
+    for (name, id) in &r.ids {
+        for row in engine_store.sends_of(*id).await.unwrap() {
+            if row.state.attempted() {
+                let contact = r
+                    .store
+                    .contacts(*id)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|c| c.id == row.contact)
+                    .unwrap();
+                sent_to.entry(name).or_default().push((
+                    row.sent_at.unwrap(),
+                    contact.point.address.canonical(),
+                    row.third_party,
+                ));
+                // Every send inside its purpose's hours in the borrower's zone.
+                let kind: NoticeKind = row.kind.parse().unwrap();
+                let purpose = if row.third_party {
+                    Purpose::ThirdParty
+                } else {
+                    kind.purpose()
+                };
+                let b = r.store.contacts(*id).await.unwrap();
+                assert!(!b.is_empty());
+                let (zone, profile) = if *name == "B5" {
+                    (chrono_tz::America::New_York, reachline_policy::GateProfile::us())
+                } else {
+                    (chrono_tz::Asia::Shanghai, reachline_policy::GateProfile::cn())
+                };
+                if let Some(w) = profile.window(purpose) {
+                    let local = row.sent_at.unwrap().with_timezone(&zone).time();
+                    assert!(w.contains(local), "{name}: {} sent at {local} local", row.kind);
+                }
+            }
+            assert_ne!(row.state, SendState::Sending, "nothing is left half-sent");
+        }
+    }
+    // Nothing went to the SMSC twice.
+    let accepted = r.sandbox.messages();
+    let mut seen = HashSet::new();
+    for m in &accepted {
+        assert!(seen.insert(m.clone()), "sent twice: a message to {}", m.0);
+    }
+    let attempts: usize = {
+        let mut n = 0;
+        for id in r.ids.values() {
+            n += engine_store
+                .sends_of(*id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|s| s.state == SendState::Sent)
+                .count();
+        }
+        n
+    };
+    assert_eq!(
+        accepted.len(),
+        attempts,
+        "every message the SMSC took is one recorded attempt"
+    );
+    // B1: the cadence before and on the due date reached the one number.
+    let b1 = &sent_to["B1"];
+    assert!(b1.iter().all(|(_, to, _)| to == LIVE));
+    let d1 = engine_store.decisions_of(r.ids["B1"]).await.unwrap();
+    assert!(
+        b1.len() >= 4,
+        "pre-due ×3 and due today: {} {:#?}",
+        b1.len(),
+        d1.iter()
+            .map(|(t, d)| (t, &d.notice, &d.action, &d.reason, &d.gate, d.until))
+            .collect::<Vec<_>>()
+    );
+    // B2: the dead primary failed, the backup carried the notices.
+    let b2 = &sent_to["B2"];
+    assert!(b2.iter().any(|(_, to, _)| to == DEAD));
+    assert!(b2.iter().any(|(_, to, _)| to == BACKUP), "{b2:?}");
+    let last_dead = b2
+        .iter()
+        .filter(|(_, to, _)| to == DEAD)
+        .map(|(t, _, _)| *t)
+        .max()
+        .unwrap();
+    assert!(
+        last_dead < Utc.with_ymd_and_hms(DUE.0, DUE.1, DUE.2, 0, 0, 0).unwrap() + Duration::days(3),
+        "a dead number stops being tried: last at {last_dead}"
+    );
+    // B3: no working number of their own; the emergency contact got the third-party text, once.
+    let b3 = &sent_to["B3"];
+    let to_third: Vec<_> = b3.iter().filter(|(_, to, _)| to == EMERGENCY).collect();
+    assert_eq!(to_third.len(), 1, "{b3:?}");
+    assert!(to_third[0].2, "the emergency contact gets the third-party template");
+    let third_texts: Vec<&String> = accepted
+        .iter()
+        .filter(|m| m.0.ends_with("13812340050"))
+        .map(|m| &m.1)
+        .collect();
+    assert!(!third_texts.is_empty());
+    for t in third_texts {
+        for w in ["逾期", "还款", "借款", "欠"] {
+            assert!(!t.contains(w), "third-party text mentions the debt: {t}");
+        }
+    }
+    // B4 withdrew collection consent: service notices before the due date, nothing after.
+    let b4 = &sent_to["B4"];
+    assert!(!b4.is_empty());
+    let due_start = Utc.with_ymd_and_hms(DUE.0, DUE.1, DUE.2, 0, 0, 0).unwrap() - Duration::hours(8);
+    assert!(b4.iter().all(|(t, _, _)| *t < due_start + Duration::days(1)), "{b4:?}");
+    let d4 = engine_store.decisions_of(r.ids["B4"]).await.unwrap();
+    assert!(
+        d4.iter()
+            .any(|(_, d)| d.gate.as_deref() == Some("no_consent") || d.reason == "ladder_exhausted"),
+        "the overdue notices are suppressed with a reason: {:?}",
+        d4.iter()
+            .map(|(_, d)| (&d.action, &d.reason, &d.gate))
+            .collect::<Vec<_>>()
+    );
+    // B5 (US): English text, New York hours (checked above).
+    assert!(accepted
+        .iter()
+        .any(|m| m.0.ends_with("2025550170") && m.1.contains("due")));
+    // Every borrower's notices are explained: each has decisions recorded.
+    for id in r.ids.values() {
+        assert!(!engine_store.decisions_of(*id).await.unwrap().is_empty());
+    }
+}

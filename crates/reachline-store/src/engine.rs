@@ -1,0 +1,341 @@
+//! What the notice engine keeps: the outbox (one row per send attempt, with an idempotency key),
+//! the provider ids and receipts of each attempt, the evidence the policy reads, the latest
+//! decision per notice and the history of its changes, and when each borrower is next due for
+//! a decision.
+//!
+//! The store knows nothing of the policy's types: notice kinds, evidence and decision details
+//! cross this boundary as their stable names and JSON, which the engine reads and writes.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use reachline_domain::{
+    BorrowerId, Channel, Consent, ContactAddress, ContactId, ContactKind, ContactRole, Currency, DeliveryClass,
+    InstallmentId, Jurisdiction, Locale, PersonName,
+};
+
+use crate::Result;
+
+/// A contact point as the planner sees it: facts, no address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineContact {
+    pub id: ContactId,
+    pub kind: ContactKind,
+    pub role: ContactRole,
+    pub bound_since: NaiveDate,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub retired: bool,
+}
+
+/// An installment as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInstallment {
+    pub id: InstallmentId,
+    pub product: String,
+    pub loan_ref: String,
+    pub seq: u32,
+    pub due_date: NaiveDate,
+    pub amount_due_minor: i64,
+    pub amount_paid_minor: i64,
+    pub currency: Currency,
+    pub paid: bool,
+}
+
+/// A stored observation; `kind` is the policy's JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvidence {
+    pub id: i64,
+    pub contact: Option<ContactId>,
+    pub at: DateTime<Utc>,
+    pub source: String,
+    pub kind: String,
+}
+
+/// The state of an outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SendState {
+    /// Waiting for its time.
+    Queued,
+    /// A dispatcher holds it until the lease ends.
+    Leased,
+    /// Handed to the channel; not yet known to have been taken. A crash here leaves it so.
+    Sending,
+    /// The provider took it.
+    Sent,
+    /// The provider refused it, or it could not be sent.
+    Failed,
+    /// Found `sending` after a restart: it may or may not have reached the provider. Never
+    /// resubmitted (that could send twice); treated as sent with no outcome.
+    InDoubt,
+    /// Not sent: the decision changed before its time (see `detail`).
+    Cancelled,
+}
+
+reachline_domain::named_enum!(SendState, "send state", {
+    Queued => "queued",
+    Leased => "leased",
+    Sending => "sending",
+    Sent => "sent",
+    Failed => "failed",
+    InDoubt => "in_doubt",
+    Cancelled => "cancelled",
+});
+
+impl SendState {
+    /// A send that happened, or may have happened: it counts for caps and the ladder.
+    pub fn attempted(self) -> bool {
+        matches!(
+            self,
+            SendState::Sending | SendState::Sent | SendState::Failed | SendState::InDoubt
+        )
+    }
+}
+
+/// What became of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SendOutcome {
+    Pending,
+    Delivered,
+    Engaged,
+    Failed(DeliveryClass),
+}
+
+impl SendOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            SendOutcome::Pending => "pending",
+            SendOutcome::Delivered => "delivered",
+            SendOutcome::Engaged => "engaged",
+            SendOutcome::Failed(_) => "failed",
+        }
+    }
+
+    /// Rank: a later receipt never downgrades what is known (an engagement stays one).
+    pub fn rank(self) -> u8 {
+        match self {
+            SendOutcome::Pending => 0,
+            SendOutcome::Failed(DeliveryClass::Transient | DeliveryClass::Unknown) => 1,
+            SendOutcome::Delivered => 2,
+            SendOutcome::Failed(_) => 3,
+            SendOutcome::Engaged => 4,
+        }
+    }
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub idem_key: String,
+    pub borrower: BorrowerId,
+    pub installment: InstallmentId,
+    pub step: usize,
+    pub kind: String,
+    pub rung: usize,
+    pub contact: ContactId,
+    pub channel: Channel,
+    pub third_party: bool,
+    pub not_before: DateTime<Utc>,
+    pub state: SendState,
+    pub tries: u32,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub outcome: SendOutcome,
+}
+
+/// A send to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSend {
+    pub idem_key: String,
+    pub borrower: BorrowerId,
+    pub installment: InstallmentId,
+    pub step: usize,
+    pub kind: String,
+    pub rung: usize,
+    pub contact: ContactId,
+    pub channel: Channel,
+    pub third_party: bool,
+    pub not_before: DateTime<Utc>,
+}
+
+/// A decision as recorded: `notice` is the notice's key text, or `-` for a borrower-level one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRow {
+    pub borrower: BorrowerId,
+    pub notice: String,
+    pub action: String,
+    pub reason: String,
+    pub gate: Option<String>,
+    pub until: Option<DateTime<Utc>>,
+    /// JSON: rungs passed over, the contact, the need.
+    pub detail: Option<String>,
+}
+
+/// Everything one planning pass writes for a set of borrowers, in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct PlanWrite {
+    pub at: Option<DateTime<Utc>>,
+    pub sends: Vec<NewSend>,
+    pub decisions: Vec<DecisionRow>,
+    pub wakes: Vec<(BorrowerId, DateTime<Utc>)>,
+}
+
+/// Everything the planner needs about one borrower.
+#[derive(Debug, Clone)]
+pub struct EngineView {
+    pub id: BorrowerId,
+    pub locale: Locale,
+    pub zone: Tz,
+    pub jurisdiction: Jurisdiction,
+    pub contacts: Vec<EngineContact>,
+    pub consents: Vec<Consent>,
+    pub installments: Vec<EngineInstallment>,
+    pub evidence: Vec<StoredEvidence>,
+    /// Every outbox row of the borrower.
+    pub sends: Vec<OutboxRow>,
+}
+
+/// A receipt to record (the channel's, flattened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptIn {
+    pub at: DateTime<Utc>,
+    pub provider: String,
+    pub provider_id: String,
+    /// The outbox id the channel matched it to, if it did.
+    pub outbox_id: Option<i64>,
+    pub class: DeliveryClass,
+    pub code: String,
+    pub is_final: bool,
+    pub raw: Vec<u8>,
+}
+
+/// Which send a receipt answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptMatch {
+    pub outbox_id: i64,
+    pub borrower: BorrowerId,
+    pub contact: ContactId,
+    pub channel: Channel,
+    /// The outcome changed (a repeated or weaker receipt changes nothing).
+    pub changed: bool,
+}
+
+/// What is needed to render and address one send.
+#[derive(Debug, Clone)]
+pub struct SendTarget {
+    pub address: ContactAddress,
+    pub borrower_name: PersonName,
+}
+
+/// Counts for the demo's report, grouped by the named columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountRow {
+    pub keys: Vec<String>,
+    pub count: u64,
+}
+
+/// The engine's storage, implemented by both back ends.
+#[async_trait]
+pub trait EngineStore: Send + Sync {
+    /// Borrowers after `after` (by id) with an unpaid installment due between `from` and `to`
+    /// and no wake time later than `now`, at most `limit`, in id order.
+    async fn due_borrowers(
+        &self,
+        after: Option<BorrowerId>,
+        from: NaiveDate,
+        to: NaiveDate,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<BorrowerId>>;
+
+    /// The planner's view of each borrower, with installments due between `from` and `to`.
+    async fn views(&self, ids: &[BorrowerId], from: NaiveDate, to: NaiveDate) -> Result<Vec<EngineView>>;
+
+    /// Queues the sends (a send whose key exists already is left alone), records the decisions
+    /// that differ from the notice's latest, and sets wake times; one transaction.
+    async fn write_plan(&self, plan: PlanWrite) -> Result<usize>;
+
+    /// Leases up to `limit` rows that are due (queued and `not_before <= now`, or leased with an
+    /// expired lease) to `owner` until `now + lease`.
+    async fn lease(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>>;
+
+    /// Marks a leased row as being handed to the channel (durably, before the hand-over).
+    async fn mark_sending(&self, id: i64, at: DateTime<Utc>) -> Result<()>;
+
+    /// The provider took the message.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_sent(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        provider: &str,
+        provider_ids: &[String],
+        template: (&str, u32),
+        text_sha256: &[u8; 32],
+    ) -> Result<()>;
+
+    /// The send failed for good (or ran out of tries): the ladder reads the class.
+    async fn record_failed(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        class: DeliveryClass,
+        code: &str,
+        detail: &str,
+    ) -> Result<()>;
+
+    /// The send could not be made now (provider down): back to the queue until `retry_at`.
+    async fn release(&self, id: i64, retry_at: DateTime<Utc>, detail: &str) -> Result<()>;
+
+    /// The decision no longer sends this (the reason in `detail`); the borrower is woken.
+    async fn cancel(&self, id: i64, at: DateTime<Utc>, detail: &str) -> Result<()>;
+
+    /// Rows left `sending` by a process that died become `in_doubt`; returns how many.
+    async fn recover_in_doubt(&self, at: DateTime<Utc>) -> Result<u64>;
+
+    /// Keeps the receipt, matches it (by the channel's match, else by provider id), raises the
+    /// attempt's outcome, adds the evidence and wakes the borrower.
+    async fn record_receipt(
+        &self,
+        receipt: ReceiptIn,
+        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
+    ) -> Result<Option<ReceiptMatch>>;
+
+    /// Adds evidence about a borrower's contact point and wakes the borrower at `at`.
+    async fn add_evidence(
+        &self,
+        borrower: BorrowerId,
+        contact: Option<ContactId>,
+        at: DateTime<Utc>,
+        source: &str,
+        kind: &str,
+    ) -> Result<()>;
+
+    /// The address and the borrower's name for one send, decrypted now.
+    async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget>;
+
+    /// Records a payment against an installment and wakes the borrower.
+    async fn record_payment(
+        &self,
+        installment: InstallmentId,
+        amount_minor: i64,
+        at: DateTime<Utc>,
+    ) -> Result<BorrowerId>;
+
+    /// Outbox rows grouped by (kind, channel, state, outcome, outcome class).
+    async fn outbox_counts(&self) -> Result<Vec<CountRow>>;
+
+    /// Latest decisions grouped by (action, reason, gate).
+    async fn decision_counts(&self) -> Result<Vec<CountRow>>;
+
+    /// Every decision recorded for a borrower, oldest first.
+    async fn decisions_of(&self, borrower: BorrowerId) -> Result<Vec<(DateTime<Utc>, DecisionRow)>>;
+
+    /// Every outbox row of a borrower.
+    async fn sends_of(&self, borrower: BorrowerId) -> Result<Vec<OutboxRow>>;
+}

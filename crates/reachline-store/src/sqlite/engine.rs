@@ -1,0 +1,921 @@
+//! The engine's tables on SQLite. One connection, so one writer: leasing needs no row locks
+//! (the PostgreSQL back end leases with `FOR UPDATE SKIP LOCKED`).
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use reachline_domain::{BorrowerId, Channel, ContactId, ContactRole, DeliveryClass, InstallmentId};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{sealer_for, SqliteStore};
+use crate::codec::{self, ts_from_micros, ts_micros};
+use crate::engine::{
+    CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, OutboxRow, PlanWrite, ReceiptIn,
+    ReceiptMatch, SendOutcome, SendState, SendTarget, StoredEvidence,
+};
+use crate::{Result, StoreError};
+
+const OUTBOX_COLS: &str = "id, idem_key, borrower_id, installment_id, step, kind, rung, contact_id, channel, \
+     third_party, not_before, state, tries, sent_at, outcome, outcome_class";
+
+fn outbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOutbox> {
+    Ok(RawOutbox {
+        id: r.get(0)?,
+        idem_key: r.get(1)?,
+        borrower: r.get(2)?,
+        installment: r.get(3)?,
+        step: r.get(4)?,
+        kind: r.get(5)?,
+        rung: r.get(6)?,
+        contact: r.get(7)?,
+        channel: r.get(8)?,
+        third_party: r.get(9)?,
+        not_before: r.get(10)?,
+        state: r.get(11)?,
+        tries: r.get(12)?,
+        sent_at: r.get(13)?,
+        outcome: r.get(14)?,
+        outcome_class: r.get(15)?,
+    })
+}
+
+struct RawOutbox {
+    id: i64,
+    idem_key: String,
+    borrower: i64,
+    installment: i64,
+    step: i64,
+    kind: String,
+    rung: i64,
+    contact: i64,
+    channel: String,
+    third_party: bool,
+    not_before: i64,
+    state: String,
+    tries: u32,
+    sent_at: Option<i64>,
+    outcome: String,
+    outcome_class: Option<String>,
+}
+
+/// Reads an outcome from its stored columns.
+pub(crate) fn outcome_from(outcome: &str, class: Option<&str>) -> Result<SendOutcome> {
+    Ok(match outcome {
+        "pending" => SendOutcome::Pending,
+        "delivered" => SendOutcome::Delivered,
+        "engaged" => SendOutcome::Engaged,
+        "failed" => SendOutcome::Failed(
+            class
+                .unwrap_or("unknown")
+                .parse::<DeliveryClass>()
+                .map_err(codec::corrupt)?,
+        ),
+        other => return Err(StoreError::Corrupt(format!("unknown send outcome {other:?}"))),
+    })
+}
+
+/// The outcome a receipt or synchronous answer of `class` gives an attempt.
+pub(crate) fn outcome_of(class: DeliveryClass) -> SendOutcome {
+    match class {
+        DeliveryClass::Delivered => SendOutcome::Delivered,
+        DeliveryClass::Engaged => SendOutcome::Engaged,
+        other => SendOutcome::Failed(other),
+    }
+}
+
+fn class_column(o: SendOutcome) -> Option<&'static str> {
+    match o {
+        SendOutcome::Failed(c) => Some(c.as_str()),
+        _ => None,
+    }
+}
+
+impl RawOutbox {
+    fn into_row(self) -> Result<OutboxRow> {
+        Ok(OutboxRow {
+            id: self.id,
+            idem_key: self.idem_key,
+            borrower: BorrowerId(self.borrower),
+            installment: InstallmentId(self.installment),
+            step: self.step as usize,
+            kind: self.kind,
+            rung: self.rung as usize,
+            contact: ContactId(self.contact),
+            channel: self.channel.parse().map_err(codec::corrupt)?,
+            third_party: self.third_party,
+            not_before: ts_from_micros(self.not_before)?,
+            state: self.state.parse().map_err(codec::corrupt)?,
+            tries: self.tries,
+            sent_at: self.sent_at.map(ts_from_micros).transpose()?,
+            outcome: outcome_from(&self.outcome, self.outcome_class.as_deref())?,
+        })
+    }
+}
+
+fn query_outbox(c: &Connection, tail: &str, p: impl rusqlite::Params) -> Result<Vec<OutboxRow>> {
+    let mut stmt = c.prepare_cached(&format!("SELECT {OUTBOX_COLS} FROM outbox {tail}"))?;
+    let raw = stmt
+        .query_map(p, outbox_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    raw.into_iter().map(RawOutbox::into_row).collect()
+}
+
+fn wake(c: &Connection, borrower: i64, at: i64) -> Result<()> {
+    // Only ever earlier: a receipt wakes the borrower now even if the planner set a later time.
+    c.prepare_cached(
+        "INSERT INTO engine_wake (borrower_id, wake_at) VALUES (?1, ?2) \
+         ON CONFLICT (borrower_id) DO UPDATE SET wake_at = MIN(wake_at, excluded.wake_at)",
+    )?
+    .execute(params![borrower, at])?;
+    Ok(())
+}
+
+fn set_state(c: &Connection, id: i64, from: &[SendState], to: SendState, at: i64, detail: Option<&str>) -> Result<()> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let n = c
+        .prepare_cached(
+            "UPDATE outbox SET state = ?2, updated_at = ?3, detail = COALESCE(?4, detail), lease_owner = NULL, \
+             lease_until = NULL WHERE id = ?1 AND state IN (SELECT value FROM json_each(?5))",
+        )?
+        .execute(params![
+            id,
+            to.as_str(),
+            at,
+            detail,
+            serde_json::to_string(&from).unwrap_or_default()
+        ])?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "outbox row {id} is not in state {} (moving to {})",
+            from.join("/"),
+            to.as_str()
+        )));
+    }
+    Ok(())
+}
+
+fn count_rows(c: &Connection, sql: &str, width: usize) -> Result<Vec<CountRow>> {
+    let mut stmt = c.prepare(sql)?;
+    let rows = stmt
+        .query_map([], |r| {
+            let mut keys = Vec::with_capacity(width);
+            for i in 0..width {
+                keys.push(r.get::<_, Option<String>>(i)?.unwrap_or_default());
+            }
+            Ok(CountRow {
+                keys,
+                count: r.get::<_, i64>(width)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+#[async_trait]
+impl EngineStore for SqliteStore {
+    async fn due_borrowers(
+        &self,
+        after: Option<BorrowerId>,
+        from: NaiveDate,
+        to: NaiveDate,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<BorrowerId>> {
+        self.with(move |c, _| {
+            let mut stmt = c.prepare_cached(
+                "SELECT DISTINCT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id \
+                 LEFT JOIN engine_wake w ON w.borrower_id = l.borrower_id \
+                 WHERE i.due_date BETWEEN ?1 AND ?2 AND i.amount_paid_minor < i.amount_due_minor \
+                 AND l.borrower_id > ?3 AND (w.wake_at IS NULL OR w.wake_at <= ?4) \
+                 ORDER BY l.borrower_id LIMIT ?5",
+            )?;
+            let ids = stmt
+                .query_map(
+                    params![
+                        from.to_string(),
+                        to.to_string(),
+                        after.map_or(0, |b| b.0),
+                        ts_micros(now),
+                        limit as i64
+                    ],
+                    |r| r.get::<_, i64>(0),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids.into_iter().map(BorrowerId).collect())
+        })
+        .await
+    }
+
+    async fn views(&self, ids: &[BorrowerId], from: NaiveDate, to: NaiveDate) -> Result<Vec<EngineView>> {
+        let ids: Vec<i64> = ids.iter().map(|b| b.0).collect();
+        self.with(move |c, _| views(c, &ids, from, to)).await
+    }
+
+    async fn write_plan(&self, plan: PlanWrite) -> Result<usize> {
+        self.with(move |c, _| {
+            let at = ts_micros(plan.at.unwrap_or_else(Utc::now));
+            let tx = c.transaction()?;
+            let mut queued = 0;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO outbox (idem_key, borrower_id, installment_id, step, kind, rung, contact_id, channel, \
+                     third_party, not_before, state, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11, ?11) \
+                     ON CONFLICT (idem_key) DO NOTHING",
+                )?;
+                for s in &plan.sends {
+                    queued += ins.execute(params![
+                        s.idem_key,
+                        s.borrower.0,
+                        s.installment.0,
+                        s.step as i64,
+                        s.kind,
+                        s.rung as i64,
+                        s.contact.0,
+                        s.channel.as_str(),
+                        s.third_party,
+                        ts_micros(s.not_before),
+                        at
+                    ])?;
+                }
+                let mut latest = tx.prepare_cached(
+                    "SELECT action, reason, gate, detail FROM notice_states WHERE borrower_id = ?1 AND notice = ?2",
+                )?;
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO notice_states (borrower_id, notice, action, reason, gate, until_at, detail, at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (borrower_id, notice) DO UPDATE SET \
+                     action = excluded.action, reason = excluded.reason, gate = excluded.gate, \
+                     until_at = excluded.until_at, detail = excluded.detail, at = excluded.at",
+                )?;
+                let mut history = tx.prepare_cached(
+                    "INSERT INTO decisions (borrower_id, notice, at, action, reason, gate, until_at, detail) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for d in &plan.decisions {
+                    type Latest = (String, String, Option<String>, Option<String>);
+                    let prev: Option<Latest> = latest
+                        .query_row(params![d.borrower.0, d.notice], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })
+                        .optional()?;
+                    let same = prev.as_ref().is_some_and(|(a, r, g, det)| {
+                        a == &d.action && r == &d.reason && g == &d.gate && det == &d.detail
+                    });
+                    let until = d.until.map(ts_micros);
+                    if !same {
+                        history.execute(params![
+                            d.borrower.0,
+                            d.notice,
+                            at,
+                            d.action,
+                            d.reason,
+                            d.gate,
+                            until,
+                            d.detail
+                        ])?;
+                        upsert.execute(params![
+                            d.borrower.0,
+                            d.notice,
+                            d.action,
+                            d.reason,
+                            d.gate,
+                            until,
+                            d.detail,
+                            at
+                        ])?;
+                    }
+                }
+                let mut w = tx.prepare_cached(
+                    "INSERT INTO engine_wake (borrower_id, wake_at) VALUES (?1, ?2) \
+                     ON CONFLICT (borrower_id) DO UPDATE SET wake_at = excluded.wake_at",
+                )?;
+                for (b, t) in &plan.wakes {
+                    w.execute(params![b.0, ts_micros(*t)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(queued)
+        })
+        .await
+    }
+
+    async fn lease(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
+        let owner = owner.to_string();
+        self.with(move |c, _| {
+            let now = ts_micros(now);
+            let until = now + lease.num_microseconds().unwrap_or(i64::MAX / 4);
+            // RETURNING gives the rows the UPDATE changed, in one statement.
+            let mut stmt = c.prepare_cached(&format!(
+                "UPDATE outbox SET state = 'leased', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
+                 WHERE id IN (SELECT id FROM outbox WHERE state = 'queued' AND not_before <= ?3 \
+                 UNION ALL SELECT id FROM outbox WHERE state = 'leased' AND lease_until < ?3 \
+                 ORDER BY id LIMIT ?4) RETURNING {OUTBOX_COLS}"
+            ))?;
+            let raw = stmt
+                .query_map(params![owner, until, now, limit as i64], outbox_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rows = raw.into_iter().map(RawOutbox::into_row).collect::<Result<Vec<_>>>()?;
+            rows.sort_by_key(|r| r.id);
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn mark_sending(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
+        self.with(move |c, _| {
+            c.prepare_cached("UPDATE outbox SET tries = tries + 1 WHERE id = ?1")?
+                .execute([id])?;
+            set_state(c, id, &[SendState::Leased], SendState::Sending, ts_micros(at), None)
+        })
+        .await
+    }
+
+    async fn record_sent(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        provider: &str,
+        provider_ids: &[String],
+        template: (&str, u32),
+        text_sha256: &[u8; 32],
+    ) -> Result<()> {
+        let provider = provider.to_string();
+        let ids = provider_ids.to_vec();
+        let (tid, tver) = (template.0.to_string(), template.1);
+        let hash = text_sha256.to_vec();
+        self.with(move |c, _| {
+            let tx = c.transaction()?;
+            let at = ts_micros(at);
+            set_state(&tx, id, &[SendState::Sending], SendState::Sent, at, None)?;
+            tx.prepare_cached(
+                "UPDATE outbox SET sent_at = ?2, provider = ?3, template_id = ?4, template_version = ?5, \
+                 text_sha256 = ?6 WHERE id = ?1",
+            )?
+            .execute(params![id, at, provider, tid, tver, hash])?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO outbox_provider_ids (provider, provider_id, outbox_id, part) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (provider, provider_id) DO UPDATE SET outbox_id = excluded.outbox_id, part = excluded.part",
+                )?;
+                for (part, pid) in ids.iter().enumerate() {
+                    ins.execute(params![provider, pid, id, part as i64])?;
+                }
+            }
+            // A receipt that beat this record (it came before we wrote the ids) was kept
+            // unmatched; match it now.
+            let early: Vec<(i64, String)> = {
+                let mut q = tx.prepare_cached(
+                    "SELECT r.id, r.class FROM receipts r WHERE r.outbox_id IS NULL AND r.provider = ?1 \
+                     AND r.provider_id IN (SELECT provider_id FROM outbox_provider_ids WHERE outbox_id = ?2)",
+                )?;
+                let rows = q
+                    .query_map(params![provider, id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                rows
+            };
+            for (rid, class) in early {
+                tx.prepare_cached("UPDATE receipts SET outbox_id = ?2, flag = 'matched late' WHERE id = ?1")?
+                    .execute(params![rid, id])?;
+                let class: DeliveryClass = class.parse().map_err(codec::corrupt)?;
+                raise_outcome(&tx, id, outcome_of(class), at)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_failed(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        class: DeliveryClass,
+        code: &str,
+        detail: &str,
+    ) -> Result<()> {
+        let (code, detail) = (code.to_string(), detail.to_string());
+        self.with(move |c, _| {
+            let at = ts_micros(at);
+            let tx = c.transaction()?;
+            set_state(
+                &tx,
+                id,
+                &[SendState::Sending, SendState::Leased],
+                SendState::Failed,
+                at,
+                Some(&detail),
+            )?;
+            tx.prepare_cached(
+                "UPDATE outbox SET sent_at = ?2, outcome = 'failed', outcome_class = ?3, outcome_code = ?4, \
+                 outcome_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, at, class.as_str(), code])?;
+            let borrower: i64 = tx.query_row("SELECT borrower_id FROM outbox WHERE id = ?1", [id], |r| r.get(0))?;
+            wake(&tx, borrower, at)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release(&self, id: i64, retry_at: DateTime<Utc>, detail: &str) -> Result<()> {
+        let detail = detail.to_string();
+        self.with(move |c, _| {
+            let at = ts_micros(retry_at);
+            set_state(
+                c,
+                id,
+                &[SendState::Sending, SendState::Leased],
+                SendState::Queued,
+                at,
+                Some(&detail),
+            )?;
+            c.prepare_cached("UPDATE outbox SET not_before = ?2 WHERE id = ?1")?
+                .execute(params![id, at])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: i64, at: DateTime<Utc>, detail: &str) -> Result<()> {
+        let detail = detail.to_string();
+        self.with(move |c, _| {
+            let at = ts_micros(at);
+            let tx = c.transaction()?;
+            set_state(
+                &tx,
+                id,
+                &[SendState::Leased, SendState::Queued],
+                SendState::Cancelled,
+                at,
+                Some(&detail),
+            )?;
+            let borrower: i64 = tx.query_row("SELECT borrower_id FROM outbox WHERE id = ?1", [id], |r| r.get(0))?;
+            wake(&tx, borrower, at)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recover_in_doubt(&self, at: DateTime<Utc>) -> Result<u64> {
+        self.with(move |c, _| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'in_doubt', updated_at = ?1, sent_at = COALESCE(sent_at, updated_at), \
+                     detail = 'the process stopped while handing it to the channel' WHERE state = 'sending'",
+                )?
+                .execute([ts_micros(at)])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn record_receipt(
+        &self,
+        receipt: ReceiptIn,
+        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
+    ) -> Result<Option<ReceiptMatch>> {
+        // Resolve the evidence text for every channel up front: the closure stays on this thread.
+        let kinds: HashMap<Channel, String> =
+            [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push, Channel::Im]
+                .into_iter()
+                .map(|ch| (ch, evidence_kind(ch)))
+                .collect();
+        self.with(move |c, _| {
+            let tx = c.transaction()?;
+            let at = ts_micros(receipt.at);
+            let matched: Option<i64> = match receipt.outbox_id {
+                Some(id) => Some(id),
+                None => tx
+                    .prepare_cached(
+                        "SELECT outbox_id FROM outbox_provider_ids WHERE provider = ?1 AND provider_id = ?2",
+                    )?
+                    .query_row(params![receipt.provider, receipt.provider_id], |r| r.get(0))
+                    .optional()?,
+            };
+            let row: Option<(i64, i64, String)> = match matched {
+                Some(id) => tx
+                    .prepare_cached("SELECT borrower_id, contact_id, channel FROM outbox WHERE id = ?1")?
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?,
+                None => None,
+            };
+            let flag = match (matched, &row) {
+                (None, _) => Some("unmatched"),
+                (Some(_), None) => Some("names an unknown send"),
+                _ => None,
+            };
+            tx.prepare_cached(
+                "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                at,
+                receipt.provider,
+                receipt.provider_id,
+                row.as_ref().and(matched),
+                receipt.class.as_str(),
+                receipt.code,
+                receipt.is_final,
+                receipt.raw,
+                flag
+            ])?;
+            let Some((borrower, contact, channel)) = row else {
+                tx.commit()?;
+                return Ok(None);
+            };
+            let id = matched.unwrap_or_default();
+            let channel: Channel = channel.parse().map_err(codec::corrupt)?;
+            let changed = raise_outcome(&tx, id, outcome_of(receipt.class), at)?;
+            // One piece of evidence per change of an attempt's outcome: the parts of one
+            // message, or a repeated receipt, are not separate observations.
+            if !changed {
+                tx.commit()?;
+                return Ok(Some(ReceiptMatch {
+                    outbox_id: id,
+                    borrower: BorrowerId(borrower),
+                    contact: ContactId(contact),
+                    channel,
+                    changed,
+                }));
+            }
+            tx.prepare_cached(
+                "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                borrower,
+                contact,
+                at,
+                serde_json::json!({"source": "provider", "name": receipt.provider}).to_string(),
+                kinds.get(&channel).cloned().unwrap_or_default()
+            ])?;
+            wake(&tx, borrower, at)?;
+            tx.commit()?;
+            Ok(Some(ReceiptMatch {
+                outbox_id: id,
+                borrower: BorrowerId(borrower),
+                contact: ContactId(contact),
+                channel,
+                changed,
+            }))
+        })
+        .await
+    }
+
+    async fn add_evidence(
+        &self,
+        borrower: BorrowerId,
+        contact: Option<ContactId>,
+        at: DateTime<Utc>,
+        source: &str,
+        kind: &str,
+    ) -> Result<()> {
+        let (source, kind) = (source.to_string(), kind.to_string());
+        self.with(move |c, _| {
+            let at = ts_micros(at);
+            let tx = c.transaction()?;
+            tx.prepare_cached(
+                "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![borrower.0, contact.map(|c| c.0), at, source, kind])?;
+            wake(&tx, borrower.0, at)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget> {
+        self.with(move |c, keys| {
+            let contacts = super::query_contacts(c, keys, "WHERE id = ?1", &contact.0)?;
+            let rec = contacts.into_iter().next().ok_or_else(|| StoreError::NotFound {
+                what: "contact point",
+                id: contact.to_string(),
+            })?;
+            if rec.borrower_id != borrower {
+                return Err(StoreError::Conflict(format!(
+                    "contact point {contact} is not borrower {borrower}'s"
+                )));
+            }
+            let sealer = sealer_for(c, keys, borrower)?;
+            let b = super::load_borrower_row(c, borrower)?.open(&sealer)?;
+            Ok(SendTarget {
+                address: rec.point.address,
+                borrower_name: b.name,
+            })
+        })
+        .await
+    }
+
+    async fn record_payment(
+        &self,
+        installment: InstallmentId,
+        amount_minor: i64,
+        at: DateTime<Utc>,
+    ) -> Result<BorrowerId> {
+        self.with(move |c, _| {
+            let at = ts_micros(at);
+            let tx = c.transaction()?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE installments SET amount_paid_minor = MIN(amount_due_minor, amount_paid_minor + ?2), \
+                     paid_at = CASE WHEN amount_paid_minor + ?2 >= amount_due_minor THEN ?3 ELSE paid_at END, \
+                     updated_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![installment.0, amount_minor, at])?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "installment",
+                    id: installment.to_string(),
+                });
+            }
+            let borrower: i64 = tx.query_row(
+                "SELECT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id WHERE i.id = ?1",
+                [installment.0],
+                |r| r.get(0),
+            )?;
+            tx.prepare_cached(
+                "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES (?1, NULL, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                borrower,
+                at,
+                r#"{"source":"core_banking"}"#,
+                r#"{"kind":"payment","via_contact":false}"#
+            ])?;
+            wake(&tx, borrower, at)?;
+            tx.commit()?;
+            Ok(BorrowerId(borrower))
+        })
+        .await
+    }
+
+    async fn outbox_counts(&self) -> Result<Vec<CountRow>> {
+        self.with(|c, _| {
+            count_rows(
+                c,
+                "SELECT kind, channel, state, outcome, outcome_class, COUNT(*) FROM outbox \
+                 GROUP BY kind, channel, state, outcome, outcome_class ORDER BY 1, 2, 3, 4, 5",
+                5,
+            )
+        })
+        .await
+    }
+
+    async fn decision_counts(&self) -> Result<Vec<CountRow>> {
+        self.with(|c, _| {
+            count_rows(
+                c,
+                "SELECT action, reason, gate, COUNT(*) FROM decisions GROUP BY action, reason, gate ORDER BY 4 DESC",
+                3,
+            )
+        })
+        .await
+    }
+
+    async fn decisions_of(&self, borrower: BorrowerId) -> Result<Vec<(DateTime<Utc>, DecisionRow)>> {
+        self.with(move |c, _| {
+            let mut stmt = c.prepare_cached(
+                "SELECT at, notice, action, reason, gate, until_at, detail FROM decisions WHERE borrower_id = ?1 ORDER BY id",
+            )?;
+            type Raw = (i64, String, String, String, Option<String>, Option<i64>, Option<String>);
+            let rows = stmt
+                .query_map([borrower.0], |r| -> rusqlite::Result<Raw> {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(at, notice, action, reason, gate, until, detail)| {
+                    Ok((
+                        ts_from_micros(at)?,
+                        DecisionRow {
+                            borrower,
+                            notice,
+                            action,
+                            reason,
+                            gate,
+                            until: until.map(ts_from_micros).transpose()?,
+                            detail,
+                        },
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn sends_of(&self, borrower: BorrowerId) -> Result<Vec<OutboxRow>> {
+        self.with(move |c, _| query_outbox(c, "WHERE borrower_id = ?1 ORDER BY id", [borrower.0]))
+            .await
+    }
+}
+
+/// Raises an attempt's outcome if `new` ranks above what is known; true if it did.
+fn raise_outcome(c: &Connection, id: i64, new: SendOutcome, at: i64) -> Result<bool> {
+    let (outcome, class): (String, Option<String>) = c
+        .prepare_cached("SELECT outcome, outcome_class FROM outbox WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let old = outcome_from(&outcome, class.as_deref())?;
+    if new.rank() <= old.rank() {
+        return Ok(false);
+    }
+    c.prepare_cached("UPDATE outbox SET outcome = ?2, outcome_class = ?3, outcome_at = ?4 WHERE id = ?1")?
+        .execute(params![id, new.name(), class_column(new), at])?;
+    Ok(true)
+}
+
+fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<Vec<EngineView>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted: HashSet<i64> = ids.iter().copied().collect();
+    // The ids as one JSON array parameter: `IN (SELECT value FROM json_each(?1))` uses the
+    // borrower index whether the ids are one range (the planner) or scattered (a lease).
+    let set = serde_json::to_string(ids).unwrap_or_default();
+    let mut out: Vec<EngineView> = Vec::with_capacity(ids.len());
+    let mut index: HashMap<i64, usize> = HashMap::with_capacity(ids.len());
+    {
+        let mut stmt = c.prepare_cached(
+            "SELECT id, locale, time_zone, jurisdiction FROM borrowers WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([&set], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (id, locale, zone, jurisdiction) in rows {
+            if !wanted.contains(&id) {
+                continue;
+            }
+            index.insert(id, out.len());
+            out.push(EngineView {
+                id: BorrowerId(id),
+                locale: locale.parse().map_err(codec::corrupt)?,
+                zone: reachline_domain::borrower::parse_time_zone(&zone).map_err(codec::corrupt)?,
+                jurisdiction: jurisdiction.parse().map_err(codec::corrupt)?,
+                contacts: Vec::new(),
+                consents: Vec::new(),
+                installments: Vec::new(),
+                evidence: Vec::new(),
+                sends: Vec::new(),
+            });
+        }
+    }
+    let with = |id: i64| index.get(&id).copied();
+    {
+        let mut stmt = c.prepare_cached(
+            "SELECT id, borrower_id, kind, role, relation, bound_since, verified_at, retired_at FROM contact_points \
+             WHERE borrower_id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+        )?;
+        type Raw = (
+            i64,
+            i64,
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows = stmt
+            .query_map([&set], |r| -> rusqlite::Result<Raw> {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (id, b, kind, role, relation, bound, verified, retired) in rows {
+            let Some(i) = with(b) else { continue };
+            out[i].contacts.push(EngineContact {
+                id: ContactId(id),
+                kind: kind.parse().map_err(codec::corrupt)?,
+                role: ContactRole::from_parts(&role, relation.as_deref()).map_err(codec::corrupt)?,
+                bound_since: codec::date_parse(&bound)?,
+                verified_at: verified.map(ts_from_micros).transpose()?,
+                retired: retired.is_some(),
+            });
+        }
+    }
+    {
+        let mut stmt = c.prepare_cached(
+            "SELECT borrower_id, purpose, channel, state, at, source, text_version FROM consents \
+             WHERE borrower_id IN (SELECT value FROM json_each(?1)) ORDER BY at, id",
+        )?;
+        type Raw = (i64, String, String, String, i64, String, String);
+        let rows = stmt
+            .query_map([&set], |r| -> rusqlite::Result<Raw> {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (b, p, ch, st, at, src, tv) in rows {
+            let Some(i) = with(b) else { continue };
+            out[i].consents.push(codec::consent_from_columns(
+                &p,
+                &ch,
+                &st,
+                ts_from_micros(at)?,
+                &src,
+                tv,
+            )?);
+        }
+    }
+    {
+        let mut stmt = c.prepare_cached(
+            "SELECT i.id, l.borrower_id, l.product, l.external_id, i.seq, i.due_date, i.amount_due_minor, \
+             i.amount_paid_minor, i.currency FROM loans l JOIN installments i ON i.loan_id = l.id \
+             WHERE l.borrower_id IN (SELECT value FROM json_each(?1)) AND i.due_date BETWEEN ?2 AND ?3 ORDER BY i.due_date, i.id",
+        )?;
+        type Raw = (i64, i64, String, String, u32, String, i64, i64, String);
+        let rows = stmt
+            .query_map(
+                params![set, from.to_string(), to.to_string()],
+                |r| -> rusqlite::Result<Raw> {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
+                },
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (id, b, product, loan_ref, seq, due, amount_due, amount_paid, cur) in rows {
+            let Some(i) = with(b) else { continue };
+            out[i].installments.push(EngineInstallment {
+                id: InstallmentId(id),
+                product,
+                loan_ref,
+                seq,
+                due_date: codec::date_parse(&due)?,
+                amount_due_minor: amount_due,
+                amount_paid_minor: amount_paid,
+                currency: cur.parse().map_err(codec::corrupt)?,
+                paid: amount_paid >= amount_due,
+            });
+        }
+    }
+    {
+        let mut stmt = c.prepare_cached(
+            "SELECT id, borrower_id, contact_id, at, source, kind FROM evidence \
+             WHERE borrower_id IN (SELECT value FROM json_each(?1)) ORDER BY at, id",
+        )?;
+        type Raw = (i64, i64, Option<i64>, i64, String, String);
+        let rows = stmt
+            .query_map([&set], |r| -> rusqlite::Result<Raw> {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (id, b, contact, at, source, kind) in rows {
+            let Some(i) = with(b) else { continue };
+            out[i].evidence.push(StoredEvidence {
+                id,
+                contact: contact.map(ContactId),
+                at: ts_from_micros(at)?,
+                source,
+                kind,
+            });
+        }
+    }
+    for row in query_outbox(
+        c,
+        "WHERE borrower_id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+        [&set],
+    )? {
+        let Some(i) = with(row.borrower.0) else { continue };
+        out[i].sends.push(row);
+    }
+    Ok(out)
+}
