@@ -115,6 +115,8 @@ pub struct PlanReport {
     pub borrowers: u64,
     pub decisions: u64,
     pub queued: u64,
+    /// Lookups answered (each became evidence).
+    pub lookups: u64,
 }
 
 /// Counters the demo and the benchmark read.
@@ -122,11 +124,17 @@ pub struct PlanReport {
 pub struct Counters {
     pub receipts: AtomicU64,
     pub receipts_unmatched: AtomicU64,
+    /// Notified after each receipt is recorded.
+    pub recorded: tokio::sync::Notify,
 }
 
 /// The engine over one store and a set of channels.
 pub struct Engine {
     pub(crate) store: Arc<dyn EngineStore>,
+    pub(crate) intel: Option<Arc<dyn reachline_intel::NumberIntel>>,
+    /// When each (contact, need) was last asked, so a source that cannot answer is not asked
+    /// again on every pass.
+    asked: std::sync::Mutex<HashMap<(reachline_domain::ContactId, reachline_policy::Need), DateTime<Utc>>>,
     pub(crate) channels: HashMap<Channel, Arc<dyn reachline_channels::Channel>>,
     pub(crate) templates: Templates,
     pub(crate) cfg: EngineConfig,
@@ -146,11 +154,19 @@ impl Engine {
         cfg.ladder.channels.retain(|c| channels.contains_key(c));
         Engine {
             store,
+            intel: None,
+            asked: Default::default(),
             channels,
             templates,
             cfg,
             counters: Arc::new(Counters::default()),
         }
+    }
+
+    /// Carrier and recycled-number lookups that health asks for go to `intel`.
+    pub fn with_intel(mut self, intel: Arc<dyn reachline_intel::NumberIntel>) -> Self {
+        self.intel = Some(intel);
+        self
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -187,9 +203,15 @@ impl Engine {
                 at: Some(now),
                 ..PlanWrite::default()
             };
+            let mut lookups = Vec::new();
             for view in &views {
                 let owned = plan::Owned::build(view, &self.cfg, now)?;
                 let decisions = owned.decide(view, &self.cfg, now);
+                for d in &decisions {
+                    if let reachline_policy::Action::Lookup { contact, need } = d.action {
+                        lookups.push((view.id, contact, need));
+                    }
+                }
                 report.decisions += decisions.len() as u64;
                 let p = plan::plan_borrower(view, &owned, &decisions, &self.cfg, now);
                 write.sends.extend(p.sends);
@@ -200,11 +222,67 @@ impl Engine {
             }
             report.borrowers += views.len() as u64;
             report.queued += self.store.write_plan(write).await? as u64;
+            for (borrower, contact, need) in lookups {
+                report.lookups += u64::from(self.lookup(borrower, contact, need, now).await?);
+            }
             if ids.len() < self.cfg.plan_batch {
                 break;
             }
         }
         Ok(report)
+    }
+
+    /// Asks the number-intelligence source what health needs, at most once a day per contact
+    /// and need; an answer becomes evidence (and wakes the borrower). True if it answered.
+    async fn lookup(
+        &self,
+        borrower: BorrowerId,
+        contact: reachline_domain::ContactId,
+        need: reachline_policy::Need,
+        now: DateTime<Utc>,
+    ) -> Result<bool, EngineError> {
+        use reachline_policy::{EvidenceKind, Need};
+        let Some(intel) = &self.intel else { return Ok(false) };
+        {
+            let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+            if asked
+                .get(&(contact, need))
+                .is_some_and(|t| now - *t < Duration::days(1))
+            {
+                return Ok(false);
+            }
+            asked.insert((contact, need), now);
+        }
+        let target = self.store.send_target(borrower, contact).await?;
+        let reachline_domain::ContactAddress::Phone(number) = &target.address else {
+            return Ok(false);
+        };
+        let kind = match need {
+            Need::CarrierCheck => intel
+                .status(number)
+                .await
+                .map(|status| EvidenceKind::CarrierStatus { status }),
+            Need::RecycledCheck { since } => intel
+                .recycled_since(number, since)
+                .await
+                .map(|answer| EvidenceKind::Recycled { since, answer }),
+            Need::Reverify => return Ok(false),
+        };
+        match kind {
+            Ok(kind) => {
+                let source = serde_json::to_string(&reachline_policy::Source::Lookup(intel.name().to_string()))
+                    .unwrap_or_default();
+                let kind = serde_json::to_string(&kind).unwrap_or_default();
+                self.store
+                    .add_evidence(borrower, Some(contact), now, &source, &kind)
+                    .await?;
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::info!(contact = contact.0, error = %e, "a lookup gave no answer");
+                Ok(false)
+            }
+        }
     }
 
     /// Records one receipt from a channel.
@@ -225,11 +303,48 @@ impl Engine {
             .record_receipt(receipt, &|ch| plan::delivery_evidence(ch, class))
             .await?;
         self.counters.receipts.fetch_add(1, Ordering::Relaxed);
+        self.counters.recorded.notify_waiters();
         if matched.is_none() {
             self.counters.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("a receipt matched no send; kept and flagged");
         }
         Ok(())
+    }
+
+    /// The borrower opened the link of a notice (the page that serves the link calls this with
+    /// the id its token names): engagement with that notice, through that contact point.
+    pub async fn click(&self, notice: i64, now: DateTime<Utc>) -> Result<bool, EngineError> {
+        let receipt = ReceiptIn {
+            at: now,
+            provider: "link".into(),
+            provider_id: format!("notice-{notice}"),
+            outbox_id: Some(notice),
+            class: reachline_domain::DeliveryClass::Engaged,
+            code: "click".into(),
+            is_final: true,
+            raw: format!("link opened for notice {notice}").into_bytes(),
+        };
+        let matched = self
+            .store
+            .record_receipt(receipt, &|channel| {
+                serde_json::to_string(&reachline_policy::EvidenceKind::LinkClick { channel }).unwrap_or_default()
+            })
+            .await?;
+        Ok(matched.is_some())
+    }
+
+    /// Waits until at least `n` receipts have been recorded, or `within` has passed.
+    pub async fn wait_receipts(&self, n: u64, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.counters.recorded.notified();
+            if self.counters.receipts.load(Ordering::Relaxed) >= n {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.counters.receipts.load(Ordering::Relaxed) >= n;
+            }
+        }
     }
 
     /// Takes every channel's receipt stream and records each receipt as it comes, stamped by

@@ -183,6 +183,8 @@ pub struct PlanWrite {
 #[derive(Debug, Clone)]
 pub struct EngineView {
     pub id: BorrowerId,
+    /// The lender's id for the borrower.
+    pub external_id: String,
     pub locale: Locale,
     pub zone: Tz,
     pub jurisdiction: Jurisdiction,

@@ -1,11 +1,23 @@
-//! `reachline demo`: the main job end to end on the embedded default. Generates a loan book,
-//! imports it into a fresh SQLite database, imports next month's export in which some borrowers
-//! changed number, shows one such borrower's history, and shows a damaged export refused whole.
+//! `reachline demo`: the main job end to end on the embedded default. Generates a loan book and
+//! imports it into a fresh SQLite database; runs the notice engine over simulated days against
+//! the sandbox SMSC over SMPP on loopback, in a world where some borrowers move to a new number
+//! (the old one dies, some are recycled to strangers) and pay more readily when a notice reaches
+//! them; imports the lender's next export mid-run; prints what was sent, delivered and failed,
+//! what was deferred or suppressed and why, how fast dead numbers were found; shows one moved
+//! borrower's history and decisions; and shows a damaged export refused whole.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
-use chrono::Utc;
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use reachline_channels::smpp::sandbox::Sandbox;
+use reachline_channels::smpp::{SmppChannel, SmppConfig};
+use reachline_engine::{Engine, EngineConfig};
+use reachline_policy::Templates;
+use reachline_store::engine::{EngineStore, SendOutcome};
+use reachline_store::sqlite::SqliteStore;
+use reachline_store::Store;
 
 use crate::book::gen::{generate, GenOptions};
 use crate::book::Format;
@@ -13,29 +25,36 @@ use crate::config::{Config, DatabaseUrl};
 use crate::import::{import, ImportOptions, Rejected};
 use crate::keys::KeyFile;
 use crate::show;
+use crate::world::{self, World, WorldIntel};
 
 const MARKER: &str = ".reachline-demo";
 
-pub async fn run(dir: &Path, borrowers: u64, seed: u64) -> anyhow::Result<()> {
+/// The day of the run on which the lender's next export arrives (and tells of new numbers).
+const LEARN_DAY: u32 = 45;
+
+pub async fn run(dir: &Path, borrowers: u64, seed: u64, days: u32) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
     prepare(dir)?;
     let keys = dir.join("reachline.keys");
     KeyFile::generate("demo").write_new(&keys)?;
     let mut cfg = Config::default();
-    cfg.database.url = DatabaseUrl(format!("sqlite://{}", dir.join("reachline.db").display()));
+    let db = dir.join("reachline.db");
+    cfg.database.url = DatabaseUrl(format!("sqlite://{}", db.display()));
     cfg.keys.file = keys.clone();
     cfg.validate()?;
-    let store = crate::open_store(&cfg).await?;
+    let sqlite = Arc::new(SqliteStore::open(&db, cfg.keyring()?).await?);
+    let store: &dyn Store = sqlite.as_ref();
     let phones = cfg.phone_parser()?;
     let defaults = cfg.book_defaults()?;
-    let opts = ImportOptions {
+    let quiet = ImportOptions {
         batch_size: cfg.book.batch_size,
-        progress: true,
+        progress: false,
     };
-    let as_of = Utc::now().date_naive();
+    let start = Utc::now().date_naive();
     let gen = |rev: u32| GenOptions {
         borrowers,
         seed,
-        as_of,
+        as_of: start,
         revision: rev,
         format: Format::Csv,
     };
@@ -44,21 +63,103 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64) -> anyhow::Result<()> {
     let first = dir.join("book-1");
     let counts = generate(&first, &gen(0), &|_| {})?;
     println!("wrote {} rows to {}", counts.total(), first.display());
-    let s = import(store.as_ref(), &first, &phones, &defaults, &opts).await?;
+    let s = import(store, &first, &phones, &defaults, &quiet).await?;
     show::print_import_summary(&s);
-
-    println!("\n== 2. Next month's export: some borrowers changed number ==");
     let second = dir.join("book-2");
     generate(&second, &gen(1), &|_| {})?;
-    let s = import(store.as_ref(), &second, &phones, &defaults, &opts).await?;
-    show::print_import_summary(&s);
 
-    if let Some(changed) = first_changed_borrower(&first, &second)? {
-        println!("\n== 3. One borrower whose number changed (personal data masked) ==");
-        show::print_history(store.as_ref(), &reachline_domain::ExternalId::parse(&changed)?).await?;
+    println!("\n== 2. {days} days of notices, over SMPP to the sandbox SMSC on loopback ==");
+    let world = World::from_exports(&first, &second, &phones, start, LEARN_DAY)?;
+    println!(
+        "In this world {} borrowers move to a new number during the run (the old one dies; some are \
+         given to strangers later). The lender's next export, on day {LEARN_DAY}, tells of the new numbers.",
+        world.moves().count()
+    );
+    let sandbox = Sandbox::start("127.0.0.1:0").await?;
+    let w = world.clone();
+    sandbox.set_script(Arc::new(move |dest: &str| w.script(dest)));
+    let sms = SmppChannel::start(SmppConfig {
+        port: sandbox.addr().port(),
+        ..SmppConfig::default()
+    });
+    if !sms.wait_bound(std::time::Duration::from_secs(5)).await {
+        bail!("could not bind to the sandbox SMSC at {}", sandbox.addr());
+    }
+    let engine = Arc::new(
+        Engine::new(
+            sqlite.clone() as Arc<dyn EngineStore>,
+            vec![Arc::new(sms) as Arc<dyn reachline_channels::Channel>],
+            Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
+            EngineConfig::default(),
+        )
+        .with_intel(Arc::new(WorldIntel(world.clone()))),
+    );
+    let t0 = start.and_time(NaiveTime::MIN).and_utc();
+    let clock = Arc::new(Mutex::new(t0));
+    let c = clock.clone();
+    engine.spawn_intake(Arc::new(move || *c.lock().unwrap_or_else(|p| p.into_inner())));
+    let bar = indicatif::ProgressBar::new(u64::from(days)).with_style(
+        indicatif::ProgressStyle::with_template("  day {pos}/{len} {bar:40} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut detection = None;
+    let mut sent = 0u64;
+    for day in 0..days {
+        world.set_day(day);
+        if day == LEARN_DAY {
+            import(store, &second, &phones, &defaults, &quiet).await?;
+            bar.println(format!(
+                "  day {day}: the lender's new export imported (changed numbers replace old ones)"
+            ));
+        }
+        for hour in 0..24 {
+            let now = t0 + Duration::days(i64::from(day)) + Duration::hours(hour);
+            *clock.lock().unwrap_or_else(|p| p.into_inner()) = now;
+            let (_, d) = engine.step(now).await?;
+            sent += d.sent;
+            settle(&engine, &sandbox).await;
+            if hour == 12 {
+                payments(&sqlite, &engine, &world, now, seed).await?;
+            }
+        }
+        if day + 1 == LEARN_DAY.min(days) {
+            detection = Some(
+                detect(
+                    &sqlite,
+                    &world,
+                    engine.config(),
+                    t0 + Duration::days(i64::from(day + 1)),
+                )
+                .await?,
+            );
+        }
+        bar.set_message(format!("{sent} notices sent"));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let end = t0 + Duration::days(i64::from(days));
+    report(&sqlite, &world, engine.config(), detection, start, end).await?;
+
+    if let Some(m) = world.moves().min_by_key(|m| m.borrower.clone()) {
+        println!("\n== 4. One borrower whose number changed (personal data masked) ==");
+        let ext = reachline_domain::ExternalId::parse(&m.borrower)?;
+        show::print_history(store, &ext).await?;
+        if let Some(b) = store.borrower_by_external_id(&ext).await? {
+            println!("  decisions about their notices (changes only, oldest first):");
+            for (at, d) in sqlite.decisions_of(b.id).await?.iter().take(14) {
+                println!(
+                    "    {}  {:<22} {:<14} {:<24} {}",
+                    at.format("%Y-%m-%d %H:%M"),
+                    d.notice,
+                    d.action,
+                    d.reason,
+                    d.gate.as_deref().unwrap_or("")
+                );
+            }
+        }
     }
 
-    println!("\n== 4. A damaged export is refused whole ==");
+    println!("\n== 5. A damaged export is refused whole ==");
     let bad = dir.join("book-bad");
     std::fs::create_dir_all(&bad)?;
     for f in ["borrowers", "loans", "installments", "consents"] {
@@ -76,7 +177,7 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64) -> anyhow::Result<()> {
         .collect();
     std::fs::write(bad.join("contacts.csv"), damaged.join("\n") + "\n")?;
     let before = store.counts().await?;
-    match import(store.as_ref(), &bad, &phones, &defaults, &opts).await {
+    match import(store, &bad, &phones, &defaults, &quiet).await {
         Err(e) => match e.downcast_ref::<Rejected>() {
             Some(Rejected(p)) => {
                 for problem in &p.first {
@@ -95,7 +196,8 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64) -> anyhow::Result<()> {
     show::print_counts(&before);
 
     println!(
-        "\nThe database and keys are in {}. Look around with, for example:",
+        "\nDone in {:.1} s. The database and keys are in {}. Look around with, for example:",
+        began.elapsed().as_secs_f64(),
         dir.display()
     );
     let env = format!(
@@ -105,6 +207,257 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64) -> anyhow::Result<()> {
     );
     println!("  {env} cargo run --release -- summary");
     println!("  {env} cargo run --release -- contacts history B00000001");
+    Ok(())
+}
+
+/// Waits until every part the SMSC accepted has had its receipt recorded (at most 2 s).
+async fn settle(engine: &Engine, sandbox: &Sandbox) {
+    engine
+        .wait_receipts(sandbox.accepted_count() as u64, std::time::Duration::from_secs(2))
+        .await;
+}
+
+/// The world's borrowers pay: readily when a notice reached them in the last three days, now
+/// and then on their own; reliable payers more than others.
+async fn payments(
+    store: &SqliteStore,
+    engine: &Engine,
+    world: &World,
+    now: DateTime<Utc>,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let today = now.date_naive();
+    let (from, to) = (today - Duration::days(30), today + Duration::days(3));
+    let everyone = now + Duration::days(3650);
+    let mut after = None;
+    loop {
+        let ids = store.due_borrowers(after, from, to, everyone, 2_000).await?;
+        let Some(last) = ids.last().copied() else { break };
+        after = Some(last);
+        for v in store.views(&ids, from, to).await? {
+            let ext = &v.external_id;
+            let reached = world.reached(ext, 3);
+            let reliability = 0.5 + (world::stable(ext, 11) % 100) as f64 / 100.0;
+            // A borrower a notice reached opens its link now and then, and always when paying
+            // because of it.
+            let latest = if reached {
+                store
+                    .sends_of(v.id)
+                    .await?
+                    .into_iter()
+                    .filter(|r| {
+                        r.outcome == SendOutcome::Delivered && r.sent_at.is_some_and(|t| now - t < Duration::days(3))
+                    })
+                    .max_by_key(|r| r.sent_at)
+            } else {
+                None
+            };
+            let mut clicked = false;
+            for i in v.installments.iter().filter(|i| !i.paid) {
+                let p = match (i.due_date.cmp(&today), reached) {
+                    (std::cmp::Ordering::Greater, true) => 0.25,
+                    (std::cmp::Ordering::Greater, false) => 0.0,
+                    (std::cmp::Ordering::Equal, true) => 0.6,
+                    (std::cmp::Ordering::Equal, false) => 0.25,
+                    (std::cmp::Ordering::Less, true) => 0.3,
+                    (std::cmp::Ordering::Less, false) => 0.04,
+                } * reliability;
+                let draw = (world::stable(&format!("{}:{today}", i.id), seed) % 10_000) as f64 / 10_000.0;
+                if draw < p {
+                    if let (Some(r), false) = (&latest, clicked) {
+                        engine.click(r.id, now).await?;
+                        clicked = true;
+                    }
+                    store
+                        .record_payment(i.id, i.amount_due_minor - i.amount_paid_minor, now)
+                        .await?;
+                }
+            }
+            if let (Some(r), false) = (&latest, clicked) {
+                if world::stable(&format!("click:{}", r.id), seed) % 10 < 3 {
+                    engine.click(r.id, now).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How each moved borrower's old number stands in Reachline's eyes the day before the
+/// lender's export says it changed.
+async fn detect(
+    store: &SqliteStore,
+    world: &World,
+    cfg: &EngineConfig,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Detection> {
+    let mut d = Detection::default();
+    for m in world.moves() {
+        if m.dies >= world.day() + 1 {
+            continue;
+        }
+        d.dead += 1;
+        let number = reachline_domain::PhoneNumber::parse(&format!("+{}", m.old))?;
+        let Some(c) = store
+            .contacts_by_phone(&number)
+            .await?
+            .into_iter()
+            .find(|c| c.is_current())
+        else {
+            continue;
+        };
+        let today = now.date_naive();
+        let views = store
+            .views(
+                &[c.borrower_id],
+                today - Duration::days(400),
+                today + Duration::days(60),
+            )
+            .await?;
+        let Some(v) = views.first() else { continue };
+        let owned = reachline_engine::plan::Owned::build(v, cfg, now)?;
+        let Some(a) = owned.health.contacts.iter().find(|a| a.contact == c.id) else {
+            continue;
+        };
+        use reachline_policy::HealthState::*;
+        match a.state {
+            Dead | Reassigned | Suspended | Suspect => {
+                d.found += 1;
+                d.days.push((a.since - world.date(m.dies)).num_days().max(0));
+            }
+            other => *d.missed.entry(other.as_str()).or_default() += 1,
+        }
+    }
+    d.days.sort_unstable();
+    Ok(d)
+}
+
+#[derive(Debug, Default)]
+struct Detection {
+    dead: u64,
+    found: u64,
+    days: Vec<i64>,
+    missed: std::collections::BTreeMap<&'static str, u64>,
+}
+
+async fn report(
+    store: &SqliteStore,
+    world: &World,
+    cfg: &EngineConfig,
+    detection: Option<Detection>,
+    start: chrono::NaiveDate,
+    end: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    println!("\n== 3. What happened ==");
+    #[derive(Default)]
+    struct Row {
+        sent: u64,
+        delivered: u64,
+        engaged: u64,
+        failed: BTreeMap<String, u64>,
+        in_doubt: u64,
+        cancelled: u64,
+    }
+    let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
+    for c in store.outbox_counts().await? {
+        let (kind, channel, state, outcome, class) = (&c.keys[0], &c.keys[1], &c.keys[2], &c.keys[3], &c.keys[4]);
+        let r = rows.entry((kind.clone(), channel.clone())).or_default();
+        match state.as_str() {
+            "sent" | "failed" | "in_doubt" => r.sent += c.count,
+            "cancelled" => r.cancelled += c.count,
+            _ => {}
+        }
+        if state == "in_doubt" {
+            r.in_doubt += c.count;
+        }
+        match outcome.as_str() {
+            "delivered" => r.delivered += c.count,
+            "engaged" => r.engaged += c.count,
+            "failed" => *r.failed.entry(class.clone()).or_default() += c.count,
+            _ => {}
+        }
+    }
+    println!("  notices by kind and channel:");
+    println!(
+        "    {:<18} {:<7} {:>7} {:>10} {:>8} {:>9} {:>10}  failed by class",
+        "kind", "channel", "sent", "delivered", "engaged", "in doubt", "cancelled"
+    );
+    for ((kind, channel), r) in &rows {
+        let failed: Vec<String> = r.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "    {:<18} {:<7} {:>7} {:>10} {:>8} {:>9} {:>10}  {}",
+            kind,
+            channel,
+            r.sent,
+            r.delivered,
+            r.engaged,
+            r.in_doubt,
+            r.cancelled,
+            if failed.is_empty() {
+                "-".into()
+            } else {
+                failed.join(", ")
+            }
+        );
+    }
+    println!("  decisions that did not send (each change of a notice's decision, by reason):");
+    for c in store.decision_counts().await? {
+        let (action, reason, gate) = (&c.keys[0], &c.keys[1], &c.keys[2]);
+        if action == "send" {
+            continue;
+        }
+        let why = if gate.is_empty() {
+            reason.clone()
+        } else {
+            format!("{reason}: {gate}")
+        };
+        println!("    {:<14} {:<40} {:>7}", action, why, c.count);
+    }
+    let (to_stranger, to_dead) = world.misdirected();
+    println!("  number changes:");
+    if let Some(d) = detection {
+        let median = d.days.get(d.days.len() / 2).copied();
+        println!(
+            "    {} old numbers had died before the lender's export; Reachline had found {} of them \
+             dead, suspended or suspect by then{}",
+            d.dead,
+            d.found,
+            median.map_or(String::new(), |m| format!(" (median {m} days after they died)"))
+        );
+        if !d.missed.is_empty() {
+            let m: Vec<String> = d.missed.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("    the rest were still: {}", m.join(", "));
+        }
+    }
+    println!("    message parts that reached a stranger on a recycled number: {to_stranger}");
+    println!("    message parts sent to a dead number (and failed): {to_dead}");
+    // Who is unreachable at the end, and how the installments due in the run stand.
+    let today = end.date_naive();
+    let (from, to) = (start - Duration::days(31), today + Duration::days(8));
+    let (mut unreachable, mut due, mut paid, mut borrowers) = (0u64, 0u64, 0u64, 0u64);
+    let mut after = None;
+    loop {
+        let ids = store
+            .due_borrowers(after, from, to, end + Duration::days(3650), 2_000)
+            .await?;
+        let Some(last) = ids.last().copied() else { break };
+        after = Some(last);
+        for v in store.views(&ids, start, today).await? {
+            borrowers += 1;
+            let owned = reachline_engine::plan::Owned::build(&v, cfg, end)?;
+            unreachable += u64::from(!owned.health.reachable);
+            for i in &v.installments {
+                due += 1;
+                paid += u64::from(i.paid);
+            }
+        }
+    }
+    println!(
+        "  at the end: {unreachable} of {borrowers} borrowers with an open installment are unreachable on \
+         every number they have; installments due during the run still open: {} of {due}",
+        due - paid
+    );
     Ok(())
 }
 
@@ -123,14 +476,4 @@ fn prepare(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(MARKER), "This directory is recreated by `reachline demo`.\n")?;
     Ok(())
-}
-
-/// The id of the first borrower whose contacts differ between two exports.
-fn first_changed_borrower(a: &Path, b: &Path) -> anyhow::Result<Option<String>> {
-    let x = std::fs::read_to_string(a.join("contacts.csv"))?;
-    let y = std::fs::read_to_string(b.join("contacts.csv"))?;
-    Ok(x.lines()
-        .zip(y.lines())
-        .find(|(l, r)| l != r)
-        .and_then(|(_, r)| r.split(',').next().map(String::from)))
 }

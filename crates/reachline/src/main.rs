@@ -13,6 +13,7 @@ mod keys;
 mod ledger;
 mod show;
 mod simulate;
+mod world;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,9 @@ enum Command {
         borrowers: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Simulated days the engine runs.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
     },
     /// Import a loan book (a directory of CSV or JSON Lines files; see docs/book-format.md).
     /// All or nothing: a book with any error is reported and nothing is written.
@@ -272,7 +276,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        Command::Demo { dir, borrowers, seed } => return demo::run(dir, *borrowers, *seed).await,
+        Command::Demo {
+            dir,
+            borrowers,
+            seed,
+            days,
+        } => return demo::run(dir, *borrowers, *seed, *days).await,
         // Offline: no configuration, no database, no network.
         Command::Ledger {
             command: ledger::LedgerCommand::Verify { file, key },

@@ -232,14 +232,22 @@ fn cs<const MIN: usize, const MAX: usize>(s: &str) -> Result<COctetString<MIN, M
 }
 
 async fn bind(c: &SmppConfig) -> Result<(rusmppc::Client, impl futures::Stream<Item = Event> + Unpin), String> {
+    // Our own socket, so Nagle's algorithm can be turned off: with it on, a lone submit waits
+    // for the SMSC's delayed ACK (~40 ms on Linux) and a trickle of notices crawls.
+    let stream = tokio::time::timeout(
+        Duration::from_millis(c.response_timeout_ms),
+        tokio::net::TcpStream::connect((c.host.as_str(), c.port)),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (client, events) = ConnectionBuilder::new()
         .enquire_link_interval(Duration::from_millis(c.enquire_link_ms))
         .enquire_link_response_timeout(Duration::from_millis(c.response_timeout_ms))
         .response_timeout(Duration::from_millis(c.response_timeout_ms))
         .disable_interface_version_check()
-        .connect(format!("smpp://{}:{}", c.host, c.port))
-        .await
-        .map_err(|e| e.to_string())?;
+        .connected(stream);
     client
         .bind_transceiver(
             BindTransceiver::builder()
@@ -330,9 +338,14 @@ async fn expire_held(inner: Arc<Inner>) {
             .lock()
             .expect("matcher lock poisoned")
             .expire(Instant::now());
-        for (id, p) in old {
-            inner.stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
-            emit(&inner, None, id, p);
+        for (matched, id, p) in old {
+            match matched {
+                Some((meta, raw_id)) => emit(&inner, Some(meta), raw_id, p),
+                None => {
+                    inner.stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
+                    emit(&inner, None, id, p);
+                }
+            }
         }
     }
 }

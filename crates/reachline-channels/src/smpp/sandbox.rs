@@ -75,7 +75,12 @@ struct State {
     script: Mutex<Option<Script>>,
 }
 
-/// Maps a destination number to the behaviour digit of the table above.
+/// A behaviour only a script can choose: accepts; the receipt carries the id verbatim in
+/// `receipted_message_id` with `message_state` DELIVERED (as most SMSCs send it), and a
+/// decimal text body. Delivered.
+pub const DELIVERED_TLV: u8 = 10;
+
+/// Maps a destination number to the behaviour digit of the table above (or [`DELIVERED_TLV`]).
 pub type Script = Arc<dyn Fn(&str) -> u8 + Send + Sync>;
 
 /// The running sandbox; dropping it stops the listener (sessions end with it).
@@ -122,6 +127,11 @@ impl Sandbox {
     /// Every part accepted so far, in order.
     pub fn accepted(&self) -> Vec<SandboxMessage> {
         self.state.accepted.lock().expect("sandbox lock poisoned").clone()
+    }
+
+    /// How many parts were accepted so far (without copying them).
+    pub fn accepted_count(&self) -> usize {
+        self.state.accepted.lock().expect("sandbox lock poisoned").len()
     }
 
     /// Every whole message accepted so far, as (destination, text): the parts of a concatenated
@@ -197,6 +207,10 @@ fn receipt(to_esme: &str, from: &str, id: &str, digit: u8, seq: u32) -> Command 
         .esm_class(EsmClass::from(0x04))
         .short_message(OctetString::from_vec(body.into_bytes()).unwrap_or_else(|_| OctetString::empty()))
         .build();
+    if digit == DELIVERED_TLV {
+        d.push_tlv(DTlv::ReceiptedMessageId(cs(id)));
+        d.push_tlv(DTlv::MessageState(MessageState::from(2u8)));
+    }
     if digit == 1 {
         d.push_tlv(DTlv::ReceiptedMessageId(cs(id)));
         d.push_tlv(DTlv::MessageState(MessageState::from(5u8)));

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
-use reachline_channels::smpp::sandbox::Sandbox;
+use reachline_channels::smpp::sandbox::{Sandbox, DELIVERED_TLV};
 use reachline_channels::smpp::{SmppChannel, SmppConfig};
 use reachline_domain::{
     Borrower, Consent, ConsentSource, ConsentState, ContactAddress, ContactKind, ContactPoint, ContactRole,
@@ -73,7 +73,7 @@ fn script(dest: &str) -> u8 {
     if dest.ends_with("13812340021") || dest.ends_with("13812340041") {
         1
     } else {
-        0
+        DELIVERED_TLV
     }
 }
 
@@ -245,7 +245,7 @@ async fn run(days: i64) -> Run {
         }
         // Let every receipt for what was accepted arrive before time moves on.
         for _ in 0..200 {
-            if engine.counters.receipts.load(std::sync::atomic::Ordering::Relaxed) >= sandbox.accepted().len() as u64 {
+            if engine.counters.receipts.load(std::sync::atomic::Ordering::Relaxed) >= sandbox.accepted_count() as u64 {
                 break;
             }
             tokio::time::sleep(StdDuration::from_millis(5)).await;

@@ -744,7 +744,7 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
     let mut index: HashMap<i64, usize> = HashMap::with_capacity(ids.len());
     {
         let mut stmt = c.prepare_cached(
-            "SELECT id, locale, time_zone, jurisdiction FROM borrowers WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+            "SELECT id, locale, time_zone, jurisdiction, external_id FROM borrowers WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id",
         )?;
         let rows = stmt
             .query_map([&set], |r| {
@@ -753,16 +753,18 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (id, locale, zone, jurisdiction) in rows {
+        for (id, locale, zone, jurisdiction, external_id) in rows {
             if !wanted.contains(&id) {
                 continue;
             }
             index.insert(id, out.len());
             out.push(EngineView {
                 id: BorrowerId(id),
+                external_id,
                 locale: locale.parse().map_err(codec::corrupt)?,
                 zone: reachline_domain::borrower::parse_time_zone(&zone).map_err(codec::corrupt)?,
                 jurisdiction: jurisdiction.parse().map_err(codec::corrupt)?,
