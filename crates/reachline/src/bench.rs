@@ -61,6 +61,9 @@ pub enum BenchCommand {
     /// Send N messages to an SMSC (or the in-process sandbox) and print submits/s, receipts
     /// matched and the classes seen.
     Smpp(crate::channels_cli::BenchSmppArgs),
+    /// Plan one business day for a book of N borrowers and dispatch it to the sandbox SMSC,
+    /// durably; print decisions/s, sends/s, receipts/s and peak memory.
+    Engine(crate::bench_engine::EngineBenchArgs),
 }
 
 pub use crate::bench_ledger::LedgerBenchArgs;
@@ -79,6 +82,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             seed,
         } => return crate::bench_policy::run(borrowers, threads, seed),
         BenchCommand::Smpp(_) => unreachable!("bench smpp is dispatched by channels_cli::run"),
+        BenchCommand::Engine(_) => unreachable!("bench engine is dispatched with the configuration"),
         BenchCommand::Import {
             borrowers,
             seed,

@@ -251,8 +251,52 @@ pub async fn bench_smpp(args: BenchSmppArgs) -> anyhow::Result<()> {
 }
 
 /// Dispatches the commands of this module; they need no configuration file or database.
+/// `reachline sandbox-smsc`: the sandbox SMSC in a process of its own, for tests and drills
+/// that kill the engine while the SMSC goes on counting.
+#[derive(clap::Args)]
+pub struct SandboxSmscArgs {
+    /// Where to listen (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:2775")]
+    pub listen: String,
+    /// Writes the port it listens on here, once listening.
+    #[arg(long)]
+    pub port_file: Option<std::path::PathBuf>,
+    /// Appends every accepted part here as a JSON line (destination, text, id, concatenation).
+    #[arg(long)]
+    pub log: std::path::PathBuf,
+}
+
+async fn sandbox_smsc(args: SandboxSmscArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let sandbox = reachline_channels::smpp::sandbox::Sandbox::start(&args.listen).await?;
+    if let Some(f) = &args.port_file {
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, sandbox.addr().port().to_string())?;
+        std::fs::rename(&tmp, f)?;
+    }
+    eprintln!("sandbox SMSC listening on {}", sandbox.addr());
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&args.log)?;
+    let mut written = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let all = sandbox.accepted();
+        for m in &all[written..] {
+            let line = serde_json::json!({
+                "destination": m.destination, "text": m.text, "id": m.message_id, "concat": m.concat,
+                "session": m.session,
+            });
+            writeln!(log, "{line}")?;
+        }
+        if all.len() > written {
+            log.flush()?;
+            written = all.len();
+        }
+    }
+}
+
 pub(crate) async fn run(cmd: crate::Command) -> anyhow::Result<()> {
     match cmd {
+        crate::Command::SandboxSmsc(args) => sandbox_smsc(args).await,
         crate::Command::Send(args) => send(args).await,
         crate::Command::Bench {
             command: crate::bench::BenchCommand::Smpp(args),

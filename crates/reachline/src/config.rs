@@ -22,6 +22,52 @@ pub struct Config {
     pub log: LogConfig,
     pub intel: reachline_intel::IntelConfig,
     pub health: reachline_policy::HealthConfig,
+    pub engine: EngineSection,
+    /// The SMSC `reachline run` sends SMS through (none: SMS is not sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smpp: Option<reachline_channels::smpp::SmppConfig>,
+}
+
+/// How the notice engine runs (`reachline run`, `reachline demo`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// The lender's name as notices sign it.
+    pub lender_name: String,
+    /// The number notices give for questions.
+    pub service_phone: String,
+    /// The base of the links notices carry; a 23-character signed token follows.
+    pub link_base: String,
+    /// Seconds between two passes of the planner and the dispatchers.
+    pub tick_seconds: u64,
+    /// Seconds a dispatcher holds a row before another may take it.
+    pub lease_seconds: u64,
+    /// Sends in flight at once.
+    pub concurrency: usize,
+    /// Tries when a provider is down before an attempt is failed as transient.
+    pub max_tries: u32,
+    /// The escalation ladder: channel order, hours to wait for an outcome.
+    pub ladder: reachline_policy::LadderConfig,
+    /// Cadences per loan product (`*` for every product not listed); default: T−7, T−3,
+    /// T−1, due day, T+1, T+3, T+7, T+15, T+30.
+    pub cadences: Vec<reachline_policy::Cadence>,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let e = reachline_engine::EngineConfig::default();
+        EngineSection {
+            lender_name: e.lender_name,
+            service_phone: e.service_phone,
+            link_base: e.link_base,
+            tick_seconds: 60,
+            lease_seconds: e.lease.num_seconds() as u64,
+            concurrency: e.concurrency,
+            max_tries: e.max_tries,
+            ladder: e.ladder,
+            cadences: e.cadences,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +115,8 @@ impl Default for Config {
             },
             intel: reachline_intel::IntelConfig::default(),
             health: reachline_policy::HealthConfig::default(),
+            engine: EngineSection::default(),
+            smpp: None,
         }
     }
 }
@@ -395,6 +443,45 @@ max_entries = 100000
 # path = "/v2/recycle?msisdn={number}&since={since}"
 # field = "/data/result"
 # values = { yes = ["Y"], no = ["N"], no_data = ["U"] }
+
+[engine]
+lender_name = "示例金融"
+service_phone = "95500"
+link_base = "https://r.example/n/"   # a 23-character signed token follows
+tick_seconds = 60                    # between two planning and dispatch passes
+lease_seconds = 300                  # a dispatcher's hold on a row
+concurrency = 64                     # sends in flight
+max_tries = 5                        # provider down this often: the attempt fails as transient
+
+[engine.ladder]
+channels = ["sms", "push", "im", "email", "voice"]   # order on a contact point; only configured ones are used
+wait_hours = 24                      # for an outcome before climbing
+voice_for_service = false
+
+# Cadence per product; `*` covers every product not listed. Offsets are days from the due date.
+[[engine.cadences]]
+product = "*"
+steps = [
+  { kind = "pre_due", offset_days = -7 },
+  { kind = "pre_due", offset_days = -3 },
+  { kind = "pre_due", offset_days = -1 },
+  { kind = "due_today", offset_days = 0 },
+  { kind = "overdue", offset_days = 1 },
+  { kind = "overdue", offset_days = 3 },
+  { kind = "overdue", offset_days = 7 },
+  { kind = "overdue", offset_days = 15 },
+  { kind = "overdue", offset_days = 30 },
+]
+
+# The SMSC for SMS (omit to send no SMS). Durations in milliseconds.
+# [smpp]
+# name = "smsc"
+# host = "127.0.0.1"
+# port = 2775
+# system_id = "reachline"
+# password = "..."         # better: REACHLINE_SMPP__PASSWORD
+# source_addr = "Reachline"
+# window = 32
 "#;
 
 #[cfg(test)]

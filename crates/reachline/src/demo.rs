@@ -90,7 +90,7 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64, days: u32) -> anyhow::Re
             sqlite.clone() as Arc<dyn EngineStore>,
             vec![Arc::new(sms) as Arc<dyn reachline_channels::Channel>],
             Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
-            EngineConfig::default(),
+            crate::run::engine_config(&cfg, &cfg.keyring()?)?,
         )
         .with_intel(Arc::new(WorldIntel(world.clone()))),
     );

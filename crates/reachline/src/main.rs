@@ -1,6 +1,7 @@
 //! The `reachline` binary: command line, configuration, and the wiring of concrete back ends.
 
 mod bench;
+mod bench_engine;
 mod bench_ledger;
 mod bench_policy;
 mod book;
@@ -11,6 +12,7 @@ mod import;
 mod intel_cmd;
 mod keys;
 mod ledger;
+mod run;
 mod show;
 mod simulate;
 mod world;
@@ -125,6 +127,10 @@ enum Command {
     },
     /// Send one message through a channel adapter (SMS over SMPP for now).
     Send(channels_cli::SendArgs),
+    /// Run the notice engine: plan, send through the configured gateways, take receipts.
+    Run(run::RunArgs),
+    /// The sandbox SMSC in its own process (for tests and drills), logging what it accepts.
+    SandboxSmsc(channels_cli::SandboxSmscArgs),
     /// Benchmarks that print a table.
     Bench {
         #[command(subcommand)]
@@ -287,6 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ledger::LedgerCommand::Verify { file, key },
         } => return ledger::verify(file, key),
         Command::Send(_)
+        | Command::SandboxSmsc(_)
         | Command::Bench {
             command: bench::BenchCommand::Smpp(_),
         } => return channels_cli::run(cli.command).await,
@@ -360,6 +367,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             show::print_counts(&store.counts().await?);
             Ok(())
         }
+        Command::Bench {
+            command: bench::BenchCommand::Engine(args),
+        } => bench_engine::run(&cfg, args).await,
         Command::Bench { command } => bench::run(command).await,
         Command::ClassifyReply { text } => intel_cmd::classify_reply(&cfg, &text),
         Command::Intel { command } => intel_cmd::run(&cfg, command).await,
@@ -371,7 +381,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(ExpectationsFailed.into())
             }
         }
-        Command::Demo { .. } | Command::GenBook { .. } | Command::Send(_) => {
+        Command::Run(args) => run::run(&cfg, args).await,
+        Command::Demo { .. } | Command::GenBook { .. } | Command::Send(_) | Command::SandboxSmsc(_) => {
             unreachable!("handled before configuration is loaded")
         }
         Command::Config {

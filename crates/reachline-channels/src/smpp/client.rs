@@ -29,8 +29,9 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-/// One SMSC account. Durations are in milliseconds in configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One SMSC account. Durations are in milliseconds in configuration. `Debug` leaves the
+/// password out.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmppConfig {
     /// The provider's name in logs, receipts and the failover order.
@@ -58,6 +59,20 @@ pub struct SmppConfig {
     pub hold_receipts_ms: u64,
     /// This upstream's `err` codes.
     pub err_table: ErrTable,
+}
+
+impl std::fmt::Debug for SmppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmppConfig")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("system_id", &self.system_id)
+            .field("password", &"<redacted>")
+            .field("source_addr", &self.source_addr)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SmppConfig {

@@ -45,6 +45,8 @@ pub struct SandboxMessage {
     pub message_id: String,
     /// The concatenation header (reference, total, sequence), for a part of a longer message.
     pub concat: Option<(u8, u8, u8)>,
+    /// Which session (1, 2, …) submitted it: a reference is unique only within one client's run.
+    pub session: u32,
 }
 
 /// The 8-bit concatenation element (IEI 0) of a user data header, if the message has one.
@@ -137,13 +139,13 @@ impl Sandbox {
     /// Every whole message accepted so far, as (destination, text): the parts of a concatenated
     /// message joined by their header's reference, in the order each message completed.
     pub fn messages(&self) -> Vec<(String, String)> {
-        let mut open: std::collections::HashMap<(String, u8, u8), Vec<(u8, String)>> = Default::default();
+        let mut open: std::collections::HashMap<(String, u32, u8, u8), Vec<(u8, String)>> = Default::default();
         let mut out = Vec::new();
         for m in self.accepted() {
             match m.concat {
                 None => out.push((m.destination, m.text)),
                 Some((reference, total, seq)) => {
-                    let key = (m.destination.clone(), reference, total);
+                    let key = (m.destination.clone(), m.session, reference, total);
                     let parts = open.entry(key.clone()).or_default();
                     parts.push((seq, m.text));
                     if parts.len() == usize::from(total) {
@@ -223,7 +225,7 @@ fn receipt(to_esme: &str, from: &str, id: &str, digit: u8, seq: u32) -> Command 
 }
 
 async fn session(sock: TcpStream, state: Arc<State>, mut drop_rx: watch::Receiver<u64>) {
-    state.sessions.fetch_add(1, Ordering::Relaxed);
+    let session_no = state.sessions.fetch_add(1, Ordering::Relaxed) + 1;
     drop_rx.mark_unchanged();
     let (mut sink, mut stream) = Framed::new(sock, CommandCodec::new()).split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Command>();
@@ -295,6 +297,7 @@ async fn session(sock: TcpStream, state: Arc<State>, mut drop_rx: watch::Receive
                         text,
                         message_id: id.clone(),
                         concat: if udhi { concat_of(&sm) } else { None },
+                        session: session_no,
                     });
                 let resp = reply(SubmitSmResp::builder().message_id(cs(&id)).build().into());
                 let dr = receipt(&from, &dest, &id, digit, seq);

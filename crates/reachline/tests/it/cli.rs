@@ -86,6 +86,18 @@ fn demo_runs_end_to_end() {
     let dir = s.path("demo");
     let out = s.ok(&["demo", "--dir", dir.to_str().unwrap(), "--borrowers", "120"]);
     assert!(out.contains("borrowers           120 created"), "{out}");
+    // The engine ran: notices went out over SMPP, were deferred to contact hours, and the
+    // lender's export arrived mid-run and retired the changed numbers.
+    let sent = |kind: &str| -> u64 {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(kind) && l.contains(" sms "))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(sent("pre_due") > 100, "{out}");
+    assert!(sent("due_today") > 10, "{out}");
+    assert!(out.contains("gate: quiet_hours"), "{out}");
     assert!(out.contains("retired: replaced by book"), "{out}");
     assert!(out.contains("nothing was imported"), "{out}");
     assert!(out.contains("database unchanged"), "{out}");

@@ -2,6 +2,7 @@
 //! the workspace's written rules.
 
 mod cli;
+mod crash;
 mod helpers;
 mod import;
 mod intel;

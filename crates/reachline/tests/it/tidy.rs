@@ -45,10 +45,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["reachline-domain", "reachline-policy", "reachline-store"],
     ),
     (
+        "reachline-engine",
+        &[
+            "reachline-channels",
+            "reachline-domain",
+            "reachline-intel",
+            "reachline-policy",
+            "reachline-store",
+        ],
+    ),
+    (
         "reachline",
         &[
             "reachline-channels",
             "reachline-domain",
+            "reachline-engine",
             "reachline-intel",
             "reachline-ledger",
             "reachline-policy",

@@ -1,0 +1,196 @@
+//! `reachline bench engine`: generates a book of N borrowers, imports it into a fresh SQLite
+//! database, then — in a child process, so the peak-memory figure is the engine's alone — plans
+//! one business day and dispatches every notice it queued to the in-process sandbox SMSC over
+//! SMPP on loopback, every attempt durably recorded, and waits for every receipt. Prints
+//! decisions/s, sends/s, receipts/s and peak memory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use chrono::{NaiveDate, NaiveTime};
+use reachline_channels::smpp::sandbox::{Sandbox, DELIVERED_TLV};
+use reachline_channels::smpp::{SmppChannel, SmppConfig};
+use reachline_engine::Engine;
+use reachline_policy::Templates;
+use reachline_store::engine::EngineStore;
+
+use crate::book::gen::{generate, GenOptions};
+use crate::book::Format;
+use crate::config::Config;
+use crate::keys::KeyFile;
+
+#[derive(clap::Args)]
+pub struct EngineBenchArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub borrowers: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The business day planned (the book is generated as of the day before).
+    #[arg(long, default_value = "2026-11-02")]
+    pub day: NaiveDate,
+    /// Working directory for the book and the SQLite file.
+    #[arg(long, default_value = "./reachline-bench")]
+    pub dir: PathBuf,
+    /// Keep the generated book and database afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Internal: run the engine part on an imported database and print JSON.
+    #[arg(long, hide = true)]
+    pub child: bool,
+}
+
+pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
+    let db = args.dir.join("engine.db");
+    let keys = args.dir.join("bench.keys");
+    if args.child {
+        return child(cfg, &args).await;
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    if !keys.exists() {
+        KeyFile::generate("bench").write_new(&keys)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let book = args.dir.join("engine-book");
+    eprintln!("generating {} borrowers…", args.borrowers);
+    let opts = GenOptions {
+        borrowers: args.borrowers,
+        seed: args.seed,
+        as_of: args.day.pred_opt().unwrap_or(args.day),
+        revision: 0,
+        format: Format::Csv,
+    };
+    let pb = indicatif::ProgressBar::new(args.borrowers);
+    generate(&book, &opts, &|n| pb.set_position(n))?;
+    pb.finish_and_clear();
+    eprintln!("importing into SQLite…");
+    let exe = std::env::current_exe().context("finding the reachline executable")?;
+    let url = format!("sqlite://{}", db.display());
+    let status = std::process::Command::new(&exe)
+        .args(["--database", &url, "import"])
+        .arg(&book)
+        .env("REACHLINE_KEYS__FILE", &keys)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("the import failed ({status})");
+    }
+    eprintln!("planning {} and dispatching…", args.day);
+    let out = std::process::Command::new(&exe)
+        .args(["--database", &url, "bench", "engine", "--child", "--day"])
+        .arg(args.day.to_string())
+        .arg("--dir")
+        .arg(&args.dir)
+        .env("REACHLINE_KEYS__FILE", &keys)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("the engine run failed ({})", out.status);
+    }
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "book: {} borrowers; day planned: {} (SQLite, WAL)",
+        args.borrowers, args.day
+    );
+    println!();
+    println!("| step | count | seconds | per second |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| plan: borrowers with a notice in their window | {} | {:.1} | {:.0} |",
+        r["borrowers"],
+        f("plan_seconds"),
+        f("borrowers") / f("plan_seconds")
+    );
+    println!(
+        "| plan: decisions | {} | {:.1} | {:.0} |",
+        r["decisions"],
+        f("plan_seconds"),
+        f("decisions") / f("plan_seconds")
+    );
+    println!(
+        "| dispatch: notices sent over SMPP, each attempt recorded | {} | {:.1} | {:.0} |",
+        r["sent"],
+        f("dispatch_seconds"),
+        f("sent") / f("dispatch_seconds")
+    );
+    println!(
+        "| receipts recorded (from the first send) | {} | {:.1} | {:.0} |",
+        r["receipts"],
+        f("receipts_seconds"),
+        f("receipts") / f("receipts_seconds")
+    );
+    println!();
+    println!(
+        "queued {}, cancelled at send time {}, failed {}; peak RSS of the engine process {:.0} MiB",
+        r["queued"],
+        r["cancelled"],
+        r["failed"],
+        f("peak_rss_bytes") / (1 << 20) as f64
+    );
+    println!("PostgreSQL: not measured — the engine's tables exist on SQLite only in this version.");
+    if !args.keep {
+        std::fs::remove_dir_all(&book).ok();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+    }
+    Ok(())
+}
+
+async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
+    let store = crate::run::open_engine_store(cfg).await?;
+    let sandbox = Sandbox::start("127.0.0.1:0").await?;
+    sandbox.set_script(Arc::new(|_: &str| DELIVERED_TLV));
+    let sms = SmppChannel::start(SmppConfig {
+        port: sandbox.addr().port(),
+        window: 64,
+        ..SmppConfig::default()
+    });
+    if !sms.wait_bound(std::time::Duration::from_secs(5)).await {
+        bail!("could not bind to the sandbox SMSC");
+    }
+    let mut ecfg = crate::run::engine_config(cfg, &cfg.keyring()?)?;
+    ecfg.plan_batch = 5_000;
+    ecfg.lease_batch = 2_000;
+    ecfg.concurrency = 256;
+    let engine = Arc::new(Engine::new(
+        store.clone() as Arc<dyn EngineStore>,
+        vec![Arc::new(sms)],
+        Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
+        ecfg,
+    ));
+    // 09:00 in Shanghai: inside every profile's hours for the borrowers of the book.
+    let now = args
+        .day
+        .and_time(NaiveTime::from_hms_opt(1, 0, 0).unwrap_or(NaiveTime::MIN))
+        .and_utc();
+    engine.spawn_intake(Arc::new(move || now));
+    let t = Instant::now();
+    let p = engine.plan(now).await?;
+    let plan_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let d = engine.dispatch(now).await?;
+    let dispatch_seconds = t.elapsed().as_secs_f64();
+    let parts = sandbox.accepted_count() as u64;
+    engine.wait_receipts(parts, std::time::Duration::from_secs(120)).await;
+    let receipts_seconds = t.elapsed().as_secs_f64();
+    let out = serde_json::json!({
+        "borrowers": p.borrowers,
+        "decisions": p.decisions,
+        "queued": p.queued,
+        "plan_seconds": plan_seconds,
+        "sent": d.sent,
+        "failed": d.failed,
+        "cancelled": d.cancelled,
+        "dispatch_seconds": dispatch_seconds,
+        "receipts": engine.counters.receipts.load(std::sync::atomic::Ordering::Relaxed),
+        "receipts_seconds": receipts_seconds,
+        "peak_rss_bytes": crate::import::peak_rss(),
+    });
+    println!("{out}");
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! `reachline run`: the notice engine against the configured gateways — the same code the demo
+//! runs, on the real clock. `--clock-file` runs it on a simulated clock instead (a test harness
+//! and drills use it): each pass moves the clock by `--tick-minutes`, and the file remembers
+//! where it stood, so a killed and restarted run resumes there.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Duration, Utc};
+use reachline_channels::smpp::SmppChannel;
+use reachline_engine::{Engine, EngineConfig};
+use reachline_policy::Templates;
+use reachline_store::engine::EngineStore;
+use reachline_store::sqlite::SqliteStore;
+use reachline_store::Keyring;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Run on a simulated clock kept in this file (created at --clock-start).
+    #[arg(long)]
+    pub clock_file: Option<PathBuf>,
+    /// Where a new simulated clock starts (RFC 3339).
+    #[arg(long, requires = "clock_file")]
+    pub clock_start: Option<DateTime<Utc>>,
+    /// How far the simulated clock moves per pass.
+    #[arg(long, default_value_t = 60, requires = "clock_file")]
+    pub tick_minutes: i64,
+    /// Stop once the simulated clock reaches this time.
+    #[arg(long, requires = "clock_file")]
+    pub until: Option<DateTime<Utc>>,
+    /// Run one pass and stop.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// The engine's settings from the configuration; the link key is derived from the keyring.
+pub fn engine_config(cfg: &Config, keys: &Keyring) -> anyhow::Result<EngineConfig> {
+    let e = &cfg.engine;
+    for c in &e.cadences {
+        c.validate().context("engine.cadences")?;
+    }
+    Ok(EngineConfig {
+        cadences: e.cadences.clone(),
+        ladder: e.ladder.clone(),
+        health: cfg.health.clone(),
+        lender_name: e.lender_name.clone(),
+        service_phone: e.service_phone.clone(),
+        link_base: e.link_base.clone(),
+        link_key: keys.blind_index("notice-link", "v1").to_vec(),
+        lease: Duration::seconds(e.lease_seconds as i64),
+        concurrency: e.concurrency,
+        max_tries: e.max_tries,
+        owner: format!("run-{}", std::process::id()),
+        ..EngineConfig::default()
+    })
+}
+
+/// Opens the engine's store: SQLite only in this version.
+pub async fn open_engine_store(cfg: &Config) -> anyhow::Result<Arc<SqliteStore>> {
+    let url = cfg.database.url.as_str();
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        bail!(
+            "the notice engine runs on SQLite in this version (database.url is {}); its PostgreSQL \
+             tables come with the scale-out work",
+            cfg.database.url.redacted()
+        );
+    };
+    Ok(Arc::new(SqliteStore::open(path, cfg.keyring()?).await.with_context(
+        || format!("opening database {}", cfg.database.url.redacted()),
+    )?))
+}
+
+fn read_clock(path: &Path) -> anyhow::Result<Option<DateTime<Utc>>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s.trim().parse().with_context(|| {
+            format!("clock file {} does not hold an RFC 3339 time", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_clock(path: &Path, t: DateTime<Utc>) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, t.to_rfc3339())?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
+    let store = open_engine_store(cfg).await?;
+    let keys = cfg.keyring()?;
+    let mut channels: Vec<Arc<dyn reachline_channels::Channel>> = Vec::new();
+    if let Some(smpp) = &cfg.smpp {
+        let sms = SmppChannel::start(smpp.clone());
+        if !sms
+            .wait_bound(std::time::Duration::from_millis(smpp.bind_wait_ms))
+            .await
+        {
+            tracing::warn!(provider = %smpp.name, "SMSC not bound yet; sends wait for it");
+        }
+        channels.push(Arc::new(sms));
+    }
+    if channels.is_empty() {
+        bail!("no channel is configured: add an [smpp] section (see `reachline config example`)");
+    }
+    let templates = Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?;
+    let intel = reachline_intel::from_config(&cfg.intel, crate::open_store(cfg).await?.into())?;
+    let engine = Arc::new(
+        Engine::new(
+            store.clone() as Arc<dyn EngineStore>,
+            channels,
+            templates,
+            engine_config(cfg, &keys)?,
+        )
+        .with_intel(Arc::new(intel)),
+    );
+    let simulated = match &args.clock_file {
+        Some(f) => Some(match read_clock(f)? {
+            Some(t) => t,
+            None => {
+                let t = args.clock_start.context("a new --clock-file needs --clock-start")?;
+                write_clock(f, t)?;
+                t
+            }
+        }),
+        None => None,
+    };
+    let now_cell = Arc::new(Mutex::new(simulated.unwrap_or_else(Utc::now)));
+    let clock = {
+        let c = now_cell.clone();
+        let sim = simulated.is_some();
+        Arc::new(move || {
+            if sim {
+                *c.lock().unwrap_or_else(|p| p.into_inner())
+            } else {
+                Utc::now()
+            }
+        })
+    };
+    engine.spawn_intake(clock.clone());
+    let recovered = engine.recover(clock()).await?;
+    tracing::info!(in_doubt = recovered, "engine started");
+    loop {
+        let now = clock();
+        let (p, d) = engine.step(now).await?;
+        tracing::info!(
+            %now,
+            borrowers = p.borrowers,
+            queued = p.queued,
+            sent = d.sent,
+            failed = d.failed,
+            cancelled = d.cancelled,
+            "pass"
+        );
+        if args.once {
+            break;
+        }
+        match (&args.clock_file, simulated) {
+            (Some(f), Some(_)) => {
+                // A moment for this pass's receipts, so they are stamped with its time.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let next = now + Duration::minutes(args.tick_minutes);
+                write_clock(f, next)?;
+                *now_cell.lock().unwrap_or_else(|p| p.into_inner()) = next;
+                if args.until.is_some_and(|u| next >= u) {
+                    break;
+                }
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_secs(cfg.engine.tick_seconds)).await,
+        }
+    }
+    Ok(())
+}
