@@ -6,11 +6,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use futures::StreamExt;
 use reachline_channels::{MessageRef, Outbound, Scope, SendError};
 use reachline_domain::{BorrowerId, DeliveryClass};
 use reachline_policy::{Action, NoticeKind, Permit};
-use reachline_store::engine::{EngineInstallment, EngineView, OutboxRow};
+use reachline_store::engine::{EngineInstallment, EngineView, OutboxRow, SentRecord};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -29,9 +28,7 @@ pub struct DispatchReport {
 }
 
 enum Done {
-    Sent,
     Failed,
-    Cancelled,
     Released,
 }
 
@@ -94,21 +91,72 @@ impl Engine {
                 .map(|v| (v.id, v))
                 .collect();
             let full = rows.len() == self.cfg.lease_batch;
-            let results: Vec<Result<Done, EngineError>> = futures::stream::iter(rows)
-                .map(|row| {
-                    let view = views.get(&row.borrower);
-                    async move { self.dispatch_one(row, view, now).await }
-                })
-                .buffer_unordered(self.cfg.concurrency.max(1))
-                .collect()
-                .await;
-            for r in results {
-                match r? {
-                    Done::Sent => report.sent += 1,
-                    Done::Failed => report.failed += 1,
-                    Done::Cancelled => report.cancelled += 1,
-                    Done::Released => report.released += 1,
+            // 1. Ask the policy again for each row; keep the ones it still sends.
+            let mut go: Vec<(OutboxRow, Permit)> = Vec::with_capacity(rows.len());
+            for row in rows {
+                match self.recheck(&row, views.get(&row.borrower), now).await? {
+                    Some(permit) => go.push((row, permit)),
+                    None => report.cancelled += 1,
                 }
+            }
+            // 2. Addresses decrypted now, texts rendered; one store call for the batch.
+            let targets = self
+                .store
+                .send_targets(go.iter().map(|(r, p)| (r.borrower, p.contact)).collect())
+                .await?;
+            let mut ready = Vec::with_capacity(go.len());
+            for ((row, permit), target) in go.into_iter().zip(targets) {
+                let view = &views[&row.borrower];
+                let Some(inst) = view.installments.iter().find(|i| i.id == row.installment) else {
+                    self.store
+                        .cancel(row.id, now, "the installment is outside the notice window")
+                        .await?;
+                    report.cancelled += 1;
+                    continue;
+                };
+                let target = target?;
+                let kind: NoticeKind = row
+                    .kind
+                    .parse()
+                    .map_err(|e| EngineError::Corrupt(format!("outbox row {} kind: {e}", row.id)))?;
+                let rendered = self.render(kind, &row, view, inst, target.borrower_name.as_str(), now)?;
+                ready.push((row, permit, target.address, rendered));
+            }
+            // 3–5, `concurrency` rows at a time (at most that many can be left in doubt by a
+            // crash): `sending` committed before any of them is handed over; handed over at
+            // once; the accepted ones recorded in one transaction, refusals one by one.
+            let mut ready = ready.into_iter().peekable();
+            while ready.peek().is_some() {
+                let chunk: Vec<_> = ready.by_ref().take(self.cfg.concurrency.max(1)).collect();
+                self.store
+                    .mark_sending_many(chunk.iter().map(|r| r.0.id).collect(), now)
+                    .await?;
+                let results: Vec<_> =
+                    futures::future::join_all(chunk.into_iter().map(|(row, permit, address, rendered)| async move {
+                        let res = self.send_permitted(&permit, &row, address, &rendered.text).await;
+                        (row, rendered, res)
+                    }))
+                    .await;
+                let mut sent = Vec::new();
+                for (row, rendered, res) in results {
+                    match res {
+                        Ok(accepted) => sent.push(SentRecord {
+                            id: row.id,
+                            at: now,
+                            provider: accepted.provider,
+                            provider_ids: accepted.provider_ids,
+                            template_id: rendered.template_id.clone(),
+                            template_version: rendered.version,
+                            text_sha256: Sha256::digest(rendered.text.as_bytes()).into(),
+                        }),
+                        Err(e) => match self.send_failed(&row, e, now).await? {
+                            Done::Released => report.released += 1,
+                            Done::Failed => report.failed += 1,
+                        },
+                    }
+                }
+                report.sent += sent.len() as u64;
+                self.store.record_sent_many(sent).await?;
             }
             if !full {
                 break;
@@ -117,15 +165,18 @@ impl Engine {
         Ok(report)
     }
 
-    async fn dispatch_one(
+    /// Asks the policy about a leased row now: its `Permit` if the decision is still to send
+    /// this notice on this contact and channel; otherwise the row is cancelled with the
+    /// decision's reason.
+    async fn recheck(
         &self,
-        row: OutboxRow,
+        row: &OutboxRow,
         view: Option<&EngineView>,
         now: DateTime<Utc>,
-    ) -> Result<Done, EngineError> {
+    ) -> Result<Option<Permit>, EngineError> {
         let Some(view) = view else {
             self.store.cancel(row.id, now, "the borrower is gone").await?;
-            return Ok(Done::Cancelled);
+            return Ok(None);
         };
         let owned = Owned::build(view, &self.cfg, now)?;
         let decisions = owned.decide(view, &self.cfg, now);
@@ -133,11 +184,11 @@ impl Engine {
             d.key
                 .is_some_and(|k| k.installment == row.installment && k.step == row.step && k.kind.as_str() == row.kind)
         });
-        let permit = match mine.map(|d| (&d.action, d)) {
+        let detail = match mine.map(|d| (&d.action, d)) {
             Some((Action::Send { permit, .. }, _))
                 if permit.contact == row.contact && permit.channel == row.channel =>
             {
-                permit.clone()
+                return Ok(Some(permit.clone()));
             }
             Some((action, d)) => {
                 let what = match action {
@@ -149,22 +200,12 @@ impl Engine {
                     Action::ContactCheck { .. } => "contact check".into(),
                 };
                 let gate = d.gate.map(|g| format!(", gate {}", g.as_str())).unwrap_or_default();
-                let detail = format!("the decision at send time is: {what} ({}{gate})", d.reason.as_str());
-                self.store.cancel(row.id, now, &detail).await?;
-                return Ok(Done::Cancelled);
+                format!("the decision at send time is: {what} ({}{gate})", d.reason.as_str())
             }
-            None => {
-                self.store
-                    .cancel(
-                        row.id,
-                        now,
-                        "the notice is no longer due (paid, or its step has passed)",
-                    )
-                    .await?;
-                return Ok(Done::Cancelled);
-            }
+            None => "the notice is no longer due (paid, or its step has passed)".into(),
         };
-        self.send_permitted(&permit, &row, view, now).await
+        self.store.cancel(row.id, now, &detail).await?;
+        Ok(None)
     }
 
     /// The only path to a channel: it takes a `Permit`, which only the gates build.
@@ -172,56 +213,23 @@ impl Engine {
         &self,
         permit: &Permit,
         row: &OutboxRow,
-        view: &EngineView,
-        now: DateTime<Utc>,
-    ) -> Result<Done, EngineError> {
+        to: reachline_domain::ContactAddress,
+        text: &str,
+    ) -> Result<reachline_channels::Accepted, SendError> {
         let Some(channel) = self.channels.get(&permit.channel) else {
-            self.store
-                .record_failed(
-                    row.id,
-                    now,
-                    DeliveryClass::OurFault,
-                    "no_channel",
-                    "no provider configured for the channel",
-                )
-                .await?;
-            return Ok(Done::Failed);
+            return Err(SendError::rejected(
+                "engine",
+                DeliveryClass::OurFault,
+                "no_channel",
+                "no provider configured for the channel",
+            ));
         };
-        let Some(inst) = view.installments.iter().find(|i| i.id == row.installment) else {
-            self.store
-                .cancel(row.id, now, "the installment is outside the notice window")
-                .await?;
-            return Ok(Done::Cancelled);
-        };
-        let target = self.store.send_target(view.id, permit.contact).await?;
-        let kind: NoticeKind = row
-            .kind
-            .parse()
-            .map_err(|e| EngineError::Corrupt(format!("outbox row {} kind: {e}", row.id)))?;
-        let rendered = self.render(kind, row, view, inst, target.borrower_name.as_str(), now)?;
-        let hash: [u8; 32] = Sha256::digest(rendered.text.as_bytes()).into();
-        self.store.mark_sending(row.id, now).await?;
         let msg = Outbound {
             reference: MessageRef(row.id.to_string()),
-            to: target.address,
-            text: rendered.text,
+            to,
+            text: text.to_string(),
         };
-        match channel.send(&msg).await {
-            Ok(accepted) => {
-                self.store
-                    .record_sent(
-                        row.id,
-                        now,
-                        &accepted.provider,
-                        &accepted.provider_ids,
-                        (&rendered.template_id, rendered.version),
-                        &hash,
-                    )
-                    .await?;
-                Ok(Done::Sent)
-            }
-            Err(e) => self.send_failed(row, e, now).await,
-        }
+        channel.send(&msg).await
     }
 
     async fn send_failed(&self, row: &OutboxRow, e: SendError, now: DateTime<Utc>) -> Result<Done, EngineError> {

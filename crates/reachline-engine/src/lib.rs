@@ -285,30 +285,47 @@ impl Engine {
         }
     }
 
-    /// Records one receipt from a channel.
-    pub async fn intake(&self, r: reachline_channels::Receipt, now: DateTime<Utc>) -> Result<(), EngineError> {
-        let receipt = ReceiptIn {
-            at: now,
-            provider: r.provider,
-            provider_id: r.provider_id,
-            outbox_id: r.reference.as_ref().and_then(|m| m.0.parse().ok()),
-            class: r.class,
-            code: r.code,
-            is_final: r.is_final,
-            raw: r.raw,
-        };
-        let class = receipt.class;
-        let matched = self
-            .store
-            .record_receipt(receipt, &|ch| plan::delivery_evidence(ch, class))
-            .await?;
-        self.counters.receipts.fetch_add(1, Ordering::Relaxed);
+    /// Records receipts from a channel, in one transaction (grouped by class, which the
+    /// evidence names).
+    pub async fn intake_many(
+        &self,
+        rs: Vec<reachline_channels::Receipt>,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let n = rs.len() as u64;
+        let mut by_class: HashMap<reachline_domain::DeliveryClass, Vec<ReceiptIn>> = HashMap::new();
+        for r in rs {
+            by_class.entry(r.class).or_default().push(ReceiptIn {
+                at: now,
+                provider: r.provider,
+                provider_id: r.provider_id,
+                outbox_id: r.reference.as_ref().and_then(|m| m.0.parse().ok()),
+                class: r.class,
+                code: r.code,
+                is_final: r.is_final,
+                raw: r.raw,
+            });
+        }
+        let mut unmatched = 0;
+        for (class, receipts) in by_class {
+            let matched = self
+                .store
+                .record_receipts(receipts, &|ch| plan::delivery_evidence(ch, class))
+                .await?;
+            unmatched += matched.iter().filter(|m| m.is_none()).count() as u64;
+        }
+        self.counters.receipts.fetch_add(n, Ordering::Relaxed);
         self.counters.recorded.notify_waiters();
-        if matched.is_none() {
-            self.counters.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("a receipt matched no send; kept and flagged");
+        if unmatched > 0 {
+            self.counters.receipts_unmatched.fetch_add(unmatched, Ordering::Relaxed);
+            tracing::warn!(unmatched, "receipts matched no send; kept and flagged");
         }
         Ok(())
+    }
+
+    /// Records one receipt from a channel.
+    pub async fn intake(&self, r: reachline_channels::Receipt, now: DateTime<Utc>) -> Result<(), EngineError> {
+        self.intake_many(vec![r], now).await
     }
 
     /// The borrower opened the link of a notice (the page that serves the link calls this with
@@ -356,13 +373,15 @@ impl Engine {
         use futures::StreamExt;
         let mut tasks = Vec::new();
         for ch in self.channels.values() {
-            let Some(mut stream) = ch.take_receipts() else { continue };
+            let Some(stream) = ch.take_receipts() else { continue };
             let engine = self.clone();
             let clock = clock.clone();
             tasks.push(tokio::spawn(async move {
-                while let Some(r) = stream.next().await {
-                    if let Err(e) = engine.intake(r, clock()).await {
-                        tracing::error!(error = %e, "recording a receipt failed");
+                // Whatever has arrived is recorded together, in one transaction.
+                let mut chunks = stream.ready_chunks(1024);
+                while let Some(batch) = chunks.next().await {
+                    if let Err(e) = engine.intake_many(batch, clock()).await {
+                        tracing::error!(error = %e, "recording receipts failed");
                     }
                 }
             }));

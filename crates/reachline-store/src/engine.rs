@@ -210,6 +210,18 @@ pub struct ReceiptIn {
     pub raw: Vec<u8>,
 }
 
+/// One accepted send to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub provider: String,
+    pub provider_ids: Vec<String>,
+    pub template_id: String,
+    pub template_version: u32,
+    pub text_sha256: [u8; 32],
+}
+
 /// Which send a receipt answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptMatch {
@@ -281,6 +293,12 @@ pub trait EngineStore: Send + Sync {
         text_sha256: &[u8; 32],
     ) -> Result<()>;
 
+    /// `mark_sending` for many rows, in one transaction.
+    async fn mark_sending_many(&self, ids: Vec<i64>, at: DateTime<Utc>) -> Result<()>;
+
+    /// `record_sent` for many rows, in one transaction.
+    async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()>;
+
     /// The send failed for good (or ran out of tries): the ladder reads the class.
     async fn record_failed(
         &self,
@@ -308,6 +326,13 @@ pub trait EngineStore: Send + Sync {
         evidence_kind: &(dyn Fn(Channel) -> String + Sync),
     ) -> Result<Option<ReceiptMatch>>;
 
+    /// `record_receipt` for many receipts, in one transaction.
+    async fn record_receipts(
+        &self,
+        receipts: Vec<ReceiptIn>,
+        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
+    ) -> Result<Vec<Option<ReceiptMatch>>>;
+
     /// Adds evidence about a borrower's contact point and wakes the borrower at `at`.
     async fn add_evidence(
         &self,
@@ -320,6 +345,9 @@ pub trait EngineStore: Send + Sync {
 
     /// The address and the borrower's name for one send, decrypted now.
     async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget>;
+
+    /// `send_target` for many (borrower, contact) pairs, in order.
+    async fn send_targets(&self, pairs: Vec<(BorrowerId, ContactId)>) -> Result<Vec<Result<SendTarget>>>;
 
     /// Records a payment against an installment and wakes the borrower.
     async fn record_payment(

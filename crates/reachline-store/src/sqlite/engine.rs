@@ -12,7 +12,7 @@ use super::{sealer_for, SqliteStore};
 use crate::codec::{self, ts_from_micros, ts_micros};
 use crate::engine::{
     CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, OutboxRow, PlanWrite, ReceiptIn,
-    ReceiptMatch, SendOutcome, SendState, SendTarget, StoredEvidence,
+    ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, StoredEvidence,
 };
 use crate::{Result, StoreError};
 
@@ -346,50 +346,47 @@ impl EngineStore for SqliteStore {
         template: (&str, u32),
         text_sha256: &[u8; 32],
     ) -> Result<()> {
-        let provider = provider.to_string();
-        let ids = provider_ids.to_vec();
-        let (tid, tver) = (template.0.to_string(), template.1);
-        let hash = text_sha256.to_vec();
+        self.record_sent_many(vec![SentRecord {
+            id,
+            at,
+            provider: provider.to_string(),
+            provider_ids: provider_ids.to_vec(),
+            template_id: template.0.to_string(),
+            template_version: template.1,
+            text_sha256: *text_sha256,
+        }])
+        .await
+    }
+
+    async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()> {
         self.with(move |c, _| {
             let tx = c.transaction()?;
-            let at = ts_micros(at);
-            set_state(&tx, id, &[SendState::Sending], SendState::Sent, at, None)?;
-            tx.prepare_cached(
-                "UPDATE outbox SET sent_at = ?2, provider = ?3, template_id = ?4, template_version = ?5, \
-                 text_sha256 = ?6 WHERE id = ?1",
-            )?
-            .execute(params![id, at, provider, tid, tver, hash])?;
-            {
-                let mut ins = tx.prepare_cached(
-                    "INSERT INTO outbox_provider_ids (provider, provider_id, outbox_id, part) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (provider, provider_id) DO UPDATE SET outbox_id = excluded.outbox_id, part = excluded.part",
-                )?;
-                for (part, pid) in ids.iter().enumerate() {
-                    ins.execute(params![provider, pid, id, part as i64])?;
-                }
-            }
-            // A receipt that beat this record (it came before we wrote the ids) was kept
-            // unmatched; match it now.
-            let early: Vec<(i64, String)> = {
-                let mut q = tx.prepare_cached(
-                    "SELECT r.id, r.class FROM receipts r WHERE r.outbox_id IS NULL AND r.provider = ?1 \
-                     AND r.provider_id IN (SELECT provider_id FROM outbox_provider_ids WHERE outbox_id = ?2)",
-                )?;
-                let rows = q
-                    .query_map(params![provider, id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                rows
-            };
-            for (rid, class) in early {
-                tx.prepare_cached("UPDATE receipts SET outbox_id = ?2, flag = 'matched late' WHERE id = ?1")?
-                    .execute(params![rid, id])?;
-                let class: DeliveryClass = class.parse().map_err(codec::corrupt)?;
-                raise_outcome(&tx, id, outcome_of(class), at)?;
+            for s in &sent {
+                sent_tx(&tx, s)?;
             }
             tx.commit()?;
             Ok(())
         })
         .await
+    }
+
+    async fn mark_sending_many(&self, ids: Vec<i64>, at: DateTime<Utc>) -> Result<()> {
+        self.with(move |c, _| {
+            let tx = c.transaction()?;
+            for id in ids {
+                tx.prepare_cached("UPDATE outbox SET tries = tries + 1 WHERE id = ?1")?
+                    .execute([id])?;
+                set_state(&tx, id, &[SendState::Leased], SendState::Sending, ts_micros(at), None)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn send_targets(&self, pairs: Vec<(BorrowerId, ContactId)>) -> Result<Vec<Result<SendTarget>>> {
+        self.with(move |c, keys| Ok(pairs.into_iter().map(|(b, ct)| send_target(c, keys, b, ct)).collect()))
+            .await
     }
 
     async fn record_failed(
@@ -483,6 +480,15 @@ impl EngineStore for SqliteStore {
         receipt: ReceiptIn,
         evidence_kind: &(dyn Fn(Channel) -> String + Sync),
     ) -> Result<Option<ReceiptMatch>> {
+        let mut out = self.record_receipts(vec![receipt], evidence_kind).await?;
+        Ok(out.pop().flatten())
+    }
+
+    async fn record_receipts(
+        &self,
+        receipts: Vec<ReceiptIn>,
+        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
+    ) -> Result<Vec<Option<ReceiptMatch>>> {
         // Resolve the evidence text for every channel up front: the closure stays on this thread.
         let kinds: HashMap<Channel, String> =
             [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push, Channel::Im]
@@ -491,81 +497,12 @@ impl EngineStore for SqliteStore {
                 .collect();
         self.with(move |c, _| {
             let tx = c.transaction()?;
-            let at = ts_micros(receipt.at);
-            let matched: Option<i64> = match receipt.outbox_id {
-                Some(id) => Some(id),
-                None => tx
-                    .prepare_cached(
-                        "SELECT outbox_id FROM outbox_provider_ids WHERE provider = ?1 AND provider_id = ?2",
-                    )?
-                    .query_row(params![receipt.provider, receipt.provider_id], |r| r.get(0))
-                    .optional()?,
-            };
-            let row: Option<(i64, i64, String)> = match matched {
-                Some(id) => tx
-                    .prepare_cached("SELECT borrower_id, contact_id, channel FROM outbox WHERE id = ?1")?
-                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .optional()?,
-                None => None,
-            };
-            let flag = match (matched, &row) {
-                (None, _) => Some("unmatched"),
-                (Some(_), None) => Some("names an unknown send"),
-                _ => None,
-            };
-            tx.prepare_cached(
-                "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                at,
-                receipt.provider,
-                receipt.provider_id,
-                row.as_ref().and(matched),
-                receipt.class.as_str(),
-                receipt.code,
-                receipt.is_final,
-                receipt.raw,
-                flag
-            ])?;
-            let Some((borrower, contact, channel)) = row else {
-                tx.commit()?;
-                return Ok(None);
-            };
-            let id = matched.unwrap_or_default();
-            let channel: Channel = channel.parse().map_err(codec::corrupt)?;
-            let changed = raise_outcome(&tx, id, outcome_of(receipt.class), at)?;
-            // One piece of evidence per change of an attempt's outcome: the parts of one
-            // message, or a repeated receipt, are not separate observations.
-            if !changed {
-                tx.commit()?;
-                return Ok(Some(ReceiptMatch {
-                    outbox_id: id,
-                    borrower: BorrowerId(borrower),
-                    contact: ContactId(contact),
-                    channel,
-                    changed,
-                }));
+            let mut out = Vec::with_capacity(receipts.len());
+            for r in receipts {
+                out.push(receipt_tx(&tx, r, &kinds)?);
             }
-            tx.prepare_cached(
-                "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                borrower,
-                contact,
-                at,
-                serde_json::json!({"source": "provider", "name": receipt.provider}).to_string(),
-                kinds.get(&channel).cloned().unwrap_or_default()
-            ])?;
-            wake(&tx, borrower, at)?;
             tx.commit()?;
-            Ok(Some(ReceiptMatch {
-                outbox_id: id,
-                borrower: BorrowerId(borrower),
-                contact: ContactId(contact),
-                channel,
-                changed,
-            }))
+            Ok(out)
         })
         .await
     }
@@ -594,25 +531,7 @@ impl EngineStore for SqliteStore {
     }
 
     async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget> {
-        self.with(move |c, keys| {
-            let contacts = super::query_contacts(c, keys, "WHERE id = ?1", &contact.0)?;
-            let rec = contacts.into_iter().next().ok_or_else(|| StoreError::NotFound {
-                what: "contact point",
-                id: contact.to_string(),
-            })?;
-            if rec.borrower_id != borrower {
-                return Err(StoreError::Conflict(format!(
-                    "contact point {contact} is not borrower {borrower}'s"
-                )));
-            }
-            let sealer = sealer_for(c, keys, borrower)?;
-            let b = super::load_borrower_row(c, borrower)?.open(&sealer)?;
-            Ok(SendTarget {
-                address: rec.point.address,
-                borrower_name: b.name,
-            })
-        })
-        .await
+        self.with(move |c, keys| send_target(c, keys, borrower, contact)).await
     }
 
     async fn record_payment(
@@ -716,6 +635,144 @@ impl EngineStore for SqliteStore {
         self.with(move |c, _| query_outbox(c, "WHERE borrower_id = ?1 ORDER BY id", [borrower.0]))
             .await
     }
+}
+
+/// Keeps, matches and applies one receipt inside a transaction.
+fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, String>) -> Result<Option<ReceiptMatch>> {
+    let at = ts_micros(receipt.at);
+    let matched: Option<i64> = match receipt.outbox_id {
+        Some(id) => Some(id),
+        None => tx
+            .prepare_cached("SELECT outbox_id FROM outbox_provider_ids WHERE provider = ?1 AND provider_id = ?2")?
+            .query_row(params![receipt.provider, receipt.provider_id], |r| r.get(0))
+            .optional()?,
+    };
+    let row: Option<(i64, i64, String)> = match matched {
+        Some(id) => tx
+            .prepare_cached("SELECT borrower_id, contact_id, channel FROM outbox WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+        None => None,
+    };
+    let flag = match (matched, &row) {
+        (None, _) => Some("unmatched"),
+        (Some(_), None) => Some("names an unknown send"),
+        _ => None,
+    };
+    tx.prepare_cached(
+        "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        at,
+        receipt.provider,
+        receipt.provider_id,
+        row.as_ref().and(matched),
+        receipt.class.as_str(),
+        receipt.code,
+        receipt.is_final,
+        receipt.raw,
+        flag
+    ])?;
+    let Some((borrower, contact, channel)) = row else {
+        return Ok(None);
+    };
+    let id = matched.unwrap_or_default();
+    let channel: Channel = channel.parse().map_err(codec::corrupt)?;
+    let changed = raise_outcome(&tx, id, outcome_of(receipt.class), at)?;
+    // One piece of evidence per change of an attempt's outcome: the parts of one
+    // message, or a repeated receipt, are not separate observations.
+    if !changed {
+        return Ok(Some(ReceiptMatch {
+            outbox_id: id,
+            borrower: BorrowerId(borrower),
+            contact: ContactId(contact),
+            channel,
+            changed,
+        }));
+    }
+    tx.prepare_cached("INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![
+            borrower,
+            contact,
+            at,
+            serde_json::json!({"source": "provider", "name": receipt.provider}).to_string(),
+            kinds.get(&channel).cloned().unwrap_or_default()
+        ])?;
+    wake(&tx, borrower, at)?;
+    Ok(Some(ReceiptMatch {
+        outbox_id: id,
+        borrower: BorrowerId(borrower),
+        contact: ContactId(contact),
+        channel,
+        changed,
+    }))
+}
+
+/// Records one accepted send inside a transaction.
+fn sent_tx(tx: &Connection, s: &SentRecord) -> Result<()> {
+    let id = s.id;
+    let at = ts_micros(s.at);
+    set_state(tx, id, &[SendState::Sending], SendState::Sent, at, None)?;
+    tx.prepare_cached(
+        "UPDATE outbox SET sent_at = ?2, provider = ?3, template_id = ?4, template_version = ?5, \
+         text_sha256 = ?6 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        at,
+        s.provider,
+        s.template_id,
+        s.template_version,
+        s.text_sha256.to_vec()
+    ])?;
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO outbox_provider_ids (provider, provider_id, outbox_id, part) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (provider, provider_id) DO UPDATE SET outbox_id = excluded.outbox_id, part = excluded.part",
+        )?;
+        for (part, pid) in s.provider_ids.iter().enumerate() {
+            ins.execute(params![s.provider, pid, id, part as i64])?;
+        }
+    }
+    // A receipt that beat this record (it came before we wrote the ids) was kept unmatched;
+    // match it now.
+    let early: Vec<(i64, String)> = {
+        let mut q = tx.prepare_cached(
+            "SELECT r.id, r.class FROM receipts r WHERE r.outbox_id IS NULL AND r.provider = ?1 \
+             AND r.provider_id IN (SELECT provider_id FROM outbox_provider_ids WHERE outbox_id = ?2)",
+        )?;
+        let rows = q
+            .query_map(params![s.provider, id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows
+    };
+    for (rid, class) in early {
+        tx.prepare_cached("UPDATE receipts SET outbox_id = ?2, flag = 'matched late' WHERE id = ?1")?
+            .execute(params![rid, id])?;
+        let class: DeliveryClass = class.parse().map_err(codec::corrupt)?;
+        raise_outcome(tx, id, outcome_of(class), at)?;
+    }
+    Ok(())
+}
+
+fn send_target(c: &Connection, keys: &crate::Keyring, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget> {
+    let contacts = super::query_contacts(c, keys, "WHERE id = ?1", &contact.0)?;
+    let rec = contacts.into_iter().next().ok_or_else(|| StoreError::NotFound {
+        what: "contact point",
+        id: contact.to_string(),
+    })?;
+    if rec.borrower_id != borrower {
+        return Err(StoreError::Conflict(format!(
+            "contact point {contact} is not borrower {borrower}'s"
+        )));
+    }
+    let sealer = sealer_for(c, keys, borrower)?;
+    let b = super::load_borrower_row(c, borrower)?.open(&sealer)?;
+    Ok(SendTarget {
+        address: rec.point.address,
+        borrower_name: b.name,
+    })
 }
 
 /// Raises an attempt's outcome if `new` ranks above what is known; true if it did.
