@@ -133,12 +133,43 @@ impl Engine {
                     .await?;
                 let results: Vec<_> =
                     futures::future::join_all(chunk.into_iter().map(|(row, permit, address, rendered)| async move {
-                        let res = self.send_permitted(&permit, &row, address, &rendered.text).await;
-                        (row, rendered, res)
+                        let res = self
+                            .send_permitted(&permit, &row, address.clone(), &rendered.text)
+                            .await;
+                        (row, rendered, address, res)
                     }))
                     .await;
+                // What the providers took goes into the ledger first: a crash after this leaves
+                // the rows in doubt, but the ledger says, truly, that they were sent.
+                if let Some(l) = &self.ledger {
+                    let mut leaves = Vec::new();
+                    for (row, rendered, address, res) in &results {
+                        if let Ok(accepted) = res {
+                            let key = l
+                                .store
+                                .commitment_key(row.borrower)
+                                .await
+                                .map_err(|e| EngineError::Ledger(e.to_string()))?;
+                            leaves.push(crate::ledger::sent_leaf(
+                                row,
+                                &key,
+                                address,
+                                &accepted.provider_ids,
+                                (&rendered.template_id, rendered.version),
+                                &rendered.text,
+                                now,
+                            )?);
+                        }
+                    }
+                    if !leaves.is_empty() {
+                        l.sequencer
+                            .append_all(&leaves)
+                            .await
+                            .map_err(|e| EngineError::Ledger(e.to_string()))?;
+                    }
+                }
                 let mut sent = Vec::new();
-                for (row, rendered, res) in results {
+                for (row, rendered, _, res) in results {
                     match res {
                         Ok(accepted) => sent.push(SentRecord {
                             id: row.id,

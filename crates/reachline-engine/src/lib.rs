@@ -17,6 +17,7 @@
 //! planner's idempotency keys mean a re-run of a planning pass queues nothing twice.
 
 pub mod dispatch;
+pub mod ledger;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -38,6 +39,17 @@ pub enum EngineError {
     Corrupt(String),
     #[error("template: {0}")]
     Template(String),
+    #[error("ledger: {0}")]
+    Ledger(String),
+}
+
+/// Where the engine writes its ledger leaves: the sequencer (an append returns once its batch
+/// is committed under a signed checkpoint) and the store that keeps each borrower's commitment
+/// key.
+#[derive(Clone)]
+pub struct LedgerSink {
+    pub sequencer: Arc<reachline_store::ledger::Sequencer>,
+    pub store: Arc<dyn reachline_store::ledger::LedgerStore>,
 }
 
 /// What the engine needs besides its store and channels.
@@ -131,6 +143,7 @@ pub struct Counters {
 /// The engine over one store and a set of channels.
 pub struct Engine {
     pub(crate) store: Arc<dyn EngineStore>,
+    pub(crate) ledger: Option<LedgerSink>,
     pub(crate) intel: Option<Arc<dyn reachline_intel::NumberIntel>>,
     /// When each (contact, need) was last asked, so a source that cannot answer is not asked
     /// again on every pass.
@@ -154,6 +167,7 @@ impl Engine {
         cfg.ladder.channels.retain(|c| channels.contains_key(c));
         Engine {
             store,
+            ledger: None,
             intel: None,
             asked: Default::default(),
             channels,
@@ -161,6 +175,12 @@ impl Engine {
             cfg,
             counters: Arc::new(Counters::default()),
         }
+    }
+
+    /// Every send and every receipt becomes a ledger leaf.
+    pub fn with_ledger(mut self, sink: LedgerSink) -> Self {
+        self.ledger = Some(sink);
+        self
     }
 
     /// Carrier and recycled-number lookups that health asks for go to `intel`.
@@ -307,12 +327,29 @@ impl Engine {
             });
         }
         let mut unmatched = 0;
+        let mut leaves = Vec::new();
         for (class, receipts) in by_class {
+            let ids: Vec<String> = receipts.iter().map(|r| r.provider_id.clone()).collect();
             let matched = self
                 .store
                 .record_receipts(receipts, &|ch| plan::delivery_evidence(ch, class))
                 .await?;
             unmatched += matched.iter().filter(|m| m.is_none()).count() as u64;
+            if self.ledger.is_some() {
+                for (m, id) in matched.into_iter().zip(ids) {
+                    if let Some(m) = m.filter(|m| m.changed) {
+                        leaves.push(ledger::receipt_leaf(&m, class, &id, now)?);
+                    }
+                }
+            }
+        }
+        if let Some(l) = &self.ledger {
+            if !leaves.is_empty() {
+                l.sequencer
+                    .append_all(&leaves)
+                    .await
+                    .map_err(|e| EngineError::Ledger(e.to_string()))?;
+            }
         }
         self.counters.receipts.fetch_add(n, Ordering::Relaxed);
         self.counters.recorded.notify_waiters();
@@ -380,8 +417,15 @@ impl Engine {
                 // Whatever has arrived is recorded together, in one transaction.
                 let mut chunks = stream.ready_chunks(1024);
                 while let Some(batch) = chunks.next().await {
-                    if let Err(e) = engine.intake_many(batch, clock()).await {
-                        tracing::error!(error = %e, "recording receipts failed");
+                    // A receipt is not dropped because the database was busy: try again.
+                    let mut tries = 0;
+                    while let Err(e) = engine.intake_many(batch.clone(), clock()).await {
+                        tries += 1;
+                        tracing::error!(error = %e, tries, "recording receipts failed");
+                        if tries >= 5 {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
                     }
                 }
             }));

@@ -92,7 +92,8 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64, days: u32) -> anyhow::Re
             Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
             crate::run::engine_config(&cfg, &cfg.keyring()?)?,
         )
-        .with_intel(Arc::new(WorldIntel(world.clone()))),
+        .with_intel(Arc::new(WorldIntel(world.clone())))
+        .with_ledger(crate::run::ledger_sink(&cfg).await?),
     );
     let t0 = start.and_time(NaiveTime::MIN).and_utc();
     let clock = Arc::new(Mutex::new(t0));
@@ -159,7 +160,25 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64, days: u32) -> anyhow::Re
         }
     }
 
-    println!("\n== 5. A damaged export is refused whole ==");
+    println!("\n== 5. Proof that a notice was given, checked offline ==");
+    if let Some(notice) = proof_notice(&sqlite, &world).await? {
+        let ledger = crate::run::ledger_sink(&cfg).await?;
+        let file = reachline_store::ledger::bundle(ledger.store.as_ref(), notice).await?;
+        let path = dir.join(format!("notice-{notice}.proof"));
+        std::fs::write(&path, file.to_text())?;
+        let key = cfg.ledger_signer()?.verifier().to_string();
+        println!(
+            "  every send and receipt is a leaf of the notice ledger; notice {notice}'s evidence bundle is {}:",
+            path.display()
+        );
+        crate::ledger::verify(&path, &key)?;
+        println!(
+            "  (anyone can run: reachline ledger verify {} --key '{key}')",
+            path.display()
+        );
+    }
+
+    println!("\n== 6. A damaged export is refused whole ==");
     let bad = dir.join("book-bad");
     std::fs::create_dir_all(&bad)?;
     for f in ["borrowers", "loans", "installments", "consents"] {
@@ -281,6 +300,20 @@ async fn payments(
         }
     }
     Ok(())
+}
+
+/// A delivered notice of a moved borrower (the dispute the ledger is for), else any sent one.
+async fn proof_notice(store: &SqliteStore, world: &World) -> anyhow::Result<Option<i64>> {
+    for m in world.moves() {
+        let ext = reachline_domain::ExternalId::parse(&m.borrower)?;
+        if let Some(b) = store.borrower_by_external_id(&ext).await? {
+            let sends = store.sends_of(b.id).await?;
+            if let Some(r) = sends.iter().find(|r| r.outcome == SendOutcome::Delivered) {
+                return Ok(Some(r.id));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// How each moved borrower's old number stands in Reachline's eyes the day before the

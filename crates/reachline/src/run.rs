@@ -58,6 +58,21 @@ pub fn engine_config(cfg: &Config, keys: &Keyring) -> anyhow::Result<EngineConfi
     })
 }
 
+/// Opens the ledger and starts its sequencer, for the engine to write its leaves through.
+pub async fn ledger_sink(cfg: &Config) -> anyhow::Result<reachline_engine::LedgerSink> {
+    let store: Arc<dyn reachline_store::ledger::LedgerStore> =
+        reachline_store::open_ledger(cfg.database.url.as_str(), cfg.keyring()?)
+            .await
+            .with_context(|| format!("opening the ledger in {}", cfg.database.url.redacted()))?
+            .into();
+    let sequencer =
+        reachline_store::ledger::Sequencer::start(store.clone(), cfg.ledger_signer()?, cfg.sequencer_config()).await?;
+    Ok(reachline_engine::LedgerSink {
+        sequencer: Arc::new(sequencer),
+        store,
+    })
+}
+
 /// Opens the engine's store: SQLite only in this version.
 pub async fn open_engine_store(cfg: &Config) -> anyhow::Result<Arc<SqliteStore>> {
     let url = cfg.database.url.as_str();
@@ -116,7 +131,8 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
             templates,
             engine_config(cfg, &keys)?,
         )
-        .with_intel(Arc::new(intel)),
+        .with_intel(Arc::new(intel))
+        .with_ledger(ledger_sink(cfg).await?),
     );
     let simulated = match &args.clock_file {
         Some(f) => Some(match read_clock(f)? {

@@ -15,9 +15,11 @@ use reachline_domain::{
     ContactSource, Currency, ExternalId, Installment, Jurisdiction, Loan, Locale, Money, PersonName, PhoneParser,
     Purpose, Relation,
 };
-use reachline_engine::{Engine, EngineConfig};
+use reachline_engine::{Engine, EngineConfig, LedgerSink};
+use reachline_ledger::note::SignerKey;
 use reachline_policy::{NoticeKind, Templates};
 use reachline_store::engine::{EngineStore, SendState};
+use reachline_store::ledger::{LedgerStore, Sequencer, SequencerConfig};
 use reachline_store::sqlite::SqliteStore;
 use reachline_store::{Keyring, Store};
 
@@ -77,8 +79,11 @@ fn script(dest: &str) -> u8 {
     }
 }
 
+const ORIGIN: &str = "reachline.test/ledger";
+
 struct Run {
     store: Arc<SqliteStore>,
+    ledger: Arc<dyn LedgerStore>,
     sandbox: Sandbox,
     ids: HashMap<&'static str, reachline_domain::BorrowerId>,
     _dir: tempfile::TempDir,
@@ -211,12 +216,29 @@ async fn book(store: &SqliteStore, at: DateTime<Utc>) -> HashMap<&'static str, r
 
 /// Runs the engine hour by hour from `from` for `days`.
 async fn run(days: i64) -> Run {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteStore::open(dir.path().join("e.db"), Keyring::random("t"))
-            .await
-            .unwrap(),
-    );
+    let keys = Keyring::random("t");
+    let db = dir.path().join("e.db");
+    let store = Arc::new(SqliteStore::open(&db, keys.clone()).await.unwrap());
+    let ledger_store: Arc<dyn LedgerStore> = reachline_store::open_ledger(&format!("sqlite://{}", db.display()), keys)
+        .await
+        .unwrap()
+        .into();
+    let sequencer = Sequencer::start(
+        ledger_store.clone(),
+        SignerKey::from_seed(ORIGIN, &[9; 32]).unwrap(),
+        SequencerConfig {
+            origin: ORIGIN.into(),
+            batch_max_entries: 256,
+            batch_max_ms: 5,
+        },
+    )
+    .await
+    .unwrap();
     let start = Utc.with_ymd_and_hms(DUE.0, DUE.1, DUE.2, 0, 0, 0).unwrap() - Duration::days(8);
     let ids = book(&store, start).await;
     let sandbox = Sandbox::start("127.0.0.1:0").await.unwrap();
@@ -227,12 +249,18 @@ async fn run(days: i64) -> Run {
     });
     assert!(sms.wait_bound(StdDuration::from_secs(5)).await);
     let templates = Templates::load(Templates::builtin_sources()).unwrap();
-    let engine = Arc::new(Engine::new(
-        store.clone() as Arc<dyn EngineStore>,
-        vec![Arc::new(sms)],
-        templates,
-        EngineConfig::default(),
-    ));
+    let engine = Arc::new(
+        Engine::new(
+            store.clone() as Arc<dyn EngineStore>,
+            vec![Arc::new(sms)],
+            templates,
+            EngineConfig::default(),
+        )
+        .with_ledger(LedgerSink {
+            sequencer: Arc::new(sequencer),
+            store: ledger_store.clone(),
+        }),
+    );
     let clock = Arc::new(Mutex::new(start));
     let c = clock.clone();
     engine.spawn_intake(Arc::new(move || *c.lock().unwrap()));
@@ -253,6 +281,7 @@ async fn run(days: i64) -> Run {
     }
     Run {
         store,
+        ledger: ledger_store,
         sandbox,
         ids,
         _dir: dir,
@@ -386,6 +415,30 @@ async fn the_kept_aside_book_across_a_due_date() {
     assert!(accepted
         .iter()
         .any(|m| m.0.ends_with("2025550170") && m.1.contains("due")));
+    // Every send is a ledger leaf, with its delivery receipt; a notice's bundle verifies offline
+    // and holds no personal data.
+    let b1_sent: Vec<i64> = engine_store
+        .sends_of(r.ids["B1"])
+        .await
+        .unwrap()
+        .iter()
+        .filter(|s| s.state == SendState::Sent)
+        .map(|s| s.id)
+        .collect();
+    assert!(!b1_sent.is_empty());
+    let verifier = SignerKey::from_seed(ORIGIN, &[9; 32]).unwrap().verifier();
+    for id in &b1_sent {
+        let file = reachline_store::ledger::bundle(r.ledger.as_ref(), *id).await.unwrap();
+        let text = file.to_text();
+        let v = reachline_ledger::proof_file::verify(&text, &verifier).unwrap();
+        let kinds: Vec<String> = v.leaves.iter().map(|(_, l)| format!("{:?}", l.kind)).collect();
+        assert!(kinds.iter().any(|k| k == "NoticeSent"), "{kinds:?}");
+        assert!(kinds.iter().any(|k| k.contains("delivered")), "{kinds:?}");
+        assert!(
+            !text.contains("13812340010") && !text.contains("王芳"),
+            "no personal data in a bundle"
+        );
+    }
     // Every borrower's notices are explained: each has decisions recorded.
     for id in r.ids.values() {
         assert!(!engine_store.decisions_of(*id).await.unwrap().is_empty());

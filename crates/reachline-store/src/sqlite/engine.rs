@@ -1,5 +1,8 @@
 //! The engine's tables on SQLite. One connection, so one writer: leasing needs no row locks
-//! (the PostgreSQL back end leases with `FOR UPDATE SKIP LOCKED`).
+//! (the PostgreSQL back end leases with `FOR UPDATE SKIP LOCKED`). Write transactions begin
+//! `IMMEDIATE`: the ledger's sequencer writes the same file through its own connection, and a
+//! deferred transaction that read before that commit could not upgrade to a write (SQLite
+//! answers "database is locked" at once, without waiting).
 
 use std::collections::{HashMap, HashSet};
 
@@ -215,7 +218,7 @@ impl EngineStore for SqliteStore {
     async fn write_plan(&self, plan: PlanWrite) -> Result<usize> {
         self.with(move |c, _| {
             let at = ts_micros(plan.at.unwrap_or_else(Utc::now));
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut queued = 0;
             {
                 let mut ins = tx.prepare_cached(
@@ -360,7 +363,7 @@ impl EngineStore for SqliteStore {
 
     async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()> {
         self.with(move |c, _| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for s in &sent {
                 sent_tx(&tx, s)?;
             }
@@ -372,7 +375,7 @@ impl EngineStore for SqliteStore {
 
     async fn mark_sending_many(&self, ids: Vec<i64>, at: DateTime<Utc>) -> Result<()> {
         self.with(move |c, _| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for id in ids {
                 tx.prepare_cached("UPDATE outbox SET tries = tries + 1 WHERE id = ?1")?
                     .execute([id])?;
@@ -400,7 +403,7 @@ impl EngineStore for SqliteStore {
         let (code, detail) = (code.to_string(), detail.to_string());
         self.with(move |c, _| {
             let at = ts_micros(at);
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             set_state(
                 &tx,
                 id,
@@ -445,7 +448,7 @@ impl EngineStore for SqliteStore {
         let detail = detail.to_string();
         self.with(move |c, _| {
             let at = ts_micros(at);
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             set_state(
                 &tx,
                 id,
@@ -496,7 +499,7 @@ impl EngineStore for SqliteStore {
                 .map(|ch| (ch, evidence_kind(ch)))
                 .collect();
         self.with(move |c, _| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(receipts.len());
             for r in receipts {
                 out.push(receipt_tx(&tx, r, &kinds)?);
@@ -518,7 +521,7 @@ impl EngineStore for SqliteStore {
         let (source, kind) = (source.to_string(), kind.to_string());
         self.with(move |c, _| {
             let at = ts_micros(at);
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached(
                 "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -542,7 +545,7 @@ impl EngineStore for SqliteStore {
     ) -> Result<BorrowerId> {
         self.with(move |c, _| {
             let at = ts_micros(at);
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let n = tx
                 .prepare_cached(
                     "UPDATE installments SET amount_paid_minor = MIN(amount_due_minor, amount_paid_minor + ?2), \

@@ -50,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "reachline-channels",
             "reachline-domain",
             "reachline-intel",
+            "reachline-ledger",
             "reachline-policy",
             "reachline-store",
         ],
