@@ -326,7 +326,7 @@ async fn detect(
 ) -> anyhow::Result<Detection> {
     let mut d = Detection::default();
     for m in world.moves() {
-        if m.dies >= world.day() + 1 {
+        if m.dies > world.day() {
             continue;
         }
         d.dead += 1;

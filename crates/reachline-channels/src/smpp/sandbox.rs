@@ -139,7 +139,9 @@ impl Sandbox {
     /// Every whole message accepted so far, as (destination, text): the parts of a concatenated
     /// message joined by their header's reference, in the order each message completed.
     pub fn messages(&self) -> Vec<(String, String)> {
-        let mut open: std::collections::HashMap<(String, u32, u8, u8), Vec<(u8, String)>> = Default::default();
+        // (destination, session, reference, total) → the parts so far, by sequence.
+        type Key = (String, u32, u8, u8);
+        let mut open: std::collections::HashMap<Key, Vec<(u8, String)>> = Default::default();
         let mut out = Vec::new();
         for m in self.accepted() {
             match m.concat {

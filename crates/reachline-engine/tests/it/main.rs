@@ -292,7 +292,9 @@ async fn run(days: i64) -> Run {
 async fn the_kept_aside_book_across_a_due_date() {
     let r = run(24).await;
     let engine_store: &dyn EngineStore = r.store.as_ref();
-    let mut sent_to: HashMap<&str, Vec<(DateTime<Utc>, String, bool)>> = HashMap::new();
+    // Per borrower: (sent at, address, to a third party).
+    type Sent = (DateTime<Utc>, String, bool);
+    let mut sent_to: HashMap<&str, Vec<Sent>> = HashMap::new();
     for (name, id) in &r.ids {
         for row in engine_store.sends_of(*id).await.unwrap() {
             if row.state.attempted() {

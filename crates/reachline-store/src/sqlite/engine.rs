@@ -682,7 +682,7 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
     };
     let id = matched.unwrap_or_default();
     let channel: Channel = channel.parse().map_err(codec::corrupt)?;
-    let changed = raise_outcome(&tx, id, outcome_of(receipt.class), at)?;
+    let changed = raise_outcome(tx, id, outcome_of(receipt.class), at)?;
     // One piece of evidence per change of an attempt's outcome: the parts of one
     // message, or a repeated receipt, are not separate observations.
     if !changed {
@@ -702,7 +702,7 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
             serde_json::json!({"source": "provider", "name": receipt.provider}).to_string(),
             kinds.get(&channel).cloned().unwrap_or_default()
         ])?;
-    wake(&tx, borrower, at)?;
+    wake(tx, borrower, at)?;
     Ok(Some(ReceiptMatch {
         outbox_id: id,
         borrower: BorrowerId(borrower),

@@ -31,7 +31,10 @@ fn spawn(s: &Scratch, args: &[&str], port: &str) -> Child {
 /// every part's id. Parts are joined by (session, destination, reference): a reference is unique
 /// only within one client's session. A message whose parts did not all arrive (its sender was
 /// killed between parts) is not whole.
-fn smsc_log(log: &str) -> (Vec<((String, String), Vec<String>)>, HashSet<String>) {
+/// A whole message, (destination, text), with its parts' ids.
+type Message = ((String, String), Vec<String>);
+
+fn smsc_log(log: &str) -> (Vec<Message>, HashSet<String>) {
     type Key = (u64, String, u64, u64);
     let mut open: HashMap<Key, Vec<(u64, String, String)>> = HashMap::new();
     let mut out = Vec::new();
