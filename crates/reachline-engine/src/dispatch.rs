@@ -93,7 +93,17 @@ impl Engine {
             let full = rows.len() == self.cfg.lease_batch;
             // 1. Ask the policy again for each row; keep the ones it still sends.
             let mut go: Vec<(OutboxRow, Permit)> = Vec::with_capacity(rows.len());
+            // An emergency contact is asked once: two rows for one in the same batch would both
+            // pass the check (neither is an attempt yet).
+            let mut third_parties = std::collections::HashSet::new();
             for row in rows {
+                if row.third_party && !third_parties.insert(row.contact) {
+                    self.store
+                        .cancel(row.id, now, "the emergency contact is being asked by another notice")
+                        .await?;
+                    report.cancelled += 1;
+                    continue;
+                }
                 match self.recheck(&row, views.get(&row.borrower), now).await? {
                     Some(permit) => go.push((row, permit)),
                     None => report.cancelled += 1,

@@ -176,6 +176,25 @@ impl Owned {
             };
             out.extend(decide(&s, now).into_iter().filter(|d| n == 0 || d.key.is_some()));
         }
+        // An emergency contact is asked once, also across products: a second notice that would
+        // ask the same one is suppressed by the third-party rule.
+        let mut asked = Vec::new();
+        for d in &mut out {
+            if let Action::Send {
+                third_party: true,
+                permit,
+                ..
+            } = &d.action
+            {
+                if asked.contains(&permit.contact) {
+                    d.action = Action::Suppress;
+                    d.reason = reachline_policy::DecisionReason::Gate;
+                    d.gate = Some(reachline_policy::Reason::ThirdPartyContacted);
+                } else {
+                    asked.push(permit.contact);
+                }
+            }
+        }
         out
     }
 

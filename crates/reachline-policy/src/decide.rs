@@ -328,6 +328,8 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
 
     let history = attempts(s);
     let unreachable = formally_unreachable(s, now);
+    // An emergency contact is asked once, also when several notices are due at once.
+    let mut asked: Vec<ContactId> = Vec::new();
     for inst in s.installments.iter().filter(|i| !i.paid) {
         let Some((step_index, step)) = s.cadence.due_step(inst.due_date, today, &[]) else {
             continue;
@@ -337,12 +339,28 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
             step: step_index,
             kind: step.kind,
         };
-        out.push(decide_notice(s, key, &history, unreachable, now));
+        let d = decide_notice(s, key, &history, unreachable, &asked, now);
+        if let Action::Send {
+            third_party: true,
+            permit,
+            ..
+        } = &d.action
+        {
+            asked.push(permit.contact);
+        }
+        out.push(d);
     }
     out
 }
 
-fn decide_notice(s: &Snapshot, key: NoticeKey, history: &[Attempt], unreachable: bool, now: DateTime<Utc>) -> Decision {
+fn decide_notice(
+    s: &Snapshot,
+    key: NoticeKey,
+    history: &[Attempt],
+    unreachable: bool,
+    asked: &[ContactId],
+    now: DateTime<Utc>,
+) -> Decision {
     let purpose = key.kind.purpose();
     let ladder = rungs(s, purpose);
     let window = Duration::hours(i64::from(s.ladder.wait_hours));
@@ -402,6 +420,10 @@ fn decide_notice(s: &Snapshot, key: NoticeKey, history: &[Attempt], unreachable:
         let purpose = if rung.third_party { Purpose::ThirdParty } else { purpose };
         if rung.third_party && health.state == HealthState::Reassigned {
             skipped.push((i, Reason::ContactHealth));
+            continue;
+        }
+        if rung.third_party && asked.contains(&rung.contact) {
+            skipped.push((i, Reason::ThirdPartyContacted));
             continue;
         }
         let req = gates::Request {

@@ -277,6 +277,67 @@ fn the_emergency_contact_only_when_unreachable_once_and_without_the_debt() {
 }
 
 #[test]
+fn two_notices_due_at_once_ask_the_emergency_contact_once() {
+    // The first notice has failed on every own rung (the five of the test above); the second
+    // climbed to the same place (its last own rung failed too).
+    let second = InstallmentId(78);
+    let mut fails: Vec<SendRecord> = [
+        (1, Channel::Sms),
+        (2, Channel::Email),
+        (1, Channel::Voice),
+        (3, Channel::Sms),
+        (3, Channel::Voice),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (c, ch))| send(i, *c, *ch, "2024-05-21 09:00", Outcome::Failed(DeliveryClass::Dead)))
+    .collect();
+    fails.push(SendRecord {
+        key: NoticeKey {
+            installment: second,
+            ..key()
+        },
+        ..send(
+            4,
+            3,
+            Channel::Voice,
+            "2024-05-21 09:30",
+            Outcome::Failed(DeliveryClass::Dead),
+        )
+    });
+    let now = at("2024-05-22 10:00");
+    let inst = [
+        DueInstallment {
+            id: INST,
+            due_date: "2024-05-20".parse().unwrap(),
+            paid: false,
+        },
+        DueInstallment {
+            id: second,
+            due_date: "2024-05-20".parse().unwrap(),
+            paid: false,
+        },
+    ];
+    let ds = with_snapshot(&fails, &[], &inst, now, |s| decide(s, now));
+    let asked: Vec<&Decision> = ds
+        .iter()
+        .filter(|d| matches!(d.action, Action::Send { third_party: true, .. }))
+        .collect();
+    assert_eq!(asked.len(), 1, "{ds:#?}");
+    let other = ds
+        .iter()
+        .find(|d| {
+            d.key
+                .is_some_and(|k| k.installment != asked[0].key.unwrap().installment)
+        })
+        .unwrap();
+    assert!(
+        other.skipped.iter().any(|(_, r)| *r == Reason::ThirdPartyContacted),
+        "{other:?}"
+    );
+}
+
+#[test]
 fn health_requests_become_lookups_and_checks() {
     // One hard failure: suspect, a carrier check asked for.
     let s0 = send(

@@ -138,7 +138,7 @@ fn killed_fifty_times_the_engine_loses_nothing_and_sends_nothing_twice() {
     let (messages, smsc_ids) = smsc_log(&std::fs::read_to_string(&log).unwrap());
     let mut seen = HashSet::new();
     for (m, _) in &messages {
-        assert!(seen.insert(m.clone()), "a message reached the SMSC twice");
+        assert!(seen.insert(m.clone()), "a message reached the SMSC twice: {m:?}");
     }
 
     let db = rusqlite::Connection::open(s.db()).unwrap();
