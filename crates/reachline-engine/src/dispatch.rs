@@ -203,6 +203,12 @@ impl Engine {
                 break;
             }
         }
+        if report.released > 0 {
+            tracing::warn!(
+                rows = report.released,
+                "a provider was unavailable; those sends wait and try again"
+            );
+        }
         Ok(report)
     }
 
@@ -277,7 +283,7 @@ impl Engine {
         let tries = row.tries + 1;
         if e.scope == Scope::Provider && e.is_transient() && tries < self.cfg.max_tries {
             let backoff = Duration::seconds(30 * (1 << tries.min(6)));
-            tracing::warn!(row = row.id, provider = %e.provider, tries, "provider unavailable; queued again");
+            tracing::debug!(row = row.id, provider = %e.provider, tries, "provider unavailable; queued again");
             self.store.release(row.id, now + backoff, &e.to_string()).await?;
             return Ok(Done::Released);
         }
