@@ -187,11 +187,13 @@ impl EngineStore for SqliteStore {
     ) -> Result<Vec<BorrowerId>> {
         self.with(move |c, _| {
             let mut stmt = c.prepare_cached(
-                "SELECT DISTINCT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id \
-                 LEFT JOIN engine_wake w ON w.borrower_id = l.borrower_id \
-                 WHERE i.due_date BETWEEN ?1 AND ?2 AND i.amount_paid_minor < i.amount_due_minor \
-                 AND l.borrower_id > ?3 AND (w.wake_at IS NULL OR w.wake_at <= ?4) \
-                 ORDER BY l.borrower_id LIMIT ?5",
+                // Walks borrowers in id order and stops at the limit, so each batch costs its own
+                // size (a DISTINCT over the window's installments sorted the whole window per batch).
+                "SELECT b.id FROM borrowers b LEFT JOIN engine_wake w ON w.borrower_id = b.id \
+                 WHERE b.id > ?3 AND (w.wake_at IS NULL OR w.wake_at <= ?4) AND EXISTS ( \
+                 SELECT 1 FROM loans l JOIN installments i ON i.loan_id = l.id WHERE l.borrower_id = b.id \
+                 AND i.due_date BETWEEN ?1 AND ?2 AND i.amount_paid_minor < i.amount_due_minor) \
+                 ORDER BY b.id LIMIT ?5",
             )?;
             let ids = stmt
                 .query_map(
@@ -610,9 +612,7 @@ impl EngineStore for SqliteStore {
             )?;
             type Raw = (i64, String, String, String, Option<String>, Option<i64>, Option<String>);
             let rows = stmt
-                .query_map([borrower.0], |r| -> rusqlite::Result<Raw> {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-                })?
+                .query_map([borrower.0], |r| Raw::try_from(r))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter()
                 .map(|(at, notice, action, reason, gate, until, detail)| {
@@ -853,18 +853,7 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
             Option<i64>,
         );
         let rows = stmt
-            .query_map([&set], |r| -> rusqlite::Result<Raw> {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })?
+            .query_map([&set], |r| Raw::try_from(r))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (id, b, kind, role, relation, bound, verified, retired) in rows {
             let Some(i) = with(b) else { continue };
@@ -885,17 +874,7 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
         )?;
         type Raw = (i64, String, String, String, i64, String, String);
         let rows = stmt
-            .query_map([&set], |r| -> rusqlite::Result<Raw> {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })?
+            .query_map([&set], |r| Raw::try_from(r))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (b, p, ch, st, at, src, tv) in rows {
             let Some(i) = with(b) else { continue };
@@ -917,22 +896,7 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
         )?;
         type Raw = (i64, i64, String, String, u32, String, i64, i64, String);
         let rows = stmt
-            .query_map(
-                params![set, from.to_string(), to.to_string()],
-                |r| -> rusqlite::Result<Raw> {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                    ))
-                },
-            )?
+            .query_map(params![set, from.to_string(), to.to_string()], |r| Raw::try_from(r))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (id, b, product, loan_ref, seq, due, amount_due, amount_paid, cur) in rows {
             let Some(i) = with(b) else { continue };
@@ -956,9 +920,7 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
         )?;
         type Raw = (i64, i64, Option<i64>, i64, String, String);
         let rows = stmt
-            .query_map([&set], |r| -> rusqlite::Result<Raw> {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-            })?
+            .query_map([&set], |r| Raw::try_from(r))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (id, b, contact, at, source, kind) in rows {
             let Some(i) = with(b) else { continue };
