@@ -3,7 +3,7 @@
 
 Outcome per message by the last digit of the destination number, the same script as the Rust
 sandbox (crates/reachline-channels/src/smpp/sandbox.rs):
-  0 delivered (receipt body only, id in upper-case hex)   5 refused ESME_RINVDSTADR
+  0 delivered (receipt body only, id in upper-case hex when it has a letter)   5 refused ESME_RINVDSTADR
   1 undeliverable, TLVs message_state 5 + GSM error 1      6 throttled once, then delivered
   2 undeliverable err:013 (body)                           7 refused ESME_RINVSRCADR
   3 undeliverable err:027 (body)                           8 receipt before submit_sm_resp... see below
@@ -35,7 +35,11 @@ def receipt_for(digit: int, mid: str):
         ]
         return b"", tlvs
     if digit in (0, 8):
-        body = "id:%X sub:001 dlvrd:001 submit date:2601291200 done date:2601291200 stat:DELIVRD err:000 text:" % int(mid)
+        # Upper-case hex, as some SMSCs report ids -- when the hex has a letter: an all-digit
+        # hex form (16 -> "10") would name another message's decimal id.
+        h = "%X" % int(mid)
+        rid = h if any(c in "ABCDEF" for c in h) else mid
+        body = "id:%s sub:001 dlvrd:001 submit date:2601291200 done date:2601291200 stat:DELIVRD err:000 text:" % rid
     elif digit == 2:
         body = "id:%s sub:001 dlvrd:000 submit date:2601291200 done date:260129120001 stat:UNDELIV err:013 text:" % mid
     elif digit == 3:

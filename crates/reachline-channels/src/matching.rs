@@ -92,27 +92,6 @@ impl<M: Clone, R> Matcher<M, R> {
         })
     }
 
-    /// The message a receipt id answers now. An all-digit id whose only match is another
-    /// all-digit id read in the other base (receipt `16`, issued `10` read as hex) is not
-    /// matched yet: its own id is more likely still on its way (the receipt beat its
-    /// `submit_sm_resp`), so it waits; [`Matcher::expire`] accepts the cross-base match if
-    /// nothing better came.
-    fn resolve(&self, raw: &str) -> Option<u64> {
-        let keys = id_keys(raw);
-        if let Some(n) = self.lookup(&keys[..1]) {
-            return Some(n);
-        }
-        let n = self.lookup(&keys)?;
-        let digits = |s: &str| {
-            let s = s.trim();
-            !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
-        };
-        if digits(raw) && digits(&self.entries[&n].raw) {
-            return None;
-        }
-        Some(n)
-    }
-
     /// Registers a provider id for a message; returns the held receipts that answer it.
     pub fn register(&mut self, raw_id: &str, meta: M, now: Instant) -> Vec<(M, String, R)> {
         let keys = id_keys(raw_id);
@@ -133,7 +112,8 @@ impl<M: Clone, R> Matcher<M, R> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.held.len() {
-            if self.resolve(&self.held[i].raw) == Some(n) {
+            let keys = id_keys(&self.held[i].raw);
+            if self.lookup(&keys) == Some(n) {
                 let h = self.held.remove(i);
                 out.push((self.entries[&n].meta.clone(), self.entries[&n].raw.clone(), h.receipt));
             } else {
@@ -145,7 +125,7 @@ impl<M: Clone, R> Matcher<M, R> {
 
     /// Matches a receipt, or holds it. A `final_state` receipt retires the id.
     pub fn receipt(&mut self, raw_id: &str, receipt: R, final_state: bool, now: Instant) -> Matched<M, R> {
-        match self.resolve(raw_id) {
+        match self.lookup(&id_keys(raw_id)) {
             Some(n) => {
                 let (meta, raw) = {
                     let e = &self.entries[&n];
@@ -184,26 +164,14 @@ impl<M: Clone, R> Matcher<M, R> {
         }
     }
 
-    /// Settles held receipts older than `hold_for` — matched on any variant if one fits (with
-    /// the message and its raw id), else given up to be reported unmatched — and forgets ids
-    /// older than `keep_for`.
-    #[allow(clippy::type_complexity)]
-    pub fn expire(&mut self, now: Instant) -> Vec<(Option<(M, String)>, String, R)> {
+    /// Gives up held receipts older than `hold_for` (returned, to be reported unmatched) and
+    /// forgets ids older than `keep_for`.
+    pub fn expire(&mut self, now: Instant) -> Vec<(String, R)> {
         let hold = self.hold_for;
         let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|h| now.duration_since(h.at) >= hold);
         self.held = keep;
-        let settled: Vec<_> = old
-            .into_iter()
-            .map(|h| {
-                let m = self.lookup(&id_keys(&h.raw)).map(|n| {
-                    let e = &self.entries[&n];
-                    (e.meta.clone(), e.raw.clone())
-                });
-                (m, h.raw, h.receipt)
-            })
-            .collect();
         let stale: Vec<u64> = self
             .entries
             .iter()
@@ -213,7 +181,7 @@ impl<M: Clone, R> Matcher<M, R> {
         for n in stale {
             self.remove(n);
         }
-        settled
+        old.into_iter().map(|h| (h.raw, h.receipt)).collect()
     }
 
     pub fn registered(&self) -> usize {
@@ -279,24 +247,6 @@ mod tests {
     }
 
     #[test]
-    fn a_digit_receipt_waits_for_its_own_id_rather_than_another_read_as_hex() {
-        let t = Instant::now();
-        let mut m = m();
-        m.register("0000000010", "ten", t); // also n:16 read as hex
-        assert_eq!(m.receipt("0000000016", 1, true, t), Matched::Held);
-        assert!(m.register("0000000011", "eleven", t).is_empty(), "n:17 as hex; not 16");
-        let got = m.register("0000000016", "sixteen", t);
-        assert_eq!(got, vec![("sixteen", "0000000016".to_string(), 1)]);
-        // Nothing better comes: the cross-base match is taken when the hold expires.
-        assert_eq!(m.receipt("22", 2, true, t), Matched::Held);
-        let settled = m.expire(t + Duration::from_secs(61));
-        assert_eq!(
-            settled,
-            vec![(Some(("sixteen", "0000000016".to_string())), "22".to_string(), 2)]
-        );
-    }
-
-    #[test]
     fn an_early_receipt_is_held_then_matched() {
         let t = Instant::now();
         let mut m = m();
@@ -316,7 +266,7 @@ mod tests {
         assert!(matches!(m.receipt("1", 1, true, t), Matched::Now { .. }));
         assert_eq!(m.receipt("1", 2, true, t), Matched::Held);
         assert!(m.expire(t + Duration::from_secs(59)).is_empty());
-        assert_eq!(m.expire(t + Duration::from_secs(60)), vec![(None, "1".to_string(), 2)]);
+        assert_eq!(m.expire(t + Duration::from_secs(60)), vec![("1".to_string(), 2)]);
         m.register("2", "b", t);
         m.expire(t + Duration::from_secs(3600));
         assert_eq!(m.registered(), 0);

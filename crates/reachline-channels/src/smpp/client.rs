@@ -353,14 +353,9 @@ async fn expire_held(inner: Arc<Inner>) {
             .lock()
             .expect("matcher lock poisoned")
             .expire(Instant::now());
-        for (matched, id, p) in old {
-            match matched {
-                Some((meta, raw_id)) => emit(&inner, Some(meta), raw_id, p),
-                None => {
-                    inner.stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
-                    emit(&inner, None, id, p);
-                }
-            }
+        for (id, p) in old {
+            inner.stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
+            emit(&inner, None, id, p);
         }
     }
 }

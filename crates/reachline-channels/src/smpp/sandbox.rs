@@ -3,7 +3,7 @@
 //!
 //! | digit | what the sandbox does | class |
 //! |---|---|---|
-//! | 0 | accepts; receipt body only, `stat:DELIVRD`, the id in upper-case hex | Delivered |
+//! | 0 | accepts; receipt body only, `stat:DELIVRD`, the id in upper-case hex (when that has a letter) | Delivered |
 //! | 1 | accepts; receipt TLVs `message_state` 5, `network_error_code` GSM 1 | Dead |
 //! | 2 | accepts; receipt body `stat:UNDELIV err:013` | Suspended |
 //! | 3 | accepts; receipt body `stat:UNDELIV err:027` | Transient |
@@ -186,11 +186,23 @@ fn cs<const MIN: usize, const MAX: usize>(s: &str) -> COctetString<MIN, MAX> {
     COctetString::from_str(s).unwrap_or_else(|_| COctetString::empty())
 }
 
+/// The id in upper-case hex, as some SMSCs report it — when the hex has a letter. An all-digit
+/// hex form (16 → `10`) would name another message's decimal id, a real SMSC's ambiguity that
+/// only configuring the upstream's id base resolves; the sandbox keeps such ids decimal.
+fn hex_id(id: &str) -> String {
+    let hex = format!("{:X}", id.parse::<u64>().unwrap_or(0));
+    if hex.bytes().any(|b| b.is_ascii_alphabetic()) {
+        hex
+    } else {
+        id.to_string()
+    }
+}
+
 fn receipt(to_esme: &str, from: &str, id: &str, digit: u8, seq: u32) -> Command {
     let body = match digit {
         0 => format!(
-            "id:{:X} sub:001 dlvrd:001 submit date:2601291200 done date:2601291200 stat:DELIVRD err:000 text:",
-            id.parse::<u64>().unwrap_or(0)
+            "id:{} sub:001 dlvrd:001 submit date:2601291200 done date:2601291200 stat:DELIVRD err:000 text:",
+            hex_id(id)
         ),
         1 => String::new(),
         2 => format!(
