@@ -360,11 +360,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Records one receipt from a channel.
-    pub async fn intake(&self, r: reachline_channels::Receipt, now: DateTime<Utc>) -> Result<(), EngineError> {
-        self.intake_many(vec![r], now).await
-    }
-
     /// The borrower opened the link of a notice (the page that serves the link calls this with
     /// the id its token names): engagement with that notice, through that contact point.
     pub async fn click(&self, notice: i64, now: DateTime<Utc>) -> Result<bool, EngineError> {

@@ -278,25 +278,11 @@ pub trait EngineStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<OutboxRow>>;
 
-    /// Marks a leased row as being handed to the channel (durably, before the hand-over).
-    async fn mark_sending(&self, id: i64, at: DateTime<Utc>) -> Result<()>;
-
-    /// The provider took the message.
-    #[allow(clippy::too_many_arguments)]
-    async fn record_sent(
-        &self,
-        id: i64,
-        at: DateTime<Utc>,
-        provider: &str,
-        provider_ids: &[String],
-        template: (&str, u32),
-        text_sha256: &[u8; 32],
-    ) -> Result<()>;
-
-    /// `mark_sending` for many rows, in one transaction.
+    /// Marks leased rows as being handed to the channel (durably, before the hand-over), in one
+    /// transaction.
     async fn mark_sending_many(&self, ids: Vec<i64>, at: DateTime<Utc>) -> Result<()>;
 
-    /// `record_sent` for many rows, in one transaction.
+    /// The providers took these messages; one transaction.
     async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()>;
 
     /// The send failed for good (or ran out of tries): the ladder reads the class.

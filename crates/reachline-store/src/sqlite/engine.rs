@@ -333,36 +333,6 @@ impl EngineStore for SqliteStore {
         .await
     }
 
-    async fn mark_sending(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
-        self.with(move |c, _| {
-            c.prepare_cached("UPDATE outbox SET tries = tries + 1 WHERE id = ?1")?
-                .execute([id])?;
-            set_state(c, id, &[SendState::Leased], SendState::Sending, ts_micros(at), None)
-        })
-        .await
-    }
-
-    async fn record_sent(
-        &self,
-        id: i64,
-        at: DateTime<Utc>,
-        provider: &str,
-        provider_ids: &[String],
-        template: (&str, u32),
-        text_sha256: &[u8; 32],
-    ) -> Result<()> {
-        self.record_sent_many(vec![SentRecord {
-            id,
-            at,
-            provider: provider.to_string(),
-            provider_ids: provider_ids.to_vec(),
-            template_id: template.0.to_string(),
-            template_version: template.1,
-            text_sha256: *text_sha256,
-        }])
-        .await
-    }
-
     async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()> {
         self.with(move |c, _| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
