@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use reachline_channels::{MessageRef, Outbound, Scope, SendError};
 use reachline_domain::{BorrowerId, DeliveryClass};
-use reachline_policy::{Action, NoticeKind, Permit};
+use reachline_policy::{Action, Decision, NoticeKind, Permit};
 use reachline_store::engine::{EngineInstallment, EngineView, OutboxRow, SentRecord};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -96,6 +96,7 @@ impl Engine {
             // An emergency contact is asked once: two rows for one in the same batch would both
             // pass the check (neither is an attempt yet).
             let mut third_parties = std::collections::HashSet::new();
+            let mut decided: HashMap<BorrowerId, Option<Vec<Decision>>> = HashMap::new();
             for row in rows {
                 if row.third_party && !third_parties.insert(row.contact) {
                     self.store
@@ -104,7 +105,19 @@ impl Engine {
                     report.cancelled += 1;
                     continue;
                 }
-                match self.recheck(&row, views.get(&row.borrower), now).await? {
+                // One health replay and one `decide` per borrower per batch, however many of
+                // their rows it holds.
+                let decisions = match decided.entry(row.borrower) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let d = match views.get(&row.borrower) {
+                            Some(view) => Some(Owned::build(view, &self.cfg, now)?.decide(view, &self.cfg, now)),
+                            None => None,
+                        };
+                        e.insert(d)
+                    }
+                };
+                match self.recheck(&row, decisions.as_deref(), now).await? {
                     Some(permit) => go.push((row, permit)),
                     None => report.cancelled += 1,
                 }
@@ -212,21 +225,19 @@ impl Engine {
         Ok(report)
     }
 
-    /// Asks the policy about a leased row now: its `Permit` if the decision is still to send
+    /// Checks a leased row against the borrower's decisions now: its `Permit` if the decision is still to send
     /// this notice on this contact and channel; otherwise the row is cancelled with the
     /// decision's reason.
     async fn recheck(
         &self,
         row: &OutboxRow,
-        view: Option<&EngineView>,
+        decisions: Option<&[Decision]>,
         now: DateTime<Utc>,
     ) -> Result<Option<Permit>, EngineError> {
-        let Some(view) = view else {
+        let Some(decisions) = decisions else {
             self.store.cancel(row.id, now, "the borrower is gone").await?;
             return Ok(None);
         };
-        let owned = Owned::build(view, &self.cfg, now)?;
-        let decisions = owned.decide(view, &self.cfg, now);
         let mine = decisions.iter().find(|d| {
             d.key
                 .is_some_and(|k| k.installment == row.installment && k.step == row.step && k.kind.as_str() == row.kind)
