@@ -327,10 +327,8 @@ fn deliver(
         engaged: false,
         wrong_number_reply: false,
     };
-    let read_and_engage = |rng: &mut ChaCha8Rng, delivered_p: f64, read_p: f64| {
-        if !rng.gen_bool(delivered_p.clamp(0.0, 1.0)) {
-            return fail(DeliveryClass::Transient);
-        }
+    // Delivered to the borrower's own point: read with `read_p`, acted on when read.
+    let delivered = |rng: &mut ChaCha8Rng, read_p: f64| {
         let read = rng.gen_bool(read_p.clamp(0.0, 1.0));
         Delivery {
             class: DeliveryClass::Delivered,
@@ -339,6 +337,12 @@ fn deliver(
             engaged: read && rng.gen_bool(sc.engage_given_read),
             wrong_number_reply: false,
         }
+    };
+    let read_and_engage = |rng: &mut ChaCha8Rng, delivered_p: f64, read_p: f64| {
+        if !rng.gen_bool(delivered_p.clamp(0.0, 1.0)) {
+            return fail(DeliveryClass::Transient);
+        }
+        delivered(rng, read_p)
     };
     match view.contacts[idx].kind {
         ContactKind::Email => {
@@ -378,14 +382,7 @@ fn deliver(
                 Holder::Borrower => {
                     let r: f64 = rng.gen();
                     if r < sc.sms_delivered {
-                        let read = rng.gen_bool(if channel == Channel::Voice { 0.55 } else { sc.sms_read });
-                        Delivery {
-                            class: DeliveryClass::Delivered,
-                            reached_borrower: read,
-                            misdirected: false,
-                            engaged: read && rng.gen_bool(sc.engage_given_read),
-                            wrong_number_reply: false,
-                        }
+                        delivered(rng, if channel == Channel::Voice { 0.55 } else { sc.sms_read })
                     } else if r < sc.sms_delivered + sc.sms_transient {
                         fail(DeliveryClass::Transient)
                     } else {
