@@ -158,6 +158,30 @@ fn set_state(c: &Connection, id: i64, from: &[SendState], to: SendState, at: i64
     Ok(())
 }
 
+/// Moves a row from one of `from` to `to` with its detail, runs `also` and, if asked, wakes
+/// its borrower — one `IMMEDIATE` transaction.
+#[allow(clippy::too_many_arguments)]
+fn transition(
+    c: &mut Connection,
+    id: i64,
+    from: &[SendState],
+    to: SendState,
+    at: i64,
+    detail: &str,
+    wake_borrower: bool,
+    also: impl FnOnce(&Connection) -> Result<()>,
+) -> Result<()> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    set_state(&tx, id, from, to, at, Some(detail))?;
+    also(&tx)?;
+    if wake_borrower {
+        let borrower: i64 = tx.query_row("SELECT borrower_id FROM outbox WHERE id = ?1", [id], |r| r.get(0))?;
+        wake(&tx, borrower, at)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 fn count_rows(c: &Connection, sql: &str, width: usize) -> Result<Vec<CountRow>> {
     let mut stmt = c.prepare(sql)?;
     let rows = stmt
@@ -375,24 +399,15 @@ impl EngineStore for SqliteStore {
         let (code, detail) = (code.to_string(), detail.to_string());
         self.with(move |c, _| {
             let at = ts_micros(at);
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            set_state(
-                &tx,
-                id,
-                &[SendState::Sending, SendState::Leased],
-                SendState::Failed,
-                at,
-                Some(&detail),
-            )?;
-            tx.prepare_cached(
-                "UPDATE outbox SET sent_at = ?2, outcome = 'failed', outcome_class = ?3, outcome_code = ?4, \
-                 outcome_at = ?2 WHERE id = ?1",
-            )?
-            .execute(params![id, at, class.as_str(), code])?;
-            let borrower: i64 = tx.query_row("SELECT borrower_id FROM outbox WHERE id = ?1", [id], |r| r.get(0))?;
-            wake(&tx, borrower, at)?;
-            tx.commit()?;
-            Ok(())
+            let from = [SendState::Sending, SendState::Leased];
+            transition(c, id, &from, SendState::Failed, at, &detail, true, |tx| {
+                tx.prepare_cached(
+                    "UPDATE outbox SET sent_at = ?2, outcome = 'failed', outcome_class = ?3, outcome_code = ?4, \
+                     outcome_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, at, class.as_str(), code])?;
+                Ok(())
+            })
         })
         .await
     }
@@ -401,17 +416,12 @@ impl EngineStore for SqliteStore {
         let detail = detail.to_string();
         self.with(move |c, _| {
             let at = ts_micros(retry_at);
-            set_state(
-                c,
-                id,
-                &[SendState::Sending, SendState::Leased],
-                SendState::Queued,
-                at,
-                Some(&detail),
-            )?;
-            c.prepare_cached("UPDATE outbox SET not_before = ?2 WHERE id = ?1")?
-                .execute(params![id, at])?;
-            Ok(())
+            let from = [SendState::Sending, SendState::Leased];
+            transition(c, id, &from, SendState::Queued, at, &detail, false, |tx| {
+                tx.prepare_cached("UPDATE outbox SET not_before = ?2 WHERE id = ?1")?
+                    .execute(params![id, at])?;
+                Ok(())
+            })
         })
         .await
     }
@@ -419,20 +429,10 @@ impl EngineStore for SqliteStore {
     async fn cancel(&self, id: i64, at: DateTime<Utc>, detail: &str) -> Result<()> {
         let detail = detail.to_string();
         self.with(move |c, _| {
-            let at = ts_micros(at);
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            set_state(
-                &tx,
-                id,
-                &[SendState::Leased, SendState::Queued],
-                SendState::Cancelled,
-                at,
-                Some(&detail),
-            )?;
-            let borrower: i64 = tx.query_row("SELECT borrower_id FROM outbox WHERE id = ?1", [id], |r| r.get(0))?;
-            wake(&tx, borrower, at)?;
-            tx.commit()?;
-            Ok(())
+            let from = [SendState::Leased, SendState::Queued];
+            transition(c, id, &from, SendState::Cancelled, ts_micros(at), &detail, true, |_| {
+                Ok(())
+            })
         })
         .await
     }
