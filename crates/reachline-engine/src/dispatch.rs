@@ -25,6 +25,8 @@ pub struct DispatchReport {
     pub cancelled: u64,
     /// Back in the queue: the provider was unavailable.
     pub released: u64,
+    /// Leases that ran out before the send and were taken by another dispatcher.
+    pub lost: u64,
 }
 
 enum Done {
@@ -151,9 +153,15 @@ impl Engine {
             let mut ready = ready.into_iter().peekable();
             while ready.peek().is_some() {
                 let chunk: Vec<_> = ready.by_ref().take(self.cfg.concurrency.max(1)).collect();
-                self.store
-                    .mark_sending_many(chunk.iter().map(|r| r.0.id).collect(), now)
-                    .await?;
+                let moved: std::collections::HashSet<i64> = self
+                    .store
+                    .mark_sending_many(&self.cfg.owner, chunk.iter().map(|r| r.0.id).collect(), now)
+                    .await?
+                    .into_iter()
+                    .collect();
+                // A row another dispatcher took over after this one's lease ran out is its now.
+                report.lost += (chunk.len() - moved.len()) as u64;
+                let chunk: Vec<_> = chunk.into_iter().filter(|r| moved.contains(&r.0.id)).collect();
                 let results: Vec<_> =
                     futures::future::join_all(chunk.into_iter().map(|(row, permit, address, rendered)| async move {
                         let res = self

@@ -9,8 +9,9 @@
 //!
 //! # Crash safety
 //!
-//! A row is marked `sending` (committed) before it is handed to the channel and `sent` after.
-//! A process that dies in between leaves it `sending`; on restart [`Engine::recover`] turns it
+//! A row is marked `sending` (committed, under the dispatcher's lease) before it is handed to
+//! the channel and `sent` after. A process that dies in between leaves it `sending`; once its
+//! lease has run out, [`Engine::recover`] (run by every [`Engine::step`], on any node) turns it
 //! `in_doubt`, which is never resubmitted (it may have reached the SMSC) and counts for the
 //! ladder as a send with no outcome yet, so the notice climbs on silence as for any other send.
 //! Every other state is safe to resume: queued and leased rows are leased again, and the
@@ -193,7 +194,7 @@ impl Engine {
         &self.cfg
     }
 
-    /// After a restart: attempts a dead process left half-sent become in doubt.
+    /// Attempts a dead dispatcher left half-sent (their lease has run out) become in doubt.
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<u64, EngineError> {
         let n = self.store.recover_in_doubt(now).await?;
         if n > 0 {
@@ -428,8 +429,10 @@ impl Engine {
         tasks
     }
 
-    /// One turn of every worker: plan, then dispatch what is due.
+    /// One turn of every worker: settle what a dead dispatcher left, plan, then dispatch what
+    /// is due.
     pub async fn step(&self, now: DateTime<Utc>) -> Result<(PlanReport, DispatchReport), EngineError> {
+        self.recover(now).await?;
         let planned = self.plan(now).await?;
         let dispatched = self.dispatch(now).await?;
         Ok((planned, dispatched))

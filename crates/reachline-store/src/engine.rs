@@ -110,6 +110,39 @@ impl SendOutcome {
         }
     }
 
+    /// Reads an outcome from its stored columns.
+    pub fn from_columns(outcome: &str, class: Option<&str>) -> Result<SendOutcome> {
+        Ok(match outcome {
+            "pending" => SendOutcome::Pending,
+            "delivered" => SendOutcome::Delivered,
+            "engaged" => SendOutcome::Engaged,
+            "failed" => SendOutcome::Failed(
+                class
+                    .unwrap_or("unknown")
+                    .parse::<DeliveryClass>()
+                    .map_err(crate::codec::corrupt)?,
+            ),
+            other => return Err(crate::StoreError::Corrupt(format!("unknown send outcome {other:?}"))),
+        })
+    }
+
+    /// The outcome a receipt or synchronous answer of `class` gives an attempt.
+    pub fn of(class: DeliveryClass) -> SendOutcome {
+        match class {
+            DeliveryClass::Delivered => SendOutcome::Delivered,
+            DeliveryClass::Engaged => SendOutcome::Engaged,
+            other => SendOutcome::Failed(other),
+        }
+    }
+
+    /// The `outcome_class` column.
+    pub fn class_column(self) -> Option<&'static str> {
+        match self {
+            SendOutcome::Failed(c) => Some(c.as_str()),
+            _ => None,
+        }
+    }
+
     /// Rank: a later receipt never downgrades what is known (an engagement stays one).
     pub fn rank(self) -> u8 {
         match self {
@@ -121,6 +154,15 @@ impl SendOutcome {
         }
     }
 }
+
+/// The evidence source of a receipt from `provider` (the policy's JSON).
+pub(crate) fn provider_source(provider: &str) -> String {
+    serde_json::json!({"source": "provider", "name": provider}).to_string()
+}
+
+/// The evidence a payment from core banking adds (the policy's JSON).
+pub(crate) const PAYMENT_SOURCE: &str = r#"{"source":"core_banking"}"#;
+pub(crate) const PAYMENT_EVIDENCE: &str = r#"{"kind":"payment","via_contact":false}"#;
 
 /// One outbox row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,11 +320,14 @@ pub trait EngineStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<OutboxRow>>;
 
-    /// Marks leased rows as being handed to the channel (durably, before the hand-over), in one
-    /// transaction.
-    async fn mark_sending_many(&self, ids: Vec<i64>, at: DateTime<Utc>) -> Result<()>;
+    /// Marks rows `owner` still holds as being handed to the channel (durably, before the
+    /// hand-over), in one transaction, keeping the lease. Returns the ids it moved: a row whose
+    /// lease ran out and was taken by another dispatcher is left to that one (sending it here
+    /// too would send it twice).
+    async fn mark_sending_many(&self, owner: &str, ids: Vec<i64>, at: DateTime<Utc>) -> Result<Vec<i64>>;
 
-    /// The providers took these messages; one transaction.
+    /// The providers took these messages; one transaction. A row found `in_doubt` (its lease
+    /// ran out while the provider answered) becomes `sent` too.
     async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()>;
 
     /// The send failed for good (or ran out of tries): the ladder reads the class.
@@ -301,7 +346,9 @@ pub trait EngineStore: Send + Sync {
     /// The decision no longer sends this (the reason in `detail`); the borrower is woken.
     async fn cancel(&self, id: i64, at: DateTime<Utc>, detail: &str) -> Result<()>;
 
-    /// Rows left `sending` by a process that died become `in_doubt`; returns how many.
+    /// Rows left `sending` whose lease has run out (the dispatcher that held them died, or
+    /// outlived its lease) become `in_doubt`; returns how many. Safe to call at any time and
+    /// from any node: a live send is inside its lease.
     async fn recover_in_doubt(&self, at: DateTime<Utc>) -> Result<u64>;
 
     /// Keeps the receipt, matches it (by the channel's match, else by provider id), raises the

@@ -255,6 +255,18 @@ pub async fn open_ledger(url: &str, keys: Keyring) -> Result<Box<dyn ledger::Led
     }
 }
 
+/// Opens the engine's tables in the database a URL names (as [`open`]).
+pub async fn open_engine(url: &str, keys: Keyring) -> Result<std::sync::Arc<dyn engine::EngineStore>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path, keys).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PgStore::connect(url, keys).await?))
+    } else {
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
+        Err(StoreError::BadUrl(scheme.chars().take(20).collect()))
+    }
+}
+
 /// Opens the store a URL names, creating and migrating it if needed: `sqlite://PATH` (a file,
 /// created if missing) or `postgres://…`.
 pub async fn open(url: &str, keys: Keyring) -> Result<Box<dyn Store>> {

@@ -1,5 +1,5 @@
 //! `reachline bench engine`: generates a book of N borrowers, imports it into a fresh SQLite
-//! database, then — in a child process, so the peak-memory figure is the engine's alone — plans
+//! database (and a fresh PostgreSQL one, unless `--no-postgres`), then — in a child process, so the peak-memory figure is the engine's alone — plans
 //! one business day and dispatches every notice it queued to the in-process sandbox SMSC over
 //! SMPP on loopback, every attempt durably recorded, and waits for every receipt. Prints
 //! decisions/s, sends/s, receipts/s and peak memory.
@@ -14,7 +14,6 @@ use reachline_channels::smpp::sandbox::{Sandbox, DELIVERED_TLV};
 use reachline_channels::smpp::{SmppChannel, SmppConfig};
 use reachline_engine::Engine;
 use reachline_policy::Templates;
-use reachline_store::engine::EngineStore;
 
 use crate::book::gen::{generate, GenOptions};
 use crate::book::Format;
@@ -36,6 +35,8 @@ pub struct EngineBenchArgs {
     /// Keep the generated book and database afterwards.
     #[arg(long)]
     pub keep: bool,
+    #[command(flatten)]
+    pub pg: crate::bench::PostgresTarget,
     /// Internal: run the engine part on an imported database and print JSON.
     #[arg(long, hide = true)]
     pub child: bool,
@@ -66,72 +67,64 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
     let pb = indicatif::ProgressBar::new(args.borrowers);
     generate(&book, &opts, &|n| pb.set_position(n))?;
     pb.finish_and_clear();
-    eprintln!("importing into SQLite…");
-    let exe = std::env::current_exe().context("finding the reachline executable")?;
-    let url = format!("sqlite://{}", db.display());
-    let status = std::process::Command::new(&exe)
-        .args(["--database", &url, "import"])
-        .arg(&book)
-        .env("REACHLINE_KEYS__FILE", &keys)
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("the import failed ({status})");
+    let mut rows: Vec<(&str, serde_json::Value)> = Vec::new();
+    eprintln!("SQLite: importing, then planning {} and dispatching…", args.day);
+    rows.push((
+        "SQLite (WAL)",
+        import_and_run(&format!("sqlite://{}", db.display()), &book, &keys, &args)?,
+    ));
+    if !args.pg.no_postgres {
+        let name = format!("reachline_bench_engine_{}", std::process::id());
+        reachline_store::postgres::create_database(&args.pg.postgres, &name).await?;
+        let url = reachline_store::postgres::url_with_database(&args.pg.postgres, &name);
+        eprintln!("PostgreSQL: importing, then planning {} and dispatching…", args.day);
+        let res = import_and_run(&url, &book, &keys, &args);
+        if !args.keep {
+            reachline_store::postgres::drop_database(&args.pg.postgres, &name).await?;
+        }
+        rows.push(("PostgreSQL", res?));
     }
-    eprintln!("planning {} and dispatching…", args.day);
-    let out = std::process::Command::new(&exe)
-        .args(["--database", &url, "bench", "engine", "--child", "--day"])
-        .arg(args.day.to_string())
-        .arg("--dir")
-        .arg(&args.dir)
-        .env("REACHLINE_KEYS__FILE", &keys)
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        bail!("the engine run failed ({})", out.status);
+    println!("book: {} borrowers; day planned: {}", args.borrowers, args.day);
+    println!();
+    println!("| back end | step | count | seconds | per second |");
+    println!("|---|---|---:|---:|---:|");
+    for (backend, r) in &rows {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let line = |step: &str, count: &str, secs: &str| {
+            println!(
+                "| {backend} | {step} | {} | {:.1} | {:.0} |",
+                r[count],
+                f(secs),
+                f(count) / f(secs)
+            )
+        };
+        line(
+            "plan: borrowers with a notice in their window",
+            "borrowers",
+            "plan_seconds",
+        );
+        line("plan: decisions", "decisions", "plan_seconds");
+        line(
+            "dispatch: notices sent over SMPP, each attempt recorded",
+            "sent",
+            "dispatch_seconds",
+        );
+        line(
+            "receipts recorded (from the first send)",
+            "receipts",
+            "receipts_seconds",
+        );
     }
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-    println!(
-        "book: {} borrowers; day planned: {} (SQLite, WAL)",
-        args.borrowers, args.day
-    );
     println!();
-    println!("| step | count | seconds | per second |");
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| plan: borrowers with a notice in their window | {} | {:.1} | {:.0} |",
-        r["borrowers"],
-        f("plan_seconds"),
-        f("borrowers") / f("plan_seconds")
-    );
-    println!(
-        "| plan: decisions | {} | {:.1} | {:.0} |",
-        r["decisions"],
-        f("plan_seconds"),
-        f("decisions") / f("plan_seconds")
-    );
-    println!(
-        "| dispatch: notices sent over SMPP, each attempt recorded | {} | {:.1} | {:.0} |",
-        r["sent"],
-        f("dispatch_seconds"),
-        f("sent") / f("dispatch_seconds")
-    );
-    println!(
-        "| receipts recorded (from the first send) | {} | {:.1} | {:.0} |",
-        r["receipts"],
-        f("receipts_seconds"),
-        f("receipts") / f("receipts_seconds")
-    );
-    println!();
-    println!(
-        "queued {}, cancelled at send time {}, failed {}; peak RSS of the engine process {:.0} MiB",
-        r["queued"],
-        r["cancelled"],
-        r["failed"],
-        f("peak_rss_bytes") / (1 << 20) as f64
-    );
-    println!("PostgreSQL: not measured — the engine's tables exist on SQLite only in this version.");
+    for (backend, r) in &rows {
+        println!(
+            "{backend}: queued {}, cancelled at send time {}, failed {}; peak RSS of the engine process {:.0} MiB",
+            r["queued"],
+            r["cancelled"],
+            r["failed"],
+            r["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / (1 << 20) as f64
+        );
+    }
     if !args.keep {
         std::fs::remove_dir_all(&book).ok();
         for suffix in ["", "-wal", "-shm"] {
@@ -139,6 +132,38 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Imports the book into the database `url` names, then runs the engine on it in a child
+/// process (its peak memory is the engine's alone) and returns the child's figures.
+fn import_and_run(
+    url: &str,
+    book: &std::path::Path,
+    keys: &std::path::Path,
+    args: &EngineBenchArgs,
+) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe().context("finding the reachline executable")?;
+    let status = std::process::Command::new(&exe)
+        .args(["--database", url, "import"])
+        .arg(book)
+        .env("REACHLINE_KEYS__FILE", keys)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("the import failed ({status})");
+    }
+    let out = std::process::Command::new(&exe)
+        .args(["--database", url, "bench", "engine", "--child", "--day"])
+        .arg(args.day.to_string())
+        .arg("--dir")
+        .arg(&args.dir)
+        .env("REACHLINE_KEYS__FILE", keys)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("the engine run failed ({})", out.status);
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
@@ -158,7 +183,7 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
     ecfg.lease_batch = 2_000;
     ecfg.concurrency = 256;
     let engine = Arc::new(Engine::new(
-        store.clone() as Arc<dyn EngineStore>,
+        store.clone(),
         vec![Arc::new(sms)],
         Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
         ecfg,

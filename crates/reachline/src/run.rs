@@ -12,7 +12,6 @@ use reachline_channels::smpp::SmppChannel;
 use reachline_engine::{Engine, EngineConfig};
 use reachline_policy::Templates;
 use reachline_store::engine::EngineStore;
-use reachline_store::sqlite::SqliteStore;
 use reachline_store::Keyring;
 
 use crate::config::Config;
@@ -74,18 +73,10 @@ pub async fn ledger_sink(cfg: &Config) -> anyhow::Result<reachline_engine::Ledge
 }
 
 /// Opens the engine's store: SQLite only in this version.
-pub async fn open_engine_store(cfg: &Config) -> anyhow::Result<Arc<SqliteStore>> {
-    let url = cfg.database.url.as_str();
-    let Some(path) = url.strip_prefix("sqlite://") else {
-        bail!(
-            "the notice engine runs on SQLite in this version (database.url is {}); its PostgreSQL \
-             tables come with the scale-out work",
-            cfg.database.url.redacted()
-        );
-    };
-    Ok(Arc::new(SqliteStore::open(path, cfg.keyring()?).await.with_context(
-        || format!("opening database {}", cfg.database.url.redacted()),
-    )?))
+pub async fn open_engine_store(cfg: &Config) -> anyhow::Result<Arc<dyn EngineStore>> {
+    reachline_store::open_engine(cfg.database.url.as_str(), cfg.keyring()?)
+        .await
+        .with_context(|| format!("opening database {}", cfg.database.url.redacted()))
 }
 
 fn read_clock(path: &Path) -> anyhow::Result<Option<DateTime<Utc>>> {
@@ -125,14 +116,9 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     let templates = Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?;
     let intel = reachline_intel::from_config(&cfg.intel, crate::open_store(cfg).await?.into())?;
     let engine = Arc::new(
-        Engine::new(
-            store.clone() as Arc<dyn EngineStore>,
-            channels,
-            templates,
-            engine_config(cfg, &keys)?,
-        )
-        .with_intel(Arc::new(intel))
-        .with_ledger(ledger_sink(cfg).await?),
+        Engine::new(store.clone(), channels, templates, engine_config(cfg, &keys)?)
+            .with_intel(Arc::new(intel))
+            .with_ledger(ledger_sink(cfg).await?),
     );
     let simulated = match &args.clock_file {
         Some(f) => Some(match read_clock(f)? {

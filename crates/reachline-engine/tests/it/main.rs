@@ -1,5 +1,6 @@
-//! The engine end to end on SQLite against the sandbox SMSC over loopback SMPP, driven by a
-//! test clock: a small book kept aside for this (borrowers in two jurisdictions and zones, a dead
+//! The engine end to end on SQLite — and on PostgreSQL when `REACHLINE_TEST_DATABASE_URL`
+//! names a server (each run gets a fresh database there) — against the sandbox SMSC over
+//! loopback SMPP, driven by a test clock: a small book kept aside for this (borrowers in two jurisdictions and zones, a dead
 //! primary with a backup, a dead primary with only an emergency contact, a withdrawn
 //! collection consent), run across a due date and the first weeks of the overdue ladder.
 
@@ -20,6 +21,7 @@ use reachline_ledger::note::SignerKey;
 use reachline_policy::{NoticeKind, Templates};
 use reachline_store::engine::{EngineStore, SendState};
 use reachline_store::ledger::{LedgerStore, Sequencer, SequencerConfig};
+use reachline_store::postgres::{self, PgStore};
 use reachline_store::sqlite::SqliteStore;
 use reachline_store::{Keyring, Store};
 
@@ -81,15 +83,44 @@ fn script(dest: &str) -> u8 {
 
 const ORIGIN: &str = "reachline.test/ledger";
 
+/// A back end: the loan book's store and the engine's, in one.
+trait Both: Store + EngineStore {}
+impl<T: Store + EngineStore> Both for T {}
+
+/// Where a run keeps its data.
+enum Backend {
+    Sqlite,
+    /// A server's admin URL; the run creates (and drops) its own database there.
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL if the environment names a server; `None` with a note on stderr when it does
+    /// not (with `REACHLINE_TEST_REQUIRE_POSTGRES=1`, a missing server fails the test).
+    fn postgres() -> Option<Self> {
+        match std::env::var("REACHLINE_TEST_DATABASE_URL") {
+            Ok(url) => Some(Backend::Postgres(url)),
+            Err(_) => {
+                assert!(
+                    std::env::var("REACHLINE_TEST_REQUIRE_POSTGRES").is_err(),
+                    "REACHLINE_TEST_REQUIRE_POSTGRES is set but REACHLINE_TEST_DATABASE_URL is not"
+                );
+                eprintln!("REACHLINE_TEST_DATABASE_URL not set: the PostgreSQL run is skipped");
+                None
+            }
+        }
+    }
+}
+
 struct Run {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Both>,
     ledger: Arc<dyn LedgerStore>,
     sandbox: Sandbox,
     ids: HashMap<&'static str, reachline_domain::BorrowerId>,
     _dir: tempfile::TempDir,
 }
 
-async fn book(store: &SqliteStore, at: DateTime<Utc>) -> HashMap<&'static str, reachline_domain::BorrowerId> {
+async fn book(store: &dyn Both, at: DateTime<Utc>) -> HashMap<&'static str, reachline_domain::BorrowerId> {
     let b = [
         ("B1", false, vec![phone("mobile", LIVE, ContactRole::Primary)]),
         (
@@ -215,19 +246,28 @@ async fn book(store: &SqliteStore, at: DateTime<Utc>) -> HashMap<&'static str, r
 }
 
 /// Runs the engine hour by hour from `from` for `days`.
-async fn run(days: i64) -> Run {
+async fn run(backend: Backend, days: i64) -> Run {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().unwrap();
     let keys = Keyring::random("t");
-    let db = dir.path().join("e.db");
-    let store = Arc::new(SqliteStore::open(&db, keys.clone()).await.unwrap());
-    let ledger_store: Arc<dyn LedgerStore> = reachline_store::open_ledger(&format!("sqlite://{}", db.display()), keys)
-        .await
-        .unwrap()
-        .into();
+    let (store, url): (Arc<dyn Both>, String) = match &backend {
+        Backend::Sqlite => {
+            let db = dir.path().join("e.db");
+            let store = Arc::new(SqliteStore::open(&db, keys.clone()).await.unwrap());
+            (store, format!("sqlite://{}", db.display()))
+        }
+        Backend::Postgres(admin) => {
+            let db = format!("reachline_engine_test_{}", std::process::id());
+            let _ = postgres::drop_database(admin, &db).await;
+            postgres::create_database(admin, &db).await.unwrap();
+            let url = postgres::url_with_database(admin, &db);
+            (Arc::new(PgStore::connect(&url, keys.clone()).await.unwrap()), url)
+        }
+    };
+    let ledger_store: Arc<dyn LedgerStore> = reachline_store::open_ledger(&url, keys).await.unwrap().into();
     let sequencer = Sequencer::start(
         ledger_store.clone(),
         SignerKey::from_seed(ORIGIN, &[9; 32]).unwrap(),
@@ -240,7 +280,7 @@ async fn run(days: i64) -> Run {
     .await
     .unwrap();
     let start = Utc.with_ymd_and_hms(DUE.0, DUE.1, DUE.2, 0, 0, 0).unwrap() - Duration::days(8);
-    let ids = book(&store, start).await;
+    let ids = book(store.as_ref(), start).await;
     let sandbox = Sandbox::start("127.0.0.1:0").await.unwrap();
     sandbox.set_script(Arc::new(script));
     let sms = SmppChannel::start(SmppConfig {
@@ -289,8 +329,24 @@ async fn run(days: i64) -> Run {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_kept_aside_book_across_a_due_date() {
-    let r = run(24).await;
+async fn the_kept_aside_book_across_a_due_date_on_sqlite() {
+    check_kept_aside_book(run(Backend::Sqlite, 24).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_aside_book_across_a_due_date_on_postgres() {
+    let Some(backend) = Backend::postgres() else { return };
+    let admin = match &backend {
+        Backend::Postgres(u) => u.clone(),
+        Backend::Sqlite => unreachable!(),
+    };
+    check_kept_aside_book(run(backend, 24).await).await;
+    postgres::drop_database(&admin, &format!("reachline_engine_test_{}", std::process::id()))
+        .await
+        .unwrap();
+}
+
+async fn check_kept_aside_book(r: Run) {
     let engine_store: &dyn EngineStore = r.store.as_ref();
     // Per borrower: (sent at, address, to a third party).
     type Sent = (DateTime<Utc>, String, bool);

@@ -19,6 +19,7 @@ use crate::{
     InstallmentRecord, LoanRecord, Result, Retirement, Store, StoreError, REPLACED_BY_BOOK,
 };
 
+pub mod engine;
 pub mod ledger;
 
 pub use ledger::PgLedger;

@@ -62,38 +62,6 @@ struct RawOutbox {
     outcome_class: Option<String>,
 }
 
-/// Reads an outcome from its stored columns.
-pub(crate) fn outcome_from(outcome: &str, class: Option<&str>) -> Result<SendOutcome> {
-    Ok(match outcome {
-        "pending" => SendOutcome::Pending,
-        "delivered" => SendOutcome::Delivered,
-        "engaged" => SendOutcome::Engaged,
-        "failed" => SendOutcome::Failed(
-            class
-                .unwrap_or("unknown")
-                .parse::<DeliveryClass>()
-                .map_err(codec::corrupt)?,
-        ),
-        other => return Err(StoreError::Corrupt(format!("unknown send outcome {other:?}"))),
-    })
-}
-
-/// The outcome a receipt or synchronous answer of `class` gives an attempt.
-pub(crate) fn outcome_of(class: DeliveryClass) -> SendOutcome {
-    match class {
-        DeliveryClass::Delivered => SendOutcome::Delivered,
-        DeliveryClass::Engaged => SendOutcome::Engaged,
-        other => SendOutcome::Failed(other),
-    }
-}
-
-fn class_column(o: SendOutcome) -> Option<&'static str> {
-    match o {
-        SendOutcome::Failed(c) => Some(c.as_str()),
-        _ => None,
-    }
-}
-
 impl RawOutbox {
     fn into_row(self) -> Result<OutboxRow> {
         Ok(OutboxRow {
@@ -111,7 +79,7 @@ impl RawOutbox {
             state: self.state.parse().map_err(codec::corrupt)?,
             tries: self.tries,
             sent_at: self.sent_at.map(ts_from_micros).transpose()?,
-            outcome: outcome_from(&self.outcome, self.outcome_class.as_deref())?,
+            outcome: SendOutcome::from_columns(&self.outcome, self.outcome_class.as_deref())?,
         })
     }
 }
@@ -369,16 +337,26 @@ impl EngineStore for SqliteStore {
         .await
     }
 
-    async fn mark_sending_many(&self, ids: Vec<i64>, at: DateTime<Utc>) -> Result<()> {
+    async fn mark_sending_many(&self, owner: &str, ids: Vec<i64>, at: DateTime<Utc>) -> Result<Vec<i64>> {
+        let owner = owner.to_string();
         self.with(move |c, _| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            for id in ids {
-                tx.prepare_cached("UPDATE outbox SET tries = tries + 1 WHERE id = ?1")?
-                    .execute([id])?;
-                set_state(&tx, id, &[SendState::Leased], SendState::Sending, ts_micros(at), None)?;
+            let mut moved = Vec::with_capacity(ids.len());
+            {
+                // The lease stays: it is how a later pass tells a live send from one left by a
+                // process that died.
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE outbox SET state = 'sending', tries = tries + 1, updated_at = ?3 \
+                     WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+                )?;
+                for id in ids {
+                    if stmt.execute(params![id, owner, ts_micros(at)])? == 1 {
+                        moved.push(id);
+                    }
+                }
             }
             tx.commit()?;
-            Ok(())
+            Ok(moved)
         })
         .await
     }
@@ -442,7 +420,9 @@ impl EngineStore for SqliteStore {
             let n = c
                 .prepare_cached(
                     "UPDATE outbox SET state = 'in_doubt', updated_at = ?1, sent_at = COALESCE(sent_at, updated_at), \
-                     detail = 'the process stopped while handing it to the channel' WHERE state = 'sending'",
+                     lease_owner = NULL, lease_until = NULL, \
+                     detail = 'the dispatcher stopped while handing it to the channel' \
+                     WHERE state = 'sending' AND (lease_until IS NULL OR lease_until < ?1)",
                 )?
                 .execute([ts_micros(at)])?;
             Ok(n as u64)
@@ -542,8 +522,8 @@ impl EngineStore for SqliteStore {
             .execute(params![
                 borrower,
                 at,
-                r#"{"source":"core_banking"}"#,
-                r#"{"kind":"payment","via_contact":false}"#
+                crate::engine::PAYMENT_SOURCE,
+                crate::engine::PAYMENT_EVIDENCE
             ])?;
             wake(&tx, borrower, at)?;
             tx.commit()?;
@@ -652,7 +632,7 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
     };
     let id = matched.unwrap_or_default();
     let channel: Channel = channel.parse().map_err(codec::corrupt)?;
-    let changed = raise_outcome(tx, id, outcome_of(receipt.class), at)?;
+    let changed = raise_outcome(tx, id, SendOutcome::of(receipt.class), at)?;
     // One piece of evidence per change of an attempt's outcome: the parts of one
     // message, or a repeated receipt, are not separate observations.
     if !changed {
@@ -669,7 +649,7 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
             borrower,
             contact,
             at,
-            serde_json::json!({"source": "provider", "name": receipt.provider}).to_string(),
+            crate::engine::provider_source(&receipt.provider),
             kinds.get(&channel).cloned().unwrap_or_default()
         ])?;
     wake(tx, borrower, at)?;
@@ -686,7 +666,14 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
 fn sent_tx(tx: &Connection, s: &SentRecord) -> Result<()> {
     let id = s.id;
     let at = ts_micros(s.at);
-    set_state(tx, id, &[SendState::Sending], SendState::Sent, at, None)?;
+    set_state(
+        tx,
+        id,
+        &[SendState::Sending, SendState::InDoubt],
+        SendState::Sent,
+        at,
+        None,
+    )?;
     tx.prepare_cached(
         "UPDATE outbox SET sent_at = ?2, provider = ?3, template_id = ?4, template_version = ?5, \
          text_sha256 = ?6 WHERE id = ?1",
@@ -724,7 +711,7 @@ fn sent_tx(tx: &Connection, s: &SentRecord) -> Result<()> {
         tx.prepare_cached("UPDATE receipts SET outbox_id = ?2, flag = 'matched late' WHERE id = ?1")?
             .execute(params![rid, id])?;
         let class: DeliveryClass = class.parse().map_err(codec::corrupt)?;
-        raise_outcome(tx, id, outcome_of(class), at)?;
+        raise_outcome(tx, id, SendOutcome::of(class), at)?;
     }
     Ok(())
 }
@@ -753,12 +740,12 @@ fn raise_outcome(c: &Connection, id: i64, new: SendOutcome, at: i64) -> Result<b
     let (outcome, class): (String, Option<String>) = c
         .prepare_cached("SELECT outcome, outcome_class FROM outbox WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let old = outcome_from(&outcome, class.as_deref())?;
+    let old = SendOutcome::from_columns(&outcome, class.as_deref())?;
     if new.rank() <= old.rank() {
         return Ok(false);
     }
     c.prepare_cached("UPDATE outbox SET outcome = ?2, outcome_class = ?3, outcome_at = ?4 WHERE id = ?1")?
-        .execute(params![id, new.name(), class_column(new), at])?;
+        .execute(params![id, new.name(), new.class_column(), at])?;
     Ok(true)
 }
 

@@ -75,6 +75,23 @@ impl Harness {
         }
     }
 
+    /// Another handle on this harness's database, as the engine sees it: each has its own
+    /// connections, as two nodes (or two dispatchers) would.
+    pub async fn engine(&self) -> Box<dyn reachline_store::engine::EngineStore> {
+        match &self.kind {
+            Kind::Sqlite { dir } => Box::new(
+                SqliteStore::open(dir.path().join("t.db"), self.keys.clone())
+                    .await
+                    .unwrap(),
+            ),
+            Kind::Postgres { admin_url, db } => Box::new(
+                PgStore::connect(&postgres::url_with_database(admin_url, db), self.keys.clone())
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
     /// Runs one SQL statement straight on the database, with optional blob and integer
     /// parameters (`?1`/`$1` for the blob, `?2`/`$2` for the integer): how the tamper tests edit
     /// what the store wrote.

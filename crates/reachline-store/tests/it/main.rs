@@ -1,6 +1,7 @@
 //! The storage suite: every story runs on SQLite, and on PostgreSQL when
 //! `REACHLINE_TEST_DATABASE_URL` names a server (each test gets a fresh database there).
 
+mod engine;
 mod helpers;
 mod ledger;
 mod stories;
@@ -27,6 +28,7 @@ macro_rules! on_both {
     )+};
 }
 
+use engine::*;
 use ledger::*;
 use stories::*;
 
@@ -47,4 +49,7 @@ on_both!(
     ledger_audit_names_each_tampering,
     commitment_keys_die_with_the_data_key,
     ledger_start_repairs_what_a_crash_leaves,
+    outbox_leases_are_exclusive_and_expire,
+    receipts_are_matched_whichever_comes_first,
+    plan_writes_are_idempotent_and_keep_history,
 );

@@ -1,0 +1,937 @@
+//! The engine's tables on PostgreSQL, shared by several nodes. Dispatchers lease with
+//! `FOR UPDATE SKIP LOCKED` (two nodes never hold one row; neither waits for the other), and a
+//! row is marked `sending` only by the node whose lease it is. A receipt and the record of the
+//! send it answers may be written at once by two connections: both take the same transaction
+//! advisory locks (one per provider-id bucket, in order) so the one that commits second always
+//! sees the other's row and the receipt is matched. Batches go over `UNNEST`ed arrays, one
+//! statement per table.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use reachline_domain::{BorrowerId, Channel, ContactId, ContactRole, DeliveryClass, InstallmentId};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use super::{borrower_row, contact_row, data_key_for, PgStore, StoredContact};
+use crate::codec;
+use crate::crypto::Sealer;
+use crate::engine::{
+    provider_source, CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, OutboxRow,
+    PlanWrite, ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, StoredEvidence,
+    PAYMENT_EVIDENCE, PAYMENT_SOURCE,
+};
+use crate::{Result, StoreError};
+
+const OUTBOX_COLS: &str = "o.id, o.idem_key, o.borrower_id, o.installment_id, o.step, o.kind, o.rung, o.contact_id, \
+     o.channel, o.third_party, o.not_before, o.state, o.tries, o.sent_at, o.outcome, o.outcome_class";
+
+/// The advisory-lock namespace of receipt matching (the first key of the two-key form).
+const MATCH_LOCK_SPACE: i32 = 0x5245_4345; // "RECE"
+/// Buckets of provider ids: enough that unrelated batches rarely meet, few enough to lock a
+/// batch's worth in one statement.
+const MATCH_LOCK_BUCKETS: u16 = 4096;
+
+fn match_bucket(provider: &str, provider_id: &str) -> i32 {
+    let h = Sha256::new()
+        .chain_update(provider.as_bytes())
+        .chain_update([0])
+        .chain_update(provider_id.as_bytes())
+        .finalize();
+    i32::from(u16::from_be_bytes([h[0], h[1]]) % MATCH_LOCK_BUCKETS)
+}
+
+/// Takes the matching locks of these (provider, provider id) pairs, in bucket order so two
+/// transactions never wait on each other in a cycle; held until the transaction ends.
+async fn lock_matching<'a>(c: &mut PgConnection, ids: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
+    let mut buckets: Vec<i32> = ids.into_iter().map(|(p, id)| match_bucket(p, id)).collect();
+    if buckets.is_empty() {
+        return Ok(());
+    }
+    buckets.sort_unstable();
+    buckets.dedup();
+    // A volatile function in the target list runs after the sort, so the locks come in order.
+    sqlx::query("SELECT pg_advisory_xact_lock($1, k) FROM UNNEST($2::int4[]) AS k ORDER BY k")
+        .bind(MATCH_LOCK_SPACE)
+        .bind(&buckets)
+        .fetch_all(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// Locks outbox rows in id order. Every transaction that touches several rows takes its locks
+/// this way first (after its matching locks), so none waits on another in a cycle.
+async fn lock_rows(c: &mut PgConnection, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT id FROM outbox WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(ids)
+        .fetch_all(&mut *c)
+        .await?;
+    Ok(())
+}
+
+fn outbox_row(r: &PgRow) -> Result<OutboxRow> {
+    let channel: String = r.try_get("channel")?;
+    let state: String = r.try_get("state")?;
+    let outcome: String = r.try_get("outcome")?;
+    let class: Option<String> = r.try_get("outcome_class")?;
+    Ok(OutboxRow {
+        id: r.try_get("id")?,
+        idem_key: r.try_get("idem_key")?,
+        borrower: BorrowerId(r.try_get("borrower_id")?),
+        installment: InstallmentId(r.try_get("installment_id")?),
+        step: r.try_get::<i32, _>("step")? as usize,
+        kind: r.try_get("kind")?,
+        rung: r.try_get::<i32, _>("rung")? as usize,
+        contact: ContactId(r.try_get("contact_id")?),
+        channel: channel.parse().map_err(codec::corrupt)?,
+        third_party: r.try_get("third_party")?,
+        not_before: r.try_get("not_before")?,
+        state: state.parse().map_err(codec::corrupt)?,
+        tries: r.try_get::<i32, _>("tries")? as u32,
+        sent_at: r.try_get("sent_at")?,
+        outcome: SendOutcome::from_columns(&outcome, class.as_deref())?,
+    })
+}
+
+async fn wake(c: &mut PgConnection, borrower: i64, at: DateTime<Utc>) -> Result<()> {
+    // Only ever earlier: a receipt wakes the borrower now even if the planner set a later time.
+    sqlx::query(
+        "INSERT INTO engine_wake (borrower_id, wake_at) VALUES ($1, $2) \
+         ON CONFLICT (borrower_id) DO UPDATE SET wake_at = LEAST(engine_wake.wake_at, excluded.wake_at)",
+    )
+    .bind(borrower)
+    .bind(at)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// Moves a row from one of `from` to `to` with its detail (clearing any lease) inside the
+/// caller's transaction; returns its borrower.
+async fn transition(
+    c: &mut PgConnection,
+    id: i64,
+    from: &[SendState],
+    to: SendState,
+    at: DateTime<Utc>,
+    detail: &str,
+) -> Result<i64> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let borrower: Option<i64> = sqlx::query_scalar(
+        "UPDATE outbox SET state = $2, updated_at = $3, detail = $4, lease_owner = NULL, lease_until = NULL \
+         WHERE id = $1 AND state = ANY($5) RETURNING borrower_id",
+    )
+    .bind(id)
+    .bind(to.as_str())
+    .bind(at)
+    .bind(detail)
+    .bind(&from)
+    .fetch_optional(&mut *c)
+    .await?;
+    borrower.ok_or_else(|| {
+        StoreError::Conflict(format!(
+            "outbox row {id} is not in state {} (moving to {})",
+            from.join("/"),
+            to.as_str()
+        ))
+    })
+}
+
+async fn count_rows(pool: &sqlx::PgPool, sql: &str, width: usize) -> Result<Vec<CountRow>> {
+    let rows = sqlx::query(sql).fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| {
+            let mut keys = Vec::with_capacity(width);
+            for i in 0..width {
+                keys.push(r.try_get::<Option<String>, _>(i)?.unwrap_or_default());
+            }
+            Ok(CountRow {
+                keys,
+                count: r.try_get::<i64, _>(width)? as u64,
+            })
+        })
+        .collect()
+}
+
+/// Raises an attempt's outcome if `new` ranks above what is known; true if it did. The caller
+/// holds the row's lock.
+async fn raise_outcome(c: &mut PgConnection, id: i64, new: SendOutcome, at: DateTime<Utc>) -> Result<bool> {
+    let r = sqlx::query("SELECT outcome, outcome_class FROM outbox WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *c)
+        .await?;
+    let outcome: String = r.try_get(0)?;
+    let class: Option<String> = r.try_get(1)?;
+    let old = SendOutcome::from_columns(&outcome, class.as_deref())?;
+    if new.rank() <= old.rank() {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE outbox SET outcome = $2, outcome_class = $3, outcome_at = $4 WHERE id = $1")
+        .bind(id)
+        .bind(new.name())
+        .bind(new.class_column())
+        .bind(at)
+        .execute(&mut *c)
+        .await?;
+    Ok(true)
+}
+
+/// Keeps and applies one receipt (its send already looked up) inside a transaction that holds
+/// its matching lock and its row's lock.
+async fn receipt_tx(
+    c: &mut PgConnection,
+    receipt: ReceiptIn,
+    kinds: &HashMap<Channel, String>,
+) -> Result<Option<ReceiptMatch>> {
+    let matched = receipt.outbox_id;
+    let row: Option<(i64, i64, String)> = match matched {
+        Some(id) => {
+            sqlx::query_as("SELECT borrower_id, contact_id, channel FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *c)
+                .await?
+        }
+        None => None,
+    };
+    let flag = match (matched, &row) {
+        (None, _) => Some("unmatched"),
+        (Some(_), None) => Some("names an unknown send"),
+        _ => None,
+    };
+    sqlx::query(
+        "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(receipt.at)
+    .bind(&receipt.provider)
+    .bind(&receipt.provider_id)
+    .bind(row.as_ref().and(matched))
+    .bind(receipt.class.as_str())
+    .bind(&receipt.code)
+    .bind(receipt.is_final)
+    .bind(&receipt.raw)
+    .bind(flag)
+    .execute(&mut *c)
+    .await?;
+    let (Some(id), Some((borrower, contact, channel))) = (matched, row) else {
+        return Ok(None);
+    };
+    let channel: Channel = channel.parse().map_err(codec::corrupt)?;
+    let changed = raise_outcome(c, id, SendOutcome::of(receipt.class), receipt.at).await?;
+    // One piece of evidence per change of an attempt's outcome: the parts of one message, or a
+    // repeated receipt, are not separate observations.
+    if changed {
+        sqlx::query("INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES ($1, $2, $3, $4, $5)")
+            .bind(borrower)
+            .bind(contact)
+            .bind(receipt.at)
+            .bind(provider_source(&receipt.provider))
+            .bind(kinds.get(&channel).cloned().unwrap_or_default())
+            .execute(&mut *c)
+            .await?;
+        wake(c, borrower, receipt.at).await?;
+    }
+    Ok(Some(ReceiptMatch {
+        outbox_id: id,
+        borrower: BorrowerId(borrower),
+        contact: ContactId(contact),
+        channel,
+        changed,
+    }))
+}
+
+/// Keeps the last of each key: one statement may not update a row twice.
+fn last_per_key<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<T> = items.into_iter().rev().filter(|t| seen.insert(key(t))).collect();
+    out.reverse();
+    out
+}
+
+#[async_trait]
+impl EngineStore for PgStore {
+    async fn due_borrowers(
+        &self,
+        after: Option<BorrowerId>,
+        from: NaiveDate,
+        to: NaiveDate,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<BorrowerId>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT b.id FROM borrowers b LEFT JOIN engine_wake w ON w.borrower_id = b.id \
+             WHERE b.id > $3 AND (w.wake_at IS NULL OR w.wake_at <= $4) AND EXISTS ( \
+             SELECT 1 FROM loans l JOIN installments i ON i.loan_id = l.id WHERE l.borrower_id = b.id \
+             AND i.due_date BETWEEN $1 AND $2 AND i.amount_paid_minor < i.amount_due_minor) \
+             ORDER BY b.id LIMIT $5",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(after.map_or(0, |b| b.0))
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(BorrowerId).collect())
+    }
+
+    async fn views(&self, ids: &[BorrowerId], from: NaiveDate, to: NaiveDate) -> Result<Vec<EngineView>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set: Vec<i64> = ids.iter().map(|b| b.0).collect();
+        let mut c = self.pool.acquire().await?;
+        let mut out: Vec<EngineView> = Vec::with_capacity(ids.len());
+        let mut index: HashMap<i64, usize> = HashMap::with_capacity(ids.len());
+        for r in sqlx::query(
+            "SELECT id, locale, time_zone, jurisdiction, external_id FROM borrowers WHERE id = ANY($1) ORDER BY id",
+        )
+        .bind(&set)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            let id: i64 = r.try_get("id")?;
+            index.insert(id, out.len());
+            out.push(EngineView {
+                id: BorrowerId(id),
+                external_id: r.try_get("external_id")?,
+                locale: r.try_get::<String, _>("locale")?.parse().map_err(codec::corrupt)?,
+                zone: reachline_domain::borrower::parse_time_zone(&r.try_get::<String, _>("time_zone")?)
+                    .map_err(codec::corrupt)?,
+                jurisdiction: r
+                    .try_get::<String, _>("jurisdiction")?
+                    .parse()
+                    .map_err(codec::corrupt)?,
+                contacts: Vec::new(),
+                consents: Vec::new(),
+                installments: Vec::new(),
+                evidence: Vec::new(),
+                sends: Vec::new(),
+            });
+        }
+        let at = |index: &HashMap<i64, usize>, r: &PgRow| -> Result<Option<usize>> {
+            Ok(index.get(&r.try_get::<i64, _>("borrower_id")?).copied())
+        };
+        for r in sqlx::query(
+            "SELECT id, borrower_id, kind, role, relation, bound_since, verified_at, retired_at FROM contact_points \
+             WHERE borrower_id = ANY($1) ORDER BY id",
+        )
+        .bind(&set)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            let Some(i) = at(&index, &r)? else { continue };
+            let role: String = r.try_get("role")?;
+            let relation: Option<String> = r.try_get("relation")?;
+            out[i].contacts.push(EngineContact {
+                id: ContactId(r.try_get("id")?),
+                kind: r.try_get::<String, _>("kind")?.parse().map_err(codec::corrupt)?,
+                role: ContactRole::from_parts(&role, relation.as_deref()).map_err(codec::corrupt)?,
+                bound_since: r.try_get("bound_since")?,
+                verified_at: r.try_get("verified_at")?,
+                retired: r.try_get::<Option<DateTime<Utc>>, _>("retired_at")?.is_some(),
+            });
+        }
+        for r in sqlx::query(
+            "SELECT borrower_id, purpose, channel, state, at, source, text_version FROM consents \
+             WHERE borrower_id = ANY($1) ORDER BY at, id",
+        )
+        .bind(&set)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            let Some(i) = at(&index, &r)? else { continue };
+            out[i].consents.push(codec::consent_from_columns(
+                r.try_get("purpose")?,
+                r.try_get("channel")?,
+                r.try_get("state")?,
+                r.try_get("at")?,
+                r.try_get("source")?,
+                r.try_get("text_version")?,
+            )?);
+        }
+        for r in sqlx::query(
+            "SELECT i.id, l.borrower_id, l.product, l.external_id, i.seq, i.due_date, i.amount_due_minor, \
+             i.amount_paid_minor, i.currency FROM loans l JOIN installments i ON i.loan_id = l.id \
+             WHERE l.borrower_id = ANY($1) AND i.due_date BETWEEN $2 AND $3 ORDER BY i.due_date, i.id",
+        )
+        .bind(&set)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            let Some(i) = at(&index, &r)? else { continue };
+            let amount_due: i64 = r.try_get("amount_due_minor")?;
+            let amount_paid: i64 = r.try_get("amount_paid_minor")?;
+            out[i].installments.push(EngineInstallment {
+                id: InstallmentId(r.try_get("id")?),
+                product: r.try_get("product")?,
+                loan_ref: r.try_get("external_id")?,
+                seq: r.try_get::<i32, _>("seq")? as u32,
+                due_date: r.try_get("due_date")?,
+                amount_due_minor: amount_due,
+                amount_paid_minor: amount_paid,
+                currency: r.try_get::<String, _>("currency")?.parse().map_err(codec::corrupt)?,
+                paid: amount_paid >= amount_due,
+            });
+        }
+        for r in sqlx::query(
+            "SELECT id, borrower_id, contact_id, at, source, kind FROM evidence WHERE borrower_id = ANY($1) \
+             ORDER BY at, id",
+        )
+        .bind(&set)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            let Some(i) = at(&index, &r)? else { continue };
+            out[i].evidence.push(StoredEvidence {
+                id: r.try_get("id")?,
+                contact: r.try_get::<Option<i64>, _>("contact_id")?.map(ContactId),
+                at: r.try_get("at")?,
+                source: r.try_get("source")?,
+                kind: r.try_get("kind")?,
+            });
+        }
+        for r in sqlx::query(&format!(
+            "SELECT {OUTBOX_COLS} FROM outbox o WHERE o.borrower_id = ANY($1) ORDER BY o.id"
+        ))
+        .bind(&set)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            let row = outbox_row(&r)?;
+            if let Some(&i) = index.get(&row.borrower.0) {
+                out[i].sends.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_plan(&self, plan: PlanWrite) -> Result<usize> {
+        let at = plan.at.unwrap_or_else(Utc::now);
+        let mut tx = self.pool.begin().await?;
+        let mut queued = 0;
+        if !plan.sends.is_empty() {
+            let s = &plan.sends;
+            queued = sqlx::query(
+                "INSERT INTO outbox (idem_key, borrower_id, installment_id, step, kind, rung, contact_id, channel, \
+                 third_party, not_before, state, created_at, updated_at) \
+                 SELECT k, b, i, st, kd, r, ct, ch, tp, nb, 'queued', $11, $11 FROM UNNEST($1::text[], $2::int8[], \
+                 $3::int8[], $4::int4[], $5::text[], $6::int4[], $7::int8[], $8::text[], $9::bool[], \
+                 $10::timestamptz[]) AS t(k, b, i, st, kd, r, ct, ch, tp, nb) \
+                 ON CONFLICT (idem_key) DO NOTHING",
+            )
+            .bind(s.iter().map(|s| s.idem_key.as_str()).collect::<Vec<_>>())
+            .bind(s.iter().map(|s| s.borrower.0).collect::<Vec<_>>())
+            .bind(s.iter().map(|s| s.installment.0).collect::<Vec<_>>())
+            .bind(s.iter().map(|s| s.step as i32).collect::<Vec<_>>())
+            .bind(s.iter().map(|s| s.kind.as_str()).collect::<Vec<_>>())
+            .bind(s.iter().map(|s| s.rung as i32).collect::<Vec<_>>())
+            .bind(s.iter().map(|s| s.contact.0).collect::<Vec<_>>())
+            .bind(s.iter().map(|s| s.channel.as_str()).collect::<Vec<_>>())
+            .bind(s.iter().map(|s| s.third_party).collect::<Vec<_>>())
+            .bind(s.iter().map(|s| s.not_before).collect::<Vec<_>>())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as usize;
+        }
+        // Within one pass a notice has one decision; were there two, the later one stands.
+        let d = last_per_key(plan.decisions, |d| (d.borrower, d.notice.clone()));
+        if !d.is_empty() {
+            // Only a decision that differs from the notice's latest is history.
+            sqlx::query(
+                "WITH input AS (SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::timestamptz[], $7::text[]) WITH ORDINALITY AS t(borrower_id, notice, action, reason, gate, \
+                 until_at, detail, n)), \
+                 changed AS (SELECT i.* FROM input i LEFT JOIN notice_states s \
+                 ON s.borrower_id = i.borrower_id AND s.notice = i.notice \
+                 WHERE s.borrower_id IS NULL OR s.action IS DISTINCT FROM i.action \
+                 OR s.reason IS DISTINCT FROM i.reason OR s.gate IS DISTINCT FROM i.gate \
+                 OR s.detail IS DISTINCT FROM i.detail), \
+                 history AS (INSERT INTO decisions (borrower_id, notice, at, action, reason, gate, until_at, detail) \
+                 SELECT borrower_id, notice, $8, action, reason, gate, until_at, detail FROM changed ORDER BY n) \
+                 INSERT INTO notice_states (borrower_id, notice, action, reason, gate, until_at, detail, at) \
+                 SELECT borrower_id, notice, action, reason, gate, until_at, detail, $8 FROM changed \
+                 ON CONFLICT (borrower_id, notice) DO UPDATE SET action = excluded.action, \
+                 reason = excluded.reason, gate = excluded.gate, until_at = excluded.until_at, \
+                 detail = excluded.detail, at = excluded.at",
+            )
+            .bind(d.iter().map(|d| d.borrower.0).collect::<Vec<_>>())
+            .bind(d.iter().map(|d| d.notice.as_str()).collect::<Vec<_>>())
+            .bind(d.iter().map(|d| d.action.as_str()).collect::<Vec<_>>())
+            .bind(d.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>())
+            .bind(d.iter().map(|d| d.gate.as_deref()).collect::<Vec<_>>())
+            .bind(d.iter().map(|d| d.until).collect::<Vec<_>>())
+            .bind(d.iter().map(|d| d.detail.as_deref()).collect::<Vec<_>>())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let w = last_per_key(plan.wakes, |(b, _)| *b);
+        if !w.is_empty() {
+            sqlx::query(
+                "INSERT INTO engine_wake (borrower_id, wake_at) SELECT * FROM UNNEST($1::int8[], $2::timestamptz[]) \
+                 ON CONFLICT (borrower_id) DO UPDATE SET wake_at = excluded.wake_at",
+            )
+            .bind(w.iter().map(|(b, _)| b.0).collect::<Vec<_>>())
+            .bind(w.iter().map(|(_, t)| *t).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    async fn lease(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
+        let until = now + lease;
+        // Rows another node holds are skipped, not waited for; each branch locks what it picks.
+        let rows = sqlx::query(&format!(
+            "WITH queued AS (SELECT id FROM outbox WHERE state = 'queued' AND not_before <= $3 \
+             ORDER BY not_before, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
+             expired AS (SELECT id FROM outbox WHERE state = 'leased' AND lease_until < $3 \
+             ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             UPDATE outbox o SET state = 'leased', lease_owner = $1, lease_until = $2, updated_at = $3 \
+             FROM (SELECT id FROM queued UNION ALL SELECT id FROM expired LIMIT $4) d \
+             WHERE o.id = d.id RETURNING {OUTBOX_COLS}"
+        ))
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows.iter().map(outbox_row).collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    async fn mark_sending_many(&self, owner: &str, ids: Vec<i64>, at: DateTime<Utc>) -> Result<Vec<i64>> {
+        // The lease stays: it is how a later pass tells a live send from one left by a node that
+        // died.
+        let mut moved: Vec<i64> = sqlx::query_scalar(
+            "UPDATE outbox SET state = 'sending', tries = tries + 1, updated_at = $3 \
+             WHERE id = ANY($1) AND state = 'leased' AND lease_owner = $2 RETURNING id",
+        )
+        .bind(&ids)
+        .bind(owner)
+        .bind(at)
+        .fetch_all(&self.pool)
+        .await?;
+        moved.sort_unstable();
+        Ok(moved)
+    }
+
+    async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let mut parts: Vec<(&str, &str, i64, i32)> = Vec::new();
+        for s in &sent {
+            for (part, pid) in s.provider_ids.iter().enumerate() {
+                parts.push((s.provider.as_str(), pid.as_str(), s.id, part as i32));
+            }
+        }
+        let parts = last_per_key(parts, |p| (p.0, p.1));
+        let mut tx = self.pool.begin().await?;
+        lock_matching(&mut tx, parts.iter().map(|p| (p.0, p.1))).await?;
+        let ids: Vec<i64> = sent.iter().map(|s| s.id).collect();
+        lock_rows(&mut tx, &ids).await?;
+        let moved: Vec<i64> = sqlx::query_scalar(
+            "UPDATE outbox o SET state = 'sent', updated_at = u.at, sent_at = u.at, provider = u.provider, \
+             template_id = u.tid, template_version = u.tv, text_sha256 = u.sha, lease_owner = NULL, \
+             lease_until = NULL FROM UNNEST($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::int4[], \
+             $6::bytea[]) AS u(id, at, provider, tid, tv, sha) \
+             WHERE o.id = u.id AND o.state IN ('sending', 'in_doubt') RETURNING o.id",
+        )
+        .bind(&ids)
+        .bind(sent.iter().map(|s| s.at).collect::<Vec<_>>())
+        .bind(sent.iter().map(|s| s.provider.as_str()).collect::<Vec<_>>())
+        .bind(sent.iter().map(|s| s.template_id.as_str()).collect::<Vec<_>>())
+        .bind(sent.iter().map(|s| s.template_version as i32).collect::<Vec<_>>())
+        .bind(sent.iter().map(|s| s.text_sha256.to_vec()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        if moved.len() != ids.len() {
+            let moved: HashSet<i64> = moved.into_iter().collect();
+            let stray: Vec<String> = ids.iter().filter(|i| !moved.contains(i)).map(i64::to_string).collect();
+            return Err(StoreError::Conflict(format!(
+                "outbox rows {} are not in state sending/in_doubt (moving to sent)",
+                stray.join(", ")
+            )));
+        }
+        if !parts.is_empty() {
+            sqlx::query(
+                "INSERT INTO outbox_provider_ids (provider, provider_id, outbox_id, part) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[]) \
+                 ON CONFLICT (provider, provider_id) DO UPDATE SET outbox_id = excluded.outbox_id, part = excluded.part",
+            )
+            .bind(parts.iter().map(|p| p.0).collect::<Vec<_>>())
+            .bind(parts.iter().map(|p| p.1).collect::<Vec<_>>())
+            .bind(parts.iter().map(|p| p.2).collect::<Vec<_>>())
+            .bind(parts.iter().map(|p| p.3).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        // A receipt that beat this record (it came before the ids were written) was kept
+        // unmatched; match it now.
+        let early: Vec<(i64, String, i64, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT r.id, r.class, p.outbox_id, r.at FROM receipts r JOIN outbox_provider_ids p \
+             ON p.provider = r.provider AND p.provider_id = r.provider_id \
+             WHERE r.outbox_id IS NULL AND p.outbox_id = ANY($1) ORDER BY r.id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let at_of: HashMap<i64, DateTime<Utc>> = sent.iter().map(|s| (s.id, s.at)).collect();
+        for (rid, class, outbox_id, _) in early {
+            sqlx::query("UPDATE receipts SET outbox_id = $2, flag = 'matched late' WHERE id = $1")
+                .bind(rid)
+                .bind(outbox_id)
+                .execute(&mut *tx)
+                .await?;
+            let class: DeliveryClass = class.parse().map_err(codec::corrupt)?;
+            raise_outcome(&mut tx, outbox_id, SendOutcome::of(class), at_of[&outbox_id]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_failed(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        class: DeliveryClass,
+        code: &str,
+        detail: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let borrower = transition(
+            &mut tx,
+            id,
+            &[SendState::Sending, SendState::Leased],
+            SendState::Failed,
+            at,
+            detail,
+        )
+        .await?;
+        sqlx::query(
+            "UPDATE outbox SET sent_at = $2, outcome = 'failed', outcome_class = $3, outcome_code = $4, \
+             outcome_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(class.as_str())
+        .bind(code)
+        .execute(&mut *tx)
+        .await?;
+        wake(&mut tx, borrower, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release(&self, id: i64, retry_at: DateTime<Utc>, detail: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let from = [SendState::Sending, SendState::Leased];
+        transition(&mut tx, id, &from, SendState::Queued, retry_at, detail).await?;
+        sqlx::query("UPDATE outbox SET not_before = $2 WHERE id = $1")
+            .bind(id)
+            .bind(retry_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cancel(&self, id: i64, at: DateTime<Utc>, detail: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let from = [SendState::Leased, SendState::Queued];
+        let borrower = transition(&mut tx, id, &from, SendState::Cancelled, at, detail).await?;
+        wake(&mut tx, borrower, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recover_in_doubt(&self, at: DateTime<Utc>) -> Result<u64> {
+        let n = sqlx::query(
+            "UPDATE outbox SET state = 'in_doubt', updated_at = $1, sent_at = COALESCE(sent_at, updated_at), \
+             lease_owner = NULL, lease_until = NULL, \
+             detail = 'the dispatcher stopped while handing it to the channel' \
+             WHERE state = 'sending' AND (lease_until IS NULL OR lease_until < $1)",
+        )
+        .bind(at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+
+    async fn record_receipt(
+        &self,
+        receipt: ReceiptIn,
+        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
+    ) -> Result<Option<ReceiptMatch>> {
+        let mut out = self.record_receipts(vec![receipt], evidence_kind).await?;
+        Ok(out.pop().flatten())
+    }
+
+    async fn record_receipts(
+        &self,
+        receipts: Vec<ReceiptIn>,
+        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
+    ) -> Result<Vec<Option<ReceiptMatch>>> {
+        let kinds: HashMap<Channel, String> =
+            [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push, Channel::Im]
+                .into_iter()
+                .map(|ch| (ch, evidence_kind(ch)))
+                .collect();
+        let mut tx = self.pool.begin().await?;
+        lock_matching(
+            &mut tx,
+            receipts
+                .iter()
+                .filter(|r| r.outbox_id.is_none())
+                .map(|r| (r.provider.as_str(), r.provider_id.as_str())),
+        )
+        .await?;
+        // Which sends these receipts answer, then those rows locked in order.
+        let mut receipts = receipts;
+        let unresolved: Vec<usize> = (0..receipts.len())
+            .filter(|&i| receipts[i].outbox_id.is_none())
+            .collect();
+        if !unresolved.is_empty() {
+            let found: HashMap<(String, String), i64> = sqlx::query_as::<_, (String, String, i64)>(
+                "SELECT p.provider, p.provider_id, p.outbox_id FROM outbox_provider_ids p \
+                 JOIN UNNEST($1::text[], $2::text[]) AS u(provider, provider_id) \
+                 ON p.provider = u.provider AND p.provider_id = u.provider_id",
+            )
+            .bind(
+                unresolved
+                    .iter()
+                    .map(|&i| receipts[i].provider.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                unresolved
+                    .iter()
+                    .map(|&i| receipts[i].provider_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(p, id, o)| ((p, id), o))
+            .collect();
+            for i in unresolved {
+                let key = (receipts[i].provider.clone(), receipts[i].provider_id.clone());
+                receipts[i].outbox_id = found.get(&key).copied();
+            }
+        }
+        let mut rows: Vec<i64> = receipts.iter().filter_map(|r| r.outbox_id).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        lock_rows(&mut tx, &rows).await?;
+        let mut out = Vec::with_capacity(receipts.len());
+        for r in receipts {
+            out.push(receipt_tx(&mut tx, r, &kinds).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn add_evidence(
+        &self,
+        borrower: BorrowerId,
+        contact: Option<ContactId>,
+        at: DateTime<Utc>,
+        source: &str,
+        kind: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES ($1, $2, $3, $4, $5)")
+            .bind(borrower.0)
+            .bind(contact.map(|c| c.0))
+            .bind(at)
+            .bind(source)
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+        wake(&mut tx, borrower.0, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget> {
+        let mut out = self.send_targets(vec![(borrower, contact)]).await?;
+        out.pop().unwrap_or_else(|| {
+            Err(StoreError::NotFound {
+                what: "contact point",
+                id: contact.to_string(),
+            })
+        })
+    }
+
+    async fn send_targets(&self, pairs: Vec<(BorrowerId, ContactId)>) -> Result<Vec<Result<SendTarget>>> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.pool.acquire().await?;
+        let contact_ids: Vec<i64> = pairs.iter().map(|(_, ct)| ct.0).collect();
+        let mut borrower_ids: Vec<i64> = pairs.iter().map(|(b, _)| b.0).collect();
+        borrower_ids.sort_unstable();
+        borrower_ids.dedup();
+        let contacts: HashMap<i64, StoredContact> = sqlx::query(&format!(
+            "SELECT {} FROM contact_points WHERE id = ANY($1)",
+            super::CONTACT_COLS
+        ))
+        .bind(&contact_ids)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(|r| contact_row(r).map(|s| (s.id.0, s)))
+        .collect::<std::result::Result<_, _>>()?;
+        let borrowers: HashMap<i64, codec::BorrowerRow> = sqlx::query(
+            "SELECT id, external_id, name_enc, national_id_scheme, national_id_enc, national_id_bidx, locale, \
+             time_zone, jurisdiction FROM borrowers WHERE id = ANY($1)",
+        )
+        .bind(&borrower_ids)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get::<i64, _>("id")?, borrower_row(r)?)))
+        .collect::<std::result::Result<_, sqlx::Error>>()?;
+        let mut sealers: HashMap<BorrowerId, std::result::Result<Sealer, String>> = HashMap::new();
+        let mut out = Vec::with_capacity(pairs.len());
+        for (borrower, contact) in pairs {
+            if let std::collections::hash_map::Entry::Vacant(e) = sealers.entry(borrower) {
+                let s = data_key_for(&mut c, &self.keys, borrower).await.map(|k| k.sealer());
+                e.insert(s.map_err(|e| e.to_string()));
+            }
+            let target = (|| {
+                let rec = contacts.get(&contact.0).ok_or_else(|| StoreError::NotFound {
+                    what: "contact point",
+                    id: contact.to_string(),
+                })?;
+                if rec.borrower_id != borrower {
+                    return Err(StoreError::Conflict(format!(
+                        "contact point {contact} is not borrower {borrower}'s"
+                    )));
+                }
+                let sealer = sealers[&borrower]
+                    .as_ref()
+                    .map_err(|e| StoreError::Corrupt(e.clone()))?;
+                let b = borrowers.get(&borrower.0).ok_or_else(|| StoreError::NotFound {
+                    what: "borrower",
+                    id: borrower.to_string(),
+                })?;
+                Ok(SendTarget {
+                    address: rec.row.open(sealer)?.address,
+                    borrower_name: b.open(sealer)?.name,
+                })
+            })();
+            out.push(target);
+        }
+        Ok(out)
+    }
+
+    async fn record_payment(
+        &self,
+        installment: InstallmentId,
+        amount_minor: i64,
+        at: DateTime<Utc>,
+    ) -> Result<BorrowerId> {
+        let mut tx = self.pool.begin().await?;
+        let borrower: Option<i64> = sqlx::query_scalar(
+            "UPDATE installments i SET amount_paid_minor = LEAST(i.amount_due_minor, i.amount_paid_minor + $2), \
+             paid_at = CASE WHEN i.amount_paid_minor + $2 >= i.amount_due_minor THEN $3 ELSE i.paid_at END, \
+             updated_at = $3 FROM loans l WHERE i.id = $1 AND l.id = i.loan_id RETURNING l.borrower_id",
+        )
+        .bind(installment.0)
+        .bind(amount_minor)
+        .bind(at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(borrower) = borrower else {
+            return Err(StoreError::NotFound {
+                what: "installment",
+                id: installment.to_string(),
+            });
+        };
+        sqlx::query("INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES ($1, NULL, $2, $3, $4)")
+            .bind(borrower)
+            .bind(at)
+            .bind(PAYMENT_SOURCE)
+            .bind(PAYMENT_EVIDENCE)
+            .execute(&mut *tx)
+            .await?;
+        wake(&mut tx, borrower, at).await?;
+        tx.commit().await?;
+        Ok(BorrowerId(borrower))
+    }
+
+    async fn outbox_counts(&self) -> Result<Vec<CountRow>> {
+        count_rows(
+            &self.pool,
+            "SELECT kind, channel, state, outcome, outcome_class, COUNT(*) FROM outbox \
+             GROUP BY kind, channel, state, outcome, outcome_class ORDER BY 1, 2, 3, 4, 5",
+            5,
+        )
+        .await
+    }
+
+    async fn decision_counts(&self) -> Result<Vec<CountRow>> {
+        count_rows(
+            &self.pool,
+            "SELECT action, reason, gate, COUNT(*) FROM decisions GROUP BY action, reason, gate ORDER BY 4 DESC",
+            3,
+        )
+        .await
+    }
+
+    async fn decisions_of(&self, borrower: BorrowerId) -> Result<Vec<(DateTime<Utc>, DecisionRow)>> {
+        let rows = sqlx::query(
+            "SELECT at, notice, action, reason, gate, until_at, detail FROM decisions WHERE borrower_id = $1 ORDER BY id",
+        )
+        .bind(borrower.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("at")?,
+                    DecisionRow {
+                        borrower,
+                        notice: r.try_get("notice")?,
+                        action: r.try_get("action")?,
+                        reason: r.try_get("reason")?,
+                        gate: r.try_get("gate")?,
+                        until: r.try_get("until_at")?,
+                        detail: r.try_get("detail")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn sends_of(&self, borrower: BorrowerId) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLS} FROM outbox o WHERE o.borrower_id = $1 ORDER BY o.id"
+        ))
+        .bind(borrower.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+}

@@ -1,0 +1,267 @@
+//! The engine's tables on both back ends: leases never give one row to two dispatchers and
+//! pass on when they run out; only the holder may hand a row to the channel; a receipt is
+//! matched to its send whether it is recorded before, after or at the same time as the send;
+//! planning twice queues nothing twice and records a decision only when it changes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use reachline_domain::{BorrowerId, Channel, ContactId, DeliveryClass, InstallmentId};
+use reachline_store::engine::{
+    DecisionRow, EngineStore, NewSend, PlanWrite, ReceiptIn, SendOutcome, SendState, SentRecord,
+};
+
+use crate::helpers::Harness;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 2, 0, 0).unwrap()
+}
+
+fn send(n: i64) -> NewSend {
+    NewSend {
+        idem_key: format!("{n}/0/pre_due_t3/{n}/sms/0"),
+        borrower: BorrowerId(n),
+        installment: InstallmentId(n),
+        step: 0,
+        kind: "pre_due_t3".into(),
+        rung: 0,
+        contact: ContactId(n),
+        channel: Channel::Sms,
+        third_party: false,
+        not_before: t0(),
+    }
+}
+
+async fn queue(e: &dyn EngineStore, n: i64) {
+    let queued = e
+        .write_plan(PlanWrite {
+            at: Some(t0()),
+            sends: (1..=n).map(send).collect(),
+            ..PlanWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued, n as usize);
+}
+
+fn sent(id: i64, pid: &str, at: DateTime<Utc>) -> SentRecord {
+    SentRecord {
+        id,
+        at,
+        provider: "smsc".into(),
+        provider_ids: vec![pid.into()],
+        template_id: "pre_due_t3".into(),
+        template_version: 1,
+        text_sha256: [7; 32],
+    }
+}
+
+fn receipt(pid: &str, at: DateTime<Utc>) -> ReceiptIn {
+    ReceiptIn {
+        at,
+        provider: "smsc".into(),
+        provider_id: pid.into(),
+        outbox_id: None,
+        class: DeliveryClass::Delivered,
+        code: "DELIVRD".into(),
+        is_final: true,
+        raw: b"id:x stat:DELIVRD".to_vec(),
+    }
+}
+
+fn evidence(_: Channel) -> String {
+    r#"{"kind":"delivered"}"#.into()
+}
+
+pub async fn outbox_leases_are_exclusive_and_expire(h: &Harness) {
+    let e = h.engine().await;
+    queue(e.as_ref(), 400).await;
+    // Four dispatchers, each with its own connections, lease at once until nothing is left.
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store: Arc<dyn EngineStore> = h.engine().await.into();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let rows = store
+                    .lease(&format!("node-{w}"), t0(), Duration::minutes(5), 25)
+                    .await
+                    .unwrap();
+                if rows.is_empty() {
+                    break got;
+                }
+                assert!(rows.iter().all(|r| r.state == SendState::Leased));
+                got.extend(rows.into_iter().map(|r| r.id));
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut all = HashSet::new();
+    let mut per_node = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        per_node.push(got.len());
+        for id in got {
+            assert!(all.insert(id), "row {id} leased by two dispatchers");
+        }
+    }
+    assert_eq!(all.len(), 400, "every row leased once: {per_node:?}");
+
+    // Only the holder hands a row to the channel.
+    let mut ids: Vec<i64> = all.iter().copied().collect();
+    ids.sort_unstable();
+    let rows = e.sends_of(BorrowerId(1)).await.unwrap();
+    let first = rows[0].id;
+    let other = e.mark_sending_many("intruder", vec![first], t0()).await.unwrap();
+    assert!(other.is_empty(), "a row another node holds is not marked sending");
+
+    // A lease that runs out passes to the next dispatcher; the old holder cannot send it then.
+    let later = t0() + Duration::minutes(6);
+    let taken = e.lease("node-9", later, Duration::minutes(5), 1000).await.unwrap();
+    assert_eq!(taken.len(), 400, "expired leases are taken over");
+    for w in 0..4 {
+        let moved = e
+            .mark_sending_many(&format!("node-{w}"), ids.clone(), later)
+            .await
+            .unwrap();
+        assert!(moved.is_empty(), "node-{w} lost its leases");
+    }
+    let moved = e.mark_sending_many("node-9", ids[..10].to_vec(), later).await.unwrap();
+    assert_eq!(moved, ids[..10].to_vec());
+    assert!(e
+        .lease("node-8", later, Duration::minutes(5), 1000)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A send still inside its lease is live; after it, it is in doubt, never resubmitted.
+    assert_eq!(e.recover_in_doubt(later + Duration::minutes(1)).await.unwrap(), 0);
+    let after = later + Duration::minutes(6);
+    assert_eq!(e.recover_in_doubt(after).await.unwrap(), 10);
+    assert!(e
+        .lease("node-8", after, Duration::minutes(5), 5)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| !ids[..10].contains(&r.id)));
+    // Its provider did answer, late: the answer is kept and the row is sent.
+    e.record_sent_many(vec![sent(ids[0], "late-1", after)]).await.unwrap();
+    let all_rows: Vec<_> = {
+        let mut v = Vec::new();
+        for b in 1..=400 {
+            v.extend(e.sends_of(BorrowerId(b)).await.unwrap());
+        }
+        v
+    };
+    let state_of = |id: i64| all_rows.iter().find(|r| r.id == id).unwrap().state;
+    assert_eq!(state_of(ids[0]), SendState::Sent);
+    assert_eq!(state_of(ids[1]), SendState::InDoubt);
+    assert_eq!(all_rows.iter().filter(|r| r.state == SendState::InDoubt).count(), 9);
+    assert_eq!(all_rows.iter().map(|r| r.tries).max(), Some(1), "tried once");
+}
+
+pub async fn receipts_are_matched_whichever_comes_first(h: &Harness) {
+    let e: Arc<dyn EngineStore> = h.engine().await.into();
+    queue(e.as_ref(), 200).await;
+    let rows = e.lease("n", t0(), Duration::minutes(5), 1000).await.unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    assert_eq!(e.mark_sending_many("n", ids.clone(), t0()).await.unwrap(), ids);
+    let at = t0() + Duration::seconds(1);
+    // The first receipt comes before its send is recorded: kept, unmatched, then matched late.
+    let early = e.record_receipts(vec![receipt("p-0", at)], &evidence).await.unwrap();
+    assert_eq!(early, vec![None]);
+    // The rest race: each send recorded on one handle while its receipt arrives on another.
+    let other: Arc<dyn EngineStore> = h.engine().await.into();
+    let sends = {
+        let e = e.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            for chunk in ids.chunks(16) {
+                let batch = chunk
+                    .iter()
+                    .map(|&id| sent(id, &format!("p-{}", id - ids[0]), at))
+                    .collect();
+                e.record_sent_many(batch).await.unwrap();
+            }
+        })
+    };
+    let receipts = {
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            for chunk in (1..ids.len()).collect::<Vec<_>>().chunks(8) {
+                let batch = chunk.iter().map(|i| receipt(&format!("p-{i}"), at)).collect();
+                other.record_receipts(batch, &evidence).await.unwrap();
+            }
+        })
+    };
+    sends.await.unwrap();
+    receipts.await.unwrap();
+    // A repeated receipt changes nothing; one for no send is kept and flagged.
+    let again = e.record_receipts(vec![receipt("p-5", at)], &evidence).await.unwrap();
+    assert!(matches!(&again[..], [Some(m)] if !m.changed));
+    let stray = e.record_receipts(vec![receipt("nobody", at)], &evidence).await.unwrap();
+    assert_eq!(stray, vec![None]);
+    for (i, id) in ids.iter().enumerate() {
+        let row = e
+            .sends_of(BorrowerId(i as i64 + 1))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == *id)
+            .unwrap();
+        assert_eq!(row.state, SendState::Sent);
+        assert_eq!(
+            row.outcome,
+            SendOutcome::Delivered,
+            "row {id} (receipt p-{i}) is matched"
+        );
+    }
+}
+
+pub async fn plan_writes_are_idempotent_and_keep_history(h: &Harness) {
+    let e = h.engine().await;
+    let decision = |reason: &str| DecisionRow {
+        borrower: BorrowerId(1),
+        notice: "1/0/pre_due_t3".into(),
+        action: "defer".into(),
+        reason: reason.into(),
+        gate: Some("quiet_hours".into()),
+        until: Some(t0() + Duration::hours(6)),
+        detail: None,
+    };
+    let plan = |reason: &str, at: DateTime<Utc>| PlanWrite {
+        at: Some(at),
+        sends: vec![send(1), send(2)],
+        decisions: vec![decision(reason)],
+        wakes: vec![(BorrowerId(1), at + Duration::hours(6))],
+    };
+    assert_eq!(e.write_plan(plan("outside_hours", t0())).await.unwrap(), 2);
+    assert_eq!(
+        e.write_plan(plan("outside_hours", t0() + Duration::hours(1)))
+            .await
+            .unwrap(),
+        0,
+        "a re-run queues nothing twice"
+    );
+    assert_eq!(
+        e.decisions_of(BorrowerId(1)).await.unwrap().len(),
+        1,
+        "an unchanged decision is not history"
+    );
+    e.write_plan(plan("cap_reached", t0() + Duration::hours(2)))
+        .await
+        .unwrap();
+    let history = e.decisions_of(BorrowerId(1)).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|(at, d)| (*at, d.reason.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(t0(), "outside_hours"), (t0() + Duration::hours(2), "cap_reached")]
+    );
+    assert_eq!(history[0].1.until, Some(t0() + Duration::hours(6)));
+    let counts = e.outbox_counts().await.unwrap();
+    assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 2);
+    assert_eq!(counts[0].keys, vec!["pre_due_t3", "sms", "queued", "pending", ""]);
+}
