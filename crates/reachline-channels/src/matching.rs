@@ -5,6 +5,13 @@
 //! text first. A receipt can also arrive before the `submit_sm_resp` carrying its id has been
 //! processed, so an unmatched receipt is held for a while and matched when the id is
 //! registered, not dropped. Time is handed in, so this is pure.
+//!
+//! A receipt matches at once only on its own text (case and leading zeros aside). One that
+//! matches only by a numeric reading — decimal `16` is hex `10` — waits `variant_wait` first:
+//! small ids collide that way, and the receipt for `16` often comes before the `submit_sm_resp`
+//! that registers `16`, while `10` is already registered. Matched at once, it would be given to
+//! the wrong message (seen in the engine's test against the sandbox SMSC); after the wait, the
+//! exact id has had its chance and a variant match is what the upstream means.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -47,7 +54,17 @@ struct Entry<M> {
 struct Held<R> {
     raw: String,
     receipt: R,
+    final_state: bool,
     at: Instant,
+}
+
+/// What a pass of [`Matcher::expire`] settled.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Expired<M, R> {
+    /// Held receipts matched by a numeric reading of their id, after waiting for an exact one.
+    pub matched: Vec<(M, String, R)>,
+    /// Held receipts no id came for; report them unmatched.
+    pub unmatched: Vec<(String, R)>,
 }
 
 /// Registered ids with their messages (`M`), and receipts (`R`) waiting for an id.
@@ -58,6 +75,9 @@ pub struct Matcher<M, R> {
     held: Vec<Held<R>>,
     /// How long a receipt waits for its id before it is given up as unmatched.
     pub hold_for: Duration,
+    /// How long a receipt that matches only by a numeric reading of its id waits for an exact
+    /// match first.
+    pub variant_wait: Duration,
     /// How long a registered id waits for its final receipt.
     pub keep_for: Duration,
 }
@@ -79,6 +99,7 @@ impl<M: Clone, R> Matcher<M, R> {
             index: HashMap::new(),
             held: Vec::new(),
             hold_for,
+            variant_wait: hold_for.min(Duration::from_secs(2)),
             keep_for,
         }
     }
@@ -109,23 +130,28 @@ impl<M: Clone, R> Matcher<M, R> {
                 at: now,
             },
         );
+        // Held receipts with this exact id; variant matches wait for `expire`.
         let mut out = Vec::new();
         let mut i = 0;
+        let mut retire = false;
         while i < self.held.len() {
-            let keys = id_keys(&self.held[i].raw);
-            if self.lookup(&keys) == Some(n) {
+            if self.lookup(&id_keys(&self.held[i].raw)[..1]) == Some(n) {
                 let h = self.held.remove(i);
+                retire |= h.final_state;
                 out.push((self.entries[&n].meta.clone(), self.entries[&n].raw.clone(), h.receipt));
             } else {
                 i += 1;
             }
+        }
+        if retire {
+            self.remove(n);
         }
         out
     }
 
     /// Matches a receipt, or holds it. A `final_state` receipt retires the id.
     pub fn receipt(&mut self, raw_id: &str, receipt: R, final_state: bool, now: Instant) -> Matched<M, R> {
-        match self.lookup(&id_keys(raw_id)) {
+        match self.lookup(&id_keys(raw_id)[..1]) {
             Some(n) => {
                 let (meta, raw) = {
                     let e = &self.entries[&n];
@@ -144,6 +170,7 @@ impl<M: Clone, R> Matcher<M, R> {
                 self.held.push(Held {
                     raw: raw_id.to_string(),
                     receipt,
+                    final_state,
                     at: now,
                 });
                 Matched::Held
@@ -164,14 +191,32 @@ impl<M: Clone, R> Matcher<M, R> {
         }
     }
 
-    /// Gives up held receipts older than `hold_for` (returned, to be reported unmatched) and
-    /// forgets ids older than `keep_for`.
-    pub fn expire(&mut self, now: Instant) -> Vec<(String, R)> {
-        let hold = self.hold_for;
-        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|h| now.duration_since(h.at) >= hold);
-        self.held = keep;
+    /// Matches held receipts that have waited `variant_wait` by a numeric reading of their
+    /// id, gives up those older than `hold_for` (to be reported unmatched) and forgets ids older
+    /// than `keep_for`.
+    pub fn expire(&mut self, now: Instant) -> Expired<M, R> {
+        let mut out = Expired {
+            matched: Vec::new(),
+            unmatched: Vec::new(),
+        };
+        for h in std::mem::take(&mut self.held) {
+            let waited = now.duration_since(h.at);
+            if waited >= self.variant_wait {
+                if let Some(n) = self.lookup(&id_keys(&h.raw)) {
+                    let e = &self.entries[&n];
+                    out.matched.push((e.meta.clone(), e.raw.clone(), h.receipt));
+                    if h.final_state {
+                        self.remove(n);
+                    }
+                    continue;
+                }
+            }
+            if waited >= self.hold_for {
+                out.unmatched.push((h.raw, h.receipt));
+            } else {
+                self.held.push(h);
+            }
+        }
         let stale: Vec<u64> = self
             .entries
             .iter()
@@ -181,7 +226,7 @@ impl<M: Clone, R> Matcher<M, R> {
         for n in stale {
             self.remove(n);
         }
-        old.into_iter().map(|h| (h.raw, h.receipt)).collect()
+        out
     }
 
     pub fn registered(&self) -> usize {
@@ -221,15 +266,19 @@ mod tests {
         ] {
             let mut m = m();
             assert!(m.register(issued, "msg", t).is_empty());
-            assert_eq!(
-                m.receipt(seen, 1, true, t),
-                Matched::Now {
-                    meta: "msg",
-                    raw_id: issued.to_string(),
-                    receipt: 1
-                },
-                "{issued} vs {seen}"
-            );
+            let same_text = id_keys(issued)[0] == id_keys(seen)[0];
+            match m.receipt(seen, 1, true, t) {
+                Matched::Now { meta, raw_id, receipt } => {
+                    assert!(same_text, "{issued} vs {seen}: a numeric reading matched at once");
+                    assert_eq!((meta, raw_id.as_str(), receipt), ("msg", issued, 1));
+                }
+                Matched::Held => {
+                    assert!(!same_text, "{issued} vs {seen}: the same text was held");
+                    assert!(m.expire(t + m.variant_wait / 2).matched.is_empty(), "it waits first");
+                    let e = m.expire(t + m.variant_wait);
+                    assert_eq!(e.matched, vec![("msg", issued.to_string(), 1)], "{issued} vs {seen}");
+                }
+            }
             assert_eq!(m.registered(), 0, "a final receipt retires the id");
         }
     }
@@ -244,6 +293,33 @@ mod tests {
             Matched::Now { meta, .. } => assert_eq!(meta, "sixteen"),
             Matched::Held => panic!("held"),
         }
+    }
+
+    #[test]
+    fn an_early_receipt_waits_for_its_own_id_not_a_numeric_coincidence() {
+        let t = Instant::now();
+        let mut m = m();
+        m.register("10", "ten", t); // n:10 and n:16 (hex)
+        assert_eq!(
+            m.receipt("16", 0, true, t),
+            Matched::Held,
+            "16's own resp is still on its way"
+        );
+        let got = m.register("16", "sixteen", t + Duration::from_millis(30));
+        assert_eq!(got, vec![("sixteen", "16".to_string(), 0)]);
+        assert_eq!(
+            m.registered(),
+            1,
+            "16 is retired by its final receipt; 10 waits for its own"
+        );
+        assert_eq!(
+            m.receipt("10", 1, true, t),
+            Matched::Now {
+                meta: "ten",
+                raw_id: "10".into(),
+                receipt: 1
+            }
+        );
     }
 
     #[test]
@@ -265,8 +341,11 @@ mod tests {
         assert!(matches!(m.receipt("1", 0, false, t), Matched::Now { .. }));
         assert!(matches!(m.receipt("1", 1, true, t), Matched::Now { .. }));
         assert_eq!(m.receipt("1", 2, true, t), Matched::Held);
-        assert!(m.expire(t + Duration::from_secs(59)).is_empty());
-        assert_eq!(m.expire(t + Duration::from_secs(60)), vec![("1".to_string(), 2)]);
+        assert!(m.expire(t + Duration::from_secs(59)).unmatched.is_empty());
+        assert_eq!(
+            m.expire(t + Duration::from_secs(60)).unmatched,
+            vec![("1".to_string(), 2)]
+        );
         m.register("2", "b", t);
         m.expire(t + Duration::from_secs(3600));
         assert_eq!(m.registered(), 0);

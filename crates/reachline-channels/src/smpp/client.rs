@@ -348,12 +348,15 @@ async fn expire_held(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        let old = inner
+        let settled = inner
             .matcher
             .lock()
             .expect("matcher lock poisoned")
             .expire(Instant::now());
-        for (id, p) in old {
+        for (meta, raw_id, p) in settled.matched {
+            emit(&inner, Some(meta), raw_id, p);
+        }
+        for (id, p) in settled.unmatched {
             inner.stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
             emit(&inner, None, id, p);
         }
