@@ -22,13 +22,15 @@ pub mod ledger;
 pub mod plan;
 
 use std::collections::HashMap;
+
+use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use reachline_domain::{BorrowerId, Channel, Jurisdiction};
 use reachline_policy::{Cadence, GateProfile, HealthConfig, LadderConfig, Templates};
-use reachline_store::engine::{EngineStore, PlanWrite, ReceiptIn};
+use reachline_store::engine::{EngineStore, ReceiptIn};
 
 pub use dispatch::DispatchReport;
 
@@ -67,8 +69,10 @@ pub struct EngineConfig {
     pub link_base: String,
     /// The key links are signed with.
     pub link_key: Vec<u8>,
-    /// Borrowers per planning batch.
+    /// Borrowers per planning batch (one read, one decide, one write).
     pub plan_batch: usize,
+    /// Planning batches read and decided at once while an earlier one is written.
+    pub plan_reads: usize,
     /// Rows per lease.
     pub lease_batch: usize,
     /// Sends in flight at once per dispatcher.
@@ -93,6 +97,7 @@ impl Default for EngineConfig {
             link_base: "https://r.example/n/".into(),
             link_key: b"reachline link key (configure one)".to_vec(),
             plan_batch: 2_000,
+            plan_reads: 2,
             lease_batch: 512,
             concurrency: 64,
             lease: Duration::minutes(5),
@@ -151,7 +156,7 @@ pub struct Engine {
     asked: std::sync::Mutex<HashMap<(reachline_domain::ContactId, reachline_policy::Need), DateTime<Utc>>>,
     pub(crate) channels: HashMap<Channel, Arc<dyn reachline_channels::Channel>>,
     pub(crate) templates: Templates,
-    pub(crate) cfg: EngineConfig,
+    pub(crate) cfg: Arc<EngineConfig>,
     pub counters: Arc<Counters>,
 }
 
@@ -173,7 +178,7 @@ impl Engine {
             asked: Default::default(),
             channels,
             templates,
-            cfg,
+            cfg: Arc::new(cfg),
             counters: Arc::new(Counters::default()),
         }
     }
@@ -203,7 +208,10 @@ impl Engine {
         Ok(n)
     }
 
-    /// One planning pass over every borrower due for a decision at `now`.
+    /// One planning pass over every borrower due for a decision at `now`. The pass's borrowers
+    /// go in batches of `plan_batch`: `plan_reads` batches are read (each on its own read
+    /// connection) and decided at once, each in its own task, while the batch before them is
+    /// written; writes stay in order, one at a time.
     pub async fn plan(&self, now: DateTime<Utc>) -> Result<PlanReport, EngineError> {
         let (back, ahead) = self.cfg.window();
         // Zones differ by at most a day from UTC.
@@ -211,46 +219,58 @@ impl Engine {
         let from = today - Duration::days(back + 1);
         let to = today + Duration::days(ahead + 1);
         let mut report = PlanReport::default();
-        let mut after: Option<BorrowerId> = None;
-        loop {
-            let ids = self
-                .store
-                .due_borrowers(after, from, to, now, self.cfg.plan_batch)
-                .await?;
-            let Some(last) = ids.last().copied() else { break };
-            after = Some(last);
-            let views = self.store.views(&ids, from, to).await?;
-            let mut write = PlanWrite {
-                at: Some(now),
-                ..PlanWrite::default()
-            };
-            let mut lookups = Vec::new();
-            for view in &views {
-                let owned = plan::Owned::build(view, &self.cfg, now)?;
-                let decisions = owned.decide(view, &self.cfg, now);
-                for d in &decisions {
-                    if let reachline_policy::Action::Lookup { contact, need } = d.action {
-                        lookups.push((view.id, contact, need));
-                    }
-                }
-                report.decisions += decisions.len() as u64;
-                let p = plan::plan_borrower(view, &owned, &decisions, &self.cfg, now);
-                write.sends.extend(p.sends);
-                write.decisions.extend(p.decisions);
-                if let Some(w) = p.wake {
-                    write.wakes.push((view.id, w));
-                }
+        let due = self.store.due_borrowers(from, to, now).await?;
+        let mut batches = futures::stream::iter(due.chunks(self.cfg.plan_batch.max(1)).map(<[BorrowerId]>::to_vec))
+            .map(|ids| {
+                let (store, cfg) = (self.store.clone(), self.cfg.clone());
+                tokio::spawn(async move {
+                    let views = store.views(&ids, from, to).await?;
+                    plan::plan_views(&views, &cfg, now)
+                })
+            })
+            .buffered(self.cfg.plan_reads.max(1));
+        let mut writing: Option<(
+            tokio::task::JoinHandle<reachline_store::Result<usize>>,
+            Vec<plan::Lookup>,
+        )> = None;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(|e| EngineError::Corrupt(format!("a planning batch stopped: {e}")))??;
+            report.borrowers += batch.borrowers;
+            report.decisions += batch.decisions;
+            if let Some(w) = writing.take() {
+                self.finish_plan_write(w, now, &mut report).await?;
             }
-            report.borrowers += views.len() as u64;
-            report.queued += self.store.write_plan(write).await? as u64;
-            for (borrower, contact, need) in lookups {
-                report.lookups += u64::from(self.lookup(borrower, contact, need, now).await?);
-            }
-            if ids.len() < self.cfg.plan_batch {
-                break;
-            }
+            let store = self.store.clone();
+            let write = batch.write;
+            writing = Some((
+                tokio::spawn(async move { store.write_plan(write).await }),
+                batch.lookups,
+            ));
+        }
+        if let Some(w) = writing.take() {
+            self.finish_plan_write(w, now, &mut report).await?;
         }
         Ok(report)
+    }
+
+    /// Waits for a batch's write, then asks the lookups its decisions named.
+    async fn finish_plan_write(
+        &self,
+        (write, lookups): (
+            tokio::task::JoinHandle<reachline_store::Result<usize>>,
+            Vec<plan::Lookup>,
+        ),
+        now: DateTime<Utc>,
+        report: &mut PlanReport,
+    ) -> Result<(), EngineError> {
+        report.queued += write
+            .await
+            .map_err(|e| EngineError::Corrupt(format!("a planning write stopped: {e}")))??
+            as u64;
+        for (borrower, contact, need) in lookups {
+            report.lookups += u64::from(self.lookup(borrower, contact, need, now).await?);
+        }
+        Ok(())
     }
 
     /// Asks the number-intelligence source what health needs, at most once a day per contact
@@ -403,7 +423,6 @@ impl Engine {
         self: &Arc<Self>,
         clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        use futures::StreamExt;
         let mut tasks = Vec::new();
         for ch in self.channels.values() {
             let Some(stream) = ch.take_receipts() else { continue };

@@ -4,12 +4,12 @@
 //! policy still says so at that moment.
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
-use reachline_domain::DeliveryClass;
+use reachline_domain::{BorrowerId, DeliveryClass};
 use reachline_policy::{
     assess_borrower, decide, Action, BorrowerHealth, ContactFacts, Decision, DueInstallment, Evidence, EvidenceId,
     EvidenceKind, NoticeKey, NoticeKind, Outcome, ReplyClass, SendRecord, Snapshot, Source, ThirdPartyRecord,
 };
-use reachline_store::engine::{DecisionRow, EngineView, NewSend, OutboxRow, SendOutcome};
+use reachline_store::engine::{DecisionRow, EngineView, NewSend, OutboxRow, PlanWrite, SendOutcome};
 
 use crate::{EngineConfig, EngineError};
 
@@ -317,4 +317,45 @@ pub fn plan_borrower(
 /// The evidence JSON of a delivery outcome on a channel.
 pub fn delivery_evidence(channel: reachline_domain::Channel, class: DeliveryClass) -> String {
     serde_json::to_string(&EvidenceKind::Delivery { channel, class }).unwrap_or_default()
+}
+
+/// A lookup a decision asked for: (borrower, contact, what health needs).
+pub type Lookup = (BorrowerId, reachline_domain::ContactId, reachline_policy::Need);
+
+/// A batch of borrowers planned: what to write, and the lookups to ask after.
+#[derive(Debug, Default)]
+pub struct PlannedBatch {
+    pub borrowers: u64,
+    pub decisions: u64,
+    pub write: PlanWrite,
+    pub lookups: Vec<Lookup>,
+}
+
+/// Decides for every borrower of a batch of views (pure: no IO).
+pub fn plan_views(views: &[EngineView], cfg: &EngineConfig, now: DateTime<Utc>) -> Result<PlannedBatch, EngineError> {
+    let mut out = PlannedBatch {
+        borrowers: views.len() as u64,
+        write: PlanWrite {
+            at: Some(now),
+            ..PlanWrite::default()
+        },
+        ..PlannedBatch::default()
+    };
+    for view in views {
+        let owned = Owned::build(view, cfg, now)?;
+        let decisions = owned.decide(view, cfg, now);
+        for d in &decisions {
+            if let reachline_policy::Action::Lookup { contact, need } = d.action {
+                out.lookups.push((view.id, contact, need));
+            }
+        }
+        out.decisions += decisions.len() as u64;
+        let p = plan_borrower(view, &owned, &decisions, cfg, now);
+        out.write.sends.extend(p.sends);
+        out.write.decisions.extend(p.decisions);
+        if let Some(w) = p.wake {
+            out.write.wakes.push((view.id, w));
+        }
+    }
+    Ok(out)
 }

@@ -292,16 +292,9 @@ pub struct CountRow {
 /// The engine's storage, implemented by both back ends.
 #[async_trait]
 pub trait EngineStore: Send + Sync {
-    /// Borrowers after `after` (by id) with an unpaid installment due between `from` and `to`
-    /// and no wake time later than `now`, at most `limit`, in id order.
-    async fn due_borrowers(
-        &self,
-        after: Option<BorrowerId>,
-        from: NaiveDate,
-        to: NaiveDate,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<BorrowerId>>;
+    /// Every borrower with an unpaid installment due between `from` and `to` and no wake time
+    /// later than `now`, in id order: one pass's work, found from the due-date index.
+    async fn due_borrowers(&self, from: NaiveDate, to: NaiveDate, now: DateTime<Utc>) -> Result<Vec<BorrowerId>>;
 
     /// The planner's view of each borrower, with installments due between `from` and `to`.
     async fn views(&self, ids: &[BorrowerId], from: NaiveDate, to: NaiveDate) -> Result<Vec<EngineView>>;

@@ -251,12 +251,8 @@ async fn payments(
     let today = now.date_naive();
     let (from, to) = (today - Duration::days(30), today + Duration::days(3));
     let everyone = now + Duration::days(3650);
-    let mut after = None;
-    loop {
-        let ids = store.due_borrowers(after, from, to, everyone, 2_000).await?;
-        let Some(last) = ids.last().copied() else { break };
-        after = Some(last);
-        for v in store.views(&ids, from, to).await? {
+    for ids in store.due_borrowers(from, to, everyone).await?.chunks(2_000) {
+        for v in store.views(ids, from, to).await? {
             let ext = &v.external_id;
             let reached = world.reached(ext, 3);
             let reliability = 0.5 + (world::stable(ext, 11) % 100) as f64 / 100.0;
@@ -472,14 +468,12 @@ async fn report(
     let today = end.date_naive();
     let (from, to) = (start - Duration::days(31), today + Duration::days(8));
     let (mut unreachable, mut due, mut paid, mut borrowers) = (0u64, 0u64, 0u64, 0u64);
-    let mut after = None;
-    loop {
-        let ids = store
-            .due_borrowers(after, from, to, end + Duration::days(3650), 2_000)
-            .await?;
-        let Some(last) = ids.last().copied() else { break };
-        after = Some(last);
-        for v in store.views(&ids, start, today).await? {
+    for ids in store
+        .due_borrowers(from, to, end + Duration::days(3650))
+        .await?
+        .chunks(2_000)
+    {
+        for v in store.views(ids, start, today).await? {
             borrowers += 1;
             let owned = reachline_engine::plan::Owned::build(&v, cfg, end)?;
             unreachable += u64::from(!owned.health.reachable);

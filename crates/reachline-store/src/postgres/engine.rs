@@ -255,26 +255,16 @@ fn last_per_key<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K
 
 #[async_trait]
 impl EngineStore for PgStore {
-    async fn due_borrowers(
-        &self,
-        after: Option<BorrowerId>,
-        from: NaiveDate,
-        to: NaiveDate,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<BorrowerId>> {
+    async fn due_borrowers(&self, from: NaiveDate, to: NaiveDate, now: DateTime<Utc>) -> Result<Vec<BorrowerId>> {
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT b.id FROM borrowers b LEFT JOIN engine_wake w ON w.borrower_id = b.id \
-             WHERE b.id > $3 AND (w.wake_at IS NULL OR w.wake_at <= $4) AND EXISTS ( \
-             SELECT 1 FROM loans l JOIN installments i ON i.loan_id = l.id WHERE l.borrower_id = b.id \
-             AND i.due_date BETWEEN $1 AND $2 AND i.amount_paid_minor < i.amount_due_minor) \
-             ORDER BY b.id LIMIT $5",
+            "SELECT DISTINCT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id \
+             WHERE i.due_date BETWEEN $1 AND $2 AND i.amount_paid_minor < i.amount_due_minor \
+             AND NOT EXISTS (SELECT 1 FROM engine_wake w WHERE w.borrower_id = l.borrower_id AND w.wake_at > $3) \
+             ORDER BY 1",
         )
         .bind(from)
         .bind(to)
-        .bind(after.map_or(0, |b| b.0))
         .bind(now)
-        .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.into_iter().map(BorrowerId).collect())
@@ -285,7 +275,11 @@ impl EngineStore for PgStore {
             return Ok(Vec::new());
         }
         let set: Vec<i64> = ids.iter().map(|b| b.0).collect();
-        let mut c = self.pool.acquire().await?;
+        // One snapshot: every table seen at the same moment.
+        let mut c = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *c)
+            .await?;
         let mut out: Vec<EngineView> = Vec::with_capacity(ids.len());
         let mut index: HashMap<i64, usize> = HashMap::with_capacity(ids.len());
         for r in sqlx::query(
@@ -410,6 +404,7 @@ impl EngineStore for PgStore {
                 out[i].sends.push(row);
             }
         }
+        c.commit().await?;
         Ok(out)
     }
 

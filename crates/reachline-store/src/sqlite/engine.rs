@@ -169,44 +169,48 @@ fn count_rows(c: &Connection, sql: &str, width: usize) -> Result<Vec<CountRow>> 
 
 #[async_trait]
 impl EngineStore for SqliteStore {
-    async fn due_borrowers(
-        &self,
-        after: Option<BorrowerId>,
-        from: NaiveDate,
-        to: NaiveDate,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<BorrowerId>> {
-        self.with(move |c, _| {
-            let mut stmt = c.prepare_cached(
-                // Walks borrowers in id order and stops at the limit, so each batch costs its own
-                // size (a DISTINCT over the window's installments sorted the whole window per batch).
-                "SELECT b.id FROM borrowers b LEFT JOIN engine_wake w ON w.borrower_id = b.id \
-                 WHERE b.id > ?3 AND (w.wake_at IS NULL OR w.wake_at <= ?4) AND EXISTS ( \
-                 SELECT 1 FROM loans l JOIN installments i ON i.loan_id = l.id WHERE l.borrower_id = b.id \
-                 AND i.due_date BETWEEN ?1 AND ?2 AND i.amount_paid_minor < i.amount_due_minor) \
-                 ORDER BY b.id LIMIT ?5",
-            )?;
+    async fn due_borrowers(&self, from: NaiveDate, to: NaiveDate, now: DateTime<Utc>) -> Result<Vec<BorrowerId>> {
+        // The window's installments by the due-date index (a pass's work is the installments in
+        // its window, not the whole book), less the borrowers whose wake time is later.
+        // Two halves of the window, one per read connection.
+        let mid = from + (to - from) / 2;
+        let half = |from: NaiveDate, to: NaiveDate| {
+            self.read(move |c, _| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id \
+                     WHERE i.due_date BETWEEN ?1 AND ?2 AND i.amount_paid_minor < i.amount_due_minor",
+                )?;
+                let ids = stmt
+                    .query_map(params![from.to_string(), to.to_string()], |r| r.get::<_, i64>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(ids)
+            })
+        };
+        let due = futures::future::try_join(half(from, mid), half(mid.succ_opt().unwrap_or(mid), to));
+        let later = self.read(move |c, _| {
+            let mut stmt = c.prepare_cached("SELECT borrower_id FROM engine_wake WHERE wake_at > ?1")?;
             let ids = stmt
-                .query_map(
-                    params![
-                        from.to_string(),
-                        to.to_string(),
-                        after.map_or(0, |b| b.0),
-                        ts_micros(now),
-                        limit as i64
-                    ],
-                    |r| r.get::<_, i64>(0),
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(ids.into_iter().map(BorrowerId).collect())
-        })
-        .await
+                .query_map([ts_micros(now)], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<HashSet<_>>>()?;
+            Ok(ids)
+        });
+        let ((mut due, more), later) = futures::try_join!(due, later)?;
+        due.extend(more);
+        due.sort_unstable();
+        due.dedup();
+        Ok(due.into_iter().filter(|b| !later.contains(b)).map(BorrowerId).collect())
     }
 
     async fn views(&self, ids: &[BorrowerId], from: NaiveDate, to: NaiveDate) -> Result<Vec<EngineView>> {
         let ids: Vec<i64> = ids.iter().map(|b| b.0).collect();
-        self.with(move |c, _| views(c, &ids, from, to)).await
+        self.read(move |c, _| {
+            // One read transaction: every table seen at the same moment.
+            let tx = c.transaction()?;
+            let out = views(&tx, &ids, from, to)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn write_plan(&self, plan: PlanWrite) -> Result<usize> {
