@@ -354,7 +354,7 @@ pub fn plan_views(views: &[EngineView], cfg: &EngineConfig, now: DateTime<Utc>) 
         out.write.sends.extend(p.sends);
         out.write.decisions.extend(p.decisions);
         if let Some(w) = p.wake {
-            out.write.wakes.push((view.id, w));
+            out.write.wakes.push((view.id, w, view.wake_seq));
         }
     }
     Ok(out)

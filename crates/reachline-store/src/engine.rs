@@ -218,7 +218,9 @@ pub struct PlanWrite {
     pub at: Option<DateTime<Utc>>,
     pub sends: Vec<NewSend>,
     pub decisions: Vec<DecisionRow>,
-    pub wakes: Vec<(BorrowerId, DateTime<Utc>)>,
+    /// (borrower, next wake, the view's `wake_seq`): set only if no evidence woke the borrower
+    /// since the view was read.
+    pub wakes: Vec<(BorrowerId, DateTime<Utc>, i64)>,
 }
 
 /// Everything the planner needs about one borrower.
@@ -236,6 +238,8 @@ pub struct EngineView {
     pub evidence: Vec<StoredEvidence>,
     /// Every outbox row of the borrower.
     pub sends: Vec<OutboxRow>,
+    /// How many times evidence has woken the borrower (see [`PlanWrite::wakes`]).
+    pub wake_seq: i64,
 }
 
 /// A receipt to record (the channel's, flattened).
@@ -300,7 +304,8 @@ pub trait EngineStore: Send + Sync {
     async fn views(&self, ids: &[BorrowerId], from: NaiveDate, to: NaiveDate) -> Result<Vec<EngineView>>;
 
     /// Queues the sends (a send whose key exists already is left alone), records the decisions
-    /// that differ from the notice's latest, and sets wake times; one transaction.
+    /// that differ from the notice's latest, and sets wake times where no evidence has woken the
+    /// borrower since their view was read; one transaction.
     async fn write_plan(&self, plan: PlanWrite) -> Result<usize>;
 
     /// Leases up to `limit` rows that are due (queued and `not_before <= now`, or leased with an

@@ -52,7 +52,8 @@ pub fn engine_config(cfg: &Config, keys: &Keyring) -> anyhow::Result<EngineConfi
         lease: Duration::seconds(e.lease_seconds as i64),
         concurrency: e.concurrency,
         max_tries: e.max_tries,
-        owner: format!("run-{}", std::process::id()),
+        // Unique among the nodes sharing a database: the host's name and this process's id.
+        owner: format!("{}-{}", host_name(), std::process::id()),
         ..EngineConfig::default()
     })
 }
@@ -176,4 +177,13 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// This machine's name (Linux), for lease owners; `host` where it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
 }

@@ -101,8 +101,9 @@ fn outbox_row(r: &PgRow) -> Result<OutboxRow> {
 async fn wake(c: &mut PgConnection, borrower: i64, at: DateTime<Utc>) -> Result<()> {
     // Only ever earlier: a receipt wakes the borrower now even if the planner set a later time.
     sqlx::query(
-        "INSERT INTO engine_wake (borrower_id, wake_at) VALUES ($1, $2) \
-         ON CONFLICT (borrower_id) DO UPDATE SET wake_at = LEAST(engine_wake.wake_at, excluded.wake_at)",
+        "INSERT INTO engine_wake (borrower_id, wake_at, seq) VALUES ($1, $2, 1) \
+         ON CONFLICT (borrower_id) DO UPDATE SET wake_at = LEAST(engine_wake.wake_at, excluded.wake_at), \
+         seq = engine_wake.seq + 1",
     )
     .bind(borrower)
     .bind(at)
@@ -283,7 +284,8 @@ impl EngineStore for PgStore {
         let mut out: Vec<EngineView> = Vec::with_capacity(ids.len());
         let mut index: HashMap<i64, usize> = HashMap::with_capacity(ids.len());
         for r in sqlx::query(
-            "SELECT id, locale, time_zone, jurisdiction, external_id FROM borrowers WHERE id = ANY($1) ORDER BY id",
+            "SELECT b.id, b.locale, b.time_zone, b.jurisdiction, b.external_id, COALESCE(w.seq, 0) AS wake_seq \
+             FROM borrowers b LEFT JOIN engine_wake w ON w.borrower_id = b.id WHERE b.id = ANY($1) ORDER BY b.id",
         )
         .bind(&set)
         .fetch_all(&mut *c)
@@ -306,6 +308,7 @@ impl EngineStore for PgStore {
                 installments: Vec::new(),
                 evidence: Vec::new(),
                 sends: Vec::new(),
+                wake_seq: r.try_get("wake_seq")?,
             });
         }
         let at = |index: &HashMap<i64, usize>, r: &PgRow| -> Result<Option<usize>> {
@@ -469,14 +472,17 @@ impl EngineStore for PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        let w = last_per_key(plan.wakes, |(b, _)| *b);
+        let w = last_per_key(plan.wakes, |(b, _, _)| *b);
         if !w.is_empty() {
             sqlx::query(
-                "INSERT INTO engine_wake (borrower_id, wake_at) SELECT * FROM UNNEST($1::int8[], $2::timestamptz[]) \
-                 ON CONFLICT (borrower_id) DO UPDATE SET wake_at = excluded.wake_at",
+                "INSERT INTO engine_wake (borrower_id, wake_at, seq) \
+                 SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::int8[]) \
+                 ON CONFLICT (borrower_id) DO UPDATE SET wake_at = excluded.wake_at \
+                 WHERE engine_wake.seq = excluded.seq",
             )
-            .bind(w.iter().map(|(b, _)| b.0).collect::<Vec<_>>())
-            .bind(w.iter().map(|(_, t)| *t).collect::<Vec<_>>())
+            .bind(w.iter().map(|(b, _, _)| b.0).collect::<Vec<_>>())
+            .bind(w.iter().map(|(_, t, _)| *t).collect::<Vec<_>>())
+            .bind(w.iter().map(|(_, _, s)| *s).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }

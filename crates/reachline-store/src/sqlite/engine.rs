@@ -95,8 +95,8 @@ fn query_outbox(c: &Connection, tail: &str, p: impl rusqlite::Params) -> Result<
 fn wake(c: &Connection, borrower: i64, at: i64) -> Result<()> {
     // Only ever earlier: a receipt wakes the borrower now even if the planner set a later time.
     c.prepare_cached(
-        "INSERT INTO engine_wake (borrower_id, wake_at) VALUES (?1, ?2) \
-         ON CONFLICT (borrower_id) DO UPDATE SET wake_at = MIN(wake_at, excluded.wake_at)",
+        "INSERT INTO engine_wake (borrower_id, wake_at, seq) VALUES (?1, ?2, 1) \
+         ON CONFLICT (borrower_id) DO UPDATE SET wake_at = MIN(wake_at, excluded.wake_at), seq = seq + 1",
     )?
     .execute(params![borrower, at])?;
     Ok(())
@@ -288,11 +288,12 @@ impl EngineStore for SqliteStore {
                     }
                 }
                 let mut w = tx.prepare_cached(
-                    "INSERT INTO engine_wake (borrower_id, wake_at) VALUES (?1, ?2) \
-                     ON CONFLICT (borrower_id) DO UPDATE SET wake_at = excluded.wake_at",
+                    "INSERT INTO engine_wake (borrower_id, wake_at, seq) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (borrower_id) DO UPDATE SET wake_at = excluded.wake_at \
+                     WHERE engine_wake.seq = excluded.seq",
                 )?;
-                for (b, t) in &plan.wakes {
-                    w.execute(params![b.0, ts_micros(*t)])?;
+                for (b, t, seq) in &plan.wakes {
+                    w.execute(params![b.0, ts_micros(*t), seq])?;
                 }
             }
             tx.commit()?;
@@ -765,7 +766,8 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
     let mut index: HashMap<i64, usize> = HashMap::with_capacity(ids.len());
     {
         let mut stmt = c.prepare_cached(
-            "SELECT id, locale, time_zone, jurisdiction, external_id FROM borrowers WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+            "SELECT b.id, b.locale, b.time_zone, b.jurisdiction, b.external_id, COALESCE(w.seq, 0) FROM borrowers b \
+             LEFT JOIN engine_wake w ON w.borrower_id = b.id WHERE b.id IN (SELECT value FROM json_each(?1)) ORDER BY b.id",
         )?;
         let rows = stmt
             .query_map([&set], |r| {
@@ -775,10 +777,11 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (id, locale, zone, jurisdiction, external_id) in rows {
+        for (id, locale, zone, jurisdiction, external_id, wake_seq) in rows {
             if !wanted.contains(&id) {
                 continue;
             }
@@ -794,6 +797,7 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
                 installments: Vec::new(),
                 evidence: Vec::new(),
                 sends: Vec::new(),
+                wake_seq,
             });
         }
     }

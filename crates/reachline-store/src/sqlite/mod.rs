@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_intel.sql"),
     include_str!("../../migrations/sqlite/0004_engine.sql"),
     include_str!("../../migrations/sqlite/0005_open_installments.sql"),
+    include_str!("../../migrations/sqlite/0006_wake_seq.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.

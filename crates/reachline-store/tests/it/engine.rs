@@ -234,7 +234,7 @@ pub async fn plan_writes_are_idempotent_and_keep_history(h: &Harness) {
         at: Some(at),
         sends: vec![send(1), send(2)],
         decisions: vec![decision(reason)],
-        wakes: vec![(BorrowerId(1), at + Duration::hours(6))],
+        wakes: vec![(BorrowerId(1), at + Duration::hours(6), 0)],
     };
     assert_eq!(e.write_plan(plan("outside_hours", t0())).await.unwrap(), 2);
     assert_eq!(
@@ -264,4 +264,55 @@ pub async fn plan_writes_are_idempotent_and_keep_history(h: &Harness) {
     let counts = e.outbox_counts().await.unwrap();
     assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 2);
     assert_eq!(counts[0].keys, vec!["pre_due_t3", "sms", "queued", "pending", ""]);
+}
+
+pub async fn a_wake_by_evidence_outlives_a_plan_read_before_it(h: &Harness) {
+    crate::stories::import_basic(h, "13812345678").await;
+    let e = h.engine().await;
+    let (from, to) = (
+        chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+        chrono::NaiveDate::from_ymd_opt(2026, 4, 30).unwrap(),
+    );
+    let now = Utc.with_ymd_and_hms(2026, 3, 10, 2, 0, 0).unwrap();
+    let due = e.due_borrowers(from, to, now).await.unwrap();
+    assert_eq!(due.len(), 1, "B1's open installments of March and April");
+    let b = due[0];
+    let plan = |seq: i64| PlanWrite {
+        at: Some(now),
+        wakes: vec![(b, now + Duration::days(10), seq)],
+        ..PlanWrite::default()
+    };
+    // A pass reads the view, decides and sets the next wake: the borrower rests until then.
+    let seq = e.views(&[b], from, to).await.unwrap()[0].wake_seq;
+    e.write_plan(plan(seq)).await.unwrap();
+    assert!(e
+        .due_borrowers(from, to, now + Duration::hours(1))
+        .await
+        .unwrap()
+        .is_empty());
+    // The next pass reads the view; a receipt comes before that pass writes.
+    let seq = e.views(&[b], from, to).await.unwrap()[0].wake_seq;
+    e.add_evidence(
+        b,
+        None,
+        now + Duration::hours(2),
+        r#"{"source":"test"}"#,
+        r#"{"kind":"reply"}"#,
+    )
+    .await
+    .unwrap();
+    e.write_plan(plan(seq)).await.unwrap();
+    assert_eq!(
+        e.due_borrowers(from, to, now + Duration::hours(3)).await.unwrap(),
+        vec![b],
+        "the receipt's wake stands: the pass that wrote had not seen it"
+    );
+    // A pass that has seen it sets the wake again.
+    let seq = e.views(&[b], from, to).await.unwrap()[0].wake_seq;
+    e.write_plan(plan(seq)).await.unwrap();
+    assert!(e
+        .due_borrowers(from, to, now + Duration::hours(4))
+        .await
+        .unwrap()
+        .is_empty());
 }

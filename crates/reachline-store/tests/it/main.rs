@@ -52,4 +52,5 @@ on_both!(
     outbox_leases_are_exclusive_and_expire,
     receipts_are_matched_whichever_comes_first,
     plan_writes_are_idempotent_and_keep_history,
+    a_wake_by_evidence_outlives_a_plan_read_before_it,
 );

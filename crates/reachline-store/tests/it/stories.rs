@@ -7,7 +7,7 @@ use crate::helpers::*;
 
 /// Imports one borrower with two contacts, an emergency contact, a loan of three installments
 /// and two consents.
-async fn import_basic(h: &Harness, number: &str) -> reachline_store::ImportReport {
+pub async fn import_basic(h: &Harness, number: &str) -> reachline_store::ImportReport {
     let mut tx = h.store.begin_import(t(1, 8)).await.unwrap();
     let ids = tx.upsert_borrowers(vec![borrower("B1", "张伟")]).await.unwrap();
     tx.upsert_contacts(vec![
