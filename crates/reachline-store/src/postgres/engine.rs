@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{borrower_row, contact_row, data_key_for, PgStore, StoredContact};
+use super::{borrower_row, contact_row, PgStore, StoredContact};
 use crate::codec;
 use crate::crypto::Sealer;
 use crate::engine::{
@@ -180,70 +180,6 @@ async fn raise_outcome(c: &mut PgConnection, id: i64, new: SendOutcome, at: Date
         .execute(&mut *c)
         .await?;
     Ok(true)
-}
-
-/// Keeps and applies one receipt (its send already looked up) inside a transaction that holds
-/// its matching lock and its row's lock.
-async fn receipt_tx(
-    c: &mut PgConnection,
-    receipt: ReceiptIn,
-    kinds: &HashMap<Channel, String>,
-) -> Result<Option<ReceiptMatch>> {
-    let matched = receipt.outbox_id;
-    let row: Option<(i64, i64, String)> = match matched {
-        Some(id) => {
-            sqlx::query_as("SELECT borrower_id, contact_id, channel FROM outbox WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *c)
-                .await?
-        }
-        None => None,
-    };
-    let flag = match (matched, &row) {
-        (None, _) => Some("unmatched"),
-        (Some(_), None) => Some("names an unknown send"),
-        _ => None,
-    };
-    sqlx::query(
-        "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(receipt.at)
-    .bind(&receipt.provider)
-    .bind(&receipt.provider_id)
-    .bind(row.as_ref().and(matched))
-    .bind(receipt.class.as_str())
-    .bind(&receipt.code)
-    .bind(receipt.is_final)
-    .bind(&receipt.raw)
-    .bind(flag)
-    .execute(&mut *c)
-    .await?;
-    let (Some(id), Some((borrower, contact, channel))) = (matched, row) else {
-        return Ok(None);
-    };
-    let channel: Channel = channel.parse().map_err(codec::corrupt)?;
-    let changed = raise_outcome(c, id, SendOutcome::of(receipt.class), receipt.at).await?;
-    // One piece of evidence per change of an attempt's outcome: the parts of one message, or a
-    // repeated receipt, are not separate observations.
-    if changed {
-        sqlx::query("INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES ($1, $2, $3, $4, $5)")
-            .bind(borrower)
-            .bind(contact)
-            .bind(receipt.at)
-            .bind(provider_source(&receipt.provider))
-            .bind(kinds.get(&channel).cloned().unwrap_or_default())
-            .execute(&mut *c)
-            .await?;
-        wake(c, borrower, receipt.at).await?;
-    }
-    Ok(Some(ReceiptMatch {
-        outbox_id: id,
-        borrower: BorrowerId(borrower),
-        contact: ContactId(contact),
-        channel,
-        changed,
-    }))
 }
 
 /// Keeps the last of each key: one statement may not update a row twice.
@@ -740,13 +676,143 @@ impl EngineStore for PgStore {
                 receipts[i].outbox_id = found.get(&key).copied();
             }
         }
-        let mut rows: Vec<i64> = receipts.iter().filter_map(|r| r.outbox_id).collect();
-        rows.sort_unstable();
-        rows.dedup();
-        lock_rows(&mut tx, &rows).await?;
+        let mut ids: Vec<i64> = receipts.iter().filter_map(|r| r.outbox_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // The sends answered, locked in id order, with what is known of each.
+        struct Sent {
+            borrower: i64,
+            contact: i64,
+            channel: Channel,
+            outcome: SendOutcome,
+            raised_at: Option<DateTime<Utc>>,
+        }
+        let mut sends: HashMap<i64, Sent> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT id, borrower_id, contact_id, channel, outcome, outcome_class FROM outbox \
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let outcome: String = r.try_get("outcome")?;
+            let class: Option<String> = r.try_get("outcome_class")?;
+            sends.insert(
+                r.try_get("id")?,
+                Sent {
+                    borrower: r.try_get("borrower_id")?,
+                    contact: r.try_get("contact_id")?,
+                    channel: r.try_get::<String, _>("channel")?.parse().map_err(codec::corrupt)?,
+                    outcome: SendOutcome::from_columns(&outcome, class.as_deref())?,
+                    raised_at: None,
+                },
+            );
+        }
+        // Applied in order in memory (a second receipt for one send sees the first), then
+        // written in one statement per table.
         let mut out = Vec::with_capacity(receipts.len());
+        let mut kept: Vec<(ReceiptIn, Option<i64>, Option<&str>)> = Vec::with_capacity(receipts.len());
+        let mut evidence: Vec<(i64, i64, DateTime<Utc>, String, String)> = Vec::new();
+        let mut wakes: HashMap<i64, DateTime<Utc>> = HashMap::new();
         for r in receipts {
-            out.push(receipt_tx(&mut tx, r, &kinds).await?);
+            let Some((id, sent)) = r.outbox_id.and_then(|id| sends.get_mut(&id).map(|s| (id, s))) else {
+                let flag = if r.outbox_id.is_some() {
+                    "names an unknown send"
+                } else {
+                    "unmatched"
+                };
+                kept.push((r, None, Some(flag)));
+                out.push(None);
+                continue;
+            };
+            let new = SendOutcome::of(r.class);
+            let changed = new.rank() > sent.outcome.rank();
+            if changed {
+                sent.outcome = new;
+                sent.raised_at = Some(r.at);
+                // One piece of evidence per change of an attempt's outcome: the parts of one
+                // message, or a repeated receipt, are not separate observations.
+                evidence.push((
+                    sent.borrower,
+                    sent.contact,
+                    r.at,
+                    provider_source(&r.provider),
+                    kinds.get(&sent.channel).cloned().unwrap_or_default(),
+                ));
+                let w = wakes.entry(sent.borrower).or_insert(r.at);
+                *w = (*w).min(r.at);
+            }
+            out.push(Some(ReceiptMatch {
+                outbox_id: id,
+                borrower: BorrowerId(sent.borrower),
+                contact: ContactId(sent.contact),
+                channel: sent.channel,
+                changed,
+            }));
+            kept.push((r, Some(id), None));
+        }
+        sqlx::query(
+            "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
+             $7::bool[], $8::bytea[], $9::text[])",
+        )
+        .bind(kept.iter().map(|k| k.0.at).collect::<Vec<_>>())
+        .bind(kept.iter().map(|k| k.0.provider.as_str()).collect::<Vec<_>>())
+        .bind(kept.iter().map(|k| k.0.provider_id.as_str()).collect::<Vec<_>>())
+        .bind(kept.iter().map(|k| k.1).collect::<Vec<_>>())
+        .bind(kept.iter().map(|k| k.0.class.as_str()).collect::<Vec<_>>())
+        .bind(kept.iter().map(|k| k.0.code.as_str()).collect::<Vec<_>>())
+        .bind(kept.iter().map(|k| k.0.is_final).collect::<Vec<_>>())
+        .bind(kept.iter().map(|k| k.0.raw.as_slice()).collect::<Vec<_>>())
+        .bind(kept.iter().map(|k| k.2).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        let raised: Vec<(i64, &Sent)> = sends
+            .iter()
+            .filter(|(_, s)| s.raised_at.is_some())
+            .map(|(i, s)| (*i, s))
+            .collect();
+        if !raised.is_empty() {
+            sqlx::query(
+                "UPDATE outbox o SET outcome = u.outcome, outcome_class = u.class, outcome_at = u.at \
+                 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::timestamptz[]) AS u(id, outcome, class, at) \
+                 WHERE o.id = u.id",
+            )
+            .bind(raised.iter().map(|(i, _)| *i).collect::<Vec<_>>())
+            .bind(raised.iter().map(|(_, s)| s.outcome.name()).collect::<Vec<_>>())
+            .bind(raised.iter().map(|(_, s)| s.outcome.class_column()).collect::<Vec<_>>())
+            .bind(raised.iter().map(|(_, s)| s.raised_at).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !evidence.is_empty() {
+            sqlx::query(
+                "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) \
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::timestamptz[], $4::text[], $5::text[])",
+            )
+            .bind(evidence.iter().map(|e| e.0).collect::<Vec<_>>())
+            .bind(evidence.iter().map(|e| e.1).collect::<Vec<_>>())
+            .bind(evidence.iter().map(|e| e.2).collect::<Vec<_>>())
+            .bind(evidence.iter().map(|e| e.3.as_str()).collect::<Vec<_>>())
+            .bind(evidence.iter().map(|e| e.4.as_str()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !wakes.is_empty() {
+            let mut w: Vec<(i64, DateTime<Utc>)> = wakes.into_iter().collect();
+            // In borrower order, as every multi-row writer of engine_wake takes its rows.
+            w.sort_unstable();
+            sqlx::query(
+                "INSERT INTO engine_wake (borrower_id, wake_at, seq) \
+                 SELECT b, t, 1 FROM UNNEST($1::int8[], $2::timestamptz[]) AS u(b, t) \
+                 ON CONFLICT (borrower_id) DO UPDATE SET wake_at = LEAST(engine_wake.wake_at, excluded.wake_at), \
+                 seq = engine_wake.seq + 1",
+            )
+            .bind(w.iter().map(|x| x.0).collect::<Vec<_>>())
+            .bind(w.iter().map(|x| x.1).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -813,13 +879,21 @@ impl EngineStore for PgStore {
         .iter()
         .map(|r| Ok((r.try_get::<i64, _>("id")?, borrower_row(r)?)))
         .collect::<std::result::Result<_, sqlx::Error>>()?;
-        let mut sealers: HashMap<BorrowerId, std::result::Result<Sealer, String>> = HashMap::new();
+        // Every borrower's data key in one query; a shredded one (NULL) fails only its sends.
+        // `None`: the borrower's data was erased (the key shredded).
+        let mut sealers: HashMap<BorrowerId, Option<Sealer>> = HashMap::new();
+        let wrapped: Vec<(i64, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT borrower_id, wrapped_key FROM borrower_keys WHERE borrower_id = ANY($1)")
+                .bind(&borrower_ids)
+                .fetch_all(&mut *c)
+                .await?;
+        for (b, w) in wrapped {
+            // A key that does not unwrap means the wrong master key: nothing can be sent.
+            let sealer = w.map(|w| self.keys.unwrap_key(&w).map(|k| k.sealer())).transpose()?;
+            sealers.insert(BorrowerId(b), sealer);
+        }
         let mut out = Vec::with_capacity(pairs.len());
         for (borrower, contact) in pairs {
-            if let std::collections::hash_map::Entry::Vacant(e) = sealers.entry(borrower) {
-                let s = data_key_for(&mut c, &self.keys, borrower).await.map(|k| k.sealer());
-                e.insert(s.map_err(|e| e.to_string()));
-            }
             let target = (|| {
                 let rec = contacts.get(&contact.0).ok_or_else(|| StoreError::NotFound {
                     what: "contact point",
@@ -830,9 +904,7 @@ impl EngineStore for PgStore {
                         "contact point {contact} is not borrower {borrower}'s"
                     )));
                 }
-                let sealer = sealers[&borrower]
-                    .as_ref()
-                    .map_err(|e| StoreError::Corrupt(e.clone()))?;
+                let sealer = sealers[&borrower].as_ref().ok_or(crate::CryptoError::Shredded)?;
                 let b = borrowers.get(&borrower.0).ok_or_else(|| StoreError::NotFound {
                     what: "borrower",
                     id: borrower.to_string(),
