@@ -73,7 +73,7 @@ pub async fn ledger_sink(cfg: &Config) -> anyhow::Result<reachline_engine::Ledge
     })
 }
 
-/// Opens the engine's store: SQLite only in this version.
+/// Opens the engine's store on the configured database (SQLite or PostgreSQL).
 pub async fn open_engine_store(cfg: &Config) -> anyhow::Result<Arc<dyn EngineStore>> {
     reachline_store::open_engine(cfg.database.url.as_str(), cfg.keyring()?)
         .await

@@ -442,6 +442,7 @@ impl Store for PgStore {
         .await?;
         Ok(Box::new(PgImport {
             tx,
+            pool: self.pool.clone(),
             keys: self.keys.clone(),
             at,
             report: ImportReport::default(),
@@ -701,6 +702,8 @@ impl Store for PgStore {
 
 struct PgImport {
     tx: Transaction<'static, Postgres>,
+    /// For the statistics refresh after the commit.
+    pool: PgPool,
     keys: std::sync::Arc<Keyring>,
     at: DateTime<Utc>,
     report: ImportReport,
@@ -971,6 +974,14 @@ impl ImportTx for PgImport {
         copy_installments(&mut self.tx, &rows, self.at).await?;
         let report = self.report;
         self.tx.commit().await?;
+        // A bulk import changes the tables faster than autovacuum notices; without fresh
+        // statistics the planner's first passes get plans for empty tables. A big import is
+        // followed by ANALYZE (samples, so seconds even for a million borrowers).
+        if report.installments_written >= 10_000 {
+            sqlx::query("ANALYZE borrowers, borrower_keys, contact_points, loans, installments, consents")
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(report)
     }
 }
