@@ -6,6 +6,8 @@
 //! The store knows nothing of the policy's types: notice kinds, evidence and decision details
 //! cross this boundary as their stable names and JSON, which the engine reads and writes.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -158,6 +160,15 @@ impl SendOutcome {
 /// The evidence source of a receipt from `provider` (the policy's JSON).
 pub(crate) fn provider_source(provider: &str) -> String {
     serde_json::json!({"source": "provider", "name": provider}).to_string()
+}
+
+/// The evidence text of a receipt on each channel, resolved before the store's work starts (the
+/// closure stays on the caller's thread).
+pub(crate) fn evidence_kinds(evidence_kind: &(dyn Fn(Channel) -> String + Sync)) -> HashMap<Channel, String> {
+    [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push, Channel::Im]
+        .into_iter()
+        .map(|ch| (ch, evidence_kind(ch)))
+        .collect()
 }
 
 /// The evidence a payment from core banking adds (the policy's JSON).
@@ -355,7 +366,10 @@ pub trait EngineStore: Send + Sync {
         &self,
         receipt: ReceiptIn,
         evidence_kind: &(dyn Fn(Channel) -> String + Sync),
-    ) -> Result<Option<ReceiptMatch>>;
+    ) -> Result<Option<ReceiptMatch>> {
+        let mut out = self.record_receipts(vec![receipt], evidence_kind).await?;
+        Ok(out.pop().flatten())
+    }
 
     /// `record_receipt` for many receipts, in one transaction.
     async fn record_receipts(

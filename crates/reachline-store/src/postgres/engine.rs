@@ -615,25 +615,12 @@ impl EngineStore for PgStore {
         Ok(n)
     }
 
-    async fn record_receipt(
-        &self,
-        receipt: ReceiptIn,
-        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
-    ) -> Result<Option<ReceiptMatch>> {
-        let mut out = self.record_receipts(vec![receipt], evidence_kind).await?;
-        Ok(out.pop().flatten())
-    }
-
     async fn record_receipts(
         &self,
         receipts: Vec<ReceiptIn>,
         evidence_kind: &(dyn Fn(Channel) -> String + Sync),
     ) -> Result<Vec<Option<ReceiptMatch>>> {
-        let kinds: HashMap<Channel, String> =
-            [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push, Channel::Im]
-                .into_iter()
-                .map(|ch| (ch, evidence_kind(ch)))
-                .collect();
+        let kinds = crate::engine::evidence_kinds(evidence_kind);
         let mut tx = self.pool.begin().await?;
         lock_matching(
             &mut tx,

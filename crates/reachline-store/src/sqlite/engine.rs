@@ -435,26 +435,12 @@ impl EngineStore for SqliteStore {
         .await
     }
 
-    async fn record_receipt(
-        &self,
-        receipt: ReceiptIn,
-        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
-    ) -> Result<Option<ReceiptMatch>> {
-        let mut out = self.record_receipts(vec![receipt], evidence_kind).await?;
-        Ok(out.pop().flatten())
-    }
-
     async fn record_receipts(
         &self,
         receipts: Vec<ReceiptIn>,
         evidence_kind: &(dyn Fn(Channel) -> String + Sync),
     ) -> Result<Vec<Option<ReceiptMatch>>> {
-        // Resolve the evidence text for every channel up front: the closure stays on this thread.
-        let kinds: HashMap<Channel, String> =
-            [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push, Channel::Im]
-                .into_iter()
-                .map(|ch| (ch, evidence_kind(ch)))
-                .collect();
+        let kinds = crate::engine::evidence_kinds(evidence_kind);
         self.with(move |c, _| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(receipts.len());
