@@ -16,6 +16,37 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
+/// How an upstream writes a message's id in its receipts, compared with its `submit_sm_resp`
+/// (Kannel calls this `msg-id-type`). Set per upstream when it is known; `auto` copes with any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdForm {
+    /// Unknown: the same text matches at once, a numeric reading (hex ↔ decimal) after
+    /// `variant_wait`.
+    #[default]
+    Auto,
+    /// The same id (case and leading zeros aside); a numeric reading never matches.
+    Same,
+    /// Hex in `submit_sm_resp`, decimal in receipts: matched at once by value.
+    HexToDecimal,
+    /// Decimal in `submit_sm_resp`, hex in receipts: matched at once by value.
+    DecimalToHex,
+}
+
+/// The key an id is registered under (`issued`) or looked up by (a receipt's), in a known form.
+fn form_key(form: IdForm, raw: &str, issued: bool) -> Option<String> {
+    let t = raw.trim().to_ascii_lowercase();
+    let t = t.strip_prefix("0x").unwrap_or(&t).to_string();
+    let radix = match (form, issued) {
+        (IdForm::HexToDecimal, true) | (IdForm::DecimalToHex, false) => 16,
+        (IdForm::HexToDecimal, false) | (IdForm::DecimalToHex, true) => 10,
+        (IdForm::Auto | IdForm::Same, _) => return id_keys(raw).into_iter().next(),
+    };
+    u128::from_str_radix(&t, radix).ok().map(|v| format!("n:{v}"))
+}
+
 /// The lookup keys of an id, best first: the trimmed, case-folded text without leading zeros,
 /// then its value read as decimal, then as hex.
 pub fn id_keys(raw: &str) -> Vec<String> {
@@ -69,6 +100,7 @@ pub struct Expired<M, R> {
 
 /// Registered ids with their messages (`M`), and receipts (`R`) waiting for an id.
 pub struct Matcher<M, R> {
+    form: IdForm,
     next: u64,
     entries: HashMap<u64, Entry<M>>,
     index: HashMap<String, Vec<u64>>,
@@ -94,6 +126,7 @@ pub enum Matched<M, R> {
 impl<M: Clone, R> Matcher<M, R> {
     pub fn new(hold_for: Duration, keep_for: Duration) -> Self {
         Matcher {
+            form: IdForm::Auto,
             next: 0,
             entries: HashMap::new(),
             index: HashMap::new(),
@@ -102,6 +135,25 @@ impl<M: Clone, R> Matcher<M, R> {
             variant_wait: hold_for.min(Duration::from_secs(2)),
             keep_for,
         }
+    }
+
+    /// The same matcher for an upstream whose id form is known.
+    pub fn with_form(mut self, form: IdForm) -> Self {
+        self.form = form;
+        self
+    }
+
+    /// The keys an issued id is registered under.
+    fn issued_keys(&self, raw: &str) -> Vec<String> {
+        match self.form {
+            IdForm::Auto => id_keys(raw),
+            form => form_key(form, raw, true).into_iter().collect(),
+        }
+    }
+
+    /// The key a receipt's id matches at once.
+    fn receipt_key(&self, raw: &str) -> Vec<String> {
+        form_key(self.form, raw, false).into_iter().collect()
     }
 
     fn lookup(&self, keys: &[String]) -> Option<u64> {
@@ -115,7 +167,7 @@ impl<M: Clone, R> Matcher<M, R> {
 
     /// Registers a provider id for a message; returns the held receipts that answer it.
     pub fn register(&mut self, raw_id: &str, meta: M, now: Instant) -> Vec<(M, String, R)> {
-        let keys = id_keys(raw_id);
+        let keys = self.issued_keys(raw_id);
         let n = self.next;
         self.next += 1;
         for k in &keys {
@@ -135,7 +187,7 @@ impl<M: Clone, R> Matcher<M, R> {
         let mut i = 0;
         let mut retire = false;
         while i < self.held.len() {
-            if self.lookup(&id_keys(&self.held[i].raw)[..1]) == Some(n) {
+            if self.lookup(&self.receipt_key(&self.held[i].raw)) == Some(n) {
                 let h = self.held.remove(i);
                 retire |= h.final_state;
                 out.push((self.entries[&n].meta.clone(), self.entries[&n].raw.clone(), h.receipt));
@@ -151,7 +203,7 @@ impl<M: Clone, R> Matcher<M, R> {
 
     /// Matches a receipt, or holds it. A `final_state` receipt retires the id.
     pub fn receipt(&mut self, raw_id: &str, receipt: R, final_state: bool, now: Instant) -> Matched<M, R> {
-        match self.lookup(&id_keys(raw_id)[..1]) {
+        match self.lookup(&self.receipt_key(raw_id)) {
             Some(n) => {
                 let (meta, raw) = {
                     let e = &self.entries[&n];
@@ -201,7 +253,7 @@ impl<M: Clone, R> Matcher<M, R> {
         };
         for h in std::mem::take(&mut self.held) {
             let waited = now.duration_since(h.at);
-            if waited >= self.variant_wait {
+            if waited >= self.variant_wait && self.form == IdForm::Auto {
                 if let Some(n) = self.lookup(&id_keys(&h.raw)) {
                     let e = &self.entries[&n];
                     out.matched.push((e.meta.clone(), e.raw.clone(), h.receipt));
@@ -318,6 +370,55 @@ mod tests {
                 meta: "ten",
                 raw_id: "10".into(),
                 receipt: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_known_id_form_matches_at_once_and_only_so() {
+        let t = Instant::now();
+        let mut hex = m().with_form(IdForm::HexToDecimal);
+        hex.register("7A3F0B", "hex", t);
+        hex.register("10", "sixteen", t);
+        assert_eq!(
+            hex.receipt("8011531", 0, true, t),
+            Matched::Now {
+                meta: "hex",
+                raw_id: "7A3F0B".into(),
+                receipt: 0
+            }
+        );
+        assert_eq!(
+            hex.receipt("16", 1, true, t),
+            Matched::Now {
+                meta: "sixteen",
+                raw_id: "10".into(),
+                receipt: 1
+            }
+        );
+        let mut same = m().with_form(IdForm::Same);
+        same.register("10", "ten", t);
+        assert_eq!(same.receipt("16", 0, true, t), Matched::Held);
+        assert!(
+            same.expire(t + Duration::from_secs(30)).matched.is_empty(),
+            "no numeric reading"
+        );
+        assert_eq!(
+            same.receipt("010", 1, true, t),
+            Matched::Now {
+                meta: "ten",
+                raw_id: "10".into(),
+                receipt: 1
+            }
+        );
+        let mut dec = m().with_form(IdForm::DecimalToHex);
+        dec.register("255", "dec", t);
+        assert_eq!(
+            dec.receipt("FF", 0, true, t),
+            Matched::Now {
+                meta: "dec",
+                raw_id: "255".into(),
+                receipt: 0
             }
         );
     }

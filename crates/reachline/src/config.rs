@@ -482,6 +482,7 @@ steps = [
 # password = "..."         # better: REACHLINE_SMPP__PASSWORD
 # source_addr = "Reachline"
 # window = 32
+# receipt_ids = "auto"     # how receipts write ids: auto, same, hex_to_decimal, decimal_to_hex
 "#;
 
 #[cfg(test)]

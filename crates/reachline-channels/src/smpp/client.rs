@@ -57,6 +57,9 @@ pub struct SmppConfig {
     pub bind_wait_ms: u64,
     /// How long a receipt waits for the `submit_sm_resp` that carries its id.
     pub hold_receipts_ms: u64,
+    /// How this upstream writes ids in receipts (`auto`, `same`, `hex_to_decimal`,
+    /// `decimal_to_hex`).
+    pub receipt_ids: crate::matching::IdForm,
     /// This upstream's `err` codes.
     pub err_table: ErrTable,
 }
@@ -94,6 +97,7 @@ impl Default for SmppConfig {
             max_resubmits: 20,
             bind_wait_ms: 5_000,
             hold_receipts_ms: 60_000,
+            receipt_ids: crate::matching::IdForm::Auto,
             err_table: ErrTable::default(),
         }
     }
@@ -161,10 +165,10 @@ impl SmppChannel {
         let (receipts_tx, receipts_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             window: Semaphore::new(config.window.max(1)),
-            matcher: Mutex::new(Matcher::new(
-                Duration::from_millis(config.hold_receipts_ms),
-                secs(72 * 3600),
-            )),
+            matcher: Mutex::new(
+                Matcher::new(Duration::from_millis(config.hold_receipts_ms), secs(72 * 3600))
+                    .with_form(config.receipt_ids),
+            ),
             config,
             session,
             receipts_tx,
