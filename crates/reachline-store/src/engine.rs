@@ -389,7 +389,15 @@ pub trait EngineStore: Send + Sync {
     ) -> Result<()>;
 
     /// The address and the borrower's name for one send, decrypted now.
-    async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget>;
+    async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget> {
+        let mut out = self.send_targets(vec![(borrower, contact)]).await?;
+        out.pop().unwrap_or_else(|| {
+            Err(crate::StoreError::NotFound {
+                what: "contact point",
+                id: contact.to_string(),
+            })
+        })
+    }
 
     /// `send_target` for many (borrower, contact) pairs, in order.
     async fn send_targets(&self, pairs: Vec<(BorrowerId, ContactId)>) -> Result<Vec<Result<SendTarget>>>;

@@ -98,18 +98,33 @@ fn outbox_row(r: &PgRow) -> Result<OutboxRow> {
     })
 }
 
-async fn wake(c: &mut PgConnection, borrower: i64, at: DateTime<Utc>) -> Result<()> {
-    // Only ever earlier: a receipt wakes the borrower now even if the planner set a later time.
+/// Evidence wakes borrowers: each at the earliest of its planned time and `at` (a receipt wakes
+/// the borrower now even if the planner set a later time), counting up `seq` so a pass that
+/// read the borrower before this does not set its later wake over it. Rows in borrower order,
+/// as every writer of several wake rows takes them.
+async fn wake_all(c: &mut PgConnection, wakes: &[(i64, DateTime<Utc>)]) -> Result<()> {
+    if wakes.is_empty() {
+        return Ok(());
+    }
+    let mut w = wakes.to_vec();
+    // One row per borrower (a statement may not update a row twice): the earliest.
+    w.sort_unstable();
+    w.dedup_by_key(|x| x.0);
     sqlx::query(
-        "INSERT INTO engine_wake (borrower_id, wake_at, seq) VALUES ($1, $2, 1) \
+        "INSERT INTO engine_wake (borrower_id, wake_at, seq) \
+         SELECT b, t, 1 FROM UNNEST($1::int8[], $2::timestamptz[]) AS u(b, t) \
          ON CONFLICT (borrower_id) DO UPDATE SET wake_at = LEAST(engine_wake.wake_at, excluded.wake_at), \
          seq = engine_wake.seq + 1",
     )
-    .bind(borrower)
-    .bind(at)
+    .bind(w.iter().map(|x| x.0).collect::<Vec<_>>())
+    .bind(w.iter().map(|x| x.1).collect::<Vec<_>>())
     .execute(&mut *c)
     .await?;
     Ok(())
+}
+
+async fn wake(c: &mut PgConnection, borrower: i64, at: DateTime<Utc>) -> Result<()> {
+    wake_all(c, &[(borrower, at)]).await
 }
 
 /// Moves a row from one of `from` to `to` with its detail (clearing any lease) inside the
@@ -701,7 +716,7 @@ impl EngineStore for PgStore {
         let mut out = Vec::with_capacity(receipts.len());
         let mut kept: Vec<(ReceiptIn, Option<i64>, Option<&str>)> = Vec::with_capacity(receipts.len());
         let mut evidence: Vec<(i64, i64, DateTime<Utc>, String, String)> = Vec::new();
-        let mut wakes: HashMap<i64, DateTime<Utc>> = HashMap::new();
+        let mut wakes: Vec<(i64, DateTime<Utc>)> = Vec::new();
         for r in receipts {
             let Some((id, sent)) = r.outbox_id.and_then(|id| sends.get_mut(&id).map(|s| (id, s))) else {
                 let flag = if r.outbox_id.is_some() {
@@ -727,8 +742,7 @@ impl EngineStore for PgStore {
                     provider_source(&r.provider),
                     kinds.get(&sent.channel).cloned().unwrap_or_default(),
                 ));
-                let w = wakes.entry(sent.borrower).or_insert(r.at);
-                *w = (*w).min(r.at);
+                wakes.push((sent.borrower, r.at));
             }
             out.push(Some(ReceiptMatch {
                 outbox_id: id,
@@ -786,21 +800,7 @@ impl EngineStore for PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        if !wakes.is_empty() {
-            let mut w: Vec<(i64, DateTime<Utc>)> = wakes.into_iter().collect();
-            // In borrower order, as every multi-row writer of engine_wake takes its rows.
-            w.sort_unstable();
-            sqlx::query(
-                "INSERT INTO engine_wake (borrower_id, wake_at, seq) \
-                 SELECT b, t, 1 FROM UNNEST($1::int8[], $2::timestamptz[]) AS u(b, t) \
-                 ON CONFLICT (borrower_id) DO UPDATE SET wake_at = LEAST(engine_wake.wake_at, excluded.wake_at), \
-                 seq = engine_wake.seq + 1",
-            )
-            .bind(w.iter().map(|x| x.0).collect::<Vec<_>>())
-            .bind(w.iter().map(|x| x.1).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
+        wake_all(&mut tx, &wakes).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -825,16 +825,6 @@ impl EngineStore for PgStore {
         wake(&mut tx, borrower.0, at).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget> {
-        let mut out = self.send_targets(vec![(borrower, contact)]).await?;
-        out.pop().unwrap_or_else(|| {
-            Err(StoreError::NotFound {
-                what: "contact point",
-                id: contact.to_string(),
-            })
-        })
     }
 
     async fn send_targets(&self, pairs: Vec<(BorrowerId, ContactId)>) -> Result<Vec<Result<SendTarget>>> {

@@ -476,10 +476,6 @@ impl EngineStore for SqliteStore {
         .await
     }
 
-    async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget> {
-        self.with(move |c, keys| send_target(c, keys, borrower, contact)).await
-    }
-
     async fn record_payment(
         &self,
         installment: InstallmentId,
