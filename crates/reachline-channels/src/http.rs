@@ -214,47 +214,8 @@ impl HttpChannel {
             now,
             DEFAULT_WINDOW_SECS,
         )?;
-        let v: Value = serde_json::from_slice(body).map_err(|_| InboundError::Body)?;
-        let s = |k: &str| v[k].as_str().map(str::to_string);
-        let (reference, id, class, code) = match self.config.api {
-            HttpApi::SmsAggregator => {
-                let stat = s("status").ok_or(InboundError::Body)?;
-                (
-                    s("out_id"),
-                    s("message_id").unwrap_or_default(),
-                    cmpp_stat_class(&stat),
-                    stat,
-                )
-            }
-            HttpApi::Voice => {
-                let keys = s("keys").unwrap_or_default();
-                let transcript = s("transcript");
-                let cause = v["hangup_cause"].as_u64().unwrap_or(0) as u16;
-                let sip = v["sip_status"].as_u64().unwrap_or(0) as u16;
-                let class = ivr_class(&keys, transcript.as_deref()).unwrap_or_else(|| match sip {
-                    200 | 0 => q850_class(cause),
-                    s => sip_class(s),
-                });
-                (
-                    s("ref"),
-                    s("call_id").unwrap_or_default(),
-                    class,
-                    format!("sip {sip} cause {cause} keys {keys}"),
-                )
-            }
-            // FCM and WeChat template sends report no per-message receipts here.
-            HttpApi::Fcm | HttpApi::Wechat => return Err(InboundError::Body),
-        };
-        let _ = self.receipts_tx.send(Receipt {
-            provider: self.config.name.clone(),
-            reference: reference.map(MessageRef),
-            provider_id: id,
-            part: None,
-            class,
-            code,
-            is_final: true,
-            raw: body.to_vec(),
-        });
+        let receipt = parse_webhook(self.config.api, &self.config.name, body)?;
+        let _ = self.receipts_tx.send(receipt);
         Ok(())
     }
 }
@@ -299,6 +260,52 @@ impl Channel for HttpChannel {
         let mut rx = self.receipts_rx.lock().expect("receipts lock poisoned").take()?;
         Some(Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx))))
     }
+}
+
+/// Reads a provider's webhook body (a delivery receipt or a call outcome) into a classed
+/// [`Receipt`], keeping the raw body. Pure: the caller has authenticated it.
+pub fn parse_webhook(api: HttpApi, provider: &str, body: &[u8]) -> Result<Receipt, InboundError> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| InboundError::Body)?;
+    let s = |k: &str| v[k].as_str().map(str::to_string);
+    let (reference, id, class, code) = match api {
+        HttpApi::SmsAggregator => {
+            let stat = s("status").ok_or(InboundError::Body)?;
+            (
+                s("out_id"),
+                s("message_id").unwrap_or_default(),
+                cmpp_stat_class(&stat),
+                stat,
+            )
+        }
+        HttpApi::Voice => {
+            let keys = s("keys").unwrap_or_default();
+            let transcript = s("transcript");
+            let cause = v["hangup_cause"].as_u64().unwrap_or(0) as u16;
+            let sip = v["sip_status"].as_u64().unwrap_or(0) as u16;
+            let class = ivr_class(&keys, transcript.as_deref()).unwrap_or_else(|| match sip {
+                200 | 0 => q850_class(cause),
+                s => sip_class(s),
+            });
+            (
+                s("ref"),
+                s("call_id").unwrap_or_default(),
+                class,
+                format!("sip {sip} cause {cause} keys {keys}"),
+            )
+        }
+        // FCM and WeChat template sends report no per-message receipts here.
+        HttpApi::Fcm | HttpApi::Wechat => return Err(InboundError::Body),
+    };
+    Ok(Receipt {
+        provider: provider.to_string(),
+        reference: reference.map(MessageRef),
+        provider_id: id,
+        part: None,
+        class,
+        code,
+        is_final: true,
+        raw: body.to_vec(),
+    })
 }
 
 /// The webhook endpoint: `POST /` with `X-Timestamp` and `X-Signature` headers. Refusals are

@@ -218,7 +218,9 @@ impl Engine {
                     }
                 }
                 report.sent += sent.len() as u64;
+                let n = sent.len() as u64;
                 self.store.record_sent_many(sent).await?;
+                self.counters.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             }
             if !full {
                 break;

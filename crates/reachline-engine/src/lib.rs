@@ -140,6 +140,8 @@ pub struct PlanReport {
 /// Counters the demo and the benchmark read.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Sends the providers accepted, recorded `sent`.
+    pub sent: AtomicU64,
     pub receipts: AtomicU64,
     pub receipts_unmatched: AtomicU64,
     /// Notified after each receipt is recorded.

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{
     BorrowerId, Channel, Consent, ContactAddress, ContactId, ContactKind, ContactRole, Currency, DeliveryClass,
-    InstallmentId, Jurisdiction, Locale, PersonName,
+    ExternalId, InstallmentId, Jurisdiction, Locale, PersonName,
 };
 
 use crate::Result;
@@ -387,6 +387,16 @@ pub trait EngineStore: Send + Sync {
         source: &str,
         kind: &str,
     ) -> Result<()>;
+
+    /// Wakes the borrower at `at` (or earlier, if already due earlier): something the planner
+    /// reads changed (a contact point, a consent, the book).
+    async fn wake_now(&self, borrower: BorrowerId, at: DateTime<Utc>) -> Result<()>;
+
+    /// The borrower a contact point belongs to.
+    async fn contact_owner(&self, contact: ContactId) -> Result<Option<BorrowerId>>;
+
+    /// An installment by its loan's external id and its position in the schedule.
+    async fn installment_by_seq(&self, loan: &ExternalId, seq: u32) -> Result<Option<InstallmentId>>;
 
     /// The address and the borrower's name for one send, decrypted now.
     async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget> {

@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod engine;
 pub mod ledger;
 pub mod postgres;
+pub mod server;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -250,32 +251,60 @@ pub async fn open_ledger(url: &str, keys: Keyring) -> Result<Box<dyn ledger::Led
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Box::new(postgres::PgLedger::connect(url, keys).await?))
     } else {
-        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
-        Err(StoreError::BadUrl(scheme.chars().take(20).collect()))
+        Err(bad_url(url))
     }
 }
 
-/// Opens the engine's tables in the database a URL names (as [`open`]).
-pub async fn open_engine(url: &str, keys: Keyring) -> Result<std::sync::Arc<dyn engine::EngineStore>> {
+/// A URL of no back end, named by its scheme only (the rest may hold a password).
+fn bad_url(url: &str) -> StoreError {
+    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
+    StoreError::BadUrl(scheme.chars().take(20).collect())
+}
+
+/// One back end, opened once: the same store seen through each of its traits, so a process
+/// that needs several of them shares one set of connections (on SQLite, one writer).
+#[derive(Clone)]
+pub struct Stores {
+    pub store: std::sync::Arc<dyn Store>,
+    pub engine: std::sync::Arc<dyn engine::EngineStore>,
+    pub server: std::sync::Arc<dyn server::ServerStore>,
+}
+
+impl Stores {
+    fn of<S: Store + engine::EngineStore + server::ServerStore + 'static>(s: S) -> Self {
+        let s = std::sync::Arc::new(s);
+        Stores {
+            store: s.clone(),
+            engine: s.clone(),
+            server: s,
+        }
+    }
+}
+
+/// Opens the database a URL names, creating and migrating it if needed: `sqlite://PATH` (a
+/// file, created if missing) or `postgres://…`.
+pub async fn open_all(url: &str, keys: Keyring) -> Result<Stores> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path, keys).await?))
+        Ok(Stores::of(sqlite::SqliteStore::open(path, keys).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(postgres::PgStore::connect(url, keys).await?))
+        Ok(Stores::of(postgres::PgStore::connect(url, keys).await?))
     } else {
-        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
-        Err(StoreError::BadUrl(scheme.chars().take(20).collect()))
+        Err(bad_url(url))
     }
 }
 
-/// Opens the store a URL names, creating and migrating it if needed: `sqlite://PATH` (a file,
-/// created if missing) or `postgres://…`.
+/// Opens the engine's tables in the database a URL names (as [`open_all`]).
+pub async fn open_engine(url: &str, keys: Keyring) -> Result<std::sync::Arc<dyn engine::EngineStore>> {
+    Ok(open_all(url, keys).await?.engine)
+}
+
+/// Opens the store a URL names (as [`open_all`]).
 pub async fn open(url: &str, keys: Keyring) -> Result<Box<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(Box::new(sqlite::SqliteStore::open(path, keys).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Box::new(postgres::PgStore::connect(url, keys).await?))
     } else {
-        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
-        Err(StoreError::BadUrl(scheme.chars().take(20).collect()))
+        Err(bad_url(url))
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use reachline_domain::{borrower::parse_time_zone, Jurisdiction, Locale, PhoneParser, RangeOverride};
+use reachline_domain::{borrower::parse_time_zone, Locale, PhoneParser, RangeOverride};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,8 @@ pub struct Config {
     /// The SMSC `reachline run` sends SMS through (none: SMS is not sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smpp: Option<reachline_channels::smpp::SmppConfig>,
+    /// `reachline serve`: where it listens, limits, webhooks.
+    pub server: reachline_server::ServerConfig,
 }
 
 /// How the notice engine runs (`reachline run`, `reachline demo`).
@@ -117,6 +119,7 @@ impl Default for Config {
             health: reachline_policy::HealthConfig::default(),
             engine: EngineSection::default(),
             smpp: None,
+            server: reachline_server::ServerConfig::default(),
         }
     }
 }
@@ -209,12 +212,7 @@ pub enum LogFormat {
 }
 
 /// The defaults a book row falls back on, parsed.
-#[derive(Debug, Clone)]
-pub struct BookDefaults {
-    pub locale: Locale,
-    pub time_zone: chrono_tz::Tz,
-    pub jurisdiction: Jurisdiction,
-}
+pub use reachline_book::parse::BookDefaults;
 
 impl Config {
     /// Reads `path` (if it exists; it must, when given explicitly) and the environment.
@@ -483,6 +481,23 @@ steps = [
 # source_addr = "Reachline"
 # window = 32
 # receipt_ids = "auto"     # how receipts write ids: auto, same, hex_to_decimal, decimal_to_hex
+
+# `reachline serve`: the API (docs at /docs), webhooks, /metrics, /healthz, /readyz.
+[server]
+listen = "127.0.0.1:8080"
+max_body_bytes = 1048576             # a larger request is refused (413)
+token_rate_per_second = 200          # per API token, bursts to twice this
+ip_rate_per_second = 2000            # per client address
+token_cache_seconds = 60             # a verified token is trusted this long (a revocation on
+                                     # another node takes effect within it)
+
+# One per provider that posts receipts, call outcomes or replies to /v1/webhooks/<name>,
+# signed HMAC-SHA256(secret, timestamp + "." + body) in X-Signature, X-Timestamp in seconds.
+# [[server.webhooks]]
+# name = "sms-aggregator"
+# kind = "sms_receipt"       # sms_receipt, voice_outcome, sms_reply
+# secret = "..."             # better from the environment
+# window_seconds = 300       # replay window
 "#;
 
 #[cfg(test)]

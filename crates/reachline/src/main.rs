@@ -13,6 +13,7 @@ mod intel_cmd;
 mod keys;
 mod ledger;
 mod run;
+mod serve;
 mod show;
 mod simulate;
 mod world;
@@ -129,6 +130,14 @@ enum Command {
     Send(channels_cli::SendArgs),
     /// Run the notice engine: plan, send through the configured gateways, take receipts.
     Run(run::RunArgs),
+    /// Serve the API, webhooks, docs and metrics (and run the engine's passes on this node when
+    /// a channel is configured).
+    Serve(serve::ServeArgs),
+    /// API tokens: create (shown once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: serve::TokenCommand,
+    },
     /// The sandbox SMSC in its own process (for tests and drills), logging what it accepts.
     SandboxSmsc(channels_cli::SandboxSmscArgs),
     /// Benchmarks that print a table.
@@ -382,6 +391,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => run::run(&cfg, args).await,
+        Command::Serve(args) => serve::serve(&cfg, args).await,
+        Command::Token { command } => serve::token(&cfg, command).await,
         Command::Demo { .. } | Command::GenBook { .. } | Command::Send(_) | Command::SandboxSmsc(_) => {
             unreachable!("handled before configuration is loaded")
         }

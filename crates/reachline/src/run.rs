@@ -97,9 +97,8 @@ fn write_clock(path: &Path, t: DateTime<Utc>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
-    let store = open_engine_store(cfg).await?;
-    let keys = cfg.keyring()?;
+/// The configured channels (the SMSC of `[smpp]`), started and bound if the SMSC answers.
+pub async fn channels(cfg: &Config) -> Vec<Arc<dyn reachline_channels::Channel>> {
     let mut channels: Vec<Arc<dyn reachline_channels::Channel>> = Vec::new();
     if let Some(smpp) = &cfg.smpp {
         let sms = SmppChannel::start(smpp.clone());
@@ -111,16 +110,35 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
         }
         channels.push(Arc::new(sms));
     }
+    channels
+}
+
+/// The engine over `store` and `channels`, with the configured number intelligence and the
+/// ledger (whose sequencer this starts: one per database).
+pub async fn build_engine(
+    cfg: &Config,
+    store: Arc<dyn EngineStore>,
+    channels: Vec<Arc<dyn reachline_channels::Channel>>,
+) -> anyhow::Result<(Arc<Engine>, reachline_engine::LedgerSink)> {
+    let keys = cfg.keyring()?;
+    let templates = Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?;
+    let intel = reachline_intel::from_config(&cfg.intel, crate::open_store(cfg).await?.into())?;
+    let sink = ledger_sink(cfg).await?;
+    let engine = Arc::new(
+        Engine::new(store, channels, templates, engine_config(cfg, &keys)?)
+            .with_intel(Arc::new(intel))
+            .with_ledger(sink.clone()),
+    );
+    Ok((engine, sink))
+}
+
+pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
+    let store = open_engine_store(cfg).await?;
+    let channels = channels(cfg).await;
     if channels.is_empty() {
         bail!("no channel is configured: add an [smpp] section (see `reachline config example`)");
     }
-    let templates = Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?;
-    let intel = reachline_intel::from_config(&cfg.intel, crate::open_store(cfg).await?.into())?;
-    let engine = Arc::new(
-        Engine::new(store.clone(), channels, templates, engine_config(cfg, &keys)?)
-            .with_intel(Arc::new(intel))
-            .with_ledger(ledger_sink(cfg).await?),
-    );
+    let (engine, _) = build_engine(cfg, store, channels).await?;
     let simulated = match &args.clock_file {
         Some(f) => Some(match read_clock(f)? {
             Some(t) => t,

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use reachline_domain::{BorrowerId, Channel, ContactId, ContactRole, DeliveryClass, InstallmentId};
+use reachline_domain::{BorrowerId, Channel, ContactId, ContactRole, DeliveryClass, ExternalId, InstallmentId};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -894,6 +894,32 @@ impl EngineStore for PgStore {
             out.push(target);
         }
         Ok(out)
+    }
+
+    async fn wake_now(&self, borrower: BorrowerId, at: DateTime<Utc>) -> Result<()> {
+        let mut c = self.pool.acquire().await?;
+        wake_all(&mut c, &[(borrower.0, at)]).await
+    }
+
+    async fn contact_owner(&self, contact: ContactId) -> Result<Option<BorrowerId>> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT borrower_id FROM contact_points WHERE id = $1")
+                .bind(contact.0)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(BorrowerId),
+        )
+    }
+
+    async fn installment_by_seq(&self, loan: &ExternalId, seq: u32) -> Result<Option<InstallmentId>> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT i.id FROM installments i JOIN loans l ON l.id = i.loan_id WHERE l.external_id = $1 AND i.seq = $2",
+        )
+        .bind(loan.as_str())
+        .bind(seq as i32)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(InstallmentId))
     }
 
     async fn record_payment(

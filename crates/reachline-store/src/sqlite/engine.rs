@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use reachline_domain::{BorrowerId, Channel, ContactId, ContactRole, DeliveryClass, InstallmentId};
+use reachline_domain::{BorrowerId, Channel, ContactId, ContactRole, DeliveryClass, ExternalId, InstallmentId};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{sealer_for, SqliteStore};
@@ -472,6 +472,35 @@ impl EngineStore for SqliteStore {
             wake(&tx, borrower.0, at)?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn wake_now(&self, borrower: BorrowerId, at: DateTime<Utc>) -> Result<()> {
+        self.with(move |c, _| wake(c, borrower.0, ts_micros(at))).await
+    }
+
+    async fn contact_owner(&self, contact: ContactId) -> Result<Option<BorrowerId>> {
+        self.read(move |c, _| {
+            Ok(
+                c.prepare_cached("SELECT borrower_id FROM contact_points WHERE id = ?1")?
+                    .query_row([contact.0], |r| r.get(0))
+                    .optional()?
+                    .map(BorrowerId),
+            )
+        })
+        .await
+    }
+
+    async fn installment_by_seq(&self, loan: &ExternalId, seq: u32) -> Result<Option<InstallmentId>> {
+        let loan = loan.as_str().to_string();
+        self.read(move |c, _| {
+            Ok(c.prepare_cached(
+                "SELECT i.id FROM installments i JOIN loans l ON l.id = i.loan_id WHERE l.external_id = ?1 AND i.seq = ?2",
+            )?
+            .query_row(params![loan, seq], |r| r.get(0))
+            .optional()?
+            .map(InstallmentId))
         })
         .await
     }

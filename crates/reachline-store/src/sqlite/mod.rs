@@ -25,6 +25,7 @@ use crate::{
 
 pub mod engine;
 pub mod ledger;
+pub mod server;
 
 pub use ledger::SqliteLedger;
 
@@ -35,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_engine.sql"),
     include_str!("../../migrations/sqlite/0005_open_installments.sql"),
     include_str!("../../migrations/sqlite/0006_wake_seq.sql"),
+    include_str!("../../migrations/sqlite/0007_server.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.

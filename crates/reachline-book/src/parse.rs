@@ -8,8 +8,15 @@ use reachline_domain::{
     Installment, Loan, Locale, Money, NationalId, PersonName, PhoneParser,
 };
 
-use super::{BorrowerRow, ConsentRow, ContactRow, InstallmentRow, LoanRow};
-use crate::config::BookDefaults;
+use crate::rows::{BorrowerRow, ConsentRow, ContactRow, InstallmentRow, LoanRow};
+
+/// What a borrower row that leaves a field empty gets (from the configuration's `[book]`).
+#[derive(Debug, Clone, Copy)]
+pub struct BookDefaults {
+    pub locale: Locale,
+    pub time_zone: chrono_tz::Tz,
+    pub jurisdiction: reachline_domain::Jurisdiction,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {

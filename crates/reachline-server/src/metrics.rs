@@ -1,0 +1,206 @@
+//! `/metrics` in the Prometheus text format (`prometheus-client`): requests by route and
+//! status with their latency, webhook receipts by class and how many were refused, and the
+//! engine's own figures (sends, receipts, queue depth by state) read at scrape time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteOnly {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    provider: String,
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhyLabels {
+    provider: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// The server's metrics; cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    requests: Family<RouteLabels, Counter>,
+    latency: Family<RouteOnly, Histogram>,
+    webhook_receipts: Family<ClassLabels, Counter>,
+    webhook_refused: Family<WhyLabels, Counter>,
+    outbox: Family<StateLabels, Gauge>,
+    sends: Counter,
+    receipts: Counter,
+    receipts_unmatched: Counter,
+    ledger_size: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("reachline");
+        let requests = Family::<RouteLabels, Counter>::default();
+        let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        let webhook_receipts = Family::<ClassLabels, Counter>::default();
+        let webhook_refused = Family::<WhyLabels, Counter>::default();
+        let outbox = Family::<StateLabels, Gauge>::default();
+        let (sends, receipts, receipts_unmatched) = (Counter::default(), Counter::default(), Counter::default());
+        let ledger_size = Gauge::default();
+        r.register(
+            "http_requests",
+            "HTTP requests by route template and status",
+            requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template",
+            latency.clone(),
+        );
+        r.register(
+            "webhook_receipts",
+            "Receipts taken by webhook, by provider and delivery class",
+            webhook_receipts.clone(),
+        );
+        r.register(
+            "webhook_refused",
+            "Webhooks refused, by provider and reason",
+            webhook_refused.clone(),
+        );
+        r.register(
+            "outbox_rows",
+            "Outbox rows by state (queue depth is `queued`)",
+            outbox.clone(),
+        );
+        r.register(
+            "engine_sends",
+            "Sends the providers accepted, since start",
+            sends.clone(),
+        );
+        r.register("engine_receipts", "Receipts recorded, since start", receipts.clone());
+        r.register(
+            "engine_receipts_unmatched",
+            "Receipts that matched no send (kept and flagged), since start",
+            receipts_unmatched.clone(),
+        );
+        r.register(
+            "ledger_leaves",
+            "Leaves under the latest signed checkpoint",
+            ledger_size.clone(),
+        );
+        Metrics {
+            registry: Arc::new(Mutex::new(r)),
+            requests,
+            latency,
+            webhook_receipts,
+            webhook_refused,
+            outbox,
+            sends,
+            receipts,
+            receipts_unmatched,
+            ledger_size,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, route: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteOnly {
+                route: route.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn webhook_receipt(&self, provider: &str, class: &str) {
+        self.webhook_receipts
+            .get_or_create(&ClassLabels {
+                provider: provider.to_string(),
+                class: class.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn webhook_refused(&self, provider: &str, reason: &str) {
+        self.webhook_refused
+            .get_or_create(&WhyLabels {
+                provider: provider.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Counters that only grow are set by the difference from what they show.
+fn catch_up(c: &Counter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+/// `GET /metrics`.
+pub async fn render(State(s): State<AppState>) -> Response {
+    let m = &s.metrics;
+    let counters = &s.engine.counters;
+    use std::sync::atomic::Ordering::Relaxed;
+    catch_up(&m.sends, counters.sent.load(Relaxed));
+    catch_up(&m.receipts, counters.receipts.load(Relaxed));
+    catch_up(&m.receipts_unmatched, counters.receipts_unmatched.load(Relaxed));
+    if let Ok(rows) = s.stores.engine.outbox_counts().await {
+        m.outbox.clear();
+        for r in rows {
+            let state = r.keys.get(2).cloned().unwrap_or_default();
+            m.outbox.get_or_create(&StateLabels { state }).inc_by(r.count as i64);
+        }
+    }
+    if let Some(l) = &s.ledger {
+        if let Ok(Some(c)) = l.latest_checkpoint().await {
+            m.ledger_size.set(c.size.0 as i64);
+        }
+    }
+    let mut out = String::new();
+    let registry = m.registry.lock().unwrap_or_else(|p| p.into_inner());
+    match prometheus_client::encoding::text::encode(&mut out, &registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}

@@ -1,0 +1,152 @@
+//! [`ServerStore`] on PostgreSQL: tokens, the access log and webhook replay digests. Several
+//! nodes share them; a replayed webhook is refused by whichever node it reaches second.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reachline_domain::BorrowerId;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use super::PgStore;
+use crate::server::{AccessEntry, ServerStore, TokenRecord};
+use crate::{Result, StoreError};
+
+fn token_record(r: &PgRow) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: r.try_get("role")?,
+        hash: r.try_get("hash")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "SELECT id, name, role, hash, created_at, revoked_at FROM api_tokens";
+
+#[async_trait]
+impl ServerStore for PgStore {
+    async fn create_token(&self, t: &TokenRecord) -> Result<()> {
+        let n = sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, hash, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(&t.hash)
+        .bind(t.created_at)
+        .bind(t.revoked_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Conflict(format!("token id {} is taken", t.id)));
+        }
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        sqlx::query(&format!("{TOKEN_COLUMNS} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(token_record)
+            .transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        sqlx::query(&format!("{TOKEN_COLUMNS} ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(token_record)
+            .collect()
+    }
+
+    async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        Ok(
+            sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+
+    async fn log_access(&self, e: &AccessEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO access_log (at, actor, action, borrower_id, reason, request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(e.at)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(e.borrower.map(|b| b.0))
+        .bind(&e.reason)
+        .bind(&e.request_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn access_log(&self, borrower: Option<BorrowerId>, limit: u32) -> Result<Vec<AccessEntry>> {
+        sqlx::query(
+            "SELECT at, actor, action, borrower_id, reason, request_id FROM access_log \
+             WHERE $1::BIGINT IS NULL OR borrower_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(borrower.map(|b| b.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AccessEntry {
+                at: r.try_get("at")?,
+                actor: r.try_get("actor")?,
+                action: r.try_get("action")?,
+                borrower: r.try_get::<Option<i64>, _>("borrower_id")?.map(BorrowerId),
+                reason: r.try_get("reason")?,
+                request_id: r.try_get("request_id")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn first_sighting(
+        &self,
+        provider: &str,
+        digest: [u8; 32],
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM webhook_seen WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query(
+            "INSERT INTO webhook_seen (provider, digest, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(provider)
+        .bind(&digest[..])
+        .bind(expires)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn forget_sighting(&self, provider: &str, digest: [u8; 32]) -> Result<()> {
+        sqlx::query("DELETE FROM webhook_seen WHERE provider = $1 AND digest = $2")
+            .bind(provider)
+            .bind(&digest[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! The server's own records: API tokens (an argon2 hash per token, never the token), the access
+//! log of unmasked reads of personal data, and the webhook signatures seen inside the replay
+//! window. Both back ends implement [`ServerStore`]; nothing here holds personal data.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reachline_domain::BorrowerId;
+
+use crate::Result;
+
+/// An API token as stored: who it is for, its role, the argon2 hash (PHC string) of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The public part of the token, which the secret follows (`rl_<id>_<secret>`).
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// One read of unmasked personal data: who, what, about whom, when and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessEntry {
+    pub at: DateTime<Utc>,
+    /// `token:<id>` or `operator:<login>`.
+    pub actor: String,
+    /// What was read, e.g. `borrower.unmasked`.
+    pub action: String,
+    pub borrower: Option<BorrowerId>,
+    /// The reason the reader gave (required to unmask).
+    pub reason: String,
+    pub request_id: String,
+}
+
+#[async_trait]
+pub trait ServerStore: Send + Sync {
+    /// Stores a new token; an id already taken is a `Conflict`.
+    async fn create_token(&self, token: &TokenRecord) -> Result<()>;
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Revokes a token; false when there is no such live token.
+    async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+    async fn log_access(&self, entry: &AccessEntry) -> Result<()>;
+    /// The access log, newest first, about one borrower or everyone.
+    async fn access_log(&self, borrower: Option<BorrowerId>, limit: u32) -> Result<Vec<AccessEntry>>;
+    /// Records a webhook's signature digest until `expires`; false when the same provider sent
+    /// the same digest before (a replay). Forgets digests that have expired by `now`.
+    async fn first_sighting(
+        &self,
+        provider: &str,
+        digest: [u8; 32],
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Forgets a digest (its webhook could not be recorded, so the provider's retry must pass).
+    async fn forget_sighting(&self, provider: &str, digest: [u8; 32]) -> Result<()>;
+}

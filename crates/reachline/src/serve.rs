@@ -1,0 +1,133 @@
+//! `reachline serve`: the API, webhooks, docs and metrics on `[server] listen`, and on the same
+//! node the notice engine's passes on the real clock (as `reachline run`) when a channel is
+//! configured. `reachline token …`: API tokens from the command line (the first admin token
+//! has to come from here).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+use reachline_server::auth::{new_token, Role};
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Listen here instead of `[server] listen` (e.g. 127.0.0.1:0 for any free port).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Serve the API and webhooks only; another node runs the engine's passes.
+    #[arg(long)]
+    pub no_engine: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once (only its hash is kept).
+    Create {
+        /// admin, operator, auditor or integration.
+        #[arg(long)]
+        role: String,
+        /// Who holds it (a system or a team, not a person's name).
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by its id.
+    Revoke { id: String },
+}
+
+pub async fn token(cfg: &Config, command: TokenCommand) -> anyhow::Result<()> {
+    let stores = reachline_store::open_all(cfg.database.url.as_str(), cfg.keyring()?)
+        .await
+        .with_context(|| format!("opening database {}", cfg.database.url.redacted()))?;
+    match command {
+        TokenCommand::Create { role, name } => {
+            let role = Role::parse(&role)
+                .with_context(|| format!("--role must be admin, operator, auditor or integration (got {role:?})"))?;
+            let t = new_token(&name, role, Utc::now(), &mut rand::rngs::OsRng);
+            stores.server.create_token(&t.record).await?;
+            eprintln!("token {} ({}) created; it is shown once:", t.record.id, role.as_str());
+            println!("{}", t.token);
+        }
+        TokenCommand::List => {
+            for t in stores.server.tokens().await? {
+                let state = match t.revoked_at {
+                    Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                    None => "live".into(),
+                };
+                println!(
+                    "{}  {:<11}  {:<24}  created {}  {}",
+                    t.id,
+                    t.role,
+                    t.name,
+                    t.created_at.format("%Y-%m-%d %H:%M"),
+                    state
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            anyhow::ensure!(
+                stores.server.revoke_token(&id, Utc::now()).await?,
+                "no live token {id}"
+            );
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
+    let stores = reachline_store::open_all(cfg.database.url.as_str(), cfg.keyring()?)
+        .await
+        .with_context(|| format!("opening database {}", cfg.database.url.redacted()))?;
+    let channels = if args.no_engine {
+        Vec::new()
+    } else {
+        crate::run::channels(cfg).await
+    };
+    let passes = !channels.is_empty();
+    let (engine, sink) = crate::run::build_engine(cfg, stores.engine.clone(), channels).await?;
+    let clock: reachline_server::Clock = Arc::new(Utc::now);
+    engine.spawn_intake(clock.clone());
+    let server = reachline_server::Server::new(
+        stores,
+        engine.clone(),
+        Some(sink.store.clone()),
+        cfg.server.clone(),
+        clock,
+        cfg.book_defaults()?,
+        cfg.phone_parser()?,
+    );
+    let listen = args.listen.as_deref().unwrap_or(&cfg.server.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    if passes {
+        let tick = std::time::Duration::from_secs(cfg.engine.tick_seconds);
+        tokio::spawn(async move {
+            loop {
+                match engine.step(Utc::now()).await {
+                    Ok((p, d)) => tracing::info!(
+                        borrowers = p.borrowers,
+                        queued = p.queued,
+                        sent = d.sent,
+                        failed = d.failed,
+                        cancelled = d.cancelled,
+                        "pass"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "engine pass failed; next pass in one tick"),
+                }
+                tokio::time::sleep(tick).await;
+            }
+        });
+    } else {
+        tracing::info!("no channel on this node: the engine does not plan or send here; API and webhooks are served");
+    }
+    // The one line a script waits for.
+    println!("reachline serving on http://{addr} (API docs: http://{addr}/docs)");
+    reachline_server::serve(listener, reachline_server::router(server)).await?;
+    Ok(())
+}
