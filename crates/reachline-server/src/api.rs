@@ -684,7 +684,11 @@ fn rows<'a, T: Deserialize<'a>>(name: &str, values: &'a [serde_json::Value]) -> 
 /// written. A loan's installments come with the loan.
 #[utoipa::path(post, path = "/v1/book", tag = "loans", request_body = BookBatch,
     responses((status = 200, body = BookReport), (status = 422, body = ErrorBody)))]
-async fn post_book(State(s): State<AppState>, body: Bytes) -> Result<Json<BookReport>, ApiError> {
+async fn post_book(
+    State(s): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<BookReport>, ApiError> {
+    let body = body?;
     let batch: BookBatch = serde_json::from_slice(&body).map_err(|e| {
         let msg = e.to_string();
         ApiError::invalid("body", msg.split(" at line").next().unwrap_or(&msg).to_string())

@@ -153,6 +153,19 @@ pub const fn allows(role: Role, p: Permission) -> bool {
     }
 }
 
+/// The matrix as a Markdown table (README shows it; a test keeps the two the same).
+pub fn matrix_markdown() -> String {
+    let mut out = String::from("| permission | admin | operator | auditor | integration |\n|---|---|---|---|---|\n");
+    for p in Permission::ALL {
+        out.push_str(&format!("| {} |", p.describe()));
+        for r in Role::ALL {
+            out.push_str(if allows(r, p) { " yes |" } else { " — |" });
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Who is calling: a token's id and role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -122,6 +122,18 @@ fn json_error_field(text: &str) -> Option<String> {
     (!path.contains(' ') && !path.is_empty()).then(|| path.to_string())
 }
 
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "invalid"
+        };
+        ApiError::new(status, code, e.body_text())
+    }
+}
+
 impl From<axum::extract::rejection::PathRejection> for ApiError {
     fn from(e: axum::extract::rejection::PathRejection) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text())

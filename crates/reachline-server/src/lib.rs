@@ -181,7 +181,10 @@ fn too_many() -> ApiError {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api::routes().split_for_parts();
     let body_limit = state.config.max_body_bytes;
-    let api = api.route_layer(axum::middleware::from_fn_with_state(state.clone(), api::check_permission));
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        api::check_permission,
+    ));
     Router::new()
         .merge(api)
         .merge(webhooks::routes())

@@ -94,8 +94,9 @@ async fn webhook(
     State(s): State<AppState>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<WebhookAnswer>, ApiError> {
+    let body = body?;
     let Some(cfg) = s.config.webhooks.iter().find(|w| w.name == provider) else {
         return Err(ApiError::not_found("webhook provider"));
     };

@@ -73,7 +73,7 @@ pub async fn import(
 
     let pb = bar(total, "validating", opts.progress);
     let (index, problems) = {
-        let (book, phones, defaults, pb) = (book.clone(), phones.clone(), defaults.clone(), pb.clone());
+        let (book, phones, defaults, pb) = (book.clone(), phones.clone(), *defaults, pb.clone());
         tokio::task::spawn_blocking(move || validate(&book, &phones, &defaults, &|b| pb.set_position(b)))
             .await
             .context("validation thread")??
@@ -102,7 +102,7 @@ pub async fn import(
 
     // Borrowers → ids.
     let mut borrower_ids: FxHashMap<u128, BorrowerId> = FxHashMap::default();
-    let d = defaults.clone();
+    let d = *defaults;
     let mut rx = stream::<crate::book::Borrowers, _>(&book, batch, &pb, &base, move |r| {
         let b = parse::borrower(&r, &d).map_err(first)?;
         Ok((key(b.external_id.as_str()), b))

@@ -68,10 +68,7 @@ pub async fn token(cfg: &Config, command: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { id } => {
-            anyhow::ensure!(
-                stores.server.revoke_token(&id, Utc::now()).await?,
-                "no live token {id}"
-            );
+            anyhow::ensure!(stores.server.revoke_token(&id, Utc::now()).await?, "no live token {id}");
             println!("token {id} revoked");
         }
     }

@@ -40,6 +40,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("reachline-ledger", &["reachline-domain"]),
     ("reachline-sim", &["reachline-domain", "reachline-policy"]),
     ("reachline-channels", &["reachline-domain"]),
+    ("reachline-book", &["reachline-domain"]),
+    (
+        "reachline-server",
+        &[
+            "reachline-book",
+            "reachline-channels",
+            "reachline-domain",
+            "reachline-engine",
+            "reachline-ledger",
+            "reachline-policy",
+            "reachline-store",
+        ],
+    ),
     (
         "reachline-intel",
         &["reachline-domain", "reachline-policy", "reachline-store"],
@@ -58,12 +71,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "reachline",
         &[
+            "reachline-book",
             "reachline-channels",
             "reachline-domain",
             "reachline-engine",
             "reachline-intel",
             "reachline-ledger",
             "reachline-policy",
+            "reachline-server",
             "reachline-sim",
             "reachline-store",
         ],
@@ -102,6 +117,7 @@ fn crates_depend_only_inwards() {
 
 /// The crates that must stay pure: no IO, clock or global randomness (Architecture Invariant).
 const PURE: &[&str] = &[
+    "reachline-book",
     "reachline-domain",
     "reachline-policy",
     "reachline-ledger",

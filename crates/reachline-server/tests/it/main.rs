@@ -1,0 +1,590 @@
+//! The server over a real socket and a fresh SQLite database: every route with every role, the
+//! unmasked read and its log, the book's all-or-nothing upsert, webhooks' authentication and
+//! replay refusal, payments, consents, tokens, and errors' shape.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use reachline_channels::webhook::sign;
+use reachline_engine::{Engine, EngineConfig, LedgerSink};
+use reachline_ledger::note::SignerKey;
+use reachline_policy::Templates;
+use reachline_server::api::PERMISSIONS;
+use reachline_server::auth::{allows, new_token, Role};
+use reachline_server::{ServerConfig, WebhookConfig, WebhookKind};
+use reachline_store::ledger::{LedgerStore, Sequencer, SequencerConfig};
+use reachline_store::{Keyring, Stores};
+use serde_json::{json, Value};
+
+const ORIGIN: &str = "reachline.test/ledger";
+const SECRET: &str = "provider-secret";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    base: String,
+    http: reqwest::Client,
+    tokens: Vec<(Role, String)>,
+    stores: Stores,
+    engine: Arc<Engine>,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let keys = Keyring::random("t");
+        let stores = reachline_store::open_all(&url, keys.clone()).await.unwrap();
+        let ledger: Arc<dyn LedgerStore> = reachline_store::open_ledger(&url, keys).await.unwrap().into();
+        let sequencer = Sequencer::start(
+            ledger.clone(),
+            SignerKey::from_seed(ORIGIN, &[9; 32]).unwrap(),
+            SequencerConfig {
+                origin: ORIGIN.into(),
+                batch_max_entries: 64,
+                batch_max_ms: 5,
+            },
+        )
+        .await
+        .unwrap();
+        let engine = Arc::new(
+            Engine::new(
+                stores.engine.clone(),
+                vec![],
+                Templates::load(Templates::builtin_sources()).unwrap(),
+                EngineConfig::default(),
+            )
+            .with_ledger(LedgerSink {
+                sequencer: Arc::new(sequencer),
+                store: ledger.clone(),
+            }),
+        );
+        let config = ServerConfig {
+            max_body_bytes: 64 * 1024,
+            webhooks: vec![
+                WebhookConfig {
+                    name: "agg".into(),
+                    kind: WebhookKind::SmsReceipt,
+                    secret: SECRET.into(),
+                    window_seconds: 300,
+                },
+                WebhookConfig {
+                    name: "replies".into(),
+                    kind: WebhookKind::SmsReply,
+                    secret: SECRET.into(),
+                    window_seconds: 300,
+                },
+            ],
+            ..ServerConfig::default()
+        };
+        let server = reachline_server::Server::new(
+            stores.clone(),
+            engine.clone(),
+            Some(ledger),
+            config,
+            Arc::new(Utc::now),
+            reachline_book::parse::BookDefaults {
+                locale: reachline_domain::Locale::parse_tag("zh-CN").unwrap(),
+                time_zone: chrono_tz::Asia::Shanghai,
+                jurisdiction: "cn".parse().unwrap(),
+            },
+            reachline_domain::PhoneParser::default(),
+        );
+        let mut tokens = Vec::new();
+        for role in Role::ALL {
+            let t = new_token(
+                &format!("test {}", role.as_str()),
+                role,
+                Utc::now(),
+                &mut rand::rngs::OsRng,
+            );
+            stores.server.create_token(&t.record).await.unwrap();
+            tokens.push((role, t.token));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(reachline_server::serve(listener, reachline_server::router(server)));
+        let h = Harness {
+            _dir: dir,
+            base,
+            http: reqwest::Client::new(),
+            tokens,
+            stores,
+            engine,
+        };
+        let r = h.call(Role::Admin, "POST", "/v1/book", Some(book())).await;
+        assert_eq!(r.0, 200, "{}", r.1);
+        h
+    }
+
+    fn token(&self, role: Role) -> &str {
+        &self.tokens.iter().find(|(r, _)| *r == role).unwrap().1
+    }
+
+    async fn raw(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn call(&self, role: Role, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let r = self.raw(Some(self.token(role)), method, path, body).await;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn webhook(&self, provider: &str, body: &str, ts: i64, sig: Option<String>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/webhooks/{provider}", self.base))
+            .header("x-timestamp", ts.to_string())
+            .body(body.to_string());
+        if let Some(s) = sig {
+            req = req.header("x-signature", s);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn book() -> Value {
+    json!({
+        "borrowers": [
+            {"external_id": "B1", "name": "张伟", "national_id": "11010519491231002X"},
+            {"external_id": "B2", "name": "Susan Nguyen"}
+        ],
+        "contacts": [
+            {"borrower_id": "B1", "slot": "mobile", "kind": "mobile", "role": "primary", "value": "13812345678", "bound_since": "2025-01-01"},
+            {"borrower_id": "B2", "slot": "mobile", "kind": "mobile", "role": "primary", "value": "13900001111", "bound_since": "2025-01-01"}
+        ],
+        "loans": [
+            {"external_id": "L1", "borrower_id": "B1", "product": "cash", "principal": "3000.00", "currency": "CNY", "disbursed_on": "2026-01-01"}
+        ],
+        "installments": [
+            {"loan_id": "L1", "seq": 1, "due_date": "2026-12-01", "amount_due": "1000.00"},
+            {"loan_id": "L1", "seq": 2, "due_date": "2027-01-01", "amount_due": "1000.00"}
+        ],
+        "consents": [
+            {"borrower_id": "B1", "purpose": "service", "state": "granted", "at": "2026-01-01T00:00:00Z", "source": "contract", "text_version": "v1"}
+        ]
+    })
+}
+
+/// A request that a role allowed on the route should get past validation with (or be refused
+/// for its content, never for its role).
+fn probe(method: &str, template: &str) -> (String, Option<Value>) {
+    let path = template
+        .replace("{external_id}", "B1")
+        .replace("{contact_id}", "1")
+        .replace("{notice_id}", "1")
+        .replace("{token_id}", "000000000000");
+    let body = (method == "POST").then(|| match template {
+        "/v1/book" => json!({"borrowers": [{"external_id": "B9", "name": "王芳"}]}),
+        "/v1/payments" => json!({"loan_id": "L1", "seq": 2, "amount_minor": 100}),
+        "/v1/tokens" => json!({"name": "probe", "role": "auditor"}),
+        "/v1/contacts/{contact_id}/verify" => json!({"method": "call"}),
+        "/v1/contacts/{contact_id}/retire" => json!({"reason": "probe"}),
+        "/v1/borrowers/{external_id}/contacts" => {
+            json!({"slot": "backup1", "kind": "mobile", "role": "backup", "value": "13700002222"})
+        }
+        "/v1/borrowers/{external_id}/consents" => {
+            json!({"purpose": "collection", "state": "granted", "source": "api", "text_version": "v1"})
+        }
+        "/v1/borrowers/{external_id}/evidence" => {
+            json!({"contact_id": 1, "evidence": {"kind": "operator", "action": "verify"}})
+        }
+        _ => json!({}),
+    });
+    (path, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_every_role_as_the_matrix_says() {
+    let h = Harness::start().await;
+    // The document and the matrix name the same routes: none escapes the probe.
+    let (status, doc) = h.call(Role::Auditor, "GET", "/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let mut documented = BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let matrix: BTreeSet<(String, String)> = PERMISSIONS
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        documented, matrix,
+        "the OpenAPI document and the permission matrix differ"
+    );
+
+    let mut probes = 0;
+    for (method, template, permission) in PERMISSIONS {
+        let (path, body) = probe(method, template);
+        // Without a token: 401, whatever the route.
+        let r = h.raw(None, method, &path, body.clone()).await;
+        assert_eq!(r.status().as_u16(), 401, "{method} {template} without a token");
+        let r = h.raw(Some("rl_0000_nothing"), method, &path, body.clone()).await;
+        assert_eq!(r.status().as_u16(), 401, "{method} {template} with a made-up token");
+        for role in Role::ALL {
+            let (status, answer) = h.call(role, method, &path, body.clone()).await;
+            if allows(role, *permission) {
+                assert!(
+                    status != 401 && status != 403 && status < 500,
+                    "{method} {template} as {role:?}: {status} {answer}"
+                );
+            } else {
+                assert_eq!(status, 403, "{method} {template} as {role:?}: {answer}");
+                assert_eq!(answer["code"], "forbidden");
+            }
+            probes += 1;
+        }
+    }
+    assert_eq!(probes, PERMISSIONS.len() * 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_is_masked_unless_unmasked_with_a_reason_and_every_such_read_is_logged() {
+    let h = Harness::start().await;
+    let (s, b) = h.call(Role::Integration, "GET", "/v1/borrowers/B1", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["masked"], true);
+    assert!(!b["name"].as_str().unwrap().contains('伟'), "{b}");
+    assert!(!b.to_string().contains("19491231"), "{b}");
+    let (_, cs) = h.call(Role::Auditor, "GET", "/v1/borrowers/B1/contacts", None).await;
+    assert!(cs[0]["address"].as_str().unwrap().contains("****"), "{cs}");
+    assert!(!cs.to_string().contains("12345678"), "{cs}");
+
+    // Roles that may not unmask are refused even with a reason.
+    for role in [Role::Auditor, Role::Integration] {
+        let (s, e) = h
+            .call(
+                role,
+                "GET",
+                "/v1/borrowers/B1?unmask=true&reason=dispute%20review",
+                None,
+            )
+            .await;
+        assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")), "{role:?}");
+    }
+    // A reason is required, and may not carry a number.
+    let (s, e) = h
+        .call(Role::Operator, "GET", "/v1/borrowers/B1?unmask=true", None)
+        .await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("reason")));
+    let (s, _) = h
+        .call(
+            Role::Operator,
+            "GET",
+            "/v1/borrowers/B1?unmask=true&reason=call%2013812345678",
+            None,
+        )
+        .await;
+    assert_eq!(s, 422);
+    let (s, b) = h
+        .call(
+            Role::Operator,
+            "GET",
+            "/v1/borrowers/B1?unmask=true&reason=dispute%20case%20D-77",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!((b["name"].as_str(), b["masked"].as_bool()), (Some("张伟"), Some(false)));
+    let (_, cs) = h
+        .call(
+            Role::Operator,
+            "GET",
+            "/v1/borrowers/B1/contacts?unmask=true&reason=dispute%20case%20D-77",
+            None,
+        )
+        .await;
+    assert_eq!(cs[0]["address"], "+8613812345678");
+
+    let (s, log) = h.call(Role::Auditor, "GET", "/v1/access-log?borrower=B1", None).await;
+    assert_eq!(s, 200);
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    let operator = h.stores.server.tokens().await.unwrap();
+    let operator = operator.iter().find(|t| t.role == "operator").unwrap();
+    for e in log {
+        assert_eq!(e["actor"], format!("token:{}", operator.id));
+        assert_eq!(e["reason"], "dispute case D-77");
+        assert_eq!(e["borrower_id"], 1);
+        assert_eq!(e["request_id"].as_str().unwrap().len(), 16);
+    }
+    assert_eq!(log[0]["action"], "contacts.read");
+    assert_eq!(log[1]["action"], "borrower.read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_book_upsert_is_all_or_nothing_and_its_error_names_the_field() {
+    let h = Harness::start().await;
+    let mut bad = json!({
+        "borrowers": [{"external_id": "B3", "name": "李娜"}, {"external_id": "B4", "name": "刘洋"}],
+        "contacts": [
+            {"borrower_id": "B3", "slot": "mobile", "kind": "mobile", "role": "primary", "value": "13600003333", "bound_since": "2025-01-01"},
+            {"borrower_id": "B4", "slot": "mobile", "kind": "mobile", "role": "primary", "value": "12345", "bound_since": "2025-01-01"}
+        ]
+    });
+    let (s, e) = h.call(Role::Integration, "POST", "/v1/book", Some(bad.clone())).await;
+    assert_eq!(s, 422, "{e}");
+    assert_eq!(e["code"], "invalid");
+    assert_eq!(e["field"], "contacts[1].value");
+    assert!(!e.to_string().contains("12345\""), "the value is not echoed: {e}");
+    assert_eq!(h.call(Role::Admin, "GET", "/v1/borrowers/B3", None).await.0, 404);
+
+    // A loan for a borrower nobody knows.
+    let (s, e) = h
+        .call(
+            Role::Integration,
+            "POST",
+            "/v1/book",
+            Some(json!({"loans": [{"external_id": "L9", "borrower_id": "B404", "product": "cash", "principal": "10.00", "currency": "CNY", "disbursed_on": "2026-01-01"}]})),
+        )
+        .await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("loans[0].borrower_id")), "{e}");
+    // An unknown field in a row.
+    let (s, e) = h
+        .call(
+            Role::Integration,
+            "POST",
+            "/v1/book",
+            Some(json!({"borrowers": [{"external_id": "B5", "name": "x", "phone": "1"}]})),
+        )
+        .await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("borrowers[0]")), "{e}");
+
+    bad["contacts"][1]["value"] = json!("13600004444");
+    let (s, r) = h.call(Role::Integration, "POST", "/v1/book", Some(bad)).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["borrowers_created"], 2);
+    assert_eq!(r["contacts_added"], 2);
+    assert_eq!(h.call(Role::Admin, "GET", "/v1/borrowers/B4", None).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_fresh_and_taken_once_and_every_receipt_is_kept() {
+    let h = Harness::start().await;
+    let now = Utc::now().timestamp();
+    let body = r#"{"out_id":"999","message_id":"m-1","status":"UNDELIV"}"#;
+    let sig = sign(SECRET.as_bytes(), now, body.as_bytes());
+    assert_eq!(h.webhook("agg", body, now, None).await.0, 401);
+    assert_eq!(
+        h.webhook("agg", body, now, Some(sign(b"wrong", now, body.as_bytes())))
+            .await
+            .0,
+        401
+    );
+    let old = now - 3600;
+    assert_eq!(
+        h.webhook("agg", body, old, Some(sign(SECRET.as_bytes(), old, body.as_bytes())))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(h.webhook("nobody", body, now, Some(sig.clone())).await.0, 404);
+    let (s, a) = h.webhook("agg", body, now, Some(sig.clone())).await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        (a["accepted"].as_u64(), a["class"].as_str()),
+        (Some(1), Some("unknown"))
+    );
+    // The same signature again is a replay, however fresh.
+    let (s, a) = h.webhook("agg", body, now, Some(sig)).await;
+    assert_eq!((s, a["code"].as_str()), (409, Some("replayed")));
+    // A body the provider would never send is kept and flagged, and refused.
+    let junk = r#"{"what":"no status here"}"#;
+    let (s, _) = h
+        .webhook("agg", junk, now, Some(sign(SECRET.as_bytes(), now, junk.as_bytes())))
+        .await;
+    assert_eq!(s, 422);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(h.engine.counters.receipts.load(Relaxed), 2, "both receipts recorded");
+    assert_eq!(
+        h.engine.counters.receipts_unmatched.load(Relaxed),
+        2,
+        "neither matched a send"
+    );
+
+    let (_, metrics) = h.call(Role::Admin, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains(r#"reachline_webhook_refused_total{provider="agg",reason="replayed"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"reachline_webhook_refused_total{provider="agg",reason="signature"} 1"#));
+    assert!(metrics.contains(r#"reachline_engine_receipts_total 2"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_number_reply_becomes_evidence_about_the_current_holder() {
+    let h = Harness::start().await;
+    let now = Utc::now().timestamp();
+    let body = json!({"from": "+8613812345678", "text": "你发错了，我不认识这个人"}).to_string();
+    let (s, a) = h
+        .webhook(
+            "replies",
+            &body,
+            now,
+            Some(sign(SECRET.as_bytes(), now, body.as_bytes())),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        (a["accepted"].as_u64(), a["class"].as_str()),
+        (Some(1), Some("wrong_number"))
+    );
+    let b1 = h
+        .stores
+        .store
+        .borrower_by_external_id(&reachline_domain::ExternalId::parse("B1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let today = Utc::now().date_naive();
+    let views = h.stores.engine.views(&[b1.id], today, today).await.unwrap();
+    let evidence: Vec<String> = views[0].evidence.iter().map(|e| e.kind.clone()).collect();
+    assert!(evidence.iter().any(|k| k.contains("wrong_number")), "{evidence:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_consents_and_tokens_through_the_api() {
+    let h = Harness::start().await;
+    let (s, e) = h
+        .call(
+            Role::Integration,
+            "POST",
+            "/v1/payments",
+            Some(json!({"loan_id": "L1", "seq": 1, "amount_minor": 100000})),
+        )
+        .await;
+    assert_eq!(s, 204, "{e}");
+    let (_, loans) = h.call(Role::Auditor, "GET", "/v1/borrowers/B1/loans", None).await;
+    assert_eq!(loans[0]["installments"][0]["amount_paid_minor"], 100000);
+    assert!(loans[0]["installments"][0]["paid_at"].is_string());
+    let (s, e) = h
+        .call(
+            Role::Integration,
+            "POST",
+            "/v1/payments",
+            Some(json!({"loan_id": "L1", "seq": 7, "amount_minor": 1})),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (404, Some("not_found")));
+    let (s, e) = h
+        .call(
+            Role::Integration,
+            "POST",
+            "/v1/payments",
+            Some(json!({"loan_id": "L1", "seq": 1, "amount_minor": -5})),
+        )
+        .await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("amount_minor")));
+
+    let (s, _) = h
+        .call(
+            Role::Operator,
+            "POST",
+            "/v1/borrowers/B1/consents",
+            Some(json!({"purpose": "service", "channel": "sms", "state": "withdrawn", "source": "operator", "text_version": "v1"})),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (_, cs) = h.call(Role::Auditor, "GET", "/v1/borrowers/B1/consents", None).await;
+    let last = cs.as_array().unwrap().last().unwrap();
+    assert_eq!(
+        (last["state"].as_str(), last["channel"].as_str()),
+        (Some("withdrawn"), Some("sms"))
+    );
+
+    // A token made through the API works at once and stops at once when revoked.
+    let (s, t) = h
+        .call(
+            Role::Admin,
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "core banking", "role": "integration"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let token = t["token"].as_str().unwrap().to_string();
+    let r = h.raw(Some(&token), "GET", "/v1/borrowers/B1", None).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let id = t["id"].as_str().unwrap();
+    assert_eq!(
+        h.call(Role::Admin, "POST", &format!("/v1/tokens/{id}/revoke"), None)
+            .await
+            .0,
+        204
+    );
+    let r = h.raw(Some(&token), "GET", "/v1/borrowers/B1", None).await;
+    assert_eq!(r.status().as_u16(), 401);
+    let (_, list) = h.call(Role::Admin, "GET", "/v1/tokens", None).await;
+    assert!(!list.to_string().contains(&token[10..]), "secrets are never listed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_json_with_a_code_and_the_request_id() {
+    let h = Harness::start().await;
+    let r = h
+        .http
+        .get(format!("{}/no/such/route", h.base))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(
+        (e["code"].as_str(), e["request_id"].as_str()),
+        (Some("not_found"), Some("abc-123"))
+    );
+
+    // A body over the limit.
+    let big = json!({"borrowers": [{"external_id": "B7", "name": "x".repeat(100 * 1024)}]});
+    let (s, e) = h.call(Role::Admin, "POST", "/v1/book", Some(big)).await;
+    assert_eq!((s, e["code"].as_str()), (413, Some("too_large")), "{e}");
+    // Not JSON.
+    let r = h
+        .http
+        .post(format!("{}/v1/payments", h.base))
+        .bearer_auth(h.token(Role::Admin))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "invalid");
+    assert_eq!(e["request_id"].as_str().unwrap().len(), 16);
+    // A path id that is not a number.
+    let (s, e) = h
+        .call(
+            Role::Admin,
+            "POST",
+            "/v1/contacts/abc/verify",
+            Some(json!({"method": "call"})),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("invalid")));
+}
+
+#[test]
+fn the_readme_shows_the_permission_matrix_the_server_enforces() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let table = reachline_server::auth::matrix_markdown();
+    assert!(readme.contains(&table), "README.md should hold this table:\n{table}");
+}
