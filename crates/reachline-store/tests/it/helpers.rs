@@ -92,6 +92,22 @@ impl Harness {
         }
     }
 
+    /// Another handle on this harness's database, as the server sees it.
+    pub async fn server(&self) -> std::sync::Arc<dyn reachline_store::server::ServerStore> {
+        match &self.kind {
+            Kind::Sqlite { dir } => std::sync::Arc::new(
+                SqliteStore::open(dir.path().join("t.db"), self.keys.clone())
+                    .await
+                    .unwrap(),
+            ),
+            Kind::Postgres { admin_url, db } => std::sync::Arc::new(
+                PgStore::connect(&postgres::url_with_database(admin_url, db), self.keys.clone())
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
     /// Runs one SQL statement straight on the database, with optional blob and integer
     /// parameters (`?1`/`$1` for the blob, `?2`/`$2` for the integer): how the tamper tests edit
     /// what the store wrote.

@@ -4,6 +4,7 @@
 mod engine;
 mod helpers;
 mod ledger;
+mod server;
 mod stories;
 
 /// Declares one test per back end for each story function in `stories`.
@@ -30,6 +31,7 @@ macro_rules! on_both {
 
 use engine::*;
 use ledger::*;
+use server::*;
 use stories::*;
 
 on_both!(
@@ -53,4 +55,5 @@ on_both!(
     receipts_are_matched_whichever_comes_first,
     plan_writes_are_idempotent_and_keep_history,
     a_wake_by_evidence_outlives_a_plan_read_before_it,
+    tokens_access_log_and_webhook_sightings,
 );

@@ -1,0 +1,67 @@
+//! The server's tables on both back ends: tokens are stored once and revoked once, the access
+//! log reads back newest first and by borrower, and a webhook signature is taken once per
+//! provider until it expires (or is forgotten).
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use reachline_domain::BorrowerId;
+use reachline_store::server::{AccessEntry, TokenRecord};
+use reachline_store::StoreError;
+
+use crate::helpers::Harness;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).unwrap()
+}
+
+pub async fn tokens_access_log_and_webhook_sightings(h: &Harness) {
+    let s = h.server().await;
+    let token = TokenRecord {
+        id: "a1b2c3d4e5f6".into(),
+        name: "core banking".into(),
+        role: "integration".into(),
+        hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        created_at: t0(),
+        revoked_at: None,
+    };
+    s.create_token(&token).await.unwrap();
+    assert!(matches!(s.create_token(&token).await, Err(StoreError::Conflict(_))));
+    assert_eq!(s.token("a1b2c3d4e5f6").await.unwrap(), Some(token.clone()));
+    assert_eq!(s.token("nope").await.unwrap(), None);
+    assert!(s.revoke_token("a1b2c3d4e5f6", t0() + Duration::hours(1)).await.unwrap());
+    assert!(!s.revoke_token("a1b2c3d4e5f6", t0() + Duration::hours(2)).await.unwrap());
+    let all = s.tokens().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].revoked_at, Some(t0() + Duration::hours(1)));
+
+    for (i, b) in [1, 2, 1].into_iter().enumerate() {
+        s.log_access(&AccessEntry {
+            at: t0() + Duration::minutes(i as i64),
+            actor: "token:a1b2c3d4e5f6".into(),
+            action: "borrower.read".into(),
+            borrower: Some(BorrowerId(b)),
+            reason: format!("case {i}"),
+            request_id: format!("r{i}"),
+        })
+        .await
+        .unwrap();
+    }
+    let of_1 = s.access_log(Some(BorrowerId(1)), 10).await.unwrap();
+    assert_eq!(
+        of_1.iter().map(|e| e.request_id.as_str()).collect::<Vec<_>>(),
+        ["r2", "r0"]
+    );
+    assert_eq!(of_1[0].at, t0() + Duration::minutes(2));
+    assert_eq!(s.access_log(None, 2).await.unwrap().len(), 2);
+
+    let d = [7u8; 32];
+    let exp = t0() + Duration::minutes(10);
+    assert!(s.first_sighting("agg", d, t0(), exp).await.unwrap());
+    assert!(!s.first_sighting("agg", d, t0() + Duration::minutes(1), exp).await.unwrap());
+    // Another provider's identical digest is its own.
+    assert!(s.first_sighting("voice", d, t0(), exp).await.unwrap());
+    // Forgotten (its receipt was not recorded): the retry passes.
+    s.forget_sighting("voice", d).await.unwrap();
+    assert!(s.first_sighting("voice", d, t0(), exp).await.unwrap());
+    // Expired: forgotten by the next sighting.
+    assert!(s.first_sighting("agg", d, exp, exp + Duration::minutes(10)).await.unwrap());
+}
