@@ -20,8 +20,17 @@ use serde_json::{json, Value};
 const ORIGIN: &str = "reachline.test/ledger";
 const SECRET: &str = "provider-secret";
 
+/// Where a harness keeps its data: SQLite in a temporary directory, or a fresh PostgreSQL
+/// database on the server `REACHLINE_TEST_DATABASE_URL` names.
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
 struct Harness {
     _dir: tempfile::TempDir,
+    /// (admin URL, database) to drop at the end, on PostgreSQL.
+    pg: Option<(String, String)>,
     base: String,
     http: reqwest::Client,
     tokens: Vec<(Role, String)>,
@@ -31,8 +40,24 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
+        Harness::start_on(Db::Sqlite).await.unwrap()
+    }
+
+    /// None on PostgreSQL when no server is named.
+    async fn start_on(db: Db) -> Option<Harness> {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let (url, pg) = match db {
+            Db::Sqlite => (format!("sqlite://{}", dir.path().join("s.db").display()), None),
+            Db::Postgres => {
+                let admin = std::env::var("REACHLINE_TEST_DATABASE_URL").ok()?;
+                let name = format!("reachline_server_test_{}_{}", std::process::id(), rand::random::<u32>());
+                reachline_store::postgres::create_database(&admin, &name).await.unwrap();
+                (
+                    reachline_store::postgres::url_with_database(&admin, &name),
+                    Some((admin, name)),
+                )
+            }
+        };
         let keys = Keyring::random("t");
         let stores = reachline_store::open_all(&url, keys.clone()).await.unwrap();
         let ledger: Arc<dyn LedgerStore> = reachline_store::open_ledger(&url, keys).await.unwrap().into();
@@ -106,6 +131,7 @@ impl Harness {
         tokio::spawn(reachline_server::serve(listener, reachline_server::router(server)));
         let h = Harness {
             _dir: dir,
+            pg,
             base,
             http: reqwest::Client::new(),
             tokens,
@@ -114,7 +140,14 @@ impl Harness {
         };
         let r = h.call(Role::Admin, "POST", "/v1/book", Some(book())).await;
         assert_eq!(r.0, 200, "{}", r.1);
-        h
+        Some(h)
+    }
+
+    async fn finish(self) {
+        if let Some((admin, db)) = &self.pg {
+            // The server's pool still holds connections: drop the database with FORCE.
+            let _ = reachline_store::postgres::drop_database(admin, db).await;
+        }
     }
 
     fn token(&self, role: Role) -> &str {
@@ -209,7 +242,24 @@ fn probe(method: &str, template: &str) -> (String, Option<Value>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_every_role_as_the_matrix_says() {
-    let h = Harness::start().await;
+    every_route_with_every_role(Harness::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_every_role_as_the_matrix_says_on_postgres() {
+    if let Some(h) = Harness::start_on(Db::Postgres).await {
+        every_route_with_every_role(h).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_on_postgres() {
+    if let Some(h) = Harness::start_on(Db::Postgres).await {
+        webhooks_signed_fresh_once(h).await;
+    }
+}
+
+async fn every_route_with_every_role(h: Harness) {
     // The document and the matrix name the same routes: none escapes the probe.
     let (status, doc) = h.call(Role::Auditor, "GET", "/v1/openapi.json", None).await;
     assert_eq!(status, 200);
@@ -251,6 +301,7 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
         }
     }
     assert_eq!(probes, PERMISSIONS.len() * 4);
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,7 +426,10 @@ async fn a_book_upsert_is_all_or_nothing_and_its_error_names_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_fresh_and_taken_once_and_every_receipt_is_kept() {
-    let h = Harness::start().await;
+    webhooks_signed_fresh_once(Harness::start().await).await;
+}
+
+async fn webhooks_signed_fresh_once(h: Harness) {
     let now = Utc::now().timestamp();
     let body = r#"{"out_id":"999","message_id":"m-1","status":"UNDELIV"}"#;
     let sig = sign(SECRET.as_bytes(), now, body.as_bytes());
@@ -425,6 +479,7 @@ async fn webhooks_are_signed_fresh_and_taken_once_and_every_receipt_is_kept() {
     );
     assert!(metrics.contains(r#"reachline_webhook_refused_total{provider="agg",reason="signature"} 1"#));
     assert!(metrics.contains(r#"reachline_engine_receipts_total 2"#));
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

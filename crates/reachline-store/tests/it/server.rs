@@ -56,12 +56,18 @@ pub async fn tokens_access_log_and_webhook_sightings(h: &Harness) {
     let d = [7u8; 32];
     let exp = t0() + Duration::minutes(10);
     assert!(s.first_sighting("agg", d, t0(), exp).await.unwrap());
-    assert!(!s.first_sighting("agg", d, t0() + Duration::minutes(1), exp).await.unwrap());
+    assert!(!s
+        .first_sighting("agg", d, t0() + Duration::minutes(1), exp)
+        .await
+        .unwrap());
     // Another provider's identical digest is its own.
     assert!(s.first_sighting("voice", d, t0(), exp).await.unwrap());
     // Forgotten (its receipt was not recorded): the retry passes.
     s.forget_sighting("voice", d).await.unwrap();
     assert!(s.first_sighting("voice", d, t0(), exp).await.unwrap());
     // Expired: forgotten by the next sighting.
-    assert!(s.first_sighting("agg", d, exp, exp + Duration::minutes(10)).await.unwrap());
+    assert!(s
+        .first_sighting("agg", d, exp, exp + Duration::minutes(10))
+        .await
+        .unwrap());
 }
