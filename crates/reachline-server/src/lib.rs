@@ -115,7 +115,7 @@ impl Server {
         phones: reachline_domain::PhoneParser,
     ) -> Arc<Server> {
         let metrics = metrics::Metrics::default();
-        let receipts = webhooks::ReceiptBatcher::start(engine.clone(), clock.clone(), metrics.clone());
+        let receipts = webhooks::ReceiptBatcher::start(engine.clone(), stores.server.clone(), clock.clone());
         Arc::new(Server {
             verifier: TokenVerifier::new(Duration::from_secs(config.token_cache_seconds)),
             token_limiter: RateLimiter::keyed(quota(config.token_rate_per_second)),

@@ -21,12 +21,12 @@ use reachline_channels::http::{parse_webhook, HttpApi};
 use reachline_channels::webhook::{verify, WebhookError};
 use reachline_channels::Receipt;
 use reachline_engine::Engine;
+use reachline_store::server::{ServerStore, Sighting};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ApiError, Json, Path};
-use crate::metrics::Metrics;
 use crate::{AppState, Clock};
 
 /// What a provider's webhooks carry.
@@ -122,56 +122,66 @@ async fn webhook(
         return Err(refused(reason, ApiError::unauthorized(e.to_string())));
     }
     let signature = h("x-signature").unwrap_or_default().trim().to_ascii_lowercase();
-    let digest: [u8; 32] = Sha256::digest(signature.trim_start_matches("sha256=").as_bytes()).into();
-    let expires = now + Duration::seconds(cfg.window_seconds.saturating_mul(2));
-    if !s.stores.server.first_sighting(&cfg.name, digest, now, expires).await? {
-        return Err(refused(
+    let sighting = Sighting {
+        provider: cfg.name.clone(),
+        digest: Sha256::digest(signature.trim_start_matches("sha256=").as_bytes()).into(),
+        expires: now + Duration::seconds(cfg.window_seconds.saturating_mul(2)),
+    };
+    let replayed = || {
+        refused(
             "replayed",
             ApiError::new(StatusCode::CONFLICT, "replayed", "this signature was already accepted"),
+        )
+    };
+    let api = match cfg.kind {
+        WebhookKind::SmsReceipt => HttpApi::SmsAggregator,
+        WebhookKind::VoiceOutcome => HttpApi::Voice,
+        WebhookKind::SmsReply => {
+            if s.receipts.record(sighting.clone(), None).await? == Recorded::Replayed {
+                return Err(replayed());
+            }
+            return match reply(&s, cfg, &body, now).await {
+                Ok(a) => Ok(Json(a)),
+                Err(e) => {
+                    if e.status.is_server_error() {
+                        // Not taken: the provider's retry must pass.
+                        s.stores.server.forget_sighting(&cfg.name, sighting.digest).await.ok();
+                    }
+                    Err(e)
+                }
+            };
+        }
+    };
+    let (receipt, malformed) = match parse_webhook(api, &cfg.name, &body) {
+        Ok(r) => (r, false),
+        // Malformed: kept and flagged like any receipt that matched nothing, and refused.
+        Err(_) => (
+            Receipt {
+                provider: cfg.name.clone(),
+                reference: None,
+                provider_id: String::new(),
+                part: None,
+                class: reachline_domain::DeliveryClass::Unknown,
+                code: "malformed".into(),
+                is_final: false,
+                raw: body.to_vec(),
+            },
+            true,
+        ),
+    };
+    let class = receipt.class.as_str().to_string();
+    if s.receipts.record(sighting, Some(receipt)).await? == Recorded::Replayed {
+        return Err(replayed());
+    }
+    if malformed {
+        s.metrics.webhook_refused(&cfg.name, "malformed");
+        return Err(ApiError::invalid(
+            "body",
+            "the body is not the JSON this provider sends; it was kept and flagged",
         ));
     }
-    let answer = match cfg.kind {
-        WebhookKind::SmsReceipt | WebhookKind::VoiceOutcome => {
-            let api = if cfg.kind == WebhookKind::SmsReceipt {
-                HttpApi::SmsAggregator
-            } else {
-                HttpApi::Voice
-            };
-            match parse_webhook(api, &cfg.name, &body) {
-                Ok(r) => {
-                    let class = r.class.as_str().to_string();
-                    let recorded = s.receipts.record(r).await;
-                    if let Err(e) = recorded {
-                        s.stores.server.forget_sighting(&cfg.name, digest).await.ok();
-                        return Err(e);
-                    }
-                    s.metrics.webhook_receipt(&cfg.name, &class);
-                    WebhookAnswer { accepted: 1, class }
-                }
-                Err(_) => {
-                    // Malformed: kept and flagged like any receipt that matched nothing.
-                    let raw = Receipt {
-                        provider: cfg.name.clone(),
-                        reference: None,
-                        provider_id: String::new(),
-                        part: None,
-                        class: reachline_domain::DeliveryClass::Unknown,
-                        code: "malformed".into(),
-                        is_final: false,
-                        raw: body.to_vec(),
-                    };
-                    s.receipts.record(raw).await?;
-                    s.metrics.webhook_refused(&cfg.name, "malformed");
-                    return Err(ApiError::invalid(
-                        "body",
-                        "the body is not the JSON this provider sends; it was kept and flagged",
-                    ));
-                }
-            }
-        }
-        WebhookKind::SmsReply => reply(&s, cfg, &body, now).await?,
-    };
-    Ok(Json(answer))
+    s.metrics.webhook_receipt(&cfg.name, &class);
+    Ok(Json(WebhookAnswer { accepted: 1, class }))
 }
 
 /// An inbound SMS: classified, and evidence about every current contact point with that number
@@ -212,56 +222,99 @@ async fn reply(
     })
 }
 
-/// Hands receipts to one task that records whatever has arrived together.
-pub(crate) struct ReceiptBatcher {
-    tx: mpsc::Sender<(Receipt, oneshot::Sender<bool>)>,
+/// What became of a webhook handed to the batcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// Its signature was new and its receipt (if any) is committed.
+    Taken,
+    /// Its signature was seen before: nothing recorded.
+    Replayed,
 }
 
-/// Most receipts recorded in one intake.
+type Job = (Sighting, Option<Receipt>, oneshot::Sender<Option<Recorded>>);
+
+/// Hands webhooks to one task that checks whatever has arrived for replays in one transaction
+/// and records the fresh receipts in one engine intake: concurrent webhooks share two commits.
+pub(crate) struct ReceiptBatcher {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Most webhooks in one batch.
 const BATCH: usize = 512;
 
+/// Retries `f` a few times (the database may be busy), logging each failure.
+async fn retried<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
+    for tries in 1..=3u64 {
+        match f().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                tracing::error!(error = %e, tries, "{what} failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+            }
+        }
+    }
+    None
+}
+
 impl ReceiptBatcher {
-    pub(crate) fn start(engine: Arc<Engine>, clock: Clock, _metrics: Metrics) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(Receipt, oneshot::Sender<bool>)>(4 * BATCH);
+    pub(crate) fn start(engine: Arc<Engine>, server: Arc<dyn ServerStore>, clock: Clock) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Job>(4 * BATCH);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
-                let (receipts, answers): (Vec<Receipt>, Vec<oneshot::Sender<bool>>) = batch.drain(..).unzip();
-                let mut ok = false;
-                for tries in 1..=3u64 {
-                    match engine.intake_many(receipts.clone(), clock()).await {
-                        Ok(()) => {
-                            ok = true;
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, tries, "recording webhook receipts failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
-                        }
+                let now = clock();
+                let sightings: Vec<Sighting> = batch.iter().map(|j| j.0.clone()).collect();
+                let Some(fresh) = retried("checking webhook replays", || server.first_sightings(&sightings, now)).await
+                else {
+                    for (_, _, answer) in batch.drain(..) {
+                        let _ = answer.send(None);
                     }
-                }
-                for a in answers {
-                    let _ = a.send(ok);
+                    continue;
+                };
+                let receipts: Vec<Receipt> = batch
+                    .iter()
+                    .zip(&fresh)
+                    .filter(|(_, f)| **f)
+                    .filter_map(|(j, _)| j.1.clone())
+                    .collect();
+                let recorded = receipts.is_empty()
+                    || retried("recording webhook receipts", || {
+                        engine.intake_many(receipts.clone(), now)
+                    })
+                    .await
+                    .is_some();
+                for ((sighting, receipt, answer), fresh) in batch.drain(..).zip(fresh) {
+                    let outcome = match (fresh, receipt.is_some()) {
+                        (false, _) => Some(Recorded::Replayed),
+                        (true, true) if !recorded => {
+                            // Not taken: forget the signature so the provider's retry passes.
+                            server.forget_sighting(&sighting.provider, sighting.digest).await.ok();
+                            None
+                        }
+                        (true, _) => Some(Recorded::Taken),
+                    };
+                    let _ = answer.send(outcome);
                 }
             }
         });
         ReceiptBatcher { tx }
     }
 
-    /// Returns once the receipt is committed; an error (503) when it could not be.
-    pub(crate) async fn record(&self, r: Receipt) -> Result<(), ApiError> {
+    /// Returns once the webhook's signature is checked and its receipt (if any) committed; an
+    /// error (503) when that could not be done.
+    pub(crate) async fn record(&self, sighting: Sighting, r: Option<Receipt>) -> Result<Recorded, ApiError> {
         let unavailable = || {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "the receipt could not be recorded; retry",
+                "the webhook could not be recorded; retry",
             )
         };
         let (tx, rx) = oneshot::channel();
-        self.tx.send((r, tx)).await.map_err(|_| unavailable())?;
-        match rx.await {
-            Ok(true) => Ok(()),
-            _ => Err(unavailable()),
-        }
+        self.tx.send((sighting, r, tx)).await.map_err(|_| unavailable())?;
+        rx.await.ok().flatten().ok_or_else(unavailable)
     }
 }

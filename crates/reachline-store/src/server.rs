@@ -20,6 +20,14 @@ pub struct TokenRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A webhook signature's digest, kept until `expires` so a replay inside the window is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub provider: String,
+    pub digest: [u8; 32],
+    pub expires: DateTime<Utc>,
+}
+
 /// One read of unmasked personal data: who, what, about whom, when and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessEntry {
@@ -45,15 +53,10 @@ pub trait ServerStore: Send + Sync {
     async fn log_access(&self, entry: &AccessEntry) -> Result<()>;
     /// The access log, newest first, about one borrower or everyone.
     async fn access_log(&self, borrower: Option<BorrowerId>, limit: u32) -> Result<Vec<AccessEntry>>;
-    /// Records a webhook's signature digest until `expires`; false when the same provider sent
-    /// the same digest before (a replay). Forgets digests that have expired by `now`.
-    async fn first_sighting(
-        &self,
-        provider: &str,
-        digest: [u8; 32],
-        now: DateTime<Utc>,
-        expires: DateTime<Utc>,
-    ) -> Result<bool>;
+    /// Records webhook signature digests, each until its `expires`, in one transaction; for
+    /// each, false when the same provider sent the same digest before, earlier in the batch
+    /// included (a replay). Forgets digests that have expired by `now`.
+    async fn first_sightings(&self, items: &[Sighting], now: DateTime<Utc>) -> Result<Vec<bool>>;
     /// Forgets a digest (its webhook could not be recorded, so the provider's retry must pass).
     async fn forget_sighting(&self, provider: &str, digest: [u8; 32]) -> Result<()>;
 }

@@ -64,6 +64,9 @@ pub enum BenchCommand {
     /// Plan one business day for a book of N borrowers and dispatch it to the sandbox SMSC,
     /// durably; print decisions/s, sends/s, receipts/s and peak memory.
     Engine(crate::bench_engine::EngineBenchArgs),
+    /// Signed receipt webhooks against the server on loopback, durably recorded, beside a bare
+    /// axum "hello" as the ceiling; prints requests/s and latency.
+    Webhooks(crate::bench_server::WebhookBenchArgs),
 }
 
 pub use crate::bench_ledger::LedgerBenchArgs;
@@ -76,6 +79,7 @@ struct Row {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let (borrowers, seed, postgres, no_postgres, dir, keep) = match cmd {
         BenchCommand::Ledger(args) => return crate::bench_ledger::run(args).await,
+        BenchCommand::Webhooks(args) => return crate::bench_server::run(args).await,
         BenchCommand::Policy {
             borrowers,
             threads,

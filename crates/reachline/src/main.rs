@@ -4,6 +4,7 @@ mod bench;
 mod bench_engine;
 mod bench_ledger;
 mod bench_policy;
+mod bench_server;
 mod book;
 mod channels_cli;
 mod config;

@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::PgStore;
-use crate::server::{AccessEntry, ServerStore, TokenRecord};
+use crate::server::{AccessEntry, ServerStore, Sighting, TokenRecord};
 use crate::{Result, StoreError};
 
 fn token_record(r: &PgRow) -> Result<TokenRecord> {
@@ -116,29 +116,31 @@ impl ServerStore for PgStore {
         .collect()
     }
 
-    async fn first_sighting(
-        &self,
-        provider: &str,
-        digest: [u8; 32],
-        now: DateTime<Utc>,
-        expires: DateTime<Utc>,
-    ) -> Result<bool> {
+    async fn first_sightings(&self, items: &[Sighting], now: DateTime<Utc>) -> Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM webhook_seen WHERE expires_at <= $1")
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let n = sqlx::query(
-            "INSERT INTO webhook_seen (provider, digest, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        // One statement for the batch; a key twice in it is inserted once, and RETURNING names
+        // what was inserted.
+        let inserted: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "INSERT INTO webhook_seen (provider, digest, expires_at) \
+             SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::timestamptz[]) \
+             ON CONFLICT DO NOTHING RETURNING provider, digest",
         )
-        .bind(provider)
-        .bind(&digest[..])
-        .bind(expires)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .bind(items.iter().map(|i| i.provider.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.digest.to_vec()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.expires).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(n == 1)
+        let mut new: std::collections::HashSet<(String, Vec<u8>)> = inserted.into_iter().collect();
+        // The first of a key in the batch is the fresh one; a later copy is a replay.
+        Ok(items
+            .iter()
+            .map(|i| new.remove(&(i.provider.clone(), i.digest.to_vec())))
+            .collect())
     }
 
     async fn forget_sighting(&self, provider: &str, digest: [u8; 32]) -> Result<()> {

@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::SqliteStore;
 use crate::codec::{ts_from_micros, ts_micros};
-use crate::server::{AccessEntry, ServerStore, TokenRecord};
+use crate::server::{AccessEntry, ServerStore, Sighting, TokenRecord};
 use crate::{Result, StoreError};
 
 type TokenRaw = (String, String, String, String, i64, Option<i64>);
@@ -130,26 +130,24 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn first_sighting(
-        &self,
-        provider: &str,
-        digest: [u8; 32],
-        now: DateTime<Utc>,
-        expires: DateTime<Utc>,
-    ) -> Result<bool> {
-        let provider = provider.to_string();
+    async fn first_sightings(&self, items: &[Sighting], now: DateTime<Utc>) -> Result<Vec<bool>> {
+        let items = items.to_vec();
         self.with(move |c, _| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached("DELETE FROM webhook_seen WHERE expires_at <= ?1")?
                 .execute([ts_micros(now)])?;
-            let n = tx
-                .prepare_cached(
+            let mut fresh = Vec::with_capacity(items.len());
+            {
+                let mut insert = tx.prepare_cached(
                     "INSERT INTO webhook_seen (provider, digest, expires_at) VALUES (?1, ?2, ?3) \
                      ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![provider, &digest[..], ts_micros(expires)])?;
+                )?;
+                for i in &items {
+                    fresh.push(insert.execute(params![i.provider, &i.digest[..], ts_micros(i.expires)])? == 1);
+                }
+            }
             tx.commit()?;
-            Ok(n == 1)
+            Ok(fresh)
         })
         .await
     }

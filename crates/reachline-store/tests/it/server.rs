@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use reachline_domain::BorrowerId;
-use reachline_store::server::{AccessEntry, TokenRecord};
+use reachline_store::server::{AccessEntry, Sighting, TokenRecord};
 use reachline_store::StoreError;
 
 use crate::helpers::Harness;
@@ -55,19 +55,33 @@ pub async fn tokens_access_log_and_webhook_sightings(h: &Harness) {
 
     let d = [7u8; 32];
     let exp = t0() + Duration::minutes(10);
-    assert!(s.first_sighting("agg", d, t0(), exp).await.unwrap());
-    assert!(!s
-        .first_sighting("agg", d, t0() + Duration::minutes(1), exp)
-        .await
-        .unwrap());
-    // Another provider's identical digest is its own.
-    assert!(s.first_sighting("voice", d, t0(), exp).await.unwrap());
+    let seen = |provider: &str, expires| Sighting {
+        provider: provider.into(),
+        digest: d,
+        expires,
+    };
+    // The second copy in one batch is a replay of the first; another provider's identical
+    // digest is its own.
+    assert_eq!(
+        s.first_sightings(&[seen("agg", exp), seen("agg", exp), seen("voice", exp)], t0())
+            .await
+            .unwrap(),
+        [true, false, true]
+    );
+    assert_eq!(
+        s.first_sightings(&[seen("agg", exp)], t0() + Duration::minutes(1))
+            .await
+            .unwrap(),
+        [false]
+    );
     // Forgotten (its receipt was not recorded): the retry passes.
     s.forget_sighting("voice", d).await.unwrap();
-    assert!(s.first_sighting("voice", d, t0(), exp).await.unwrap());
-    // Expired: forgotten by the next sighting.
-    assert!(s
-        .first_sighting("agg", d, exp, exp + Duration::minutes(10))
-        .await
-        .unwrap());
+    assert_eq!(s.first_sightings(&[seen("voice", exp)], t0()).await.unwrap(), [true]);
+    // Expired: forgotten by the next batch.
+    assert_eq!(
+        s.first_sightings(&[seen("agg", exp + Duration::minutes(10))], exp)
+            .await
+            .unwrap(),
+        [true]
+    );
 }
