@@ -304,6 +304,63 @@ pub struct CountRow {
     pub count: u64,
 }
 
+/// Attempts handed to a provider on one day over one channel, and how many reached the
+/// borrower's device (delivered or engaged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReachDay {
+    pub day: NaiveDate,
+    pub channel: String,
+    pub attempted: u64,
+    pub reached: u64,
+}
+
+/// Borrowers nobody can reach now (the ladder is exhausted, or health asks them to prove a
+/// number) and what they still owe, by product and days past due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExposureRow {
+    pub product: String,
+    /// `current`, `1-30`, `31-60`, `61-90`, `90+` (days past due of the loan's oldest open
+    /// installment).
+    pub bucket: String,
+    pub currency: String,
+    pub borrowers: u64,
+    /// Amounts due and not paid on the open installments, in minor units.
+    pub outstanding_minor: i64,
+}
+
+/// The operator dashboard's figures, read in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dashboard {
+    pub reach: Vec<ReachDay>,
+    /// Attempts by outcome: `pending`, `delivered`, `engaged`, or the failure's class.
+    pub outcomes: Vec<(String, u64)>,
+    /// Contact points that evidence found not working, by week (its Monday) and what it said:
+    /// `dead`, `suspended`, `recycled`, `wrong_party`.
+    pub found: Vec<(NaiveDate, String, u64)>,
+    /// Contact points retired, by week and reason.
+    pub retired: Vec<(NaiveDate, String, u64)>,
+    pub exposure: Vec<ExposureRow>,
+    /// Outbox rows by state.
+    pub queue: Vec<(String, u64)>,
+}
+
+/// How evidence text is read into the dashboard's `found` classes (one SQL `CASE`, shared by
+/// both back ends: the evidence is compact JSON written by `serde_json`).
+pub(crate) const FOUND_CASE: &str = "CASE \
+    WHEN kind LIKE '%\"class\":\"dead\"%' OR kind LIKE '%\"status\":\"empty\"%' \
+      OR kind LIKE '%\"status\":\"cancelled\"%' OR kind LIKE '%\"outcome\":\"not_in_service\"%' THEN 'dead' \
+    WHEN kind LIKE '%\"class\":\"suspended\"%' OR kind LIKE '%\"status\":\"suspended\"%' THEN 'suspended' \
+    WHEN kind LIKE '%\"kind\":\"recycled\"%' AND kind LIKE '%\"answer\":\"yes\"%' THEN 'recycled' \
+    WHEN kind LIKE '%\"class\":\"wrong_party\"%' OR kind LIKE '%\"class\":\"wrong_number\"%' \
+      OR kind LIKE '%\"outcome\":\"wrong_party\"%' THEN 'wrong_party' END";
+
+/// Decision reasons that leave a borrower unreachable for the dashboard's exposure.
+pub(crate) const UNREACHABLE_REASONS: &str = "('ladder_exhausted', 'contact_check_needed')";
+
+/// The DPD bucket of a number of days past due (an SQL expression over `dpd`).
+pub(crate) const BUCKET_CASE: &str = "CASE WHEN dpd <= 0 THEN 'current' WHEN dpd <= 30 THEN '1-30' \
+    WHEN dpd <= 60 THEN '31-60' WHEN dpd <= 90 THEN '61-90' ELSE '90+' END";
+
 /// The engine's storage, implemented by both back ends.
 #[async_trait]
 pub trait EngineStore: Send + Sync {
@@ -397,6 +454,9 @@ pub trait EngineStore: Send + Sync {
 
     /// An installment by its loan's external id and its position in the schedule.
     async fn installment_by_seq(&self, loan: &ExternalId, seq: u32) -> Result<Option<InstallmentId>>;
+
+    /// The operator dashboard's figures as of `today`.
+    async fn dashboard(&self, today: NaiveDate) -> Result<Dashboard>;
 
     /// The address and the borrower's name for one send, decrypted now.
     async fn send_target(&self, borrower: BorrowerId, contact: ContactId) -> Result<SendTarget> {

@@ -42,8 +42,43 @@ pub struct AccessEntry {
     pub request_id: String,
 }
 
+/// An operator who logs in to the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorRecord {
+    pub login: String,
+    pub role: String,
+    /// Argon2 PHC string of the password.
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+/// A live dashboard session, found by the SHA-256 of its cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub login: String,
+    pub role: String,
+    pub csrf: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 #[async_trait]
 pub trait ServerStore: Send + Sync {
+    /// Creates an operator, or sets the role and password of an existing one (and enables it).
+    async fn put_operator(&self, op: &OperatorRecord) -> Result<()>;
+    async fn operator(&self, login: &str) -> Result<Option<OperatorRecord>>;
+    async fn create_session(
+        &self,
+        digest: [u8; 32],
+        login: &str,
+        csrf: &str,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The live session with this digest (of an enabled operator), if any; forgets expired ones.
+    async fn session(&self, digest: [u8; 32], now: DateTime<Utc>) -> Result<Option<SessionRecord>>;
+    async fn end_session(&self, digest: [u8; 32]) -> Result<()>;
+
     /// Stores a new token; an id already taken is a `Conflict`.
     async fn create_token(&self, token: &TokenRecord) -> Result<()>;
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>>;

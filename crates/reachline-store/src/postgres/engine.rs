@@ -896,6 +896,93 @@ impl EngineStore for PgStore {
         Ok(out)
     }
 
+    async fn dashboard(&self, today: NaiveDate) -> Result<crate::engine::Dashboard> {
+        use crate::engine::{ExposureRow, ReachDay, BUCKET_CASE, FOUND_CASE, UNREACHABLE_REASONS};
+        let mut tx = self.pool.begin().await?;
+        let reach = sqlx::query_as::<_, (NaiveDate, String, i64, i64)>(
+            "SELECT (sent_at AT TIME ZONE 'UTC')::date, channel, COUNT(*), \
+             COUNT(*) FILTER (WHERE outcome IN ('delivered', 'engaged')) FROM outbox WHERE sent_at IS NOT NULL \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(day, channel, a, r)| ReachDay {
+            day,
+            channel,
+            attempted: a as u64,
+            reached: r as u64,
+        })
+        .collect();
+        let pairs = |rows: Vec<(String, i64)>| rows.into_iter().map(|(k, n)| (k, n as u64)).collect::<Vec<_>>();
+        let outcomes = pairs(
+            sqlx::query_as(
+                "SELECT CASE WHEN outcome = 'failed' THEN COALESCE(outcome_class, 'unknown') ELSE outcome END, COUNT(*) \
+                 FROM outbox WHERE state IN ('sent', 'failed', 'in_doubt') GROUP BY 1 ORDER BY 2 DESC",
+            )
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+        let queue = pairs(
+            sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY 1 ORDER BY 1")
+                .fetch_all(&mut *tx)
+                .await?,
+        );
+        let weekly = |rows: Vec<(NaiveDate, String, i64)>| {
+            rows.into_iter().map(|(w, k, n)| (w, k, n as u64)).collect::<Vec<_>>()
+        };
+        let week = "date_trunc('week', at AT TIME ZONE 'UTC')::date";
+        let found = weekly(
+            sqlx::query_as(&format!(
+                "SELECT week, what, COUNT(DISTINCT contact_id) FROM \
+                 (SELECT {week} AS week, {FOUND_CASE} AS what, contact_id FROM evidence WHERE contact_id IS NOT NULL) e \
+                 WHERE what IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2"
+            ))
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+        let retired = weekly(
+            sqlx::query_as(&format!(
+                "SELECT {week}, COALESCE(detail, ''), COUNT(*) FROM contact_events WHERE event = 'retired' \
+                 GROUP BY 1, 2 ORDER BY 1, 2"
+            ))
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+        let exposure = sqlx::query_as::<_, (String, String, String, i64, i64)>(&format!(
+            "WITH open AS (SELECT l.borrower_id, l.product, i.currency, \
+               SUM(i.amount_due_minor - i.amount_paid_minor) AS outstanding, \
+               MAX($1::date - i.due_date) AS dpd \
+             FROM installments i JOIN loans l ON l.id = i.loan_id \
+             WHERE i.amount_paid_minor < i.amount_due_minor AND l.borrower_id IN \
+               (SELECT borrower_id FROM notice_states WHERE reason IN {UNREACHABLE_REASONS}) \
+             GROUP BY l.id, l.borrower_id, l.product, i.currency) \
+             SELECT product, {BUCKET_CASE}, currency, COUNT(DISTINCT borrower_id), SUM(outstanding)::BIGINT \
+             FROM open GROUP BY 1, 2, 3 ORDER BY 1, 2"
+        ))
+        .bind(today)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(product, bucket, currency, b, o)| ExposureRow {
+            product,
+            bucket,
+            currency,
+            borrowers: b as u64,
+            outstanding_minor: o,
+        })
+        .collect();
+        tx.commit().await?;
+        Ok(crate::engine::Dashboard {
+            reach,
+            outcomes,
+            found,
+            retired,
+            exposure,
+            queue,
+        })
+    }
+
     async fn wake_now(&self, borrower: BorrowerId, at: DateTime<Utc>) -> Result<()> {
         let mut c = self.pool.acquire().await?;
         wake_all(&mut c, &[(borrower.0, at)]).await

@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::PgStore;
-use crate::server::{AccessEntry, ServerStore, Sighting, TokenRecord};
+use crate::server::{AccessEntry, OperatorRecord, ServerStore, SessionRecord, Sighting, TokenRecord};
 use crate::{Result, StoreError};
 
 fn token_record(r: &PgRow) -> Result<TokenRecord> {
@@ -26,6 +26,88 @@ const TOKEN_COLUMNS: &str = "SELECT id, name, role, hash, created_at, revoked_at
 
 #[async_trait]
 impl ServerStore for PgStore {
+    async fn put_operator(&self, op: &OperatorRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO operators (login, role, hash, created_at, disabled_at) VALUES ($1, $2, $3, $4, NULL) \
+             ON CONFLICT (login) DO UPDATE SET role = excluded.role, hash = excluded.hash, disabled_at = NULL",
+        )
+        .bind(&op.login)
+        .bind(&op.role)
+        .bind(&op.hash)
+        .bind(op.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn operator(&self, login: &str) -> Result<Option<OperatorRecord>> {
+        sqlx::query("SELECT login, role, hash, created_at, disabled_at FROM operators WHERE login = $1")
+            .bind(login)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| {
+                Ok(OperatorRecord {
+                    login: r.try_get("login")?,
+                    role: r.try_get("role")?,
+                    hash: r.try_get("hash")?,
+                    created_at: r.try_get("created_at")?,
+                    disabled_at: r.try_get("disabled_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn create_session(
+        &self,
+        digest: [u8; 32],
+        login: &str,
+        csrf: &str,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO sessions (digest, login, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&digest[..])
+            .bind(login)
+            .bind(csrf)
+            .bind(now)
+            .bind(expires)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn session(&self, digest: [u8; 32], now: DateTime<Utc>) -> Result<Option<SessionRecord>> {
+        sqlx::query(
+            "SELECT s.login, o.role, s.csrf, s.expires_at FROM sessions s JOIN operators o ON o.login = s.login \
+             WHERE s.digest = $1 AND s.expires_at > $2 AND o.disabled_at IS NULL",
+        )
+        .bind(&digest[..])
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| {
+            Ok(SessionRecord {
+                login: r.try_get("login")?,
+                role: r.try_get("role")?,
+                csrf: r.try_get("csrf")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn end_session(&self, digest: [u8; 32]) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE digest = $1")
+            .bind(&digest[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn create_token(&self, t: &TokenRecord) -> Result<()> {
         let n = sqlx::query(
             "INSERT INTO api_tokens (id, name, role, hash, created_at, revoked_at) \

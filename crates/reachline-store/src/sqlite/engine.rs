@@ -476,6 +476,96 @@ impl EngineStore for SqliteStore {
         .await
     }
 
+    async fn dashboard(&self, today: NaiveDate) -> Result<crate::engine::Dashboard> {
+        use crate::engine::{ExposureRow, ReachDay, BUCKET_CASE, FOUND_CASE, UNREACHABLE_REASONS};
+        self.read(move |c, _| {
+            let tx = c.transaction()?;
+            let day = |s: String| codec::date_parse(&s);
+            let reach = tx
+                .prepare(
+                    "SELECT date(sent_at / 1000000, 'unixepoch'), channel, COUNT(*), \
+                     SUM(outcome IN ('delivered', 'engaged')) FROM outbox WHERE sent_at IS NOT NULL \
+                     GROUP BY 1, 2 ORDER BY 1, 2",
+                )?
+                .query_map([], |r| <(String, String, i64, i64)>::try_from(r))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .map(|(d, channel, a, r)| {
+                    Ok(ReachDay {
+                        day: day(d)?,
+                        channel,
+                        attempted: a as u64,
+                        reached: r as u64,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let pairs = |sql: &str| -> Result<Vec<(String, u64)>> {
+                Ok(tx
+                    .prepare(sql)?
+                    .query_map([], |r| <(String, i64)>::try_from(r))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+                    .into_iter()
+                    .map(|(k, n)| (k, n as u64))
+                    .collect())
+            };
+            let outcomes = pairs(
+                "SELECT CASE WHEN outcome = 'failed' THEN COALESCE(outcome_class, 'unknown') ELSE outcome END, COUNT(*) \
+                 FROM outbox WHERE state IN ('sent', 'failed', 'in_doubt') GROUP BY 1 ORDER BY 2 DESC",
+            )?;
+            let queue = pairs("SELECT state, COUNT(*) FROM outbox GROUP BY 1 ORDER BY 1")?;
+            let weekly = |sql: &str| -> Result<Vec<(NaiveDate, String, u64)>> {
+                tx.prepare(sql)?
+                    .query_map([], |r| <(String, String, i64)>::try_from(r))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+                    .into_iter()
+                    .map(|(w, k, n)| Ok((day(w)?, k, n as u64)))
+                    .collect()
+            };
+            let week = "date(at / 1000000, 'unixepoch', 'weekday 0', '-6 days')";
+            let found = weekly(&format!(
+                "SELECT week, what, COUNT(DISTINCT contact_id) FROM \
+                 (SELECT {week} AS week, {FOUND_CASE} AS what, contact_id FROM evidence WHERE contact_id IS NOT NULL) \
+                 WHERE what IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2"
+            ))?;
+            let retired = weekly(&format!(
+                "SELECT {week}, COALESCE(detail, ''), COUNT(*) FROM contact_events WHERE event = 'retired' \
+                 GROUP BY 1, 2 ORDER BY 1, 2"
+            ))?;
+            let exposure = tx
+                .prepare(&format!(
+                    "WITH open AS (SELECT l.borrower_id, l.product, i.currency, \
+                       SUM(i.amount_due_minor - i.amount_paid_minor) AS outstanding, \
+                       MAX(CAST(julianday(?1) - julianday(i.due_date) AS INTEGER)) AS dpd \
+                     FROM installments i JOIN loans l ON l.id = i.loan_id \
+                     WHERE i.amount_paid_minor < i.amount_due_minor AND l.borrower_id IN \
+                       (SELECT borrower_id FROM notice_states WHERE reason IN {UNREACHABLE_REASONS}) \
+                     GROUP BY l.id) \
+                     SELECT product, {BUCKET_CASE}, currency, COUNT(DISTINCT borrower_id), SUM(outstanding) \
+                     FROM open GROUP BY 1, 2, 3 ORDER BY 1, 2"
+                ))?
+                .query_map([today.to_string()], |r| <(String, String, String, i64, i64)>::try_from(r))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .map(|(product, bucket, currency, b, o)| ExposureRow {
+                    product,
+                    bucket,
+                    currency,
+                    borrowers: b as u64,
+                    outstanding_minor: o,
+                })
+                .collect();
+            Ok(crate::engine::Dashboard {
+                reach,
+                outcomes,
+                found,
+                retired,
+                exposure,
+                queue,
+            })
+        })
+        .await
+    }
+
     async fn wake_now(&self, borrower: BorrowerId, at: DateTime<Utc>) -> Result<()> {
         self.with(move |c, _| wake(c, borrower.0, ts_micros(at))).await
     }

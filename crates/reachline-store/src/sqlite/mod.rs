@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_open_installments.sql"),
     include_str!("../../migrations/sqlite/0006_wake_seq.sql"),
     include_str!("../../migrations/sqlite/0007_server.sql"),
+    include_str!("../../migrations/sqlite/0008_operators.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.

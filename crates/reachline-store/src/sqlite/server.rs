@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::SqliteStore;
 use crate::codec::{ts_from_micros, ts_micros};
-use crate::server::{AccessEntry, ServerStore, Sighting, TokenRecord};
+use crate::server::{AccessEntry, OperatorRecord, ServerStore, SessionRecord, Sighting, TokenRecord};
 use crate::{Result, StoreError};
 
 type TokenRaw = (String, String, String, String, i64, Option<i64>);
@@ -27,6 +27,90 @@ const TOKEN_COLUMNS: &str = "SELECT id, name, role, hash, created_at, revoked_at
 
 #[async_trait]
 impl ServerStore for SqliteStore {
+    async fn put_operator(&self, op: &OperatorRecord) -> Result<()> {
+        let op = op.clone();
+        self.with(move |c, _| {
+            c.execute(
+                "INSERT INTO operators (login, role, hash, created_at, disabled_at) VALUES (?1, ?2, ?3, ?4, NULL) \
+                 ON CONFLICT (login) DO UPDATE SET role = excluded.role, hash = excluded.hash, disabled_at = NULL",
+                params![op.login, op.role, op.hash, ts_micros(op.created_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn operator(&self, login: &str) -> Result<Option<OperatorRecord>> {
+        let login = login.to_string();
+        self.read(move |c, _| {
+            type Raw = (String, String, String, i64, Option<i64>);
+            c.prepare_cached("SELECT login, role, hash, created_at, disabled_at FROM operators WHERE login = ?1")?
+                .query_row([login], |r| Raw::try_from(r))
+                .optional()?
+                .map(|(login, role, hash, created, disabled)| {
+                    Ok(OperatorRecord {
+                        login,
+                        role,
+                        hash,
+                        created_at: ts_from_micros(created)?,
+                        disabled_at: disabled.map(ts_from_micros).transpose()?,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        digest: [u8; 32],
+        login: &str,
+        csrf: &str,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<()> {
+        let (login, csrf) = (login.to_string(), csrf.to_string());
+        self.with(move |c, _| {
+            c.execute("DELETE FROM sessions WHERE expires_at <= ?1", [ts_micros(now)])?;
+            c.execute(
+                "INSERT INTO sessions (digest, login, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![&digest[..], login, csrf, ts_micros(now), ts_micros(expires)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, digest: [u8; 32], now: DateTime<Utc>) -> Result<Option<SessionRecord>> {
+        self.read(move |c, _| {
+            type Raw = (String, String, String, i64);
+            c.prepare_cached(
+                "SELECT s.login, o.role, s.csrf, s.expires_at FROM sessions s JOIN operators o ON o.login = s.login \
+                 WHERE s.digest = ?1 AND s.expires_at > ?2 AND o.disabled_at IS NULL",
+            )?
+            .query_row(params![&digest[..], ts_micros(now)], |r| Raw::try_from(r))
+            .optional()?
+            .map(|(login, role, csrf, exp)| {
+                Ok(SessionRecord {
+                    login,
+                    role,
+                    csrf,
+                    expires_at: ts_from_micros(exp)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn end_session(&self, digest: [u8; 32]) -> Result<()> {
+        self.with(move |c, _| {
+            c.execute("DELETE FROM sessions WHERE digest = ?1", [&digest[..]])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_token(&self, t: &TokenRecord) -> Result<()> {
         let t = t.clone();
         self.with(move |c, _| {

@@ -56,4 +56,5 @@ on_both!(
     plan_writes_are_idempotent_and_keep_history,
     a_wake_by_evidence_outlives_a_plan_read_before_it,
     tokens_access_log_and_webhook_sightings,
+    the_dashboard_reads_what_happened,
 );

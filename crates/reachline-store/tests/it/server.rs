@@ -85,3 +85,91 @@ pub async fn tokens_access_log_and_webhook_sightings(h: &Harness) {
         [true]
     );
 }
+
+pub async fn the_dashboard_reads_what_happened(h: &Harness) {
+    crate::stories::import_basic(h, "13812345678").await;
+    let e = h.engine().await;
+    let b = h
+        .store
+        .borrower_by_external_id(&crate::helpers::ext("B1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let contacts = h.store.contacts(b.id).await.unwrap();
+    let (mobile, email) = (contacts[0].id, contacts[1].id);
+    // A dead receipt on the mobile (twice: one contact point), a wrong-number reply on the email.
+    for at in [t0(), t0() + Duration::days(1)] {
+        e.add_evidence(
+            b.id,
+            Some(mobile),
+            at,
+            "{}",
+            r#"{"kind":"delivery","channel":"sms","class":"dead"}"#,
+        )
+        .await
+        .unwrap();
+    }
+    e.add_evidence(
+        b.id,
+        Some(email),
+        t0(),
+        "{}",
+        r#"{"kind":"reply","channel":"email","class":"wrong_number"}"#,
+    )
+    .await
+    .unwrap();
+    // A delivery says nothing about being lost.
+    e.add_evidence(
+        b.id,
+        Some(email),
+        t0(),
+        "{}",
+        r#"{"kind":"delivery","channel":"email","class":"delivered"}"#,
+    )
+    .await
+    .unwrap();
+    h.store
+        .retire_contact(mobile, t0(), "operator:o1", "dead")
+        .await
+        .unwrap();
+    let today = t0().date_naive();
+    let d = e.dashboard(today).await.unwrap();
+    // 2026-05-01 is a Friday: its week starts on Monday 27 April.
+    let monday = chrono::NaiveDate::from_ymd_opt(2026, 4, 27).unwrap();
+    assert_eq!(
+        d.found,
+        [(monday, "dead".to_string(), 1), (monday, "wrong_party".to_string(), 1)]
+    );
+    assert_eq!(d.retired, [(monday, "dead".to_string(), 1)]);
+    assert!(d.exposure.is_empty(), "nobody is unreachable yet");
+    assert!(d.reach.is_empty() && d.queue.is_empty());
+
+    // The ladder ran out for B1: what B1 still owes is exposure, by how late it is.
+    h.raw_exec(
+        &format!(
+            "INSERT INTO notice_states (borrower_id, notice, action, reason, at) VALUES ({}, 'x', 'suppress', 'ladder_exhausted', {})",
+            b.id.0,
+            match h.store.backend() {
+                reachline_store::Backend::Sqlite => t0().timestamp_micros().to_string(),
+                reachline_store::Backend::Postgres => "now()".to_string(),
+            }
+        ),
+        None,
+        None,
+    )
+    .await;
+    let d = e.dashboard(today).await.unwrap();
+    assert_eq!(d.exposure.len(), 1, "{:?}", d.exposure);
+    let x = &d.exposure[0];
+    // Installments 2 and 3 are open; the oldest fell due on 15 March, 47 days before.
+    assert_eq!(
+        (
+            x.product.as_str(),
+            x.bucket.as_str(),
+            x.currency.as_str(),
+            x.borrowers,
+            x.outstanding_minor
+        ),
+        ("consumer-12m", "31-60", "CNY", 1, 210_000)
+    );
+}

@@ -1,0 +1,20 @@
+-- Operators who log in to the dashboard (argon2 password hashes), and their sessions (the
+-- SHA-256 of the session cookie, never the cookie; the CSRF token its forms carry). As
+-- SQLite's 0008_operators.sql.
+
+CREATE TABLE operators (
+    login       TEXT PRIMARY KEY,
+    role        TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL,
+    disabled_at TIMESTAMPTZ
+);
+
+CREATE TABLE sessions (
+    digest      BYTEA PRIMARY KEY,
+    login       TEXT NOT NULL REFERENCES operators (login),
+    csrf        TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX sessions_expiry ON sessions (expires_at);
