@@ -126,6 +126,21 @@ pub enum LeafKind {
 }
 
 impl LeafKind {
+    /// In words, for people reading a verified bundle.
+    pub fn describe(&self) -> String {
+        match self {
+            LeafKind::NoticeSent => "notice sent".into(),
+            LeafKind::Receipt { status } => format!("receipt {}", status.as_str()),
+            LeafKind::Reply { class } => format!("reply {}", class.as_str()),
+            LeafKind::ContactAdded => "contact added".into(),
+            LeafKind::ContactVerified => "contact verified".into(),
+            LeafKind::ContactRetired { reason } => format!("contact retired {}", reason.as_str()),
+            LeafKind::Suppressed { reason } => format!("suppressed {}", reason.as_str()),
+            LeafKind::ConsentChanged { purpose, granted } => format!("consent {} {granted}", purpose.as_str()),
+            LeafKind::ContactChangeStep { step } => format!("contact change {}", step.as_str()),
+        }
+    }
+
     fn tag(&self) -> u8 {
         match self {
             LeafKind::NoticeSent => 1,

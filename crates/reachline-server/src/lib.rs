@@ -13,6 +13,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod charts;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod webhooks;
@@ -56,6 +58,8 @@ pub struct ServerConfig {
     pub ip_rate_per_second: u32,
     /// How long a token that verified is trusted before the store is asked again.
     pub token_cache_seconds: u64,
+    /// Mark cookies `Secure` (set when a TLS proxy or listener is in front).
+    pub secure_cookies: bool,
     /// Inbound webhooks, one per provider.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             token_rate_per_second: 200,
             ip_rate_per_second: 2000,
             token_cache_seconds: 60,
+            secure_cookies: false,
             webhooks: Vec::new(),
         }
     }
@@ -93,6 +98,8 @@ pub struct Server {
     ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
     pub(crate) receipts: webhooks::ReceiptBatcher,
     pub(crate) replies: reachline_policy::reply::ReplyClassifier,
+    /// The ledger's public key, for the dashboard's "verify a notice".
+    pub(crate) ledger_key: std::sync::OnceLock<reachline_ledger::note::VerifierKey>,
 }
 
 pub type AppState = Arc<Server>;
@@ -130,7 +137,13 @@ impl Server {
             phones,
             metrics,
             receipts,
+            ledger_key: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The ledger's public key, which "verify a notice" checks bundles with.
+    pub fn set_ledger_key(&self, key: reachline_ledger::note::VerifierKey) {
+        let _ = self.ledger_key.set(key);
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -188,6 +201,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(webhooks::routes())
+        .merge(dashboard::routes())
         // Swagger UI (vendored: no CDN) at /docs, reading the document it serves at /v1/openapi.json.
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/v1/openapi.json", doc))
         .route("/metrics", axum::routing::get(metrics::render))

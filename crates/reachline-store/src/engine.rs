@@ -357,6 +357,18 @@ pub(crate) const FOUND_CASE: &str = "CASE \
 /// Decision reasons that leave a borrower unreachable for the dashboard's exposure.
 pub(crate) const UNREACHABLE_REASONS: &str = "('ladder_exhausted', 'contact_check_needed')";
 
+/// The borrowers unreachable now: a notice of an installment still open (notice keys begin
+/// with the installment's id) whose latest decision is one of [`UNREACHABLE_REASONS`], or a
+/// borrower-level need (`-`) for a contact check. `{inst}` is the back end's expression for the
+/// installment id of `n.notice`.
+pub(crate) fn unreachable_borrowers(inst: &str) -> String {
+    format!(
+        "SELECT DISTINCT n.borrower_id FROM notice_states n WHERE n.reason IN {UNREACHABLE_REASONS} AND \
+         (n.notice = '-' OR EXISTS (SELECT 1 FROM installments i WHERE i.id = {inst} \
+          AND i.amount_paid_minor < i.amount_due_minor))"
+    )
+}
+
 /// The DPD bucket of a number of days past due (an SQL expression over `dpd`).
 pub(crate) const BUCKET_CASE: &str = "CASE WHEN dpd <= 0 THEN 'current' WHEN dpd <= 30 THEN '1-30' \
     WHEN dpd <= 60 THEN '31-60' WHEN dpd <= 90 THEN '61-90' ELSE '90+' END";

@@ -488,6 +488,7 @@ listen = "127.0.0.1:8080"
 max_body_bytes = 1048576             # a larger request is refused (413)
 token_rate_per_second = 200          # per API token, bursts to twice this
 ip_rate_per_second = 2000            # per client address
+secure_cookies = false               # true behind TLS: the session cookie is then Secure
 token_cache_seconds = 60             # a verified token is trusted this long (a revocation on
                                      # another node takes effect within it)
 

@@ -96,7 +96,7 @@ pub fn verify(file: &Path, key: &str) -> anyhow::Result<()> {
             .unwrap_or_else(|| leaf.time_micros.to_string());
         println!(
             "  leaf {index}: {} at {at}, borrower {}, notice {}, contact {}",
-            kind_name(&leaf.kind),
+            leaf.kind.describe(),
             leaf.borrower.0,
             leaf.notice.map_or("-".into(), |n| n.to_string()),
             leaf.contact.map_or("-".into(), |c| c.0.to_string()),
@@ -109,20 +109,6 @@ pub fn verify(file: &Path, key: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn kind_name(k: &LeafKind) -> String {
-    match k {
-        LeafKind::NoticeSent => "notice sent".into(),
-        LeafKind::Receipt { status } => format!("receipt {}", status.as_str()),
-        LeafKind::Reply { class } => format!("reply {}", class.as_str()),
-        LeafKind::ContactAdded => "contact added".into(),
-        LeafKind::ContactVerified => "contact verified".into(),
-        LeafKind::ContactRetired { reason } => format!("contact retired {}", reason.as_str()),
-        LeafKind::Suppressed { reason } => format!("suppressed {}", reason.as_str()),
-        LeafKind::ConsentChanged { purpose, granted } => format!("consent {} {granted}", purpose.as_str()),
-        LeafKind::ContactChangeStep { step } => format!("contact change {}", step.as_str()),
-    }
 }
 
 async fn open_ledger(cfg: &Config) -> anyhow::Result<Arc<dyn LedgerStore>> {

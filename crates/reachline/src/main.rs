@@ -139,6 +139,11 @@ enum Command {
         #[command(subcommand)]
         command: serve::TokenCommand,
     },
+    /// Dashboard operators: add (or reset a password).
+    Operator {
+        #[command(subcommand)]
+        command: serve::OperatorCommand,
+    },
     /// The sandbox SMSC in its own process (for tests and drills), logging what it accepts.
     SandboxSmsc(channels_cli::SandboxSmscArgs),
     /// Benchmarks that print a table.
@@ -394,6 +399,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&cfg, args).await,
         Command::Serve(args) => serve::serve(&cfg, args).await,
         Command::Token { command } => serve::token(&cfg, command).await,
+        Command::Operator { command } => serve::operator(&cfg, command).await,
         Command::Demo { .. } | Command::GenBook { .. } | Command::Send(_) | Command::SandboxSmsc(_) => {
             unreachable!("handled before configuration is loaded")
         }

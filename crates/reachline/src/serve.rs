@@ -22,6 +22,62 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, clap::Subcommand)]
+pub enum OperatorCommand {
+    /// Create an operator who logs in to the dashboard, or set an existing one's role and
+    /// password. The password is read from REACHLINE_OPERATOR_PASSWORD, else from the first
+    /// line of standard input; at least 12 characters.
+    Add {
+        #[arg(long)]
+        login: String,
+        /// admin, operator or auditor.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+pub async fn operator(cfg: &Config, command: OperatorCommand) -> anyhow::Result<()> {
+    let OperatorCommand::Add { login, role } = command;
+    let role = Role::parse(&role)
+        .filter(|r| *r != Role::Integration)
+        .with_context(|| format!("--role must be admin, operator or auditor (got {role:?})"))?;
+    anyhow::ensure!(
+        !login.is_empty()
+            && login.len() <= 64
+            && login.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+        "--login must be 1 to 64 letters, digits, '.', '_' or '-'"
+    );
+    let password = match std::env::var("REACHLINE_OPERATOR_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    anyhow::ensure!(
+        password.chars().count() >= 12,
+        "the password must have at least 12 characters"
+    );
+    let stores = reachline_store::open_all(cfg.database.url.as_str(), cfg.keyring()?)
+        .await
+        .with_context(|| format!("opening database {}", cfg.database.url.redacted()))?;
+    stores
+        .server
+        .put_operator(&reachline_store::server::OperatorRecord {
+            login: login.clone(),
+            role: role.as_str().to_string(),
+            hash: reachline_server::auth::hash_secret(&password, &mut rand::rngs::OsRng),
+            created_at: Utc::now(),
+            disabled_at: None,
+        })
+        .await?;
+    println!("operator {login} ({}) can log in to the dashboard", role.as_str());
+    Ok(())
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
     /// Create a token and print it once (only its hash is kept).
     Create {
@@ -97,6 +153,9 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
         cfg.book_defaults()?,
         cfg.phone_parser()?,
     );
+    if let Ok(signer) = cfg.ledger_signer() {
+        server.set_ledger_key(signer.verifier());
+    }
     let listen = args.listen.as_deref().unwrap_or(&cfg.server.listen);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -124,7 +183,7 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("no channel on this node: the engine does not plan or send here; API and webhooks are served");
     }
     // The one line a script waits for.
-    println!("reachline serving on http://{addr} (API docs: http://{addr}/docs)");
+    println!("reachline serving on http://{addr} (dashboard: http://{addr}/, API docs: http://{addr}/docs)");
     reachline_server::serve(listener, reachline_server::router(server)).await?;
     Ok(())
 }

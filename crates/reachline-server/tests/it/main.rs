@@ -115,6 +115,7 @@ impl Harness {
             },
             reachline_domain::PhoneParser::default(),
         );
+        server.set_ledger_key(SignerKey::from_seed(ORIGIN, &[9; 32]).unwrap().verifier());
         let mut tokens = Vec::new();
         for role in Role::ALL {
             let t = new_token(
@@ -642,4 +643,124 @@ fn the_readme_shows_the_permission_matrix_the_server_enforces() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let table = reachline_server::auth::matrix_markdown();
     assert!(readme.contains(&table), "README.md should hold this table:\n{table}");
+}
+
+/// Every `Set-Cookie` of a response, whole.
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+fn cookie_value(set: &[String], name: &str) -> Option<String> {
+    set.iter()
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .map(|rest| rest.split(';').next().unwrap().to_string())
+}
+
+fn form_csrf(html: &str) -> String {
+    let i = html.find(r#"name="csrf" value=""#).expect("a form with a CSRF token") + 19;
+    html[i..i + 32].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_log_in_with_a_password_and_forms_need_their_csrf_token() {
+    let h = Harness::start().await;
+    for (login, role) in [("ops", "operator"), ("audit", "auditor")] {
+        h.stores
+            .server
+            .put_operator(&reachline_store::server::OperatorRecord {
+                login: login.into(),
+                role: role.into(),
+                hash: reachline_server::auth::hash_secret("correct-horse-battery", &mut rand::rngs::OsRng),
+                created_at: Utc::now(),
+                disabled_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: &str, cookie: Option<String>| {
+        let mut r = browser.get(format!("{}{path}", h.base));
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send()
+    };
+    // Without a session: to the login page.
+    let r = get("/", None).await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/login");
+
+    let login = |user: &'static str, password: &'static str, csrf_cookie: Option<String>, csrf_form: String| {
+        let mut r = browser.post(format!("{}/login", h.base)).form(&[
+            ("login", user),
+            ("password", password),
+            ("csrf", csrf_form.as_str()),
+        ]);
+        if let Some(c) = csrf_cookie {
+            r = r.header("cookie", format!("rl_login_csrf={c}"));
+        }
+        r.send()
+    };
+    let page = get("/login", None).await.unwrap();
+    let csrf_cookie = cookie_value(&set_cookies(&page), "rl_login_csrf").unwrap();
+    let csrf = form_csrf(&page.text().await.unwrap());
+    assert_eq!(csrf, csrf_cookie);
+    // A form posted from elsewhere (no matching cookie) is refused before the password is read.
+    let r = login("ops", "correct-horse-battery", None, csrf.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(cookie_value(&set_cookies(&r), "rl_session").is_none());
+    // A wrong password, or an unknown login: the same answer.
+    for (user, pw) in [("ops", "wrong-password-here"), ("nobody", "correct-horse-battery")] {
+        let r = login(user, pw, Some(csrf.clone()), csrf.clone()).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{user}");
+        assert!(r.text().await.unwrap().contains("Wrong login or password."));
+    }
+    let r = login("ops", "correct-horse-battery", Some(csrf.clone()), csrf.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let set = set_cookies(&r);
+    let session_cookie = set.iter().find(|c| c.starts_with("rl_session=")).unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session_cookie.contains(attr), "{session_cookie}");
+    }
+    let session = format!("rl_session={}", cookie_value(&set, "rl_session").unwrap());
+
+    let r = get("/", Some(session.clone())).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let html = r.text().await.unwrap();
+    for section in [
+        "Reach rate by channel",
+        "Attempts by outcome",
+        "Unreachable exposure",
+        "Ledger",
+    ] {
+        assert!(html.contains(section), "{section}");
+    }
+    assert!(html.contains("ops (operator)"));
+    let r = get("/verify?notice=999999", Some(session.clone())).await.unwrap();
+    assert!(r.text().await.unwrap().contains("No ledger leaf names notice 999999"));
+
+    // Log out needs the session's CSRF token.
+    let logout = |csrf: String| {
+        browser
+            .post(format!("{}/logout", h.base))
+            .header("cookie", session.clone())
+            .form(&[("csrf", csrf)])
+            .send()
+    };
+    assert_eq!(logout("0".repeat(32)).await.unwrap().status().as_u16(), 403);
+    assert_eq!(logout(form_csrf(&html)).await.unwrap().status().as_u16(), 303);
+    assert_eq!(
+        get("/", Some(session)).await.unwrap().status().as_u16(),
+        303,
+        "the session ended"
+    );
 }

@@ -897,7 +897,8 @@ impl EngineStore for PgStore {
     }
 
     async fn dashboard(&self, today: NaiveDate) -> Result<crate::engine::Dashboard> {
-        use crate::engine::{ExposureRow, ReachDay, BUCKET_CASE, FOUND_CASE, UNREACHABLE_REASONS};
+        use crate::engine::{ExposureRow, ReachDay, BUCKET_CASE, FOUND_CASE};
+        let unreachable = crate::engine::unreachable_borrowers("NULLIF(split_part(n.notice, '/', 1), '-')::BIGINT");
         let mut tx = self.pool.begin().await?;
         let reach = sqlx::query_as::<_, (NaiveDate, String, i64, i64)>(
             "SELECT (sent_at AT TIME ZONE 'UTC')::date, channel, COUNT(*), \
@@ -954,8 +955,7 @@ impl EngineStore for PgStore {
                SUM(i.amount_due_minor - i.amount_paid_minor) AS outstanding, \
                MAX($1::date - i.due_date) AS dpd \
              FROM installments i JOIN loans l ON l.id = i.loan_id \
-             WHERE i.amount_paid_minor < i.amount_due_minor AND l.borrower_id IN \
-               (SELECT borrower_id FROM notice_states WHERE reason IN {UNREACHABLE_REASONS}) \
+             WHERE i.amount_paid_minor < i.amount_due_minor AND l.borrower_id IN ({unreachable}) \
              GROUP BY l.id, l.borrower_id, l.product, i.currency) \
              SELECT product, {BUCKET_CASE}, currency, COUNT(DISTINCT borrower_id), SUM(outstanding)::BIGINT \
              FROM open GROUP BY 1, 2, 3 ORDER BY 1, 2"

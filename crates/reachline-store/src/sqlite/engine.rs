@@ -477,7 +477,9 @@ impl EngineStore for SqliteStore {
     }
 
     async fn dashboard(&self, today: NaiveDate) -> Result<crate::engine::Dashboard> {
-        use crate::engine::{ExposureRow, ReachDay, BUCKET_CASE, FOUND_CASE, UNREACHABLE_REASONS};
+        use crate::engine::{ExposureRow, ReachDay, BUCKET_CASE, FOUND_CASE};
+        let unreachable =
+            crate::engine::unreachable_borrowers("CAST(substr(n.notice, 1, instr(n.notice, '/') - 1) AS INTEGER)");
         self.read(move |c, _| {
             let tx = c.transaction()?;
             let day = |s: String| codec::date_parse(&s);
@@ -537,8 +539,7 @@ impl EngineStore for SqliteStore {
                        SUM(i.amount_due_minor - i.amount_paid_minor) AS outstanding, \
                        MAX(CAST(julianday(?1) - julianday(i.due_date) AS INTEGER)) AS dpd \
                      FROM installments i JOIN loans l ON l.id = i.loan_id \
-                     WHERE i.amount_paid_minor < i.amount_due_minor AND l.borrower_id IN \
-                       (SELECT borrower_id FROM notice_states WHERE reason IN {UNREACHABLE_REASONS}) \
+                     WHERE i.amount_paid_minor < i.amount_due_minor AND l.borrower_id IN ({unreachable}) \
                      GROUP BY l.id) \
                      SELECT product, {BUCKET_CASE}, currency, COUNT(DISTINCT borrower_id), SUM(outstanding) \
                      FROM open GROUP BY 1, 2, 3 ORDER BY 1, 2"

@@ -144,20 +144,25 @@ pub async fn the_dashboard_reads_what_happened(h: &Harness) {
     assert!(d.exposure.is_empty(), "nobody is unreachable yet");
     assert!(d.reach.is_empty() && d.queue.is_empty());
 
-    // The ladder ran out for B1: what B1 still owes is exposure, by how late it is.
-    h.raw_exec(
-        &format!(
-            "INSERT INTO notice_states (borrower_id, notice, action, reason, at) VALUES ({}, 'x', 'suppress', 'ladder_exhausted', {})",
+    // The ladder ran out on a paid installment: nobody is unreachable for it.
+    let loans = h.store.loans(b.id).await.unwrap();
+    let inst = h.store.installments(loans[0].id).await.unwrap();
+    let state = |i: usize| {
+        format!(
+            "INSERT INTO notice_states (borrower_id, notice, action, reason, at) VALUES ({}, '{}/6/overdue', 'contact_check', 'ladder_exhausted', {})",
             b.id.0,
+            inst[i].id.0,
             match h.store.backend() {
                 reachline_store::Backend::Sqlite => t0().timestamp_micros().to_string(),
                 reachline_store::Backend::Postgres => "now()".to_string(),
             }
-        ),
-        None,
-        None,
-    )
-    .await;
+        )
+    };
+    assert!(inst[0].installment.paid_at.is_some());
+    h.raw_exec(&state(0), None, None).await;
+    assert!(e.dashboard(today).await.unwrap().exposure.is_empty());
+    // It ran out on an open one: what B1 still owes is exposure, by how late it is.
+    h.raw_exec(&state(1), None, None).await;
     let d = e.dashboard(today).await.unwrap();
     assert_eq!(d.exposure.len(), 1, "{:?}", d.exposure);
     let x = &d.exposure[0];
