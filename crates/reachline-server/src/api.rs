@@ -57,6 +57,7 @@ pub const PERMISSIONS: &[(&str, &str, Permission)] = &[
     ("GET", "/v1/tokens", Permission::ManageTokens),
     ("POST", "/v1/tokens", Permission::ManageTokens),
     ("POST", "/v1/tokens/{token_id}/revoke", Permission::ManageTokens),
+    ("POST", "/v1/integrations/fineract", Permission::WriteBook),
 ];
 
 /// The permission of a route, by method and template.
@@ -108,6 +109,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ledger_checkpoint))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
+        .routes(routes!(crate::fineract::fineract_event))
 }
 
 /// Checks the route's permission (deny by default) before any extractor runs, and hands the

@@ -45,6 +45,11 @@ impl ApiError {
         }
     }
 
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
     pub fn not_found(what: impl std::fmt::Display) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }

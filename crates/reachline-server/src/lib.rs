@@ -16,6 +16,7 @@ pub mod auth;
 pub mod charts;
 pub mod dashboard;
 pub mod error;
+pub mod fineract;
 pub mod metrics;
 pub mod webhooks;
 

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{
     BorrowerId, Channel, Consent, ContactAddress, ContactId, ContactKind, ContactRole, Currency, DeliveryClass,
-    ExternalId, InstallmentId, Jurisdiction, Locale, PersonName,
+    ExternalId, InstallmentId, Jurisdiction, LoanId, Locale, PersonName,
 };
 
 use crate::Result;
@@ -463,6 +463,9 @@ pub trait EngineStore: Send + Sync {
 
     /// The borrower a contact point belongs to.
     async fn contact_owner(&self, contact: ContactId) -> Result<Option<BorrowerId>>;
+
+    /// A loan's id, borrower and currency by its external id.
+    async fn loan_key(&self, loan: &ExternalId) -> Result<Option<(LoanId, BorrowerId, Currency)>>;
 
     /// An installment by its loan's external id and its position in the schedule.
     async fn installment_by_seq(&self, loan: &ExternalId, seq: u32) -> Result<Option<InstallmentId>>;

@@ -764,3 +764,104 @@ async fn operators_log_in_with_a_password_and_forms_need_their_csrf_token() {
         "the session ended"
     );
 }
+
+fn envelope(kind: &str, key: &str, data: Value) -> Value {
+    json!({
+        "id": 1, "source": "fineract-test", "type": kind, "category": "LOAN",
+        "createdAt": "2026-11-29T10:00:00", "businessDate": "2026-11-29", "tenantId": "default",
+        "idempotencyKey": key, "dataschema": "org.apache.fineract.avro.loan.v1.X", "data": data
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fineract_events_become_installments_payments_and_loans() {
+    let h = Harness::start().await;
+    let post = |body: Value| h.call(Role::Integration, "POST", "/v1/integrations/fineract", Some(body));
+    // A repayment falls due for an installment Reachline does not know yet (Avro's JSON
+    // encoding, union branches named).
+    let due = envelope(
+        "LoanRepaymentDueBusinessEvent",
+        "k-due-3",
+        json!({"loanId": {"long": 7}, "loanAccountNo": {"string": "000000007"}, "loanExternalId": {"string": "L1"},
+               "currency": {"org.apache.fineract.avro.generic.v1.CurrencyDataV1": {"code": "CNY", "decimalPlaces": 2}},
+               "installment": {"org.apache.fineract.avro.loan.v1.RepaymentDueDataV1":
+                   {"installmentNumber": {"int": 3}, "installmentDueDate": {"string": "2027-02-01"}, "totalAmountDue": 1000.000000}}}),
+    );
+    let (s, a) = post(due.clone()).await;
+    assert_eq!((s, a["outcome"].as_str()), (200, Some("installment_added")), "{a}");
+    let (s, a) = post(due).await;
+    assert_eq!((s, a["outcome"].as_str()), (200, Some("duplicate")));
+    // Overdue for one it knows (plain JSON).
+    let overdue = envelope(
+        "LoanRepaymentOverdueBusinessEvent",
+        "k-over-1",
+        json!({"loanId": 7, "loanAccountNo": "000000007", "loanExternalId": "L1",
+               "installment": {"installmentNumber": 1, "installmentDueDate": "2026-12-01", "totalAmountDue": "1000.00"}}),
+    );
+    let (s, a) = post(overdue).await;
+    assert_eq!((s, a["outcome"].as_str()), (200, Some("installment_known")), "{a}");
+
+    // A repayment of 1500: installment 1 in full, half of 2.
+    let pay = envelope(
+        "LoanTransactionMakeRepaymentPostBusinessEvent",
+        "k-pay-1",
+        json!({"loanId": 7, "externalLoanId": "L1", "date": "2026-11-28", "amount": 1500.000000,
+               "currency": {"code": "CNY", "decimalPlaces": 2}}),
+    );
+    let (s, a) = post(pay).await;
+    assert_eq!((s, a["outcome"].as_str()), (200, Some("payment_recorded")), "{a}");
+    let (_, loans) = h.call(Role::Auditor, "GET", "/v1/borrowers/B1/loans", None).await;
+    let paid: Vec<i64> = loans[0]["installments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["amount_paid_minor"].as_i64().unwrap())
+        .collect();
+    assert_eq!(paid, [100_000, 50_000, 0]);
+    assert_eq!(loans[0]["installments"][2]["due_date"], "2027-02-01");
+
+    // A loan Reachline does not know: refused, and the same event is taken once it does.
+    let unknown = envelope(
+        "LoanRepaymentDueBusinessEvent",
+        "k-due-9",
+        json!({"loanId": 9, "loanAccountNo": "000000009",
+               "installment": {"installmentNumber": 1, "installmentDueDate": "2027-01-05", "totalAmountDue": "300"}}),
+    );
+    let (s, e) = post(unknown.clone()).await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("data.loan")), "{e}");
+    // The disbursal creates it for a borrower Reachline knows by the client's external id.
+    let disbursal = envelope(
+        "LoanDisbursalBusinessEvent",
+        "k-disb-9",
+        json!({"id": 9, "accountNo": "000000009", "clientExternalId": "B2", "loanProductName": "cash-3m",
+               "principal": 900.0, "currency": {"code": "CNY", "decimalPlaces": 2},
+               "timeline": {"actualDisbursementDate": "2026-11-05"}}),
+    );
+    let (s, a) = post(disbursal).await;
+    assert_eq!(
+        (s, a["outcome"].as_str(), a["loan_id"].as_str()),
+        (200, Some("loan_written"), Some("fineract-000000009")),
+        "{a}"
+    );
+    let (s, a) = post(unknown).await;
+    assert_eq!((s, a["outcome"].as_str()), (200, Some("installment_added")), "{a}");
+    let (_, loans) = h.call(Role::Auditor, "GET", "/v1/borrowers/B2/loans", None).await;
+    assert_eq!(loans[0]["principal_minor"], 90_000);
+    assert_eq!(loans[0]["installments"][0]["amount_due_minor"], 30_000);
+
+    // Types Reachline has no use for are acknowledged; an amount finer than the currency refused.
+    let (s, a) = post(envelope("ClientCreateBusinessEvent", "k-c", json!({"id": 1}))).await;
+    assert_eq!((s, a["outcome"].as_str()), (200, Some("ignored")));
+    let bad = envelope(
+        "LoanTransactionMakeRepaymentPostBusinessEvent",
+        "k-pay-2",
+        json!({"externalLoanId": "L1", "amount": "10.005"}),
+    );
+    let (s, e) = post(bad).await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("data.amount")), "{e}");
+    // Only roles that write the book may post events.
+    let (s, _) = h
+        .call(Role::Auditor, "POST", "/v1/integrations/fineract", Some(json!({})))
+        .await;
+    assert_eq!(s, 403);
+}

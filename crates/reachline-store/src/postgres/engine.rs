@@ -998,6 +998,25 @@ impl EngineStore for PgStore {
         )
     }
 
+    async fn loan_key(
+        &self,
+        loan: &ExternalId,
+    ) -> Result<Option<(reachline_domain::LoanId, BorrowerId, reachline_domain::Currency)>> {
+        let row: Option<(i64, i64, String)> =
+            sqlx::query_as("SELECT id, borrower_id, currency FROM loans WHERE external_id = $1")
+                .bind(loan.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(l, b, c)| {
+            Ok((
+                reachline_domain::LoanId(l),
+                BorrowerId(b),
+                c.parse().map_err(codec::corrupt)?,
+            ))
+        })
+        .transpose()
+    }
+
     async fn installment_by_seq(&self, loan: &ExternalId, seq: u32) -> Result<Option<InstallmentId>> {
         Ok(sqlx::query_scalar::<_, i64>(
             "SELECT i.id FROM installments i JOIN loans l ON l.id = i.loan_id WHERE l.external_id = $1 AND i.seq = $2",

@@ -583,6 +583,30 @@ impl EngineStore for SqliteStore {
         .await
     }
 
+    async fn loan_key(
+        &self,
+        loan: &ExternalId,
+    ) -> Result<Option<(reachline_domain::LoanId, BorrowerId, reachline_domain::Currency)>> {
+        let loan = loan.as_str().to_string();
+        let row: Option<(i64, i64, String)> = self
+            .read(move |c, _| {
+                Ok(
+                    c.prepare_cached("SELECT id, borrower_id, currency FROM loans WHERE external_id = ?1")?
+                        .query_row([loan], |r| <(i64, i64, String)>::try_from(r))
+                        .optional()?,
+                )
+            })
+            .await?;
+        row.map(|(l, b, c)| {
+            Ok((
+                reachline_domain::LoanId(l),
+                BorrowerId(b),
+                c.parse().map_err(codec::corrupt)?,
+            ))
+        })
+        .transpose()
+    }
+
     async fn installment_by_seq(&self, loan: &ExternalId, seq: u32) -> Result<Option<InstallmentId>> {
         let loan = loan.as_str().to_string();
         self.read(move |c, _| {
