@@ -108,8 +108,17 @@ fn killed_fifty_times_the_engine_loses_nothing_and_sends_nothing_twice() {
     let mut mid_run = 0;
     let mut last = String::new();
     for _ in 0..50 {
+        let before = std::fs::read_to_string(&clock).unwrap_or_default();
         let mut child = spawn(&s, &run, &port);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(60..400)));
+        // A start takes longer on a busy machine: wait until this run has moved the clock (at
+        // most 5 s), then kill it at a random moment of what follows.
+        let started = std::time::Instant::now();
+        while std::fs::read_to_string(&clock).unwrap_or_default() == before
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let now = std::fs::read_to_string(&clock).unwrap_or_default();
