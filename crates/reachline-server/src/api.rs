@@ -559,15 +559,7 @@ async fn verify_contact(
     Path(contact): Path<i64>,
     Json(v): Json<VerifyContact>,
 ) -> Result<StatusCode, ApiError> {
-    let method = code("method", &v.method)?;
-    let owner = contact_owner(&s, contact).await?;
-    let now = s.now();
-    s.stores
-        .store
-        .verify_contact(ContactId(contact), now, &who.actor, &method)
-        .await?;
-    s.stores.engine.wake_now(owner, now).await?;
-    Ok(StatusCode::NO_CONTENT)
+    contact_step(&s, &who, contact, Step::Verify, &v.method).await
 }
 
 /// Retires a contact point: no notice goes to it again.
@@ -580,13 +572,36 @@ async fn retire_contact(
     Path(contact): Path<i64>,
     Json(r): Json<RetireContact>,
 ) -> Result<StatusCode, ApiError> {
-    let reason = code("reason", &r.reason)?;
-    let owner = contact_owner(&s, contact).await?;
-    let now = s.now();
-    s.stores
-        .store
-        .retire_contact(ContactId(contact), now, &who.actor, &reason)
-        .await?;
+    contact_step(&s, &who, contact, Step::Retire, &r.reason).await
+}
+
+enum Step {
+    Verify,
+    Retire,
+}
+
+/// Verifies or retires a contact point (with a method or reason that is a short code) and
+/// wakes its borrower.
+async fn contact_step(
+    s: &crate::Server,
+    who: &Principal,
+    contact: i64,
+    step: Step,
+    text: &str,
+) -> Result<StatusCode, ApiError> {
+    let text = code(
+        match step {
+            Step::Verify => "method",
+            Step::Retire => "reason",
+        },
+        text,
+    )?;
+    let owner = contact_owner(s, contact).await?;
+    let (id, now, store) = (ContactId(contact), s.now(), &s.stores.store);
+    match step {
+        Step::Verify => store.verify_contact(id, now, &who.actor, &text).await?,
+        Step::Retire => store.retire_contact(id, now, &who.actor, &text).await?,
+    }
     s.stores.engine.wake_now(owner, now).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,6 +18,7 @@ pub mod dashboard;
 pub mod error;
 pub mod fineract;
 pub mod metrics;
+pub mod tls;
 pub mod webhooks;
 
 use std::net::{IpAddr, SocketAddr};
@@ -59,8 +60,11 @@ pub struct ServerConfig {
     pub ip_rate_per_second: u32,
     /// How long a token that verified is trusted before the store is asked again.
     pub token_cache_seconds: u64,
-    /// Mark cookies `Secure` (set when a TLS proxy or listener is in front).
+    /// Mark cookies `Secure` (set when a TLS proxy is in front; always, when `tls_cert` is set).
     pub secure_cookies: bool,
+    /// Serve HTTPS with this certificate chain (PEM) and `tls_key` (PEM).
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
     /// Inbound webhooks, one per provider.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -74,6 +78,8 @@ impl Default for ServerConfig {
             ip_rate_per_second: 2000,
             token_cache_seconds: 60,
             secure_cookies: false,
+            tls_cert: None,
+            tls_key: None,
             webhooks: Vec::new(),
         }
     }
@@ -296,4 +302,14 @@ async fn around(State(s): State<AppState>, mut req: Request, next: Next) -> Resp
 /// the per-address rate limit.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+}
+
+/// As [`serve`], over TLS.
+pub async fn serve_tls(listener: tls::TlsListener, app: Router) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    axum::serve(
+        listener.tap_io(|_| ()),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }

@@ -488,7 +488,9 @@ listen = "127.0.0.1:8080"
 max_body_bytes = 1048576             # a larger request is refused (413)
 token_rate_per_second = 200          # per API token, bursts to twice this
 ip_rate_per_second = 2000            # per client address
-secure_cookies = false               # true behind TLS: the session cookie is then Secure
+secure_cookies = false               # true behind a TLS proxy: the session cookie is then Secure
+# tls_cert = "/etc/reachline/cert.pem"  # serve HTTPS (rustls) with this chain and key, both PEM;
+# tls_key = "/etc/reachline/key.pem"    # cookies are then always Secure
 token_cache_seconds = 60             # a verified token is trusted this long (a revocation on
                                      # another node takes effect within it)
 

@@ -141,6 +141,15 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
         crate::run::channels(cfg).await
     };
     let passes = !channels.is_empty();
+    let mut server_cfg = cfg.server.clone();
+    let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
+        (Some(cert), Some(key)) => {
+            server_cfg.secure_cookies = true;
+            Some(reachline_server::tls::server_config(cert, key)?)
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("[server] tls_cert and tls_key go together: set both or neither"),
+    };
     let (engine, sink) = crate::run::build_engine(cfg, stores.engine.clone(), channels).await?;
     let clock: reachline_server::Clock = Arc::new(Utc::now);
     engine.spawn_intake(clock.clone());
@@ -148,7 +157,7 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
         stores,
         engine.clone(),
         Some(sink.store.clone()),
-        cfg.server.clone(),
+        server_cfg,
         clock,
         cfg.book_defaults()?,
         cfg.phone_parser()?,
@@ -182,8 +191,17 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         tracing::info!("no channel on this node: the engine does not plan or send here; API and webhooks are served");
     }
+    let app = reachline_server::router(server);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // The one line a script waits for.
-    println!("reachline serving on http://{addr} (dashboard: http://{addr}/, API docs: http://{addr}/docs)");
-    reachline_server::serve(listener, reachline_server::router(server)).await?;
+    println!(
+        "reachline serving on {scheme}://{addr} (dashboard: {scheme}://{addr}/, API docs: {scheme}://{addr}/docs)"
+    );
+    match tls {
+        Some(config) => {
+            reachline_server::serve_tls(reachline_server::tls::TlsListener::new(listener, config)?, app).await?
+        }
+        None => reachline_server::serve(listener, app).await?,
+    }
     Ok(())
 }
