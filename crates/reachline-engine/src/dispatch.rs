@@ -297,7 +297,16 @@ impl Engine {
             to,
             text: text.to_string(),
         };
-        channel.send(&msg).await
+        let started = std::time::Instant::now();
+        let res = channel.send(&msg).await;
+        if let Some(o) = self.counters.observer.get() {
+            let (provider, refused) = match &res {
+                Ok(a) => (a.provider.as_str(), None),
+                Err(e) => (e.provider.as_str(), Some(e.class)),
+            };
+            o.handed_over(permit.channel, provider, started.elapsed(), refused);
+        }
+        res
     }
 
     async fn send_failed(&self, row: &OutboxRow, e: SendError, now: DateTime<Utc>) -> Result<Done, EngineError> {

@@ -140,12 +140,26 @@ pub struct PlanReport {
 /// Counters the demo and the benchmark read.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Told of every hand-over to a provider (the server's metrics).
+    pub observer: std::sync::OnceLock<Arc<dyn SendObserver>>,
     /// Sends the providers accepted, recorded `sent`.
     pub sent: AtomicU64,
     pub receipts: AtomicU64,
     pub receipts_unmatched: AtomicU64,
     /// Notified after each receipt is recorded.
     pub recorded: tokio::sync::Notify,
+}
+
+/// Told of every hand-over to a provider: which channel and provider, how long the provider
+/// took to answer, and the class of its refusal, if it refused.
+pub trait SendObserver: Send + Sync + std::fmt::Debug {
+    fn handed_over(
+        &self,
+        channel: Channel,
+        provider: &str,
+        took: std::time::Duration,
+        refused: Option<reachline_domain::DeliveryClass>,
+    );
 }
 
 /// The engine over one store and a set of channels.

@@ -43,6 +43,7 @@ pub const PERMISSIONS: &[(&str, &str, Permission)] = &[
     ("POST", "/v1/book", Permission::WriteBook),
     ("POST", "/v1/payments", Permission::WritePayment),
     ("GET", "/v1/borrowers/{external_id}/notices", Permission::ReadNotice),
+    ("GET", "/v1/notices", Permission::ReadNotice),
     ("GET", "/v1/notices/{notice_id}/evidence", Permission::ReadEvidence),
     (
         "POST",
@@ -101,6 +102,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(post_book))
         .routes(routes!(post_payment))
         .routes(routes!(list_notices))
+        .routes(routes!(list_attempts))
         .routes(routes!(notice_evidence))
         .routes(routes!(add_evidence))
         .routes(routes!(list_consents, add_consent))
@@ -222,6 +224,120 @@ pub struct AttemptView {
     pub outcome: String,
     /// The delivery class of a failed outcome.
     pub outcome_class: Option<String>,
+    /// Every receipt about this attempt, in the order they came.
+    pub receipts: Vec<ReceiptView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReceiptView {
+    pub at: DateTime<Utc>,
+    pub provider: String,
+    pub provider_id: String,
+    /// The delivery class it was read as.
+    pub class: String,
+    /// The code it was read from (`stat:DELIVRD`, `err:001`, `5.1.1`…).
+    pub code: String,
+    pub is_final: bool,
+    pub flag: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptPage {
+    pub attempts: Vec<AttemptView>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next_after: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AttemptQuery {
+    /// One borrower's attempts (the lender's id).
+    pub borrower: Option<String>,
+    /// queued, leased, sending, sent, failed, in_doubt, cancelled.
+    pub state: Option<String>,
+    /// sms, voice, email, push, im.
+    pub channel: Option<String>,
+    /// The notice kind (`pre_due`, `due_today`, `overdue`…).
+    pub kind: Option<String>,
+    /// Attempts after this id (the previous page's `next_after`).
+    pub after: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// Attempts with their receipts.
+async fn attempt_views(
+    s: &crate::Server,
+    rows: Vec<reachline_store::engine::OutboxRow>,
+) -> Result<Vec<AttemptView>, ApiError> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut receipts: HashMap<i64, Vec<ReceiptView>> = HashMap::new();
+    for r in s.stores.engine.receipts_of(&ids).await? {
+        receipts.entry(r.outbox_id).or_default().push(ReceiptView {
+            at: r.at,
+            provider: r.provider,
+            provider_id: r.provider_id,
+            class: r.class,
+            code: r.code,
+            is_final: r.is_final,
+            flag: r.flag,
+        });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| AttemptView {
+            receipts: receipts.remove(&r.id).unwrap_or_default(),
+            id: r.id,
+            installment_id: r.installment.0,
+            kind: r.kind,
+            step: r.step,
+            rung: r.rung,
+            contact_id: r.contact.0,
+            channel: r.channel.as_str().to_string(),
+            third_party: r.third_party,
+            not_before: r.not_before,
+            state: r.state.as_str().to_string(),
+            tries: r.tries,
+            sent_at: r.sent_at,
+            outcome: r.outcome.name().to_string(),
+            outcome_class: r.outcome.class_column().map(str::to_string),
+        })
+        .collect())
+}
+
+/// Attempts across borrowers, filtered, a page at a time.
+#[utoipa::path(get, path = "/v1/notices", tag = "notices", params(AttemptQuery),
+    responses((status = 200, body = AttemptPage), (status = 422, body = ErrorBody)))]
+async fn list_attempts(
+    State(s): State<AppState>,
+    Query(q): Query<AttemptQuery>,
+) -> Result<Json<AttemptPage>, ApiError> {
+    let borrower = match &q.borrower {
+        Some(id) => Some(borrower(&s, id).await?.id),
+        None => None,
+    };
+    let word = |field: &str, v: &Option<String>| -> Result<Option<String>, ApiError> {
+        v.as_deref().map(|x| code(field, x)).transpose()
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = s
+        .stores
+        .engine
+        .attempts(&reachline_store::engine::AttemptFilter {
+            borrower,
+            state: word("state", &q.state)?,
+            channel: word("channel", &q.channel)?,
+            kind: word("kind", &q.kind)?,
+            after: q.after,
+            limit,
+        })
+        .await?;
+    let next_after = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(AttemptPage {
+        attempts: attempt_views(&s, rows).await?,
+        next_after,
+    }))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -872,29 +988,7 @@ async fn post_payment(State(s): State<AppState>, Json(p): Json<Payment>) -> Resu
     responses((status = 200, body = NoticesView), (status = 404, body = ErrorBody)))]
 async fn list_notices(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<NoticesView>, ApiError> {
     let b = borrower(&s, &id).await?;
-    let attempts = s
-        .stores
-        .engine
-        .sends_of(b.id)
-        .await?
-        .into_iter()
-        .map(|r| AttemptView {
-            id: r.id,
-            installment_id: r.installment.0,
-            kind: r.kind,
-            step: r.step,
-            rung: r.rung,
-            contact_id: r.contact.0,
-            channel: r.channel.as_str().to_string(),
-            third_party: r.third_party,
-            not_before: r.not_before,
-            state: r.state.as_str().to_string(),
-            tries: r.tries,
-            sent_at: r.sent_at,
-            outcome: r.outcome.name().to_string(),
-            outcome_class: r.outcome.class_column().map(str::to_string),
-        })
-        .collect();
+    let attempts = attempt_views(&s, s.stores.engine.sends_of(b.id).await?).await?;
     let decisions = s
         .stores
         .engine

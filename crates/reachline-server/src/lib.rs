@@ -129,6 +129,7 @@ impl Server {
         phones: reachline_domain::PhoneParser,
     ) -> Arc<Server> {
         let metrics = metrics::Metrics::default();
+        let _ = engine.counters.observer.set(Arc::new(metrics.clone()));
         let receipts = webhooks::ReceiptBatcher::start(engine.clone(), stores.server.clone(), clock.clone());
         Arc::new(Server {
             verifier: TokenVerifier::new(Duration::from_secs(config.token_cache_seconds)),
@@ -243,18 +244,26 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// This process's request ids: a random prefix drawn once, then a counter (a syscall for
+/// entropy on every request would cost more than the id is worth).
+fn next_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        use rand::RngCore;
+        rand::rngs::OsRng.next_u32()
+    });
+    format!("{prefix:08x}{:08x}", COUNTER.fetch_add(1, Ordering::Relaxed) as u32)
+}
+
 fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
         .map(str::to_string)
-        .unwrap_or_else(|| {
-            use rand::RngCore;
-            let mut b = [0u8; 8];
-            rand::rngs::OsRng.fill_bytes(&mut b);
-            hex::encode(b)
-        })
+        .unwrap_or_else(next_request_id)
 }
 
 /// Around every request: its id, the per-address rate limit, metrics and a log line by route

@@ -41,6 +41,19 @@ struct WhyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GatewayLabels {
+    channel: String,
+    provider: String,
+    /// `accepted`, or the class of the refusal.
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
 }
@@ -48,6 +61,8 @@ struct StateLabels {
 /// The server's metrics; cheap to clone (shared inside).
 #[derive(Clone)]
 pub struct Metrics {
+    gateway: Family<GatewayLabels, Counter>,
+    gateway_latency: Family<ChannelLabels, Histogram>,
     registry: Arc<Mutex<Registry>>,
     requests: Family<RouteLabels, Counter>,
     latency: Family<RouteOnly, Histogram>,
@@ -72,6 +87,20 @@ impl Default for Metrics {
         let outbox = Family::<StateLabels, Gauge>::default();
         let (sends, receipts, receipts_unmatched) = (Counter::default(), Counter::default(), Counter::default());
         let ledger_size = Gauge::default();
+        let gateway = Family::<GatewayLabels, Counter>::default();
+        let gateway_latency = Family::<ChannelLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        r.register(
+            "gateway_handovers",
+            "Messages handed to a provider by channel, provider and result (accepted, or the refusal's class)",
+            gateway.clone(),
+        );
+        r.register(
+            "gateway_handover_seconds",
+            "How long providers took to accept or refuse a message (dispatch latency), by channel",
+            gateway_latency.clone(),
+        );
         r.register(
             "http_requests",
             "HTTP requests by route template and status",
@@ -114,6 +143,8 @@ impl Default for Metrics {
             ledger_size.clone(),
         );
         Metrics {
+            gateway,
+            gateway_latency,
             registry: Arc::new(Mutex::new(r)),
             requests,
             latency,
@@ -162,6 +193,35 @@ impl Metrics {
     }
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl reachline_engine::SendObserver for Metrics {
+    fn handed_over(
+        &self,
+        channel: reachline_domain::Channel,
+        provider: &str,
+        took: Duration,
+        refused: Option<reachline_domain::DeliveryClass>,
+    ) {
+        self.gateway
+            .get_or_create(&GatewayLabels {
+                channel: channel.as_str().into(),
+                provider: provider.into(),
+                result: refused.map_or("accepted", |c| c.as_str()).into(),
+            })
+            .inc();
+        self.gateway_latency
+            .get_or_create(&ChannelLabels {
+                channel: channel.as_str().into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+}
+
 /// Counters that only grow are set by the difference from what they show.
 fn catch_up(c: &Counter, total: u64) {
     let now = c.get();
@@ -202,5 +262,33 @@ pub async fn render(State(s): State<AppState>) -> Response {
         )
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reachline_engine::SendObserver;
+
+    #[test]
+    fn hand_overs_are_counted_by_result_and_timed_by_channel() {
+        let m = Metrics::default();
+        let sms = reachline_domain::Channel::Sms;
+        m.handed_over(sms, "smsc", Duration::from_millis(3), None);
+        m.handed_over(sms, "smsc", Duration::from_millis(5), None);
+        m.handed_over(
+            sms,
+            "smsc",
+            Duration::from_millis(40),
+            Some(reachline_domain::DeliveryClass::Dead),
+        );
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &m.registry.lock().unwrap()).unwrap();
+        assert!(
+            out.contains(r#"reachline_gateway_handovers_total{channel="sms",provider="smsc",result="accepted"} 2"#),
+            "{out}"
+        );
+        assert!(out.contains(r#"reachline_gateway_handovers_total{channel="sms",provider="smsc",result="dead"} 1"#));
+        assert!(out.contains(r#"reachline_gateway_handover_seconds_count{channel="sms"} 3"#));
     }
 }

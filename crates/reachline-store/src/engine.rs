@@ -304,6 +304,32 @@ pub struct CountRow {
     pub count: u64,
 }
 
+/// Which attempts to list, oldest first after `after` (keyset pagination).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptFilter {
+    pub borrower: Option<BorrowerId>,
+    pub state: Option<String>,
+    pub channel: Option<String>,
+    pub kind: Option<String>,
+    /// Only attempts with a larger id.
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// A receipt as kept (its raw text stays in the database: it is evidence, not an API field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRow {
+    pub outbox_id: i64,
+    pub at: DateTime<Utc>,
+    pub provider: String,
+    pub provider_id: String,
+    pub class: String,
+    pub code: String,
+    pub is_final: bool,
+    /// Why a receipt was kept aside (`unmatched`…), if it was.
+    pub flag: Option<String>,
+}
+
 /// Attempts handed to a provider on one day over one channel, and how many reached the
 /// borrower's device (delivered or engaged).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,6 +495,12 @@ pub trait EngineStore: Send + Sync {
 
     /// An installment by its loan's external id and its position in the schedule.
     async fn installment_by_seq(&self, loan: &ExternalId, seq: u32) -> Result<Option<InstallmentId>>;
+
+    /// Attempts matching `filter`, by id.
+    async fn attempts(&self, filter: &AttemptFilter) -> Result<Vec<OutboxRow>>;
+
+    /// The receipts of these attempts, in the order they came.
+    async fn receipts_of(&self, outbox_ids: &[i64]) -> Result<Vec<ReceiptRow>>;
 
     /// The operator dashboard's figures as of `today`.
     async fn dashboard(&self, today: NaiveDate) -> Result<Dashboard>;

@@ -865,3 +865,77 @@ async fn fineract_events_become_installments_payments_and_loans() {
         .await;
     assert_eq!(s, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_are_listed_with_their_receipts_a_page_at_a_time() {
+    use reachline_store::engine::{NewSend, PlanWrite};
+    let h = Harness::start().await;
+    let b1 = h
+        .stores
+        .store
+        .borrower_by_external_id(&reachline_domain::ExternalId::parse("B1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let contact = h.stores.store.contacts(b1.id).await.unwrap()[0].id;
+    let loan = h.stores.store.loans(b1.id).await.unwrap()[0].id;
+    let inst = h.stores.store.installments(loan).await.unwrap()[0].id;
+    let now = Utc::now();
+    let sends = (0..3)
+        .map(|step| NewSend {
+            idem_key: format!("{}/{step}/pre_due/{}/sms/0", inst.0, contact.0),
+            borrower: b1.id,
+            installment: inst,
+            step,
+            kind: "pre_due".into(),
+            rung: 0,
+            contact,
+            channel: reachline_domain::Channel::Sms,
+            third_party: false,
+            not_before: now,
+        })
+        .collect();
+    h.stores
+        .engine
+        .write_plan(PlanWrite {
+            at: Some(now),
+            sends,
+            ..PlanWrite::default()
+        })
+        .await
+        .unwrap();
+    let (s, page) = h
+        .call(Role::Auditor, "GET", "/v1/notices?limit=2&channel=sms", None)
+        .await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["attempts"].as_array().unwrap().len(), 2);
+    let after = page["next_after"].as_i64().unwrap();
+    let (_, rest) = h
+        .call(
+            Role::Auditor,
+            "GET",
+            &format!("/v1/notices?limit=2&after={after}"),
+            None,
+        )
+        .await;
+    assert_eq!(rest["attempts"].as_array().unwrap().len(), 1);
+    assert!(rest["next_after"].is_null());
+    let first = page["attempts"][0]["id"].as_i64().unwrap();
+    // A click is a receipt (engagement) of its attempt, and shows on it.
+    assert!(h.engine.click(first, Utc::now()).await.unwrap());
+    let (_, one) = h
+        .call(Role::Auditor, "GET", "/v1/notices?borrower=B1&limit=1", None)
+        .await;
+    let receipts = one["attempts"][0]["receipts"].as_array().unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(
+        (receipts[0]["class"].as_str(), receipts[0]["code"].as_str()),
+        (Some("engaged"), Some("click"))
+    );
+    let (_, none) = h.call(Role::Auditor, "GET", "/v1/notices?state=sent", None).await;
+    assert!(none["attempts"].as_array().unwrap().is_empty());
+    let (s, e) = h
+        .call(Role::Auditor, "GET", "/v1/notices?state=SENT%20OR%201", None)
+        .await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("state")));
+}

@@ -896,6 +896,48 @@ impl EngineStore for PgStore {
         Ok(out)
     }
 
+    async fn attempts(&self, f: &crate::engine::AttemptFilter) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLS} FROM outbox o WHERE ($1::BIGINT IS NULL OR o.borrower_id = $1) \
+             AND ($2::TEXT IS NULL OR o.state = $2) AND ($3::TEXT IS NULL OR o.channel = $3) \
+             AND ($4::TEXT IS NULL OR o.kind = $4) AND o.id > $5 ORDER BY o.id LIMIT $6"
+        ))
+        .bind(f.borrower.map(|b| b.0))
+        .bind(&f.state)
+        .bind(&f.channel)
+        .bind(&f.kind)
+        .bind(f.after.unwrap_or(0))
+        .bind(i64::from(f.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    async fn receipts_of(&self, outbox_ids: &[i64]) -> Result<Vec<crate::engine::ReceiptRow>> {
+        let rows = sqlx::query_as::<_, (i64, DateTime<Utc>, String, String, String, String, bool, Option<String>)>(
+            "SELECT outbox_id, at, provider, provider_id, class, code, is_final, flag FROM receipts \
+             WHERE outbox_id = ANY($1) ORDER BY id",
+        )
+        .bind(outbox_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(outbox_id, at, provider, provider_id, class, code, is_final, flag)| crate::engine::ReceiptRow {
+                    outbox_id,
+                    at,
+                    provider,
+                    provider_id,
+                    class,
+                    code,
+                    is_final,
+                    flag,
+                },
+            )
+            .collect())
+    }
+
     async fn dashboard(&self, today: NaiveDate) -> Result<crate::engine::Dashboard> {
         use crate::engine::{ExposureRow, ReachDay, BUCKET_CASE, FOUND_CASE};
         let unreachable = crate::engine::unreachable_borrowers("NULLIF(split_part(n.notice, '/', 1), '-')::BIGINT");

@@ -476,6 +476,55 @@ impl EngineStore for SqliteStore {
         .await
     }
 
+    async fn attempts(&self, f: &crate::engine::AttemptFilter) -> Result<Vec<OutboxRow>> {
+        let f = f.clone();
+        self.read(move |c, _| {
+            query_outbox(
+                c,
+                "WHERE (?1 IS NULL OR borrower_id = ?1) AND (?2 IS NULL OR state = ?2) \
+                 AND (?3 IS NULL OR channel = ?3) AND (?4 IS NULL OR kind = ?4) AND id > ?5 ORDER BY id LIMIT ?6",
+                params![
+                    f.borrower.map(|b| b.0),
+                    f.state,
+                    f.channel,
+                    f.kind,
+                    f.after.unwrap_or(0),
+                    f.limit
+                ],
+            )
+        })
+        .await
+    }
+
+    async fn receipts_of(&self, outbox_ids: &[i64]) -> Result<Vec<crate::engine::ReceiptRow>> {
+        let ids = serde_json::to_string(outbox_ids).map_err(codec::corrupt)?;
+        self.read(move |c, _| {
+            type Raw = (i64, i64, String, String, String, String, bool, Option<String>);
+            let rows = c
+                .prepare_cached(
+                    "SELECT outbox_id, at, provider, provider_id, class, code, is_final, flag FROM receipts \
+                     WHERE outbox_id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+                )?
+                .query_map([ids], |r| Raw::try_from(r))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(outbox_id, at, provider, provider_id, class, code, is_final, flag)| {
+                    Ok(crate::engine::ReceiptRow {
+                        outbox_id,
+                        at: ts_from_micros(at)?,
+                        provider,
+                        provider_id,
+                        class,
+                        code,
+                        is_final,
+                        flag,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn dashboard(&self, today: NaiveDate) -> Result<crate::engine::Dashboard> {
         use crate::engine::{ExposureRow, ReachDay, BUCKET_CASE, FOUND_CASE};
         let unreachable =
