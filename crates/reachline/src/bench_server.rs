@@ -1,6 +1,9 @@
 //! `reachline bench webhooks`: receipt webhooks against `reachline serve`'s application on
-//! loopback — each one signed, checked, refused if replayed, and answered only once durably
-//! recorded — beside a bare axum "hello" on the same machine as the ceiling. Prints one table.
+//! loopback — each one signed, checked, refused if replayed, matched to its send, and answered
+//! only once durably recorded (the receipt row, the attempt's new outcome, the evidence, the
+//! ledger leaf) — beside a bare axum "hello" on the same machine as the ceiling. Prints one
+//! table. The sends the receipts answer are written to the outbox first, as the dispatcher
+//! would have recorded them.
 //! The load generator runs in the same process, so both sides share the machine's cores the
 //! same way for both targets.
 
@@ -26,6 +29,10 @@ pub struct WebhookBenchArgs {
     /// Concurrent connections, each sending its next request when the last is answered.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
+    /// Sends written before the load; receipts answer them in turn (a second round of
+    /// receipts for the same sends changes no outcome, and is still recorded).
+    #[arg(long, default_value_t = 100_000)]
+    pub sends: usize,
     /// Working directory for the SQLite file (recreated).
     #[arg(long, default_value = "./reachline-bench")]
     pub dir: PathBuf,
@@ -55,19 +62,22 @@ impl Load {
 }
 
 /// Closed-loop load: `connections` clients, each with one kept-alive connection.
-async fn load(url: String, connections: usize, seconds: u64, signed: bool) -> anyhow::Result<Load> {
+async fn load(url: String, connections: usize, seconds: u64, sends: &[i64]) -> anyhow::Result<Load> {
+    let sends: Arc<[i64]> = sends.into();
+    let signed = !sends.is_empty();
     let counter = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (url, counter) = (url.clone(), counter.clone());
+        let (url, counter, sends) = (url.clone(), counter.clone(), sends.clone());
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
             let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(1 << 16));
             while Instant::now() < deadline {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let body = format!(r#"{{"out_id":"{n}","message_id":"bench-{n}","status":"DELIVRD"}}"#);
+                let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
+                let id = sends.get(n % sends.len().max(1)).copied().unwrap_or(n as i64);
+                let body = format!(r#"{{"out_id":"{id}","message_id":"bench-{id}","status":"DELIVRD"}}"#);
                 let mut req = client.post(&url).body(body.clone());
                 if signed {
                     let ts = Utc::now().timestamp();
@@ -121,7 +131,7 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
         SequencerConfig {
             origin: origin.into(),
             batch_max_entries: 256,
-            batch_max_ms: 50,
+            batch_max_ms: 0,
         },
     )
     .await?;
@@ -160,6 +170,7 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
         },
         reachline_domain::PhoneParser::default(),
     );
+    let sends = write_sends(engine.store().as_ref(), args.sends).await?;
     let app = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let app_addr = app.local_addr()?;
     tokio::spawn(reachline_server::serve(app, reachline_server::router(server)));
@@ -172,14 +183,16 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
         "{} s per target, {} connections; first the bare axum hello, then the webhooks",
         args.seconds, args.connections
     );
-    let ceiling = load(format!("http://{hello_addr}/"), args.connections, args.seconds, false).await?;
+    let ceiling = load(format!("http://{hello_addr}/"), args.connections, args.seconds, &[]).await?;
     let hooks = load(
         format!("http://{app_addr}/v1/webhooks/agg"),
         args.connections,
         args.seconds,
-        true,
+        &sends,
     )
     .await?;
+    let unmatched = engine.counters.receipts_unmatched.load(Ordering::Relaxed);
+    anyhow::ensure!(unmatched == 0, "{unmatched} receipts matched no send");
     let recorded = engine.counters.receipts.load(Ordering::Relaxed);
     anyhow::ensure!(
         recorded >= hooks.ok,
@@ -190,7 +203,10 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, l) in [
         ("bare axum hello (ceiling)", &ceiling),
-        ("POST /v1/webhooks (signed, replay-checked, durably recorded)", &hooks),
+        (
+            "POST /v1/webhooks (signed, replay-checked, matched, durably recorded)",
+            &hooks,
+        ),
     ] {
         println!(
             "| {name} | {} | {} | {:.0} | {:.2} | {:.2} |",
@@ -202,9 +218,65 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nwebhooks at {:.0}% of the ceiling; {recorded} receipts recorded (each kept raw, in the \
-         database, before its 200)",
+        "\nwebhooks at {:.0}% of the ceiling; {recorded} receipts recorded and matched to their \
+         sends (each kept raw, with its outcome, evidence and ledger leaf, before its 200)",
         100.0 * hooks.rate() / ceiling.rate()
     );
     Ok(())
+}
+
+/// Writes `n` sends as the dispatcher records them (`sent`, provider `agg`, provider id
+/// `bench-<id>`) and returns their ids.
+async fn write_sends(store: &dyn reachline_store::engine::EngineStore, n: usize) -> anyhow::Result<Vec<i64>> {
+    use reachline_store::engine::{NewSend, PlanWrite, SentRecord};
+    let now = Utc::now();
+    let mut ids = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let sends = chunk
+            .iter()
+            .map(|&i| NewSend {
+                idem_key: format!("bench/{i}"),
+                borrower: reachline_domain::BorrowerId(1 + (i % 1000) as i64),
+                installment: reachline_domain::InstallmentId(1 + i as i64),
+                step: 0,
+                kind: "pre_due".into(),
+                rung: 0,
+                contact: reachline_domain::ContactId(1 + (i % 1000) as i64),
+                channel: reachline_domain::Channel::Sms,
+                third_party: false,
+                not_before: now,
+            })
+            .collect();
+        store
+            .write_plan(PlanWrite {
+                at: Some(now),
+                sends,
+                ..PlanWrite::default()
+            })
+            .await?;
+        let rows = store
+            .lease("bench", now, chrono::Duration::minutes(10), chunk.len())
+            .await?;
+        let moved = store
+            .mark_sending_many("bench", rows.iter().map(|r| r.id).collect(), now)
+            .await?;
+        store
+            .record_sent_many(
+                moved
+                    .iter()
+                    .map(|&id| SentRecord {
+                        id,
+                        at: now,
+                        provider: "agg".into(),
+                        provider_ids: vec![format!("bench-{id}")],
+                        template_id: "bench".into(),
+                        template_version: 1,
+                        text_sha256: [0; 32],
+                    })
+                    .collect(),
+            )
+            .await?;
+        ids.extend(moved);
+    }
+    Ok(ids)
 }

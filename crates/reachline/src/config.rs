@@ -109,7 +109,7 @@ impl Default for Config {
             ledger: LedgerConfig {
                 origin: "reachline.example/ledger".into(),
                 batch_max_entries: 256,
-                batch_max_ms: 50,
+                batch_max_ms: 0,
             },
             log: LogConfig {
                 level: "info,rusqlite_migration=warn,sqlx=warn".into(),
@@ -388,10 +388,11 @@ batch_size = 2000
 # and witnesses know the log by it; changing it starts a different log.
 origin = "reachline.example/ledger"
 # The sequencer commits a batch (leaves, tiles and a newly signed checkpoint in one
-# transaction) when it holds this many leaves, or this many milliseconds after its first leaf,
-# whichever comes first. An append returns once its batch is committed.
+# transaction) of what arrived while the last one committed, at most this many leaves; with
+# batch_max_ms above 0 it also waits that long after the first leaf for more. An append
+# returns once its batch is committed.
 batch_max_entries = 256
-batch_max_ms = 50
+batch_max_ms = 0
 
 [log]
 # A tracing filter, e.g. "info" or "reachline=debug,info".

@@ -1,5 +1,6 @@
-//! The one sequencer of the log: callers hand it leaves, it pools them into a batch (up to
-//! `batch_max_entries` leaves, or `batch_max_ms` after the first one arrived), hashes them onto
+//! The one sequencer of the log: callers hand it leaves, it pools them into a batch (whatever
+//! has arrived while the last batch was committing, up to `batch_max_entries` leaves; with
+//! `batch_max_ms` above zero it also lingers that long after the first for more), hashes them onto
 //! the right edge, signs the new checkpoint and commits leaves, tiles and checkpoint in one
 //! transaction. Only then does every caller of the batch get its index and the checkpoint that
 //! covers it: an acknowledged append is durable and provable.
@@ -37,7 +38,7 @@ impl Default for SequencerConfig {
         Self {
             origin: "reachline.example/ledger".into(),
             batch_max_entries: 256,
-            batch_max_ms: 50,
+            batch_max_ms: 0,
         }
     }
 }
@@ -92,7 +93,18 @@ impl Sequencer {
                 let deadline = tokio::time::Instant::now() + max_wait;
                 let mut n = first.leaves.len();
                 let mut batch = vec![first];
+                // What queued up while the last batch committed joins at once: a lone caller
+                // is not kept waiting, and a busy log still commits in large batches.
                 while n < max_entries {
+                    match rx.try_recv() {
+                        Ok(r) => {
+                            n += r.leaves.len();
+                            batch.push(r);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                while n < max_entries && !max_wait.is_zero() {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(r)) => {
                             n += r.leaves.len();
