@@ -308,6 +308,30 @@ pub fn parse_webhook(api: HttpApi, provider: &str, body: &[u8]) -> Result<Receip
     })
 }
 
+/// Reads what a lender's app backend reports about a push notification: `{"ref": <our
+/// reference>, "message_id": <the provider's id>, "event": "delivered" | "opened" |
+/// "unregistered" | …}`. Pure: the caller has authenticated it.
+pub fn parse_push_outcome(provider: &str, body: &[u8]) -> Result<Receipt, InboundError> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| InboundError::Body)?;
+    let s = |k: &str| v[k].as_str().map(str::to_string);
+    let event = s("event").ok_or(InboundError::Body)?;
+    let reference = s("ref");
+    let id = s("message_id").unwrap_or_default();
+    if reference.is_none() && id.is_empty() {
+        return Err(InboundError::Body);
+    }
+    Ok(Receipt {
+        provider: provider.to_string(),
+        reference: reference.map(MessageRef),
+        provider_id: id,
+        part: None,
+        class: crate::classify::http::push_event_class(&event),
+        code: format!("push:{}", event.chars().take(32).collect::<String>()),
+        is_final: true,
+        raw: body.to_vec(),
+    })
+}
+
 /// The webhook endpoint: `POST /` with `X-Timestamp` and `X-Signature` headers. Refusals are
 /// 401 (authentication) or 400 (body), with the reason in plain words.
 pub fn webhook_router(channel: std::sync::Arc<HttpChannel>) -> axum::Router {

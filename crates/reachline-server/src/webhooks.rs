@@ -41,6 +41,9 @@ pub enum WebhookKind {
     /// Inbound SMS replies (`from`, `text`): classified, and evidence about every current
     /// contact point with that number.
     SmsReply,
+    /// Push outcomes from the lender's app backend (`ref`, `message_id`, `event`: delivered,
+    /// opened, unregistered…): FCM and APNs send no delivery receipts of their own.
+    PushOutcome,
 }
 
 /// `[[server.webhooks]]`: one provider's webhook.
@@ -134,8 +137,9 @@ async fn webhook(
         )
     };
     let api = match cfg.kind {
-        WebhookKind::SmsReceipt => HttpApi::SmsAggregator,
-        WebhookKind::VoiceOutcome => HttpApi::Voice,
+        WebhookKind::SmsReceipt => Some(HttpApi::SmsAggregator),
+        WebhookKind::VoiceOutcome => Some(HttpApi::Voice),
+        WebhookKind::PushOutcome => None,
         WebhookKind::SmsReply => {
             if s.receipts.record(sighting.clone(), None).await? == Recorded::Replayed {
                 return Err(replayed());
@@ -152,7 +156,11 @@ async fn webhook(
             };
         }
     };
-    let (receipt, malformed) = match parse_webhook(api, &cfg.name, &body) {
+    let parsed = match api {
+        Some(api) => parse_webhook(api, &cfg.name, &body),
+        None => reachline_channels::http::parse_push_outcome(&cfg.name, &body),
+    };
+    let (receipt, malformed) = match parsed {
         Ok(r) => (r, false),
         // Malformed: kept and flagged like any receipt that matched nothing, and refused.
         Err(_) => (

@@ -499,7 +499,7 @@ token_cache_seconds = 60             # a verified token is trusted this long (a 
 # signed HMAC-SHA256(secret, timestamp + "." + body) in X-Signature, X-Timestamp in seconds.
 # [[server.webhooks]]
 # name = "sms-aggregator"
-# kind = "sms_receipt"       # sms_receipt, voice_outcome, sms_reply
+# kind = "sms_receipt"       # sms_receipt, voice_outcome, sms_reply, push_outcome
 # secret = "..."             # better from the environment
 # window_seconds = 300       # replay window
 "#;

@@ -33,6 +33,19 @@ pub fn apns_class(http: u16, reason: &str) -> DeliveryClass {
 }
 
 /// WeChat official account, template message send: `errcode`.
+/// What a lender's app backend reports about a push notification after FCM or APNs took it
+/// (neither sends delivery receipts): shown on the device, opened, or the token gone.
+pub fn push_event_class(event: &str) -> DeliveryClass {
+    match event.trim().to_ascii_lowercase().as_str() {
+        "delivered" | "displayed" | "received" => Delivered,
+        "opened" | "clicked" => Engaged,
+        // The app was uninstalled or the token rotated: this contact point no longer reaches.
+        "unregistered" | "token_invalid" | "uninstalled" => Dead,
+        "dismissed" => Delivered,
+        _ => Unknown,
+    }
+}
+
 pub fn wechat_class(errcode: i64) -> DeliveryClass {
     match errcode {
         0 => Delivered,
@@ -115,6 +128,14 @@ pub fn ivr_class(keys: &str, transcript: Option<&str>) -> Option<DeliveryClass> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_events_say_whether_the_token_still_reaches() {
+        assert_eq!(push_event_class("opened"), Engaged);
+        assert_eq!(push_event_class("Delivered"), Delivered);
+        assert_eq!(push_event_class("unregistered"), Dead);
+        assert_eq!(push_event_class("something new"), Unknown);
+    }
 
     const FCM_ERR: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
     const BAD_REQ: &str = "type.googleapis.com/google.rpc.BadRequest";

@@ -99,6 +99,12 @@ impl Harness {
                     secret: SECRET.into(),
                     window_seconds: 300,
                 },
+                WebhookConfig {
+                    name: "app".into(),
+                    kind: WebhookKind::PushOutcome,
+                    secret: SECRET.into(),
+                    window_seconds: 300,
+                },
             ],
             ..ServerConfig::default()
         };
