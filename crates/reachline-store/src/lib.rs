@@ -44,6 +44,8 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("another node sequences the ledger (it holds advisory lock {0})")]
+    SequencerHeld(i64),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
     #[error("database URL must start with sqlite:// or postgres:// (got scheme {0:?})")]

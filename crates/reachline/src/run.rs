@@ -59,19 +59,41 @@ pub fn engine_config(cfg: &Config, keys: &Keyring) -> anyhow::Result<EngineConfi
 }
 
 /// Opens the ledger and starts its sequencer, for the engine to write its leaves through.
-pub async fn ledger_sink(cfg: &Config) -> anyhow::Result<reachline_engine::LedgerSink> {
+/// With `standby`, while another node sequences the ledger (PostgreSQL), waits and tries again
+/// every `STANDBY_RETRY` until that node is gone, then takes over; without, says so and stops.
+pub async fn ledger_sink(cfg: &Config, standby: bool) -> anyhow::Result<reachline_engine::LedgerSink> {
     let store: Arc<dyn reachline_store::ledger::LedgerStore> =
         reachline_store::open_ledger(cfg.database.url.as_str(), cfg.keyring()?)
             .await
             .with_context(|| format!("opening the ledger in {}", cfg.database.url.redacted()))?
             .into();
-    let sequencer =
-        reachline_store::ledger::Sequencer::start(store.clone(), cfg.ledger_signer()?, cfg.sequencer_config()).await?;
+    let mut waited = false;
+    let sequencer = loop {
+        match reachline_store::ledger::Sequencer::start(store.clone(), cfg.ledger_signer()?, cfg.sequencer_config())
+            .await
+        {
+            Ok(s) => break s,
+            Err(reachline_store::StoreError::SequencerHeld(lock)) if standby => {
+                if !waited {
+                    tracing::warn!(lock, "another node sequences the ledger: standing by to take over");
+                    waited = true;
+                }
+                tokio::time::sleep(STANDBY_RETRY).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if waited {
+        tracing::warn!("the other node is gone: this node now sequences the ledger and runs the engine");
+    }
     Ok(reachline_engine::LedgerSink {
         sequencer: Arc::new(sequencer),
         store,
     })
 }
+
+/// How often a standby node tries to take the ledger over.
+const STANDBY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Opens the engine's store on the configured database (SQLite or PostgreSQL).
 pub async fn open_engine_store(cfg: &Config) -> anyhow::Result<Arc<dyn EngineStore>> {
@@ -119,11 +141,12 @@ pub async fn build_engine(
     cfg: &Config,
     store: Arc<dyn EngineStore>,
     channels: Vec<Arc<dyn reachline_channels::Channel>>,
+    standby: bool,
 ) -> anyhow::Result<(Arc<Engine>, reachline_engine::LedgerSink)> {
     let keys = cfg.keyring()?;
     let templates = Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?;
     let intel = reachline_intel::from_config(&cfg.intel, crate::open_store(cfg).await?.into())?;
-    let sink = ledger_sink(cfg).await?;
+    let sink = ledger_sink(cfg, standby).await?;
     let engine = Arc::new(
         Engine::new(store, channels, templates, engine_config(cfg, &keys)?)
             .with_intel(Arc::new(intel))
@@ -138,7 +161,8 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     if channels.is_empty() {
         bail!("no channel is configured: add an [smpp] section (see `reachline config example`)");
     }
-    let (engine, _) = build_engine(cfg, store, channels).await?;
+    // A second `reachline run` on the same PostgreSQL database waits as a hot standby.
+    let (engine, _) = build_engine(cfg, store, channels, true).await?;
     let simulated = match &args.clock_file {
         Some(f) => Some(match read_clock(f)? {
             Some(t) => t,

@@ -150,7 +150,7 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
         (None, None) => None,
         _ => anyhow::bail!("[server] tls_cert and tls_key go together: set both or neither"),
     };
-    let (engine, sink) = crate::run::build_engine(cfg, stores.engine.clone(), channels).await?;
+    let (engine, sink) = crate::run::build_engine(cfg, stores.engine.clone(), channels, false).await?;
     let clock: reachline_server::Clock = Arc::new(Utc::now);
     engine.spawn_intake(clock.clone());
     let server = reachline_server::Server::new(

@@ -101,9 +101,7 @@ impl LedgerStore for PgLedger {
                 .fetch_one(&mut conn)
                 .await?;
             if !got {
-                return Err(StoreError::Conflict(format!(
-                    "another ledger sequencer holds the log (advisory lock {SEQUENCER_LOCK})"
-                )));
+                return Err(StoreError::SequencerHeld(SEQUENCER_LOCK));
             }
             *guard = Some(conn);
         }

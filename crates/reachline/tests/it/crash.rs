@@ -12,12 +12,12 @@ use rand::{Rng, SeedableRng};
 
 use crate::helpers::Scratch;
 
-fn spawn(s: &Scratch, args: &[&str], port: &str) -> Child {
+pub fn spawn(s: &Scratch, args: &[&str], port: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_reachline"))
         .args(args)
         .current_dir(s.dir.path())
         .env("REACHLINE_KEYS__FILE", s.keys())
-        .env("REACHLINE_DATABASE__URL", format!("sqlite://{}", s.db().display()))
+        .env("REACHLINE_DATABASE__URL", s.db_url())
         .env("REACHLINE_SMPP__HOST", "127.0.0.1")
         .env("REACHLINE_SMPP__PORT", port)
         .env("REACHLINE_LOG__LEVEL", "warn")
@@ -64,14 +64,10 @@ fn smsc_log(log: &str) -> (Vec<Message>, HashSet<String>) {
     (out, ids)
 }
 
-#[test]
-fn killed_fifty_times_the_engine_loses_nothing_and_sends_nothing_twice() {
-    let s = Scratch::new();
-    let book = s.gen("book", 150, 0, "csv");
-    s.ok(&["import", book.to_str().unwrap()]);
-    let log = s.path("smsc.jsonl");
+/// Starts `reachline sandbox-smsc` logging every part to `log`; returns it and its port.
+pub fn start_smsc(s: &Scratch, log: &std::path::Path) -> (Child, String) {
     let port_file = s.path("smsc.port");
-    let mut smsc = Command::new(env!("CARGO_BIN_EXE_reachline"))
+    let smsc = Command::new(env!("CARGO_BIN_EXE_reachline"))
         .args([
             "sandbox-smsc",
             "--listen",
@@ -93,6 +89,16 @@ fn killed_fifty_times_the_engine_loses_nothing_and_sends_nothing_twice() {
         std::thread::sleep(Duration::from_millis(25));
     }
     assert!(!port.is_empty(), "the sandbox SMSC did not start");
+    (smsc, port)
+}
+
+#[test]
+fn killed_fifty_times_the_engine_loses_nothing_and_sends_nothing_twice() {
+    let s = Scratch::new();
+    let book = s.gen("book", 150, 0, "csv");
+    s.ok(&["import", book.to_str().unwrap()]);
+    let log = s.path("smsc.jsonl");
+    let (mut smsc, port) = start_smsc(&s, &log);
     let clock = s.path("clock");
     let run = [
         "run",

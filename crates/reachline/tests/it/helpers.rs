@@ -5,12 +5,24 @@ use std::process::{Command, Output};
 
 pub struct Scratch {
     pub dir: tempfile::TempDir,
+    /// The database, when not this scratch's own SQLite file.
+    url: Option<String>,
 }
 
 impl Scratch {
     pub fn new() -> Self {
+        Self::with_url(None)
+    }
+
+    /// A scratch directory whose commands use the database at `url`.
+    pub fn on_database(url: String) -> Self {
+        Self::with_url(Some(url))
+    }
+
+    fn with_url(url: Option<String>) -> Self {
         let s = Self {
             dir: tempfile::tempdir().unwrap(),
+            url,
         };
         let out = s.run(&["keys", "init", "--out", s.keys().to_str().unwrap()]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -29,13 +41,19 @@ impl Scratch {
         self.path("test.db")
     }
 
+    pub fn db_url(&self) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.db().display()))
+    }
+
     /// Runs `reachline ARGS` against this scratch's database and keys.
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_reachline"))
             .args(args)
             .current_dir(self.dir.path())
             .env("REACHLINE_KEYS__FILE", self.keys())
-            .env("REACHLINE_DATABASE__URL", format!("sqlite://{}", self.db().display()))
+            .env("REACHLINE_DATABASE__URL", self.db_url())
             .env_remove("RUST_LOG")
             .output()
             .unwrap()

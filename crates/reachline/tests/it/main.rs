@@ -8,4 +8,5 @@ mod import;
 mod intel;
 mod ledger;
 mod simulate;
+mod standby;
 mod tidy;
