@@ -15,6 +15,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 
 def api(base, token, path):
@@ -54,7 +55,8 @@ def main():
         d.find_element(By.ID, "login").send_keys(a.login)
         d.find_element(By.ID, "password").send_keys(a.password)
         d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-        assert d.current_url == a.base + "/", "login did not reach the overview: " + d.current_url
+        # The click returns before the browser has followed the redirect: wait for the overview.
+        WebDriverWait(d, 15).until(lambda drv: drv.current_url == a.base + "/" and drv.find_elements(By.ID, "outcomes"))
         d.save_screenshot(str(out / "overview.png"))
 
         # The outcome chart against the API's report of the same outbox.
@@ -90,6 +92,7 @@ def main():
         print(f"found {found}; unreachable by DPD {exposure}; {len(points)} reach points")
 
         d.get(f"{a.base}/verify?notice={a.notice}")
+        WebDriverWait(d, 15).until(lambda drv: drv.find_elements(By.ID, "verdict"))
         verdict = d.find_element(By.ID, "verdict").text
         d.save_screenshot(str(out / "verify.png"))
         if not verdict.startswith("Verified"):
