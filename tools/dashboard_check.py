@@ -86,6 +86,11 @@ def main():
         exposure = bars(d, "exposure")
         if sum(exposure.values()) <= 0:
             failures.append(f"no unreachable borrowers shown: {exposure}")
+        detect = d.find_elements(By.ID, "detect")
+        if not detect or "median" not in detect[0].text:
+            failures.append("no time to detect shown after a demo with lost numbers")
+        else:
+            print(detect[0].text)
         points = d.find_elements(By.CSS_SELECTOR, "#reach circle")
         if not points:
             failures.append("the reach chart has no points")

@@ -372,9 +372,20 @@ async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response {
             ]
         })
         .collect();
+    let detect = match d.detect_seconds.len() {
+        0 => "<p>No lost number has been found after a delivery yet.</p>".to_string(),
+        n => {
+            let at = |q: f64| d.detect_seconds[((n - 1) as f64 * q).round() as usize] as f64 / 86_400.0;
+            format!(
+                r#"<p id="detect">Time to detect, at most (from a point's last delivery or engagement to the first sign it stopped working): median <strong>{:.1} days</strong>, 90th percentile {:.1} days, over {n} contact points.</p>"#,
+                at(0.5),
+                at(0.9)
+            )
+        }
+    };
     let _ = write!(
         body,
-        r#"<section><h2>Numbers found not working</h2>{}<details><summary>By week</summary>{}</details><h2>Contact points retired</h2>{}</section>"#,
+        r#"<section><h2>Numbers found not working</h2>{detect}{}<details><summary>By week</summary>{}</details><h2>Contact points retired</h2>{}</section>"#,
         bars(
             "found",
             "Contact points found dead, suspended, recycled or with a wrong party",

@@ -368,6 +368,10 @@ pub struct Dashboard {
     pub exposure: Vec<ExposureRow>,
     /// Outbox rows by state.
     pub queue: Vec<(String, u64)>,
+    /// For each contact point found not working: seconds from its last delivery or engagement
+    /// to the first evidence that it stopped working (how long a lost number went unnoticed,
+    /// at most), sorted.
+    pub detect_seconds: Vec<i64>,
 }
 
 /// How evidence text is read into the dashboard's `found` classes (one SQL `CASE`, shared by
@@ -379,6 +383,21 @@ pub(crate) const FOUND_CASE: &str = "CASE \
     WHEN kind LIKE '%\"kind\":\"recycled\"%' AND kind LIKE '%\"answer\":\"yes\"%' THEN 'recycled' \
     WHEN kind LIKE '%\"class\":\"wrong_party\"%' OR kind LIKE '%\"class\":\"wrong_number\"%' \
       OR kind LIKE '%\"outcome\":\"wrong_party\"%' THEN 'wrong_party' END";
+
+/// The time-to-detect query: `{seconds}` turns a difference of two `at` values into seconds.
+pub(crate) fn detect_sql(seconds: &str) -> String {
+    let ok = "(e.kind LIKE '%\"class\":\"delivered\"%' OR e.kind LIKE '%\"class\":\"engaged\"%' \
+              OR e.kind LIKE '%\"kind\":\"link_click\"%')";
+    format!(
+        "WITH bad AS (SELECT contact_id, MIN(at) AS found_at FROM \
+           (SELECT contact_id, at, {FOUND_CASE} AS what FROM evidence WHERE contact_id IS NOT NULL) f \
+           WHERE what IS NOT NULL GROUP BY contact_id), \
+         good AS (SELECT e.contact_id, MAX(e.at) AS last_ok FROM evidence e JOIN bad b ON b.contact_id = e.contact_id \
+           WHERE e.at < b.found_at AND {ok} GROUP BY e.contact_id) \
+         SELECT {} FROM bad b JOIN good g ON g.contact_id = b.contact_id ORDER BY 1",
+        seconds.replace("{found}", "b.found_at").replace("{ok}", "g.last_ok")
+    )
+}
 
 /// Decision reasons that leave a borrower unreachable for the dashboard's exposure.
 pub(crate) const UNREACHABLE_REASONS: &str = "('ladder_exhausted', 'contact_check_needed')";

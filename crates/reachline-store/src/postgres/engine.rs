@@ -1014,6 +1014,11 @@ impl EngineStore for PgStore {
             outstanding_minor: o,
         })
         .collect();
+        let detect_seconds: Vec<i64> = sqlx::query_scalar(&crate::engine::detect_sql(
+            "EXTRACT(EPOCH FROM ({found} - {ok}))::BIGINT",
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(crate::engine::Dashboard {
             reach,
@@ -1022,6 +1027,7 @@ impl EngineStore for PgStore {
             retired,
             exposure,
             queue,
+            detect_seconds,
         })
     }
 

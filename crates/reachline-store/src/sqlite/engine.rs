@@ -604,6 +604,10 @@ impl EngineStore for SqliteStore {
                     outstanding_minor: o,
                 })
                 .collect();
+            let detect_seconds = tx
+                .prepare(&crate::engine::detect_sql("({found} - {ok}) / 1000000"))?
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(crate::engine::Dashboard {
                 reach,
                 outcomes,
@@ -611,6 +615,7 @@ impl EngineStore for SqliteStore {
                 retired,
                 exposure,
                 queue,
+                detect_seconds,
             })
         })
         .await

@@ -97,6 +97,16 @@ pub async fn the_dashboard_reads_what_happened(h: &Harness) {
         .unwrap();
     let contacts = h.store.contacts(b.id).await.unwrap();
     let (mobile, email) = (contacts[0].id, contacts[1].id);
+    // Delivered three days before the mobile's first dead receipt: lost for at most three days.
+    e.add_evidence(
+        b.id,
+        Some(mobile),
+        t0() - Duration::days(3),
+        "{}",
+        r#"{"kind":"delivery","channel":"sms","class":"delivered"}"#,
+    )
+    .await
+    .unwrap();
     // A dead receipt on the mobile (twice: one contact point), a wrong-number reply on the email.
     for at in [t0(), t0() + Duration::days(1)] {
         e.add_evidence(
@@ -142,6 +152,8 @@ pub async fn the_dashboard_reads_what_happened(h: &Harness) {
     );
     assert_eq!(d.retired, [(monday, "dead".to_string(), 1)]);
     assert!(d.exposure.is_empty(), "nobody is unreachable yet");
+    // The email had no delivery before its wrong-number reply: no figure for it.
+    assert_eq!(d.detect_seconds, [3 * 86_400]);
     assert!(d.reach.is_empty() && d.queue.is_empty());
 
     // The ladder ran out on a paid installment: nobody is unreachable for it.
