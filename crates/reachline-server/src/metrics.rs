@@ -238,11 +238,10 @@ pub async fn render(State(s): State<AppState>) -> Response {
     catch_up(&m.sends, counters.sent.load(Relaxed));
     catch_up(&m.receipts, counters.receipts.load(Relaxed));
     catch_up(&m.receipts_unmatched, counters.receipts_unmatched.load(Relaxed));
-    if let Ok(rows) = s.stores.engine.outbox_counts().await {
+    if let Ok(rows) = s.stores.engine.queue_depth().await {
         m.outbox.clear();
-        for r in rows {
-            let state = r.keys.get(2).cloned().unwrap_or_default();
-            m.outbox.get_or_create(&StateLabels { state }).inc_by(r.count as i64);
+        for (state, n) in rows {
+            m.outbox.get_or_create(&StateLabels { state }).set(n as i64);
         }
     }
     if let Some(l) = &s.ledger {

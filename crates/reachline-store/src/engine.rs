@@ -399,6 +399,9 @@ pub(crate) fn detect_sql(seconds: &str) -> String {
     )
 }
 
+/// Outbox rows by state (the queue's depth is `queued`).
+pub(crate) const QUEUE_SQL: &str = "SELECT state, COUNT(*) FROM outbox GROUP BY 1 ORDER BY 1";
+
 /// Decision reasons that leave a borrower unreachable for the dashboard's exposure.
 pub(crate) const UNREACHABLE_REASONS: &str = "('ladder_exhausted', 'contact_check_needed')";
 
@@ -520,6 +523,9 @@ pub trait EngineStore: Send + Sync {
 
     /// The receipts of these attempts, in the order they came.
     async fn receipts_of(&self, outbox_ids: &[i64]) -> Result<Vec<ReceiptRow>>;
+
+    /// Outbox rows by state: what `/metrics` reports on every scrape.
+    async fn queue_depth(&self) -> Result<Vec<(String, u64)>>;
 
     /// The operator dashboard's figures as of `today`.
     async fn dashboard(&self, today: NaiveDate) -> Result<Dashboard>;

@@ -938,6 +938,11 @@ impl EngineStore for PgStore {
             .collect())
     }
 
+    async fn queue_depth(&self) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(crate::engine::QUEUE_SQL).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(k, n)| (k, n as u64)).collect())
+    }
+
     async fn dashboard(&self, today: NaiveDate) -> Result<crate::engine::Dashboard> {
         use crate::engine::{ExposureRow, ReachDay, BUCKET_CASE, FOUND_CASE};
         let unreachable = crate::engine::unreachable_borrowers("NULLIF(split_part(n.notice, '/', 1), '-')::BIGINT");
@@ -966,11 +971,7 @@ impl EngineStore for PgStore {
             .fetch_all(&mut *tx)
             .await?,
         );
-        let queue = pairs(
-            sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY 1 ORDER BY 1")
-                .fetch_all(&mut *tx)
-                .await?,
-        );
+        let queue = pairs(sqlx::query_as(crate::engine::QUEUE_SQL).fetch_all(&mut *tx).await?);
         let weekly = |rows: Vec<(NaiveDate, String, i64)>| {
             rows.into_iter().map(|(w, k, n)| (w, k, n as u64)).collect::<Vec<_>>()
         };

@@ -525,6 +525,18 @@ impl EngineStore for SqliteStore {
         .await
     }
 
+    async fn queue_depth(&self) -> Result<Vec<(String, u64)>> {
+        self.read(|c, _| {
+            Ok(c.prepare_cached(crate::engine::QUEUE_SQL)?
+                .query_map([], |r| <(String, i64)>::try_from(r))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .map(|(k, n)| (k, n as u64))
+                .collect())
+        })
+        .await
+    }
+
     async fn dashboard(&self, today: NaiveDate) -> Result<crate::engine::Dashboard> {
         use crate::engine::{ExposureRow, ReachDay, BUCKET_CASE, FOUND_CASE};
         let unreachable =
@@ -563,7 +575,7 @@ impl EngineStore for SqliteStore {
                 "SELECT CASE WHEN outcome = 'failed' THEN COALESCE(outcome_class, 'unknown') ELSE outcome END, COUNT(*) \
                  FROM outbox WHERE state IN ('sent', 'failed', 'in_doubt') GROUP BY 1 ORDER BY 2 DESC",
             )?;
-            let queue = pairs("SELECT state, COUNT(*) FROM outbox GROUP BY 1 ORDER BY 1")?;
+            let queue = pairs(crate::engine::QUEUE_SQL)?;
             let weekly = |sql: &str| -> Result<Vec<(NaiveDate, String, u64)>> {
                 tx.prepare(sql)?
                     .query_map([], |r| <(String, String, i64)>::try_from(r))?
