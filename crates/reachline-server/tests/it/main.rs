@@ -910,6 +910,14 @@ async fn attempts_are_listed_with_their_receipts_a_page_at_a_time() {
         })
         .await
         .unwrap();
+    let (_, metrics) = h.call(Role::Admin, "GET", "/metrics", None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains(r#"reachline_outbox_rows{state="queued"} 3"#),
+        "{metrics}"
+    );
     let (s, page) = h
         .call(Role::Auditor, "GET", "/v1/notices?limit=2&channel=sms", None)
         .await;
