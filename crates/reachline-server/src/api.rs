@@ -449,11 +449,7 @@ async fn unmasking(
         return Ok(false);
     }
     if !crate::auth::allows(who.role, Permission::ReadUnmasked) {
-        return Err(ApiError::forbidden(format!(
-            "the {} role may not {}",
-            who.role.as_str(),
-            Permission::ReadUnmasked.describe()
-        )));
+        return Err(ApiError::not_allowed(who.role, Permission::ReadUnmasked));
     }
     let reason = q.reason.as_deref().map(str::trim).unwrap_or_default();
     if reason.chars().count() < 4 || reason.chars().count() > 200 {
@@ -797,18 +793,17 @@ pub struct BookReport {
     pub consents_added: u64,
 }
 
+/// serde's message without its position: it names the field and never the value.
+fn serde_reason(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    msg.split(" at line").next().unwrap_or(&msg).to_string()
+}
+
 fn rows<'a, T: Deserialize<'a>>(name: &str, values: &'a [serde_json::Value]) -> Result<Vec<T>, ApiError> {
     values
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            T::deserialize(v).map_err(|e| {
-                // serde's message names the field and never the value.
-                let msg = e.to_string();
-                let msg = msg.split(" at line").next().unwrap_or(&msg).to_string();
-                ApiError::invalid(format!("{name}[{i}]"), msg)
-            })
-        })
+        .map(|(i, v)| T::deserialize(v).map_err(|e| ApiError::invalid(format!("{name}[{i}]"), serde_reason(&e))))
         .collect()
 }
 
@@ -822,10 +817,7 @@ async fn post_book(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<BookReport>, ApiError> {
     let body = body?;
-    let batch: BookBatch = serde_json::from_slice(&body).map_err(|e| {
-        let msg = e.to_string();
-        ApiError::invalid("body", msg.split(" at line").next().unwrap_or(&msg).to_string())
-    })?;
+    let batch: BookBatch = serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", serde_reason(&e)))?;
     let b_rows: Vec<BorrowerRow> = rows("borrowers", &batch.borrowers)?;
     let c_rows: Vec<ContactRow> = rows("contacts", &batch.contacts)?;
     let l_rows: Vec<LoanRow> = rows("loans", &batch.loans)?;

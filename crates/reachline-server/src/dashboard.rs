@@ -259,6 +259,19 @@ fn money(minor: i64, currency: &str) -> String {
     }
 }
 
+/// Sums counts by key, keys in the order they first appear (the rows come sorted by week or
+/// product; the chart keeps that order).
+fn totals(items: impl Iterator<Item = (String, u64)>) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for (k, n) in items {
+        match out.iter_mut().find(|(o, _)| *o == k) {
+            Some(t) => t.1 += n,
+            None => out.push((k, n)),
+        }
+    }
+    out
+}
+
 fn table(head: &[&str], rows: &[Vec<String>], numeric_from: usize) -> String {
     let mut s = String::from("<table><thead><tr>");
     for (i, h) in head.iter().enumerate() {
@@ -349,13 +362,7 @@ async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response {
     );
 
     // Numbers found not working, and retired.
-    let mut found_totals: Vec<(String, u64)> = Vec::new();
-    for (_, what, n) in &d.found {
-        match found_totals.iter_mut().find(|(k, _)| k == what) {
-            Some(t) => t.1 += n,
-            None => found_totals.push((what.clone(), *n)),
-        }
-    }
+    let found_totals = totals(d.found.iter().map(|(_, what, n)| (what.clone(), *n)));
     let found_rows: Vec<Vec<String>> = d
         .found
         .iter()
@@ -396,13 +403,7 @@ async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response {
     );
 
     // Unreachable exposure.
-    let mut by_bucket: Vec<(String, u64)> = Vec::new();
-    for x in &d.exposure {
-        match by_bucket.iter_mut().find(|(k, _)| *k == x.bucket) {
-            Some(t) => t.1 += x.borrowers,
-            None => by_bucket.push((x.bucket.clone(), x.borrowers)),
-        }
-    }
+    let by_bucket = totals(d.exposure.iter().map(|x| (x.bucket.clone(), x.borrowers)));
     let exposure_rows: Vec<Vec<String>> = d
         .exposure
         .iter()

@@ -45,17 +45,17 @@ impl ApiError {
         }
     }
 
-    pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
-        self
-    }
-
     pub fn not_found(what: impl std::fmt::Display) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// A role that the permission matrix does not allow `permission`.
+    pub fn not_allowed(role: crate::auth::Role, permission: crate::auth::Permission) -> Self {
+        ApiError::forbidden(format!("the {} role may not {}", role.as_str(), permission.describe()))
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {

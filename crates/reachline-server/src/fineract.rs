@@ -22,7 +22,6 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
 use chrono::{Duration, NaiveDate};
 use reachline_domain::{Currency, ExternalId, Installment, Loan, Money};
 use reachline_store::server::Sighting;
@@ -347,11 +346,9 @@ async fn known_loan(
     path: &str,
 ) -> Result<(reachline_domain::LoanId, reachline_domain::BorrowerId, Currency), ApiError> {
     s.stores.engine.loan_key(loan).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
+        ApiError::invalid(
+            format!("{path}.loan"),
             "names no loan Reachline knows; send it through /v1/book or a disbursal event first",
         )
-        .with_field(format!("{path}.loan"))
     })
 }

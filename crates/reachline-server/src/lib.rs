@@ -179,11 +179,7 @@ impl Server {
             return Err(too_many());
         }
         if !allows(principal.role, permission) {
-            return Err(ApiError::forbidden(format!(
-                "the {} role may not {}",
-                principal.role.as_str(),
-                permission.describe()
-            )));
+            return Err(ApiError::not_allowed(principal.role, permission));
         }
         Ok(principal)
     }
