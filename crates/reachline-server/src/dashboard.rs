@@ -52,7 +52,11 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 fn set_cookie(s: &crate::Server, name: &str, value: &str, max_age: i64) -> String {
     format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
-        if s.config.secure_cookies { "; Secure" } else { "" }
+        if s.config.secure_cookies || s.config.tls_cert.is_some() {
+            "; Secure"
+        } else {
+            ""
+        }
     )
 }
 

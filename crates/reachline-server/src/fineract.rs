@@ -153,19 +153,12 @@ pub(crate) async fn fineract_event(
     let data = object(data_raw, "envelope.data")?;
     let now = s.now();
 
-    let handled = matches!(
-        kind.as_str(),
-        "LoanRepaymentDueBusinessEvent"
-            | "LoanRepaymentOverdueBusinessEvent"
-            | "LoanTransactionMakeRepaymentPostBusinessEvent"
-            | "LoanDisbursalBusinessEvent"
-    );
-    if !handled {
+    let Some(event) = Event::of(&kind) else {
         return Ok(Json(FineractAnswer {
             outcome: "ignored".into(),
             loan_id: None,
         }));
-    }
+    };
     let sighting = Sighting {
         provider: "fineract".into(),
         digest: Sha256::digest(key.as_bytes()).into(),
@@ -184,22 +177,44 @@ pub(crate) async fn fineract_event(
             loan_id: None,
         }));
     }
-    let applied = apply(&s, &kind, &data, now).await;
+    let applied = apply(&s, event, &data, now).await;
     if applied.is_err() {
         s.stores.server.forget_sighting("fineract", sighting.digest).await.ok();
     }
     applied.map(Json)
 }
 
+/// The events Reachline acts on; any other type is acknowledged and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// `LoanRepaymentDueBusinessEvent` or `LoanRepaymentOverdueBusinessEvent`.
+    RepaymentDue,
+    /// `LoanTransactionMakeRepaymentPostBusinessEvent`.
+    Repayment,
+    /// `LoanDisbursalBusinessEvent`.
+    Disbursal,
+}
+
+impl Event {
+    fn of(kind: &str) -> Option<Event> {
+        Some(match kind {
+            "LoanRepaymentDueBusinessEvent" | "LoanRepaymentOverdueBusinessEvent" => Event::RepaymentDue,
+            "LoanTransactionMakeRepaymentPostBusinessEvent" => Event::Repayment,
+            "LoanDisbursalBusinessEvent" => Event::Disbursal,
+            _ => return None,
+        })
+    }
+}
+
 async fn apply(
     s: &crate::Server,
-    kind: &str,
+    event: Event,
     data: &Obj<'_>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<FineractAnswer, ApiError> {
     let p = "data";
-    match kind {
-        "LoanRepaymentDueBusinessEvent" | "LoanRepaymentOverdueBusinessEvent" => {
+    match event {
+        Event::RepaymentDue => {
             let loan = loan_external_id(data, "loanExternalId", p)?;
             let (loan_id, borrower, currency) = known_loan(s, &loan, p).await?;
             let inst = object(
@@ -244,7 +259,7 @@ async fn apply(
                 loan_id: Some(loan.as_str().to_string()),
             })
         }
-        "LoanTransactionMakeRepaymentPostBusinessEvent" => {
+        Event::Repayment => {
             let loan = loan_external_id(data, "externalLoanId", p)?;
             let (loan_id, _, currency) = known_loan(s, &loan, p).await?;
             if text(data, "reversed").as_deref() == Some("true") {
@@ -295,8 +310,8 @@ async fn apply(
                 loan_id: Some(loan.as_str().to_string()),
             })
         }
-        _ => {
-            // LoanDisbursalBusinessEvent: the loan account.
+        Event::Disbursal => {
+            // The loan account.
             let loan = loan_external_id(data, "externalId", p)?;
             let client = required(data, "clientExternalId", p)?;
             let client =

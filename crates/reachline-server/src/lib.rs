@@ -60,7 +60,7 @@ pub struct ServerConfig {
     pub ip_rate_per_second: u32,
     /// How long a token that verified is trusted before the store is asked again.
     pub token_cache_seconds: u64,
-    /// Mark cookies `Secure` (set when a TLS proxy is in front; always, when `tls_cert` is set).
+    /// Mark cookies `Secure` behind a TLS proxy (they always are when `tls_cert` is set).
     pub secure_cookies: bool,
     /// Serve HTTPS with this certificate chain (PEM) and `tls_key` (PEM).
     pub tls_cert: Option<std::path::PathBuf>,

@@ -141,12 +141,8 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
         crate::run::channels(cfg).await
     };
     let passes = !channels.is_empty();
-    let mut server_cfg = cfg.server.clone();
     let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
-        (Some(cert), Some(key)) => {
-            server_cfg.secure_cookies = true;
-            Some(reachline_server::tls::server_config(cert, key)?)
-        }
+        (Some(cert), Some(key)) => Some(reachline_server::tls::server_config(cert, key)?),
         (None, None) => None,
         _ => anyhow::bail!("[server] tls_cert and tls_key go together: set both or neither"),
     };
@@ -157,7 +153,7 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
         stores,
         engine.clone(),
         Some(sink.store.clone()),
-        server_cfg,
+        cfg.server.clone(),
         clock,
         cfg.book_defaults()?,
         cfg.phone_parser()?,
