@@ -20,6 +20,7 @@
 pub mod dispatch;
 pub mod ledger;
 pub mod plan;
+pub mod verify;
 
 use std::collections::HashMap;
 
@@ -69,6 +70,8 @@ pub struct EngineConfig {
     pub link_base: String,
     /// The key links are signed with.
     pub link_key: Vec<u8>,
+    /// Where the self-service pages are served (ends with `/`): check links go to `…c/<token>`.
+    pub self_service_base: String,
     /// Borrowers per planning batch (one read, one decide, one write).
     pub plan_batch: usize,
     /// Planning batches read and decided at once while an earlier one is written.
@@ -96,6 +99,7 @@ impl Default for EngineConfig {
             service_phone: "95500".into(),
             link_base: "https://r.example/n/".into(),
             link_key: b"reachline link key (configure one)".to_vec(),
+            self_service_base: "https://r.example/".into(),
             plan_batch: 2_000,
             plan_reads: 2,
             lease_batch: 512,
@@ -126,6 +130,13 @@ impl EngineConfig {
         (hi, -lo)
     }
 }
+
+/// A batch's plan being written, with the lookups and contact checks to run after it.
+type PlanWriting = (
+    tokio::task::JoinHandle<reachline_store::Result<usize>>,
+    Vec<plan::Lookup>,
+    Vec<plan::Check>,
+);
 
 /// What a planning pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +222,11 @@ impl Engine {
         self
     }
 
+    /// The number-intelligence source, if one is configured.
+    pub fn intel(&self) -> Option<&Arc<dyn reachline_intel::NumberIntel>> {
+        self.intel.as_ref()
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
@@ -245,10 +261,7 @@ impl Engine {
                 })
             })
             .buffered(self.cfg.plan_reads.max(1));
-        let mut writing: Option<(
-            tokio::task::JoinHandle<reachline_store::Result<usize>>,
-            Vec<plan::Lookup>,
-        )> = None;
+        let mut writing: Option<PlanWriting> = None;
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(|e| EngineError::Corrupt(format!("a planning batch stopped: {e}")))??;
             report.borrowers += batch.borrowers;
@@ -261,6 +274,7 @@ impl Engine {
             writing = Some((
                 tokio::spawn(async move { store.write_plan(write).await }),
                 batch.lookups,
+                batch.checks,
             ));
         }
         if let Some(w) = writing.take() {
@@ -269,13 +283,11 @@ impl Engine {
         Ok(report)
     }
 
-    /// Waits for a batch's write, then asks the lookups its decisions named.
+    /// Waits for a batch's write, then asks the lookups its decisions named and runs the
+    /// contact checks they asked for.
     async fn finish_plan_write(
         &self,
-        (write, lookups): (
-            tokio::task::JoinHandle<reachline_store::Result<usize>>,
-            Vec<plan::Lookup>,
-        ),
+        (write, lookups, checks): PlanWriting,
         now: DateTime<Utc>,
         report: &mut PlanReport,
     ) -> Result<(), EngineError> {
@@ -285,6 +297,9 @@ impl Engine {
             as u64;
         for (borrower, contact, need) in lookups {
             report.lookups += u64::from(self.lookup(borrower, contact, need, now).await?);
+        }
+        for (borrower, contact) in checks {
+            self.contact_check(borrower, contact, now).await?;
         }
         Ok(())
     }

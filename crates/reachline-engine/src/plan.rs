@@ -322,13 +322,18 @@ pub fn delivery_evidence(channel: reachline_domain::Channel, class: DeliveryClas
 /// A lookup a decision asked for: (borrower, contact, what health needs).
 pub type Lookup = (BorrowerId, reachline_domain::ContactId, reachline_policy::Need);
 
-/// A batch of borrowers planned: what to write, and the lookups to ask after.
+/// A contact check a decision asked for: (borrower, the contact in doubt — none when the
+/// borrower as a whole is unreachable).
+pub type Check = (BorrowerId, Option<reachline_domain::ContactId>);
+
+/// A batch of borrowers planned: what to write, and the lookups and checks to run after.
 #[derive(Debug, Default)]
 pub struct PlannedBatch {
     pub borrowers: u64,
     pub decisions: u64,
     pub write: PlanWrite,
     pub lookups: Vec<Lookup>,
+    pub checks: Vec<Check>,
 }
 
 /// Decides for every borrower of a batch of views (pure: no IO).
@@ -344,11 +349,18 @@ pub fn plan_views(views: &[EngineView], cfg: &EngineConfig, now: DateTime<Utc>) 
     for view in views {
         let owned = Owned::build(view, cfg, now)?;
         let decisions = owned.decide(view, cfg, now);
+        // One check per borrower: the first contact in doubt, else the borrower as a whole.
+        let mut check: Option<Check> = None;
         for d in &decisions {
-            if let reachline_policy::Action::Lookup { contact, need } = d.action {
-                out.lookups.push((view.id, contact, need));
+            match d.action {
+                reachline_policy::Action::Lookup { contact, need } => out.lookups.push((view.id, contact, need)),
+                reachline_policy::Action::ContactCheck { contact } if check.is_none_or(|(_, c)| c.is_none()) => {
+                    check = Some((view.id, contact));
+                }
+                _ => {}
             }
         }
+        out.checks.extend(check);
         out.decisions += decisions.len() as u64;
         let p = plan_borrower(view, &owned, &decisions, cfg, now);
         out.write.sends.extend(p.sends);

@@ -139,6 +139,8 @@ pub enum DecisionReason {
     HealthNeedsLookup,
     /// Health asks the borrower to prove they hold a number, or no own contact works.
     ContactCheckNeeded,
+    /// One of the borrower's own numbers is dead or reassigned: ask for the new one.
+    NumberGone,
 }
 
 reachline_domain::named_enum!(DecisionReason, "decision reason", {
@@ -152,6 +154,7 @@ reachline_domain::named_enum!(DecisionReason, "decision reason", {
     LadderExhausted => "ladder_exhausted",
     HealthNeedsLookup => "health_needs_lookup",
     ContactCheckNeeded => "contact_check_needed",
+    NumberGone => "number_gone",
 });
 
 /// What to do.
@@ -198,7 +201,8 @@ struct Rung {
     third_party: bool,
 }
 
-fn channels_of(kind: ContactKind) -> &'static [Channel] {
+/// The channels a kind of contact point carries, the first preferred.
+pub fn channels_of(kind: ContactKind) -> &'static [Channel] {
     match kind {
         ContactKind::Mobile => &[Channel::Sms, Channel::Voice],
         ContactKind::Landline => &[Channel::Voice],
@@ -311,6 +315,24 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
                 key: None,
                 action,
                 reason,
+                gate: None,
+                skipped: Vec::new(),
+            });
+        }
+    }
+    // A number of the borrower's own that is dead or went to someone else: the borrower has
+    // most likely changed numbers; ask them on their other channels to confirm the new one.
+    for a in &s.health.contacts {
+        if matches!(a.state, HealthState::Dead | HealthState::Reassigned)
+            && !a.role.is_third_party()
+            && !a.needs.contains(&Need::Reverify)
+        {
+            out.push(Decision {
+                key: None,
+                action: Action::ContactCheck {
+                    contact: Some(a.contact),
+                },
+                reason: DecisionReason::NumberGone,
                 gate: None,
                 skipped: Vec::new(),
             });

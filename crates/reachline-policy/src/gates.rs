@@ -221,6 +221,34 @@ pub struct Permit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Sealed;
 
+/// Proof that a verification message may go to a number that is not (yet) a contact point:
+/// the new number of a change, which the borrower has just given. Only [`check_new_number`]
+/// builds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberPermit {
+    pub channel: Channel,
+    pub at: DateTime<Utc>,
+    _sealed: Sealed,
+}
+
+/// The gates for a verification message to a number the borrower just gave: the borrower
+/// must hold consent for verification messages on that channel. Hours and caps do not apply
+/// (the borrower is waiting for it); the code rules' limits on sends are the caller's.
+pub fn check_new_number(
+    consents: &[reachline_domain::Consent],
+    channel: Channel,
+    now: DateTime<Utc>,
+) -> Result<NumberPermit, Reason> {
+    if !reachline_domain::consent::permits(consents, Purpose::Verification, channel) {
+        return Err(Reason::NoConsent);
+    }
+    Ok(NumberPermit {
+        channel,
+        at: now,
+        _sealed: Sealed,
+    })
+}
+
 /// The answer of the gates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {

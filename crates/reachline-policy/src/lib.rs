@@ -5,6 +5,7 @@
 //! so the live engine and the simulator run the same code.
 
 pub mod cadence;
+pub mod change;
 pub mod codes;
 pub mod decide;
 pub mod evidence;
@@ -18,11 +19,13 @@ pub mod timing;
 
 pub use cadence::{Cadence, NoticeKind, Step};
 pub use decide::{
-    decide, Action, Decision, DecisionReason, DueInstallment, LadderConfig, NoticeKey, Outcome, SendRecord, Snapshot,
-    ThirdPartyRecord,
+    channels_of, decide, Action, Decision, DecisionReason, DueInstallment, LadderConfig, NoticeKey, Outcome,
+    SendRecord, Snapshot, ThirdPartyRecord,
 };
 pub use evidence::{CallOutcome, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source, Strength};
-pub use gates::{check, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty, Window};
+pub use gates::{
+    check, check_new_number, Attempt, AttemptKind, Gate, GateProfile, NumberPermit, Permit, Reason, ThirdParty, Window,
+};
 pub use health::{
     assess_borrower, Assessment, BorrowerHealth, ContactFacts, HealthConfig, HealthEvent, HealthEventKind, HealthState,
     Need, Rule, Transition,

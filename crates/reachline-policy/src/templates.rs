@@ -42,6 +42,12 @@ pub const BORROWER_FIELDS: &[&str] = &[
     "code",
 ];
 
+/// The variables a verification message (kind `contact_check`: a link to confirm a number, a
+/// one-time code, news of a changed number) may use. Such a message goes to a number not yet
+/// proven to be the borrower's — a new one, or an old one that may have been recycled — so it
+/// may say nothing of the debt either.
+pub const VERIFICATION_FIELDS: &[&str] = &["lender_name", "service_phone", "link", "code"];
+
 /// Words a third-party text may never contain: they would tell a stranger there is a debt.
 const DEBT_WORDS: &[&str] = &[
     "欠",
@@ -148,7 +154,9 @@ impl Templates {
                     continue;
                 }
             };
+            let verification = s.kind == NoticeKind::ContactCheck;
             let allowed = match s.audience {
+                Audience::Borrower if verification => VERIFICATION_FIELDS,
                 Audience::Borrower => BORROWER_FIELDS,
                 Audience::ThirdParty => THIRD_PARTY_FIELDS,
             };
@@ -160,16 +168,26 @@ impl Templates {
                         "a third-party template may not use {list} (only {}): a third party must learn nothing of the debt",
                         THIRD_PARTY_FIELDS.join(", ")
                     ),
+                    Audience::Borrower if verification => format!(
+                        "a verification template may not use {list} (only {}): it goes to a number not yet proven to be the borrower's",
+                        VERIFICATION_FIELDS.join(", ")
+                    ),
                     Audience::Borrower => format!("uses {list}, which the engine does not provide"),
                 }));
                 continue;
             }
-            if s.audience == Audience::ThirdParty {
+            if s.audience == Audience::ThirdParty || verification {
                 let lower = s.text.to_lowercase();
                 if let Some(w) = DEBT_WORDS.iter().find(|w| lower.contains(*w)) {
-                    errors.push(err(format!(
-                        "a third-party template may not say {w:?}: a third party must learn nothing of the debt"
-                    )));
+                    errors.push(err(if verification {
+                        format!(
+                            "a verification template may not say {w:?}: it may reach someone who is not the borrower"
+                        )
+                    } else {
+                        format!(
+                            "a third-party template may not say {w:?}: a third party must learn nothing of the debt"
+                        )
+                    }));
                     continue;
                 }
             }
@@ -213,6 +231,14 @@ impl Templates {
             t("payment_received", PaymentReceived, En, Borrower, "{{ lender_name }}: we received your payment of {{ amount_paid }} {{ currency }}. Thank you."),
             t("contact_check", ContactCheck, ZhCn, Borrower, "【{{ lender_name }}】请确认这是否仍是您的号码：{{ link }}"),
             t("contact_check", ContactCheck, En, Borrower, "{{ lender_name }}: is this still your number? Please confirm: {{ link }}"),
+            t("contact_check_other", ContactCheck, ZhCn, Borrower, "【{{ lender_name }}】我们无法通过您登记的手机号联系到您。请打开链接确认或更新您的号码（72小时内有效，仅可使用一次）：{{ link }}"),
+            t("contact_check_other", ContactCheck, En, Borrower, "{{ lender_name }}: we cannot reach you on the mobile number we hold. Open this link to confirm or update it (valid 72 hours, once): {{ link }}"),
+            t("verification_code", ContactCheck, ZhCn, Borrower, "【{{ lender_name }}】您的验证码是{{ code }}，10分钟内有效。请勿告诉他人。如非本人操作，请致电{{ service_phone }}。"),
+            t("verification_code", ContactCheck, En, Borrower, "{{ lender_name }}: your code is {{ code }}, valid 10 minutes. Do not share it. Not you? Call {{ service_phone }}."),
+            t("confirm_new_number", ContactCheck, ZhCn, Borrower, "【{{ lender_name }}】有人请求将此号码登记为您的联系号码。如是本人，请打开链接确认：{{ link }} 如非本人，请忽略。"),
+            t("confirm_new_number", ContactCheck, En, Borrower, "{{ lender_name }}: someone asked to make this number their contact number with us. If it was you, confirm: {{ link }} If not, ignore this."),
+            t("number_changed", ContactCheck, ZhCn, Borrower, "【{{ lender_name }}】您在我司登记的手机号已更换。如非本人操作，请立即致电{{ service_phone }}。"),
+            t("number_changed", ContactCheck, En, Borrower, "{{ lender_name }}: the mobile number on your account with us was changed. If this was not you, call {{ service_phone }} now."),
             t("third_party", ThirdPartyRequest, ZhCn, ThirdParty, "【{{ lender_name }}】您好，我们有事需联系您的亲友，烦请转告其致电{{ service_phone }}。如不便，回复“拒绝”，我们将不再联系您。"),
             t("third_party", ThirdPartyRequest, En, ThirdParty, "{{ lender_name }}: we are trying to reach someone who named you as a contact. Please ask them to call {{ service_phone }}. Reply REFUSE and we will not contact you again."),
         ]
@@ -275,6 +301,35 @@ mod tests {
         assert_eq!((r.template_id.as_str(), r.version), ("pre_due", 1));
         let r = t.render("third_party", Locale::En, &ctx).unwrap();
         assert!(r.text.contains("95500") && !r.text.contains("1,250"), "{}", r.text);
+    }
+
+    #[test]
+    fn a_verification_template_that_names_the_debt_is_refused_at_load() {
+        let errs = Templates::load(vec![
+            src(
+                "v1",
+                Audience::Borrower,
+                NoticeKind::ContactCheck,
+                "您的验证码{{ code }}，应还{{ amount_due }}",
+            ),
+            src(
+                "v2",
+                Audience::Borrower,
+                NoticeKind::ContactCheck,
+                "Your code {{ code }} for your overdue loan",
+            ),
+            src(
+                "ok",
+                Audience::Borrower,
+                NoticeKind::ContactCheck,
+                "验证码{{ code }}，{{ link }}",
+            ),
+        ])
+        .err()
+        .unwrap();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].to_string().contains("may not use amount_due"), "{}", errs[0]);
+        assert!(errs[1].to_string().contains("not the borrower"), "{}", errs[1]);
     }
 
     #[test]

@@ -59,6 +59,25 @@ pub const PERMISSIONS: &[(&str, &str, Permission)] = &[
     ("POST", "/v1/tokens", Permission::ManageTokens),
     ("POST", "/v1/tokens/{token_id}/revoke", Permission::ManageTokens),
     ("POST", "/v1/integrations/fineract", Permission::WriteBook),
+    ("GET", "/v1/contact-changes", Permission::ReadBorrower),
+    ("GET", "/v1/contact-changes/{change_id}", Permission::ReadBorrower),
+    (
+        "POST",
+        "/v1/contact-changes/{change_id}/approve",
+        Permission::ReviewChange,
+    ),
+    (
+        "POST",
+        "/v1/contact-changes/{change_id}/reject",
+        Permission::ReviewChange,
+    ),
+    ("GET", "/v1/contact-checks", Permission::ReadBorrower),
+    ("GET", "/v1/plan-requests", Permission::ReadBorrower),
+    (
+        "POST",
+        "/v1/plan-requests/{request_id}/decide",
+        Permission::ReviewChange,
+    ),
 ];
 
 /// The permission of a route, by method and template.
@@ -112,6 +131,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
         .routes(routes!(crate::fineract::fineract_event))
+        .routes(routes!(crate::review::list_changes))
+        .routes(routes!(crate::review::get_change))
+        .routes(routes!(crate::review::approve_change))
+        .routes(routes!(crate::review::reject_change))
+        .routes(routes!(crate::review::list_checks))
+        .routes(routes!(crate::review::list_plan_requests))
+        .routes(routes!(crate::review::decide_plan_request))
 }
 
 /// Checks the route's permission (deny by default) before any extractor runs, and hands the
@@ -427,7 +453,7 @@ fn external_id(field: &str, s: &str) -> Result<ExternalId, ApiError> {
     ExternalId::parse(s).map_err(|e| ApiError::invalid(field, e.to_string()))
 }
 
-async fn borrower(s: &crate::Server, id: &str) -> Result<BorrowerRecord, ApiError> {
+pub(crate) async fn borrower(s: &crate::Server, id: &str) -> Result<BorrowerRecord, ApiError> {
     let ext = external_id("external_id", id)?;
     s.stores
         .store
@@ -437,7 +463,7 @@ async fn borrower(s: &crate::Server, id: &str) -> Result<BorrowerRecord, ApiErro
 }
 
 /// Whether this read is unmasked; if so, checks the permission and writes the access log.
-async fn unmasking(
+pub(crate) async fn unmasking(
     s: &crate::Server,
     who: &Principal,
     q: &Unmask,
@@ -640,7 +666,7 @@ fn has_digit_run(s: &str, n: usize) -> bool {
 
 /// A short code (`a-z`, `0-9`, `_`, `-`, `.`, at most 40) for methods and reasons, so that no
 /// personal datum lands in the history through them.
-fn code(field: &str, s: &str) -> Result<String, ApiError> {
+pub(crate) fn code(field: &str, s: &str) -> Result<String, ApiError> {
     let ok = (1..=40).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))

@@ -79,10 +79,12 @@ pub enum Permission {
     ReadAccessLog,
     /// Create, list and revoke tokens.
     ManageTokens,
+    /// Approve or reject a number change held for review; decide repayment-plan requests.
+    ReviewChange,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 14] = [
         Permission::ReadBorrower,
         Permission::ReadUnmasked,
         Permission::WriteBook,
@@ -96,6 +98,7 @@ impl Permission {
         Permission::ReadReport,
         Permission::ReadAccessLog,
         Permission::ManageTokens,
+        Permission::ReviewChange,
     ];
 
     /// In words, for refusals and the README's matrix.
@@ -114,6 +117,7 @@ impl Permission {
             Permission::ReadReport => "read reports",
             Permission::ReadAccessLog => "read the access log",
             Permission::ManageTokens => "create, list or revoke API tokens",
+            Permission::ReviewChange => "approve or reject held number changes; decide plan requests",
         }
     }
 }
@@ -134,6 +138,7 @@ pub const fn allows(role: Role, p: Permission) -> bool {
                 | ReadConsent
                 | WriteConsent
                 | ReadReport
+                | ReviewChange
         ),
         Role::Auditor => matches!(
             p,

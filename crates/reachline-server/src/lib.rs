@@ -13,11 +13,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod borrower;
+pub mod change;
 pub mod charts;
 pub mod dashboard;
 pub mod error;
 pub mod fineract;
+pub mod identity;
 pub mod metrics;
+pub mod review;
 pub mod tls;
 pub mod webhooks;
 
@@ -67,6 +71,29 @@ pub struct ServerConfig {
     pub tls_key: Option<std::path::PathBuf>,
     /// Inbound webhooks, one per provider.
     pub webhooks: Vec<WebhookConfig>,
+    /// The borrower's pages and the number-change flow.
+    pub self_service: SelfServiceConfig,
+}
+
+/// `[server.self_service]`: the number-change rules and the one-time code limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfServiceConfig {
+    pub change: reachline_policy::change::ChangeRules,
+    pub codes: reachline_policy::codes::CodeRules,
+    /// The identity-check provider that may authorise a number change: `none`, or `sandbox`
+    /// (the built-in stand-in, for trials only: it confirms every number).
+    pub identity: String,
+}
+
+impl Default for SelfServiceConfig {
+    fn default() -> Self {
+        SelfServiceConfig {
+            change: Default::default(),
+            codes: Default::default(),
+            identity: "none".into(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -81,6 +108,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             webhooks: Vec::new(),
+            self_service: SelfServiceConfig::default(),
         }
     }
 }
@@ -107,6 +135,12 @@ pub struct Server {
     pub(crate) replies: reachline_policy::reply::ReplyClassifier,
     /// The ledger's public key, for the dashboard's "verify a notice".
     pub(crate) ledger_key: std::sync::OnceLock<reachline_ledger::note::VerifierKey>,
+    /// SIM-swap and port checks of a new number (none: not checked).
+    pub intel: std::sync::OnceLock<Arc<dyn reachline_intel::NumberIntel>>,
+    /// Identity checks that may authorise a number change (none: not offered).
+    pub identity: std::sync::OnceLock<Arc<dyn identity::IdentityCheck>>,
+    /// Starts of the borrower's flows per client address (codes cost money and invite abuse).
+    pub(crate) borrower_ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 pub type AppState = Arc<Server>;
@@ -146,6 +180,9 @@ impl Server {
             metrics,
             receipts,
             ledger_key: std::sync::OnceLock::new(),
+            intel: std::sync::OnceLock::new(),
+            identity: std::sync::OnceLock::new(),
+            borrower_ip_limiter: RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(10).expect("10"))),
         })
     }
 
@@ -206,6 +243,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(webhooks::routes())
         .merge(dashboard::routes())
+        .merge(borrower::routes())
         // Swagger UI (vendored: no CDN) at /docs, reading the document it serves at /v1/openapi.json.
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/v1/openapi.json", doc))
         .route("/metrics", axum::routing::get(metrics::render))

@@ -206,7 +206,8 @@ async fn reply(
         .phones
         .parse(&b.from)
         .map_err(|_| ApiError::invalid("from", "not a phone number"))?;
-    let class = s.replies.classify(&b.text).class;
+    let classified = s.replies.classify(&b.text);
+    let class = classified.class;
     let kind = serde_json::to_string(&reachline_policy::EvidenceKind::Reply {
         channel: reachline_domain::Channel::Sms,
         class,
@@ -222,6 +223,15 @@ async fn reply(
             .add_evidence(c.borrower_id, Some(c.id), now, &source, &kind)
             .await?;
         accepted += 1;
+        // A reply naming a new number starts the verified flow on it: a link goes to the new
+        // number, and the change still needs an existing factor. The reply alone changes nothing.
+        if let Some(new) = &classified.new_number {
+            match crate::change::start(s, c.borrower_id, new, crate::change::Source::Reply, None, "reply", now).await {
+                Ok(_) => {}
+                Err(crate::change::ChangeError::Api(e)) => return Err(e),
+                Err(e) => tracing::info!(error = %e, "a reply's new number did not start a change"),
+            }
+        }
     }
     s.metrics.webhook_receipt(&cfg.name, class.as_str());
     Ok(WebhookAnswer {

@@ -423,7 +423,7 @@ pub(crate) const BUCKET_CASE: &str = "CASE WHEN dpd <= 0 THEN 'current' WHEN dpd
 
 /// The engine's storage, implemented by both back ends.
 #[async_trait]
-pub trait EngineStore: Send + Sync {
+pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
     /// Every borrower with an unpaid installment due between `from` and `to` and no wake time
     /// later than `now`, in id order: one pass's work, found from the due-date index.
     async fn due_borrowers(&self, from: NaiveDate, to: NaiveDate, now: DateTime<Utc>) -> Result<Vec<BorrowerId>>;

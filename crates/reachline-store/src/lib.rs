@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod engine;
 pub mod ledger;
 pub mod postgres;
+pub mod selfservice;
 pub mod server;
 pub mod sqlite;
 
@@ -270,6 +271,7 @@ pub struct Stores {
     pub store: std::sync::Arc<dyn Store>,
     pub engine: std::sync::Arc<dyn engine::EngineStore>,
     pub server: std::sync::Arc<dyn server::ServerStore>,
+    pub selfservice: std::sync::Arc<dyn selfservice::SelfServiceStore>,
 }
 
 impl Stores {
@@ -278,7 +280,8 @@ impl Stores {
         Stores {
             store: s.clone(),
             engine: s.clone(),
-            server: s,
+            server: s.clone(),
+            selfservice: s,
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct EngineSection {
     pub service_phone: String,
     /// The base of the links notices carry; a 23-character signed token follows.
     pub link_base: String,
+    /// Where the borrower's self-service pages are served (`reachline serve`), ending in `/`:
+    /// contact-check links go to `<base>c/<token>`.
+    pub self_service_base: String,
     /// Seconds between two passes of the planner and the dispatchers.
     pub tick_seconds: u64,
     /// Seconds a dispatcher holds a row before another may take it.
@@ -62,6 +65,7 @@ impl Default for EngineSection {
             lender_name: e.lender_name,
             service_phone: e.service_phone,
             link_base: e.link_base,
+            self_service_base: e.self_service_base,
             tick_seconds: 60,
             lease_seconds: e.lease.num_seconds() as u64,
             concurrency: e.concurrency,
@@ -447,6 +451,7 @@ max_entries = 100000
 lender_name = "示例金融"
 service_phone = "95500"
 link_base = "https://r.example/n/"   # a 23-character signed token follows
+self_service_base = "https://r.example/"  # the borrower's pages (contact-check links)
 tick_seconds = 60                    # between two planning and dispatch passes
 lease_seconds = 300                  # a dispatcher's hold on a row
 concurrency = 64                     # sends in flight
@@ -502,6 +507,23 @@ token_cache_seconds = 60             # a verified token is trusted this long (a 
 # kind = "sms_receipt"       # sms_receipt, voice_outcome, sms_reply, push_outcome
 # secret = "..."             # better from the environment
 # window_seconds = 300       # replay window
+
+# The borrower's pages (/n/<token>, /c/<token>, /me) and the number-change flow.
+[server.self_service]
+identity = "none"            # who may authorise a change by an identity check: none, sandbox
+[server.self_service.change]
+cooling_days = 7             # after a change, another is refused this long
+sim_swap_days = 7            # a SIM swap of the new number this recent sends it to review
+port_days = 7                # so does a port
+max_starts_per_day = 3       # changes one borrower may start in 24 hours
+refuse_voip = true
+valid_minutes = 30           # a change lapses if not proven by then
+[server.self_service.codes]
+digits = 6                   # at least 6
+valid_minutes = 10           # at most 10
+max_guesses = 5
+max_sends = 5
+max_consecutive_failures = 100
 "#;
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ pub fn engine_config(cfg: &Config, keys: &Keyring) -> anyhow::Result<EngineConfi
         lender_name: e.lender_name.clone(),
         service_phone: e.service_phone.clone(),
         link_base: e.link_base.clone(),
+        self_service_base: e.self_service_base.clone(),
         link_key: keys.blind_index("notice-link", "v1").to_vec(),
         lease: Duration::seconds(e.lease_seconds as i64),
         concurrency: e.concurrency,

@@ -161,6 +161,19 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Ok(signer) = cfg.ledger_signer() {
         server.set_ledger_key(signer.verifier());
     }
+    if let Some(intel) = engine.intel() {
+        let _ = server.intel.set(intel.clone());
+    }
+    match cfg.server.self_service.identity.as_str() {
+        "none" => {}
+        "sandbox" => {
+            tracing::warn!("the sandbox identity provider confirms every number: for trials only");
+            let _ = server
+                .identity
+                .set(Arc::new(reachline_server::identity::SandboxIdentity::default()));
+        }
+        other => anyhow::bail!("[server.self_service] identity = {other:?}: expected \"none\" or \"sandbox\""),
+    }
     let listen = args.listen.as_deref().unwrap_or(&cfg.server.listen);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -1,6 +1,9 @@
 //! The server over a real socket and a fresh SQLite database: every route with every role, the
 //! unmasked read and its log, the book's all-or-nothing upsert, webhooks' authentication and
-//! replay refusal, payments, consents, tokens, and errors' shape.
+//! replay refusal, payments, consents, tokens, and errors' shape; the borrower's pages and the
+//! number-change flow (`selfservice`).
+
+mod selfservice;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ struct Harness {
     tokens: Vec<(Role, String)>,
     stores: Stores,
     engine: Arc<Engine>,
+    server: Arc<reachline_server::Server>,
 }
 
 impl Harness {
@@ -45,6 +49,13 @@ impl Harness {
 
     /// None on PostgreSQL when no server is named.
     async fn start_on(db: Db) -> Option<Harness> {
+        Harness::start_with(db, Vec::new()).await
+    }
+
+    /// With these channels (the engine's and the number-change flow's).
+    async fn start_with(db: Db, channels: Vec<Arc<dyn reachline_channels::Channel>>) -> Option<Harness> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let dir = tempfile::tempdir().unwrap();
         let (url, pg) = match db {
             Db::Sqlite => (format!("sqlite://{}", dir.path().join("s.db").display()), None),
@@ -75,9 +86,13 @@ impl Harness {
         let engine = Arc::new(
             Engine::new(
                 stores.engine.clone(),
-                vec![],
+                channels,
                 Templates::load(Templates::builtin_sources()).unwrap(),
-                EngineConfig::default(),
+                EngineConfig {
+                    link_base: format!("{base}/n/"),
+                    self_service_base: format!("{base}/"),
+                    ..EngineConfig::default()
+                },
             )
             .with_ledger(LedgerSink {
                 sequencer: Arc::new(sequencer),
@@ -133,9 +148,10 @@ impl Harness {
             stores.server.create_token(&t.record).await.unwrap();
             tokens.push((role, t.token));
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(reachline_server::serve(listener, reachline_server::router(server)));
+        tokio::spawn(reachline_server::serve(
+            listener,
+            reachline_server::router(server.clone()),
+        ));
         let h = Harness {
             _dir: dir,
             pg,
@@ -144,6 +160,7 @@ impl Harness {
             tokens,
             stores,
             engine,
+            server,
         };
         let r = h.call(Role::Admin, "POST", "/v1/book", Some(book())).await;
         assert_eq!(r.0, 200, "{}", r.1);
@@ -226,13 +243,19 @@ fn probe(method: &str, template: &str) -> (String, Option<Value>) {
         .replace("{external_id}", "B1")
         .replace("{contact_id}", "1")
         .replace("{notice_id}", "1")
-        .replace("{token_id}", "000000000000");
+        .replace("{token_id}", "000000000000")
+        .replace("{change_id}", "1")
+        .replace("{request_id}", "1");
     let body = (method == "POST").then(|| match template {
         "/v1/book" => json!({"borrowers": [{"external_id": "B9", "name": "王芳"}]}),
         "/v1/payments" => json!({"loan_id": "L1", "seq": 2, "amount_minor": 100}),
         "/v1/tokens" => json!({"name": "probe", "role": "auditor"}),
         "/v1/contacts/{contact_id}/verify" => json!({"method": "call"}),
         "/v1/contacts/{contact_id}/retire" => json!({"reason": "probe"}),
+        "/v1/contact-changes/{change_id}/approve" | "/v1/contact-changes/{change_id}/reject" => {
+            json!({"reason": "probe"})
+        }
+        "/v1/plan-requests/{request_id}/decide" => json!({"state": "declined", "reason": "probe"}),
         "/v1/borrowers/{external_id}/contacts" => {
             json!({"slot": "backup1", "kind": "mobile", "role": "backup", "value": "13700002222"})
         }

@@ -25,6 +25,7 @@ use crate::{
 
 pub mod engine;
 pub mod ledger;
+pub mod selfservice;
 pub mod server;
 
 pub use ledger::SqliteLedger;
@@ -38,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_wake_seq.sql"),
     include_str!("../../migrations/sqlite/0007_server.sql"),
     include_str!("../../migrations/sqlite/0008_operators.sql"),
+    include_str!("../../migrations/sqlite/0009_selfservice.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.
@@ -152,7 +154,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-fn sealer_for(c: &Connection, keys: &Keyring, borrower: BorrowerId) -> Result<Sealer> {
+pub(super) fn sealer_for(c: &Connection, keys: &Keyring, borrower: BorrowerId) -> Result<Sealer> {
     Ok(data_key_for(c, keys, borrower)?.sealer())
 }
 
@@ -252,7 +254,13 @@ fn query_contacts(
     Ok(out)
 }
 
-fn insert_contact(c: &Connection, borrower: BorrowerId, row: &ContactRow, at: i64, actor: &str) -> Result<ContactId> {
+pub(super) fn insert_contact(
+    c: &Connection,
+    borrower: BorrowerId,
+    row: &ContactRow,
+    at: i64,
+    actor: &str,
+) -> Result<ContactId> {
     c.prepare_cached(
         "INSERT INTO contact_points (borrower_id, slot, kind, role, relation, line_type, address_enc, address_bidx, \
          holder_name_enc, bound_since, source, verified_at, added_at) \
@@ -307,7 +315,14 @@ fn insert_event(
 
 /// Retires or verifies a current contact point and records the event, in one step: the
 /// `detail` is the retirement reason or the verification method.
-fn mark(c: &Connection, contact: ContactId, kind: ContactEventKind, at: i64, actor: &str, detail: &str) -> Result<()> {
+pub(super) fn mark(
+    c: &Connection,
+    contact: ContactId,
+    kind: ContactEventKind,
+    at: i64,
+    actor: &str,
+    detail: &str,
+) -> Result<()> {
     let borrower: Option<i64> = match kind {
         ContactEventKind::Retired => c
             .prepare_cached(
@@ -330,7 +345,7 @@ fn mark(c: &Connection, contact: ContactId, kind: ContactEventKind, at: i64, act
     insert_event(c, contact, BorrowerId(borrower), kind, at, actor, Some(detail))
 }
 
-fn current_slot(c: &Connection, borrower: BorrowerId, slot: &str) -> Result<Option<CurrentSlot>> {
+pub(super) fn current_slot(c: &Connection, borrower: BorrowerId, slot: &str) -> Result<Option<CurrentSlot>> {
     Ok(c.prepare_cached(
         "SELECT id, kind, address_bidx, verified_at FROM contact_points WHERE borrower_id = ?1 AND slot = ?2 AND retired_at IS NULL",
     )?

@@ -4,6 +4,7 @@
 mod engine;
 mod helpers;
 mod ledger;
+mod selfservice;
 mod server;
 mod stories;
 
@@ -31,6 +32,7 @@ macro_rules! on_both {
 
 use engine::*;
 use ledger::*;
+use selfservice::*;
 use server::*;
 use stories::*;
 
@@ -57,4 +59,7 @@ on_both!(
     a_wake_by_evidence_outlives_a_plan_read_before_it,
     tokens_access_log_and_webhook_sightings,
     the_dashboard_reads_what_happened,
+    number_changes_are_versioned_and_applied_in_one_step,
+    checks_steps_nonces_sessions_and_failures,
+    plan_requests_keep_the_borrowers_words_sealed,
 );

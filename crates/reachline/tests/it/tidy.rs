@@ -48,6 +48,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "reachline-channels",
             "reachline-domain",
             "reachline-engine",
+            "reachline-intel",
             "reachline-ledger",
             "reachline-policy",
             "reachline-store",

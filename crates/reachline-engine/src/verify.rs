@@ -1,0 +1,446 @@
+//! Confirming a number: contact checks (a borrower whose number is in doubt is asked on their
+//! other channels, with a signed, expiring, single-use link), verification messages (one-time
+//! codes, links to a new number, news of a change to the old channels), and the record of every
+//! step — a row in `contact_change_steps` and a `contact_change_step` ledger leaf.
+//!
+//! Verification messages pass gates like notices: one to a contact point needs a `Permit` from
+//! [`reachline_policy::check`] (health, consent for verification); one to a number that is not
+//! a contact point yet needs a `NumberPermit` from [`reachline_policy::check_new_number`]. A
+//! check the engine starts (the borrower did not ask) also waits for the service hours.
+
+use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
+use reachline_channels::{MessageRef, Outbound, SendError};
+use reachline_domain::{BorrowerId, Channel, ContactAddress, ContactId, PhoneNumber, Purpose};
+use reachline_ledger::leaf::{content_hash, Code, Leaf, LeafKind, TemplateRef};
+use reachline_policy::codes::{sign_link, LinkClaims};
+use reachline_policy::gates::{self, Gate};
+use reachline_store::selfservice::{Filter, StepRecord};
+use serde::Serialize;
+
+use crate::plan::Owned;
+use crate::{Engine, EngineError};
+
+/// Where a verification message goes.
+#[derive(Debug, Clone)]
+pub enum VerifyTarget {
+    /// One of the borrower's contact points.
+    Contact(ContactId),
+    /// A number that is not a contact point yet (the new number of a change), by SMS.
+    Number(PhoneNumber),
+}
+
+/// One verification message to send, and the step it records.
+#[derive(Debug, Clone)]
+pub struct VerifySend {
+    pub borrower: BorrowerId,
+    pub target: VerifyTarget,
+    /// A verification template: `contact_check_other`, `verification_code`,
+    /// `confirm_new_number`, `number_changed`.
+    pub template: &'static str,
+    pub code: Option<String>,
+    pub link: Option<String>,
+    pub change: Option<i64>,
+    pub check: Option<i64>,
+    /// The step recorded when a provider takes it: `link_sent`, `code_sent`, `old_channel_told`.
+    pub step: &'static str,
+    pub actor: String,
+    /// The borrower asked for it (a code): it goes at any hour. Otherwise (a check the engine
+    /// starts) it waits for the service hours.
+    pub asked_by_borrower: bool,
+}
+
+/// Why a verification message did not go.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the gates refused it: {0}")]
+    Refused(&'static str),
+    #[error("outside the service hours; it goes from {0}")]
+    NotNow(DateTime<Utc>),
+    #[error("no provider is configured for {0} messages")]
+    NoChannel(Channel),
+    #[error("the provider did not take it: {0}")]
+    NotSent(SendError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<reachline_store::StoreError> for VerifyError {
+    fn from(e: reachline_store::StoreError) -> Self {
+        VerifyError::Engine(e.into())
+    }
+}
+
+/// What went, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifySent {
+    pub channel: Channel,
+    pub contact: Option<ContactId>,
+    pub provider: String,
+}
+
+/// The variables of a verification template (`templates::VERIFICATION_FIELDS`).
+#[derive(Serialize)]
+struct VerifyContext<'a> {
+    lender_name: &'a str,
+    service_phone: &'a str,
+    link: &'a str,
+    code: &'a str,
+}
+
+/// What a step's leaf says of a message, when the step is a message.
+struct Sent<'a> {
+    channel: Channel,
+    contact: Option<ContactId>,
+    provider_id: Option<&'a str>,
+    template: (&'a str, u32),
+    text: &'a str,
+    address: &'a ContactAddress,
+}
+
+fn code(s: &str) -> Result<Code, EngineError> {
+    Code::parse(s).map_err(|e| EngineError::Ledger(format!("{s:?}: {e}")))
+}
+
+/// How long a contact check waits for the borrower before it becomes an operator's task.
+const CHECK_PATIENCE: Duration = Duration::hours(72);
+
+impl Engine {
+    /// Records one step of a check or a change: a row, and a ledger leaf (when the engine keeps
+    /// a ledger) that returns once it is under a signed checkpoint.
+    pub async fn record_step(&self, step: &StepRecord) -> Result<(), EngineError> {
+        self.record_step_with(step, None).await
+    }
+
+    async fn record_step_with(&self, step: &StepRecord, sent: Option<Sent<'_>>) -> Result<(), EngineError> {
+        if let Some(l) = &self.ledger {
+            let mut leaf = Leaf {
+                kind: LeafKind::ContactChangeStep {
+                    step: code(&step.step)?,
+                },
+                time_micros: step.at.timestamp_micros(),
+                borrower: step.borrower,
+                notice: None,
+                contact: None,
+                channel: None,
+                provider_message_id: None,
+                template: None,
+                content_hash: None,
+                address_commitment: None,
+            };
+            if let Some(s) = sent {
+                let key = l
+                    .store
+                    .commitment_key(step.borrower)
+                    .await
+                    .map_err(|e| EngineError::Ledger(e.to_string()))?;
+                leaf.contact = s.contact;
+                leaf.channel = Some(s.channel);
+                leaf.provider_message_id = s
+                    .provider_id
+                    .filter(|p| !p.is_empty() && p.len() <= 255 && p.bytes().all(|b| b.is_ascii_graphic()))
+                    .map(str::to_string);
+                leaf.template = Some(TemplateRef {
+                    id: code(s.template.0)?,
+                    version: s.template.1,
+                });
+                leaf.content_hash = Some(content_hash(s.text));
+                leaf.address_commitment = Some(key.commit(s.address));
+            }
+            l.sequencer
+                .append_all(&[leaf])
+                .await
+                .map_err(|e| EngineError::Ledger(e.to_string()))?;
+        }
+        self.store.add_step(step).await?;
+        Ok(())
+    }
+
+    /// Sends one verification message through the gates, and records its step.
+    pub async fn send_verification(&self, v: &VerifySend, now: DateTime<Utc>) -> Result<VerifySent, VerifyError> {
+        let today = now.date_naive();
+        let view = self
+            .store
+            .views(&[v.borrower], today - Duration::days(1), today + Duration::days(1))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(VerifyError::Refused("no_such_borrower"))?;
+        let (address, channel, contact) = match &v.target {
+            VerifyTarget::Contact(cid) => {
+                let c = view
+                    .contacts
+                    .iter()
+                    .find(|c| c.id == *cid && !c.retired && !c.role.is_third_party())
+                    .ok_or(VerifyError::Refused("no_such_contact"))?;
+                let channel = reachline_policy::channels_of(c.kind)
+                    .iter()
+                    .copied()
+                    .find(|ch| self.channels.contains_key(ch) && *ch != Channel::Voice)
+                    .ok_or(VerifyError::NoChannel(reachline_policy::channels_of(c.kind)[0]))?;
+                let owned = Owned::build(&view, &self.cfg, now)?;
+                let assessment = owned
+                    .health
+                    .contacts
+                    .iter()
+                    .find(|a| a.contact == *cid)
+                    .ok_or(VerifyError::Refused("no_such_contact"))?;
+                let profile = self.cfg.profile(view.jurisdiction);
+                let req = gates::Request {
+                    zones: &owned.zones,
+                    purpose: Purpose::Verification,
+                    channel,
+                    contact: assessment,
+                    third_party: None,
+                    mentions_debt: false,
+                    consents: &view.consents,
+                };
+                match gates::check(&req, &[], profile, now) {
+                    Gate::Allow(_) => {}
+                    Gate::Defer { reason, .. } | Gate::Suppress { reason, .. } => {
+                        return Err(VerifyError::Refused(reason.as_str()))
+                    }
+                }
+                if !v.asked_by_borrower {
+                    if let Some(w) = profile.window(Purpose::Service) {
+                        let local = now.with_timezone(&view.zone);
+                        if !w.contains(local.time()) {
+                            let start = if local.time() < w.start {
+                                local.date_naive()
+                            } else {
+                                local.date_naive() + Duration::days(1)
+                            };
+                            let at = start
+                                .and_time(w.start)
+                                .and_local_timezone(view.zone)
+                                .earliest()
+                                .map_or(now + Duration::hours(1), |t| t.with_timezone(&Utc));
+                            return Err(VerifyError::NotNow(at));
+                        }
+                    }
+                }
+                let target = self.store.send_target(v.borrower, *cid).await?;
+                (target.address, channel, Some(*cid))
+            }
+            VerifyTarget::Number(n) => {
+                reachline_policy::check_new_number(&view.consents, Channel::Sms, now)
+                    .map_err(|r| VerifyError::Refused(r.as_str()))?;
+                (ContactAddress::Phone(n.clone()), Channel::Sms, None)
+            }
+        };
+        let Some(provider) = self.channels.get(&channel) else {
+            return Err(VerifyError::NoChannel(channel));
+        };
+        let ctx = VerifyContext {
+            lender_name: &self.cfg.lender_name,
+            service_phone: &self.cfg.service_phone,
+            link: v.link.as_deref().unwrap_or(""),
+            code: v.code.as_deref().unwrap_or(""),
+        };
+        let rendered = self
+            .templates
+            .render(v.template, view.locale, &ctx)
+            .map_err(EngineError::Template)?;
+        let msg = Outbound {
+            reference: MessageRef(format!(
+                "verify-{}-{}",
+                v.change.or(v.check).unwrap_or(0),
+                rand::rngs::OsRng.next_u32()
+            )),
+            to: address.clone(),
+            text: rendered.text.clone(),
+        };
+        let started = std::time::Instant::now();
+        let res = provider.send(&msg).await;
+        if let Some(o) = self.counters.observer.get() {
+            let (p, refused) = match &res {
+                Ok(a) => (a.provider.as_str(), None),
+                Err(e) => (e.provider.as_str(), Some(e.class)),
+            };
+            o.handed_over(channel, p, started.elapsed(), refused);
+        }
+        let accepted = res.map_err(VerifyError::NotSent)?;
+        let step = StepRecord {
+            borrower: v.borrower,
+            change: v.change,
+            check: v.check,
+            at: now,
+            step: v.step.to_string(),
+            actor: v.actor.clone(),
+            detail: Some(
+                serde_json::json!({
+                    "channel": channel.as_str(),
+                    "contact": contact.map(|c| c.0),
+                    "provider": accepted.provider,
+                    "template": rendered.template_id,
+                })
+                .to_string(),
+            ),
+        };
+        self.record_step_with(
+            &step,
+            Some(Sent {
+                channel,
+                contact,
+                provider_id: accepted.provider_ids.first().map(String::as_str),
+                template: (&rendered.template_id, rendered.version),
+                text: &rendered.text,
+                address: &address,
+            }),
+        )
+        .await?;
+        Ok(VerifySent {
+            channel,
+            contact,
+            provider: accepted.provider,
+        })
+    }
+
+    /// A signed, expiring, single-use link to the self-service pages.
+    pub fn check_link(
+        &self,
+        borrower: BorrowerId,
+        contact: Option<ContactId>,
+        action: String,
+        expires: DateTime<Utc>,
+    ) -> String {
+        let claims = LinkClaims {
+            borrower: borrower.0,
+            contact: contact.map(|c| c.0),
+            action,
+            expires_at: expires,
+            // Only the server's record of it matters (single use); random so that two links
+            // never share one.
+            nonce: rand::rngs::OsRng.next_u64() >> 1,
+        };
+        format!(
+            "{}c/{}",
+            self.cfg.self_service_base,
+            sign_link(&self.cfg.link_key, &claims)
+        )
+    }
+
+    /// A borrower whose contact `doubt` (or who as a whole) health says must be re-verified:
+    /// opens a check, sends a link on every other working channel, and makes it an operator's
+    /// task when no channel can carry one or the borrower has not answered in 72 hours.
+    pub async fn contact_check(
+        &self,
+        borrower: BorrowerId,
+        doubt: Option<ContactId>,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let reason = if doubt.is_some() {
+            "contact_in_doubt"
+        } else {
+            "unreachable"
+        };
+        let (check, created) = self.store.open_check(borrower, doubt, reason, now).await?;
+        let step = |s: &str, detail: Option<String>| StepRecord {
+            borrower,
+            change: None,
+            check: Some(check.id),
+            at: now,
+            step: s.to_string(),
+            actor: "engine".into(),
+            detail,
+        };
+        if created {
+            let detail = serde_json::json!({"contact": doubt.map(|c| c.0), "reason": reason}).to_string();
+            self.record_step(&step("check_started", Some(detail))).await?;
+        }
+        if check.state != "open" {
+            return Ok(());
+        }
+        let steps = self.store.steps(borrower, None, Some(check.id)).await?;
+        // `links_sending` is recorded before the first link goes: a crash mid-send leaves the
+        // links in doubt, and they are not sent again (as the outbox never resubmits).
+        if steps.iter().any(|s| s.step == "links_sending") {
+            if now - check.opened_at >= CHECK_PATIENCE {
+                self.store.set_check_state(check.id, "operator_task", now).await?;
+                self.record_step(&step("operator_task", Some(r#"{"why":"no_answer"}"#.into())))
+                    .await?;
+            }
+            return Ok(());
+        }
+        let today = now.date_naive();
+        let view = self
+            .store
+            .views(&[borrower], today - Duration::days(1), today + Duration::days(1))
+            .await?;
+        let Some(view) = view.first() else { return Ok(()) };
+        // A check the borrower did not ask for waits for the service hours.
+        if let Some(w) = self.cfg.profile(view.jurisdiction).window(Purpose::Service) {
+            if !w.contains(now.with_timezone(&view.zone).time()) {
+                return Ok(());
+            }
+        }
+        let others: Vec<ContactId> = view
+            .contacts
+            .iter()
+            .filter(|c| !c.retired && !c.role.is_third_party() && Some(c.id) != doubt)
+            .map(|c| c.id)
+            .collect();
+        self.record_step(&step(
+            "links_sending",
+            Some(format!(r#"{{"contacts":{}}}"#, others.len())),
+        ))
+        .await?;
+        let (mut sent, mut later) = (0, false);
+        for contact in others {
+            let link = self.check_link(
+                borrower,
+                Some(contact),
+                format!("check:{}", check.id),
+                now + CHECK_PATIENCE,
+            );
+            let v = VerifySend {
+                borrower,
+                target: VerifyTarget::Contact(contact),
+                template: "contact_check_other",
+                code: None,
+                link: Some(link),
+                change: None,
+                check: Some(check.id),
+                step: "link_sent",
+                actor: "engine".into(),
+                asked_by_borrower: false,
+            };
+            match self.send_verification(&v, now).await {
+                Ok(_) => sent += 1,
+                Err(VerifyError::NotNow(_)) => later = true,
+                Err(VerifyError::Engine(e)) => return Err(e),
+                Err(e) => {
+                    tracing::info!(check = check.id, contact = contact.0, error = %e, "no check link on this contact")
+                }
+            }
+        }
+        if sent == 0 && !later {
+            self.store.set_check_state(check.id, "operator_task", now).await?;
+            self.record_step(&step("operator_task", Some(r#"{"why":"no_other_channel"}"#.into())))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The open contact checks and operator tasks (for the dashboard and the API).
+    pub async fn open_checks(&self, limit: u32) -> Result<Vec<reachline_store::selfservice::CheckRecord>, EngineError> {
+        let mut out = self
+            .store
+            .checks(&Filter {
+                state: Some("operator_task".into()),
+                borrower: None,
+                limit,
+            })
+            .await?;
+        out.extend(
+            self.store
+                .checks(&Filter {
+                    state: Some("open".into()),
+                    borrower: None,
+                    limit,
+                })
+                .await?,
+        );
+        Ok(out)
+    }
+}

@@ -1,0 +1,1160 @@
+//! The borrower's pages: server-rendered, mobile-first, zh-CN and en, no JavaScript.
+//!
+//! - `/n/<token>` — a notice's link: opening it confirms receipt (engagement evidence). It shows
+//!   what the notice said and nothing more, since a recycled number's new holder may open it;
+//!   "not my number" records a wrong-party report; the account needs the borrower's name and
+//!   ID number (compared with the lender's record; failures count toward the code lock).
+//! - `/c/<token>` — a signed, expiring, single-use link sent by a contact check (to another
+//!   channel) or to a new number after a reply. `GET` only shows a button (mail scanners open
+//!   links); `POST` spends the nonce and opens a session whose factor is that channel.
+//! - `/me` — the account: loans and schedule, contact points (masked), consents (withdraw per
+//!   purpose), a number change, a repayment-plan request.
+//!
+//! Sessions: an `HttpOnly`, `SameSite=Strict` cookie (`Secure` under TLS), 30 minutes, the
+//! SHA-256 stored; every form carries the session's CSRF token.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use chrono::Duration;
+use rand::RngCore;
+use reachline_domain::{
+    BorrowerId, Channel, ConsentSource, ConsentState, ContactId, Locale, NationalId, PersonName, Purpose,
+};
+use reachline_policy::change::{ChangeState, Factor};
+use reachline_policy::codes::{verify_link, verify_notice_token};
+use reachline_store::selfservice::{BorrowerSession, StepRecord};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::change::{self, ChangeError, Source};
+use crate::charts::esc;
+use crate::identity::Verdict;
+use crate::AppState;
+
+const COOKIE: &str = "rl_b";
+const SESSION_MINUTES: i64 = 30;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/n/{token}", get(notice_page))
+        .route("/n/{token}/wrong", post(wrong_number))
+        .route("/n/{token}/identify", post(identify))
+        .route("/c/{token}", get(link_page).post(link_open))
+        .route("/me", get(home))
+        .route("/me/number", post(number_start))
+        .route("/me/number/{id}", get(number_page))
+        .route("/me/number/{id}/code", post(number_code))
+        .route("/me/number/{id}/resend", post(number_resend))
+        .route("/me/consent", post(consent))
+        .route("/me/plan", post(plan_request))
+        .route("/me/logout", post(logout))
+}
+
+/// The words of the pages, per language.
+struct T {
+    lang: &'static str,
+    other_lang: (&'static str, &'static str),
+    title: &'static str,
+    notice_received: &'static str,
+    notice_shows: &'static str,
+    due: &'static str,
+    not_mine: &'static str,
+    not_mine_done: &'static str,
+    manage: &'static str,
+    name: &'static str,
+    national_id: &'static str,
+    continue_: &'static str,
+    identify_failed: &'static str,
+    link_intro: &'static str,
+    link_used: &'static str,
+    link_bad: &'static str,
+    session_needed: &'static str,
+    loans: &'static str,
+    seq: &'static str,
+    due_date: &'static str,
+    amount: &'static str,
+    paid: &'static str,
+    contacts: &'static str,
+    change_number: &'static str,
+    new_number: &'static str,
+    send_code: &'static str,
+    code_sent: &'static str,
+    code: &'static str,
+    confirm: &'static str,
+    resend: &'static str,
+    applied: &'static str,
+    review: &'static str,
+    awaiting_factor: &'static str,
+    consents: &'static str,
+    withdraw: &'static str,
+    withdrawn: &'static str,
+    granted: &'static str,
+    plan: &'static str,
+    plan_kind: &'static str,
+    extension: &'static str,
+    split: &'static str,
+    due_day: &'static str,
+    reason: &'static str,
+    plan_sent: &'static str,
+    logout: &'static str,
+    purposes: [(&'static str, &'static str); 4],
+    back: &'static str,
+}
+
+const ZH: T = T {
+    lang: "zh-CN",
+    other_lang: ("en", "English"),
+    title: "我的账户",
+    notice_received: "已确认收到通知，谢谢。",
+    notice_shows: "通知内容",
+    due: "应还",
+    not_mine: "这不是我的号码 / 我不认识此人",
+    not_mine_done: "已记录。我们不会再向此号码发送此人的通知。",
+    manage: "管理我的账户（需验证身份）",
+    name: "姓名",
+    national_id: "身份证号码",
+    continue_: "继续",
+    identify_failed: "信息不符，未做任何更改。",
+    link_intro: "请点击继续，确认这是您本人。",
+    link_used: "此链接已使用过，不能再次使用。如需帮助请联系客服。",
+    link_bad: "此链接无效或已过期，未做任何更改。",
+    session_needed: "请通过我们发送给您的链接进入。",
+    loans: "借款与还款计划",
+    seq: "期数",
+    due_date: "到期日",
+    amount: "应还金额",
+    paid: "已还",
+    contacts: "联系方式",
+    change_number: "更换手机号码",
+    new_number: "新手机号码",
+    send_code: "发送验证码到新号码",
+    code_sent: "验证码已发送到新号码，10分钟内有效。",
+    code: "验证码",
+    confirm: "确认",
+    resend: "重新发送验证码",
+    applied: "号码已更换。之后的通知将发送到新号码。",
+    review: "为保护您的账户，此次更换需人工审核，我们会尽快处理。",
+    awaiting_factor: "新号码已确认。我们还需确认是您本人：请打开我们发送到您其他联系方式的链接，或前往网点办理。",
+    consents: "授权",
+    withdraw: "撤回",
+    withdrawn: "已撤回",
+    granted: "已授权",
+    plan: "申请调整还款计划",
+    plan_kind: "类型",
+    extension: "延期",
+    split: "分期",
+    due_day: "更改还款日",
+    reason: "原因",
+    plan_sent: "申请已提交，工作人员会与您联系。",
+    logout: "退出",
+    purposes: [
+        ("service", "服务通知"),
+        ("collection", "催收通知"),
+        ("verification", "验证消息"),
+        ("third_party", "联系紧急联系人"),
+    ],
+    back: "返回",
+};
+
+const EN: T = T {
+    lang: "en",
+    other_lang: ("zh", "中文"),
+    title: "My account",
+    notice_received: "Thank you: your receipt of this notice is recorded.",
+    notice_shows: "The notice",
+    due: "Due",
+    not_mine: "This is not my number / I do not know this person",
+    not_mine_done: "Recorded. We will not send this person's notices to this number again.",
+    manage: "Manage my account (identity check)",
+    name: "Full name",
+    national_id: "ID number",
+    continue_: "Continue",
+    identify_failed: "The details do not match. Nothing was changed.",
+    link_intro: "Press continue to confirm it is you.",
+    link_used: "This link was already used and cannot be used again. Contact us if you need help.",
+    link_bad: "This link is not valid or has expired. Nothing was changed.",
+    session_needed: "Please come in through a link we sent you.",
+    loans: "Loans and schedule",
+    seq: "No.",
+    due_date: "Due date",
+    amount: "Amount due",
+    paid: "Paid",
+    contacts: "Contact details",
+    change_number: "Change my mobile number",
+    new_number: "New mobile number",
+    send_code: "Send a code to the new number",
+    code_sent: "A code was sent to the new number; it is valid for 10 minutes.",
+    code: "Code",
+    confirm: "Confirm",
+    resend: "Send the code again",
+    applied: "Your number was changed. Notices will go to the new number.",
+    review: "To protect your account, this change will be reviewed by our staff first.",
+    awaiting_factor: "The new number is confirmed. We still need to know it is you: open the link we sent to your other contact details, or visit a branch.",
+    consents: "Consents",
+    withdraw: "Withdraw",
+    withdrawn: "withdrawn",
+    granted: "granted",
+    plan: "Ask for a different repayment plan",
+    plan_kind: "Kind",
+    extension: "More time",
+    split: "Split the payment",
+    due_day: "Change the due day",
+    reason: "Why",
+    plan_sent: "Your request was sent; our staff will contact you.",
+    logout: "Log out",
+    purposes: [
+        ("service", "Service notices"),
+        ("collection", "Collection notices"),
+        ("verification", "Verification messages"),
+        ("third_party", "Contacting my emergency contacts"),
+    ],
+    back: "Back",
+};
+
+#[derive(Debug, Deserialize, Default)]
+struct LangQuery {
+    lang: Option<String>,
+}
+
+fn words(lang: Option<&str>, locale: Locale) -> &'static T {
+    match lang {
+        Some("en") => &EN,
+        Some("zh") | Some("zh-CN") => &ZH,
+        _ => match locale {
+            Locale::En => &EN,
+            Locale::ZhCn => &ZH,
+        },
+    }
+}
+
+fn lang_param(t: &T) -> &'static str {
+    if t.lang == "en" {
+        "en"
+    } else {
+        "zh"
+    }
+}
+
+fn page(t: &T, title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        r#"<!doctype html>
+<html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ font: 18px/1.5 system-ui, sans-serif; margin: 0; color: #111; background: #fff; }}
+header {{ background: #0b3954; color: #fff; padding: .75rem 1rem; display: flex; justify-content: space-between; align-items: center; }}
+header a {{ color: #fff; }}
+main {{ padding: 1rem; max-width: 36rem; margin: auto; }}
+section {{ border: 1px solid #767676; border-radius: 8px; padding: 1rem; margin: 0 0 1rem; }}
+h1 {{ font-size: 1.3rem; margin: 0; }} h2 {{ font-size: 1.1rem; margin: 0 0 .5rem; }}
+label {{ display: block; margin: .75rem 0 .25rem; font-weight: 600; }}
+input, select, textarea, button {{ font: inherit; width: 100%; min-height: 48px; box-sizing: border-box; padding: .5rem; border: 1px solid #333; border-radius: 6px; }}
+button {{ background: #0b3954; color: #fff; border: 0; margin-top: .75rem; cursor: pointer; }}
+button.secondary {{ background: #fff; color: #0b3954; border: 2px solid #0b3954; }}
+table {{ width: 100%; border-collapse: collapse; }} td, th {{ text-align: left; padding: .4rem .2rem; border-bottom: 1px solid #ccc; }}
+.ok {{ background: #e6f4ea; border-color: #1e6b34; }} .bad {{ background: #fdecea; border-color: #a00000; }}
+:focus {{ outline: 3px solid #f9a03f; outline-offset: 2px; }}
+</style></head>
+<body><header><h1>{title}</h1><a href="?lang={other}" lang="{other}">{other_name}</a></header>
+<main>{body}</main></body></html>"#,
+        lang = t.lang,
+        title = esc(title),
+        other = t.other_lang.0,
+        other_name = t.other_lang.1,
+    ))
+}
+
+fn message(class: &str, text: &str) -> String {
+    format!(
+        r#"<section class="{class}" role="status"><p>{}</p></section>"#,
+        esc(text)
+    )
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn digest(v: &str) -> [u8; 32] {
+    Sha256::digest(v.as_bytes()).into()
+}
+
+/// A borrower's live session.
+struct Session {
+    borrower: BorrowerId,
+    factors: Vec<Factor>,
+    csrf: String,
+}
+
+async fn session(s: &crate::Server, headers: &HeaderMap) -> Option<Session> {
+    let c = cookie(headers)?;
+    let rec = s
+        .stores
+        .selfservice
+        .borrower_session(digest(&c), s.now())
+        .await
+        .ok()??;
+    Some(Session {
+        borrower: rec.borrower,
+        factors: serde_json::from_str(&rec.factors).unwrap_or_default(),
+        csrf: rec.csrf,
+    })
+}
+
+/// Opens a session and answers with its cookie and a redirect to `to`.
+async fn open_session(s: &crate::Server, borrower: BorrowerId, factors: Vec<Factor>, to: &str) -> Response {
+    let value = random_hex(32);
+    let now = s.now();
+    let rec = BorrowerSession {
+        borrower,
+        factors: serde_json::to_string(&factors).unwrap_or_else(|_| "[]".into()),
+        csrf: random_hex(16),
+        expires_at: now + Duration::minutes(SESSION_MINUTES),
+    };
+    if s.stores
+        .selfservice
+        .create_borrower_session(digest(&value), &rec, now)
+        .await
+        .is_err()
+    {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let secure = if s.config.secure_cookies || s.config.tls_cert.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    (
+        [(
+            header::SET_COOKIE,
+            format!(
+                "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                SESSION_MINUTES * 60
+            ),
+        )],
+        Redirect::to(to),
+    )
+        .into_response()
+}
+
+/// The locale of a borrower (their record's).
+async fn locale_of(s: &crate::Server, borrower: BorrowerId) -> Locale {
+    let today = s.now().date_naive();
+    match s.stores.engine.views(&[borrower], today, today).await {
+        Ok(v) => v.first().map_or(Locale::ZhCn, |v| v.locale),
+        Err(_) => Locale::ZhCn,
+    }
+}
+
+async fn record(s: &crate::Server, borrower: BorrowerId, name: &str, detail: serde_json::Value) {
+    let step = StepRecord {
+        borrower,
+        change: None,
+        check: None,
+        at: s.now(),
+        step: name.into(),
+        actor: "borrower".into(),
+        detail: Some(detail.to_string()),
+    };
+    if let Err(e) = s.engine.record_step(&step).await {
+        tracing::error!(error = %e, "recording a borrower's step failed");
+    }
+}
+
+fn unavailable() -> Response {
+    StatusCode::SERVICE_UNAVAILABLE.into_response()
+}
+
+fn too_many(t: &T) -> Response {
+    let text = if t.lang == "en" {
+        "Too many attempts from this network; wait a minute."
+    } else {
+        "操作过于频繁，请稍后再试。"
+    };
+    (StatusCode::TOO_MANY_REQUESTS, page(t, t.title, &message("bad", text))).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// /n/<token>: a notice's link
+
+/// The notice a token names: (row id, borrower, contact, installment).
+async fn notice_of(
+    s: &crate::Server,
+    token: &str,
+) -> Option<(i64, BorrowerId, ContactId, reachline_domain::InstallmentId)> {
+    let id = verify_notice_token(&s.engine.config().link_key, token).ok()? as i64;
+    let rows = s
+        .stores
+        .engine
+        .attempts(&reachline_store::engine::AttemptFilter {
+            after: Some(id - 1),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    let row = rows.into_iter().find(|r| r.id == id)?;
+    Some((row.id, row.borrower, row.contact, row.installment))
+}
+
+async fn notice_page(State(s): State<AppState>, Path(token): Path<String>, Query(q): Query<LangQuery>) -> Response {
+    let Some((id, borrower, _, installment)) = notice_of(&s, &token).await else {
+        let t = words(q.lang.as_deref(), Locale::ZhCn);
+        return (StatusCode::NOT_FOUND, page(t, t.title, &message("bad", t.link_bad))).into_response();
+    };
+    let now = s.now();
+    if let Err(e) = s.engine.click(id, now).await {
+        tracing::error!(error = %e, "recording a click failed");
+        return unavailable();
+    }
+    let locale = locale_of(&s, borrower).await;
+    let t = words(q.lang.as_deref(), locale);
+    let today = now.date_naive();
+    let inst = s
+        .stores
+        .engine
+        .views(&[borrower], today - Duration::days(400), today + Duration::days(400))
+        .await
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .and_then(|v| v.installments.into_iter().find(|i| i.id == installment));
+    let mut body = message("ok", t.notice_received);
+    if let Some(i) = inst {
+        let left = (i.amount_due_minor - i.amount_paid_minor).max(0);
+        let _ = write!(
+            body,
+            "<section><h2>{}</h2><p>{}: {}.{:02} {} · {}: {}</p></section>",
+            t.notice_shows,
+            t.due,
+            left / 100,
+            left % 100,
+            esc(i.currency.as_str()),
+            t.due_date,
+            i.due_date
+        );
+    }
+    let lang = lang_param(t);
+    let _ = write!(
+        body,
+        r#"<section><form method="post" action="/n/{tok}/identify?lang={lang}"><h2>{manage}</h2>
+<label for="name">{name}</label><input id="name" name="name" autocomplete="name" required>
+<label for="national_id">{nid}</label><input id="national_id" name="national_id" autocomplete="off" required>
+<button>{cont}</button></form></section>
+<section><form method="post" action="/n/{tok}/wrong?lang={lang}"><button class="secondary">{not_mine}</button></form></section>"#,
+        tok = esc(&token),
+        manage = t.manage,
+        name = t.name,
+        nid = t.national_id,
+        cont = t.continue_,
+        not_mine = t.not_mine,
+    );
+    page(t, t.title, &body).into_response()
+}
+
+/// "Not my number": the holder of the number says it is not the borrower's — evidence about
+/// the contact, which health reads as a wrong party.
+async fn wrong_number(State(s): State<AppState>, Path(token): Path<String>, Query(q): Query<LangQuery>) -> Response {
+    let Some((_, borrower, contact, _)) = notice_of(&s, &token).await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let now = s.now();
+    let kind = serde_json::to_string(&reachline_policy::EvidenceKind::Reply {
+        channel: Channel::Sms,
+        class: reachline_policy::ReplyClass::WrongNumber,
+    })
+    .unwrap_or_default();
+    let source = serde_json::to_string(&reachline_policy::evidence::Source::Holder).unwrap_or_default();
+    if s.stores
+        .engine
+        .add_evidence(borrower, Some(contact), now, &source, &kind)
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    record(
+        &s,
+        borrower,
+        "wrong_party_reported",
+        serde_json::json!({"contact": contact.0}),
+    )
+    .await;
+    let t = words(q.lang.as_deref(), Locale::ZhCn);
+    page(t, t.title, &message("ok", t.not_mine_done)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct IdentifyForm {
+    name: String,
+    national_id: String,
+}
+
+/// The lender's record of a borrower (name, national ID), opened.
+async fn borrower_record(s: &crate::Server, borrower: BorrowerId) -> Option<reachline_domain::Borrower> {
+    let today = s.now().date_naive();
+    let view = s
+        .stores
+        .engine
+        .views(&[borrower], today, today)
+        .await
+        .ok()?
+        .into_iter()
+        .next()?;
+    let ext = reachline_domain::ExternalId::parse(&view.external_id).ok()?;
+    Some(s.stores.store.borrower_by_external_id(&ext).await.ok()??.borrower)
+}
+
+/// The name and ID number on a notice's page: compared with the lender's record (a failure
+/// counts toward the borrower's lock, like a wrong code), then a session without a factor.
+async fn identify(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    Query(q): Query<LangQuery>,
+    Form(f): Form<IdentifyForm>,
+) -> Response {
+    let Some((_, borrower, _, _)) = notice_of(&s, &token).await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let t = words(q.lang.as_deref(), locale_of(&s, borrower).await);
+    if s.borrower_ip_limiter.check_key(&peer.ip()).is_err() {
+        return too_many(t);
+    }
+    let now = s.now();
+    let Ok(failures) = s.stores.selfservice.code_failures(borrower).await else {
+        return unavailable();
+    };
+    let ok = failures < s.config.self_service.codes.max_consecutive_failures
+        && match borrower_record(&s, borrower).await {
+            Some(b) => {
+                let name_ok = PersonName::parse(&f.name).is_ok_and(|n| n == b.name);
+                let id_ok = b
+                    .national_id
+                    .as_ref()
+                    .is_some_and(|id| NationalId::parse(id.scheme(), &f.national_id).is_ok_and(|given| &given == id));
+                name_ok && id_ok
+            }
+            None => false,
+        };
+    if !ok {
+        let _ = s
+            .stores
+            .selfservice
+            .set_code_failures(borrower, failures + 1, now)
+            .await;
+        record(&s, borrower, "identify_failed", serde_json::json!({})).await;
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page(t, t.title, &message("bad", t.identify_failed)),
+        )
+            .into_response();
+    }
+    let _ = s.stores.selfservice.set_code_failures(borrower, 0, now).await;
+    record(&s, borrower, "identified", serde_json::json!({"by": "name_and_id"})).await;
+    open_session(&s, borrower, Vec::new(), &format!("/me?lang={}", lang_param(t))).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// /c/<token>: signed single-use links
+
+async fn link_page(State(s): State<AppState>, Path(token): Path<String>, Query(q): Query<LangQuery>) -> Response {
+    let claims = verify_link(&s.engine.config().link_key, &token, s.now());
+    let locale = match &claims {
+        Ok(c) => locale_of(&s, BorrowerId(c.borrower)).await,
+        Err(_) => Locale::ZhCn,
+    };
+    let t = words(q.lang.as_deref(), locale);
+    if claims.is_err() {
+        return (StatusCode::NOT_FOUND, page(t, t.title, &message("bad", t.link_bad))).into_response();
+    }
+    let body = format!(
+        r#"<section><p>{}</p><form method="post" action="/c/{}?lang={}"><button>{}</button></form></section>"#,
+        t.link_intro,
+        esc(&token),
+        lang_param(t),
+        t.continue_
+    );
+    page(t, t.title, &body).into_response()
+}
+
+async fn link_open(State(s): State<AppState>, Path(token): Path<String>, Query(q): Query<LangQuery>) -> Response {
+    let now = s.now();
+    let Ok(claims) = verify_link(&s.engine.config().link_key, &token, now) else {
+        let t = words(q.lang.as_deref(), Locale::ZhCn);
+        return (StatusCode::NOT_FOUND, page(t, t.title, &message("bad", t.link_bad))).into_response();
+    };
+    let borrower = BorrowerId(claims.borrower);
+    let t = words(q.lang.as_deref(), locale_of(&s, borrower).await);
+    match s.stores.selfservice.use_nonce(claims.nonce as i64, now).await {
+        Ok(true) => {}
+        Ok(false) => {
+            record(
+                &s,
+                borrower,
+                "link_reused",
+                serde_json::json!({"action": claims.action}),
+            )
+            .await;
+            return (StatusCode::GONE, page(t, t.title, &message("bad", t.link_used))).into_response();
+        }
+        Err(_) => return unavailable(),
+    }
+    let lang = lang_param(t);
+    if let Some(check) = claims.action.strip_prefix("check:") {
+        let contact = claims.contact.unwrap_or_default();
+        let detail = serde_json::json!({"check": check, "contact": contact});
+        record(&s, borrower, "link_opened", detail).await;
+        if change::close_checks(&s, borrower, "confirmed", "borrower", now)
+            .await
+            .is_err()
+        {
+            return unavailable();
+        }
+        // Opening a link sent to another channel proves that channel still reaches the borrower.
+        if let Some(c) = claims.contact {
+            let kind = serde_json::to_string(&reachline_policy::EvidenceKind::LinkClick {
+                channel: Channel::Email,
+            })
+            .unwrap_or_default();
+            let source = serde_json::to_string(&reachline_policy::evidence::Source::Holder).unwrap_or_default();
+            let _ = s
+                .stores
+                .engine
+                .add_evidence(borrower, Some(ContactId(c)), now, &source, &kind)
+                .await;
+        }
+        return open_session(
+            &s,
+            borrower,
+            vec![Factor::Link { contact }],
+            &format!("/me?lang={lang}"),
+        )
+        .await;
+    }
+    if let Some(id) = claims
+        .action
+        .strip_prefix("change:")
+        .and_then(|x| x.parse::<i64>().ok())
+    {
+        let rec = match change::own_change(&s, borrower, id, now).await {
+            Ok(r) => r,
+            Err(_) => return (StatusCode::NOT_FOUND, page(t, t.title, &message("bad", t.link_bad))).into_response(),
+        };
+        if let Err(e) = change::link_opened(&s, rec, now).await {
+            return change_error(t, e);
+        }
+        return open_session(&s, borrower, Vec::new(), &format!("/me/number/{id}?lang={lang}")).await;
+    }
+    (StatusCode::NOT_FOUND, page(t, t.title, &message("bad", t.link_bad))).into_response()
+}
+
+fn change_error(t: &T, e: ChangeError) -> Response {
+    let status = match &e {
+        ChangeError::NotFound => StatusCode::NOT_FOUND,
+        ChangeError::Api(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ChangeError::NotSent(_) => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let text = match (&e, t.lang) {
+        (ChangeError::Code(reachline_policy::codes::CodeError::Wrong), "zh-CN") => {
+            "验证码错误，未做任何更改。".to_string()
+        }
+        (ChangeError::Code(reachline_policy::codes::CodeError::Expired), "zh-CN") => {
+            "验证码已过期，请重新发送。".to_string()
+        }
+        (ChangeError::Code(reachline_policy::codes::CodeError::TooManyGuesses), "zh-CN") => {
+            "错误次数过多，请重新发送验证码。".to_string()
+        }
+        (ChangeError::Refused(reachline_policy::change::Refusal::CoolingPeriod { until }), "zh-CN") => {
+            format!(
+                "号码刚更换过，{} 之后才能再次更换。",
+                until.format("%Y-%m-%d %H:%M UTC")
+            )
+        }
+        (ChangeError::Refused(reachline_policy::change::Refusal::Voip), "zh-CN") => {
+            "不接受网络电话号码，请填写手机号码。".to_string()
+        }
+        (ChangeError::NotPending, "zh-CN") => "此次更换已结束，未做任何更改。".to_string(),
+        _ => e.to_string(),
+    };
+    (status, page(t, t.title, &message("bad", &text))).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// /me: the account
+
+async fn require(s: &crate::Server, headers: &HeaderMap, q: &LangQuery) -> Result<(Session, &'static T), Response> {
+    match session(s, headers).await {
+        Some(sess) => {
+            let t = words(q.lang.as_deref(), locale_of(s, sess.borrower).await);
+            Ok((sess, t))
+        }
+        None => {
+            let t = words(q.lang.as_deref(), Locale::ZhCn);
+            Err((
+                StatusCode::UNAUTHORIZED,
+                page(t, t.title, &message("bad", t.session_needed)),
+            )
+                .into_response())
+        }
+    }
+}
+
+fn csrf_ok(sess: &Session, given: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(sess.csrf.as_bytes().ct_eq(given.as_bytes()))
+}
+
+fn forbidden() -> Response {
+    (StatusCode::FORBIDDEN, "the form's token does not match this session").into_response()
+}
+
+async fn home(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<LangQuery>) -> Response {
+    let (sess, t) = match require(&s, &headers, &q).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let store = &s.stores.store;
+    let (Ok(loans), Ok(contacts), Ok(consents)) = (
+        store.loans(sess.borrower).await,
+        store.contacts(sess.borrower).await,
+        store.consents(sess.borrower).await,
+    ) else {
+        return unavailable();
+    };
+    let lang = lang_param(t);
+    let csrf = esc(&sess.csrf);
+    let mut body = String::new();
+    let _ = write!(body, "<section><h2>{}</h2>", t.loans);
+    let mut loan_options = String::new();
+    for l in &loans {
+        let _ = write!(
+            loan_options,
+            r#"<option value="{}">{}</option>"#,
+            l.id.0,
+            esc(l.loan.external_id.as_str())
+        );
+        let _ = write!(
+            body,
+            "<h3>{}</h3><table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            esc(l.loan.external_id.as_str()),
+            t.seq,
+            t.due_date,
+            t.amount,
+            t.paid
+        );
+        for i in store.installments(l.id).await.unwrap_or_default() {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                i.installment.seq,
+                i.installment.due_date,
+                esc(&i.installment.amount_due.to_string()),
+                esc(&i.installment.amount_paid.to_string())
+            );
+        }
+        body.push_str("</table>");
+    }
+    body.push_str("</section>");
+    let _ = write!(body, "<section><h2>{}</h2><ul>", t.contacts);
+    for c in contacts
+        .iter()
+        .filter(|c| c.is_current() && !c.point.role.is_third_party())
+    {
+        let _ = write!(
+            body,
+            "<li>{} · {}{}</li>",
+            c.point.kind.as_str(),
+            esc(&c.point.address.masked()),
+            if c.point.verified_at.is_some() { " ✓" } else { "" }
+        );
+    }
+    body.push_str("</ul></section>");
+    let _ = write!(
+        body,
+        r#"<section><form method="post" action="/me/number?lang={lang}"><h2>{h}</h2><input type="hidden" name="csrf" value="{csrf}">
+<label for="number">{label}</label><input id="number" name="number" type="tel" inputmode="tel" autocomplete="tel" required>
+<button>{send}</button></form></section>"#,
+        h = t.change_number,
+        label = t.new_number,
+        send = t.send_code
+    );
+    let _ = write!(body, "<section><h2>{}</h2>", t.consents);
+    for (code, label) in t.purposes {
+        let Ok(purpose) = code.parse::<Purpose>() else { continue };
+        let granted = reachline_domain::consent::permits(&consents, purpose, Channel::Sms);
+        let _ = write!(
+            body,
+            r#"<form method="post" action="/me/consent?lang={lang}"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="purpose" value="{code}"><p>{label}: <strong>{state}</strong></p>{button}</form>"#,
+            state = if granted { t.granted } else { t.withdrawn },
+            button = if granted {
+                format!(
+                    r#"<button class="secondary" aria-label="{} {}">{}</button>"#,
+                    t.withdraw, label, t.withdraw
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    body.push_str("</section>");
+    let _ = write!(
+        body,
+        r#"<section><form method="post" action="/me/plan?lang={lang}"><h2>{h}</h2><input type="hidden" name="csrf" value="{csrf}">
+<label for="loan">{loans}</label><select id="loan" name="loan">{loan_options}</select>
+<label for="kind">{kind}</label><select id="kind" name="kind"><option value="extension">{ext}</option><option value="split">{split}</option><option value="due_day">{dd}</option></select>
+<label for="reason">{reason}</label><textarea id="reason" name="reason" rows="3" maxlength="500" required></textarea>
+<button>{send}</button></form></section>
+<form method="post" action="/me/logout?lang={lang}"><input type="hidden" name="csrf" value="{csrf}"><button class="secondary">{logout}</button></form>"#,
+        h = t.plan,
+        loans = t.loans,
+        kind = t.plan_kind,
+        ext = t.extension,
+        split = t.split,
+        dd = t.due_day,
+        reason = t.reason,
+        send = t.confirm,
+        logout = t.logout
+    );
+    page(t, t.title, &body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct NumberForm {
+    csrf: String,
+    number: String,
+}
+
+async fn number_start(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<LangQuery>,
+    Form(f): Form<NumberForm>,
+) -> Response {
+    let (sess, t) = match require(&s, &headers, &q).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&sess, &f.csrf) {
+        return forbidden();
+    }
+    if s.borrower_ip_limiter.check_key(&peer.ip()).is_err() {
+        return too_many(t);
+    }
+    let Ok(number) = s.phones.parse(&f.number) else {
+        let text = if t.lang == "en" {
+            "That is not a phone number."
+        } else {
+            "号码格式不正确。"
+        };
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page(t, t.title, &message("bad", text)),
+        )
+            .into_response();
+    };
+    let now = s.now();
+    let mut factor = sess.factors.first().cloned();
+    if factor.is_none() {
+        factor = identity_factor(&s, sess.borrower, &number).await;
+    }
+    match change::start(&s, sess.borrower, &number, Source::Page, factor, "borrower", now).await {
+        Ok(id) => Redirect::to(&format!("/me/number/{id}?lang={}&sent=1", lang_param(t))).into_response(),
+        Err(e) => change_error(t, e),
+    }
+}
+
+/// The provider's three-factor check of the new number against the lender's record of the
+/// borrower: a match authorises the change.
+async fn identity_factor(
+    s: &crate::Server,
+    borrower: BorrowerId,
+    number: &reachline_domain::PhoneNumber,
+) -> Option<Factor> {
+    let provider = s.identity.get()?;
+    let b = borrower_record(s, borrower).await?;
+    let id = b.national_id.as_ref()?;
+    let verdict = provider.three_factor(&b.name, id, number).await;
+    let detail = serde_json::json!({"provider": provider.name(), "verdict": format!("{verdict:?}").to_lowercase()});
+    record(s, borrower, "identity_checked", detail).await;
+    (verdict == Verdict::Match).then(|| Factor::Identity {
+        provider: provider.name().to_string(),
+        method: "three_factor".into(),
+    })
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct NumberQuery {
+    lang: Option<String>,
+    sent: Option<String>,
+}
+
+async fn number_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(nq): Query<NumberQuery>,
+) -> Response {
+    let q = LangQuery { lang: nq.lang.clone() };
+    let (sess, t) = match require(&s, &headers, &q).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let rec = match change::own_change(&s, sess.borrower, id, s.now()).await {
+        Ok(r) => r,
+        Err(e) => return change_error(t, e),
+    };
+    let lang = lang_param(t);
+    let csrf = esc(&sess.csrf);
+    let flow: Option<reachline_policy::change::Flow> = serde_json::from_str(&rec.flow).ok();
+    let body = match rec.state.parse::<ChangeState>() {
+        Ok(ChangeState::Applied) => message("ok", t.applied),
+        Ok(ChangeState::Review) => message("ok", t.review),
+        Ok(ChangeState::Pending) if flow.as_ref().is_some_and(|f| f.new_number_proven) => {
+            message("ok", t.awaiting_factor)
+        }
+        Ok(ChangeState::Pending) => format!(
+            r#"{sent}<section><form method="post" action="/me/number/{id}/code?lang={lang}"><h2>{h}</h2><input type="hidden" name="csrf" value="{csrf}">
+<label for="code">{code}</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" required>
+<button>{confirm}</button></form>
+<form method="post" action="/me/number/{id}/resend?lang={lang}"><input type="hidden" name="csrf" value="{csrf}"><button class="secondary">{resend}</button></form></section>"#,
+            sent = if nq.sent.is_some() {
+                message("ok", t.code_sent)
+            } else {
+                String::new()
+            },
+            h = t.change_number,
+            code = t.code,
+            confirm = t.confirm,
+            resend = t.resend
+        ),
+        _ => message(
+            "bad",
+            if t.lang == "en" {
+                "This change has ended; nothing was changed."
+            } else {
+                "此次更换已结束，未做任何更改。"
+            },
+        ),
+    };
+    let body = format!(r#"{body}<p><a href="/me?lang={lang}">{}</a></p>"#, t.back);
+    page(t, t.title, &body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct CodeForm {
+    csrf: String,
+    code: String,
+}
+
+async fn number_code(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<LangQuery>,
+    Form(f): Form<CodeForm>,
+) -> Response {
+    let (sess, t) = match require(&s, &headers, &q).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&sess, &f.csrf) {
+        return forbidden();
+    }
+    let now = s.now();
+    let rec = match change::own_change(&s, sess.borrower, id, now).await {
+        Ok(r) => r,
+        Err(e) => return change_error(t, e),
+    };
+    match change::enter_code(&s, rec, &f.code, now).await {
+        Ok(_) => Redirect::to(&format!("/me/number/{id}?lang={}", lang_param(t))).into_response(),
+        Err(e) => change_error(t, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn number_resend(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<LangQuery>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let (sess, t) = match require(&s, &headers, &q).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&sess, &f.csrf) {
+        return forbidden();
+    }
+    let now = s.now();
+    let rec = match change::own_change(&s, sess.borrower, id, now).await {
+        Ok(r) => r,
+        Err(e) => return change_error(t, e),
+    };
+    match change::resend(&s, rec, now).await {
+        Ok(()) => Redirect::to(&format!("/me/number/{id}?lang={}&sent=1", lang_param(t))).into_response(),
+        Err(e) => change_error(t, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ConsentForm {
+    csrf: String,
+    purpose: String,
+}
+
+/// Withdraws the consent for one purpose on every channel; it takes effect before the next
+/// send (the borrower's next decision is made now).
+async fn consent(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LangQuery>,
+    Form(f): Form<ConsentForm>,
+) -> Response {
+    let (sess, t) = match require(&s, &headers, &q).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&sess, &f.csrf) {
+        return forbidden();
+    }
+    let Ok(purpose) = f.purpose.parse::<Purpose>() else {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    };
+    let now = s.now();
+    let c = reachline_domain::Consent {
+        purpose,
+        channel: None,
+        state: ConsentState::Withdrawn,
+        at: now,
+        source: ConsentSource::Page,
+        text_version: "self-service-v1".into(),
+    };
+    if s.stores.store.record_consent(sess.borrower, &c).await.is_err()
+        || s.stores.engine.wake_now(sess.borrower, now).await.is_err()
+    {
+        return unavailable();
+    }
+    record(
+        &s,
+        sess.borrower,
+        "consent_withdrawn",
+        serde_json::json!({"purpose": purpose.as_str()}),
+    )
+    .await;
+    Redirect::to(&format!("/me?lang={}", lang_param(t))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct PlanForm {
+    csrf: String,
+    loan: i64,
+    kind: String,
+    reason: String,
+}
+
+async fn plan_request(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LangQuery>,
+    Form(f): Form<PlanForm>,
+) -> Response {
+    let (sess, t) = match require(&s, &headers, &q).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&sess, &f.csrf) {
+        return forbidden();
+    }
+    let owns = s
+        .stores
+        .store
+        .loans(sess.borrower)
+        .await
+        .is_ok_and(|l| l.iter().any(|l| l.id.0 == f.loan));
+    let reason = f.reason.trim();
+    if !owns
+        || !["extension", "split", "due_day"].contains(&f.kind.as_str())
+        || reason.is_empty()
+        || reason.chars().count() > 500
+    {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    }
+    let now = s.now();
+    let Ok(id) = s
+        .stores
+        .selfservice
+        .add_plan_request(sess.borrower, reachline_domain::LoanId(f.loan), &f.kind, reason, now)
+        .await
+    else {
+        return unavailable();
+    };
+    record(
+        &s,
+        sess.borrower,
+        "plan_requested",
+        serde_json::json!({"request": id, "kind": f.kind}),
+    )
+    .await;
+    page(
+        t,
+        t.title,
+        &format!(
+            "{}<p><a href=\"/me?lang={}\">{}</a></p>",
+            message("ok", t.plan_sent),
+            lang_param(t),
+            t.back
+        ),
+    )
+    .into_response()
+}
+
+async fn logout(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    let Some(sess) = session(&s, &headers).await else {
+        return Redirect::to("/").into_response();
+    };
+    if !csrf_ok(&sess, &f.csrf) {
+        return forbidden();
+    }
+    if let Some(c) = cookie(&headers) {
+        if s.stores.selfservice.end_borrower_session(digest(&c)).await.is_err() {
+            return unavailable();
+        }
+    }
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        )],
+        Redirect::to("/me"),
+    )
+        .into_response()
+}

@@ -1,0 +1,604 @@
+//! The number-change flow end to end through the SMPP sandbox, and the attacks on it: a dead
+//! number → a contact check's link on the backup number → the page → a code on the new number
+//! → the contact replaced, the old one retired and told → the next reminder to the new number;
+//! then brute force, a replayed link, a second change within the hour, a SIM-swapped number,
+//! another borrower's change, and a reply that names a number.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use reachline_channels::smpp::sandbox::Sandbox;
+use reachline_channels::smpp::{SmppChannel, SmppConfig};
+use reachline_domain::{BorrowerId, PhoneNumber};
+use reachline_policy::intel::{ChangeSince, NumberStatus, RecycleAnswer};
+use reachline_server::auth::Role;
+use serde_json::json;
+
+use super::{Db, Harness, SECRET};
+
+/// A browser without JavaScript: keeps the session cookie, never follows redirects.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new(base: &str) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_string(),
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = match &self.cookie {
+            Some(c) => req.header("cookie", format!("rl_b={c}")),
+            None => req,
+        };
+        let r = req.send().await.unwrap();
+        for v in r.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            if let Some(rest) = v.strip_prefix("rl_b=") {
+                assert!(v.contains("HttpOnly") && v.contains("SameSite=Strict"), "{v}");
+                self.cookie = Some(rest.split(';').next().unwrap().to_string());
+            }
+        }
+        Page {
+            status: r.status().as_u16(),
+            location: r.headers().get("location").map(|l| l.to_str().unwrap().to_string()),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(self.url(path));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.http.post(self.url(path)).form(form);
+        self.send(req).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+}
+
+fn csrf(html: &str) -> String {
+    let re = regex::Regex::new(r#"name="csrf" value="([0-9a-f]+)""#).unwrap();
+    re.captures(html).unwrap()[1].to_string()
+}
+
+/// The texts the SMSC took for a number (its national digits).
+fn texts_to(sandbox: &Sandbox, digits: &str) -> Vec<String> {
+    sandbox
+        .messages()
+        .into_iter()
+        .filter(|(to, _)| to.ends_with(digits))
+        .map(|(_, t)| t)
+        .collect()
+}
+
+async fn texts_eventually(sandbox: &Sandbox, digits: &str, n: usize) -> Vec<String> {
+    for _ in 0..100 {
+        let t = texts_to(sandbox, digits);
+        if t.len() >= n {
+            return t;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    texts_to(sandbox, digits)
+}
+
+fn code_in(text: &str) -> String {
+    regex::Regex::new(r"\d{6}")
+        .unwrap()
+        .find(text)
+        .unwrap()
+        .as_str()
+        .to_string()
+}
+
+/// A server with an SMS channel to the sandbox SMSC.
+async fn with_sms() -> (Harness, Sandbox) {
+    let sandbox = Sandbox::start("127.0.0.1:0").await.unwrap();
+    let sms = SmppChannel::start(SmppConfig {
+        port: sandbox.addr().port(),
+        ..SmppConfig::default()
+    });
+    assert!(sms.wait_bound(StdDuration::from_secs(5)).await);
+    let h = Harness::start_with(Db::Sqlite, vec![Arc::new(sms)]).await.unwrap();
+    // B1 (张伟, 13812345678, L1 due 2026-12-01) may get verification messages and has a
+    // backup number.
+    for body in [
+        json!({"purpose": "verification", "state": "granted", "source": "contract", "text_version": "v1"}),
+        json!({"purpose": "collection", "state": "granted", "source": "contract", "text_version": "v1"}),
+    ] {
+        let (s, e) = h
+            .call(Role::Admin, "POST", "/v1/borrowers/B1/consents", Some(body))
+            .await;
+        assert_eq!(s, 204, "{e}");
+    }
+    let (s, e) = h
+        .call(
+            Role::Admin,
+            "POST",
+            "/v1/borrowers/B1/contacts",
+            Some(json!({"slot": "backup1", "kind": "mobile", "role": "backup", "value": "13700002220", "bound_since": "2025-01-01"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{e}");
+    (h, sandbox)
+}
+
+async fn b1(h: &Harness) -> BorrowerId {
+    h.stores
+        .store
+        .borrower_by_external_id(&reachline_domain::ExternalId::parse("B1").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+/// 10:00 in Shanghai on the day of `t` (inside every profile's hours).
+fn morning(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.date_naive().and_hms_opt(2, 0, 0).unwrap().and_utc()
+}
+
+/// The mobile number fails hard on two days: health says it is dead.
+async fn kill_mobile(h: &Harness, borrower: BorrowerId, at: DateTime<Utc>) {
+    let mobile = h.stores.store.contacts(borrower).await.unwrap()[0].id;
+    let kind = json!({"kind": "delivery", "channel": "sms", "class": "dead"}).to_string();
+    let source = json!({"source": "provider", "name": "smsc"}).to_string();
+    for days in [2, 1] {
+        h.stores
+            .engine
+            .add_evidence(borrower, Some(mobile), at - Duration::days(days), &source, &kind)
+            .await
+            .unwrap();
+    }
+}
+
+/// Opens a session through the contact check's link that reached the backup number.
+async fn session_from_check(h: &Harness, sandbox: &Sandbox, borrower: BorrowerId, now: DateTime<Utc>) -> Browser {
+    kill_mobile(h, borrower, now).await;
+    h.engine.plan(now).await.unwrap();
+    let texts = texts_eventually(sandbox, "13700002220", 1).await;
+    let link = regex::Regex::new(r"http://[0-9.:]+/c/[A-Za-z0-9_.-]+")
+        .unwrap()
+        .find(&texts[0])
+        .unwrap_or_else(|| panic!("no link in {texts:?}"))
+        .as_str()
+        .to_string();
+    let mut b = Browser::new(&h.base);
+    // A mail scanner's GET spends nothing.
+    let p = b.get(&link).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(b.cookie.is_none());
+    let p = b.post(&link, &[]).await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert!(b.cookie.is_some());
+    // The link is single use.
+    let mut other = Browser::new(&h.base);
+    let p = other.post(&link, &[]).await;
+    assert_eq!(p.status, 410, "{}", p.body);
+    assert!(p.body.contains("已使用"), "{}", p.body);
+    assert!(other.cookie.is_none());
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_number_is_replaced_through_a_checked_link_and_a_code_on_the_new_number() {
+    let (h, sandbox) = with_sms().await;
+    let borrower = b1(&h).await;
+    let now = morning(Utc::now());
+    let mut b = session_from_check(&h, &sandbox, borrower, now).await;
+    let checks = h
+        .call(Role::Operator, "GET", "/v1/contact-checks?borrower=B1", None)
+        .await
+        .1;
+    assert_eq!(checks[0]["state"], "confirmed", "{checks}");
+    let steps: Vec<&str> = checks[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["check_started", "links_sending", "link_sent", "check_confirmed"],
+        "{checks}"
+    );
+
+    // The account page: the schedule, masked contacts, the forms.
+    let home = b.get("/me").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert!(
+        home.body.contains("2026-12-01") && home.body.contains("138****5678"),
+        "{}",
+        home.body
+    );
+    assert!(!home.body.contains("13812345678"), "numbers are masked");
+    let token = csrf(&home.body);
+    // A form without the session's token is refused.
+    assert_eq!(
+        b.post("/me/number", &[("csrf", "00"), ("number", "13912345678")])
+            .await
+            .status,
+        403
+    );
+
+    let p = b
+        .post("/me/number", &[("csrf", &token), ("number", "13912345678")])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let at = p.location.unwrap();
+    let id: i64 = regex::Regex::new(r"/me/number/(\d+)").unwrap().captures(&at).unwrap()[1]
+        .parse()
+        .unwrap();
+    let code = code_in(&texts_eventually(&sandbox, "13912345678", 1).await[0]);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let p = b
+        .post(&format!("/me/number/{id}/code"), &[("csrf", &token), ("code", wrong)])
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("验证码错误"), "{}", p.body);
+    let p = b
+        .post(&format!("/me/number/{id}/code"), &[("csrf", &token), ("code", &code)])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = b.get(&format!("/me/number/{id}")).await;
+    assert!(p.body.contains("号码已更换"), "{}", p.body);
+    // The same code again changes nothing.
+    let p = b
+        .post(&format!("/me/number/{id}/code"), &[("csrf", &token), ("code", &code)])
+        .await;
+    assert_eq!(p.status, 422, "{}", p.body);
+
+    // The new number is current and verified; the old one retired as replaced.
+    let (_, contacts) = h
+        .call(
+            Role::Admin,
+            "GET",
+            "/v1/borrowers/B1/contacts?unmask=true&reason=number%20change%20test",
+            None,
+        )
+        .await;
+    let current: Vec<&serde_json::Value> = contacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["retired_at"].is_null())
+        .collect();
+    assert!(
+        current
+            .iter()
+            .any(|c| c["address"] == "+8613912345678" && !c["verified_at"].is_null()),
+        "{contacts}"
+    );
+    let old = contacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "+8613812345678")
+        .unwrap();
+    assert_eq!(old["retired_reason"], "replaced", "{contacts}");
+    // The old number was told, without a word of the debt.
+    let told = texts_eventually(&sandbox, "13812345678", 1).await;
+    assert!(told.iter().any(|t| t.contains("已更换")), "{told:?}");
+    assert!(
+        told.iter().all(|t| !t.contains("1000") && !t.contains("还款")),
+        "{told:?}"
+    );
+
+    // Every step is on record, and the change's history is the operators' to read.
+    let (_, change) = h
+        .call(Role::Auditor, "GET", &format!("/v1/contact-changes/{id}"), None)
+        .await;
+    assert_eq!(change["state"], "applied", "{change}");
+    assert_eq!(change["new_number"], "+86139****5678");
+    assert_eq!(change["authorised_by"], "link");
+    let steps: Vec<&str> = change["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    for s in [
+        "change_started",
+        "code_sent",
+        "code_refused",
+        "new_number_proven",
+        "applied",
+        "old_channel_told",
+    ] {
+        assert!(steps.contains(&s), "{s} in {steps:?}");
+    }
+
+    // The next reminder goes to the new number.
+    let next = now + Duration::days(1);
+    h.engine.step(next).await.unwrap();
+    let texts = texts_eventually(&sandbox, "13912345678", 2).await;
+    assert!(texts.iter().any(|t| t.contains("1000.00")), "{texts:?}");
+    assert!(
+        texts_to(&sandbox, "13812345678").iter().all(|t| !t.contains("1000.00")),
+        "nothing more to the old number"
+    );
+
+    // A second change within the cooling period is refused, and recorded.
+    let p = b
+        .post("/me/number", &[("csrf", &token), ("number", "13922223333")])
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("之后才能再次更换"), "{}", p.body);
+    let steps = h.stores.selfservice.steps(borrower, None, None).await.unwrap();
+    assert!(steps
+        .iter()
+        .any(|s| s.step == "change_refused" && s.detail.as_deref().unwrap_or_default().contains("cooling_period")));
+    assert!(
+        texts_to(&sandbox, "13922223333").is_empty(),
+        "no code for a refused change"
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brute_force_is_stopped_and_another_borrowers_change_is_not_found() {
+    let (h, sandbox) = with_sms().await;
+    let borrower = b1(&h).await;
+    let now = morning(Utc::now());
+    let mut b = session_from_check(&h, &sandbox, borrower, now).await;
+    let token = csrf(&b.get("/me").await.body);
+    let p = b
+        .post("/me/number", &[("csrf", &token), ("number", "13912345678")])
+        .await;
+    let id: i64 = regex::Regex::new(r"/me/number/(\d+)")
+        .unwrap()
+        .captures(&p.location.unwrap())
+        .unwrap()[1]
+        .parse()
+        .unwrap();
+    let code = code_in(&texts_eventually(&sandbox, "13912345678", 1).await[0]);
+    let wrong: Vec<String> = (0..5)
+        .map(|i| format!("{:06}", (code.parse::<u32>().unwrap() + 1 + i) % 1_000_000))
+        .collect();
+    for w in &wrong {
+        let p = b
+            .post(&format!("/me/number/{id}/code"), &[("csrf", &token), ("code", w)])
+            .await;
+        assert_eq!(p.status, 422, "{}", p.body);
+    }
+    // After five wrong guesses even the right code is refused.
+    let p = b
+        .post(&format!("/me/number/{id}/code"), &[("csrf", &token), ("code", &code)])
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("错误次数过多"), "{}", p.body);
+    assert_eq!(h.stores.selfservice.code_failures(borrower).await.unwrap(), 6);
+    let current: Vec<_> = h
+        .stores
+        .store
+        .contacts(borrower)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.is_current())
+        .collect();
+    assert!(
+        current.iter().all(
+            |c| !matches!(&c.point.address, reachline_domain::ContactAddress::Phone(p) if p.e164() == "+8613912345678")
+        ),
+        "nothing changed"
+    );
+
+    // Another borrower's change: not found, and the attempt recorded.
+    let b2 = h
+        .stores
+        .store
+        .borrower_by_external_id(&reachline_domain::ExternalId::parse("B2").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let number = reachline_domain::PhoneParser::default().parse("13955554444").unwrap();
+    let theirs = h
+        .stores
+        .selfservice
+        .create_change(
+            &reachline_store::selfservice::NewChange {
+                borrower: b2,
+                old_contact: None,
+                new_number: &number,
+                source: "page",
+                state: "pending",
+                flow: &serde_json::to_string(&reachline_policy::change::Flow::new(
+                    &Default::default(),
+                    vec![],
+                    Utc::now(),
+                ))
+                .unwrap(),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.get(&format!("/me/number/{theirs}")).await.status, 404);
+    let p = b
+        .post(
+            &format!("/me/number/{theirs}/code"),
+            &[("csrf", &token), ("code", "123456")],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+    let steps = h.stores.selfservice.steps(borrower, None, None).await.unwrap();
+    assert_eq!(steps.iter().filter(|s| s.step == "foreign_change_refused").count(), 2);
+    assert_eq!(h.stores.selfservice.change(theirs).await.unwrap().unwrap().version, 0);
+    h.finish().await;
+}
+
+/// A carrier that reports a SIM swap yesterday for one number.
+struct Swapped(&'static str);
+
+#[async_trait]
+impl reachline_intel::NumberIntel for Swapped {
+    fn name(&self) -> &str {
+        "carrier-test"
+    }
+    async fn status(&self, _: &PhoneNumber) -> reachline_intel::Result<NumberStatus> {
+        Ok(NumberStatus::Normal)
+    }
+    async fn recycled_since(&self, _: &PhoneNumber, _: NaiveDate) -> reachline_intel::Result<RecycleAnswer> {
+        Ok(RecycleAnswer::No)
+    }
+    async fn sim_swap_since(&self, n: &PhoneNumber, since: NaiveDate) -> reachline_intel::Result<ChangeSince> {
+        let changed = n.e164() == self.0;
+        Ok(ChangeSince {
+            since,
+            changed,
+            on: changed.then(|| Utc::now().date_naive() - Duration::days(1)),
+        })
+    }
+    async fn ported_since(&self, _: &PhoneNumber, since: NaiveDate) -> reachline_intel::Result<ChangeSince> {
+        Ok(ChangeSince {
+            since,
+            changed: false,
+            on: None,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sim_swapped_number_waits_for_an_operator_and_a_reply_alone_changes_nothing() {
+    let (h, sandbox) = with_sms().await;
+    let _ = h.server.intel.set(Arc::new(Swapped("+8613966667770")));
+    let borrower = b1(&h).await;
+    let now = morning(Utc::now());
+    let mut b = session_from_check(&h, &sandbox, borrower, now).await;
+    let token = csrf(&b.get("/me").await.body);
+    let p = b
+        .post("/me/number", &[("csrf", &token), ("number", "13966667770")])
+        .await;
+    let at = p.location.unwrap_or_else(|| panic!("{}", p.body));
+    let id: i64 = regex::Regex::new(r"/me/number/(\d+)").unwrap().captures(&at).unwrap()[1]
+        .parse()
+        .unwrap();
+    let code = code_in(&texts_eventually(&sandbox, "13966667770", 1).await[0]);
+    b.post(&format!("/me/number/{id}/code"), &[("csrf", &token), ("code", &code)])
+        .await;
+    let p = b.get(&format!("/me/number/{id}?lang=en")).await;
+    assert!(p.body.contains("reviewed by our staff"), "{}", p.body);
+    // In the review queue, with its risk; the number not yet changed.
+    let (_, queue) = h
+        .call(Role::Operator, "GET", "/v1/contact-changes?state=review", None)
+        .await;
+    assert_eq!(queue[0]["id"], id, "{queue}");
+    assert_eq!(queue[0]["risks"], json!(["sim_swap"]));
+    // An integration token may read but not decide; an operator decides, with a reason code.
+    let (s, _) = h
+        .call(
+            Role::Integration,
+            "POST",
+            &format!("/v1/contact-changes/{id}/approve"),
+            Some(json!({"reason": "called_borrower"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, e) = h
+        .call(
+            Role::Operator,
+            "POST",
+            &format!("/v1/contact-changes/{id}/reject"),
+            Some(json!({"reason": "suspected_fraud"})),
+        )
+        .await;
+    assert_eq!((s, &e["state"]), (200, &json!("rejected")), "{e}");
+    let (s, _) = h
+        .call(
+            Role::Operator,
+            "POST",
+            &format!("/v1/contact-changes/{id}/approve"),
+            Some(json!({"reason": "changed_mind"})),
+        )
+        .await;
+    assert_eq!(s, 409, "a decided change stays decided");
+    let current = h.stores.store.contacts(borrower).await.unwrap();
+    assert!(current.iter().all(
+        |c| !matches!(&c.point.address, reachline_domain::ContactAddress::Phone(p) if p.e164() == "+8613966667770")
+    ));
+
+    // B2 replies from their number naming a new one: a link goes to it; nothing changes yet.
+    let (s, _) = h
+        .call(
+            Role::Admin,
+            "POST",
+            "/v1/borrowers/B2/consents",
+            Some(json!({"purpose": "verification", "state": "granted", "source": "contract", "text_version": "v1"})),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let body = json!({"from": "13900001111", "text": "我换号了，新号码是13955556660"}).to_string();
+    let ts = Utc::now().timestamp();
+    let (s, a) = h
+        .webhook(
+            "replies",
+            &body,
+            ts,
+            Some(reachline_channels::webhook::sign(
+                SECRET.as_bytes(),
+                ts,
+                body.as_bytes(),
+            )),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    let texts = texts_eventually(&sandbox, "13955556660", 1).await;
+    assert!(texts[0].contains("/c/"), "{texts:?}");
+    let (_, changes) = h
+        .call(Role::Operator, "GET", "/v1/contact-changes?borrower=B2", None)
+        .await;
+    assert_eq!(
+        (changes[0]["source"].as_str(), changes[0]["state"].as_str()),
+        (Some("reply"), Some("pending")),
+        "{changes}"
+    );
+    let b2 = h
+        .stores
+        .store
+        .borrower_by_external_id(&reachline_domain::ExternalId::parse("B2").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    assert_eq!(
+        h.stores
+            .store
+            .contacts(b2)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|c| c.is_current())
+            .count(),
+        1,
+        "the reply alone changes no contact"
+    );
+    h.finish().await;
+}
