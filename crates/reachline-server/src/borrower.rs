@@ -233,6 +233,22 @@ fn words(lang: Option<&str>, locale: Locale) -> &'static T {
     }
 }
 
+fn kind_word(t: &T, k: reachline_domain::ContactKind) -> &'static str {
+    use reachline_domain::ContactKind::*;
+    match (t.lang, k) {
+        ("en", Mobile) => "Mobile",
+        ("en", Landline) => "Landline",
+        ("en", Email) => "Email",
+        ("en", PushToken) => "App",
+        ("en", ImAccount) => "Messaging app",
+        (_, Mobile) => "手机",
+        (_, Landline) => "固定电话",
+        (_, Email) => "电子邮箱",
+        (_, PushToken) => "手机应用",
+        (_, ImAccount) => "即时通讯",
+    }
+}
+
 fn lang_param(t: &T) -> &'static str {
     if t.lang == "en" {
         "en"
@@ -786,7 +802,7 @@ async fn home(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<Lan
         let _ = write!(
             body,
             "<li>{} · {}{}</li>",
-            c.point.kind.as_str(),
+            kind_word(t, c.point.kind),
             esc(&c.point.address.masked()),
             if c.point.verified_at.is_some() { " ✓" } else { "" }
         );
