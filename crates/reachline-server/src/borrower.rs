@@ -51,6 +51,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/me/number/{id}", get(number_page))
         .route("/me/number/{id}/code", post(number_code))
         .route("/me/number/{id}/resend", post(number_resend))
+        .route("/me/number/{id}/factor", post(number_factor))
         .route("/me/consent", post(consent))
         .route("/me/plan", post(plan_request))
         .route("/me/logout", post(logout))
@@ -91,6 +92,9 @@ struct T {
     applied: &'static str,
     review: &'static str,
     awaiting_factor: &'static str,
+    factor_intro: &'static str,
+    send_code_to: &'static str,
+    factor_code: &'static str,
     consents: &'static str,
     withdraw: &'static str,
     withdrawn: &'static str,
@@ -140,7 +144,10 @@ const ZH: T = T {
     resend: "重新发送验证码",
     applied: "号码已更换。之后的通知将发送到新号码。",
     review: "为保护您的账户，此次更换需人工审核，我们会尽快处理。",
-    awaiting_factor: "新号码已确认。我们还需确认是您本人：请打开我们发送到您其他联系方式的链接，或前往网点办理。",
+    awaiting_factor: "新号码已确认。我们还需确认是您本人。",
+    factor_intro: "请用您的其他联系方式确认是您本人（或前往网点办理）：",
+    send_code_to: "发送验证码到",
+    factor_code: "其他联系方式收到的验证码",
     consents: "授权",
     withdraw: "撤回",
     withdrawn: "已撤回",
@@ -195,7 +202,10 @@ const EN: T = T {
     resend: "Send the code again",
     applied: "Your number was changed. Notices will go to the new number.",
     review: "To protect your account, this change will be reviewed by our staff first.",
-    awaiting_factor: "The new number is confirmed. We still need to know it is you: open the link we sent to your other contact details, or visit a branch.",
+    awaiting_factor: "The new number is confirmed. We still need to know it is you.",
+    factor_intro: "Confirm it is you with another of your contact details (or visit a branch):",
+    send_code_to: "Send a code to",
+    factor_code: "Code sent to your other contact",
     consents: "Consents",
     withdraw: "Withdraw",
     withdrawn: "withdrawn",
@@ -738,6 +748,20 @@ async fn require(s: &crate::Server, headers: &HeaderMap, q: &LangQuery) -> Resul
     }
 }
 
+/// A form's session: signed in, and the form carries the session's CSRF token.
+async fn require_form(
+    s: &crate::Server,
+    headers: &HeaderMap,
+    q: &LangQuery,
+    csrf: &str,
+) -> Result<(Session, &'static T), Response> {
+    let (sess, t) = require(s, headers, q).await?;
+    if !csrf_ok(&sess, csrf) {
+        return Err(forbidden());
+    }
+    Ok((sess, t))
+}
+
 fn csrf_ok(sess: &Session, given: &str) -> bool {
     use subtle::ConstantTimeEq;
     bool::from(sess.csrf.as_bytes().ct_eq(given.as_bytes()))
@@ -870,13 +894,10 @@ async fn number_start(
     Query(q): Query<LangQuery>,
     Form(f): Form<NumberForm>,
 ) -> Response {
-    let (sess, t) = match require(&s, &headers, &q).await {
+    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !csrf_ok(&sess, &f.csrf) {
-        return forbidden();
-    }
     if s.borrower_ip_limiter.check_key(&peer.ip()).is_err() {
         return too_many(t);
     }
@@ -946,27 +967,36 @@ async fn number_page(
     let lang = lang_param(t);
     let csrf = esc(&sess.csrf);
     let flow: Option<reachline_policy::change::Flow> = serde_json::from_str(&rec.flow).ok();
+    let proven = flow.as_ref().is_some_and(|f| f.new_number_proven);
+    let authorised = flow.as_ref().is_some_and(|f| f.authorised_by.is_some());
     let body = match rec.state.parse::<ChangeState>() {
         Ok(ChangeState::Applied) => message("ok", t.applied),
         Ok(ChangeState::Review) => message("ok", t.review),
-        Ok(ChangeState::Pending) if flow.as_ref().is_some_and(|f| f.new_number_proven) => {
-            message("ok", t.awaiting_factor)
-        }
-        Ok(ChangeState::Pending) => format!(
-            r#"{sent}<section><form method="post" action="/me/number/{id}/code?lang={lang}"><h2>{h}</h2><input type="hidden" name="csrf" value="{csrf}">
+        Ok(ChangeState::Pending) => {
+            let mut body = String::new();
+            if nq.sent.is_some() {
+                body.push_str(&message("ok", t.code_sent));
+            }
+            if proven {
+                body.push_str(&message("ok", t.awaiting_factor));
+            } else {
+                let _ = write!(
+                    body,
+                    r#"<section><form method="post" action="/me/number/{id}/code?lang={lang}"><h2>{h}</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="which" value="new">
 <label for="code">{code}</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" required>
 <button>{confirm}</button></form>
 <form method="post" action="/me/number/{id}/resend?lang={lang}"><input type="hidden" name="csrf" value="{csrf}"><button class="secondary">{resend}</button></form></section>"#,
-            sent = if nq.sent.is_some() {
-                message("ok", t.code_sent)
-            } else {
-                String::new()
-            },
-            h = t.change_number,
-            code = t.code,
-            confirm = t.confirm,
-            resend = t.resend
-        ),
+                    h = t.change_number,
+                    code = t.code,
+                    confirm = t.confirm,
+                    resend = t.resend
+                );
+            }
+            if !authorised {
+                body.push_str(&factor_section(&s, &rec, flow.as_ref(), t, &csrf).await);
+            }
+            body
+        }
         _ => message(
             "bad",
             if t.lang == "en" {
@@ -980,10 +1010,74 @@ async fn number_page(
     page(t, t.title, &body).into_response()
 }
 
+/// The existing-factor part of a change's page: a code to another of the borrower's contacts.
+async fn factor_section(
+    s: &crate::Server,
+    rec: &reachline_store::selfservice::ChangeRecord,
+    flow: Option<&reachline_policy::change::Flow>,
+    t: &T,
+    csrf: &str,
+) -> String {
+    let (id, lang) = (rec.id, lang_param(t));
+    let mut out = format!("<section><p>{}</p>", t.factor_intro);
+    if flow.is_some_and(|f| f.factor_code.is_some()) {
+        let _ = write!(
+            out,
+            r#"<form method="post" action="/me/number/{id}/code?lang={lang}"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="which" value="factor">
+<label for="factor_code">{label}</label><input id="factor_code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" required>
+<button>{confirm}</button></form>"#,
+            label = t.factor_code,
+            confirm = t.confirm
+        );
+    }
+    for c in change::factor_contacts(s, rec).await.unwrap_or_default() {
+        let _ = write!(
+            out,
+            r#"<form method="post" action="/me/number/{id}/factor?lang={lang}"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="contact" value="{cid}"><button class="secondary">{send} {to}</button></form>"#,
+            cid = c.id.0,
+            send = t.send_code_to,
+            to = esc(&c.point.address.masked())
+        );
+    }
+    out.push_str("</section>");
+    out
+}
+
+#[derive(Debug, Deserialize)]
+struct FactorForm {
+    csrf: String,
+    contact: i64,
+}
+
+async fn number_factor(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<LangQuery>,
+    Form(f): Form<FactorForm>,
+) -> Response {
+    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let now = s.now();
+    let rec = match change::own_change(&s, sess.borrower, id, now).await {
+        Ok(r) => r,
+        Err(e) => return change_error(t, e),
+    };
+    match change::send_factor_code(&s, rec, ContactId(f.contact), now).await {
+        Ok(()) => Redirect::to(&format!("/me/number/{id}?lang={}&sent=1", lang_param(t))).into_response(),
+        Err(e) => change_error(t, e),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct CodeForm {
     csrf: String,
     code: String,
+    /// `new` (the new number's code, the default) or `factor`.
+    #[serde(default)]
+    which: Option<String>,
 }
 
 async fn number_code(
@@ -993,19 +1087,20 @@ async fn number_code(
     Query(q): Query<LangQuery>,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let (sess, t) = match require(&s, &headers, &q).await {
+    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !csrf_ok(&sess, &f.csrf) {
-        return forbidden();
-    }
     let now = s.now();
     let rec = match change::own_change(&s, sess.borrower, id, now).await {
         Ok(r) => r,
         Err(e) => return change_error(t, e),
     };
-    match change::enter_code(&s, rec, &f.code, now).await {
+    let which = match f.which.as_deref() {
+        Some("factor") => change::Which::Factor,
+        _ => change::Which::NewNumber,
+    };
+    match change::enter_code(&s, rec, which, &f.code, now).await {
         Ok(_) => Redirect::to(&format!("/me/number/{id}?lang={}", lang_param(t))).into_response(),
         Err(e) => change_error(t, e),
     }
@@ -1023,13 +1118,10 @@ async fn number_resend(
     Query(q): Query<LangQuery>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (sess, t) = match require(&s, &headers, &q).await {
+    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !csrf_ok(&sess, &f.csrf) {
-        return forbidden();
-    }
     let now = s.now();
     let rec = match change::own_change(&s, sess.borrower, id, now).await {
         Ok(r) => r,
@@ -1055,13 +1147,10 @@ async fn consent(
     Query(q): Query<LangQuery>,
     Form(f): Form<ConsentForm>,
 ) -> Response {
-    let (sess, t) = match require(&s, &headers, &q).await {
+    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !csrf_ok(&sess, &f.csrf) {
-        return forbidden();
-    }
     let Ok(purpose) = f.purpose.parse::<Purpose>() else {
         return StatusCode::UNPROCESSABLE_ENTITY.into_response();
     };
@@ -1103,13 +1192,10 @@ async fn plan_request(
     Query(q): Query<LangQuery>,
     Form(f): Form<PlanForm>,
 ) -> Response {
-    let (sess, t) = match require(&s, &headers, &q).await {
+    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !csrf_ok(&sess, &f.csrf) {
-        return forbidden();
-    }
     let owns = s
         .stores
         .store

@@ -360,67 +360,177 @@ pub async fn resend(s: &Server, rec: ChangeRecord, now: DateTime<Utc>) -> Result
     send_code(s, &rec, &number, &code, "borrower", now).await
 }
 
-/// A guess at the new number's code. Right: the new number is proven, and the change settles
-/// (applied, or held for review). Wrong, expired, used, too many: recorded, nothing changes.
+/// Which of a change's codes a guess is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// The code sent to the new number (proves possession of it).
+    NewNumber,
+    /// The code sent to one of the borrower's other contact points (authorises the change).
+    Factor,
+}
+
+/// A guess at one of a change's codes. Right: the new number is proven (or the change
+/// authorised), and the change settles (applied, held for review, or still waiting for the
+/// other proof). Wrong, expired, used, too many: recorded, nothing changes.
+///
+/// The spent guess is written with the change's version compared: when another request
+/// updated the change first, the guess is judged again on the fresh record, so parallel
+/// guesses cannot share one count.
 pub async fn enter_code(
     s: &Server,
     rec: ChangeRecord,
+    which: Which,
     guess: &str,
     now: DateTime<Utc>,
 ) -> Result<ChangeState, ChangeError> {
-    if rec.state != ChangeState::Pending.as_str() {
-        return Err(ChangeError::NotPending);
-    }
-    let mut flow = flow_of(&rec)?;
-    let Some(mut code) = flow.new_code.clone() else {
-        return Err(ChangeError::NotPending);
-    };
-    let failures = s.stores.selfservice.code_failures(rec.borrower).await?;
-    let (res, failures) = codes::verify(
-        &s.config.self_service.codes,
-        &pepper(s),
-        &mut code,
-        guess,
-        failures,
-        now,
-    );
-    flow.new_code = Some(code);
-    if let Err(e) = res {
-        // The guess is spent even if the write below loses a race: the other writer spent one too.
-        s.stores
+    let mut rec = rec;
+    for _ in 0..50 {
+        if rec.state != ChangeState::Pending.as_str() {
+            return Err(ChangeError::NotPending);
+        }
+        let mut flow = flow_of(&rec)?;
+        let code = match which {
+            Which::NewNumber => flow.new_code.as_mut(),
+            Which::Factor => flow.factor_code.as_mut().map(|(_, c)| c),
+        }
+        .ok_or(ChangeError::NotPending)?;
+        let failures = s.stores.selfservice.code_failures(rec.borrower).await?;
+        let (res, failures) = codes::verify(&s.config.self_service.codes, &pepper(s), code, guess, failures, now);
+        let proof = match (&res, which) {
+            (Err(_), _) => None,
+            (Ok(()), Which::NewNumber) => {
+                flow.new_number_proven = true;
+                Some(("new_number_proven", serde_json::json!({"by": "code"})))
+            }
+            (Ok(()), Which::Factor) => {
+                let contact = flow.factor_code.as_ref().map_or(0, |(c, _)| *c);
+                flow.authorised_by = Some(Factor::Code { contact });
+                Some(("authorised", serde_json::json!({"factor": "code", "contact": contact})))
+            }
+        };
+        if !s
+            .stores
             .selfservice
             .update_change(rec.id, rec.version, &rec.state, &json(&flow), None, now)
-            .await?;
+            .await?
+        {
+            rec = s
+                .stores
+                .selfservice
+                .change(rec.id)
+                .await?
+                .ok_or(ChangeError::NotFound)?;
+            continue;
+        }
+        rec.version += 1;
         s.stores
             .selfservice
             .set_code_failures(rec.borrower, failures, now)
             .await?;
-        let detail = serde_json::json!({"error": serde_json::to_value(e).unwrap_or_default()});
+        let Some((name, detail)) = proof else {
+            let e = res.err().unwrap_or(CodeError::Wrong);
+            let detail = serde_json::json!({"error": serde_json::to_value(e).unwrap_or_default(), "code": match which {
+                Which::NewNumber => "new_number",
+                Which::Factor => "factor",
+            }});
+            s.engine
+                .record_step(&step(
+                    rec.borrower,
+                    Some(rec.id),
+                    now,
+                    "code_refused",
+                    "borrower",
+                    detail,
+                ))
+                .await?;
+            return Err(ChangeError::Code(e));
+        };
         s.engine
-            .record_step(&step(
-                rec.borrower,
-                Some(rec.id),
-                now,
-                "code_refused",
-                "borrower",
-                detail,
-            ))
+            .record_step(&step(rec.borrower, Some(rec.id), now, name, "borrower", detail))
             .await?;
-        return Err(ChangeError::Code(e));
+        return settle(s, rec, flow, "borrower", now).await;
     }
-    s.stores.selfservice.set_code_failures(rec.borrower, 0, now).await?;
-    flow.new_number_proven = true;
+    Err(ChangeError::Api(ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "too many requests at once for this change; try again",
+    )))
+}
+
+/// The borrower's other current contact points a factor code may go to: their own, not the
+/// number being replaced, phones and emails.
+pub async fn factor_contacts(
+    s: &Server,
+    rec: &ChangeRecord,
+) -> Result<Vec<reachline_store::ContactRecord>, ChangeError> {
+    Ok(s.stores
+        .store
+        .contacts(rec.borrower)
+        .await?
+        .into_iter()
+        .filter(|c| {
+            c.is_current()
+                && !c.point.role.is_third_party()
+                && Some(c.id) != rec.old_contact
+                && matches!(c.point.kind, ContactKind::Mobile | ContactKind::Email)
+        })
+        .collect())
+}
+
+/// Sends a code to one of the borrower's other contact points; entering it authorises the
+/// change (an existing factor). A second request for the same contact is a resend (at most 5).
+pub async fn send_factor_code(
+    s: &Server,
+    rec: ChangeRecord,
+    contact: ContactId,
+    now: DateTime<Utc>,
+) -> Result<(), ChangeError> {
+    if rec.state != ChangeState::Pending.as_str() {
+        return Err(ChangeError::NotPending);
+    }
+    if !factor_contacts(s, &rec).await?.iter().any(|c| c.id == contact) {
+        return Err(ChangeError::NotFound);
+    }
+    let mut flow = flow_of(&rec)?;
+    if flow.next(now) == ChangeState::Lapsed {
+        return Err(ChangeError::NotPending);
+    }
+    let rules = &s.config.self_service.codes;
+    let sends = match &flow.factor_code {
+        Some((c, code)) if *c == contact.0 => code.sends,
+        _ => 0,
+    };
+    if sends >= rules.max_sends {
+        return Err(ChangeError::Code(CodeError::TooManySends));
+    }
+    let (code, mut record) = codes::issue(rules, &pepper(s), &mut rand::rngs::OsRng, now);
+    record.sends = sends + 1;
+    flow.factor_code = Some((contact.0, record));
+    if !s
+        .stores
+        .selfservice
+        .update_change(rec.id, rec.version, &rec.state, &json(&flow), None, now)
+        .await?
+    {
+        return Err(ChangeError::NotPending);
+    }
+    let v = VerifySend {
+        borrower: rec.borrower,
+        target: VerifyTarget::Contact(contact),
+        template: "verification_code",
+        code: Some(code),
+        link: None,
+        change: Some(rec.id),
+        check: None,
+        step: "factor_code_sent",
+        actor: "borrower".into(),
+        asked_by_borrower: true,
+    };
     s.engine
-        .record_step(&step(
-            rec.borrower,
-            Some(rec.id),
-            now,
-            "new_number_proven",
-            "borrower",
-            serde_json::json!({"by": "code"}),
-        ))
-        .await?;
-    settle(s, rec, flow, "borrower", now).await
+        .send_verification(&v, now)
+        .await
+        .map(|_| ())
+        .map_err(|e| not_sent(e, rec.id))
 }
 
 /// The holder of the new number opened the link a reply's change sent to it.

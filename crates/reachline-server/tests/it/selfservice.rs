@@ -602,3 +602,127 @@ async fn a_sim_swapped_number_waits_for_an_operator_and_a_reply_alone_changes_no
     );
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_from_a_notice_needs_a_code_on_another_channel_to_change_the_number() {
+    use reachline_store::engine::{NewSend, PlanWrite};
+    let (h, sandbox) = with_sms().await;
+    let borrower = b1(&h).await;
+    let contacts = h.stores.store.contacts(borrower).await.unwrap();
+    let (mobile, backup) = (contacts[0].id, contacts[1].id);
+    let loan = h.stores.store.loans(borrower).await.unwrap()[0].id;
+    let inst = h.stores.store.installments(loan).await.unwrap()[0].id;
+    let now = Utc::now();
+    h.stores
+        .engine
+        .write_plan(PlanWrite {
+            at: Some(now),
+            sends: vec![NewSend {
+                idem_key: format!("{}/0/pre_due/{}/sms/0", inst.0, mobile.0),
+                borrower,
+                installment: inst,
+                step: 0,
+                kind: "pre_due".into(),
+                rung: 0,
+                contact: mobile,
+                channel: reachline_domain::Channel::Sms,
+                third_party: false,
+                not_before: now,
+            }],
+            ..PlanWrite::default()
+        })
+        .await
+        .unwrap();
+    let notice = h
+        .stores
+        .engine
+        .attempts(&reachline_store::engine::AttemptFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .id;
+    let token = reachline_policy::codes::notice_token(&h.engine.config().link_key, notice as u64);
+    let mut b = Browser::new(&h.base);
+    let p = b.get(&format!("/n/{token}")).await;
+    assert!(
+        p.body.contains("已确认收到通知") && p.body.contains("1000.00"),
+        "{}",
+        p.body
+    );
+    // The wrong name and ID: nothing, and a failure counted.
+    let p = b
+        .post(
+            &format!("/n/{token}/identify"),
+            &[("name", "李四"), ("national_id", "11010519491231002X")],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(b.cookie.is_none());
+    assert_eq!(h.stores.selfservice.code_failures(borrower).await.unwrap(), 1);
+    let p = b
+        .post(
+            &format!("/n/{token}/identify"),
+            &[("name", "张伟"), ("national_id", "11010519491231002x")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let token = csrf(&b.get("/me").await.body);
+    let p = b
+        .post("/me/number", &[("csrf", &token), ("number", "13912345678")])
+        .await;
+    let id: i64 = regex::Regex::new(r"/me/number/(\d+)")
+        .unwrap()
+        .captures(&p.location.unwrap_or_else(|| panic!("{}", p.body)))
+        .unwrap()[1]
+        .parse()
+        .unwrap();
+    let code = code_in(&texts_eventually(&sandbox, "13912345678", 1).await[0]);
+    let p = b
+        .post(
+            &format!("/me/number/{id}/code"),
+            &[("csrf", &token), ("code", &code), ("which", "new")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    // Proven, but a name and an ID number authorise nothing: a code to the backup number must.
+    let p = b.get(&format!("/me/number/{id}?lang=en")).await;
+    assert!(
+        p.body.contains("still need to know it is you") && p.body.contains("137****2220"),
+        "{}",
+        p.body
+    );
+    assert!(!p.body.contains("138****5678"), "not to the number being replaced");
+    let p = b
+        .post(
+            &format!("/me/number/{id}/factor"),
+            &[("csrf", &token), ("contact", &mobile.0.to_string())],
+        )
+        .await;
+    assert_eq!(p.status, 404, "the number being replaced is no factor");
+    let p = b
+        .post(
+            &format!("/me/number/{id}/factor"),
+            &[("csrf", &token), ("contact", &backup.0.to_string())],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let factor = code_in(&texts_eventually(&sandbox, "13700002220", 1).await[0]);
+    let p = b
+        .post(
+            &format!("/me/number/{id}/code"),
+            &[("csrf", &token), ("code", &factor), ("which", "factor")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let (_, change) = h
+        .call(Role::Operator, "GET", &format!("/v1/contact-changes/{id}"), None)
+        .await;
+    assert_eq!(
+        (change["state"].as_str(), change["authorised_by"].as_str()),
+        (Some("applied"), Some("code")),
+        "{change}"
+    );
+    h.finish().await;
+}
