@@ -272,6 +272,7 @@ impl Engine {
                     "channel": channel.as_str(),
                     "contact": contact.map(|c| c.0),
                     "provider": accepted.provider,
+                    "provider_ids": accepted.provider_ids,
                     "template": rendered.template_id,
                 })
                 .to_string(),
