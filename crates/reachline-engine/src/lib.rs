@@ -298,8 +298,12 @@ impl Engine {
         for (borrower, contact, need) in lookups {
             report.lookups += u64::from(self.lookup(borrower, contact, need, now).await?);
         }
-        for (borrower, contact) in checks {
-            self.contact_check(borrower, contact, now).await?;
+        // Side by side, so their ledger leaves share the sequencer's batches.
+        let mut checks = futures::stream::iter(checks)
+            .map(|(borrower, contact)| self.contact_check(borrower, contact, now))
+            .buffer_unordered(32);
+        while let Some(done) = checks.next().await {
+            done?;
         }
         Ok(())
     }

@@ -104,6 +104,8 @@ fn code(s: &str) -> Result<Code, EngineError> {
 
 /// How long a contact check waits for the borrower before it becomes an operator's task.
 const CHECK_PATIENCE: Duration = Duration::hours(72);
+/// How long after a check before the engine starts another for the same borrower.
+const CHECK_REPEAT: Duration = Duration::days(30);
 
 impl Engine {
     /// Records one step of a check or a change: a row, and a ledger leaf (when the engine keeps
@@ -335,6 +337,24 @@ impl Engine {
         } else {
             "unreachable"
         };
+        // Read before writing: most passes find the borrower's check already under way (or a
+        // recent one answered), and need no write at all.
+        let latest = self
+            .store
+            .checks(&Filter {
+                state: None,
+                borrower: Some(borrower),
+                limit: 1,
+            })
+            .await?
+            .into_iter()
+            .next();
+        match &latest {
+            Some(c) if c.state == "operator_task" => return Ok(()),
+            // A check answered or closed recently: not another one so soon.
+            Some(c) if c.state != "open" && now - c.opened_at < CHECK_REPEAT => return Ok(()),
+            _ => {}
+        }
         let (check, created) = self.store.open_check(borrower, doubt, reason, now).await?;
         let step = |s: &str, detail: Option<String>| StepRecord {
             borrower,
