@@ -9,12 +9,12 @@ use reachline_store::engine::{OutboxRow, ReceiptMatch};
 
 use crate::EngineError;
 
-fn code(s: &str) -> Result<Code, EngineError> {
+pub(crate) fn code(s: &str) -> Result<Code, EngineError> {
     Code::parse(s).map_err(|e| EngineError::Ledger(format!("{s:?}: {e}")))
 }
 
 /// The provider's id as a leaf may hold it (printable ASCII without spaces, at most 255).
-fn provider_id(id: &str) -> Option<String> {
+pub(crate) fn provider_id(id: &str) -> Option<String> {
     (!id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_graphic())).then(|| id.to_string())
 }
 

@@ -12,12 +12,13 @@ use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use reachline_channels::{MessageRef, Outbound, SendError};
 use reachline_domain::{BorrowerId, Channel, ContactAddress, ContactId, PhoneNumber, Purpose};
-use reachline_ledger::leaf::{content_hash, Code, Leaf, LeafKind, TemplateRef};
+use reachline_ledger::leaf::{content_hash, Leaf, LeafKind, TemplateRef};
 use reachline_policy::codes::{sign_link, LinkClaims};
 use reachline_policy::gates::{self, Gate};
 use reachline_store::selfservice::{Filter, StepRecord};
 use serde::Serialize;
 
+use crate::ledger::{code, provider_id};
 use crate::plan::Owned;
 use crate::{Engine, EngineError};
 
@@ -98,10 +99,6 @@ struct Sent<'a> {
     address: &'a ContactAddress,
 }
 
-fn code(s: &str) -> Result<Code, EngineError> {
-    Code::parse(s).map_err(|e| EngineError::Ledger(format!("{s:?}: {e}")))
-}
-
 /// How long a contact check waits for the borrower before it becomes an operator's task.
 const CHECK_PATIENCE: Duration = Duration::hours(72);
 /// How long after a check before the engine starts another for the same borrower.
@@ -138,10 +135,7 @@ impl Engine {
                     .map_err(|e| EngineError::Ledger(e.to_string()))?;
                 leaf.contact = s.contact;
                 leaf.channel = Some(s.channel);
-                leaf.provider_message_id = s
-                    .provider_id
-                    .filter(|p| !p.is_empty() && p.len() <= 255 && p.bytes().all(|b| b.is_ascii_graphic()))
-                    .map(str::to_string);
+                leaf.provider_message_id = s.provider_id.and_then(provider_id);
                 leaf.template = Some(TemplateRef {
                     id: code(s.template.0)?,
                     version: s.template.1,
@@ -441,27 +435,5 @@ impl Engine {
                 .await?;
         }
         Ok(())
-    }
-
-    /// The open contact checks and operator tasks (for the dashboard and the API).
-    pub async fn open_checks(&self, limit: u32) -> Result<Vec<reachline_store::selfservice::CheckRecord>, EngineError> {
-        let mut out = self
-            .store
-            .checks(&Filter {
-                state: Some("operator_task".into()),
-                borrower: None,
-                limit,
-            })
-            .await?;
-        out.extend(
-            self.store
-                .checks(&Filter {
-                    state: Some("open".into()),
-                    borrower: None,
-                    limit,
-                })
-                .await?,
-        );
-        Ok(out)
     }
 }

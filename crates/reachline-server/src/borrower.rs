@@ -22,7 +22,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use chrono::Duration;
-use rand::RngCore;
 use reachline_domain::{
     BorrowerId, Channel, ConsentSource, ConsentState, ContactId, Locale, NationalId, PersonName, Purpose,
 };
@@ -30,10 +29,10 @@ use reachline_policy::change::{ChangeState, Factor};
 use reachline_policy::codes::{verify_link, verify_notice_token};
 use reachline_store::selfservice::{BorrowerSession, StepRecord};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::change::{self, ChangeError, Source};
 use crate::charts::esc;
+use crate::dashboard::{digest, random_hex};
 use crate::identity::Verdict;
 use crate::AppState;
 
@@ -303,28 +302,8 @@ fn message(class: &str, text: &str) -> String {
     )
 }
 
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
-}
-
 fn cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
-}
-
-fn digest(v: &str) -> [u8; 32] {
-    Sha256::digest(v.as_bytes()).into()
+    crate::dashboard::cookie(headers, COOKIE)
 }
 
 /// A borrower's live session.
@@ -1049,6 +1028,22 @@ struct FactorForm {
     contact: i64,
 }
 
+/// A form about one of the session's own changes: signed in, the CSRF token matches, and the
+/// change is the borrower's (another's is "not found", and recorded).
+async fn own_change_form(
+    s: &crate::Server,
+    headers: &HeaderMap,
+    q: &LangQuery,
+    csrf: &str,
+    id: i64,
+) -> Result<(reachline_store::selfservice::ChangeRecord, &'static T), Response> {
+    let (sess, t) = require_form(s, headers, q, csrf).await?;
+    match change::own_change(s, sess.borrower, id, s.now()).await {
+        Ok(rec) => Ok((rec, t)),
+        Err(e) => Err(change_error(t, e)),
+    }
+}
+
 async fn number_factor(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -1056,15 +1051,11 @@ async fn number_factor(
     Query(q): Query<LangQuery>,
     Form(f): Form<FactorForm>,
 ) -> Response {
-    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
+    let (rec, t) = match own_change_form(&s, &headers, &q, &f.csrf, id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     let now = s.now();
-    let rec = match change::own_change(&s, sess.borrower, id, now).await {
-        Ok(r) => r,
-        Err(e) => return change_error(t, e),
-    };
     match change::send_factor_code(&s, rec, ContactId(f.contact), now).await {
         Ok(()) => Redirect::to(&format!("/me/number/{id}?lang={}&sent=1", lang_param(t))).into_response(),
         Err(e) => change_error(t, e),
@@ -1087,15 +1078,11 @@ async fn number_code(
     Query(q): Query<LangQuery>,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
+    let (rec, t) = match own_change_form(&s, &headers, &q, &f.csrf, id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     let now = s.now();
-    let rec = match change::own_change(&s, sess.borrower, id, now).await {
-        Ok(r) => r,
-        Err(e) => return change_error(t, e),
-    };
     let which = match f.which.as_deref() {
         Some("factor") => change::Which::Factor,
         _ => change::Which::NewNumber,
@@ -1118,15 +1105,11 @@ async fn number_resend(
     Query(q): Query<LangQuery>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
+    let (rec, t) = match own_change_form(&s, &headers, &q, &f.csrf, id).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     let now = s.now();
-    let rec = match change::own_change(&s, sess.borrower, id, now).await {
-        Ok(r) => r,
-        Err(e) => return change_error(t, e),
-    };
     match change::resend(&s, rec, now).await {
         Ok(()) => Redirect::to(&format!("/me/number/{id}?lang={}&sent=1", lang_param(t))).into_response(),
         Err(e) => change_error(t, e),

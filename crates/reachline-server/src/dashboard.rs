@@ -32,13 +32,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/verify", get(verify_page))
 }
 
-fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     rand::rngs::OsRng.fill_bytes(&mut b);
     hex::encode(b)
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -60,7 +60,7 @@ fn set_cookie(s: &crate::Server, name: &str, value: &str, max_age: i64) -> Strin
     )
 }
 
-fn digest(session: &str) -> [u8; 32] {
+pub(crate) fn digest(session: &str) -> [u8; 32] {
     Sha256::digest(session.as_bytes()).into()
 }
 
