@@ -26,6 +26,10 @@ pub struct Config {
     /// The SMSC `reachline run` sends SMS through (none: SMS is not sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smpp: Option<reachline_channels::smpp::SmppConfig>,
+    /// The mail server `reachline run` and `reachline serve` send email through (none: email
+    /// is not sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<reachline_channels::smtp::SmtpConfig>,
     /// `reachline serve`: where it listens, limits, webhooks.
     pub server: reachline_server::ServerConfig,
 }
@@ -123,6 +127,7 @@ impl Default for Config {
             health: reachline_policy::HealthConfig::default(),
             engine: EngineSection::default(),
             smpp: None,
+            smtp: None,
             server: reachline_server::ServerConfig::default(),
         }
     }
@@ -488,6 +493,18 @@ steps = [
 # window = 32
 # receipt_ids = "auto"     # how receipts write ids: auto, same, hex_to_decimal, decimal_to_hex
 
+# The mail server for email (omit to send no email): notices, contact-check links and codes.
+# Bounces come back to `bounce_prefix+REF@bounce_domain`. Durations in milliseconds.
+# [smtp]
+# name = "mail"
+# host = "127.0.0.1"
+# port = 25
+# from = "notices@lender.example"
+# bounce_prefix = "bounce"
+# bounce_domain = "lender.example"
+# subject = "Your loan"
+# accepted_is_delivered = false   # true only when the server is the recipients' own
+
 # `reachline serve`: the API (docs at /docs), webhooks, /metrics, /healthz, /readyz.
 [server]
 listen = "127.0.0.1:8080"
@@ -539,6 +556,30 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.phone.overrides, RangeOverride::builtin());
         assert_eq!(cfg.database.url.as_str(), Config::default().database.url.as_str());
+    }
+
+    /// The commented `[smpp]` and `[smtp]` sections of the example, uncommented, configure
+    /// the gateways they describe.
+    #[test]
+    fn example_gateway_sections_parse() {
+        let block = |head: &str| -> String {
+            EXAMPLE
+                .lines()
+                .skip_while(|l| *l != head)
+                .take_while(|l| !l.is_empty())
+                .map(|l| l.strip_prefix("# ").unwrap_or(l))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let text = format!("{}\n{}", block("# [smpp]"), block("# [smtp]"));
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(&text))
+            .extract()
+            .unwrap();
+        assert_eq!(cfg.smpp.unwrap().port, 2775);
+        let smtp = cfg.smtp.unwrap();
+        assert_eq!((smtp.name.as_str(), smtp.port), ("mail", 25));
+        assert_eq!(smtp.bounce_domain, "lender.example");
     }
 
     #[test]

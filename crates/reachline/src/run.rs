@@ -120,7 +120,8 @@ fn write_clock(path: &Path, t: DateTime<Utc>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The configured channels (the SMSC of `[smpp]`), started and bound if the SMSC answers.
+/// The configured channels (the SMSC of `[smpp]`, started and bound if the SMSC answers; the
+/// mail server of `[smtp]`).
 pub async fn channels(cfg: &Config) -> Vec<Arc<dyn reachline_channels::Channel>> {
     let mut channels: Vec<Arc<dyn reachline_channels::Channel>> = Vec::new();
     if let Some(smpp) = &cfg.smpp {
@@ -132,6 +133,9 @@ pub async fn channels(cfg: &Config) -> Vec<Arc<dyn reachline_channels::Channel>>
             tracing::warn!(provider = %smpp.name, "SMSC not bound yet; sends wait for it");
         }
         channels.push(Arc::new(sms));
+    }
+    if let Some(smtp) = &cfg.smtp {
+        channels.push(Arc::new(reachline_channels::smtp::SmtpChannel::new(smtp.clone())));
     }
     channels
 }
@@ -160,7 +164,7 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     let store = open_engine_store(cfg).await?;
     let channels = channels(cfg).await;
     if channels.is_empty() {
-        bail!("no channel is configured: add an [smpp] section (see `reachline config example`)");
+        bail!("no channel is configured: add an [smpp] or [smtp] section (see `reachline config example`)");
     }
     // A second `reachline run` on the same PostgreSQL database waits as a hot standby.
     let (engine, _) = build_engine(cfg, store, channels, true).await?;
