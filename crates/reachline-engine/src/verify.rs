@@ -11,7 +11,7 @@
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use reachline_channels::{MessageRef, Outbound, SendError};
-use reachline_domain::{BorrowerId, Channel, ContactAddress, ContactId, PhoneNumber, Purpose};
+use reachline_domain::{BorrowerId, Channel, ContactAddress, ContactId, Purpose};
 use reachline_ledger::leaf::{content_hash, Leaf, LeafKind, TemplateRef};
 use reachline_policy::codes::{sign_link, LinkClaims};
 use reachline_policy::gates::{self, Gate};
@@ -27,8 +27,9 @@ use crate::{Engine, EngineError};
 pub enum VerifyTarget {
     /// One of the borrower's contact points.
     Contact(ContactId),
-    /// A number that is not a contact point yet (the new number of a change), by SMS.
-    Number(PhoneNumber),
+    /// An address that is not a contact point yet (the new number or email of a change): a
+    /// number by SMS, an email address by email.
+    Address(ContactAddress),
 }
 
 /// One verification message to send, and the step it records.
@@ -218,10 +219,15 @@ impl Engine {
                 let target = self.store.send_target(v.borrower, *cid).await?;
                 (target.address, channel, Some(*cid))
             }
-            VerifyTarget::Number(n) => {
-                reachline_policy::check_new_number(&view.consents, Channel::Sms, now)
+            VerifyTarget::Address(a) => {
+                let channel = match a {
+                    ContactAddress::Phone(_) => Channel::Sms,
+                    ContactAddress::Email(_) => Channel::Email,
+                    _ => return Err(VerifyError::Refused("address_kind")),
+                };
+                reachline_policy::check_new_number(&view.consents, channel, now)
                     .map_err(|r| VerifyError::Refused(r.as_str()))?;
-                (ContactAddress::Phone(n.clone()), Channel::Sms, None)
+                (a.clone(), channel, None)
             }
         };
         let Some(provider) = self.channels.get(&channel) else {

@@ -202,9 +202,44 @@ reachline_domain::named_enum!(ChangeState, "change state", {
     Lapsed => "lapsed",
 });
 
+/// What a change does once applied. Adding a contact point is adding an authenticator as much
+/// as replacing one is, so both go through the same proofs and guards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeTarget {
+    /// The new mobile number replaces the current one (retired as `replaced`).
+    #[default]
+    Replace,
+    /// The new mobile number is added as a backup.
+    AddBackup,
+    /// The new email address is added.
+    AddEmail,
+}
+
+impl ChangeTarget {
+    pub fn code(self) -> &'static str {
+        match self {
+            ChangeTarget::Replace => "replace",
+            ChangeTarget::AddBackup => "add_backup",
+            ChangeTarget::AddEmail => "add_email",
+        }
+    }
+
+    /// The channel the new address is proven on.
+    pub fn channel(self) -> reachline_domain::Channel {
+        match self {
+            ChangeTarget::Replace | ChangeTarget::AddBackup => reachline_domain::Channel::Sms,
+            ChangeTarget::AddEmail => reachline_domain::Channel::Email,
+        }
+    }
+}
+
 /// The flow's own record, kept with the change (no personal data: codes are hashed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flow {
+    /// Absent in changes recorded before additions existed: those replaced the number.
+    #[serde(default)]
+    pub target: ChangeTarget,
     pub risks: Vec<Risk>,
     /// The code sent to the new number (absent when possession is proven by a link).
     pub new_code: Option<CodeRecord>,
@@ -216,8 +251,9 @@ pub struct Flow {
 }
 
 impl Flow {
-    pub fn new(rules: &ChangeRules, risks: Vec<Risk>, now: DateTime<Utc>) -> Self {
+    pub fn new(rules: &ChangeRules, target: ChangeTarget, risks: Vec<Risk>, now: DateTime<Utc>) -> Self {
         Flow {
+            target,
             risks,
             new_code: None,
             new_number_proven: false,
@@ -323,7 +359,7 @@ mod tests {
         };
         assert_eq!(assess_start(&r, &unknown, now), Ok(vec![Risk::SimSwapUnknown]));
 
-        let mut flow = Flow::new(&r, vec![Risk::SimSwap], now);
+        let mut flow = Flow::new(&r, ChangeTarget::Replace, vec![Risk::SimSwap], now);
         assert_eq!(flow.next(now), ChangeState::Pending);
         flow.new_number_proven = true;
         assert_eq!(flow.next(now), ChangeState::Pending, "one proof is not enough");
@@ -331,7 +367,13 @@ mod tests {
         assert_eq!(flow.next(now), ChangeState::Review);
         flow.risks.clear();
         assert_eq!(flow.next(now), ChangeState::Applied);
-        let lapsed = Flow::new(&r, vec![], now);
+        let lapsed = Flow::new(&r, ChangeTarget::AddEmail, vec![], now);
         assert_eq!(lapsed.next(now + Duration::minutes(31)), ChangeState::Lapsed);
+        // A flow recorded before additions existed replaced the number.
+        let mut old = serde_json::to_value(&lapsed).unwrap();
+        old.as_object_mut().unwrap().remove("target");
+        let old: Flow = serde_json::from_value(old).unwrap();
+        assert_eq!(old.target, ChangeTarget::Replace);
+        assert_eq!(ChangeTarget::AddEmail.channel(), reachline_domain::Channel::Email);
     }
 }

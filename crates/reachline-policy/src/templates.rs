@@ -239,6 +239,8 @@ impl Templates {
             t("confirm_new_number", ContactCheck, En, Borrower, "{{ lender_name }}: someone asked to make this number their contact number with us. If it was you, confirm: {{ link }} If not, ignore this."),
             t("number_changed", ContactCheck, ZhCn, Borrower, "【{{ lender_name }}】您在我司登记的手机号已更换。如非本人操作，请立即致电{{ service_phone }}。"),
             t("number_changed", ContactCheck, En, Borrower, "{{ lender_name }}: the mobile number on your account with us was changed. If this was not you, call {{ service_phone }} now."),
+            t("contact_added", ContactCheck, ZhCn, Borrower, "【{{ lender_name }}】您在我司的账户新增了一个联系方式。如非本人操作，请立即致电{{ service_phone }}。"),
+            t("contact_added", ContactCheck, En, Borrower, "{{ lender_name }}: a new way to reach you was added to your account with us. If this was not you, call {{ service_phone }} now."),
             t("third_party", ThirdPartyRequest, ZhCn, ThirdParty, "【{{ lender_name }}】您好，我们有事需联系您的亲友，烦请转告其致电{{ service_phone }}。如不便，回复“拒绝”，我们将不再联系您。"),
             t("third_party", ThirdPartyRequest, En, ThirdParty, "{{ lender_name }}: we are trying to reach someone who named you as a contact. Please ask them to call {{ service_phone }}. Reply REFUSE and we will not contact you again."),
         ]

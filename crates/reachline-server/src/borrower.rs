@@ -23,9 +23,10 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use chrono::Duration;
 use reachline_domain::{
-    BorrowerId, Channel, ConsentSource, ConsentState, ContactId, Locale, NationalId, PersonName, Purpose,
+    BorrowerId, Channel, ConsentSource, ConsentState, ContactAddress, ContactId, Locale, NationalId, PersonName,
+    Purpose,
 };
-use reachline_policy::change::{ChangeState, Factor};
+use reachline_policy::change::{ChangeState, ChangeTarget, Factor};
 use reachline_policy::codes::{verify_link, verify_notice_token};
 use reachline_store::selfservice::{BorrowerSession, StepRecord};
 use serde::Deserialize;
@@ -51,6 +52,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/me/number/{id}/code", post(number_code))
         .route("/me/number/{id}/resend", post(number_resend))
         .route("/me/number/{id}/factor", post(number_factor))
+        // A phone's camera photo is larger than any form: this route alone takes up to 8 MiB.
+        .route(
+            "/me/number/{id}/face",
+            post(number_face).layer(axum::extract::DefaultBodyLimit::max(FACE_MAX_BYTES)),
+        )
         .route("/me/consent", post(consent))
         .route("/me/plan", post(plan_request))
         .route("/me/logout", post(logout))
@@ -84,6 +90,12 @@ struct T {
     change_number: &'static str,
     new_number: &'static str,
     send_code: &'static str,
+    add_backup: &'static str,
+    backup_number: &'static str,
+    add_email: &'static str,
+    email: &'static str,
+    send_code_email: &'static str,
+    added: &'static str,
     code_sent: &'static str,
     code: &'static str,
     confirm: &'static str,
@@ -94,6 +106,9 @@ struct T {
     factor_intro: &'static str,
     send_code_to: &'static str,
     factor_code: &'static str,
+    face: &'static str,
+    face_photo: &'static str,
+    face_failed: &'static str,
     consents: &'static str,
     withdraw: &'static str,
     withdrawn: &'static str,
@@ -137,7 +152,13 @@ const ZH: T = T {
     change_number: "更换手机号码",
     new_number: "新手机号码",
     send_code: "发送验证码到新号码",
-    code_sent: "验证码已发送到新号码，10分钟内有效。",
+    add_backup: "添加备用手机号码",
+    backup_number: "备用手机号码",
+    add_email: "添加电子邮箱",
+    email: "电子邮箱",
+    send_code_email: "发送验证码到此邮箱",
+    added: "已添加。今后我们也可以通过它联系您。",
+    code_sent: "验证码已发送，10分钟内有效。",
     code: "验证码",
     confirm: "确认",
     resend: "重新发送验证码",
@@ -147,6 +168,9 @@ const ZH: T = T {
     factor_intro: "请用您的其他联系方式确认是您本人（或前往网点办理）：",
     send_code_to: "发送验证码到",
     factor_code: "其他联系方式收到的验证码",
+    face: "或：人脸识别（拍摄一张本人正面照片）",
+    face_photo: "本人照片",
+    face_failed: "人脸识别未通过，未做任何更改。",
     consents: "授权",
     withdraw: "撤回",
     withdrawn: "已撤回",
@@ -195,7 +219,13 @@ const EN: T = T {
     change_number: "Change my mobile number",
     new_number: "New mobile number",
     send_code: "Send a code to the new number",
-    code_sent: "A code was sent to the new number; it is valid for 10 minutes.",
+    add_backup: "Add a backup mobile number",
+    backup_number: "Backup mobile number",
+    add_email: "Add an email address",
+    email: "Email address",
+    send_code_email: "Send a code to this address",
+    added: "Added. We can reach you there too from now on.",
+    code_sent: "A code was sent; it is valid for 10 minutes.",
     code: "Code",
     confirm: "Confirm",
     resend: "Send the code again",
@@ -205,6 +235,9 @@ const EN: T = T {
     factor_intro: "Confirm it is you with another of your contact details (or visit a branch):",
     send_code_to: "Send a code to",
     factor_code: "Code sent to your other contact",
+    face: "Or: a face check (take a photo of your face)",
+    face_photo: "Photo of your face",
+    face_failed: "The face check did not pass. Nothing was changed.",
     consents: "Consents",
     withdraw: "Withdraw",
     withdrawn: "withdrawn",
@@ -820,6 +853,21 @@ async fn home(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<Lan
         label = t.new_number,
         send = t.send_code
     );
+    let _ = write!(
+        body,
+        r#"<section><form method="post" action="/me/number?lang={lang}"><h2>{h}</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="target" value="add_backup">
+<label for="backup">{label}</label><input id="backup" name="number" type="tel" inputmode="tel" autocomplete="tel" required>
+<button>{send}</button></form>
+<form method="post" action="/me/number?lang={lang}"><h2>{he}</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="target" value="add_email">
+<label for="email">{le}</label><input id="email" name="email" type="email" inputmode="email" autocomplete="email" required>
+<button>{sende}</button></form></section>"#,
+        h = t.add_backup,
+        label = t.backup_number,
+        send = t.send_code,
+        he = t.add_email,
+        le = t.email,
+        sende = t.send_code_email
+    );
     let _ = write!(body, "<section><h2>{}</h2>", t.consents);
     for (code, label) in t.purposes {
         let Ok(purpose) = code.parse::<Purpose>() else { continue };
@@ -863,7 +911,10 @@ async fn home(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<Lan
 #[derive(Debug, Deserialize)]
 struct NumberForm {
     csrf: String,
-    number: String,
+    /// `replace` (the default), `add_backup`, `add_email`.
+    target: Option<String>,
+    number: Option<String>,
+    email: Option<String>,
 }
 
 async fn number_start(
@@ -880,24 +931,48 @@ async fn number_start(
     if s.borrower_ip_limiter.check_key(&peer.ip()).is_err() {
         return too_many(t);
     }
-    let Ok(number) = s.phones.parse(&f.number) else {
-        let text = if t.lang == "en" {
-            "That is not a phone number."
-        } else {
-            "号码格式不正确。"
-        };
-        return (
+    let bad = |en: &str, zh: &str| {
+        let text = if t.lang == "en" { en } else { zh };
+        (
             StatusCode::UNPROCESSABLE_ENTITY,
             page(t, t.title, &message("bad", text)),
         )
-            .into_response();
+            .into_response()
+    };
+    let target = match f.target.as_deref().unwrap_or("replace") {
+        "replace" => ChangeTarget::Replace,
+        "add_backup" => ChangeTarget::AddBackup,
+        "add_email" => ChangeTarget::AddEmail,
+        _ => return bad("Unknown request.", "请求无效。"),
+    };
+    let address = if target == ChangeTarget::AddEmail {
+        match f.email.as_deref().map(reachline_domain::Email::parse) {
+            Some(Ok(e)) => ContactAddress::Email(e),
+            _ => return bad("That is not an email address.", "邮箱格式不正确。"),
+        }
+    } else {
+        match f.number.as_deref().map(|n| s.phones.parse(n)) {
+            Some(Ok(n)) => ContactAddress::Phone(n),
+            _ => return bad("That is not a phone number.", "号码格式不正确。"),
+        }
     };
     let now = s.now();
     let mut factor = sess.factors.first().cloned();
-    if factor.is_none() {
-        factor = identity_factor(&s, sess.borrower, &number).await;
+    if let (None, ContactAddress::Phone(number)) = (&factor, &address) {
+        factor = identity_factor(&s, sess.borrower, number).await;
     }
-    match change::start(&s, sess.borrower, &number, Source::Page, factor, "borrower", now).await {
+    match change::start(
+        &s,
+        sess.borrower,
+        &address,
+        target,
+        Source::Page,
+        factor,
+        "borrower",
+        now,
+    )
+    .await
+    {
         Ok(id) => Redirect::to(&format!("/me/number/{id}?lang={}&sent=1", lang_param(t))).into_response(),
         Err(e) => change_error(t, e),
     }
@@ -948,8 +1023,15 @@ async fn number_page(
     let flow: Option<reachline_policy::change::Flow> = serde_json::from_str(&rec.flow).ok();
     let proven = flow.as_ref().is_some_and(|f| f.new_number_proven);
     let authorised = flow.as_ref().is_some_and(|f| f.authorised_by.is_some());
+    let target = flow.as_ref().map(|f| f.target).unwrap_or_default();
+    let heading = match target {
+        ChangeTarget::Replace => t.change_number,
+        ChangeTarget::AddBackup => t.add_backup,
+        ChangeTarget::AddEmail => t.add_email,
+    };
     let body = match rec.state.parse::<ChangeState>() {
-        Ok(ChangeState::Applied) => message("ok", t.applied),
+        Ok(ChangeState::Applied) if target == ChangeTarget::Replace => message("ok", t.applied),
+        Ok(ChangeState::Applied) => message("ok", t.added),
         Ok(ChangeState::Review) => message("ok", t.review),
         Ok(ChangeState::Pending) => {
             let mut body = String::new();
@@ -965,7 +1047,7 @@ async fn number_page(
 <label for="code">{code}</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" required>
 <button>{confirm}</button></form>
 <form method="post" action="/me/number/{id}/resend?lang={lang}"><input type="hidden" name="csrf" value="{csrf}"><button class="secondary">{resend}</button></form></section>"#,
-                    h = t.change_number,
+                    h = heading,
                     code = t.code,
                     confirm = t.confirm,
                     resend = t.resend
@@ -1018,8 +1100,115 @@ async fn factor_section(
             to = esc(&c.point.address.masked())
         );
     }
+    if s.identity.get().is_some() {
+        let _ = write!(
+            out,
+            r#"<form method="post" action="/me/number/{id}/face?lang={lang}" enctype="multipart/form-data"><h3>{h}</h3><input type="hidden" name="csrf" value="{csrf}">
+<label for="photo">{label}</label><input id="photo" name="photo" type="file" accept="image/jpeg,image/png" capture="user" required>
+<button class="secondary">{confirm}</button></form>"#,
+            h = t.face,
+            label = t.face_photo,
+            confirm = t.confirm
+        );
+    }
     out.push_str("</section>");
     out
+}
+
+/// The largest photo a face check takes.
+const FACE_MAX_BYTES: usize = 8 << 20;
+
+/// A face check for a pending change: the photo goes to the identity provider with the
+/// lender's record of the borrower's name and ID, and is dropped; a match authorises the
+/// change, anything else counts as a failed code (the 100-failure lock) and changes nothing.
+async fn number_face(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<LangQuery>,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let (mut csrf, mut photo) = (String::new(), Vec::new());
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_string();
+                let Ok(bytes) = field.bytes().await else {
+                    return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+                };
+                match name.as_str() {
+                    "csrf" => csrf = String::from_utf8_lossy(&bytes).into_owned(),
+                    "photo" => photo = bytes.to_vec(),
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return (e.status(), e.body_text()).into_response(),
+        }
+    }
+    let (rec, t) = match own_change_form(&s, &headers, &q, &csrf, id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if s.borrower_ip_limiter.check_key(&peer.ip()).is_err() {
+        return too_many(t);
+    }
+    let (Some(provider), Some(b)) = (s.identity.get(), borrower_record(&s, rec.borrower).await) else {
+        return forbidden();
+    };
+    let now = s.now();
+    let Ok(failures) = s.stores.selfservice.code_failures(rec.borrower).await else {
+        return unavailable();
+    };
+    let verdict = match &b.national_id {
+        Some(nid) if failures < s.config.self_service.codes.max_consecutive_failures => {
+            provider.face_match(&b.name, nid, &photo).await
+        }
+        _ => Verdict::Unknown,
+    };
+    drop(photo);
+    let step = StepRecord {
+        borrower: rec.borrower,
+        change: Some(rec.id),
+        check: None,
+        at: now,
+        step: "identity_checked".into(),
+        actor: "borrower".into(),
+        detail: Some(
+            serde_json::json!({
+                "provider": provider.name(),
+                "method": "face",
+                "verdict": format!("{verdict:?}").to_lowercase(),
+            })
+            .to_string(),
+        ),
+    };
+    if let Err(e) = s.engine.record_step(&step).await {
+        tracing::error!(error = %e, "recording a face check failed");
+        return unavailable();
+    }
+    if verdict != Verdict::Match {
+        let _ = s
+            .stores
+            .selfservice
+            .set_code_failures(rec.borrower, failures + 1, now)
+            .await;
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page(t, t.title, &message("bad", t.face_failed)),
+        )
+            .into_response();
+    }
+    let _ = s.stores.selfservice.set_code_failures(rec.borrower, 0, now).await;
+    let factor = Factor::Identity {
+        provider: provider.name().to_string(),
+        method: "face".into(),
+    };
+    match change::authorise(&s, rec, factor, now).await {
+        Ok(_) => Redirect::to(&format!("/me/number/{id}?lang={}", lang_param(t))).into_response(),
+        Err(e) => change_error(t, e),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,16 +1,17 @@
-//! The number-change flow over the store and the engine: start (refusals and risks from
+//! The number-change flow over the store and the engine — a new mobile number replacing the
+//! current one, or a backup number or an email address added: start (refusals and risks from
 //! `reachline_policy::change`, the carrier's SIM-swap and port answers), the code to the new
-//! number, its guesses, the existing factor, apply or hold for review, and the operators'
+//! address, its guesses, the existing factor, apply or hold for review, and the operators'
 //! decisions. Every step is a row and a ledger leaf (through the engine); the new number is
 //! kept sealed, and nothing here logs it.
 
 use chrono::{DateTime, Duration, Utc};
 use reachline_domain::{
-    BorrowerId, ContactAddress, ContactId, ContactKind, ContactPoint, ContactRole, ContactSource, ExternalId,
+    BorrowerId, ContactAddress, ContactId, ContactKind, ContactPoint, ContactRole, ContactSource, Email, ExternalId,
     PhoneNumber,
 };
 use reachline_engine::verify::{VerifyError, VerifySend, VerifyTarget};
-use reachline_policy::change::{assess_start, ChangeState, Factor, Flow, Refusal, StartFacts};
+use reachline_policy::change::{assess_start, ChangeState, ChangeTarget, Factor, Flow, Refusal, StartFacts};
 use reachline_policy::codes::{self, CodeError};
 use reachline_store::selfservice::{ChangeRecord, Filter, NewChange, StepRecord};
 use sha2::{Digest, Sha256};
@@ -144,24 +145,38 @@ async fn carrier_facts(
     (swap, port)
 }
 
-/// Starts a change of `borrower`'s number to `number`: refused outright (recorded), or created
-/// with its risks and the proof of the new number sent (a code from the page, a link after a
+/// Starts a change of `borrower`'s contacts — the mobile number replaced by `address`, or
+/// `address` added as a backup number or an email — refused outright (recorded), or created
+/// with its risks and the proof of the new address sent (a code from the page, a link after a
 /// reply). `factor` is an existing factor the borrower has already shown in this session.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     s: &Server,
     borrower: BorrowerId,
-    number: &PhoneNumber,
+    address: &ContactAddress,
+    target: ChangeTarget,
     source: Source,
     factor: Option<Factor>,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<i64, ChangeError> {
+    let number = match (address, target) {
+        (ContactAddress::Phone(p), ChangeTarget::Replace | ChangeTarget::AddBackup) => Some(p),
+        (ContactAddress::Email(_), ChangeTarget::AddEmail) => None,
+        _ => {
+            return Err(ChangeError::Api(ApiError::invalid(
+                "address",
+                "a number replaces or backs up the mobile; an email address is added as email",
+            )))
+        }
+    };
     let contacts = s.stores.store.contacts(borrower).await?;
     let current: Vec<_> = contacts.iter().filter(|c| c.is_current()).collect();
     let old = current
         .iter()
         .find(|c| c.point.kind == ContactKind::Mobile && c.point.role == ContactRole::Primary)
-        .or_else(|| current.iter().find(|c| c.point.kind == ContactKind::Mobile));
+        .or_else(|| current.iter().find(|c| c.point.kind == ContactKind::Mobile))
+        .filter(|_| target == ChangeTarget::Replace);
     let mine = s
         .stores
         .selfservice
@@ -171,12 +186,24 @@ pub async fn start(
             limit: 200,
         })
         .await?;
-    let (swap, port) = carrier_facts(s, number, now).await;
-    let facts = StartFacts {
-        line_type: Some(number.line_type()),
-        same_as_current: current
+    // An email address has no carrier: no SIM swap, no port, no line type.
+    let (swap, port) = match number {
+        Some(n) => carrier_facts(s, n, now).await,
+        None => (Some(None), None),
+    };
+    let held_by_another_borrower = match number {
+        Some(n) => s
+            .stores
+            .store
+            .contacts_by_phone(n)
+            .await?
             .iter()
-            .any(|c| matches!(&c.point.address, ContactAddress::Phone(p) if p == number)),
+            .any(|c| c.is_current() && c.borrower_id != borrower),
+        None => false,
+    };
+    let facts = StartFacts {
+        line_type: number.map(PhoneNumber::line_type),
+        same_as_current: current.iter().any(|c| c.point.address == *address),
         last_applied: mine
             .iter()
             .filter(|c| c.state == ChangeState::Applied.as_str())
@@ -187,26 +214,24 @@ pub async fn start(
         max_consecutive_failures: s.config.self_service.codes.max_consecutive_failures,
         sim_swapped_on: swap,
         ported_on: port,
-        held_by_another_borrower: s
-            .stores
-            .store
-            .contacts_by_phone(number)
-            .await?
-            .iter()
-            .any(|c| c.is_current() && c.borrower_id != borrower),
+        held_by_another_borrower,
     };
     let rules = &s.config.self_service.change;
     let risks = match assess_start(rules, &facts, now) {
         Ok(r) => r,
         Err(refusal) => {
-            let detail = serde_json::json!({"refusal": refusal.code(), "source": source.as_str()});
+            let detail = serde_json::json!({
+                "refusal": refusal.code(),
+                "source": source.as_str(),
+                "target": target.code(),
+            });
             s.engine
                 .record_step(&step(borrower, None, now, "change_refused", actor, detail))
                 .await?;
             return Err(ChangeError::Refused(refusal));
         }
     };
-    let mut flow = Flow::new(rules, risks.clone(), now);
+    let mut flow = Flow::new(rules, target, risks.clone(), now);
     flow.authorised_by = factor.clone();
     let id = s
         .stores
@@ -215,7 +240,7 @@ pub async fn start(
             &NewChange {
                 borrower,
                 old_contact: old.map(|c| c.id),
-                new_number: number,
+                new_address: address,
                 source: source.as_str(),
                 state: ChangeState::Pending.as_str(),
                 flow: &json(&flow),
@@ -226,6 +251,7 @@ pub async fn start(
     let risks: Vec<&str> = risks.iter().map(|r| r.code()).collect();
     let detail = serde_json::json!({
         "source": source.as_str(),
+        "target": target.code(),
         "risks": risks,
         "old_contact": old.map(|c| c.id.0),
         "factor": factor.as_ref().map(Factor::code),
@@ -247,7 +273,7 @@ pub async fn start(
                 return Err(ChangeError::NotPending);
             }
             rec.version += 1;
-            send_code(s, &rec, number, &code, actor, now).await?;
+            send_code(s, &rec, address, &code, actor, now).await?;
         }
         Source::Reply => {
             let link = s.engine.check_link(
@@ -258,7 +284,7 @@ pub async fn start(
             );
             let v = VerifySend {
                 borrower,
-                target: VerifyTarget::Number(number.clone()),
+                target: VerifyTarget::Address(address.clone()),
                 template: "confirm_new_number",
                 code: None,
                 link: Some(link),
@@ -285,14 +311,14 @@ fn not_sent(e: VerifyError, change: i64) -> ChangeError {
 async fn send_code(
     s: &Server,
     rec: &ChangeRecord,
-    number: &PhoneNumber,
+    address: &ContactAddress,
     code: &str,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<(), ChangeError> {
     let v = VerifySend {
         borrower: rec.borrower,
-        target: VerifyTarget::Number(number.clone()),
+        target: VerifyTarget::Address(address.clone()),
         template: "verification_code",
         code: Some(code.to_string()),
         link: None,
@@ -356,8 +382,8 @@ pub async fn resend(s: &Server, rec: ChangeRecord, now: DateTime<Utc>) -> Result
     {
         return Err(ChangeError::NotPending);
     }
-    let number = s.phones.parse(&rec.new_number).map_err(|_| ApiError::internal())?;
-    send_code(s, &rec, &number, &code, "borrower", now).await
+    let address = address_of(s, &rec, flow.target)?;
+    send_code(s, &rec, &address, &code, "borrower", now).await
 }
 
 /// Which of a change's codes a guess is for.
@@ -630,9 +656,68 @@ async fn settle(
     Ok(next)
 }
 
-/// Applies a change: the new number becomes the current (verified) one in the old one's slot,
-/// the old one is retired, the old channels are told, an open check is closed, and the
-/// borrower's next decision is made now (so the next reminder goes to the new number).
+/// The new address of a change, as the flow's target reads it.
+pub fn address_of(s: &Server, rec: &ChangeRecord, target: ChangeTarget) -> Result<ContactAddress, ChangeError> {
+    Ok(match target {
+        ChangeTarget::Replace | ChangeTarget::AddBackup => {
+            ContactAddress::Phone(s.phones.parse(&rec.new_address).map_err(|_| ApiError::internal())?)
+        }
+        ChangeTarget::AddEmail => {
+            ContactAddress::Email(Email::parse(&rec.new_address).map_err(|_| ApiError::internal())?)
+        }
+    })
+}
+
+/// The contact point a change adds: in the replaced one's slot and role, or (an addition) in
+/// a slot of its own — a backup number as a backup, an email as the primary email unless the
+/// borrower has one already.
+fn new_point(
+    s: &Server,
+    rec: &ChangeRecord,
+    target: ChangeTarget,
+    old: Option<&reachline_store::ContactRecord>,
+    current: &[&reachline_store::ContactRecord],
+    now: DateTime<Utc>,
+) -> Result<ContactPoint, ChangeError> {
+    let address = address_of(s, rec, target)?;
+    let slot = |name: String| ExternalId::parse(&name).map_err(|_| ChangeError::Api(ApiError::internal()));
+    let (slot, kind, role) = match target {
+        ChangeTarget::Replace => (
+            old.map_or_else(|| slot("mobile".into()), |c| Ok(c.point.slot.clone()))?,
+            ContactKind::Mobile,
+            old.map_or(ContactRole::Primary, |c| c.point.role),
+        ),
+        ChangeTarget::AddBackup => (
+            slot(format!("backup-{}", rec.id))?,
+            ContactKind::Mobile,
+            ContactRole::Backup,
+        ),
+        ChangeTarget::AddEmail => {
+            let has_email = current.iter().any(|c| c.point.kind == ContactKind::Email);
+            let role = if has_email {
+                ContactRole::Backup
+            } else {
+                ContactRole::Primary
+            };
+            (slot(format!("email-{}", rec.id))?, ContactKind::Email, role)
+        }
+    };
+    Ok(ContactPoint {
+        slot,
+        kind,
+        address,
+        role,
+        holder_name: None,
+        bound_since: now.date_naive(),
+        source: ContactSource::Borrower,
+        verified_at: Some(now),
+    })
+}
+
+/// Applies a change: the new number becomes the current (verified) one in the old one's slot
+/// and the old one is retired, or the new address is added; the borrower's other channels are
+/// told, an open check is closed, and the borrower's next decision is made now (so the next
+/// reminder goes to the new number).
 async fn apply(
     s: &Server,
     rec: ChangeRecord,
@@ -641,26 +726,13 @@ async fn apply(
     decided: Option<(&str, &str)>,
     now: DateTime<Utc>,
 ) -> Result<(), ChangeError> {
-    let number = s.phones.parse(&rec.new_number).map_err(|_| ApiError::internal())?;
     let contacts = s.stores.store.contacts(rec.borrower).await?;
+    let current: Vec<_> = contacts.iter().filter(|c| c.is_current()).collect();
     let old = rec
         .old_contact
-        .and_then(|id| contacts.iter().find(|c| c.id == id))
-        .filter(|c| c.is_current());
-    let slot = match old {
-        Some(c) => c.point.slot.clone(),
-        None => ExternalId::parse("mobile").map_err(|_| ApiError::internal())?,
-    };
-    let point = ContactPoint {
-        slot,
-        kind: ContactKind::Mobile,
-        address: ContactAddress::Phone(number),
-        role: old.map_or(ContactRole::Primary, |c| c.point.role),
-        holder_name: None,
-        bound_since: now.date_naive(),
-        source: ContactSource::Borrower,
-        verified_at: Some(now),
-    };
+        .and_then(|id| current.iter().copied().find(|c| c.id == id))
+        .filter(|_| flow.target == ChangeTarget::Replace);
+    let point = new_point(s, &rec, flow.target, old, &current, now)?;
     let Some(new) = s
         .stores
         .selfservice
@@ -670,6 +742,7 @@ async fn apply(
         return Err(ChangeError::NotPending);
     };
     let detail = serde_json::json!({
+        "target": flow.target.code(),
         "new_contact": new.0,
         "old_contact": old.map(|c| c.id.0),
         "factor": flow.authorised_by.as_ref().map(Factor::code),
@@ -681,21 +754,22 @@ async fn apply(
     // so the text names no debt) and every other current one but the new.
     let mut tell: Vec<VerifyTarget> = Vec::new();
     if let Some(ContactAddress::Phone(p)) = old.map(|c| &c.point.address) {
-        tell.push(VerifyTarget::Number(p.clone()));
+        tell.push(VerifyTarget::Address(ContactAddress::Phone(p.clone())));
     }
-    for c in contacts
-        .iter()
-        .filter(|c| c.is_current() && Some(c.id) != old.map(|o| o.id))
-    {
+    for c in current.iter().filter(|c| Some(c.id) != old.map(|o| o.id)) {
         if !c.point.role.is_third_party() && c.point.kind != ContactKind::Landline {
             tell.push(VerifyTarget::Contact(c.id));
         }
     }
+    let template = match flow.target {
+        ChangeTarget::Replace => "number_changed",
+        ChangeTarget::AddBackup | ChangeTarget::AddEmail => "contact_added",
+    };
     for target in tell {
         let v = VerifySend {
             borrower: rec.borrower,
             target,
-            template: "number_changed",
+            template,
             code: None,
             link: None,
             change: Some(rec.id),

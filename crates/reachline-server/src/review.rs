@@ -80,8 +80,10 @@ pub struct ChangeView {
     pub id: i64,
     pub borrower_id: i64,
     pub old_contact_id: Option<i64>,
-    /// Masked (`139****5678`).
-    pub new_number: String,
+    /// What it does: `replace` (the mobile number), `add_backup`, `add_email`.
+    pub target: String,
+    /// The new number or email address, masked (`+86139****5678`, `j***@example.com`).
+    pub new_address: String,
     /// `page`, `reply`.
     pub source: String,
     pub state: String,
@@ -104,10 +106,15 @@ fn change_view(r: ChangeRecord, steps: Vec<StepRecord>) -> ChangeView {
         id: r.id,
         borrower_id: r.borrower.0,
         old_contact_id: r.old_contact.map(|c| c.0),
-        // Stored in E.164, so any region's parser reads it.
-        new_number: reachline_domain::PhoneParser::default()
-            .parse(&r.new_number)
-            .map_or_else(|_| reachline_domain::mask::mask_digits(&r.new_number), |p| p.masked()),
+        target: flow.as_ref().map(|f| f.target).unwrap_or_default().code().to_string(),
+        // A number is stored in E.164, so any region's parser reads it.
+        new_address: if r.new_address.contains('@') {
+            reachline_domain::mask::mask_email(&r.new_address)
+        } else {
+            reachline_domain::PhoneParser::default()
+                .parse(&r.new_address)
+                .map_or_else(|_| reachline_domain::mask::mask_digits(&r.new_address), |p| p.masked())
+        },
         source: r.source,
         state: r.state,
         risks: flow

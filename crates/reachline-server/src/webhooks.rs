@@ -226,7 +226,18 @@ async fn reply(
         // A reply naming a new number starts the verified flow on it: a link goes to the new
         // number, and the change still needs an existing factor. The reply alone changes nothing.
         if let Some(new) = &classified.new_number {
-            match crate::change::start(s, c.borrower_id, new, crate::change::Source::Reply, None, "reply", now).await {
+            match crate::change::start(
+                s,
+                c.borrower_id,
+                &reachline_domain::ContactAddress::Phone(new.clone()),
+                reachline_policy::change::ChangeTarget::Replace,
+                crate::change::Source::Reply,
+                None,
+                "reply",
+                now,
+            )
+            .await
+            {
                 Ok(_) => {}
                 Err(crate::change::ChangeError::Api(e)) => return Err(e),
                 Err(e) => tracing::info!(error = %e, "a reply's new number did not start a change"),

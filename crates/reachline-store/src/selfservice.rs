@@ -8,18 +8,18 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reachline_domain::{BorrowerId, ContactId, ContactPoint, LoanId, PhoneNumber};
+use reachline_domain::{BorrowerId, ContactAddress, ContactId, ContactPoint, LoanId};
 
 use crate::Result;
 
-/// A number change as stored; `new_number` is opened (E.164) for the caller.
+/// A change as stored; `new_address` is opened for the caller (E.164 or an email address).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeRecord {
     pub id: i64,
     pub borrower: BorrowerId,
     /// The contact point the new number replaces (the current mobile when asked).
     pub old_contact: Option<ContactId>,
-    pub new_number: String,
+    pub new_address: String,
     /// `page`, `reply`, `operator`.
     pub source: String,
     /// `pending`, `review`, `applied`, `rejected`, `lapsed`.
@@ -40,7 +40,8 @@ pub struct ChangeRecord {
 pub struct NewChange<'a> {
     pub borrower: BorrowerId,
     pub old_contact: Option<ContactId>,
-    pub new_number: &'a PhoneNumber,
+    /// The new number or email address (sealed under the borrower's key).
+    pub new_address: &'a ContactAddress,
     pub source: &'a str,
     pub state: &'a str,
     pub flow: &'a str,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use reachline_channels::smpp::sandbox::Sandbox;
 use reachline_channels::smpp::{SmppChannel, SmppConfig};
-use reachline_domain::{BorrowerId, PhoneNumber};
+use reachline_domain::{BorrowerId, ContactAddress, PhoneNumber};
 use reachline_policy::intel::{ChangeSince, NumberStatus, RecycleAnswer};
 use reachline_server::auth::Role;
 use serde_json::json;
@@ -315,7 +315,8 @@ async fn a_dead_number_is_replaced_through_a_checked_link_and_a_code_on_the_new_
         .call(Role::Auditor, "GET", &format!("/v1/contact-changes/{id}"), None)
         .await;
     assert_eq!(change["state"], "applied", "{change}");
-    assert_eq!(change["new_number"], "+86139****5678");
+    assert_eq!(change["new_address"], "+86139****5678");
+    assert_eq!(change["target"], "replace");
     assert_eq!(change["authorised_by"], "link");
     let steps: Vec<&str> = change["steps"]
         .as_array()
@@ -427,11 +428,12 @@ async fn brute_force_is_stopped_and_another_borrowers_change_is_not_found() {
             &reachline_store::selfservice::NewChange {
                 borrower: b2,
                 old_contact: None,
-                new_number: &number,
+                new_address: &ContactAddress::Phone(number.clone()),
                 source: "page",
                 state: "pending",
                 flow: &serde_json::to_string(&reachline_policy::change::Flow::new(
                     &Default::default(),
+                    Default::default(),
                     vec![],
                     Utc::now(),
                 ))

@@ -17,7 +17,7 @@ use crate::selfservice::{
 };
 use crate::{ContactEventKind, Result, StoreError};
 
-const NEW_NUMBER: &str = "contact_changes.new_address";
+const NEW_ADDRESS: &str = "contact_changes.new_address";
 const PLAN_REASON: &str = "plan_requests.reason";
 
 /// The advisory-lock namespace of opening contact checks (the first key of the two-key form;
@@ -59,7 +59,7 @@ fn change_row(r: &PgRow, sealer: &Sealer) -> Result<ChangeRecord> {
         id: r.try_get("id")?,
         borrower: BorrowerId(r.try_get("borrower_id")?),
         old_contact: r.try_get::<Option<i64>, _>("old_contact_id")?.map(ContactId),
-        new_number: sealer.open(NEW_NUMBER, &sealed)?,
+        new_address: sealer.open(NEW_ADDRESS, &sealed)?,
         source: r.try_get("source")?,
         state: r.try_get("state")?,
         flow: r.try_get("flow")?,
@@ -167,8 +167,8 @@ impl SelfServiceStore for PgStore {
         let sealed = data_key_for(&mut conn, &self.keys, ch.borrower)
             .await?
             .sealer()
-            .seal(NEW_NUMBER, ch.new_number.e164());
-        let bidx = codec::phone_bidx(&self.keys, ch.new_number).to_vec();
+            .seal(NEW_ADDRESS, &ch.new_address.canonical());
+        let bidx = codec::address_bidx(&self.keys, ch.new_address).to_vec();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO contact_changes (borrower_id, old_contact_id, new_address_enc, new_address_bidx, source, \
              state, flow, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8) RETURNING id",

@@ -12,7 +12,7 @@ use crate::selfservice::{
 };
 use crate::{ContactEventKind, Keyring, Result, StoreError};
 
-const NEW_NUMBER: &str = "contact_changes.new_address";
+const NEW_ADDRESS: &str = "contact_changes.new_address";
 const PLAN_REASON: &str = "plan_requests.reason";
 
 const CHANGE_COLS: &str = "SELECT id, borrower_id, old_contact_id, new_address_enc, source, state, flow, version, \
@@ -25,7 +25,7 @@ fn change_row(c: &Connection, keys: &Keyring, r: &Row<'_>) -> Result<ChangeRecor
         id: r.get(0)?,
         borrower,
         old_contact: r.get::<_, Option<i64>>(2)?.map(ContactId),
-        new_number: sealer_for(c, keys, borrower)?.open(NEW_NUMBER, &sealed)?,
+        new_address: sealer_for(c, keys, borrower)?.open(NEW_ADDRESS, &sealed)?,
         source: r.get(4)?,
         state: r.get(5)?,
         flow: r.get(6)?,
@@ -108,10 +108,10 @@ impl SelfServiceStore for SqliteStore {
             ch.state.to_string(),
             ch.flow.to_string(),
         );
-        let number = ch.new_number.clone();
+        let address = ch.new_address.clone();
         self.with(move |c, keys| {
-            let sealed = sealer_for(c, keys, borrower)?.seal(NEW_NUMBER, number.e164());
-            let bidx = codec::phone_bidx(keys, &number).to_vec();
+            let sealed = sealer_for(c, keys, borrower)?.seal(NEW_ADDRESS, &address.canonical());
+            let bidx = codec::address_bidx(keys, &address).to_vec();
             c.execute(
                 "INSERT INTO contact_changes (borrower_id, old_contact_id, new_address_enc, new_address_bidx, source, \
                  state, flow, version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)",

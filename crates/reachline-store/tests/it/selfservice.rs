@@ -46,7 +46,7 @@ pub async fn number_changes_are_versioned_and_applied_in_one_step(h: &Harness) {
             &NewChange {
                 borrower: b,
                 old_contact: Some(old),
-                new_number: &number,
+                new_address: &ContactAddress::Phone(number.clone()),
                 source: "page",
                 state: "pending",
                 flow: "{}",
@@ -57,10 +57,30 @@ pub async fn number_changes_are_versioned_and_applied_in_one_step(h: &Harness) {
         .unwrap();
     let ch = s.change(id).await.unwrap().unwrap();
     assert_eq!(
-        (ch.id, ch.borrower, ch.old_contact, ch.new_number.as_str()),
+        (ch.id, ch.borrower, ch.old_contact, ch.new_address.as_str()),
         (id, b, Some(old), "+8613987654321")
     );
-    assert_eq!(ch.new_number, number.e164());
+    assert_eq!(ch.new_address, number.e164());
+    // An email address to add is kept the same way.
+    let email = ContactAddress::Email(reachline_domain::Email::parse("new.me@example.com").unwrap());
+    let added = s
+        .create_change(
+            &NewChange {
+                borrower: b,
+                old_contact: None,
+                new_address: &email,
+                source: "page",
+                state: "lapsed",
+                flow: "{}",
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.change(added).await.unwrap().unwrap().new_address,
+        "new.me@example.com"
+    );
     assert_eq!(
         (ch.source.as_str(), ch.state.as_str(), ch.flow.as_str(), ch.version),
         ("page", "pending", "{}", 0)
@@ -282,7 +302,7 @@ pub async fn checks_steps_nonces_sessions_and_failures(h: &Harness) {
             &NewChange {
                 borrower: b,
                 old_contact: Some(mobile),
-                new_number: &number,
+                new_address: &ContactAddress::Phone(number.clone()),
                 source: "reply",
                 state: "pending",
                 flow: "{}",
@@ -449,7 +469,7 @@ pub async fn plan_requests_keep_the_borrowers_words_sealed(h: &Harness) {
         &NewChange {
             borrower: b,
             old_contact: None,
-            new_number: &number,
+            new_address: &ContactAddress::Phone(number.clone()),
             source: "page",
             state: "pending",
             flow: "{}",
