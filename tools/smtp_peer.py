@@ -7,12 +7,18 @@ Answers per recipient by the local part's first word:
   later…    250, then an RFC 3464 bounce (5.1.1) to the envelope sender, appended to --mbox
   anything else: 250.
 
-    python tools/smtp_peer.py --port 2525 --mbox bounces.mbox
+With --inbox FILE, every message taken for a recipient is appended to FILE as one JSON line
+{"to", "from", "subject", "text"} with the body decoded (what the recipient would read).
+
+    python tools/smtp_peer.py --port 2525 --mbox bounces.mbox [--inbox inbox.jsonl]
 """
 
 import argparse
 import asyncio
+import email
+import email.policy
 import email.utils
+import json
 import time
 
 from aiosmtpd.controller import Controller
@@ -55,8 +61,9 @@ Diagnostic-Code: smtp; 550 5.1.1 user unknown
 
 
 class Handler:
-    def __init__(self, mbox):
+    def __init__(self, mbox, inbox=None):
         self.mbox = mbox
+        self.inbox = inbox
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0].lower()
@@ -75,6 +82,16 @@ class Handler:
                     f.write(DSN.format(sender=envelope.mail_from, rcpt=rcpt, date=date,
                                        boundary="b%d" % int(time.time() * 1e6)))
                     f.write("\n")
+        if self.inbox:
+            msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+            body = msg.get_body(preferencelist=("plain",)) or msg
+            with open(self.inbox, "a") as f:
+                for rcpt in envelope.rcpt_tos:
+                    if rcpt.split("@")[0].lower().startswith("later"):
+                        continue
+                    f.write(json.dumps({"to": rcpt, "from": envelope.mail_from,
+                                        "subject": str(msg["subject"] or ""),
+                                        "text": body.get_content()}, ensure_ascii=False) + "\n")
         return "250 2.0.0 Ok: queued"
 
 
@@ -83,8 +100,9 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=2525)
     ap.add_argument("--mbox", required=True)
+    ap.add_argument("--inbox")
     a = ap.parse_args()
-    c = Controller(Handler(a.mbox), hostname=a.host, port=a.port)
+    c = Controller(Handler(a.mbox, a.inbox), hostname=a.host, port=a.port)
     c.start()
     print("listening", a.port, flush=True)
     try:

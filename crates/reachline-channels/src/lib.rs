@@ -8,6 +8,7 @@ pub mod http;
 pub mod http_sandbox;
 pub mod matching;
 pub mod smpp;
+pub mod peers;
 pub mod smtp;
 pub mod webhook;
 

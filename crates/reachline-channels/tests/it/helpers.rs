@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -50,45 +49,7 @@ pub async fn collect(
     out
 }
 
-/// A Python with `smpp34` and `aiosmtpd`: `REACHLINE_INTEROP_PYTHON` when set (`.ci/run`
-/// sets it), else a venv made once under the temp dir. Panics with the reason otherwise.
-pub fn interop_python() -> PathBuf {
-    if let Ok(p) = std::env::var("REACHLINE_INTEROP_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = std::env::temp_dir().join("reachline-interop-venv");
-    let py = venv.join("bin/python");
-    let ok = |p: &PathBuf| {
-        Command::new(p)
-            .args(["-c", "import smpp34, aiosmtpd"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if ok(&py) {
-        return py;
-    }
-    // One test binary holds every interop test, so a lock inside the process is enough.
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !ok(&py) {
-        let st = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed for interop tests");
-        assert!(st.success(), "python3 -m venv failed");
-        let st = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "smpp34==1.5.0", "aiosmtpd==1.4.6"])
-            .status()
-            .expect("pip");
-        assert!(st.success(), "pip install smpp34 aiosmtpd failed");
-    }
-    py
-}
-
-pub fn tools_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools")
-}
+pub use reachline_channels::peers::{interop_python, tools_dir};
 
 /// The Python SMSC as a child process, killed on drop.
 pub struct PySmsc {

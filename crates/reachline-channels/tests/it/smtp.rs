@@ -8,16 +8,9 @@ use reachline_channels::{Channel, MessageRef, Outbound, Permanence};
 use reachline_domain::DeliveryClass::*;
 use reachline_domain::{ContactAddress, Email};
 
-use crate::helpers::{collect, free_port, interop_python, tools_dir};
+use reachline_channels::peers::SmtpPeer;
 
-struct Peer(std::process::Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::helpers::{collect, free_port};
 
 fn mail(r: &str, to: &str) -> Outbound {
     Outbound {
@@ -29,26 +22,9 @@ fn mail(r: &str, to: &str) -> Outbound {
 
 #[tokio::test]
 async fn aiosmtpd_replies_and_bounces_are_classed() {
-    let dir = std::env::temp_dir().join(format!("rl-smtp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mbox = dir.join("bounces.mbox");
-    let _ = std::fs::remove_file(&mbox);
-    let port = free_port();
-    let _peer = Peer(
-        std::process::Command::new(interop_python())
-            .arg(tools_dir().join("smtp_peer.py"))
-            .args(["--port", &port.to_string(), "--mbox"])
-            .arg(&mbox)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dir = tempfile::tempdir().unwrap();
+    let peer = SmtpPeer::start(dir.path()).unwrap();
+    let (port, mbox) = (peer.port, peer.mbox.clone());
     let ch = SmtpChannel::new(SmtpConfig {
         port,
         accepted_is_delivered: true,
@@ -87,6 +63,12 @@ async fn aiosmtpd_replies_and_bounces_are_classed() {
     assert_eq!(later.len(), 2);
     let bounce = &later[1];
     assert_eq!((bounce.class, bounce.code.as_str()), (Dead, "failed 5.1.1"));
+    // What the recipient read: the text as sent, from the configured sender.
+    let inbox = peer.wait_for("borrower@example.com", 1).await;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert_eq!(inbox[0].text.trim_end(), "Your repayment is due.");
+    assert_eq!(inbox[0].subject, "Repayment notice");
+    assert!(inbox[0].from.starts_with("bounce+e-ok@"), "{inbox:?}");
 }
 
 #[tokio::test]
