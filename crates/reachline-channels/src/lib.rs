@@ -7,8 +7,8 @@ pub mod failover;
 pub mod http;
 pub mod http_sandbox;
 pub mod matching;
-pub mod smpp;
 pub mod peers;
+pub mod smpp;
 pub mod smtp;
 pub mod webhook;
 

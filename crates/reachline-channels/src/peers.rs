@@ -91,7 +91,10 @@ impl SmtpPeer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the SMTP peer did not listen"))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the SMTP peer did not listen",
+        ))
     }
 
     /// Every message taken so far, oldest first.

@@ -1,16 +1,19 @@
-//! The number-change flow end to end through the SMPP sandbox, and the attacks on it: a dead
-//! number → a contact check's link on the backup number → the page → a code on the new number
-//! → the contact replaced, the old one retired and told → the next reminder to the new number;
-//! then brute force, a replayed link, a second change within the hour, a SIM-swapped number,
-//! another borrower's change, and a reply that names a number.
+//! The number-change flow end to end through the SMPP sandbox and an SMTP server (`aiosmtpd`),
+//! and the attacks on it: a dead number → a contact check's link by email → the page → a code
+//! on the new number → the contact replaced, the old one retired and told → the next reminder
+//! to the new number; an email added with a code sent to it; a face check; then brute force, a
+//! replayed link, a second change within the hour, a SIM-swapped number, another borrower's
+//! change, and a reply that names a number.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use reachline_channels::peers::SmtpPeer;
 use reachline_channels::smpp::sandbox::Sandbox;
 use reachline_channels::smpp::{SmppChannel, SmppConfig};
+use reachline_channels::smtp::{SmtpChannel, SmtpConfig};
 use reachline_domain::{BorrowerId, ContactAddress, PhoneNumber};
 use reachline_policy::intel::{ChangeSince, NumberStatus, RecycleAnswer};
 use reachline_server::auth::Role;
@@ -119,13 +122,44 @@ fn code_in(text: &str) -> String {
 
 /// A server with an SMS channel to the sandbox SMSC.
 async fn with_sms() -> (Harness, Sandbox) {
+    with_gateways(None).await
+}
+
+/// B1's email address in the tests that have one.
+const EMAIL: &str = "zhang.wei@example.com";
+
+/// A server with SMS to the sandbox SMSC and email to an `aiosmtpd` peer; B1 has an email.
+async fn with_sms_and_email() -> (Harness, Sandbox, SmtpPeer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = SmtpPeer::start(dir.path()).unwrap();
+    let mail = SmtpChannel::new(SmtpConfig {
+        port: peer.port,
+        accepted_is_delivered: true,
+        ..SmtpConfig::default()
+    });
+    let (h, sandbox) = with_gateways(Some(Arc::new(mail))).await;
+    let (s, e) = h
+        .call(
+            Role::Admin,
+            "POST",
+            "/v1/borrowers/B1/contacts",
+            Some(json!({"slot": "email", "kind": "email", "role": "primary", "value": EMAIL, "bound_since": "2025-01-01"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{e}");
+    (h, sandbox, peer, dir)
+}
+
+async fn with_gateways(mail: Option<Arc<dyn reachline_channels::Channel>>) -> (Harness, Sandbox) {
     let sandbox = Sandbox::start("127.0.0.1:0").await.unwrap();
     let sms = SmppChannel::start(SmppConfig {
         port: sandbox.addr().port(),
         ..SmppConfig::default()
     });
     assert!(sms.wait_bound(StdDuration::from_secs(5)).await);
-    let h = Harness::start_with(Db::Sqlite, vec![Arc::new(sms)]).await.unwrap();
+    let mut channels: Vec<Arc<dyn reachline_channels::Channel>> = vec![Arc::new(sms)];
+    channels.extend(mail);
+    let h = Harness::start_with(Db::Sqlite, channels).await.unwrap();
     // B1 (张伟, 13812345678, L1 due 2026-12-01) may get verification messages and has a
     // backup number.
     for body in [
@@ -178,14 +212,28 @@ async fn kill_mobile(h: &Harness, borrower: BorrowerId, at: DateTime<Utc>) {
     }
 }
 
-/// Opens a session through the contact check's link that reached the backup number.
+/// Opens a session through the contact check's link that reached the backup number (or, with
+/// `mail`, B1's email).
 async fn session_from_check(h: &Harness, sandbox: &Sandbox, borrower: BorrowerId, now: DateTime<Utc>) -> Browser {
+    session_from_check_via(h, sandbox, None, borrower, now).await
+}
+
+async fn session_from_check_via(
+    h: &Harness,
+    sandbox: &Sandbox,
+    mail: Option<&SmtpPeer>,
+    borrower: BorrowerId,
+    now: DateTime<Utc>,
+) -> Browser {
     kill_mobile(h, borrower, now).await;
     h.engine.plan(now).await.unwrap();
-    let texts = texts_eventually(sandbox, "13700002220", 1).await;
+    let texts = match mail {
+        Some(peer) => peer.wait_for(EMAIL, 1).await.into_iter().map(|m| m.text).collect(),
+        None => texts_eventually(sandbox, "13700002220", 1).await,
+    };
     let link = regex::Regex::new(r"http://[0-9.:]+/c/[A-Za-z0-9_.-]+")
         .unwrap()
-        .find(&texts[0])
+        .find(texts.first().map_or("", String::as_str))
         .unwrap_or_else(|| panic!("no link in {texts:?}"))
         .as_str()
         .to_string();
@@ -207,11 +255,11 @@ async fn session_from_check(h: &Harness, sandbox: &Sandbox, borrower: BorrowerId
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_number_is_replaced_through_a_checked_link_and_a_code_on_the_new_number() {
-    let (h, sandbox) = with_sms().await;
+async fn a_dead_number_is_replaced_through_a_link_by_email_and_a_code_on_the_new_number() {
+    let (h, sandbox, mail, _dir) = with_sms_and_email().await;
     let borrower = b1(&h).await;
     let now = morning(Utc::now());
-    let mut b = session_from_check(&h, &sandbox, borrower, now).await;
+    let mut b = session_from_check_via(&h, &sandbox, Some(&mail), borrower, now).await;
     let checks = h
         .call(Role::Operator, "GET", "/v1/contact-checks?borrower=B1", None)
         .await
@@ -223,9 +271,16 @@ async fn a_dead_number_is_replaced_through_a_checked_link_and_a_code_on_the_new_
         .iter()
         .map(|s| s["step"].as_str().unwrap())
         .collect();
+    // The link went to both other channels: the backup number and the email.
     assert_eq!(
         steps,
-        ["check_started", "links_sending", "link_sent", "check_confirmed"],
+        [
+            "check_started",
+            "links_sending",
+            "link_sent",
+            "link_sent",
+            "check_confirmed"
+        ],
         "{checks}"
     );
 
@@ -726,5 +781,251 @@ async fn a_session_from_a_notice_needs_a_code_on_another_channel_to_change_the_n
         (Some("applied"), Some("code")),
         "{change}"
     );
+    h.finish().await;
+}
+
+fn change_id(location: Option<String>, body: &str) -> i64 {
+    regex::Regex::new(r"/me/number/(\d+)")
+        .unwrap()
+        .captures(&location.unwrap_or_else(|| panic!("{body}")))
+        .unwrap()[1]
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_is_added_with_a_code_sent_to_it_and_the_other_channels_are_told() {
+    let (h, sandbox, mail, _dir) = with_sms_and_email().await;
+    let borrower = b1(&h).await;
+    let now = morning(Utc::now());
+    let mut b = session_from_check(&h, &sandbox, borrower, now).await;
+    let home = b.get("/me?lang=en").await;
+    assert!(
+        home.body.contains("Add an email address") && home.body.contains("Add a backup mobile number"),
+        "{}",
+        home.body
+    );
+    let token = csrf(&home.body);
+    let p = b
+        .post(
+            "/me/number",
+            &[("csrf", &token), ("target", "add_email"), ("email", "not an address")],
+        )
+        .await;
+    assert_eq!(p.status, 422, "{}", p.body);
+    let p = b
+        .post(
+            "/me/number",
+            &[
+                ("csrf", &token),
+                ("target", "add_email"),
+                ("email", "Zhang.Wei.New@Example.com"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let id = change_id(p.location, &p.body);
+    let sent = mail.wait_for("Zhang.Wei.New@example.com", 1).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let code = code_in(&sent[0].text);
+    let p = b
+        .post(&format!("/me/number/{id}/code"), &[("csrf", &token), ("code", &code)])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = b.get(&format!("/me/number/{id}?lang=en")).await;
+    assert!(p.body.contains("Added."), "{}", p.body);
+
+    // The email is a current, verified contact point of its own; nothing was retired.
+    let contacts = h.stores.store.contacts(borrower).await.unwrap();
+    let added: Vec<_> = contacts
+        .iter()
+        .filter(|c| c.point.address.canonical() == "Zhang.Wei.New@example.com")
+        .collect();
+    assert_eq!(added.len(), 1, "{contacts:?}");
+    assert!(added[0].is_current() && added[0].point.verified_at.is_some());
+    assert_eq!(added[0].point.kind, reachline_domain::ContactKind::Email);
+    assert_eq!(
+        added[0].point.role,
+        reachline_domain::ContactRole::Backup,
+        "B1 had an email"
+    );
+    assert!(contacts.iter().all(|c| c.is_current()), "an addition retires nothing");
+    // The other channels are told a contact was added: the backup number and the old email.
+    assert!(
+        texts_eventually(&sandbox, "13700002220", 2)
+            .await
+            .iter()
+            .any(|t| t.contains("新增了一个联系方式")),
+        "{:?}",
+        texts_to(&sandbox, "13700002220")
+    );
+    assert!(mail
+        .wait_for(EMAIL, 2)
+        .await
+        .iter()
+        .any(|m| m.text.contains("新增了一个联系方式")));
+    let (_, change) = h
+        .call(Role::Operator, "GET", &format!("/v1/contact-changes/{id}"), None)
+        .await;
+    assert_eq!(
+        (
+            change["target"].as_str(),
+            change["state"].as_str(),
+            change["new_address"].as_str()
+        ),
+        (Some("add_email"), Some("applied"), Some("Z***@example.com")),
+        "{change}"
+    );
+
+    // Another addition within the cooling period is refused, and nothing is sent.
+    let p = b
+        .post(
+            "/me/number",
+            &[("csrf", &token), ("target", "add_backup"), ("number", "13955556660")],
+        )
+        .await;
+    assert_eq!(p.status, 422, "{}", p.body);
+    assert!(texts_to(&sandbox, "13955556660").is_empty());
+    h.finish().await;
+}
+
+/// A session from a notice's page, opened with the borrower's name and ID (no factor).
+async fn session_from_notice(h: &Harness, borrower: BorrowerId) -> Browser {
+    use reachline_store::engine::{NewSend, PlanWrite};
+    let contacts = h.stores.store.contacts(borrower).await.unwrap();
+    let mobile = contacts[0].id;
+    let loan = h.stores.store.loans(borrower).await.unwrap()[0].id;
+    let inst = h.stores.store.installments(loan).await.unwrap()[0].id;
+    let now = Utc::now();
+    h.stores
+        .engine
+        .write_plan(PlanWrite {
+            at: Some(now),
+            sends: vec![NewSend {
+                idem_key: format!("{}/0/pre_due/{}/sms/0", inst.0, mobile.0),
+                borrower,
+                installment: inst,
+                step: 0,
+                kind: "pre_due".into(),
+                rung: 0,
+                contact: mobile,
+                channel: reachline_domain::Channel::Sms,
+                third_party: false,
+                not_before: now,
+            }],
+            ..PlanWrite::default()
+        })
+        .await
+        .unwrap();
+    let notice = h
+        .stores
+        .engine
+        .attempts(&reachline_store::engine::AttemptFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .id;
+    let token = reachline_policy::codes::notice_token(&h.engine.config().link_key, notice as u64);
+    let mut b = Browser::new(&h.base);
+    let p = b
+        .post(
+            &format!("/n/{token}/identify"),
+            &[("name", "张伟"), ("national_id", "11010519491231002X")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    b
+}
+
+/// A multipart form with the session's CSRF token and a photo.
+async fn post_photo(b: &mut Browser, path: &str, csrf: &str, photo: Vec<u8>) -> Page {
+    let form = reqwest::multipart::Form::new().text("csrf", csrf.to_string()).part(
+        "photo",
+        reqwest::multipart::Part::bytes(photo)
+            .file_name("me.jpg")
+            .mime_str("image/jpeg")
+            .unwrap(),
+    );
+    let req = b.http.post(b.url(path)).multipart(form);
+    b.send(req).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_face_check_authorises_a_change_and_a_stranger_s_face_changes_nothing() {
+    use sha2::{Digest, Sha256};
+    let (h, sandbox) = with_sms().await;
+    let borrower = b1(&h).await;
+    // A phone camera's photo: larger than any other form the server takes (64 KiB here).
+    let mut mine = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    mine.extend(std::iter::repeat_n(7u8, 300 * 1024));
+    let mut stranger = mine.clone();
+    stranger[4] = 8;
+    let _ = h
+        .server
+        .identity
+        .set(Arc::new(reachline_server::identity::SandboxIdentity {
+            // The carrier says the new number is not the borrower's: the three-factor check fails.
+            others: ["+8613912345678".to_string()].into(),
+            other_faces: [hex::encode(Sha256::digest(&stranger))].into(),
+        }));
+    let mut b = session_from_notice(&h, borrower).await;
+    let token = csrf(&b.get("/me").await.body);
+    let p = b
+        .post("/me/number", &[("csrf", &token), ("number", "13912345678")])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let id = change_id(p.location, &p.body);
+    let code = code_in(&texts_eventually(&sandbox, "13912345678", 1).await[0]);
+    let p = b
+        .post(&format!("/me/number/{id}/code"), &[("csrf", &token), ("code", &code)])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = b.get(&format!("/me/number/{id}?lang=en")).await;
+    assert!(
+        p.body.contains("face check") && p.body.contains(r#"enctype="multipart/form-data""#),
+        "{}",
+        p.body
+    );
+
+    // Without the session's token: refused. A stranger's face: refused, counted, nothing changed.
+    let path = format!("/me/number/{id}/face");
+    assert_eq!(post_photo(&mut b, &path, "00", mine.clone()).await.status, 403);
+    let failures = h.stores.selfservice.code_failures(borrower).await.unwrap();
+    let p = post_photo(&mut b, &path, &token, stranger).await;
+    assert_eq!(p.status, 422, "{}", p.body);
+    assert!(p.body.contains("人脸识别未通过"), "{}", p.body);
+    assert_eq!(
+        h.stores.selfservice.code_failures(borrower).await.unwrap(),
+        failures + 1
+    );
+    let p = post_photo(&mut b, &path, &token, b"not a photo".to_vec()).await;
+    assert_eq!(p.status, 422, "{}", p.body);
+    let (_, change) = h
+        .call(Role::Operator, "GET", &format!("/v1/contact-changes/{id}"), None)
+        .await;
+    assert_eq!(change["state"], "pending", "{change}");
+
+    // The borrower's face: the change is authorised and applied.
+    let p = post_photo(&mut b, &path, &token, mine).await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let (_, change) = h
+        .call(Role::Operator, "GET", &format!("/v1/contact-changes/{id}"), None)
+        .await;
+    assert_eq!(
+        (change["state"].as_str(), change["authorised_by"].as_str()),
+        (Some("applied"), Some("identity_check")),
+        "{change}"
+    );
+    let verdicts: Vec<String> = change["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"] == "identity_checked")
+        .map(|s| s["detail"].to_string())
+        .collect();
+    assert_eq!(verdicts.len(), 3, "stranger, not a photo, match: {verdicts:?}");
+    assert!(verdicts.iter().any(|v| v.contains("mismatch")) && verdicts.last().unwrap().contains("match"));
     h.finish().await;
 }
