@@ -18,6 +18,7 @@ pub mod mask;
 pub mod money;
 pub mod national_id;
 pub mod phone;
+pub mod preferences;
 
 pub use borrower::{Borrower, Jurisdiction, PersonName};
 pub use carrier::{original_carrier, OriginalCarrier};
@@ -31,6 +32,7 @@ pub use locale::Locale;
 pub use money::{Currency, Money};
 pub use national_id::NationalId;
 pub use phone::{LineType, PhoneNumber, PhoneParser, RangeOverride};
+pub use preferences::{Preferences, QuietHours};
 
 /// A channel a notice can travel on. Closed set: adding one is a change to every match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]

@@ -173,6 +173,7 @@ impl Owned {
                 installments: &installments,
                 sends: &self.sends,
                 third_parties: &self.third_parties,
+                preferences: &view.preferences,
             };
             out.extend(decide(&s, now).into_iter().filter(|d| n == 0 || d.key.is_some()));
         }

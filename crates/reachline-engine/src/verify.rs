@@ -191,6 +191,7 @@ impl Engine {
                     third_party: None,
                     mentions_debt: false,
                     consents: &view.consents,
+                    quiet: None,
                 };
                 match gates::check(&req, &[], profile, now) {
                     Gate::Allow(_) => {}

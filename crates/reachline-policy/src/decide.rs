@@ -25,7 +25,9 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
-use reachline_domain::{Channel, Consent, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Purpose};
+use reachline_domain::{
+    Channel, Consent, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Preferences, Purpose,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::cadence::{Cadence, NoticeKind};
@@ -116,6 +118,8 @@ pub struct Snapshot<'a> {
     pub installments: &'a [DueInstallment],
     pub sends: &'a [SendRecord],
     pub third_parties: &'a [ThirdPartyRecord],
+    /// The borrower's preferred channels and quiet hours.
+    pub preferences: &'a Preferences,
 }
 
 /// Why a decision was taken.
@@ -216,8 +220,9 @@ pub fn channels_of(kind: ContactKind) -> &'static [Channel] {
 fn rungs(s: &Snapshot, purpose: Purpose) -> Vec<Rung> {
     let mut out = Vec::new();
     let live = |c: &&ContactFacts| !c.retired;
+    let order = s.preferences.order(&s.ladder.channels);
     for role_rank in 0..2 {
-        for ch in &s.ladder.channels {
+        for ch in &order {
             if *ch == Channel::Voice && purpose == Purpose::Service && !s.ladder.voice_for_service {
                 continue;
             }
@@ -458,6 +463,7 @@ fn decide_notice(
             // (checked when templates load).
             mentions_debt: !rung.third_party,
             consents: s.consents,
+            quiet: s.preferences.quiet,
         };
         match gates::check(&req, history, s.profile, now) {
             Gate::Allow(permit) => {

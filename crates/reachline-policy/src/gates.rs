@@ -23,7 +23,7 @@
 
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use reachline_domain::{Channel, ContactId, Jurisdiction, Purpose};
+use reachline_domain::{Channel, ContactId, Jurisdiction, Purpose, QuietHours};
 use serde::{Deserialize, Serialize};
 
 use crate::health::{Assessment, HealthBlock};
@@ -33,6 +33,8 @@ use crate::health::{Assessment, HealthBlock};
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     QuietHours,
+    /// The borrower's own quiet hours (set on their page).
+    BorrowerQuietHours,
     ConnectedCallCap,
     UnansweredCallCap,
     CallFrequency7d,
@@ -51,6 +53,7 @@ pub enum Reason {
 
 reachline_domain::named_enum!(Reason, "gate reason", {
     QuietHours => "quiet_hours",
+    BorrowerQuietHours => "borrower_quiet_hours",
     ConnectedCallCap => "connected_call_cap",
     UnansweredCallCap => "unanswered_call_cap",
     CallFrequency7d => "call_frequency_7d",
@@ -66,7 +69,8 @@ reachline_domain::named_enum!(Reason, "gate reason", {
     NoAllowedTime => "no_allowed_time",
 });
 
-/// A daily window of allowed local times, `[start, end)`.
+/// A daily window of allowed local times, `[start, end)`; it wraps past midnight when
+/// `end < start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
     pub start: NaiveTime,
@@ -83,8 +87,31 @@ impl Window {
     }
 
     pub fn contains(&self, t: NaiveTime) -> bool {
-        self.start <= t && t < self.end
+        if self.start <= self.end {
+            self.start <= t && t < self.end
+        } else {
+            t >= self.start || t < self.end
+        }
     }
+
+    /// The times outside the borrower's quiet hours.
+    pub fn outside(q: QuietHours) -> Self {
+        Window {
+            start: q.end,
+            end: q.start,
+        }
+    }
+}
+
+/// The window the borrower's own quiet hours leave, if it leaves at least an hour inside the
+/// law's `window` (otherwise it is not applied: a due notice must still find a time).
+pub fn own_window(window: Option<Window>, quiet: Option<QuietHours>) -> Option<Window> {
+    let own = Window::outside(quiet?);
+    let both = (0..24 * 4)
+        .filter_map(|i| NaiveTime::from_hms_opt(i / 4, (i % 4) * 15, 0))
+        .filter(|t| own.contains(*t) && window.is_none_or(|w| w.contains(*t)))
+        .count();
+    (both >= 4).then_some(own)
 }
 
 /// The numbers of one jurisdiction profile.
@@ -206,6 +233,9 @@ pub struct Request<'a> {
     pub mentions_debt: bool,
     /// The borrower's consent events.
     pub consents: &'a [reachline_domain::Consent],
+    /// The borrower's own quiet hours (for their own contact points, on service and collection
+    /// notices; within the law's hours, never beyond them).
+    pub quiet: Option<QuietHours>,
 }
 
 /// Proof that a send passed every gate at `at`. Only [`check`] builds one.
@@ -298,8 +328,14 @@ pub fn check(req: &Request, history: &[Attempt], profile: &GateProfile, now: Dat
     let mut t = now;
     let mut first: Option<Reason> = None;
     // Each gate that blocks names the moment it would allow; move there and ask all again.
+    let law = profile.window(req.purpose);
+    let own = match req.purpose {
+        Purpose::Service | Purpose::Collection if req.third_party.is_none() => own_window(law, req.quiet),
+        _ => None,
+    };
     for _ in 0..16 {
-        let block = hours_block(zones, profile.window(req.purpose), t)
+        let block = hours_block(zones, law, t)
+            .or_else(|| hours_block(zones, own, t).map(|(until, _)| (until, Reason::BorrowerQuietHours)))
             .or_else(|| caps_block(req, history, profile, zones[0], t));
         match block {
             None if t == now => {

@@ -4,8 +4,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{
-    Channel, Consent, ConsentSource, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Purpose,
-    Relation,
+    Channel, Consent, ConsentSource, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Preferences,
+    Purpose, QuietHours, Relation,
 };
 use reachline_policy::decide::formally_unreachable;
 use reachline_policy::{
@@ -102,6 +102,18 @@ fn with_snapshot<R>(
     now: DateTime<Utc>,
     f: impl FnOnce(&Snapshot) -> R,
 ) -> R {
+    with_preferences(&Preferences::default(), sends, third, installments, now, f)
+}
+
+/// As [`with_snapshot`], for a borrower who stated preferences.
+fn with_preferences<R>(
+    preferences: &Preferences,
+    sends: &[SendRecord],
+    third: &[ThirdPartyRecord],
+    installments: &[DueInstallment],
+    now: DateTime<Utc>,
+    f: impl FnOnce(&Snapshot) -> R,
+) -> R {
     let contacts = contacts();
     let consents = consents();
     let health = health(sends, now);
@@ -119,17 +131,28 @@ fn with_snapshot<R>(
         installments,
         sends,
         third_parties: third,
+        preferences,
     })
 }
 
 fn run(sends: &[SendRecord], third: &[ThirdPartyRecord], paid: bool, now: &str) -> Vec<Decision> {
+    run_with(&Preferences::default(), sends, third, paid, now)
+}
+
+fn run_with(
+    preferences: &Preferences,
+    sends: &[SendRecord],
+    third: &[ThirdPartyRecord],
+    paid: bool,
+    now: &str,
+) -> Vec<Decision> {
     let now = at(now);
     let inst = [DueInstallment {
         id: INST,
         due_date: "2024-05-20".parse().unwrap(),
         paid,
     }];
-    with_snapshot(sends, third, &inst, now, |s| decide(s, now))
+    with_preferences(preferences, sends, third, &inst, now, |s| decide(s, now))
 }
 
 fn notice(ds: &[Decision]) -> &Decision {
@@ -155,6 +178,42 @@ fn the_first_rung_is_sms_to_the_primary_number() {
     assert_eq!(d.reason, DecisionReason::CadenceStep);
     assert_eq!(sent_to(d), (0, 1, Channel::Sms, false));
     assert_eq!(d.key.unwrap().kind.purpose(), Purpose::Collection);
+}
+
+#[test]
+fn the_borrowers_preferred_channel_and_quiet_hours_are_kept() {
+    let hm = |h, m| chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap();
+    // Email first: the primary email is the first rung, then SMS.
+    let email_first = Preferences::new(vec![Channel::Email], None).unwrap();
+    let d = notice(&run_with(&email_first, &[], &[], false, "2024-05-21 10:00")).clone();
+    assert_eq!(sent_to(&d), (0, 2, Channel::Email, false));
+    let s0 = send(
+        0,
+        2,
+        Channel::Email,
+        "2024-05-21 10:00",
+        Outcome::Failed(DeliveryClass::Dead),
+    );
+    let d = notice(&run_with(&email_first, &[s0], &[], false, "2024-05-21 10:05")).clone();
+    assert_eq!(sent_to(&d), (1, 1, Channel::Sms, false));
+
+    // Quiet until 12:00: at 10:00 the notice waits for noon, for the borrower's reason.
+    let mornings = Preferences::new(vec![], Some(QuietHours::new(hm(21, 0), hm(12, 0)).unwrap())).unwrap();
+    let d = notice(&run_with(&mornings, &[], &[], false, "2024-05-21 10:00")).clone();
+    assert_eq!(
+        d.action,
+        Action::Defer {
+            until: at("2024-05-21 12:00")
+        }
+    );
+    assert_eq!(d.gate, Some(Reason::BorrowerQuietHours));
+    let d = notice(&run_with(&mornings, &[], &[], false, "2024-05-21 12:30")).clone();
+    assert_eq!(sent_to(&d), (0, 1, Channel::Sms, false));
+
+    // Quiet hours that would leave no time inside the law's (08:00–22:00) are not applied.
+    let always = Preferences::new(vec![], Some(QuietHours::new(hm(7, 0), hm(23, 0)).unwrap())).unwrap();
+    let d = notice(&run_with(&always, &[], &[], false, "2024-05-21 10:00")).clone();
+    assert_eq!(sent_to(&d), (0, 1, Channel::Sms, false));
 }
 
 #[test]

@@ -70,6 +70,7 @@ fn req<'a>(
         third_party: None,
         mentions_debt: true,
         consents,
+        quiet: None,
     }
 }
 
@@ -322,6 +323,58 @@ fn third_parties_only_when_unreachable_once_and_never_about_the_debt() {
     assert_eq!(tp(false, false, false, false), Some(Reason::BorrowerReachable));
     assert_eq!(tp(true, true, false, false), Some(Reason::ThirdPartyContacted));
     assert_eq!(tp(true, false, true, false), Some(Reason::ThirdPartyRefused));
+}
+
+#[test]
+fn the_borrowers_quiet_hours_narrow_their_own_notices_only() {
+    let hm = |h, m| chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap();
+    let c = contact(vec![]);
+    let k = all_consents();
+    let p = GateProfile::cn();
+    // Quiet over lunch, 12:00–14:00 (the window outside it wraps past midnight).
+    let lunch = reachline_domain::QuietHours::new(hm(12, 0), hm(14, 0)).unwrap();
+    let judge = |purpose, third: bool, t: &str| {
+        let mut r = req(&[SH], purpose, Channel::Sms, &c, &k);
+        r.quiet = Some(lunch);
+        if third {
+            r.third_party = Some(ThirdParty {
+                borrower_unreachable: true,
+                contacted_before: false,
+                refused: false,
+            });
+            r.mentions_debt = false;
+        }
+        check(&r, &[], &p, at(SH, t))
+    };
+    assert_eq!(
+        judge(Purpose::Service, false, "2024-03-05 12:30"),
+        Gate::Defer {
+            until: at(SH, "2024-03-05 14:00"),
+            reason: Reason::BorrowerQuietHours
+        }
+    );
+    assert!(matches!(
+        judge(Purpose::Collection, false, "2024-03-05 14:00"),
+        Gate::Allow(_)
+    ));
+    // At 21:30 the law's hours end first; the next moment both allow is 08:00.
+    assert_eq!(
+        judge(Purpose::Collection, false, "2024-03-05 22:30"),
+        Gate::Defer {
+            until: at(SH, "2024-03-06 08:00"),
+            reason: Reason::QuietHours
+        }
+    );
+    // A code the borrower asked for, and a message to an emergency contact, are not theirs
+    // to quiet.
+    assert!(matches!(
+        judge(Purpose::Verification, false, "2024-03-05 12:30"),
+        Gate::Allow(_)
+    ));
+    assert!(matches!(
+        judge(Purpose::ThirdParty, true, "2024-03-05 12:30"),
+        Gate::Allow(_)
+    ));
 }
 
 fn zone_sets() -> Vec<Vec<Tz>> {

@@ -84,7 +84,11 @@ mod tests {
     async fn the_sandbox_matches_photos_unless_told_otherwise() {
         use sha2::{Digest, Sha256};
         let name = PersonName::parse("张伟").unwrap();
-        let id = NationalId::parse(reachline_domain::national_id::IdScheme::CnResident, "11010519491231002X").unwrap();
+        let id = NationalId::parse(
+            reachline_domain::national_id::IdScheme::CnResident,
+            "11010519491231002X",
+        )
+        .unwrap();
         let mine = b"\xFF\xD8\xFF\xE0 a face".to_vec();
         let theirs = b"\x89PNG\r\n\x1a\n another face".to_vec();
         let sandbox = SandboxIdentity {

@@ -657,6 +657,8 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mu
             installments: &installments,
             sends: &b.view.sends,
             third_parties: &b.view.third,
+            // Simulated borrowers state no preferences: the lender's order and hours.
+            preferences: &Default::default(),
         };
         let decisions = decide(&s, now);
         // Learning of dead or reassigned numbers: the first day health says so.

@@ -215,6 +215,43 @@ pub fn consent_channel(c: &Consent) -> &'static str {
     c.channel.map(|ch| ch.as_str()).unwrap_or("all")
 }
 
+/// A borrower's preferences from their columns (see `0010_preferences.sql`).
+pub fn preferences_from_columns(
+    channels: Option<&str>,
+    quiet_start: Option<i32>,
+    quiet_end: Option<i32>,
+) -> Result<reachline_domain::Preferences> {
+    let channels = channels
+        .unwrap_or_default()
+        .split(',')
+        .filter(|c| !c.is_empty())
+        .map(|c| c.parse::<reachline_domain::Channel>().map_err(corrupt))
+        .collect::<Result<Vec<_>>>()?;
+    let minute = |m: i32| {
+        u32::try_from(m)
+            .ok()
+            .and_then(|m| chrono::NaiveTime::from_hms_opt(m / 60, m % 60, 0))
+            .ok_or_else(|| corrupt(format!("minute of the day {m}")))
+    };
+    let quiet = match (quiet_start, quiet_end) {
+        (Some(s), Some(e)) => Some(reachline_domain::QuietHours::new(minute(s)?, minute(e)?).map_err(corrupt)?),
+        _ => None,
+    };
+    reachline_domain::Preferences::new(channels, quiet).map_err(corrupt)
+}
+
+/// A borrower's preferences as columns: channels, quiet start and end in minutes.
+pub fn preferences_to_columns(p: &reachline_domain::Preferences) -> (String, Option<i32>, Option<i32>) {
+    use chrono::Timelike;
+    let channels: Vec<&str> = p.channels.iter().map(|c| c.as_str()).collect();
+    let minute = |t: chrono::NaiveTime| (t.hour() * 60 + t.minute()) as i32;
+    (
+        channels.join(","),
+        p.quiet.map(|q| minute(q.start)),
+        p.quiet.map(|q| minute(q.end)),
+    )
+}
+
 pub fn consent_from_columns(
     purpose: &str,
     channel: &str,

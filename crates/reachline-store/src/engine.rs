@@ -251,6 +251,8 @@ pub struct EngineView {
     pub sends: Vec<OutboxRow>,
     /// How many times evidence has woken the borrower (see [`PlanWrite::wakes`]).
     pub wake_seq: i64,
+    /// The borrower's preferred channels and quiet hours (set on their page).
+    pub preferences: reachline_domain::Preferences,
 }
 
 /// A receipt to record (the channel's, flattened).

@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reachline_domain::{BorrowerId, ContactAddress, ContactId, ContactPoint, LoanId};
+use reachline_domain::{BorrowerId, ContactAddress, ContactId, ContactPoint, LoanId, Preferences};
 
 use crate::Result;
 
@@ -181,6 +181,10 @@ pub trait SelfServiceStore: Send + Sync {
     async fn code_failures(&self, borrower: BorrowerId) -> Result<u32>;
     /// Sets the borrower's consecutive failed codes (0 after a success).
     async fn set_code_failures(&self, borrower: BorrowerId, n: u32, now: DateTime<Utc>) -> Result<()>;
+
+    /// The borrower's preferred channels and quiet hours (the default when never set).
+    async fn preferences(&self, borrower: BorrowerId) -> Result<Preferences>;
+    async fn set_preferences(&self, borrower: BorrowerId, preferences: &Preferences, now: DateTime<Utc>) -> Result<()>;
 
     async fn add_plan_request(
         &self,

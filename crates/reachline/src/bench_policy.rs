@@ -133,6 +133,7 @@ pub fn run(borrowers: u64, threads: usize, seed: u64) -> anyhow::Result<()> {
                 installments: &b.installments,
                 sends: &b.sends,
                 third_parties: &[],
+                preferences: &Default::default(),
             };
             let ds = decide(&s, now);
             sends += ds

@@ -235,8 +235,10 @@ impl EngineStore for PgStore {
         let mut out: Vec<EngineView> = Vec::with_capacity(ids.len());
         let mut index: HashMap<i64, usize> = HashMap::with_capacity(ids.len());
         for r in sqlx::query(
-            "SELECT b.id, b.locale, b.time_zone, b.jurisdiction, b.external_id, COALESCE(w.seq, 0) AS wake_seq \
-             FROM borrowers b LEFT JOIN engine_wake w ON w.borrower_id = b.id WHERE b.id = ANY($1) ORDER BY b.id",
+            "SELECT b.id, b.locale, b.time_zone, b.jurisdiction, b.external_id, COALESCE(w.seq, 0) AS wake_seq, \
+             p.channels, p.quiet_start, p.quiet_end \
+             FROM borrowers b LEFT JOIN engine_wake w ON w.borrower_id = b.id \
+             LEFT JOIN borrower_preferences p ON p.borrower_id = b.id WHERE b.id = ANY($1) ORDER BY b.id",
         )
         .bind(&set)
         .fetch_all(&mut *c)
@@ -260,6 +262,11 @@ impl EngineStore for PgStore {
                 evidence: Vec::new(),
                 sends: Vec::new(),
                 wake_seq: r.try_get("wake_seq")?,
+                preferences: codec::preferences_from_columns(
+                    r.try_get::<Option<String>, _>("channels")?.as_deref(),
+                    r.try_get("quiet_start")?,
+                    r.try_get("quiet_end")?,
+                )?,
             });
         }
         let at = |index: &HashMap<i64, usize>, r: &PgRow| -> Result<Option<usize>> {

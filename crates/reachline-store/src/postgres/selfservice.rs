@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reachline_domain::{BorrowerId, ContactId, ContactPoint, LoanId};
+use reachline_domain::{BorrowerId, ContactId, ContactPoint, LoanId, Preferences};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
@@ -464,6 +464,39 @@ impl SelfServiceStore for PgStore {
         )
         .bind(borrower.0)
         .bind(i32::try_from(n).unwrap_or(i32::MAX))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn preferences(&self, borrower: BorrowerId) -> Result<Preferences> {
+        let row =
+            sqlx::query("SELECT channels, quiet_start, quiet_end FROM borrower_preferences WHERE borrower_id = $1")
+                .bind(borrower.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            Some(r) => codec::preferences_from_columns(
+                Some(r.try_get::<String, _>("channels")?.as_str()),
+                r.try_get("quiet_start")?,
+                r.try_get("quiet_end")?,
+            ),
+            None => Ok(Preferences::default()),
+        }
+    }
+
+    async fn set_preferences(&self, borrower: BorrowerId, preferences: &Preferences, now: DateTime<Utc>) -> Result<()> {
+        let (channels, start, end) = codec::preferences_to_columns(preferences);
+        sqlx::query(
+            "INSERT INTO borrower_preferences (borrower_id, channels, quiet_start, quiet_end, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (borrower_id) DO UPDATE SET channels = excluded.channels, \
+             quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, updated_at = excluded.updated_at",
+        )
+        .bind(borrower.0)
+        .bind(channels)
+        .bind(start)
+        .bind(end)
         .bind(now)
         .execute(&self.pool)
         .await?;

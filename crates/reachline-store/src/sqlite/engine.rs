@@ -958,8 +958,10 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
     let mut index: HashMap<i64, usize> = HashMap::with_capacity(ids.len());
     {
         let mut stmt = c.prepare_cached(
-            "SELECT b.id, b.locale, b.time_zone, b.jurisdiction, b.external_id, COALESCE(w.seq, 0) FROM borrowers b \
-             LEFT JOIN engine_wake w ON w.borrower_id = b.id WHERE b.id IN (SELECT value FROM json_each(?1)) ORDER BY b.id",
+            "SELECT b.id, b.locale, b.time_zone, b.jurisdiction, b.external_id, COALESCE(w.seq, 0), \
+             p.channels, p.quiet_start, p.quiet_end FROM borrowers b \
+             LEFT JOIN engine_wake w ON w.borrower_id = b.id LEFT JOIN borrower_preferences p ON p.borrower_id = b.id \
+             WHERE b.id IN (SELECT value FROM json_each(?1)) ORDER BY b.id",
         )?;
         let rows = stmt
             .query_map([&set], |r| {
@@ -970,10 +972,15 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, i64>(5)?,
+                    (
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<i32>>(7)?,
+                        r.get::<_, Option<i32>>(8)?,
+                    ),
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (id, locale, zone, jurisdiction, external_id, wake_seq) in rows {
+        for (id, locale, zone, jurisdiction, external_id, wake_seq, (channels, quiet_start, quiet_end)) in rows {
             if !wanted.contains(&id) {
                 continue;
             }
@@ -990,6 +997,7 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
                 evidence: Vec::new(),
                 sends: Vec::new(),
                 wake_seq,
+                preferences: codec::preferences_from_columns(channels.as_deref(), quiet_start, quiet_end)?,
             });
         }
     }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reachline_domain::{BorrowerId, ContactId, ContactPoint, LoanId};
+use reachline_domain::{BorrowerId, ContactId, ContactPoint, LoanId, Preferences};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{current_slot, insert_contact, mark, sealer_for, SqliteStore};
@@ -427,6 +427,43 @@ impl SelfServiceStore for SqliteStore {
                 "INSERT INTO code_failures (borrower_id, failures, updated_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (borrower_id) DO UPDATE SET failures = excluded.failures, updated_at = excluded.updated_at",
                 params![borrower.0, n, ts_micros(now)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn preferences(&self, borrower: BorrowerId) -> Result<Preferences> {
+        self.read(move |c, _| {
+            let row = c
+                .query_row(
+                    "SELECT channels, quiet_start, quiet_end FROM borrower_preferences WHERE borrower_id = ?1",
+                    [borrower.0],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<i32>>(1)?,
+                            r.get::<_, Option<i32>>(2)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            match row {
+                Some((ch, s, e)) => codec::preferences_from_columns(Some(&ch), s, e),
+                None => Ok(Preferences::default()),
+            }
+        })
+        .await
+    }
+
+    async fn set_preferences(&self, borrower: BorrowerId, preferences: &Preferences, now: DateTime<Utc>) -> Result<()> {
+        let (channels, start, end) = codec::preferences_to_columns(preferences);
+        self.with(move |c, _| {
+            c.execute(
+                "INSERT INTO borrower_preferences (borrower_id, channels, quiet_start, quiet_end, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (borrower_id) DO UPDATE SET channels = excluded.channels, \
+                 quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, updated_at = excluded.updated_at",
+                params![borrower.0, channels, start, end, ts_micros(now)],
             )?;
             Ok(())
         })

@@ -62,4 +62,5 @@ on_both!(
     number_changes_are_versioned_and_applied_in_one_step,
     checks_steps_nonces_sessions_and_failures,
     plan_requests_keep_the_borrowers_words_sealed,
+    preferences_are_kept_and_reach_the_engine_view,
 );

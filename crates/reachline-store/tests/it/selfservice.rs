@@ -490,3 +490,29 @@ pub async fn plan_requests_keep_the_borrowers_words_sealed(h: &Harness) {
         assert!(found(clear.as_bytes()), "{clear:?} not found at rest");
     }
 }
+
+pub async fn preferences_are_kept_and_reach_the_engine_view(h: &Harness) {
+    let (b, _) = b1(h).await;
+    let s = h.selfservice().await;
+    let e = h.engine().await;
+    let day = t0().date_naive();
+    assert_eq!(s.preferences(b).await.unwrap(), Preferences::default());
+    assert_eq!(
+        e.views(&[b], day, day).await.unwrap()[0].preferences,
+        Preferences::default()
+    );
+    let at = |h: u32, m: u32| chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap();
+    let p = Preferences::new(
+        vec![Channel::Email, Channel::Sms],
+        Some(QuietHours::new(at(21, 30), at(9, 0)).unwrap()),
+    )
+    .unwrap();
+    s.set_preferences(b, &p, t0()).await.unwrap();
+    assert_eq!(s.preferences(b).await.unwrap(), p);
+    assert_eq!(e.views(&[b], day, day).await.unwrap()[0].preferences, p);
+    // Set again: replaced, not added to.
+    let q = Preferences::new(vec![Channel::Im], None).unwrap();
+    s.set_preferences(b, &q, t0()).await.unwrap();
+    assert_eq!(s.preferences(b).await.unwrap(), q);
+    assert_eq!(e.views(&[b], day, day).await.unwrap()[0].preferences, q);
+}
