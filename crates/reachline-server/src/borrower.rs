@@ -21,10 +21,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use chrono::Duration;
+use chrono::{Duration, Timelike};
 use reachline_domain::{
     BorrowerId, Channel, ConsentSource, ConsentState, ContactAddress, ContactId, Locale, NationalId, PersonName,
-    Purpose,
+    Preferences, Purpose, QuietHours,
 };
 use reachline_policy::change::{ChangeState, ChangeTarget, Factor};
 use reachline_policy::codes::{verify_link, verify_notice_token};
@@ -58,6 +58,7 @@ pub(crate) fn routes() -> Router<AppState> {
             post(number_face).layer(axum::extract::DefaultBodyLimit::max(FACE_MAX_BYTES)),
         )
         .route("/me/consent", post(consent))
+        .route("/me/preferences", post(preferences))
         .route("/me/plan", post(plan_request))
         .route("/me/logout", post(logout))
 }
@@ -110,6 +111,17 @@ struct T {
     face_photo: &'static str,
     face_failed: &'static str,
     consents: &'static str,
+    prefs: &'static str,
+    first_channel: &'static str,
+    second_channel: &'static str,
+    no_preference: &'static str,
+    channel_names: [(&'static str, &'static str); 5],
+    quiet_from: &'static str,
+    quiet_to: &'static str,
+    no_quiet: &'static str,
+    quiet_note: &'static str,
+    save: &'static str,
+    saved: &'static str,
     withdraw: &'static str,
     withdrawn: &'static str,
     granted: &'static str,
@@ -172,6 +184,23 @@ const ZH: T = T {
     face_photo: "本人照片",
     face_failed: "人脸识别未通过，未做任何更改。",
     consents: "授权",
+    prefs: "联系偏好",
+    first_channel: "首选联系方式",
+    second_channel: "其次",
+    no_preference: "无偏好",
+    channel_names: [
+        ("sms", "短信"),
+        ("email", "电子邮件"),
+        ("push", "App 通知"),
+        ("im", "微信"),
+        ("voice", "电话"),
+    ],
+    quiet_from: "勿扰时段：从",
+    quiet_to: "到",
+    no_quiet: "不设",
+    quiet_note: "勿扰时段最长16小时，且只在法规允许的时段内起作用。",
+    save: "保存",
+    saved: "已保存。",
     withdraw: "撤回",
     withdrawn: "已撤回",
     granted: "已授权",
@@ -239,6 +268,23 @@ const EN: T = T {
     face_photo: "Photo of your face",
     face_failed: "The face check did not pass. Nothing was changed.",
     consents: "Consents",
+    prefs: "How to reach me",
+    first_channel: "First choice",
+    second_channel: "Second choice",
+    no_preference: "No preference",
+    channel_names: [
+        ("sms", "Text message"),
+        ("email", "Email"),
+        ("push", "App notification"),
+        ("im", "WeChat"),
+        ("voice", "Phone call"),
+    ],
+    quiet_from: "Do not disturb from",
+    quiet_to: "to",
+    no_quiet: "none",
+    quiet_note: "Quiet hours may last up to 16 hours and only narrow the hours the law allows.",
+    save: "Save",
+    saved: "Saved.",
     withdraw: "Withdraw",
     withdrawn: "withdrawn",
     granted: "granted",
@@ -262,6 +308,8 @@ const EN: T = T {
 #[derive(Debug, Deserialize, Default)]
 struct LangQuery {
     lang: Option<String>,
+    /// Set after a form saved (the page says so).
+    saved: Option<String>,
 }
 
 fn words(lang: Option<&str>, locale: Locale) -> &'static T {
@@ -789,16 +837,20 @@ async fn home(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<Lan
         Err(r) => return r,
     };
     let store = &s.stores.store;
-    let (Ok(loans), Ok(contacts), Ok(consents)) = (
+    let (Ok(loans), Ok(contacts), Ok(consents), Ok(prefs)) = (
         store.loans(sess.borrower).await,
         store.contacts(sess.borrower).await,
         store.consents(sess.borrower).await,
+        s.stores.selfservice.preferences(sess.borrower).await,
     ) else {
         return unavailable();
     };
     let lang = lang_param(t);
     let csrf = esc(&sess.csrf);
     let mut body = String::new();
+    if q.saved.is_some() {
+        body.push_str(&message("ok", t.saved));
+    }
     let _ = write!(body, "<section><h2>{}</h2>", t.loans);
     let mut loan_options = String::new();
     for l in &loans {
@@ -868,6 +920,7 @@ async fn home(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<Lan
         le = t.email,
         sende = t.send_code_email
     );
+    body.push_str(&preferences_form(t, &csrf, &prefs));
     let _ = write!(body, "<section><h2>{}</h2>", t.consents);
     for (code, label) in t.purposes {
         let Ok(purpose) = code.parse::<Purpose>() else { continue };
@@ -1009,7 +1062,10 @@ async fn number_page(
     Path(id): Path<i64>,
     Query(nq): Query<NumberQuery>,
 ) -> Response {
-    let q = LangQuery { lang: nq.lang.clone() };
+    let q = LangQuery {
+        lang: nq.lang.clone(),
+        saved: None,
+    };
     let (sess, t) = match require(&s, &headers, &q).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -1303,6 +1359,137 @@ async fn number_resend(
         Ok(()) => Redirect::to(&format!("/me/number/{id}?lang={}&sent=1", lang_param(t))).into_response(),
         Err(e) => change_error(t, e),
     }
+}
+
+/// The preferences form: two preferred channels and quiet hours, as selects (no script).
+fn preferences_form(t: &T, csrf: &str, prefs: &Preferences) -> String {
+    let lang = lang_param(t);
+    let channel_select = |id: &str, label: &str, chosen: Option<Channel>| {
+        let mut out = format!(
+            r#"<label for="{id}">{label}</label><select id="{id}" name="{id}"><option value="">{}</option>"#,
+            t.no_preference
+        );
+        for (code, name) in t.channel_names {
+            let sel = if chosen.map(|c| c.as_str()) == Some(code) {
+                " selected"
+            } else {
+                ""
+            };
+            let _ = write!(out, r#"<option value="{code}"{sel}>{name}</option>"#);
+        }
+        out.push_str("</select>");
+        out
+    };
+    let hour_select = |id: &str, label: &str, chosen: Option<chrono::NaiveTime>| {
+        let mut out = format!(
+            r#"<label for="{id}">{label}</label><select id="{id}" name="{id}"><option value="">{}</option>"#,
+            t.no_quiet
+        );
+        for h in 0..24u32 {
+            let sel = if chosen.map(|c| c.hour()) == Some(h) {
+                " selected"
+            } else {
+                ""
+            };
+            let _ = write!(out, r#"<option value="{h}"{sel}>{h:02}:00</option>"#);
+        }
+        out.push_str("</select>");
+        out
+    };
+    format!(
+        r#"<section><form method="post" action="/me/preferences?lang={lang}"><h2>{h}</h2><input type="hidden" name="csrf" value="{csrf}">
+{first}{second}{from}{to}<p class="note">{note}</p><button>{save}</button></form></section>"#,
+        h = t.prefs,
+        first = channel_select("first", t.first_channel, prefs.channels.first().copied()),
+        second = channel_select("second", t.second_channel, prefs.channels.get(1).copied()),
+        from = hour_select("quiet_from", t.quiet_from, prefs.quiet.map(|q| q.start)),
+        to = hour_select("quiet_to", t.quiet_to, prefs.quiet.map(|q| q.end)),
+        note = t.quiet_note,
+        save = t.save
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct PreferencesForm {
+    csrf: String,
+    #[serde(default)]
+    first: String,
+    #[serde(default)]
+    second: String,
+    #[serde(default)]
+    quiet_from: String,
+    #[serde(default)]
+    quiet_to: String,
+}
+
+/// Sets the borrower's preferred channels and quiet hours; they take effect at the borrower's
+/// next decision, made now.
+async fn preferences(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LangQuery>,
+    Form(f): Form<PreferencesForm>,
+) -> Response {
+    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let bad = |en: &str, zh: &str| {
+        let text = if t.lang == "en" { en } else { zh };
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page(t, t.title, &message("bad", text)),
+        )
+            .into_response()
+    };
+    let mut channels = Vec::new();
+    for c in [&f.first, &f.second].into_iter().filter(|c| !c.is_empty()) {
+        match c.parse::<Channel>() {
+            Ok(c) if !channels.contains(&c) => channels.push(c),
+            Ok(_) => {}
+            Err(_) => return bad("Unknown channel.", "联系方式无效。"),
+        }
+    }
+    let hour = |h: &str| {
+        h.parse::<u32>()
+            .ok()
+            .and_then(|h| chrono::NaiveTime::from_hms_opt(h, 0, 0))
+    };
+    let quiet = match (f.quiet_from.as_str(), f.quiet_to.as_str()) {
+        ("", "") => None,
+        (a, b) => match (hour(a), hour(b)) {
+            (Some(a), Some(b)) => match QuietHours::new(a, b) {
+                Ok(q) => Some(q),
+                Err(_) => return bad(t.quiet_note, t.quiet_note),
+            },
+            _ => return bad("Choose both hours, or none.", "请同时选择开始和结束时间，或都不设。"),
+        },
+    };
+    let Ok(prefs) = Preferences::new(channels, quiet) else {
+        return bad("Unknown channel.", "联系方式无效。");
+    };
+    let now = s.now();
+    if s.stores
+        .selfservice
+        .set_preferences(sess.borrower, &prefs, now)
+        .await
+        .is_err()
+        || s.stores.engine.wake_now(sess.borrower, now).await.is_err()
+    {
+        return unavailable();
+    }
+    let channels: Vec<&str> = prefs.channels.iter().map(|c| c.as_str()).collect();
+    let quiet = prefs
+        .quiet
+        .map(|q| format!("{}-{}", q.start.format("%H:%M"), q.end.format("%H:%M")));
+    record(
+        &s,
+        sess.borrower,
+        "preferences_set",
+        serde_json::json!({"channels": channels, "quiet": quiet}),
+    )
+    .await;
+    Redirect::to(&format!("/me?lang={}&saved=1", lang_param(t))).into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -1029,3 +1029,77 @@ async fn a_face_check_authorises_a_change_and_a_stranger_s_face_changes_nothing(
     assert!(verdicts.iter().any(|v| v.contains("mismatch")) && verdicts.last().unwrap().contains("match"));
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_channels_and_quiet_hours_set_on_the_page_steer_the_next_notice() {
+    let (h, _sandbox, mail, _dir) = with_sms_and_email().await;
+    let borrower = b1(&h).await;
+    let mut b = session_from_notice(&h, borrower).await;
+    let token = csrf(&b.get("/me").await.body);
+    // Quiet hours longer than 16 hours are refused, and nothing is kept.
+    let p = b
+        .post(
+            "/me/preferences",
+            &[
+                ("csrf", &token),
+                ("first", "email"),
+                ("quiet_from", "6"),
+                ("quiet_to", "23"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422, "{}", p.body);
+    assert_eq!(
+        h.stores.selfservice.preferences(borrower).await.unwrap(),
+        reachline_domain::Preferences::default()
+    );
+    let p = b
+        .post(
+            "/me/preferences",
+            &[
+                ("csrf", &token),
+                ("first", "email"),
+                ("second", "sms"),
+                ("quiet_from", "21"),
+                ("quiet_to", "12"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let home = b.get(p.location.as_deref().unwrap()).await;
+    assert!(home.body.contains("已保存"), "{}", home.body);
+    assert!(
+        home.body.contains(r#"<option value="email" selected>"#),
+        "{}",
+        home.body
+    );
+    let prefs = h.stores.selfservice.preferences(borrower).await.unwrap();
+    assert_eq!(
+        prefs.channels,
+        [reachline_domain::Channel::Email, reachline_domain::Channel::Sms]
+    );
+    assert_eq!(prefs.quiet.unwrap().minutes(), 15 * 60);
+    let steps = h.stores.selfservice.steps(borrower, None, None).await.unwrap();
+    assert!(steps.iter().any(|s| s.step == "preferences_set"), "{steps:?}");
+
+    // Tomorrow at 10:00 the borrower's quiet hours hold the reminder; at 12:30 it goes, by email.
+    let notices = |peer: &SmtpPeer| {
+        peer.received()
+            .into_iter()
+            .filter(|m| m.to == EMAIL && m.text.contains("1000.00"))
+            .count()
+    };
+    let tomorrow = morning(Utc::now()) + Duration::days(1);
+    h.engine.step(tomorrow).await.unwrap();
+    assert_eq!(notices(&mail), 0, "{:?}", mail.received());
+    h.engine.step(tomorrow + Duration::minutes(150)).await.unwrap();
+    assert_eq!(
+        mail.wait_for(EMAIL, 1)
+            .await
+            .iter()
+            .filter(|m| m.text.contains("1000.00"))
+            .count(),
+        1
+    );
+    h.finish().await;
+}
