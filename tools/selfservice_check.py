@@ -18,7 +18,7 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 
 def messages(log, digits):
@@ -123,6 +123,19 @@ def main():
         d.get(a.base + "/me?lang=en")
         check_page(d, failures, "account en")
         d.save_screenshot(str(out / "account-en.png"))
+
+        # Preferences: email first, quiet from 21:00 to 09:00; the page says it saved them.
+        Select(d.find_element(By.ID, "first")).select_by_value("email")
+        Select(d.find_element(By.ID, "quiet_from")).select_by_value("21")
+        Select(d.find_element(By.ID, "quiet_to")).select_by_value("9")
+        d.find_element(By.CSS_SELECTOR, "form[action^='/me/preferences'] button").click()
+        WebDriverWait(d, 15).until(lambda drv: "saved=1" in drv.current_url and "</html>" in drv.page_source)
+        if "Saved." not in d.find_element(By.TAG_NAME, "body").text:
+            failures.append("the preferences form did not say it saved")
+        if Select(d.find_element(By.ID, "quiet_from")).first_selected_option.get_attribute("value") != "21":
+            failures.append("the saved quiet hours are not shown")
+        d.save_screenshot(str(out / "preferences-en.png"))
+        d.get(a.base + "/me?lang=en")
 
         d.find_element(By.ID, "number").send_keys(a.new_mobile)
         d.find_element(By.CSS_SELECTOR, "form[action^='/me/number'] button").click()
