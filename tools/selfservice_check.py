@@ -134,6 +134,7 @@ def main():
             failures.append("the preferences form did not say it saved")
         if Select(d.find_element(By.ID, "quiet_from")).first_selected_option.get_attribute("value") != "21":
             failures.append("the saved quiet hours are not shown")
+        d.execute_script("document.getElementById('first').scrollIntoView()")
         d.save_screenshot(str(out / "preferences-en.png"))
         d.get(a.base + "/me?lang=en")
 
