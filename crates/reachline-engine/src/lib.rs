@@ -390,10 +390,13 @@ impl Engine {
                 .store
                 .record_receipts(receipts, &|ch| plan::delivery_evidence(ch, class))
                 .await?;
-            unmatched += matched.iter().filter(|m| m.is_none()).count() as u64;
+            unmatched += matched
+                .iter()
+                .filter(|m| matches!(m, reachline_store::engine::Matched::Unmatched))
+                .count() as u64;
             if self.ledger.is_some() {
                 for (m, id) in matched.into_iter().zip(ids) {
-                    if let Some(m) = m.filter(|m| m.changed) {
+                    if let Some(m) = m.send().filter(|m| m.changed) {
                         leaves.push(ledger::receipt_leaf(&m, class, &id, now)?);
                     }
                 }

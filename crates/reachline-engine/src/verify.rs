@@ -263,6 +263,17 @@ impl Engine {
             o.handed_over(channel, p, started.elapsed(), refused);
         }
         let accepted = res.map_err(VerifyError::NotSent)?;
+        // Kept before the step, so a receipt that comes at once finds it.
+        self.store
+            .record_verification_sent(&reachline_store::engine::VerificationSent {
+                borrower: v.borrower,
+                contact,
+                channel,
+                at: now,
+                provider: accepted.provider.clone(),
+                provider_ids: accepted.provider_ids.clone(),
+            })
+            .await?;
         let step = StepRecord {
             borrower: v.borrower,
             change: v.change,

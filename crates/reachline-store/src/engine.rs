@@ -292,6 +292,43 @@ pub struct ReceiptMatch {
     pub changed: bool,
 }
 
+/// What a receipt answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matched {
+    /// An attempt of a notice.
+    Send(ReceiptMatch),
+    /// A verification message (a code, a contact check's link, news of a change). Its
+    /// outcome is evidence about the contact point it went to, when it went to one.
+    Verification {
+        borrower: BorrowerId,
+        contact: Option<ContactId>,
+        /// The message's outcome changed (evidence was added).
+        changed: bool,
+    },
+    /// Nothing Reachline sent: the receipt is kept, flagged `unmatched`.
+    Unmatched,
+}
+
+impl Matched {
+    pub fn send(self) -> Option<ReceiptMatch> {
+        match self {
+            Matched::Send(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// A verification message a provider took, to match its receipts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationSent {
+    pub borrower: BorrowerId,
+    pub contact: Option<ContactId>,
+    pub channel: Channel,
+    pub at: DateTime<Utc>,
+    pub provider: String,
+    pub provider_ids: Vec<String>,
+}
+
 /// What is needed to render and address one send.
 #[derive(Debug, Clone)]
 pub struct SendTarget {
@@ -487,15 +524,18 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
         evidence_kind: &(dyn Fn(Channel) -> String + Sync),
     ) -> Result<Option<ReceiptMatch>> {
         let mut out = self.record_receipts(vec![receipt], evidence_kind).await?;
-        Ok(out.pop().flatten())
+        Ok(out.pop().and_then(Matched::send))
     }
+
+    /// Records a verification message the provider took, so its receipts match it.
+    async fn record_verification_sent(&self, sent: &VerificationSent) -> Result<()>;
 
     /// `record_receipt` for many receipts, in one transaction.
     async fn record_receipts(
         &self,
         receipts: Vec<ReceiptIn>,
         evidence_kind: &(dyn Fn(Channel) -> String + Sync),
-    ) -> Result<Vec<Option<ReceiptMatch>>>;
+    ) -> Result<Vec<Matched>>;
 
     /// Adds evidence about a borrower's contact point and wakes the borrower at `at`.
     async fn add_evidence(

@@ -19,9 +19,9 @@ use super::{borrower_row, contact_row, PgStore, StoredContact};
 use crate::codec;
 use crate::crypto::Sealer;
 use crate::engine::{
-    provider_source, CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, OutboxRow,
-    PlanWrite, ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, StoredEvidence,
-    PAYMENT_EVIDENCE, PAYMENT_SOURCE,
+    provider_source, CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, Matched,
+    OutboxRow, PlanWrite, ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, StoredEvidence,
+    VerificationSent, PAYMENT_EVIDENCE, PAYMENT_SOURCE,
 };
 use crate::{Result, StoreError};
 
@@ -641,7 +641,7 @@ impl EngineStore for PgStore {
         &self,
         receipts: Vec<ReceiptIn>,
         evidence_kind: &(dyn Fn(Channel) -> String + Sync),
-    ) -> Result<Vec<Option<ReceiptMatch>>> {
+    ) -> Result<Vec<Matched>> {
         let kinds = crate::engine::evidence_kinds(evidence_kind);
         let mut tx = self.pool.begin().await?;
         lock_matching(
@@ -685,6 +685,56 @@ impl EngineStore for PgStore {
                 receipts[i].outbox_id = found.get(&key).copied();
             }
         }
+        // Receipts no attempt answers may answer a verification message (locked by id, in
+        // order, like the attempts).
+        struct Verification {
+            borrower: i64,
+            contact: Option<i64>,
+            channel: Channel,
+            outcome: SendOutcome,
+            raised: bool,
+        }
+        let mut verification_of: HashMap<(String, String), i64> = HashMap::new();
+        let mut verifications: HashMap<i64, Verification> = HashMap::new();
+        let stray: Vec<&ReceiptIn> = receipts.iter().filter(|r| r.outbox_id.is_none()).collect();
+        if !stray.is_empty() {
+            verification_of = sqlx::query_as::<_, (String, String, i64)>(
+                "SELECT p.provider, p.provider_id, p.message_id FROM verification_provider_ids p \
+                 JOIN UNNEST($1::text[], $2::text[]) AS u(provider, provider_id) \
+                 ON p.provider = u.provider AND p.provider_id = u.provider_id",
+            )
+            .bind(stray.iter().map(|r| r.provider.as_str()).collect::<Vec<_>>())
+            .bind(stray.iter().map(|r| r.provider_id.as_str()).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(p, id, m)| ((p, id), m))
+            .collect();
+            let mut messages: Vec<i64> = verification_of.values().copied().collect();
+            messages.sort_unstable();
+            messages.dedup();
+            for r in sqlx::query(
+                "SELECT id, borrower_id, contact_id, channel, outcome, outcome_class FROM verification_messages \
+                 WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            )
+            .bind(&messages)
+            .fetch_all(&mut *tx)
+            .await?
+            {
+                let outcome: String = r.try_get("outcome")?;
+                let class: Option<String> = r.try_get("outcome_class")?;
+                verifications.insert(
+                    r.try_get("id")?,
+                    Verification {
+                        borrower: r.try_get("borrower_id")?,
+                        contact: r.try_get("contact_id")?,
+                        channel: r.try_get::<String, _>("channel")?.parse().map_err(codec::corrupt)?,
+                        outcome: SendOutcome::from_columns(&outcome, class.as_deref())?,
+                        raised: false,
+                    },
+                );
+            }
+        }
         let mut ids: Vec<i64> = receipts.iter().filter_map(|r| r.outbox_id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -726,13 +776,43 @@ impl EngineStore for PgStore {
         let mut wakes: Vec<(i64, DateTime<Utc>)> = Vec::new();
         for r in receipts {
             let Some((id, sent)) = r.outbox_id.and_then(|id| sends.get_mut(&id).map(|s| (id, s))) else {
+                let message = r
+                    .outbox_id
+                    .is_none()
+                    .then(|| verification_of.get(&(r.provider.clone(), r.provider_id.clone())))
+                    .flatten();
+                if let Some(v) = message.and_then(|m| verifications.get_mut(m)) {
+                    let new = SendOutcome::of(r.class);
+                    let changed = new.rank() > v.outcome.rank();
+                    if changed {
+                        v.outcome = new;
+                        v.raised = true;
+                        if let Some(contact) = v.contact {
+                            evidence.push((
+                                v.borrower,
+                                contact,
+                                r.at,
+                                provider_source(&r.provider),
+                                kinds.get(&v.channel).cloned().unwrap_or_default(),
+                            ));
+                            wakes.push((v.borrower, r.at));
+                        }
+                    }
+                    out.push(Matched::Verification {
+                        borrower: BorrowerId(v.borrower),
+                        contact: v.contact.map(ContactId),
+                        changed,
+                    });
+                    kept.push((r, None, Some("verification")));
+                    continue;
+                }
                 let flag = if r.outbox_id.is_some() {
                     "names an unknown send"
                 } else {
                     "unmatched"
                 };
                 kept.push((r, None, Some(flag)));
-                out.push(None);
+                out.push(Matched::Unmatched);
                 continue;
             };
             let new = SendOutcome::of(r.class);
@@ -751,7 +831,7 @@ impl EngineStore for PgStore {
                 ));
                 wakes.push((sent.borrower, r.at));
             }
-            out.push(Some(ReceiptMatch {
+            out.push(Matched::Send(ReceiptMatch {
                 outbox_id: id,
                 borrower: BorrowerId(sent.borrower),
                 contact: ContactId(sent.contact),
@@ -794,6 +874,22 @@ impl EngineStore for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        let raised: Vec<(i64, &Verification)> = verifications
+            .iter()
+            .filter(|(_, v)| v.raised)
+            .map(|(i, v)| (*i, v))
+            .collect();
+        if !raised.is_empty() {
+            sqlx::query(
+                "UPDATE verification_messages m SET outcome = u.outcome, outcome_class = u.class \
+                 FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, outcome, class) WHERE m.id = u.id",
+            )
+            .bind(raised.iter().map(|(i, _)| *i).collect::<Vec<_>>())
+            .bind(raised.iter().map(|(_, v)| v.outcome.name()).collect::<Vec<_>>())
+            .bind(raised.iter().map(|(_, v)| v.outcome.class_column()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
         if !evidence.is_empty() {
             sqlx::query(
                 "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) \
@@ -810,6 +906,31 @@ impl EngineStore for PgStore {
         wake_all(&mut tx, &wakes).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn record_verification_sent(&self, v: &VerificationSent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let message: i64 = sqlx::query_scalar(
+            "INSERT INTO verification_messages (borrower_id, contact_id, channel, sent_at) VALUES ($1, $2, $3, $4) \
+             RETURNING id",
+        )
+        .bind(v.borrower.0)
+        .bind(v.contact.map(|c| c.0))
+        .bind(v.channel.as_str())
+        .bind(v.at)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO verification_provider_ids (provider, provider_id, message_id) \
+             SELECT $1, u, $3 FROM UNNEST($2::text[]) AS u ON CONFLICT DO NOTHING",
+        )
+        .bind(&v.provider)
+        .bind(&v.provider_ids)
+        .bind(message)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn add_evidence(

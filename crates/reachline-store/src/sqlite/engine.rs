@@ -14,8 +14,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{sealer_for, SqliteStore};
 use crate::codec::{self, ts_from_micros, ts_micros};
 use crate::engine::{
-    CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, OutboxRow, PlanWrite, ReceiptIn,
-    ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, StoredEvidence,
+    CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, Matched, OutboxRow, PlanWrite,
+    ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, StoredEvidence, VerificationSent,
 };
 use crate::{Result, StoreError};
 
@@ -439,7 +439,7 @@ impl EngineStore for SqliteStore {
         &self,
         receipts: Vec<ReceiptIn>,
         evidence_kind: &(dyn Fn(Channel) -> String + Sync),
-    ) -> Result<Vec<Option<ReceiptMatch>>> {
+    ) -> Result<Vec<Matched>> {
         let kinds = crate::engine::evidence_kinds(evidence_kind);
         self.with(move |c, _| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -449,6 +449,27 @@ impl EngineStore for SqliteStore {
             }
             tx.commit()?;
             Ok(out)
+        })
+        .await
+    }
+
+    async fn record_verification_sent(&self, v: &VerificationSent) -> Result<()> {
+        let v = v.clone();
+        self.with(move |c, _| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO verification_messages (borrower_id, contact_id, channel, sent_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![v.borrower.0, v.contact.map(|c| c.0), v.channel.as_str(), ts_micros(v.at)])?;
+            let message = tx.last_insert_rowid();
+            for id in &v.provider_ids {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO verification_provider_ids (provider, provider_id, message_id) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![v.provider, id, message])?;
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }
@@ -788,7 +809,7 @@ impl EngineStore for SqliteStore {
 }
 
 /// Keeps, matches and applies one receipt inside a transaction.
-fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, String>) -> Result<Option<ReceiptMatch>> {
+fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, String>) -> Result<Matched> {
     let at = ts_micros(receipt.at);
     let matched: Option<i64> = match receipt.outbox_id {
         Some(id) => Some(id),
@@ -797,6 +818,11 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
             .query_row(params![receipt.provider, receipt.provider_id], |r| r.get(0))
             .optional()?,
     };
+    if matched.is_none() {
+        if let Some(m) = verification_receipt_tx(tx, &receipt, kinds)? {
+            return Ok(m);
+        }
+    }
     let row: Option<(i64, i64, String)> = match matched {
         Some(id) => tx
             .prepare_cached("SELECT borrower_id, contact_id, channel FROM outbox WHERE id = ?1")?
@@ -825,7 +851,7 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
         flag
     ])?;
     let Some((borrower, contact, channel)) = row else {
-        return Ok(None);
+        return Ok(Matched::Unmatched);
     };
     let id = matched.unwrap_or_default();
     let channel: Channel = channel.parse().map_err(codec::corrupt)?;
@@ -833,7 +859,7 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
     // One piece of evidence per change of an attempt's outcome: the parts of one
     // message, or a repeated receipt, are not separate observations.
     if !changed {
-        return Ok(Some(ReceiptMatch {
+        return Ok(Matched::Send(ReceiptMatch {
             outbox_id: id,
             borrower: BorrowerId(borrower),
             contact: ContactId(contact),
@@ -850,11 +876,72 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
             kinds.get(&channel).cloned().unwrap_or_default()
         ])?;
     wake(tx, borrower, at)?;
-    Ok(Some(ReceiptMatch {
+    Ok(Matched::Send(ReceiptMatch {
         outbox_id: id,
         borrower: BorrowerId(borrower),
         contact: ContactId(contact),
         channel,
+        changed,
+    }))
+}
+
+/// A receipt for a verification message: kept (flagged `verification`), the message's outcome
+/// raised, and — when it went to a contact point and the outcome changed — evidence about that
+/// contact point. `None` when the receipt answers no verification message either.
+fn verification_receipt_tx(
+    tx: &Connection,
+    receipt: &ReceiptIn,
+    kinds: &HashMap<Channel, String>,
+) -> Result<Option<Matched>> {
+    type Row = (i64, i64, Option<i64>, String, String, Option<String>);
+    let row: Option<Row> = tx
+        .prepare_cached(
+            "SELECT m.id, m.borrower_id, m.contact_id, m.channel, m.outcome, m.outcome_class \
+             FROM verification_provider_ids p JOIN verification_messages m ON m.id = p.message_id \
+             WHERE p.provider = ?1 AND p.provider_id = ?2",
+        )?
+        .query_row(params![receipt.provider, receipt.provider_id], |r| Row::try_from(r))
+        .optional()?;
+    let Some((message, borrower, contact, channel, outcome, class)) = row else {
+        return Ok(None);
+    };
+    let at = ts_micros(receipt.at);
+    tx.prepare_cached(
+        "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
+         VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, ?7, 'verification')",
+    )?
+    .execute(params![
+        at,
+        receipt.provider,
+        receipt.provider_id,
+        receipt.class.as_str(),
+        receipt.code,
+        receipt.is_final,
+        receipt.raw
+    ])?;
+    let new = SendOutcome::of(receipt.class);
+    let changed = new.rank() > SendOutcome::from_columns(&outcome, class.as_deref())?.rank();
+    if changed {
+        tx.prepare_cached("UPDATE verification_messages SET outcome = ?2, outcome_class = ?3 WHERE id = ?1")?
+            .execute(params![message, new.name(), new.class_column()])?;
+        if let Some(contact) = contact {
+            let channel: Channel = channel.parse().map_err(codec::corrupt)?;
+            tx.prepare_cached(
+                "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                borrower,
+                contact,
+                at,
+                crate::engine::provider_source(&receipt.provider),
+                kinds.get(&channel).cloned().unwrap_or_default()
+            ])?;
+            wake(tx, borrower, at)?;
+        }
+    }
+    Ok(Some(Matched::Verification {
+        borrower: BorrowerId(borrower),
+        contact: contact.map(ContactId),
         changed,
     }))
 }

@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_operators.sql"),
     include_str!("../../migrations/sqlite/0009_selfservice.sql"),
     include_str!("../../migrations/sqlite/0010_preferences.sql"),
+    include_str!("../../migrations/sqlite/0011_verification_receipts.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use reachline_domain::{BorrowerId, Channel, ContactId, DeliveryClass, InstallmentId};
 use reachline_store::engine::{
-    DecisionRow, EngineStore, NewSend, PlanWrite, ReceiptIn, SendOutcome, SendState, SentRecord,
+    DecisionRow, EngineStore, Matched, NewSend, PlanWrite, ReceiptIn, SendOutcome, SendState, SentRecord,
 };
 
 use crate::helpers::Harness;
@@ -170,7 +170,7 @@ pub async fn receipts_are_matched_whichever_comes_first(h: &Harness) {
     let at = t0() + Duration::seconds(1);
     // The first receipt comes before its send is recorded: kept, unmatched, then matched late.
     let early = e.record_receipts(vec![receipt("p-0", at)], &evidence).await.unwrap();
-    assert_eq!(early, vec![None]);
+    assert_eq!(early, vec![Matched::Unmatched]);
     // The rest race: each send recorded on one handle while its receipt arrives on another.
     let other: Arc<dyn EngineStore> = h.engine().await.into();
     let sends = {
@@ -199,9 +199,9 @@ pub async fn receipts_are_matched_whichever_comes_first(h: &Harness) {
     receipts.await.unwrap();
     // A repeated receipt changes nothing; one for no send is kept and flagged.
     let again = e.record_receipts(vec![receipt("p-5", at)], &evidence).await.unwrap();
-    assert!(matches!(&again[..], [Some(m)] if !m.changed));
+    assert!(matches!(&again[..], [Matched::Send(m)] if !m.changed));
     let stray = e.record_receipts(vec![receipt("nobody", at)], &evidence).await.unwrap();
-    assert_eq!(stray, vec![None]);
+    assert_eq!(stray, vec![Matched::Unmatched]);
     for (i, id) in ids.iter().enumerate() {
         let row = e
             .sends_of(BorrowerId(i as i64 + 1))

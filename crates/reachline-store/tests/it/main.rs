@@ -63,4 +63,5 @@ on_both!(
     checks_steps_nonces_sessions_and_failures,
     plan_requests_keep_the_borrowers_words_sealed,
     preferences_are_kept_and_reach_the_engine_view,
+    verification_receipts_are_evidence_not_strays,
 );

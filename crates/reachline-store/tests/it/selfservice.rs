@@ -516,3 +516,69 @@ pub async fn preferences_are_kept_and_reach_the_engine_view(h: &Harness) {
     assert_eq!(s.preferences(b).await.unwrap(), q);
     assert_eq!(e.views(&[b], day, day).await.unwrap()[0].preferences, q);
 }
+
+/// A verification message's receipts match it (not flagged as strays): the first outcome of a
+/// message sent to a contact point is evidence about it, its other parts add nothing, and a
+/// message to an address that is no contact point yet is matched without evidence.
+pub async fn verification_receipts_are_evidence_not_strays(h: &Harness) {
+    use reachline_store::engine::{Matched, ReceiptIn, VerificationSent};
+    let (b, mobile) = b1(h).await;
+    let e = h.engine().await;
+    let day = t0().date_naive();
+    let evidence_of = |views: Vec<reachline_store::engine::EngineView>| views[0].evidence.len();
+    let before = evidence_of(e.views(&[b], day, day).await.unwrap());
+    let sent = |contact, ids: &[&str]| VerificationSent {
+        borrower: b,
+        contact,
+        channel: Channel::Sms,
+        at: t0(),
+        provider: "smsc".into(),
+        provider_ids: ids.iter().map(|s| s.to_string()).collect(),
+    };
+    e.record_verification_sent(&sent(Some(mobile), &["v-1a", "v-1b"]))
+        .await
+        .unwrap();
+    e.record_verification_sent(&sent(None, &["v-2"])).await.unwrap();
+    let receipt = |pid: &str| ReceiptIn {
+        at: t0() + Duration::minutes(1),
+        provider: "smsc".into(),
+        provider_id: pid.into(),
+        outbox_id: None,
+        class: DeliveryClass::Delivered,
+        code: "DELIVRD".into(),
+        is_final: true,
+        raw: b"stat:DELIVRD".to_vec(),
+    };
+    let kind = |_: Channel| r#"{"kind":"delivery","channel":"sms","class":"delivered"}"#.to_string();
+    let got = e
+        .record_receipts(
+            vec![receipt("v-1a"), receipt("v-1b"), receipt("v-2"), receipt("nobody")],
+            &kind,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Matched::Verification {
+                borrower: b,
+                contact: Some(mobile),
+                changed: true
+            },
+            Matched::Verification {
+                borrower: b,
+                contact: Some(mobile),
+                changed: false
+            },
+            Matched::Verification {
+                borrower: b,
+                contact: None,
+                changed: true
+            },
+            Matched::Unmatched,
+        ]
+    );
+    let views = e.views(&[b], day, day).await.unwrap();
+    assert_eq!(evidence_of(views.clone()), before + 1, "one observation per message");
+    assert!(views[0].evidence.iter().any(|ev| ev.contact == Some(mobile)));
+}
