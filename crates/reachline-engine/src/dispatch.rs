@@ -297,14 +297,25 @@ impl Engine {
             to,
             text: text.to_string(),
         };
+        self.hand_over(permit.channel, channel.as_ref(), &msg).await
+    }
+
+    /// Hands one message to a provider, and tells the send observer (metrics) how it went and
+    /// how long it took. Notices and verification messages both go through here.
+    pub(crate) async fn hand_over(
+        &self,
+        kind: reachline_domain::Channel,
+        provider: &dyn reachline_channels::Channel,
+        msg: &Outbound,
+    ) -> Result<reachline_channels::Accepted, SendError> {
         let started = std::time::Instant::now();
-        let res = channel.send(&msg).await;
+        let res = provider.send(msg).await;
         if let Some(o) = self.counters.observer.get() {
-            let (provider, refused) = match &res {
+            let (name, refused) = match &res {
                 Ok(a) => (a.provider.as_str(), None),
                 Err(e) => (e.provider.as_str(), Some(e.class)),
             };
-            o.handed_over(permit.channel, provider, started.elapsed(), refused);
+            o.handed_over(kind, name, started.elapsed(), refused);
         }
         res
     }

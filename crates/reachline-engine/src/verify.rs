@@ -253,16 +253,10 @@ impl Engine {
             to: address.clone(),
             text: rendered.text.clone(),
         };
-        let started = std::time::Instant::now();
-        let res = provider.send(&msg).await;
-        if let Some(o) = self.counters.observer.get() {
-            let (p, refused) = match &res {
-                Ok(a) => (a.provider.as_str(), None),
-                Err(e) => (e.provider.as_str(), Some(e.class)),
-            };
-            o.handed_over(channel, p, started.elapsed(), refused);
-        }
-        let accepted = res.map_err(VerifyError::NotSent)?;
+        let accepted = self
+            .hand_over(channel, provider.as_ref(), &msg)
+            .await
+            .map_err(VerifyError::NotSent)?;
         // Kept before the step, so a receipt that comes at once finds it.
         self.store
             .record_verification_sent(&reachline_store::engine::VerificationSent {
