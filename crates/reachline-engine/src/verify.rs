@@ -15,7 +15,7 @@ use reachline_domain::{BorrowerId, Channel, ContactAddress, ContactId, Purpose};
 use reachline_ledger::leaf::{content_hash, Leaf, LeafKind, TemplateRef};
 use reachline_policy::codes::{sign_link, LinkClaims};
 use reachline_policy::gates::{self, Gate};
-use reachline_store::selfservice::{Filter, StepRecord};
+use reachline_store::selfservice::{CheckRecord, Filter, StepRecord};
 use serde::Serialize;
 
 use crate::ledger::{code, provider_id};
@@ -361,6 +361,47 @@ impl Engine {
             Some(c) if c.state != "open" && now - c.opened_at < CHECK_REPEAT => return Ok(()),
             _ => {}
         }
+        self.run_check(borrower, doubt, reason, "engine", false, now)
+            .await
+            .map(|_| ())
+    }
+
+    /// A check someone asked for on the borrower's behalf (an operator after the borrower
+    /// called, the lender's system): opened even if one was answered lately, and its links go
+    /// at once, at any hour (the borrower is waiting for them). An open check is reused.
+    /// Returns the check.
+    pub async fn request_check(
+        &self,
+        borrower: BorrowerId,
+        doubt: Option<ContactId>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<CheckRecord, EngineError> {
+        let id = self.run_check(borrower, doubt, "requested", actor, true, now).await?;
+        let checks = self
+            .store
+            .checks(&Filter {
+                state: None,
+                borrower: Some(borrower),
+                limit: 20,
+            })
+            .await?;
+        checks
+            .into_iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| EngineError::Corrupt(format!("check {id} vanished")))
+    }
+
+    /// Opens (or continues) the borrower's check and sends its links; the check's id.
+    async fn run_check(
+        &self,
+        borrower: BorrowerId,
+        doubt: Option<ContactId>,
+        reason: &str,
+        actor: &str,
+        asked: bool,
+        now: DateTime<Utc>,
+    ) -> Result<i64, EngineError> {
         let (check, created) = self.store.open_check(borrower, doubt, reason, now).await?;
         let step = |s: &str, detail: Option<String>| StepRecord {
             borrower,
@@ -368,7 +409,7 @@ impl Engine {
             check: Some(check.id),
             at: now,
             step: s.to_string(),
-            actor: "engine".into(),
+            actor: actor.to_string(),
             detail,
         };
         if created {
@@ -376,7 +417,7 @@ impl Engine {
             self.record_step(&step("check_started", Some(detail))).await?;
         }
         if check.state != "open" {
-            return Ok(());
+            return Ok(check.id);
         }
         let steps = self.store.steps(borrower, None, Some(check.id)).await?;
         // `links_sending` is recorded before the first link goes: a crash mid-send leaves the
@@ -387,18 +428,18 @@ impl Engine {
                 self.record_step(&step("operator_task", Some(r#"{"why":"no_answer"}"#.into())))
                     .await?;
             }
-            return Ok(());
+            return Ok(check.id);
         }
         let today = now.date_naive();
         let view = self
             .store
             .views(&[borrower], today - Duration::days(1), today + Duration::days(1))
             .await?;
-        let Some(view) = view.first() else { return Ok(()) };
+        let Some(view) = view.first() else { return Ok(check.id) };
         // A check the borrower did not ask for waits for the service hours.
         if let Some(w) = self.cfg.profile(view.jurisdiction).window(Purpose::Service) {
-            if !w.contains(now.with_timezone(&view.zone).time()) {
-                return Ok(());
+            if !asked && !w.contains(now.with_timezone(&view.zone).time()) {
+                return Ok(check.id);
             }
         }
         let others: Vec<ContactId> = view
@@ -429,8 +470,8 @@ impl Engine {
                 change: None,
                 check: Some(check.id),
                 step: "link_sent",
-                actor: "engine".into(),
-                asked_by_borrower: false,
+                actor: actor.to_string(),
+                asked_by_borrower: asked,
             };
             match self.send_verification(&v, now).await {
                 Ok(_) => sent += 1,
@@ -446,6 +487,6 @@ impl Engine {
             self.record_step(&step("operator_task", Some(r#"{"why":"no_other_channel"}"#.into())))
                 .await?;
         }
-        Ok(())
+        Ok(check.id)
     }
 }

@@ -72,6 +72,11 @@ pub const PERMISSIONS: &[(&str, &str, Permission)] = &[
         Permission::ReviewChange,
     ),
     ("GET", "/v1/contact-checks", Permission::ReadBorrower),
+    (
+        "POST",
+        "/v1/borrowers/{external_id}/contact-checks",
+        Permission::WriteContact,
+    ),
     ("GET", "/v1/plan-requests", Permission::ReadBorrower),
     (
         "POST",
@@ -136,6 +141,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::review::approve_change))
         .routes(routes!(crate::review::reject_change))
         .routes(routes!(crate::review::list_checks))
+        .routes(routes!(crate::review::start_check))
         .routes(routes!(crate::review::list_plan_requests))
         .routes(routes!(crate::review::decide_plan_request))
 }

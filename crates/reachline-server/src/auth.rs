@@ -107,7 +107,7 @@ impl Permission {
             Permission::ReadBorrower => "read borrowers, contact points and loans (masked)",
             Permission::ReadUnmasked => "read personal data in clear",
             Permission::WriteBook => "create or update borrowers, loans and installments",
-            Permission::WriteContact => "add, verify or retire contact points",
+            Permission::WriteContact => "add, verify or retire contact points; start a contact check",
             Permission::WritePayment => "record payments",
             Permission::ReadNotice => "read notices, attempts, receipts and decisions",
             Permission::ReadEvidence => "download evidence bundles and checkpoints",

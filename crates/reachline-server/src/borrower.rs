@@ -59,6 +59,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/me/consent", post(consent))
         .route("/me/preferences", post(preferences))
+        .route("/me/contact", post(contact_report))
         .route("/me/plan", post(plan_request))
         .route("/me/logout", post(logout))
 }
@@ -111,6 +112,8 @@ struct T {
     face_photo: &'static str,
     face_failed: &'static str,
     consents: &'static str,
+    still_mine: &'static str,
+    no_longer_mine: &'static str,
     prefs: &'static str,
     first_channel: &'static str,
     second_channel: &'static str,
@@ -184,6 +187,8 @@ const ZH: T = T {
     face_photo: "本人照片",
     face_failed: "人脸识别未通过，未做任何更改。",
     consents: "授权",
+    still_mine: "仍是我的",
+    no_longer_mine: "已不是我的",
     prefs: "联系偏好",
     first_channel: "首选联系方式",
     second_channel: "其次",
@@ -268,6 +273,8 @@ const EN: T = T {
     face_photo: "Photo of your face",
     face_failed: "The face check did not pass. Nothing was changed.",
     consents: "Consents",
+    still_mine: "Still mine",
+    no_longer_mine: "No longer mine",
     prefs: "How to reach me",
     first_channel: "First choice",
     second_channel: "Second choice",
@@ -887,13 +894,24 @@ async fn home(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<Lan
         .iter()
         .filter(|c| c.is_current() && !c.point.role.is_third_party())
     {
+        let masked = esc(&c.point.address.masked());
         let _ = write!(
             body,
-            "<li>{} · {}{}</li>",
+            "<li>{} · {masked}{}",
             kind_word(t, c.point.kind),
-            esc(&c.point.address.masked()),
             if c.point.verified_at.is_some() { " ✓" } else { "" }
         );
+        // Only a session with a factor may speak for the borrower's contact points.
+        if !sess.factors.is_empty() {
+            for (report, label) in [("still_mine", t.still_mine), ("not_mine", t.no_longer_mine)] {
+                let _ = write!(
+                    body,
+                    r#"<form method="post" action="/me/contact?lang={lang}"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="contact" value="{cid}"><input type="hidden" name="report" value="{report}"><button class="secondary" aria-label="{label}: {masked}">{label}</button></form>"#,
+                    cid = c.id.0,
+                );
+            }
+        }
+        body.push_str("</li>");
     }
     body.push_str("</ul></section>");
     let _ = write!(
@@ -1487,6 +1505,67 @@ async fn preferences(
         sess.borrower,
         "preferences_set",
         serde_json::json!({"channels": channels, "quiet": quiet}),
+    )
+    .await;
+    Redirect::to(&format!("/me?lang={}&saved=1", lang_param(t))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ContactForm {
+    csrf: String,
+    contact: i64,
+    /// `still_mine` or `not_mine`.
+    report: String,
+}
+
+/// The borrower says one of their contact points is still theirs, or no longer: evidence for
+/// health (`SelfReport`), taken only from a session opened with a factor (a link to one of
+/// their contact points, a code, an identity check) — name and ID alone cannot silence a
+/// number or vouch for a recycled one.
+async fn contact_report(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LangQuery>,
+    Form(f): Form<ContactForm>,
+) -> Response {
+    let (sess, t) = match require_form(&s, &headers, &q, &f.csrf).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if sess.factors.is_empty() {
+        return forbidden();
+    }
+    let Ok(report) = f.report.parse::<reachline_policy::SelfReport>() else {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    };
+    if report == reachline_policy::SelfReport::ChangedNumber {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    }
+    let Ok(contacts) = s.stores.store.contacts(sess.borrower).await else {
+        return unavailable();
+    };
+    let Some(contact) = contacts
+        .iter()
+        .find(|c| c.id.0 == f.contact && c.is_current() && !c.point.role.is_third_party())
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let now = s.now();
+    let source = serde_json::to_string(&reachline_policy::Source::Borrower).unwrap_or_default();
+    let kind = serde_json::to_string(&reachline_policy::EvidenceKind::SelfReport { report }).unwrap_or_default();
+    if s.stores
+        .engine
+        .add_evidence(sess.borrower, Some(contact.id), now, &source, &kind)
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    record(
+        &s,
+        sess.borrower,
+        "self_report",
+        serde_json::json!({"contact": contact.id.0, "report": report.as_str()}),
     )
     .await;
     Redirect::to(&format!("/me?lang={}&saved=1", lang_param(t))).into_response()

@@ -1,5 +1,6 @@
 //! The operators' side of self-service: number changes (the review queue, approve or reject
-//! with a reason, the history of each change), contact checks that became operator tasks, and
+//! with a reason, the history of each change), contact checks (started on a borrower's behalf,
+//! and those that became operator tasks), and
 //! repayment-plan requests. New numbers are masked; a plan request's own words are shown only
 //! unmasked (with a reason, logged).
 
@@ -228,6 +229,63 @@ pub struct CheckView {
     pub steps: Vec<StepView>,
 }
 
+fn check_view(c: reachline_store::selfservice::CheckRecord, steps: Vec<StepRecord>) -> CheckView {
+    CheckView {
+        id: c.id,
+        borrower_id: c.borrower.0,
+        contact_id: c.contact.map(|x| x.0),
+        state: c.state,
+        reason: c.reason,
+        opened_at: c.opened_at,
+        updated_at: c.updated_at,
+        steps: steps.into_iter().map(StepView::from).collect(),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCheck {
+    /// The contact point in doubt (its links go to the borrower's other ones); none when the
+    /// borrower as a whole is to be reached.
+    pub contact_id: Option<i64>,
+}
+
+/// Starts a contact check for a borrower (the borrower called to say their number changed; the
+/// lender's system saw a bounce): the signed links go at once on the borrower's other channels,
+/// even if a check was answered lately. An open check is returned as it is.
+#[utoipa::path(post, path = "/v1/borrowers/{external_id}/contact-checks", tag = "contacts",
+    params(("external_id" = String, Path)), request_body = NewCheck,
+    responses((status = 201, body = CheckView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn start_check(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    Json(n): Json<NewCheck>,
+) -> Result<(axum::http::StatusCode, Json<CheckView>), ApiError> {
+    let b = borrower(&s, &id).await?;
+    let doubt = match n.contact_id {
+        Some(c) => {
+            let contacts = s.stores.store.contacts(b.id).await?;
+            let found = contacts
+                .iter()
+                .find(|x| x.id.0 == c && x.is_current() && !x.point.role.is_third_party())
+                .ok_or_else(|| ApiError::invalid("contact_id", "not a current contact point of this borrower"))?;
+            Some(found.id)
+        }
+        None => None,
+    };
+    let check = s
+        .engine
+        .request_check(b.id, doubt, &who.actor, s.now())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "a requested contact check failed");
+            ApiError::internal()
+        })?;
+    let steps = s.stores.selfservice.steps(b.id, None, Some(check.id)).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(check_view(check, steps))))
+}
+
 /// Contact checks, newest first: `?state=operator_task` are the borrowers nothing reached.
 #[utoipa::path(get, path = "/v1/contact-checks", tag = "contacts", params(ListQuery),
     responses((status = 200, body = Vec<CheckView>), (status = 422, body = ErrorBody)))]
@@ -239,16 +297,7 @@ pub(crate) async fn list_checks(
     let mut out = Vec::new();
     for c in s.stores.selfservice.checks(&f).await? {
         let steps = s.stores.selfservice.steps(c.borrower, None, Some(c.id)).await?;
-        out.push(CheckView {
-            id: c.id,
-            borrower_id: c.borrower.0,
-            contact_id: c.contact.map(|x| x.0),
-            state: c.state,
-            reason: c.reason,
-            opened_at: c.opened_at,
-            updated_at: c.updated_at,
-            steps: steps.into_iter().map(StepView::from).collect(),
-        });
+        out.push(check_view(c, steps));
     }
     Ok(Json(out))
 }

@@ -1103,3 +1103,149 @@ async fn preferred_channels_and_quiet_hours_set_on_the_page_steer_the_next_notic
     );
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_starts_a_check_and_the_borrower_vouches_for_their_numbers() {
+    let (h, sandbox) = with_sms().await;
+    let borrower = b1(&h).await;
+    let contacts = h.stores.store.contacts(borrower).await.unwrap();
+    let (mobile, backup) = (contacts[0].id, contacts[1].id);
+    // The borrower called: their mobile is gone. The operator starts a check on it; the link
+    // goes to the backup number at once, whatever the hour.
+    let (st, check) = h
+        .call(
+            Role::Operator,
+            "POST",
+            "/v1/borrowers/B1/contact-checks",
+            Some(json!({"contact_id": mobile.0})),
+        )
+        .await;
+    assert_eq!(st, 201, "{check}");
+    assert_eq!(
+        (check["state"].as_str(), check["reason"].as_str()),
+        (Some("open"), Some("requested"))
+    );
+    let steps: Vec<&str> = check["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["check_started", "links_sending", "link_sent"], "{check}");
+    assert!(
+        check["steps"][0]["actor"].as_str().unwrap().starts_with("token:"),
+        "{check}"
+    );
+    let texts = texts_eventually(&sandbox, "13700002220", 1).await;
+    let link = regex::Regex::new(r"http://[0-9.:]+/c/[A-Za-z0-9_.-]+")
+        .unwrap()
+        .find(&texts[0])
+        .unwrap()
+        .as_str()
+        .to_string();
+    // Asked again while it is open: the same check, no second link.
+    let (st, again) = h
+        .call(
+            Role::Operator,
+            "POST",
+            "/v1/borrowers/B1/contact-checks",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((st, &again["id"]), (201, &check["id"]), "{again}");
+    assert_eq!(texts_to(&sandbox, "13700002220").len(), 1);
+    // Not a contact point of this borrower; an auditor may not start one.
+    let (st, _) = h
+        .call(
+            Role::Operator,
+            "POST",
+            "/v1/borrowers/B1/contact-checks",
+            Some(json!({"contact_id": 999_999})),
+        )
+        .await;
+    assert_eq!(st, 422);
+    let (st, _) = h
+        .call(
+            Role::Auditor,
+            "POST",
+            "/v1/borrowers/B1/contact-checks",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 403);
+
+    // The link signs the borrower in with a factor: they may vouch for their numbers.
+    let mut b = Browser::new(&h.base);
+    assert_eq!(b.post(&link, &[]).await.status, 303);
+    let home = b.get("/me?lang=en").await;
+    assert!(
+        home.body.contains("No longer mine") && home.body.contains("Still mine"),
+        "{}",
+        home.body
+    );
+    let token = csrf(&home.body);
+    for (contact, report) in [(mobile, "not_mine"), (backup, "still_mine")] {
+        let p = b
+            .post(
+                "/me/contact",
+                &[
+                    ("csrf", &token),
+                    ("contact", &contact.0.to_string()),
+                    ("report", report),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, 303, "{}", p.body);
+    }
+    let day = Utc::now().date_naive();
+    let view = h.stores.engine.views(&[borrower], day, day).await.unwrap().remove(0);
+    let said = |c: reachline_domain::ContactId, what: &str| {
+        view.evidence
+            .iter()
+            .any(|e| e.contact == Some(c) && e.kind.contains(what) && e.source.contains("borrower"))
+    };
+    assert!(
+        said(mobile, "not_mine") && said(backup, "still_mine"),
+        "{:?}",
+        view.evidence
+    );
+    // Another borrower's contact point is not theirs to speak for.
+    let b2 = h
+        .stores
+        .store
+        .borrower_by_external_id(&reachline_domain::ExternalId::parse("B2").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let theirs = h.stores.store.contacts(b2).await.unwrap()[0].id;
+    let p = b
+        .post(
+            "/me/contact",
+            &[
+                ("csrf", &token),
+                ("contact", &theirs.0.to_string()),
+                ("report", "not_mine"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+
+    // A session opened with name and ID alone has no factor: no buttons, and the form is refused.
+    let mut n = session_from_notice(&h, borrower).await;
+    let home = n.get("/me?lang=en").await;
+    assert!(!home.body.contains("No longer mine"), "{}", home.body);
+    let token = csrf(&home.body);
+    let p = n
+        .post(
+            "/me/contact",
+            &[
+                ("csrf", &token),
+                ("contact", &backup.0.to_string()),
+                ("report", "not_mine"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    h.finish().await;
+}
