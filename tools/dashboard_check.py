@@ -105,6 +105,16 @@ def main():
         else:
             print(verdict)
 
+        # The work queue: the demo's borrowers nothing reached are operators' tasks.
+        d.get(a.base + "/queue")
+        WebDriverWait(d, 15).until(lambda drv: drv.find_elements(By.ID, "tasks"))
+        tasks = d.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")
+        d.save_screenshot(str(out / "queue.png"))
+        if not tasks or "nothing yet" in tasks[0].text:
+            failures.append("the work queue shows no operator tasks after the demo")
+        else:
+            print(f"work queue: {len(tasks)} borrowers nothing reached")
+
         d.set_window_size(390, 2400)
         d.get(a.base + "/")
         d.save_screenshot(str(out / "overview-phone.png"))

@@ -476,6 +476,16 @@ async fn record(s: &crate::Server, borrower: BorrowerId, name: &str, detail: ser
     }
 }
 
+/// A form refused (422) with a message in the page's language.
+fn refused(t: &T, en: &str, zh: &str) -> Response {
+    let text = if t.lang == "en" { en } else { zh };
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        page(t, t.title, &message("bad", text)),
+    )
+        .into_response()
+}
+
 fn unavailable() -> Response {
     StatusCode::SERVICE_UNAVAILABLE.into_response()
 }
@@ -1002,14 +1012,7 @@ async fn number_start(
     if s.borrower_ip_limiter.check_key(&peer.ip()).is_err() {
         return too_many(t);
     }
-    let bad = |en: &str, zh: &str| {
-        let text = if t.lang == "en" { en } else { zh };
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            page(t, t.title, &message("bad", text)),
-        )
-            .into_response()
-    };
+    let bad = |en: &str, zh: &str| refused(t, en, zh);
     let target = match f.target.as_deref().unwrap_or("replace") {
         "replace" => ChangeTarget::Replace,
         "add_backup" => ChangeTarget::AddBackup,
@@ -1452,14 +1455,7 @@ async fn preferences(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let bad = |en: &str, zh: &str| {
-        let text = if t.lang == "en" { en } else { zh };
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            page(t, t.title, &message("bad", text)),
-        )
-            .into_response()
-    };
+    let bad = |en: &str, zh: &str| refused(t, en, zh);
     let mut channels = Vec::new();
     for c in [&f.first, &f.second].into_iter().filter(|c| !c.is_empty()) {
         match c.parse::<Channel>() {

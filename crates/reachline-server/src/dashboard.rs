@@ -65,13 +65,18 @@ pub(crate) fn digest(session: &str) -> [u8; 32] {
 }
 
 /// The logged-in operator, or where to send the browser instead.
-struct Operator {
-    login: String,
-    role: Role,
-    csrf: String,
+pub(crate) struct Operator {
+    pub(crate) login: String,
+    pub(crate) role: Role,
+    pub(crate) csrf: String,
 }
 
-async fn operator(s: &crate::Server, headers: &HeaderMap) -> Result<Operator, Response> {
+/// Whether a form's token is the session's (compared in constant time).
+pub(crate) fn csrf_matches(op: &Operator, given: &str) -> bool {
+    bool::from(subtle::ConstantTimeEq::ct_eq(op.csrf.as_bytes(), given.as_bytes()))
+}
+
+pub(crate) async fn operator(s: &crate::Server, headers: &HeaderMap) -> Result<Operator, Response> {
     let to_login = || Redirect::to("/login").into_response();
     let Some(c) = cookie(headers, SESSION) else {
         return Err(to_login());
@@ -98,7 +103,7 @@ async fn operator(s: &crate::Server, headers: &HeaderMap) -> Result<Operator, Re
     })
 }
 
-fn page(title: &str, nav: &str, body: &str) -> Html<String> {
+pub(crate) fn page(title: &str, nav: &str, body: &str) -> Html<String> {
     Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -129,9 +134,9 @@ pre {{ white-space: pre-wrap; word-break: break-all; font-size: .8rem; }}
     ))
 }
 
-fn nav(op: &Operator) -> String {
+pub(crate) fn nav(op: &Operator) -> String {
     format!(
-        r#"<nav><a href="/">Overview</a> · <a href="/verify">Verify a notice</a> · <a href="/docs/">API</a></nav>
+        r#"<nav><a href="/">Overview</a> · <a href="/queue">Work queue</a> · <a href="/verify">Verify a notice</a> · <a href="/docs/">API</a></nav>
 <form method="post" action="/logout" style="margin-left:auto"><span>{} ({})</span> <input type="hidden" name="csrf" value="{}"><button>Log out</button></form>"#,
         esc(&op.login),
         op.role.as_str(),
@@ -239,7 +244,7 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap, Form(f): Form<Csr
         Ok(op) => op,
         Err(r) => return r,
     };
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(op.csrf.as_bytes(), f.csrf.as_bytes())) {
+    if !csrf_matches(&op, &f.csrf) {
         return (
             StatusCode::FORBIDDEN,
             "the form's CSRF token does not match the session",
@@ -276,7 +281,7 @@ fn totals(items: impl Iterator<Item = (String, u64)>) -> Vec<(String, u64)> {
     out
 }
 
-fn table(head: &[&str], rows: &[Vec<String>], numeric_from: usize) -> String {
+pub(crate) fn table(head: &[&str], rows: &[Vec<String>], numeric_from: usize) -> String {
     let mut s = String::from("<table><thead><tr>");
     for (i, h) in head.iter().enumerate() {
         let _ = write!(

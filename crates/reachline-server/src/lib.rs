@@ -21,6 +21,7 @@ pub mod error;
 pub mod fineract;
 pub mod identity;
 pub mod metrics;
+pub mod queue;
 pub mod review;
 pub mod tls;
 pub mod webhooks;
@@ -243,6 +244,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(webhooks::routes())
         .merge(dashboard::routes())
+        .merge(queue::routes())
         .merge(borrower::routes())
         // Swagger UI (vendored: no CDN) at /docs, reading the document it serves at /v1/openapi.json.
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/v1/openapi.json", doc))

@@ -101,7 +101,7 @@ pub struct ChangeView {
     pub steps: Vec<StepView>,
 }
 
-fn change_view(r: ChangeRecord, steps: Vec<StepRecord>) -> ChangeView {
+pub(crate) fn change_view(r: ChangeRecord, steps: Vec<StepRecord>) -> ChangeView {
     let flow: Option<reachline_policy::change::Flow> = serde_json::from_str(&r.flow).ok();
     ChangeView {
         id: r.id,

@@ -662,45 +662,11 @@ async fn a_sim_swapped_number_waits_for_an_operator_and_a_reply_alone_changes_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_from_a_notice_needs_a_code_on_another_channel_to_change_the_number() {
-    use reachline_store::engine::{NewSend, PlanWrite};
     let (h, sandbox) = with_sms().await;
     let borrower = b1(&h).await;
     let contacts = h.stores.store.contacts(borrower).await.unwrap();
     let (mobile, backup) = (contacts[0].id, contacts[1].id);
-    let loan = h.stores.store.loans(borrower).await.unwrap()[0].id;
-    let inst = h.stores.store.installments(loan).await.unwrap()[0].id;
-    let now = Utc::now();
-    h.stores
-        .engine
-        .write_plan(PlanWrite {
-            at: Some(now),
-            sends: vec![NewSend {
-                idem_key: format!("{}/0/pre_due/{}/sms/0", inst.0, mobile.0),
-                borrower,
-                installment: inst,
-                step: 0,
-                kind: "pre_due".into(),
-                rung: 0,
-                contact: mobile,
-                channel: reachline_domain::Channel::Sms,
-                third_party: false,
-                not_before: now,
-            }],
-            ..PlanWrite::default()
-        })
-        .await
-        .unwrap();
-    let notice = h
-        .stores
-        .engine
-        .attempts(&reachline_store::engine::AttemptFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap()[0]
-        .id;
-    let token = reachline_policy::codes::notice_token(&h.engine.config().link_key, notice as u64);
+    let token = notice_token(&h, borrower).await;
     let mut b = Browser::new(&h.base);
     let p = b.get(&format!("/n/{token}")).await;
     assert!(
@@ -889,8 +855,8 @@ async fn an_email_is_added_with_a_code_sent_to_it_and_the_other_channels_are_tol
     h.finish().await;
 }
 
-/// A session from a notice's page, opened with the borrower's name and ID (no factor).
-async fn session_from_notice(h: &Harness, borrower: BorrowerId) -> Browser {
+/// The link token of a reminder queued for the borrower's mobile now.
+async fn notice_token(h: &Harness, borrower: BorrowerId) -> String {
     use reachline_store::engine::{NewSend, PlanWrite};
     let contacts = h.stores.store.contacts(borrower).await.unwrap();
     let mobile = contacts[0].id;
@@ -927,7 +893,12 @@ async fn session_from_notice(h: &Harness, borrower: BorrowerId) -> Browser {
         .await
         .unwrap()[0]
         .id;
-    let token = reachline_policy::codes::notice_token(&h.engine.config().link_key, notice as u64);
+    reachline_policy::codes::notice_token(&h.engine.config().link_key, notice as u64)
+}
+
+/// A session from a notice's page, opened with the borrower's name and ID (no factor).
+async fn session_from_notice(h: &Harness, borrower: BorrowerId) -> Browser {
+    let token = notice_token(h, borrower).await;
     let mut b = Browser::new(&h.base);
     let p = b
         .post(
@@ -1247,5 +1218,209 @@ async fn an_operator_starts_a_check_and_the_borrower_vouches_for_their_numbers()
         )
         .await;
     assert_eq!(p.status, 403);
+    h.finish().await;
+}
+
+/// Logs an operator in through the login form; the session's cookie header.
+async fn operator_session(h: &Harness, login: &str, role: &str) -> String {
+    h.stores
+        .server
+        .put_operator(&reachline_store::server::OperatorRecord {
+            login: login.into(),
+            role: role.into(),
+            hash: reachline_server::auth::hash_secret("correct-horse-battery", &mut rand::rngs::OsRng),
+            created_at: Utc::now(),
+            disabled_at: None,
+        })
+        .await
+        .unwrap();
+    let mut b = Browser::new(&h.base);
+    let page = b.http.get(b.url("/login")).send().await.unwrap();
+    let csrf_cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            v.to_str()
+                .unwrap()
+                .strip_prefix("rl_login_csrf=")
+                .map(|v| v.split(';').next().unwrap().to_string())
+        })
+        .unwrap();
+    let r = b
+        .http
+        .post(b.url("/login"))
+        .header("cookie", format!("rl_login_csrf={csrf_cookie}"))
+        .form(&[
+            ("login", login),
+            ("password", "correct-horse-battery"),
+            ("csrf", &csrf_cookie),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            v.to_str()
+                .unwrap()
+                .strip_prefix("rl_session=")
+                .map(|v| v.split(';').next().unwrap().to_string())
+        })
+        .unwrap();
+    b.cookie = None;
+    format!("rl_session={session}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_decide_held_changes_and_plan_requests_on_the_dashboard() {
+    use reachline_policy::change::{ChangeTarget, Factor, Flow, Risk};
+    let (h, _sandbox) = with_sms().await;
+    let borrower = b1(&h).await;
+    let mobile = h.stores.store.contacts(borrower).await.unwrap()[0].id;
+    // A change with both proofs in, held because the new number's SIM was swapped.
+    let mut flow = Flow::new(
+        &Default::default(),
+        ChangeTarget::Replace,
+        vec![Risk::SimSwap],
+        Utc::now(),
+    );
+    flow.new_number_proven = true;
+    flow.authorised_by = Some(Factor::Link { contact: mobile.0 });
+    let number = PhoneNumber::parse("13912345678").unwrap();
+    let id = h
+        .stores
+        .selfservice
+        .create_change(
+            &reachline_store::selfservice::NewChange {
+                borrower,
+                old_contact: Some(mobile),
+                new_address: &ContactAddress::Phone(number),
+                source: "page",
+                state: "review",
+                flow: &serde_json::to_string(&flow).unwrap(),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let loan = h.stores.store.loans(borrower).await.unwrap()[0].id;
+    let plan = h
+        .stores
+        .selfservice
+        .add_plan_request(borrower, loan, "extension", "我下个月才发工资", Utc::now())
+        .await
+        .unwrap();
+
+    let ops = operator_session(&h, "ops", "operator").await;
+    let audit = operator_session(&h, "audit", "auditor").await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |cookie: &str| {
+        http.get(format!("{}/queue", h.base))
+            .header("cookie", cookie.to_string())
+            .send()
+    };
+    let html = get(&ops).await.unwrap().text().await.unwrap();
+    assert!(
+        html.contains("Changes held for review") && html.contains("sim_swap"),
+        "{html}"
+    );
+    assert!(
+        html.contains("+86139****5678") && !html.contains("13912345678"),
+        "masked"
+    );
+    assert!(
+        !html.contains("发工资"),
+        "the borrower's words stay behind the logged API"
+    );
+    assert!(html.contains(&format!("/queue/changes/{id}")) && html.contains(&format!("/queue/plans/{plan}")));
+    // An auditor sees the queue but gets no forms, and may not post one.
+    let audit_html = get(&audit).await.unwrap().text().await.unwrap();
+    assert!(
+        audit_html.contains("sim_swap") && !audit_html.contains("/queue/changes/"),
+        "{audit_html}"
+    );
+    let post = |cookie: &str, path: String, form: Vec<(&'static str, String)>| {
+        http.post(format!("{}{path}", h.base))
+            .header("cookie", cookie.to_string())
+            .form(&form)
+            .send()
+    };
+    let token = csrf(&html);
+    let audit_token = csrf(&audit_html);
+    let decision = |csrf: &str, d: &'static str| {
+        vec![
+            ("csrf", csrf.to_string()),
+            ("decision", d.to_string()),
+            ("reason", "called_borrower".to_string()),
+        ]
+    };
+    let r = post(
+        &audit,
+        format!("/queue/changes/{id}"),
+        decision(&audit_token, "approve"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = post(&ops, format!("/queue/changes/{id}"), decision("00", "approve"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "the session's CSRF token is needed");
+    let mut bad_reason = decision(&token, "approve");
+    bad_reason[2].1 = "Called her!".into();
+    let r = post(&ops, format!("/queue/changes/{id}"), bad_reason).await.unwrap();
+    assert_eq!(r.status().as_u16(), 422, "a reason is a short code");
+    let (_, change) = h
+        .call(Role::Operator, "GET", &format!("/v1/contact-changes/{id}"), None)
+        .await;
+    assert_eq!(change["state"], "review", "nothing was decided yet");
+
+    let r = post(&ops, format!("/queue/changes/{id}"), decision(&token, "approve"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, change) = h
+        .call(Role::Operator, "GET", &format!("/v1/contact-changes/{id}"), None)
+        .await;
+    assert_eq!(
+        (
+            change["state"].as_str(),
+            change["decided_by"].as_str(),
+            change["decision_reason"].as_str()
+        ),
+        (Some("applied"), Some("operator:ops"), Some("called_borrower")),
+        "{change}"
+    );
+    assert!(h
+        .stores
+        .store
+        .contacts(borrower)
+        .await
+        .unwrap()
+        .iter()
+        .any(|c| c.is_current() && c.point.address.canonical() == "+8613912345678"));
+    // Decided once: a second decision is refused.
+    let r = post(&ops, format!("/queue/changes/{id}"), decision(&token, "reject"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+
+    let r = post(&ops, format!("/queue/plans/{plan}"), decision(&token, "accepted"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, plans) = h
+        .call(Role::Operator, "GET", "/v1/plan-requests?state=accepted", None)
+        .await;
+    assert_eq!(plans[0]["decided_by"], "operator:ops", "{plans}");
+    let html = get(&ops).await.unwrap().text().await.unwrap();
+    assert!(!html.contains(&format!("/queue/changes/{id}")) && !html.contains(&format!("/queue/plans/{plan}")));
     h.finish().await;
 }

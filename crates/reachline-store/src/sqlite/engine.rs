@@ -867,15 +867,7 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
             changed,
         }));
     }
-    tx.prepare_cached("INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![
-            borrower,
-            contact,
-            at,
-            crate::engine::provider_source(&receipt.provider),
-            kinds.get(&channel).cloned().unwrap_or_default()
-        ])?;
-    wake(tx, borrower, at)?;
+    receipt_evidence(tx, borrower, contact, at, &receipt.provider, kinds.get(&channel))?;
     Ok(Matched::Send(ReceiptMatch {
         outbox_id: id,
         borrower: BorrowerId(borrower),
@@ -883,6 +875,26 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
         channel,
         changed,
     }))
+}
+
+/// The evidence a receipt gives about the contact point its message went to, and the wake.
+fn receipt_evidence(
+    tx: &Connection,
+    borrower: i64,
+    contact: i64,
+    at: i64,
+    provider: &str,
+    kind: Option<&String>,
+) -> Result<()> {
+    tx.prepare_cached("INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![
+            borrower,
+            contact,
+            at,
+            crate::engine::provider_source(provider),
+            kind.cloned().unwrap_or_default()
+        ])?;
+    wake(tx, borrower, at)
 }
 
 /// A receipt for a verification message: kept (flagged `verification`), the message's outcome
@@ -926,17 +938,7 @@ fn verification_receipt_tx(
             .execute(params![message, new.name(), new.class_column()])?;
         if let Some(contact) = contact {
             let channel: Channel = channel.parse().map_err(codec::corrupt)?;
-            tx.prepare_cached(
-                "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                borrower,
-                contact,
-                at,
-                crate::engine::provider_source(&receipt.provider),
-                kinds.get(&channel).cloned().unwrap_or_default()
-            ])?;
-            wake(tx, borrower, at)?;
+            receipt_evidence(tx, borrower, contact, at, &receipt.provider, kinds.get(&channel))?;
         }
     }
     Ok(Some(Matched::Verification {
