@@ -689,6 +689,21 @@ fn cookie_value(set: &[String], name: &str) -> Option<String> {
         .map(|rest| rest.split(';').next().unwrap().to_string())
 }
 
+/// An operator whose password is `correct-horse-battery`.
+async fn add_operator(h: &Harness, login: &str, role: &str) {
+    h.stores
+        .server
+        .put_operator(&reachline_store::server::OperatorRecord {
+            login: login.into(),
+            role: role.into(),
+            hash: reachline_server::auth::hash_secret("correct-horse-battery", &mut rand::rngs::OsRng),
+            created_at: Utc::now(),
+            disabled_at: None,
+        })
+        .await
+        .unwrap();
+}
+
 fn form_csrf(html: &str) -> String {
     let i = html.find(r#"name="csrf" value=""#).expect("a form with a CSRF token") + 19;
     html[i..i + 32].to_string()
@@ -698,17 +713,7 @@ fn form_csrf(html: &str) -> String {
 async fn operators_log_in_with_a_password_and_forms_need_their_csrf_token() {
     let h = Harness::start().await;
     for (login, role) in [("ops", "operator"), ("audit", "auditor")] {
-        h.stores
-            .server
-            .put_operator(&reachline_store::server::OperatorRecord {
-                login: login.into(),
-                role: role.into(),
-                hash: reachline_server::auth::hash_secret("correct-horse-battery", &mut rand::rngs::OsRng),
-                created_at: Utc::now(),
-                disabled_at: None,
-            })
-            .await
-            .unwrap();
+        add_operator(&h, login, role).await;
     }
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -1223,17 +1223,7 @@ async fn an_operator_starts_a_check_and_the_borrower_vouches_for_their_numbers()
 
 /// Logs an operator in through the login form; the session's cookie header.
 async fn operator_session(h: &Harness, login: &str, role: &str) -> String {
-    h.stores
-        .server
-        .put_operator(&reachline_store::server::OperatorRecord {
-            login: login.into(),
-            role: role.into(),
-            hash: reachline_server::auth::hash_secret("correct-horse-battery", &mut rand::rngs::OsRng),
-            created_at: Utc::now(),
-            disabled_at: None,
-        })
-        .await
-        .unwrap();
+    super::add_operator(h, login, role).await;
     let mut b = Browser::new(&h.base);
     let page = b.http.get(b.url("/login")).send().await.unwrap();
     let csrf_cookie = page
