@@ -7,7 +7,8 @@ Answers per recipient by the local part's first word:
   later…    250, then an RFC 3464 bounce (5.1.1) to the envelope sender, appended to --mbox
   anything else: 250.
 
-With --inbox FILE, every message taken for a recipient is appended to FILE as one JSON line
+With --maildir DIR, bounces also go to a Maildir (written to tmp/, renamed into new/, as mail
+systems deliver). With --inbox FILE, every message taken for a recipient is appended to FILE as one JSON line
 {"to", "from", "subject", "text"} with the body decoded (what the recipient would read).
 
     python tools/smtp_peer.py --port 2525 --mbox bounces.mbox [--inbox inbox.jsonl]
@@ -19,6 +20,7 @@ import email
 import email.policy
 import email.utils
 import json
+import mailbox
 import time
 
 from aiosmtpd.controller import Controller
@@ -61,9 +63,10 @@ Diagnostic-Code: smtp; 550 5.1.1 user unknown
 
 
 class Handler:
-    def __init__(self, mbox, inbox=None):
+    def __init__(self, mbox, inbox=None, maildir=None):
         self.mbox = mbox
         self.inbox = inbox
+        self.maildir = maildir
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0].lower()
@@ -77,11 +80,14 @@ class Handler:
         for rcpt in envelope.rcpt_tos:
             if rcpt.split("@")[0].lower().startswith("later"):
                 date = email.utils.formatdate()
+                dsn = DSN.format(sender=envelope.mail_from, rcpt=rcpt, date=date,
+                                 boundary="b%d" % int(time.time() * 1e6))
                 with open(self.mbox, "a") as f:
                     f.write("From MAILER-DAEMON %s\n" % time.asctime())
-                    f.write(DSN.format(sender=envelope.mail_from, rcpt=rcpt, date=date,
-                                       boundary="b%d" % int(time.time() * 1e6)))
+                    f.write(dsn)
                     f.write("\n")
+                if self.maildir:
+                    mailbox.Maildir(self.maildir, create=True).add(dsn)
         if self.inbox:
             msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
             body = msg.get_body(preferencelist=("plain",)) or msg
@@ -101,8 +107,11 @@ def main():
     ap.add_argument("--port", type=int, default=2525)
     ap.add_argument("--mbox", required=True)
     ap.add_argument("--inbox")
+    ap.add_argument("--maildir")
     a = ap.parse_args()
-    c = Controller(Handler(a.mbox, a.inbox), hostname=a.host, port=a.port)
+    if a.maildir:
+        mailbox.Maildir(a.maildir, create=True)
+    c = Controller(Handler(a.mbox, a.inbox, a.maildir), hostname=a.host, port=a.port)
     c.start()
     print("listening", a.port, flush=True)
     try:

@@ -63,6 +63,8 @@ pub struct SmtpPeer {
     child: std::process::Child,
     pub port: u16,
     pub mbox: PathBuf,
+    /// Bounces are also delivered here, as a mail system would.
+    pub maildir: PathBuf,
     inbox: PathBuf,
 }
 
@@ -70,19 +72,23 @@ impl SmtpPeer {
     /// Starts the peer on a free loopback port, its files under `dir`; waits until it listens.
     pub fn start(dir: &Path) -> std::io::Result<SmtpPeer> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let (mbox, inbox) = (dir.join("bounces.mbox"), dir.join("inbox.jsonl"));
+        let (mbox, inbox, maildir) = (dir.join("bounces.mbox"), dir.join("inbox.jsonl"), dir.join("bounces"));
         let child = Command::new(interop_python())
             .arg(tools_dir().join("smtp_peer.py"))
             .args(["--port", &port.to_string(), "--mbox"])
             .arg(&mbox)
             .arg("--inbox")
             .arg(&inbox)
+            .arg("--maildir")
+            .arg(&maildir)
             .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("peer.log"))?)
             .spawn()?;
         let peer = SmtpPeer {
             child,
             port,
             mbox,
+            maildir,
             inbox,
         };
         for _ in 0..200 {

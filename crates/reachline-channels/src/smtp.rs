@@ -31,6 +31,12 @@ pub struct SmtpConfig {
     /// When the peer is the recipient's own server (not a relay), its 250 means the mailbox
     /// took the message, and a `Delivered` receipt is reported at once.
     pub accepted_is_delivered: bool,
+    /// A Maildir the mail system delivers the bounces (`bounce_prefix+…@bounce_domain`) to:
+    /// each message in `new/` is read as an RFC 3464 report and moved to `cur/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounce_maildir: Option<std::path::PathBuf>,
+    /// How often the Maildir is read.
+    pub bounce_poll_ms: u64,
 }
 
 impl Default for SmtpConfig {
@@ -45,6 +51,8 @@ impl Default for SmtpConfig {
             subject: "Repayment notice".into(),
             timeout_ms: 10_000,
             accepted_is_delivered: false,
+            bounce_maildir: None,
+            bounce_poll_ms: 5_000,
         }
     }
 }
@@ -122,6 +130,67 @@ impl SmtpChannel {
             });
         }
         Ok(report.recipients.len())
+    }
+
+    /// Reads every message in a Maildir's `new/` as a bounce and moves it to `cur/` (a
+    /// message that is not a report is moved too, and counted); returns how many receipts
+    /// were reported and how many messages were not reports. The mail system writes each
+    /// message whole into `tmp/` and renames it into `new/`, so a message seen is complete.
+    pub fn ingest_maildir(&self, dir: &std::path::Path) -> std::io::Result<(usize, usize)> {
+        let (mut receipts, mut skipped) = (0, 0);
+        let cur = dir.join("cur");
+        let new = match std::fs::read_dir(dir.join("new")) {
+            Ok(d) => d,
+            // Not made yet: the mail system makes it with the first bounce.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(e),
+        };
+        let mut names: Vec<_> = new
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            let from = dir.join("new").join(&name);
+            let bytes = std::fs::read(&from)?;
+            match self.ingest_bounce(&String::from_utf8_lossy(&bytes)) {
+                Ok(n) => receipts += n,
+                Err(_) => skipped += 1,
+            }
+            let mut seen = name.clone();
+            seen.push(":2,S");
+            std::fs::create_dir_all(&cur)?;
+            std::fs::rename(&from, cur.join(seen))?;
+        }
+        Ok((receipts, skipped))
+    }
+
+    /// Reads the configured bounce Maildir every `bounce_poll_ms` for as long as the channel
+    /// lives (nothing when none is configured). Needs a Tokio runtime.
+    pub fn spawn_bounce_reader(self: &std::sync::Arc<Self>) {
+        let Some(dir) = self.config.bounce_maildir.clone() else {
+            return;
+        };
+        let me = std::sync::Arc::downgrade(self);
+        let every = Duration::from_millis(self.config.bounce_poll_ms.max(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(ch) = me.upgrade() else { return };
+                let dir = dir.clone();
+                let res = tokio::task::spawn_blocking(move || ch.ingest_maildir(&dir)).await;
+                match res {
+                    Ok(Ok((0, 0))) => {}
+                    Ok(Ok((receipts, skipped))) => {
+                        tracing::info!(receipts, skipped, "bounces read from the Maildir")
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "the bounce Maildir could not be read"),
+                    Err(e) => tracing::warn!(error = %e, "the bounce reader stopped"),
+                }
+            }
+        });
     }
 
     /// Reads every bounce in an mbox file (messages separated by `From ` lines); returns how

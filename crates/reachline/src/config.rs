@@ -504,6 +504,8 @@ steps = [
 # bounce_domain = "lender.example"
 # subject = "Your loan"
 # accepted_is_delivered = false   # true only when the server is the recipients' own
+# bounce_maildir = "/var/mail/reachline-bounces"   # where the mail system delivers bounces
+# bounce_poll_ms = 5000
 
 # `reachline serve`: the API (docs at /docs), webhooks, /metrics, /healthz, /readyz.
 [server]
@@ -580,6 +582,7 @@ mod tests {
         let smtp = cfg.smtp.unwrap();
         assert_eq!((smtp.name.as_str(), smtp.port), ("mail", 25));
         assert_eq!(smtp.bounce_domain, "lender.example");
+        assert_eq!(smtp.bounce_maildir.unwrap(), PathBuf::from("/var/mail/reachline-bounces"));
     }
 
     #[test]

@@ -135,7 +135,9 @@ pub async fn channels(cfg: &Config) -> Vec<Arc<dyn reachline_channels::Channel>>
         channels.push(Arc::new(sms));
     }
     if let Some(smtp) = &cfg.smtp {
-        channels.push(Arc::new(reachline_channels::smtp::SmtpChannel::new(smtp.clone())));
+        let mail = Arc::new(reachline_channels::smtp::SmtpChannel::new(smtp.clone()));
+        mail.spawn_bounce_reader();
+        channels.push(mail);
     }
     channels
 }

@@ -82,3 +82,28 @@ async fn a_closed_port_is_the_providers_fault() {
     assert_eq!(e.scope, reachline_channels::Scope::Provider);
     assert!(e.is_transient());
 }
+
+#[tokio::test]
+async fn bounces_delivered_to_a_maildir_are_read_as_they_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = SmtpPeer::start(dir.path()).unwrap();
+    let ch = std::sync::Arc::new(SmtpChannel::new(SmtpConfig {
+        port: peer.port,
+        accepted_is_delivered: true,
+        bounce_maildir: Some(peer.maildir.clone()),
+        bounce_poll_ms: 100,
+        ..SmtpConfig::default()
+    }));
+    let mut receipts = ch.take_receipts().unwrap();
+    ch.spawn_bounce_reader();
+    ch.send(&mail("m-later", "later@example.com")).await.unwrap();
+    ch.send(&mail("m-ok", "borrower@example.com")).await.unwrap();
+    let got = collect(&mut receipts, "m-", 3, Duration::from_secs(10)).await;
+    let later = &got[&MessageRef("m-later".into())];
+    assert_eq!(later.len(), 2, "{later:?}");
+    assert_eq!((later[1].class, later[1].code.as_str()), (Dead, "failed 5.1.1"));
+    assert_eq!(got[&MessageRef("m-ok".into())].len(), 1, "no bounce for a delivered one");
+    // Read once: the bounce moved from new/ to cur/.
+    let count = |sub: &str| std::fs::read_dir(peer.maildir.join(sub)).map_or(0, |d| d.count());
+    assert_eq!((count("new"), count("cur")), (0, 1));
+}
