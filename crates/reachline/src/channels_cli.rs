@@ -103,60 +103,95 @@ async fn smsc(args: &SmscArgs) -> anyhow::Result<(Option<Sandbox>, SmppChannel)>
     Ok((sandbox, ch))
 }
 
-pub async fn send(args: SendArgs) -> anyhow::Result<()> {
-    match args.channel {
-        ChannelArg::Sms => {}
-        ChannelArg::Email | ChannelArg::Push | ChannelArg::Im | ChannelArg::Voice => {
-            bail!("only --channel sms is wired to an adapter so far")
+impl ChannelArg {
+    fn kind(self) -> (reachline_domain::Channel, reachline_domain::ContactKind) {
+        use reachline_domain::{Channel as C, ContactKind as K};
+        match self {
+            ChannelArg::Sms => (C::Sms, K::Mobile),
+            ChannelArg::Email => (C::Email, K::Email),
+            ChannelArg::Push => (C::Push, K::PushToken),
+            ChannelArg::Im => (C::Im, K::ImAccount),
+            ChannelArg::Voice => (C::Voice, K::Mobile),
         }
     }
-    let phone = PhoneNumber::parse(&args.to).context("--to")?;
-    let (_sandbox, ch) = smsc(&args.smsc).await?;
-    let mut receipts = ch.take_receipts().context("receipt stream")?;
+}
+
+/// Sends one message with the configured providers of the channel (for SMS: the SMSC named by
+/// `--host`, else the configured ones, else the in-process sandbox SMSC) and prints what
+/// happened as one JSON object: accepted (provider, ids, receipts) or refused (class,
+/// permanence, code). The address is printed masked.
+pub async fn send(args: SendArgs, cfg: &crate::config::Config) -> anyhow::Result<()> {
+    let (channel, kind) = args.channel.kind();
+    let to = ContactAddress::parse(kind, &args.to, &cfg.phone_parser()?).context("--to")?;
+    let configured: Vec<Arc<dyn Channel>> = crate::run::channels(cfg)
+        .await
+        .into_iter()
+        .filter(|c| c.kind() == channel)
+        .collect();
+    let mut _sandbox = None;
+    let ch: Arc<dyn Channel> = match configured.into_iter().next() {
+        Some(c) if channel != reachline_domain::Channel::Sms || args.smsc.host.is_none() => c,
+        _ if channel == reachline_domain::Channel::Sms => {
+            let (sb, smpp) = smsc(&args.smsc).await?;
+            _sandbox = sb;
+            Arc::new(smpp)
+        }
+        _ => bail!(
+            "no {} provider is configured: add one to the configuration (see `reachline config example`)",
+            channel.as_str()
+        ),
+    };
+    let mut receipts = ch.take_receipts();
     let msg = Outbound {
         reference: MessageRef("cli-1".into()),
-        to: ContactAddress::Phone(phone.clone()),
+        to: to.clone(),
         text: args.text,
     };
+    let mut out = serde_json::json!({"channel": channel.as_str(), "to": to.masked()});
     match ch.send(&msg).await {
-        Ok(acc) => println!(
-            "sent to {phone}: {} part(s), provider ids {}",
-            acc.provider_ids.len(),
-            acc.provider_ids.join(", ")
-        ),
+        Ok(acc) => {
+            out["outcome"] = "accepted".into();
+            out["provider"] = acc.provider.into();
+            out["provider_ids"] = acc.provider_ids.into();
+        }
         Err(e) => {
-            println!(
-                "refused for {phone}: class {}, {} ({})",
-                e.class,
-                if e.is_transient() { "transient" } else { "permanent" },
-                e.code
-            );
+            out["outcome"] = "refused".into();
+            out["provider"] = e.provider.clone().into();
+            out["class"] = e.class.as_str().into();
+            out["permanence"] = if e.is_transient() { "transient" } else { "permanent" }.into();
+            out["code"] = e.code.clone().into();
+            println!("{out}");
             return Ok(());
         }
     }
-    if let Some(secs) = args.wait_receipt {
+    if let (Some(secs), Some(stream)) = (args.wait_receipt, receipts.as_mut()) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let mut seen = Vec::new();
         loop {
-            match tokio::time::timeout_at(deadline, receipts.next()).await {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
                 Ok(Some(r)) => {
-                    println!(
-                        "receipt for part {}: class {} ({}), raw {:?}",
-                        r.part.map_or("-".into(), |p| p.to_string()),
-                        r.class,
-                        r.code,
-                        String::from_utf8_lossy(&r.raw)
-                    );
+                    seen.push(serde_json::json!({
+                        "part": r.part,
+                        "class": r.class.as_str(),
+                        "code": r.code,
+                        "final": r.is_final,
+                        "raw": String::from_utf8_lossy(&r.raw),
+                    }));
                     if r.is_final {
+                        out["class"] = r.class.as_str().into();
                         break;
                     }
                 }
                 _ => {
-                    println!("no receipt within {secs} s: class unknown");
+                    out["class"] = "unknown".into();
+                    out["note"] = format!("no final receipt within {secs} s").into();
                     break;
                 }
             }
         }
+        out["receipts"] = seen.into();
     }
+    println!("{out}");
     Ok(())
 }
 
@@ -297,10 +332,9 @@ async fn sandbox_smsc(args: SandboxSmscArgs) -> anyhow::Result<()> {
 pub(crate) async fn run(cmd: crate::Command) -> anyhow::Result<()> {
     match cmd {
         crate::Command::SandboxSmsc(args) => sandbox_smsc(args).await,
-        crate::Command::Send(args) => send(args).await,
         crate::Command::Bench {
             command: crate::bench::BenchCommand::Smpp(args),
         } => bench_smpp(args).await,
-        _ => unreachable!("only send and bench smpp come here"),
+        _ => unreachable!("only the sandbox SMSC and bench smpp come here"),
     }
 }

@@ -30,6 +30,11 @@ pub struct Config {
     /// is not sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<reachline_channels::smtp::SmtpConfig>,
+    /// HTTP providers: an SMS aggregator, FCM push, WeChat template messages, a voice/IVR
+    /// service. Several for one channel are tried in order (after `[smpp]` for SMS), each
+    /// behind its own circuit breaker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<reachline_channels::http::HttpConfig>,
     /// `reachline serve`: where it listens, limits, webhooks.
     pub server: reachline_server::ServerConfig,
 }
@@ -128,6 +133,7 @@ impl Default for Config {
             engine: EngineSection::default(),
             smpp: None,
             smtp: None,
+            http: Vec::new(),
             server: reachline_server::ServerConfig::default(),
         }
     }
@@ -507,6 +513,17 @@ steps = [
 # bounce_maildir = "/var/mail/reachline-bounces"   # where the mail system delivers bounces
 # bounce_poll_ms = 5000
 
+# HTTP providers, one section each (omit for none). `api`: sms_aggregator, fcm, wechat, voice.
+# Their receipts and outcomes come to `reachline serve`'s webhooks ([[server.webhooks]]).
+# [[http]]
+# name = "fcm"
+# api = "fcm"
+# base_url = "https://fcm.googleapis.com"
+# token = "..."              # better: REACHLINE_HTTP__0__TOKEN or a file the service reads
+# template = "my-project"    # FCM project id; the aggregator's template code; WeChat's template id
+# webhook_secret = "..."
+# timeout_ms = 5000
+
 # `reachline serve`: the API (docs at /docs), webhooks, /metrics, /healthz, /readyz.
 [server]
 listen = "127.0.0.1:8080"
@@ -573,7 +590,7 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        let text = format!("{}\n{}", block("# [smpp]"), block("# [smtp]"));
+        let text = format!("{}\n{}\n{}", block("# [smpp]"), block("# [smtp]"), block("# [[http]]"));
         let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(&text))
             .extract()
@@ -582,7 +599,12 @@ mod tests {
         let smtp = cfg.smtp.unwrap();
         assert_eq!((smtp.name.as_str(), smtp.port), ("mail", 25));
         assert_eq!(smtp.bounce_domain, "lender.example");
-        assert_eq!(smtp.bounce_maildir.unwrap(), PathBuf::from("/var/mail/reachline-bounces"));
+        assert_eq!(
+            smtp.bounce_maildir.unwrap(),
+            PathBuf::from("/var/mail/reachline-bounces")
+        );
+        assert_eq!(cfg.http.len(), 1);
+        assert_eq!(cfg.http[0].api, reachline_channels::http::HttpApi::Fcm);
     }
 
     #[test]

@@ -127,7 +127,7 @@ enum Command {
         #[command(subcommand)]
         command: ledger::LedgerCommand,
     },
-    /// Send one message through a channel adapter (SMS over SMPP for now).
+    /// Send one message through the configured providers of a channel; prints the outcome as JSON.
     Send(channels_cli::SendArgs),
     /// Run the notice engine: plan, send through the configured gateways, take receipts.
     Run(run::RunArgs),
@@ -307,8 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger {
             command: ledger::LedgerCommand::Verify { file, key },
         } => return ledger::verify(file, key),
-        Command::Send(_)
-        | Command::SandboxSmsc(_)
+        Command::SandboxSmsc(_)
         | Command::Bench {
             command: bench::BenchCommand::Smpp(_),
         } => return channels_cli::run(cli.command).await,
@@ -318,6 +317,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = load_config(&cli)?;
     init_logging(&cfg);
     match cli.command {
+        Command::Send(args) => channels_cli::send(args, &cfg).await,
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -400,7 +400,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(&cfg, args).await,
         Command::Token { command } => serve::token(&cfg, command).await,
         Command::Operator { command } => serve::operator(&cfg, command).await,
-        Command::Demo { .. } | Command::GenBook { .. } | Command::Send(_) | Command::SandboxSmsc(_) => {
+        Command::Demo { .. } | Command::GenBook { .. } | Command::SandboxSmsc(_) => {
             unreachable!("handled before configuration is loaded")
         }
         Command::Config {

@@ -120,10 +120,39 @@ fn write_clock(path: &Path, t: DateTime<Utc>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The configured channels (the SMSC of `[smpp]`, started and bound if the SMSC answers; the
-/// mail server of `[smtp]`).
+/// The configured channels: the SMSC of `[smpp]` (started, and bound if the SMSC answers),
+/// the mail server of `[smtp]`, the `[[http]]` providers. Several providers of one channel
+/// become one failover group, tried in that order, each behind its own circuit breaker.
 pub async fn channels(cfg: &Config) -> Vec<Arc<dyn reachline_channels::Channel>> {
-    let mut channels: Vec<Arc<dyn reachline_channels::Channel>> = Vec::new();
+    use reachline_channels::failover::{BreakerConfig, Failover, Provider};
+    let mut by_kind: Vec<(reachline_domain::Channel, Vec<Provider>)> = Vec::new();
+    for (ch, timeout_ms) in providers(cfg).await {
+        let provider = Provider::new(
+            ch.clone(),
+            BreakerConfig::default(),
+            None,
+            std::time::Duration::from_millis(timeout_ms),
+        );
+        match by_kind.iter_mut().find(|(k, _)| *k == ch.kind()) {
+            Some((_, group)) => group.push(provider),
+            None => by_kind.push((ch.kind(), vec![provider])),
+        }
+    }
+    by_kind
+        .into_iter()
+        .map(|(kind, mut group)| -> Arc<dyn reachline_channels::Channel> {
+            if group.len() == 1 {
+                group.remove(0).channel
+            } else {
+                Arc::new(Failover::new(kind.as_str(), kind, group))
+            }
+        })
+        .collect()
+}
+
+/// Each configured provider, with how long a send to it may take.
+async fn providers(cfg: &Config) -> Vec<(Arc<dyn reachline_channels::Channel>, u64)> {
+    let mut channels: Vec<(Arc<dyn reachline_channels::Channel>, u64)> = Vec::new();
     if let Some(smpp) = &cfg.smpp {
         let sms = SmppChannel::start(smpp.clone());
         if !sms
@@ -132,12 +161,16 @@ pub async fn channels(cfg: &Config) -> Vec<Arc<dyn reachline_channels::Channel>>
         {
             tracing::warn!(provider = %smpp.name, "SMSC not bound yet; sends wait for it");
         }
-        channels.push(Arc::new(sms));
+        channels.push((Arc::new(sms), 30_000));
     }
     if let Some(smtp) = &cfg.smtp {
         let mail = Arc::new(reachline_channels::smtp::SmtpChannel::new(smtp.clone()));
         mail.spawn_bounce_reader();
-        channels.push(mail);
+        channels.push((mail, smtp.timeout_ms + 1_000));
+    }
+    for http in &cfg.http {
+        let ch = Arc::new(reachline_channels::http::HttpChannel::new(http.clone()));
+        channels.push((ch, http.timeout_ms + 1_000));
     }
     channels
 }
@@ -166,7 +199,7 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     let store = open_engine_store(cfg).await?;
     let channels = channels(cfg).await;
     if channels.is_empty() {
-        bail!("no channel is configured: add an [smpp] or [smtp] section (see `reachline config example`)");
+        bail!("no channel is configured: add an [smpp], [smtp] or [[http]] section (see `reachline config example`)");
     }
     // A second `reachline run` on the same PostgreSQL database waits as a hot standby.
     let (engine, _) = build_engine(cfg, store, channels, true).await?;

@@ -102,7 +102,11 @@ async fn bounces_delivered_to_a_maildir_are_read_as_they_arrive() {
     let later = &got[&MessageRef("m-later".into())];
     assert_eq!(later.len(), 2, "{later:?}");
     assert_eq!((later[1].class, later[1].code.as_str()), (Dead, "failed 5.1.1"));
-    assert_eq!(got[&MessageRef("m-ok".into())].len(), 1, "no bounce for a delivered one");
+    assert_eq!(
+        got[&MessageRef("m-ok".into())].len(),
+        1,
+        "no bounce for a delivered one"
+    );
     // Read once: the bounce moved from new/ to cur/.
     let count = |sub: &str| std::fs::read_dir(peer.maildir.join(sub)).map_or(0, |d| d.count());
     assert_eq!((count("new"), count("cur")), (0, 1));

@@ -109,3 +109,98 @@ fn demo_runs_end_to_end() {
     assert!(!out.status.success());
     assert!(s.path("precious/data.txt").exists());
 }
+
+#[test]
+fn send_uses_the_configured_providers_and_prints_json() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("mail")).unwrap();
+    let peer = reachline_channels::peers::SmtpPeer::start(&s.path("mail")).unwrap();
+    std::fs::write(
+        s.path("reachline.toml"),
+        format!("[smtp]\nport = {}\naccepted_is_delivered = true\n", peer.port),
+    )
+    .unwrap();
+    let config = s.path("reachline.toml");
+    let config = config.to_str().unwrap();
+    let json = |out: &str| -> serde_json::Value { serde_json::from_str(out.trim()).unwrap() };
+
+    let out = json(&s.ok(&[
+        "--config",
+        config,
+        "send",
+        "--channel",
+        "email",
+        "--to",
+        "zhang.wei@example.com",
+        "--text",
+        "hello",
+        "--wait-receipt",
+        "5",
+    ]));
+    assert_eq!(
+        (out["outcome"].as_str(), out["class"].as_str()),
+        (Some("accepted"), Some("delivered")),
+        "{out}"
+    );
+    assert_eq!(out["to"], "z***@example.com", "the address is masked");
+    assert_eq!(peer.received()[0].text.trim_end(), "hello");
+
+    // A refusal is an outcome too, with its class.
+    let out = json(&s.ok(&[
+        "--config",
+        config,
+        "send",
+        "--channel",
+        "email",
+        "--to",
+        "gone@example.com",
+        "--text",
+        "hello",
+    ]));
+    assert_eq!(
+        (out["outcome"].as_str(), out["class"].as_str()),
+        (Some("refused"), Some("dead")),
+        "{out}"
+    );
+    assert_eq!(out["permanence"], "permanent");
+
+    // No push provider configured: a clear error.
+    let bad = s.run(&[
+        "--config",
+        config,
+        "send",
+        "--channel",
+        "push",
+        "--to",
+        "tok-123456",
+        "--text",
+        "x",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("no push provider is configured"),
+        "{}",
+        stderr(&bad)
+    );
+
+    // SMS with nothing configured goes to the in-process sandbox SMSC.
+    let out = json(&s.ok(&[
+        "--config",
+        config,
+        "send",
+        "--channel",
+        "sms",
+        "--to",
+        "+8613812345670",
+        "--text",
+        "hi",
+        "--wait-receipt",
+        "5",
+    ]));
+    assert_eq!(
+        (out["outcome"].as_str(), out["class"].as_str()),
+        (Some("accepted"), Some("delivered")),
+        "{out}"
+    );
+    assert_eq!(out["to"], "+86138****5670");
+}
