@@ -72,6 +72,7 @@ pub const PERMISSIONS: &[(&str, &str, Permission)] = &[
         Permission::ReviewChange,
     ),
     ("GET", "/v1/contact-checks", Permission::ReadBorrower),
+    ("GET", "/v1/borrowers/{external_id}/export", Permission::ReadUnmasked),
     (
         "POST",
         "/v1/borrowers/{external_id}/contact-checks",
@@ -142,6 +143,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::review::reject_change))
         .routes(routes!(crate::review::list_checks))
         .routes(routes!(crate::review::start_check))
+        .routes(routes!(export_borrower))
         .routes(routes!(crate::review::list_plan_requests))
         .routes(routes!(crate::review::decide_plan_request))
 }
@@ -297,13 +299,13 @@ pub struct AttemptQuery {
 }
 
 /// Attempts with their receipts.
-async fn attempt_views(
-    s: &crate::Server,
+pub(crate) async fn attempt_views(
+    stores: &reachline_store::Stores,
     rows: Vec<reachline_store::engine::OutboxRow>,
 ) -> Result<Vec<AttemptView>, ApiError> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut receipts: HashMap<i64, Vec<ReceiptView>> = HashMap::new();
-    for r in s.stores.engine.receipts_of(&ids).await? {
+    for r in stores.engine.receipts_of(&ids).await? {
         receipts.entry(r.outbox_id).or_default().push(ReceiptView {
             at: r.at,
             provider: r.provider,
@@ -367,7 +369,7 @@ async fn list_attempts(
         .then(|| rows.last().map(|r| r.id))
         .flatten();
     Ok(Json(AttemptPage {
-        attempts: attempt_views(&s, rows).await?,
+        attempts: attempt_views(&s.stores, rows).await?,
         next_after,
     }))
 }
@@ -413,7 +415,7 @@ fn address_text(a: &ContactAddress, clear: bool) -> String {
     }
 }
 
-fn contact_view(c: &ContactRecord, clear: bool) -> ContactView {
+pub(crate) fn contact_view(c: &ContactRecord, clear: bool) -> ContactView {
     let (role, relation) = role_parts(c.point.role);
     ContactView {
         id: c.id.0,
@@ -431,7 +433,7 @@ fn contact_view(c: &ContactRecord, clear: bool) -> ContactView {
     }
 }
 
-fn borrower_view(b: &BorrowerRecord, clear: bool) -> BorrowerView {
+pub(crate) fn borrower_view(b: &BorrowerRecord, clear: bool) -> BorrowerView {
     let x = &b.borrower;
     BorrowerView {
         id: b.id.0,
@@ -468,6 +470,25 @@ pub(crate) async fn borrower(s: &crate::Server, id: &str) -> Result<BorrowerReco
         .ok_or_else(|| ApiError::not_found("borrower"))
 }
 
+/// The reason given for reading personal data in clear, checked: 4 to 200 characters, and —
+/// since auditors read the access log — no address and no six digits in a row.
+pub fn access_reason(reason: &str) -> Result<&str, ApiError> {
+    let reason = reason.trim();
+    if reason.chars().count() < 4 || reason.chars().count() > 200 {
+        return Err(ApiError::invalid(
+            "reason",
+            "an unmasked read needs a reason of 4 to 200 characters",
+        ));
+    }
+    if reason.contains('@') || has_digit_run(reason, 6) {
+        return Err(ApiError::invalid(
+            "reason",
+            "a reason may not hold an address or six digits in a row (cite a case number by its letters and up to five digits)",
+        ));
+    }
+    Ok(reason)
+}
+
 /// Whether this read is unmasked; if so, checks the permission and writes the access log.
 pub(crate) async fn unmasking(
     s: &crate::Server,
@@ -483,20 +504,7 @@ pub(crate) async fn unmasking(
     if !crate::auth::allows(who.role, Permission::ReadUnmasked) {
         return Err(ApiError::not_allowed(who.role, Permission::ReadUnmasked));
     }
-    let reason = q.reason.as_deref().map(str::trim).unwrap_or_default();
-    if reason.chars().count() < 4 || reason.chars().count() > 200 {
-        return Err(ApiError::invalid(
-            "reason",
-            "an unmasked read needs a reason of 4 to 200 characters",
-        ));
-    }
-    // The access log is read by auditors: no number or address goes into it through a reason.
-    if reason.contains('@') || has_digit_run(reason, 6) {
-        return Err(ApiError::invalid(
-            "reason",
-            "a reason may not hold an address or six digits in a row (cite a case number by its letters and up to five digits)",
-        ));
-    }
+    let reason = access_reason(q.reason.as_deref().unwrap_or_default())?;
     s.stores
         .server
         .log_access(&reachline_store::server::AccessEntry {
@@ -539,6 +547,33 @@ async fn get_borrower(
     let b = borrower(&s, &id).await?;
     let clear = unmasking(&s, &who, &q, "borrower.read", b.id, &rid).await?;
     Ok(Json(borrower_view(&b, clear)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ExportQuery {
+    /// Why (kept in the access log): the borrower's request, its case reference.
+    pub reason: String,
+}
+
+/// Everything held about a borrower, in clear, in one JSON document (the borrower's right of
+/// access): needs `read personal data in clear` and a reason; the export is logged.
+#[utoipa::path(get, path = "/v1/borrowers/{external_id}/export", tag = "borrowers",
+    params(("external_id" = String, Path), ExportQuery),
+    responses((status = 200, body = crate::export::BorrowerExport), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn export_borrower(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Json<crate::export::BorrowerExport>, ApiError> {
+    let b = borrower(&s, &id).await?;
+    let ask = Unmask {
+        unmask: true,
+        reason: Some(q.reason),
+    };
+    unmasking(&s, &who, &ask, "borrower.export", b.id, &rid).await?;
+    Ok(Json(crate::export::document(&s.stores, &b, s.now()).await?))
 }
 
 /// The borrower's contact points, current first, then retired ones.
@@ -633,19 +668,26 @@ async fn contact_history(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ContactEventView>>, ApiError> {
     let b = borrower(&s, &id).await?;
-    let events = s.stores.store.contact_history(b.id).await?;
-    Ok(Json(
-        events
-            .into_iter()
-            .map(|e| ContactEventView {
-                contact_id: e.contact_id.0,
-                kind: e.kind.as_str().to_string(),
-                at: e.at,
-                actor: e.actor,
-                detail: e.detail,
-            })
-            .collect(),
-    ))
+    Ok(Json(contact_event_views(&s.stores, b.id).await?))
+}
+
+pub(crate) async fn contact_event_views(
+    stores: &reachline_store::Stores,
+    b: BorrowerId,
+) -> Result<Vec<ContactEventView>, ApiError> {
+    Ok(stores
+        .store
+        .contact_history(b)
+        .await?
+        .into_iter()
+        .map(|e| ContactEventView {
+            contact_id: e.contact_id.0,
+            kind: e.kind.as_str().to_string(),
+            at: e.at,
+            actor: e.actor,
+            detail: e.detail,
+        })
+        .collect())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -759,10 +801,13 @@ async fn contact_step(
     responses((status = 200, body = Vec<LoanView>), (status = 404, body = ErrorBody)))]
 async fn list_loans(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<LoanView>>, ApiError> {
     let b = borrower(&s, &id).await?;
+    Ok(Json(loan_views(&s.stores, b.id).await?))
+}
+
+pub(crate) async fn loan_views(stores: &reachline_store::Stores, b: BorrowerId) -> Result<Vec<LoanView>, ApiError> {
     let mut out = Vec::new();
-    for l in s.stores.store.loans(b.id).await? {
-        let installments = s
-            .stores
+    for l in stores.store.loans(b).await? {
+        let installments = stores
             .store
             .installments(l.id)
             .await?
@@ -786,7 +831,7 @@ async fn list_loans(State(s): State<AppState>, Path(id): Path<String>) -> Result
             installments,
         });
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 /// Rows of the loan book, as in its JSON Lines files (`docs/book-format.md`); every field is
@@ -1012,11 +1057,14 @@ async fn post_payment(State(s): State<AppState>, Json(p): Json<Payment>) -> Resu
     responses((status = 200, body = NoticesView), (status = 404, body = ErrorBody)))]
 async fn list_notices(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<NoticesView>, ApiError> {
     let b = borrower(&s, &id).await?;
-    let attempts = attempt_views(&s, s.stores.engine.sends_of(b.id).await?).await?;
-    let decisions = s
-        .stores
+    Ok(Json(notices_view(&s.stores, b.id).await?))
+}
+
+pub(crate) async fn notices_view(stores: &reachline_store::Stores, b: BorrowerId) -> Result<NoticesView, ApiError> {
+    let attempts = attempt_views(stores, stores.engine.sends_of(b).await?).await?;
+    let decisions = stores
         .engine
-        .decisions_of(b.id)
+        .decisions_of(b)
         .await?
         .into_iter()
         .map(|(at, d)| DecisionView {
@@ -1029,7 +1077,7 @@ async fn list_notices(State(s): State<AppState>, Path(id): Path<String>) -> Resu
             detail: d.detail,
         })
         .collect();
-    Ok(Json(NoticesView { attempts, decisions }))
+    Ok(NoticesView { attempts, decisions })
 }
 
 /// The evidence bundle of a notice attempt: every ledger leaf about it with an inclusion proof
@@ -1118,22 +1166,27 @@ async fn add_evidence(
     responses((status = 200, body = Vec<ConsentView>), (status = 404, body = ErrorBody)))]
 async fn list_consents(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<ConsentView>>, ApiError> {
     let b = borrower(&s, &id).await?;
-    Ok(Json(
-        s.stores
-            .store
-            .consents(b.id)
-            .await?
-            .into_iter()
-            .map(|c| ConsentView {
-                purpose: c.purpose.as_str().to_string(),
-                channel: c.channel.map(|ch: Channel| ch.as_str().to_string()),
-                state: c.state.as_str().to_string(),
-                at: c.at,
-                source: c.source.as_str().to_string(),
-                text_version: c.text_version,
-            })
-            .collect(),
-    ))
+    Ok(Json(consent_views(&s.stores, b.id).await?))
+}
+
+pub(crate) async fn consent_views(
+    stores: &reachline_store::Stores,
+    b: BorrowerId,
+) -> Result<Vec<ConsentView>, ApiError> {
+    Ok(stores
+        .store
+        .consents(b)
+        .await?
+        .into_iter()
+        .map(|c| ConsentView {
+            purpose: c.purpose.as_str().to_string(),
+            channel: c.channel.map(|ch: Channel| ch.as_str().to_string()),
+            state: c.state.as_str().to_string(),
+            at: c.at,
+            source: c.source.as_str().to_string(),
+            text_version: c.text_version,
+        })
+        .collect())
 }
 
 /// A consent given or withdrawn; a withdrawal takes effect before the next send.
@@ -1259,16 +1312,22 @@ async fn access_log(
             .access_log(b, limit)
             .await?
             .into_iter()
-            .map(|e| AccessView {
-                at: e.at,
-                actor: e.actor,
-                action: e.action,
-                borrower_id: e.borrower.map(|b| b.0),
-                reason: e.reason,
-                request_id: e.request_id,
-            })
+            .map(AccessView::from)
             .collect(),
     ))
+}
+
+impl From<reachline_store::server::AccessEntry> for AccessView {
+    fn from(e: reachline_store::server::AccessEntry) -> Self {
+        AccessView {
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            borrower_id: e.borrower.map(|b| b.0),
+            reason: e.reason,
+            request_id: e.request_id,
+        }
+    }
 }
 
 /// The ledger's latest signed checkpoint (C2SP signed note).

@@ -105,7 +105,7 @@ impl Permission {
     pub fn describe(self) -> &'static str {
         match self {
             Permission::ReadBorrower => "read borrowers, contact points and loans (masked)",
-            Permission::ReadUnmasked => "read personal data in clear",
+            Permission::ReadUnmasked => "read personal data in clear; export a borrower's data",
             Permission::WriteBook => "create or update borrowers, loans and installments",
             Permission::WriteContact => "add, verify or retire contact points; start a contact check",
             Permission::WritePayment => "record payments",

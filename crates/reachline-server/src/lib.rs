@@ -18,6 +18,7 @@ pub mod change;
 pub mod charts;
 pub mod dashboard;
 pub mod error;
+pub mod export;
 pub mod fineract;
 pub mod identity;
 pub mod metrics;

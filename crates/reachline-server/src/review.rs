@@ -229,7 +229,7 @@ pub struct CheckView {
     pub steps: Vec<StepView>,
 }
 
-fn check_view(c: reachline_store::selfservice::CheckRecord, steps: Vec<StepRecord>) -> CheckView {
+pub(crate) fn check_view(c: reachline_store::selfservice::CheckRecord, steps: Vec<StepRecord>) -> CheckView {
     CheckView {
         id: c.id,
         borrower_id: c.borrower.0,
@@ -355,20 +355,24 @@ pub(crate) async fn list_plan_requests(
     let mut out = Vec::new();
     for r in s.stores.selfservice.plan_requests(&f).await? {
         let clear = unmasking(&s, &who, &unmask, "plan_request.read", r.borrower, &rid).await?;
-        out.push(PlanRequestView {
-            id: r.id,
-            borrower_id: r.borrower.0,
-            loan_id: r.loan.0,
-            kind: r.kind,
-            reason: clear.then_some(r.reason),
-            state: r.state,
-            created_at: r.created_at,
-            decided_at: r.decided_at,
-            decided_by: r.decided_by,
-            decision_reason: r.decision_reason,
-        });
+        out.push(plan_view(r, clear));
     }
     Ok(Json(out))
+}
+
+pub(crate) fn plan_view(r: reachline_store::selfservice::PlanRequest, clear: bool) -> PlanRequestView {
+    PlanRequestView {
+        id: r.id,
+        borrower_id: r.borrower.0,
+        loan_id: r.loan.0,
+        kind: r.kind,
+        reason: clear.then_some(r.reason),
+        state: r.state,
+        created_at: r.created_at,
+        decided_at: r.decided_at,
+        decided_by: r.decided_by,
+        decision_reason: r.decision_reason,
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

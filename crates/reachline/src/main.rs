@@ -6,6 +6,7 @@ mod bench_ledger;
 mod bench_policy;
 mod bench_server;
 mod book;
+mod borrower_cmd;
 mod channels_cli;
 mod config;
 mod demo;
@@ -138,6 +139,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: serve::TokenCommand,
+    },
+    /// A borrower's data: `export` writes everything held about them (their right of access).
+    Borrower {
+        #[command(subcommand)]
+        command: borrower_cmd::BorrowerCommand,
     },
     /// Dashboard operators: add (or reset a password).
     Operator {
@@ -400,6 +406,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(&cfg, args).await,
         Command::Token { command } => serve::token(&cfg, command).await,
         Command::Operator { command } => serve::operator(&cfg, command).await,
+        Command::Borrower { command } => borrower_cmd::run(&cfg, command).await,
         Command::Demo { .. } | Command::GenBook { .. } | Command::SandboxSmsc(_) => {
             unreachable!("handled before configuration is loaded")
         }

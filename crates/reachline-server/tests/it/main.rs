@@ -981,3 +981,59 @@ async fn attempts_are_listed_with_their_receipts_a_page_at_a_time() {
         .await;
     assert_eq!((s, e["field"].as_str()), (422, Some("state")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_borrowers_export_needs_the_clear_read_permission_and_a_reason_and_is_logged() {
+    let h = Harness::start().await;
+    let path = "/v1/borrowers/B1/export?reason=access%20request%20AR-17";
+    for role in [Role::Auditor, Role::Integration] {
+        let (s, e) = h.call(role, "GET", path, None).await;
+        assert_eq!(s, 403, "{role:?}: {e}");
+    }
+    let (s, e) = h
+        .call(
+            Role::Admin,
+            "GET",
+            "/v1/borrowers/B1/export?reason=call%20138123456",
+            None,
+        )
+        .await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("reason")), "{e}");
+    let (s, doc) = h.call(Role::Operator, "GET", path, None).await;
+    assert_eq!(s, 200, "{doc}");
+    assert_eq!(doc["format"], "reachline-borrower-export/1");
+    assert_eq!(doc["borrower"]["name"], "张伟");
+    assert!(doc["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["address"] == "+8613812345678"));
+    assert!(
+        doc["loans"][0]["installments"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty()),
+        "{doc}"
+    );
+    for part in [
+        "contact_history",
+        "consents",
+        "evidence",
+        "contact_checks",
+        "contact_changes",
+        "plan_requests",
+    ] {
+        assert!(doc[part].is_array(), "{part}");
+    }
+    assert!(doc["notices"]["attempts"].is_array() && doc["notices"]["decisions"].is_array());
+    assert_eq!(doc["access_log"][0]["action"], "borrower.export");
+    assert_eq!(doc["access_log"][0]["reason"], "access request AR-17");
+    let (s, _) = h
+        .call(
+            Role::Admin,
+            "GET",
+            "/v1/borrowers/NOBODY/export?reason=access%20request",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+}

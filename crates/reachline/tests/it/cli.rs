@@ -204,3 +204,57 @@ fn send_uses_the_configured_providers_and_prints_json() {
     );
     assert_eq!(out["to"], "+86138****5670");
 }
+
+#[test]
+fn a_borrowers_export_holds_their_data_in_clear_and_is_logged() {
+    let s = Scratch::new();
+    let book = s.gen("book", 5, 1, "jsonl");
+    s.import_json(&book);
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(book.join("borrowers.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let id = first["external_id"].as_str().unwrap();
+    let name = first["name"].as_str().unwrap();
+    // A reason that could carry a number into the access log is refused before anything is read.
+    let bad = s.run(&["borrower", "export", id, "--reason", "call from 13812345678"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("six digits"), "{}", stderr(&bad));
+
+    let out = s.path("export.json");
+    s.ok(&[
+        "borrower",
+        "export",
+        id,
+        "--reason",
+        "access request case AR-17",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(doc["format"], "reachline-borrower-export/1");
+    assert_eq!(doc["borrower"]["name"], name, "in clear");
+    assert_eq!(doc["borrower"]["masked"], false);
+    let contacts = doc["contacts"].as_array().unwrap();
+    assert!(!contacts.is_empty());
+    assert!(
+        contacts.iter().all(|c| !c["address"].as_str().unwrap().contains('*')),
+        "{contacts:?}"
+    );
+    assert!(!doc["loans"].as_array().unwrap().is_empty());
+    assert!(!doc["consents"].as_array().unwrap().is_empty());
+    let log = doc["access_log"].as_array().unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (log[0]["action"].as_str(), log[0]["reason"].as_str()),
+        (Some("borrower.export"), Some("access request case AR-17"))
+    );
+    assert!(log[0]["actor"].as_str().unwrap().starts_with("cli:"));
+    // Someone else's id: a clear error.
+    let none = s.run(&["borrower", "export", "NOBODY", "--reason", "access request"]);
+    assert!(stderr(&none).contains("no borrower NOBODY"), "{}", stderr(&none));
+}
