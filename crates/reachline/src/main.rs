@@ -18,6 +18,7 @@ mod run;
 mod serve;
 mod show;
 mod simulate;
+mod sweep;
 mod world;
 
 use std::path::PathBuf;

@@ -27,9 +27,14 @@ pub struct SimulateArgs {
     strategies: String,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Write results.csv and results.json into this directory.
+    /// Write results.csv and results.json (with --sweep: sweep.csv, sweep.json, sweep.svg and
+    /// sweep.png) into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run again with one scenario parameter stepped: PARAM=A..B or PARAM=A..B:N (N points,
+    /// 5 by default), e.g. yearly_abandon_hazard=0.02..0.2.
+    #[arg(long)]
+    sweep: Option<String>,
 }
 
 fn rows(m: &Metrics) -> Vec<(&'static str, Option<f64>, &'static str)> {
@@ -133,6 +138,32 @@ pub fn run_cli(args: SimulateArgs) -> anyhow::Result<()> {
         .map(str::parse::<Strategy>)
         .collect::<Result<Vec<_>, _>>()?;
     let t = std::time::Instant::now();
+    if let Some(text) = &args.sweep {
+        let sweep = crate::sweep::Sweep::parse(text)?;
+        let points = crate::sweep::run_sweep(&sc, &sweep, args.borrowers, args.days, args.seed, &strategies)?;
+        crate::sweep::print(&sc, &sweep, &points);
+        println!(
+            "\n{} points × {} strategies × {} borrowers × {} days in {:.1} s",
+            points.len(),
+            strategies.len(),
+            args.borrowers,
+            args.days,
+            t.elapsed().as_secs_f64()
+        );
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join("sweep.csv"), crate::sweep::csv(&sweep, &points))?;
+            std::fs::write(dir.join("sweep.json"), serde_json::to_string_pretty(&points)?)?;
+            let svg = crate::sweep::svg(&sc, &sweep, &points);
+            std::fs::write(dir.join("sweep.svg"), &svg)?;
+            crate::sweep::png(&svg, &dir.join("sweep.png"))?;
+            println!(
+                "wrote sweep.csv, sweep.json, sweep.svg and sweep.png in {}",
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
     let r = run(&sc, args.borrowers, args.days, args.seed, &strategies);
     print(&r);
     println!(

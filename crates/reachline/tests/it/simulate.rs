@@ -65,3 +65,50 @@ fn bench_policy_prints_its_table() {
     let cols = |l: &str| l.split('|').map(str::trim).map(String::from).collect::<Vec<_>>();
     assert_eq!(cols(rows[0])[3..5], cols(rows[1])[3..5]);
 }
+
+#[test]
+fn a_sweep_steps_one_parameter_and_draws_it() {
+    let s = Scratch::new();
+    let out = s.path("sweep");
+    let table = s.ok(&[
+        "simulate",
+        "--scenario",
+        "cn-mainstream",
+        "--borrowers",
+        "150",
+        "--days",
+        "120",
+        "--seed",
+        "5",
+        "--sweep",
+        "yearly_abandon_hazard=0.02..0.3:3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        table.contains("Simulated sweep: cn-mainstream with yearly_abandon_hazard"),
+        "{table}"
+    );
+    // Three points × three strategies, each a row.
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| 0.")).collect();
+    assert_eq!(rows.len(), 9, "{table}");
+    // More numbers abandoned, more notices missed under the baseline.
+    let missed = |value: &str| -> f64 {
+        let row = rows
+            .iter()
+            .find(|r| r.starts_with(&format!("| {value} | baseline |")))
+            .unwrap();
+        row.split('|').nth(3).unwrap().trim().parse().unwrap()
+    };
+    assert!(missed("0.3000") > missed("0.0200"), "{table}");
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * 3 * 4, "{csv}");
+    let svg = std::fs::read_to_string(out.join("sweep.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 3 * 4);
+    let png = std::fs::read(out.join("sweep.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000);
+    // An unknown parameter is named.
+    let bad = s.run(&["simulate", "--sweep", "abandon=0..1"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("no parameter \"abandon\""), "{}", stderr(&bad));
+}
