@@ -179,6 +179,27 @@ impl Channel for Failover {
         Err(last.unwrap_or_else(|| SendError::unavailable(&self.name, "every provider's breaker is open")))
     }
 
+    fn status(&self) -> Vec<crate::ProviderStatus> {
+        self.providers
+            .iter()
+            .flat_map(|p| {
+                let breaker = match p.breaker_state() {
+                    BreakerState::Closed { .. } => None,
+                    BreakerState::Open { until } if until <= Instant::now() => Some(crate::ProviderState::HalfOpen),
+                    BreakerState::Open { .. } => Some(crate::ProviderState::Open),
+                    BreakerState::HalfOpen => Some(crate::ProviderState::HalfOpen),
+                };
+                // The breaker's view wins; a closed breaker shows the provider's own.
+                p.channel.status().into_iter().map(move |mut st| {
+                    if let Some(b) = breaker {
+                        st.state = b;
+                    }
+                    st
+                })
+            })
+            .collect()
+    }
+
     fn take_receipts(&self) -> Option<ReceiptStream> {
         let streams: Vec<ReceiptStream> = self
             .providers

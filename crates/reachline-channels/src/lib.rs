@@ -144,4 +144,43 @@ pub trait Channel: Send + Sync {
     async fn send(&self, msg: &Outbound) -> Result<Accepted, SendError>;
     /// The receipts; can be taken once.
     fn take_receipts(&self) -> Option<ReceiptStream>;
+    /// Each provider behind this channel and how it stands now (for the dashboard and
+    /// `/metrics`): one entry for a single provider, one per member of a failover group.
+    fn status(&self) -> Vec<ProviderStatus> {
+        vec![ProviderStatus {
+            provider: self.provider().to_string(),
+            state: ProviderState::Up,
+        }]
+    }
+}
+
+/// How a provider stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderState {
+    /// Taking sends (a breaker closed, a session bound).
+    Up,
+    /// Its breaker opened after failures: skipped until a trial send.
+    Open,
+    /// One trial send is out.
+    HalfOpen,
+    /// Not connected (an SMSC not bound).
+    Down,
+}
+
+impl ProviderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderState::Up => "up",
+            ProviderState::Open => "open",
+            ProviderState::HalfOpen => "half_open",
+            ProviderState::Down => "down",
+        }
+    }
+}
+
+/// A provider's name and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderStatus {
+    pub provider: String,
+    pub state: ProviderState,
 }

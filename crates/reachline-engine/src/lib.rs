@@ -361,6 +361,17 @@ impl Engine {
         }
     }
 
+    /// Every provider behind the engine's channels and how it stands now (breakers, sessions).
+    pub fn provider_status(&self) -> Vec<(Channel, reachline_channels::ProviderStatus)> {
+        let mut out: Vec<_> = self
+            .channels
+            .iter()
+            .flat_map(|(kind, ch)| ch.status().into_iter().map(move |st| (*kind, st)))
+            .collect();
+        out.sort_by(|a, b| (a.0, &a.1.provider).cmp(&(b.0, &b.1.provider)));
+        out
+    }
+
     /// Records receipts from a channel, in one transaction (grouped by class, which the
     /// evidence names).
     pub async fn intake_many(

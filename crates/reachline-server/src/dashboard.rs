@@ -467,13 +467,20 @@ async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response {
     // Gateway and queue.
     use std::sync::atomic::Ordering::Relaxed;
     let c = &s.engine.counters;
+    let gateways: Vec<Vec<String>> = s
+        .engine
+        .provider_status()
+        .into_iter()
+        .map(|(ch, st)| vec![ch.as_str().to_string(), st.provider, st.state.as_str().to_string()])
+        .collect();
     let _ = write!(
         body,
-        r#"<section><h2>Outbox and gateways</h2>{}<p>Since this node started: {} sends accepted, {} receipts recorded, {} receipts matched no send (kept and flagged).</p></section>"#,
+        r#"<section><h2>Outbox and gateways</h2>{}<p>Since this node started: {} sends accepted, {} receipts recorded, {} receipts matched no send (kept and flagged).</p><h3>Providers on this node</h3><div id="gateways">{}</div><p>open: the circuit breaker took the provider out after failures (a trial send follows); down: not connected.</p></section>"#,
         bars("queue", "Outbox rows by state", &d.queue),
         c.sent.load(Relaxed),
         c.receipts.load(Relaxed),
         c.receipts_unmatched.load(Relaxed),
+        table(&["channel", "provider", "state"], &gateways, 9),
     );
 
     // Ledger.

@@ -58,6 +58,14 @@ struct StateLabels {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    channel: String,
+    provider: String,
+    /// `up`, `open` (breaker), `half_open`, `down` (not connected).
+    state: String,
+}
+
 /// The server's metrics; cheap to clone (shared inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -69,6 +77,7 @@ pub struct Metrics {
     webhook_receipts: Family<ClassLabels, Counter>,
     webhook_refused: Family<WhyLabels, Counter>,
     outbox: Family<StateLabels, Gauge>,
+    providers: Family<ProviderLabels, Gauge>,
     sends: Counter,
     receipts: Counter,
     receipts_unmatched: Counter,
@@ -85,6 +94,7 @@ impl Default for Metrics {
         let webhook_receipts = Family::<ClassLabels, Counter>::default();
         let webhook_refused = Family::<WhyLabels, Counter>::default();
         let outbox = Family::<StateLabels, Gauge>::default();
+        let providers = Family::<ProviderLabels, Gauge>::default();
         let (sends, receipts, receipts_unmatched) = (Counter::default(), Counter::default(), Counter::default());
         let ledger_size = Gauge::default();
         let gateway = Family::<GatewayLabels, Counter>::default();
@@ -127,6 +137,11 @@ impl Default for Metrics {
             outbox.clone(),
         );
         r.register(
+            "gateway_provider_state",
+            "1 for each provider's current state (up, open breaker, half open, down), by channel",
+            providers.clone(),
+        );
+        r.register(
             "engine_sends",
             "Sends the providers accepted, since start",
             sends.clone(),
@@ -151,6 +166,7 @@ impl Default for Metrics {
             webhook_receipts,
             webhook_refused,
             outbox,
+            providers,
             sends,
             receipts,
             receipts_unmatched,
@@ -243,6 +259,16 @@ pub async fn render(State(s): State<AppState>) -> Response {
         for (state, n) in rows {
             m.outbox.get_or_create(&StateLabels { state }).set(n as i64);
         }
+    }
+    m.providers.clear();
+    for (channel, st) in s.engine.provider_status() {
+        m.providers
+            .get_or_create(&ProviderLabels {
+                channel: channel.as_str().to_string(),
+                provider: st.provider,
+                state: st.state.as_str().to_string(),
+            })
+            .set(1);
     }
     if let Some(l) = &s.ledger {
         if let Ok(Some(c)) = l.latest_checkpoint().await {

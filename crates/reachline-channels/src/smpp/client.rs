@@ -439,6 +439,18 @@ impl Channel for SmppChannel {
         reachline_domain::Channel::Sms
     }
 
+    fn status(&self) -> Vec<crate::ProviderStatus> {
+        let bound = self.inner.session.borrow().is_some();
+        vec![crate::ProviderStatus {
+            provider: self.inner.config.name.clone(),
+            state: if bound {
+                crate::ProviderState::Up
+            } else {
+                crate::ProviderState::Down
+            },
+        }]
+    }
+
     fn provider(&self) -> &str {
         &self.inner.config.name
     }

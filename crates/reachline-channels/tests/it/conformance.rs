@@ -201,6 +201,19 @@ async fn fails_over_when_a_provider_is_down_and_its_breaker_opens() {
         group.providers()[0].breaker_state(),
         BreakerState::Open { .. }
     ));
+    // The group reports each member: the dead one's breaker open, the other up.
+    let status: Vec<(String, &str)> = group
+        .status()
+        .into_iter()
+        .map(|s| (s.provider, s.state.as_str()))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            (format!("smsc-{dead_port}"), "open"),
+            (format!("smsc-{}", sb.addr().port()), "up")
+        ]
+    );
     // A refusal about the address is not the provider's fault: no failover, no breaker change.
     let e = group.send(&msg(9, 5, "hello")).await.unwrap_err();
     assert_eq!((e.class, e.scope), (Dead, Scope::Message));

@@ -1317,6 +1317,28 @@ async fn operators_decide_held_changes_and_plan_requests_on_the_dashboard() {
             .send()
     };
     let html = get(&ops).await.unwrap().text().await.unwrap();
+    // The overview shows this node's providers and their state; so does /metrics.
+    let overview = http
+        .get(format!("{}/", h.base))
+        .header("cookie", ops.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        overview.contains("Providers on this node") && overview.contains("<td>sms</td><td>smsc</td><td>up</td>"),
+        "{overview}"
+    );
+    let (_, metrics) = h.call(Role::Admin, "GET", "/metrics", None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains(r#"reachline_gateway_provider_state{channel="sms",provider="smsc",state="up"} 1"#),
+        "{metrics}"
+    );
     assert!(
         html.contains("Changes held for review") && html.contains("sim_swap"),
         "{html}"
