@@ -259,14 +259,17 @@ impl Engine {
             .map_err(VerifyError::NotSent)?;
         // Kept before the step, so a receipt that comes at once finds it.
         self.store
-            .record_verification_sent(&reachline_store::engine::VerificationSent {
-                borrower: v.borrower,
-                contact,
-                channel,
-                at: now,
-                provider: accepted.provider.clone(),
-                provider_ids: accepted.provider_ids.clone(),
-            })
+            .record_verification_sent(
+                &reachline_store::engine::VerificationSent {
+                    borrower: v.borrower,
+                    contact,
+                    channel,
+                    at: now,
+                    provider: accepted.provider.clone(),
+                    provider_ids: accepted.provider_ids.clone(),
+                },
+                &|class| crate::plan::delivery_evidence(channel, class),
+            )
             .await?;
         let step = StepRecord {
             borrower: v.borrower,

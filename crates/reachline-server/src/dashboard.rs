@@ -475,7 +475,7 @@ async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response {
         .collect();
     let _ = write!(
         body,
-        r#"<section><h2>Outbox and gateways</h2>{}<p>Since this node started: {} sends accepted, {} receipts recorded, {} receipts matched no send (kept and flagged).</p><h3>Providers on this node</h3><div id="gateways">{}</div><p>open: the circuit breaker took the provider out after failures (a trial send follows); down: not connected.</p></section>"#,
+        r#"<section><h2>Outbox and gateways</h2>{}<p>Since this node started: {} sends accepted, {} receipts recorded, {} receipts matched no send on arrival (kept; one that beat its send's record is matched when the record is written).</p><h3>Providers on this node</h3><div id="gateways">{}</div><p>open: the circuit breaker took the provider out after failures (a trial send follows); down: not connected.</p></section>"#,
         bars("queue", "Outbox rows by state", &d.queue),
         c.sent.load(Relaxed),
         c.receipts.load(Relaxed),

@@ -149,7 +149,7 @@ impl Default for Metrics {
         r.register("engine_receipts", "Receipts recorded, since start", receipts.clone());
         r.register(
             "engine_receipts_unmatched",
-            "Receipts that matched no send (kept and flagged), since start",
+            "Receipts that matched no send on arrival (kept; matched late when their send's record follows), since start",
             receipts_unmatched.clone(),
         );
         r.register(

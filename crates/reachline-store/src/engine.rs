@@ -164,6 +164,11 @@ pub(crate) fn provider_source(provider: &str) -> String {
 
 /// The evidence text of a receipt on each channel, resolved before the store's work starts (the
 /// closure stays on the caller's thread).
+/// The evidence kind of each delivery class (precomputed: the closure cannot go to the writer).
+pub(crate) fn class_kinds(evidence_kind: &(dyn Fn(DeliveryClass) -> String + Sync)) -> HashMap<DeliveryClass, String> {
+    DeliveryClass::ALL.iter().map(|c| (*c, evidence_kind(*c))).collect()
+}
+
 pub(crate) fn evidence_kinds(evidence_kind: &(dyn Fn(Channel) -> String + Sync)) -> HashMap<Channel, String> {
     [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push, Channel::Im]
         .into_iter()
@@ -527,8 +532,14 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
         Ok(out.pop().and_then(Matched::send))
     }
 
-    /// Records a verification message the provider took, so its receipts match it.
-    async fn record_verification_sent(&self, sent: &VerificationSent) -> Result<()>;
+    /// Records a verification message the provider took, so its receipts match it; a receipt
+    /// that came first (kept `unmatched`) is matched now, with its evidence
+    /// (`evidence_kind(class)`) when the message went to a contact point.
+    async fn record_verification_sent(
+        &self,
+        sent: &VerificationSent,
+        evidence_kind: &(dyn Fn(DeliveryClass) -> String + Sync),
+    ) -> Result<()>;
 
     /// `record_receipt` for many receipts, in one transaction.
     async fn record_receipts(

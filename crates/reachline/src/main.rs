@@ -243,9 +243,33 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// Libraries whose detailed logs carry what they carry: the SMPP codec and client print whole
+/// PDUs (destination numbers, message text), `lettre` the SMTP dialogue (recipients), the HTTP
+/// stack request lines. However detailed the configured level, these stay at `info` or less,
+/// so no number, address or notice text reaches the logs through them.
+const PEER_LOG_CAPS: &[&str] = &[
+    "rusmpp=info",
+    "rusmppc=info",
+    "lettre=info",
+    "reqwest=info",
+    "hyper=info",
+    "hyper_util=info",
+    "h2=info",
+];
+
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    for cap in PEER_LOG_CAPS {
+        if let Ok(d) = cap.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
+
 fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let filter = log_filter(&cfg.log.level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

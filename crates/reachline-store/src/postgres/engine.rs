@@ -908,8 +908,19 @@ impl EngineStore for PgStore {
         Ok(out)
     }
 
-    async fn record_verification_sent(&self, v: &VerificationSent) -> Result<()> {
+    async fn record_verification_sent(
+        &self,
+        v: &VerificationSent,
+        evidence_kind: &(dyn Fn(DeliveryClass) -> String + Sync),
+    ) -> Result<()> {
+        let kinds = crate::engine::class_kinds(evidence_kind);
         let mut tx = self.pool.begin().await?;
+        // The same matching locks as receipts take, so a receipt arriving now waits for this.
+        lock_matching(
+            &mut tx,
+            v.provider_ids.iter().map(|id| (v.provider.as_str(), id.as_str())),
+        )
+        .await?;
         let message: i64 = sqlx::query_scalar(
             "INSERT INTO verification_messages (borrower_id, contact_id, channel, sent_at) VALUES ($1, $2, $3, $4) \
              RETURNING id",
@@ -929,6 +940,48 @@ impl EngineStore for PgStore {
         .bind(message)
         .execute(&mut *tx)
         .await?;
+        // A receipt that came before this record was kept unmatched: match it now.
+        let early: Vec<(i64, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, class, at FROM receipts WHERE outbox_id IS NULL AND flag = 'unmatched' \
+             AND provider = $1 AND provider_id = ANY($2) ORDER BY id",
+        )
+        .bind(&v.provider)
+        .bind(&v.provider_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut outcome = SendOutcome::Pending;
+        for (rid, class, at) in early {
+            sqlx::query("UPDATE receipts SET flag = 'verification, matched late' WHERE id = $1")
+                .bind(rid)
+                .execute(&mut *tx)
+                .await?;
+            let class: DeliveryClass = class.parse().map_err(codec::corrupt)?;
+            let new = SendOutcome::of(class);
+            if new.rank() > outcome.rank() {
+                outcome = new;
+                if let Some(contact) = v.contact {
+                    sqlx::query(
+                        "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(v.borrower.0)
+                    .bind(contact.0)
+                    .bind(at)
+                    .bind(provider_source(&v.provider))
+                    .bind(kinds.get(&class).cloned().unwrap_or_default())
+                    .execute(&mut *tx)
+                    .await?;
+                    wake(&mut tx, v.borrower.0, at).await?;
+                }
+            }
+        }
+        if outcome != SendOutcome::Pending {
+            sqlx::query("UPDATE verification_messages SET outcome = $2, outcome_class = $3 WHERE id = $1")
+                .bind(message)
+                .bind(outcome.name())
+                .bind(outcome.class_column())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -453,8 +453,13 @@ impl EngineStore for SqliteStore {
         .await
     }
 
-    async fn record_verification_sent(&self, v: &VerificationSent) -> Result<()> {
+    async fn record_verification_sent(
+        &self,
+        v: &VerificationSent,
+        evidence_kind: &(dyn Fn(DeliveryClass) -> String + Sync),
+    ) -> Result<()> {
         let v = v.clone();
+        let kinds = crate::engine::class_kinds(evidence_kind);
         self.with(move |c, _| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached(
@@ -467,6 +472,32 @@ impl EngineStore for SqliteStore {
                     "INSERT OR IGNORE INTO verification_provider_ids (provider, provider_id, message_id) VALUES (?1, ?2, ?3)",
                 )?
                 .execute(params![v.provider, id, message])?;
+            }
+            // A receipt that came before this record was kept unmatched: match it now.
+            let early: Vec<(i64, String, i64)> = tx
+                .prepare_cached(
+                    "SELECT id, class, at FROM receipts WHERE outbox_id IS NULL AND flag = 'unmatched' \
+                     AND provider = ?1 AND provider_id IN \
+                     (SELECT provider_id FROM verification_provider_ids WHERE message_id = ?2) ORDER BY id",
+                )?
+                .query_map(params![v.provider, message], |r| <(i64, String, i64)>::try_from(r))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut outcome = SendOutcome::Pending;
+            for (rid, class, at) in early {
+                tx.prepare_cached("UPDATE receipts SET flag = 'verification, matched late' WHERE id = ?1")?
+                    .execute([rid])?;
+                let class: DeliveryClass = class.parse().map_err(codec::corrupt)?;
+                let new = SendOutcome::of(class);
+                if new.rank() > outcome.rank() {
+                    outcome = new;
+                    if let Some(contact) = v.contact {
+                        receipt_evidence(&tx, v.borrower.0, contact.0, at, &v.provider, kinds.get(&class))?;
+                    }
+                }
+            }
+            if outcome != SendOutcome::Pending {
+                tx.prepare_cached("UPDATE verification_messages SET outcome = ?2, outcome_class = ?3 WHERE id = ?1")?
+                    .execute(params![message, outcome.name(), outcome.class_column()])?;
             }
             tx.commit()?;
             Ok(())

@@ -535,10 +535,13 @@ pub async fn verification_receipts_are_evidence_not_strays(h: &Harness) {
         provider: "smsc".into(),
         provider_ids: ids.iter().map(|s| s.to_string()).collect(),
     };
-    e.record_verification_sent(&sent(Some(mobile), &["v-1a", "v-1b"]))
+    let class_kind = |_: DeliveryClass| r#"{"kind":"delivery","channel":"sms","class":"delivered"}"#.to_string();
+    e.record_verification_sent(&sent(Some(mobile), &["v-1a", "v-1b"]), &class_kind)
         .await
         .unwrap();
-    e.record_verification_sent(&sent(None, &["v-2"])).await.unwrap();
+    e.record_verification_sent(&sent(None, &["v-2"]), &class_kind)
+        .await
+        .unwrap();
     let receipt = |pid: &str| ReceiptIn {
         at: t0() + Duration::minutes(1),
         provider: "smsc".into(),
@@ -581,4 +584,21 @@ pub async fn verification_receipts_are_evidence_not_strays(h: &Harness) {
     let views = e.views(&[b], day, day).await.unwrap();
     assert_eq!(evidence_of(views.clone()), before + 1, "one observation per message");
     assert!(views[0].evidence.iter().any(|ev| ev.contact == Some(mobile)));
+    // A receipt that beats the message's record is kept unmatched, then matched by the record.
+    let early = e.record_receipts(vec![receipt("v-3")], &kind).await.unwrap();
+    assert_eq!(early, vec![Matched::Unmatched]);
+    e.record_verification_sent(&sent(Some(mobile), &["v-3"]), &class_kind)
+        .await
+        .unwrap();
+    assert_eq!(
+        evidence_of(e.views(&[b], day, day).await.unwrap()),
+        before + 2,
+        "the early receipt became evidence"
+    );
+    // Matched once: the same receipt again changes nothing.
+    let again = e.record_receipts(vec![receipt("v-3")], &kind).await.unwrap();
+    assert!(
+        matches!(&again[..], [Matched::Verification { changed: false, .. }]),
+        "{again:?}"
+    );
 }
