@@ -107,7 +107,13 @@ async fn bounces_delivered_to_a_maildir_are_read_as_they_arrive() {
         1,
         "no bounce for a delivered one"
     );
-    // Read once: the bounce moved from new/ to cur/.
+    // Read once: the bounce moves from new/ to cur/ (just after its receipt is reported).
     let count = |sub: &str| std::fs::read_dir(peer.maildir.join(sub)).map_or(0, |d| d.count());
+    for _ in 0..100 {
+        if count("cur") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!((count("new"), count("cur")), (0, 1));
 }
