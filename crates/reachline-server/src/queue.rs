@@ -62,6 +62,21 @@ async fn queue_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
     ) else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
+    // The lender's ids of the borrowers listed, in one read.
+    let mut ids: Vec<reachline_domain::BorrowerId> = changes
+        .iter()
+        .map(|c| c.borrower)
+        .chain(tasks.iter().map(|c| c.borrower))
+        .chain(plans.iter().map(|p| p.borrower))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let day = s.now().date_naive();
+    let external: std::collections::HashMap<i64, String> = match s.stores.engine.views(&ids, day, day).await {
+        Ok(views) => views.into_iter().map(|v| (v.id.0, v.external_id)).collect(),
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
+    let who = |b: i64| external.get(&b).cloned().unwrap_or_else(|| b.to_string());
     let mut body = String::from("<main>");
 
     let mut rows = Vec::new();
@@ -70,7 +85,7 @@ async fn queue_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
         let v = crate::review::change_view(c, Vec::new());
         rows.push(vec![
             v.id.to_string(),
-            v.borrower_id.to_string(),
+            who(v.borrower_id),
             v.target.clone(),
             v.new_address.clone(),
             v.risks.join(", "),
@@ -114,7 +129,7 @@ async fn queue_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
         .map(|c| {
             vec![
                 c.id.to_string(),
-                c.borrower.0.to_string(),
+                who(c.borrower.0),
                 c.contact.map(|x| x.0.to_string()).unwrap_or_else(|| "all".into()),
                 c.reason,
                 c.opened_at.format("%Y-%m-%d %H:%M").to_string(),
@@ -132,7 +147,7 @@ async fn queue_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
     for p in plans {
         rows.push(vec![
             p.id.to_string(),
-            p.borrower.0.to_string(),
+            who(p.borrower.0),
             p.loan.0.to_string(),
             p.kind.clone(),
             p.created_at.format("%Y-%m-%d %H:%M").to_string(),

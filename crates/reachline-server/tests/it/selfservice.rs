@@ -1347,6 +1347,7 @@ async fn operators_decide_held_changes_and_plan_requests_on_the_dashboard() {
         html.contains("+86139****5678") && !html.contains("13912345678"),
         "masked"
     );
+    assert!(html.contains("<td>B1</td>"), "the lender's borrower id: {html}");
     assert!(
         !html.contains("发工资"),
         "the borrower's words stay behind the logged API"
