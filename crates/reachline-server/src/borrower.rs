@@ -28,7 +28,7 @@ use reachline_domain::{
 };
 use reachline_policy::change::{ChangeState, ChangeTarget, Factor};
 use reachline_policy::codes::{verify_link, verify_notice_token};
-use reachline_store::selfservice::{BorrowerSession, StepRecord};
+use reachline_store::selfservice::BorrowerSession;
 use serde::Deserialize;
 
 use crate::change::{self, ChangeError, Source};
@@ -462,15 +462,7 @@ async fn locale_of(s: &crate::Server, borrower: BorrowerId) -> Locale {
 }
 
 async fn record(s: &crate::Server, borrower: BorrowerId, name: &str, detail: serde_json::Value) {
-    let step = StepRecord {
-        borrower,
-        change: None,
-        check: None,
-        at: s.now(),
-        step: name.into(),
-        actor: "borrower".into(),
-        detail: Some(detail.to_string()),
-    };
+    let step = change::step(borrower, None, s.now(), name, "borrower", detail);
     if let Err(e) = s.engine.record_step(&step).await {
         tracing::error!(error = %e, "recording a borrower's step failed");
     }
@@ -1245,22 +1237,12 @@ async fn number_face(
         _ => Verdict::Unknown,
     };
     drop(photo);
-    let step = StepRecord {
-        borrower: rec.borrower,
-        change: Some(rec.id),
-        check: None,
-        at: now,
-        step: "identity_checked".into(),
-        actor: "borrower".into(),
-        detail: Some(
-            serde_json::json!({
-                "provider": provider.name(),
-                "method": "face",
-                "verdict": format!("{verdict:?}").to_lowercase(),
-            })
-            .to_string(),
-        ),
-    };
+    let detail = serde_json::json!({
+        "provider": provider.name(),
+        "method": "face",
+        "verdict": format!("{verdict:?}").to_lowercase(),
+    });
+    let step = change::step(rec.borrower, Some(rec.id), now, "identity_checked", "borrower", detail);
     if let Err(e) = s.engine.record_step(&step).await {
         tracing::error!(error = %e, "recording a face check failed");
         return unavailable();

@@ -64,7 +64,8 @@ fn pepper(s: &Server) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn step(
+/// A step of a change (or of none: `change` is `None`), as recorded.
+pub(crate) fn step(
     borrower: BorrowerId,
     change: Option<i64>,
     at: DateTime<Utc>,

@@ -10,6 +10,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use reachline_server::charts::esc;
 use reachline_sim::{run, Metrics, Scenario, Strategy};
 use serde::Serialize;
 
@@ -159,8 +160,8 @@ pub fn svg(sc: &Scenario, sweep: &Sweep, points: &[Point]) -> String {
     let _ = write!(
         s,
         r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="100%" height="100%" fill="#fff"/><text x="10" y="22" font-size="15">{} — sweep of {} (simulated)</text>"##,
-        escape(&sc.name),
-        escape(&sweep.param)
+        esc(&sc.name),
+        esc(&sweep.param)
     );
     for (k, (name, f)) in HEADLINES.iter().enumerate() {
         let y_top = 40.0 + k as f64 * (top + panel_h + bottom + gap) + top;
@@ -174,7 +175,7 @@ pub fn svg(sc: &Scenario, sweep: &Sweep, points: &[Point]) -> String {
             s,
             r##"<text x="{left}" y="{}" font-size="13">{}</text><line x1="{left}" y1="{}" x2="{left}" y2="{}" stroke="#333"/><line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##,
             y_top - 8.0,
-            escape(name),
+            esc(name),
             y_top,
             y_top + panel_h,
             y_top + panel_h,
@@ -225,10 +226,6 @@ pub fn svg(sc: &Scenario, sweep: &Sweep, points: &[Point]) -> String {
     }
     s.push_str("</svg>");
     s
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Renders the SVG to a PNG with the system's fonts (text is left out where none is found).

@@ -866,21 +866,7 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
         (Some(_), None) => Some("names an unknown send"),
         _ => None,
     };
-    tx.prepare_cached(
-        "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        at,
-        receipt.provider,
-        receipt.provider_id,
-        row.as_ref().and(matched),
-        receipt.class.as_str(),
-        receipt.code,
-        receipt.is_final,
-        receipt.raw,
-        flag
-    ])?;
+    keep_receipt(tx, &receipt, row.as_ref().and(matched), flag)?;
     let Some((borrower, contact, channel)) = row else {
         return Ok(Matched::Unmatched);
     };
@@ -906,6 +892,26 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
         channel,
         changed,
     }))
+}
+
+/// Keeps a receipt as it came, with the attempt it matched (if any) and its flag.
+fn keep_receipt(tx: &Connection, receipt: &ReceiptIn, outbox_id: Option<i64>, flag: Option<&str>) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        ts_micros(receipt.at),
+        receipt.provider,
+        receipt.provider_id,
+        outbox_id,
+        receipt.class.as_str(),
+        receipt.code,
+        receipt.is_final,
+        receipt.raw,
+        flag
+    ])?;
+    Ok(())
 }
 
 /// The evidence a receipt gives about the contact point its message went to, and the wake.
@@ -949,19 +955,7 @@ fn verification_receipt_tx(
         return Ok(None);
     };
     let at = ts_micros(receipt.at);
-    tx.prepare_cached(
-        "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
-         VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, ?7, 'verification')",
-    )?
-    .execute(params![
-        at,
-        receipt.provider,
-        receipt.provider_id,
-        receipt.class.as_str(),
-        receipt.code,
-        receipt.is_final,
-        receipt.raw
-    ])?;
+    keep_receipt(tx, receipt, None, Some("verification"))?;
     let new = SendOutcome::of(receipt.class);
     let changed = new.rank() > SendOutcome::from_columns(&outcome, class.as_deref())?.rank();
     if changed {
