@@ -123,11 +123,7 @@ impl ChannelArg {
 pub async fn send(args: SendArgs, cfg: &crate::config::Config) -> anyhow::Result<()> {
     let (channel, kind) = args.channel.kind();
     let to = ContactAddress::parse(kind, &args.to, &cfg.phone_parser()?).context("--to")?;
-    let configured: Vec<Arc<dyn Channel>> = crate::run::channels(cfg)
-        .await
-        .into_iter()
-        .filter(|c| c.kind() == channel)
-        .collect();
+    let configured = crate::run::channels_of(cfg, Some(channel)).await;
     let mut _sandbox = None;
     let ch: Arc<dyn Channel> = match configured.into_iter().next() {
         Some(c) if channel != reachline_domain::Channel::Sms || args.smsc.host.is_none() => c,

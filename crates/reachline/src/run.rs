@@ -124,9 +124,18 @@ fn write_clock(path: &Path, t: DateTime<Utc>) -> anyhow::Result<()> {
 /// the mail server of `[smtp]`, the `[[http]]` providers. Several providers of one channel
 /// become one failover group, tried in that order, each behind its own circuit breaker.
 pub async fn channels(cfg: &Config) -> Vec<Arc<dyn reachline_channels::Channel>> {
+    channels_of(cfg, None).await
+}
+
+/// [`channels`], only those of one channel when `only` names it: the others are not started
+/// (`reachline send --channel email` binds no SMSC).
+pub async fn channels_of(
+    cfg: &Config,
+    only: Option<reachline_domain::Channel>,
+) -> Vec<Arc<dyn reachline_channels::Channel>> {
     use reachline_channels::failover::{BreakerConfig, Failover, Provider};
     let mut by_kind: Vec<(reachline_domain::Channel, Vec<Provider>)> = Vec::new();
-    for (ch, timeout_ms) in providers(cfg).await {
+    for (ch, timeout_ms) in providers(cfg, only).await {
         let provider = Provider::new(
             ch.clone(),
             BreakerConfig::default(),
@@ -151,9 +160,14 @@ pub async fn channels(cfg: &Config) -> Vec<Arc<dyn reachline_channels::Channel>>
 }
 
 /// Each configured provider, with how long a send to it may take.
-async fn providers(cfg: &Config) -> Vec<(Arc<dyn reachline_channels::Channel>, u64)> {
+async fn providers(
+    cfg: &Config,
+    only: Option<reachline_domain::Channel>,
+) -> Vec<(Arc<dyn reachline_channels::Channel>, u64)> {
+    use reachline_channels::Channel as _;
+    let wanted = |kind: reachline_domain::Channel| only.is_none_or(|o| o == kind);
     let mut channels: Vec<(Arc<dyn reachline_channels::Channel>, u64)> = Vec::new();
-    if let Some(smpp) = &cfg.smpp {
+    if let Some(smpp) = cfg.smpp.as_ref().filter(|_| wanted(reachline_domain::Channel::Sms)) {
         let sms = SmppChannel::start(smpp.clone());
         if !sms
             .wait_bound(std::time::Duration::from_millis(smpp.bind_wait_ms))
@@ -163,14 +177,16 @@ async fn providers(cfg: &Config) -> Vec<(Arc<dyn reachline_channels::Channel>, u
         }
         channels.push((Arc::new(sms), 30_000));
     }
-    if let Some(smtp) = &cfg.smtp {
+    if let Some(smtp) = cfg.smtp.as_ref().filter(|_| wanted(reachline_domain::Channel::Email)) {
         let mail = Arc::new(reachline_channels::smtp::SmtpChannel::new(smtp.clone()));
         mail.spawn_bounce_reader();
         channels.push((mail, smtp.timeout_ms + 1_000));
     }
     for http in &cfg.http {
         let ch = Arc::new(reachline_channels::http::HttpChannel::new(http.clone()));
-        channels.push((ch, http.timeout_ms + 1_000));
+        if wanted(ch.kind()) {
+            channels.push((ch, http.timeout_ms + 1_000));
+        }
     }
     channels
 }
