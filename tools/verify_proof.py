@@ -145,7 +145,7 @@ def decode_leaf(b):
     if take(1)[0] != 1:
         fail("not a version-1 leaf")
     kind = take(1)[0]
-    if kind in (2, 3, 6, 7, 9):
+    if kind in (2, 3, 6, 7, 9, 10):
         s()
     elif kind == 8:
         s()

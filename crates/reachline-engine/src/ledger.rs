@@ -3,7 +3,7 @@
 //! the template, a hash of the text and a keyed commitment of the address.
 
 use chrono::{DateTime, Utc};
-use reachline_domain::{ContactAddress, DeliveryClass};
+use reachline_domain::{BorrowerId, ContactAddress, DeliveryClass};
 use reachline_ledger::leaf::{content_hash, Code, CommitmentKey, Leaf, LeafKind, TemplateRef};
 use reachline_store::engine::{OutboxRow, ReceiptMatch};
 
@@ -63,6 +63,22 @@ pub fn receipt_leaf(
         contact: Some(m.contact),
         channel: Some(m.channel),
         provider_message_id: provider_id(provider_id_seen),
+        template: None,
+        content_hash: None,
+        address_commitment: None,
+    })
+}
+
+/// A borrower's erasure (`basis`: `borrower_request`, `retention`): no contact, no commitment.
+pub fn erased_leaf(borrower: BorrowerId, at: DateTime<Utc>, basis: &str) -> Result<Leaf, EngineError> {
+    Ok(Leaf {
+        kind: LeafKind::Erased { basis: code(basis)? },
+        time_micros: at.timestamp_micros(),
+        borrower,
+        notice: None,
+        contact: None,
+        channel: None,
+        provider_message_id: None,
         template: None,
         content_hash: None,
         address_commitment: None,

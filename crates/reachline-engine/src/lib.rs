@@ -216,6 +216,11 @@ impl Engine {
         self
     }
 
+    /// The ledger's sequencer, when the engine keeps a ledger.
+    pub fn sequencer(&self) -> Option<Arc<reachline_store::ledger::Sequencer>> {
+        self.ledger.as_ref().map(|l| l.sequencer.clone())
+    }
+
     /// Carrier and recycled-number lookups that health asks for go to `intel`.
     pub fn with_intel(mut self, intel: Arc<dyn reachline_intel::NumberIntel>) -> Self {
         self.intel = Some(intel);

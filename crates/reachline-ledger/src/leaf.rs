@@ -26,7 +26,8 @@
 //!
 //! Kinds: `1` notice sent; `2` receipt (str status); `3` reply (str class); `4` contact added;
 //! `5` contact verified; `6` contact retired (str reason); `7` suppressed (str reason); `8`
-//! consent changed (str purpose, u8 granted 0/1); `9` contact-change step (str step). Every str
+//! consent changed (str purpose, u8 granted 0/1); `9` contact-change step (str step); `10`
+//! borrower erased (str basis: `borrower_request` or `retention`). Every str
 //! of a kind, and the template id, is a [`Code`].
 //!
 //! The canonical address is `ContactAddress::canonical` (E.164 for numbers, the normalised
@@ -123,6 +124,12 @@ pub enum LeafKind {
     ContactChangeStep {
         step: Code,
     },
+    /// The borrower's personal data was erased (their keys destroyed); `basis` says why
+    /// (`borrower_request`, `retention`). The leaves before it stay verifiable, no longer
+    /// linkable to any address.
+    Erased {
+        basis: Code,
+    },
 }
 
 impl LeafKind {
@@ -138,6 +145,7 @@ impl LeafKind {
             LeafKind::Suppressed { reason } => format!("suppressed {}", reason.as_str()),
             LeafKind::ConsentChanged { purpose, granted } => format!("consent {} {granted}", purpose.as_str()),
             LeafKind::ContactChangeStep { step } => format!("contact change {}", step.as_str()),
+            LeafKind::Erased { basis } => format!("borrower erased {}", basis.as_str()),
         }
     }
 
@@ -152,6 +160,7 @@ impl LeafKind {
             LeafKind::Suppressed { .. } => 7,
             LeafKind::ConsentChanged { .. } => 8,
             LeafKind::ContactChangeStep { .. } => 9,
+            LeafKind::Erased { .. } => 10,
         }
     }
 }
@@ -219,7 +228,8 @@ impl Leaf {
             | LeafKind::Reply { class: c }
             | LeafKind::ContactRetired { reason: c }
             | LeafKind::Suppressed { reason: c }
-            | LeafKind::ContactChangeStep { step: c } => put_str(&mut out, c.as_str()),
+            | LeafKind::ContactChangeStep { step: c }
+            | LeafKind::Erased { basis: c } => put_str(&mut out, c.as_str()),
             LeafKind::ConsentChanged { purpose, granted } => {
                 put_str(&mut out, purpose.as_str());
                 out.push(u8::from(*granted));
@@ -283,6 +293,9 @@ impl Leaf {
             },
             9 => LeafKind::ContactChangeStep {
                 step: r.code("contact-change step")?,
+            },
+            10 => LeafKind::Erased {
+                basis: r.code("erasure basis")?,
             },
             other => return Err(LeafError::Kind(other)),
         };
@@ -504,6 +517,9 @@ mod tests {
             },
             LeafKind::ContactChangeStep {
                 step: code("check_started"),
+            },
+            LeafKind::Erased {
+                basis: code("borrower_request"),
             },
         ];
         for kind in kinds {

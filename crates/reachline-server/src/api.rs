@@ -73,6 +73,7 @@ pub const PERMISSIONS: &[(&str, &str, Permission)] = &[
     ),
     ("GET", "/v1/contact-checks", Permission::ReadBorrower),
     ("GET", "/v1/borrowers/{external_id}/export", Permission::ReadUnmasked),
+    ("POST", "/v1/borrowers/{external_id}/erasure", Permission::Erase),
     (
         "POST",
         "/v1/borrowers/{external_id}/contact-checks",
@@ -144,6 +145,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::review::list_checks))
         .routes(routes!(crate::review::start_check))
         .routes(routes!(export_borrower))
+        .routes(routes!(erase_borrower))
         .routes(routes!(crate::review::list_plan_requests))
         .routes(routes!(crate::review::decide_plan_request))
 }
@@ -574,6 +576,73 @@ async fn export_borrower(
     };
     unmasking(&s, &who, &ask, "borrower.export", b.id, &rid).await?;
     Ok(Json(crate::export::document(&s.stores, &b, s.now()).await?))
+}
+
+/// An erasure request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EraseBody {
+    /// Why (kept in the access log and the erasure's record): the borrower's request and its
+    /// case reference. No address or number.
+    pub reason: String,
+    /// If the collection-record floor has not run since the last contact: keep the request
+    /// and erase on the first day allowed (202) instead of refusing (409).
+    #[serde(default)]
+    pub when_allowed: bool,
+}
+
+/// Erases the borrower's personal data (PIPL art. 47): their data key and ledger commitment
+/// key are destroyed, every ciphertext and lookup index of theirs blanked, the erasure recorded
+/// (and written to the ledger). Refused (409) while an installment is unpaid, or before the
+/// retention floor allows it (with the date it will); `already_erased` for a borrower erased
+/// before.
+#[utoipa::path(post, path = "/v1/borrowers/{external_id}/erasure", tag = "borrowers",
+    params(("external_id" = String, Path)), request_body = EraseBody,
+    responses((status = 200, body = crate::privacy::ErasureOutcome), (status = 202, body = crate::privacy::ErasureOutcome),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn erase_borrower(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+    Json(body): Json<EraseBody>,
+) -> Result<(StatusCode, Json<crate::privacy::ErasureOutcome>), ApiError> {
+    let ext = external_id("external_id", &id)?;
+    let reason = access_reason(&body.reason)?.to_string();
+    let b = s
+        .stores
+        .privacy
+        .borrower_id(&ext)
+        .await?
+        .ok_or_else(|| ApiError::not_found("borrower"))?;
+    let now = s.now();
+    s.stores
+        .server
+        .log_access(&reachline_store::server::AccessEntry {
+            at: now,
+            actor: who.actor.clone(),
+            action: "borrower.erase".into(),
+            borrower: Some(b),
+            reason: reason.clone(),
+            request_id: rid.0.clone(),
+        })
+        .await?;
+    let settings = s.privacy.get().cloned().unwrap_or_default();
+    let seq = s.engine.sequencer();
+    let ask = crate::privacy::EraseAsk {
+        borrower: b,
+        actor: &who.actor,
+        basis: "borrower_request",
+        reason: &reason,
+        when_allowed: body.when_allowed,
+    };
+    let out = crate::privacy::erase(&s.stores, seq.as_deref(), &settings, &ask, now).await?;
+    let status = if out.state == "scheduled" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out)))
 }
 
 /// The borrower's contact points, current first, then retired ones.

@@ -81,10 +81,12 @@ pub enum Permission {
     ManageTokens,
     /// Approve or reject a number change held for review; decide repayment-plan requests.
     ReviewChange,
+    /// Erase a borrower's personal data (crypto-shredding).
+    Erase,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::ReadBorrower,
         Permission::ReadUnmasked,
         Permission::WriteBook,
@@ -99,6 +101,7 @@ impl Permission {
         Permission::ReadAccessLog,
         Permission::ManageTokens,
         Permission::ReviewChange,
+        Permission::Erase,
     ];
 
     /// In words, for refusals and the README's matrix.
@@ -118,6 +121,7 @@ impl Permission {
             Permission::ReadAccessLog => "read the access log",
             Permission::ManageTokens => "create, list or revoke API tokens",
             Permission::ReviewChange => "approve or reject held number changes; decide plan requests",
+            Permission::Erase => "erase a borrower's personal data",
         }
     }
 }

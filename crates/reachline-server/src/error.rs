@@ -77,10 +77,31 @@ impl From<reachline_store::StoreError> for ApiError {
         match e {
             StoreError::NotFound { what, id } => ApiError::not_found(format!("{what} {id}")),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Crypto(reachline_store::CryptoError::Shredded) => ApiError::new(
+                StatusCode::GONE,
+                "erased",
+                "the borrower's personal data was erased; only the record of the erasure remains",
+            ),
             e => {
                 // Store errors never hold personal data (the store seals it before SQL).
                 tracing::error!(error = %e, "store error");
                 ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<crate::privacy::EraseError> for ApiError {
+    fn from(e: crate::privacy::EraseError) -> Self {
+        use crate::privacy::EraseError;
+        match e {
+            EraseError::Store(e) => e.into(),
+            e @ (EraseError::Unpaid(_) | EraseError::TooEarly { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "not_erasable", e.to_string())
+            }
+            e => {
+                tracing::error!(error = %e, "erasure incomplete");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "erasure_incomplete", e.to_string())
             }
         }
     }

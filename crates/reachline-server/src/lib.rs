@@ -22,6 +22,7 @@ pub mod export;
 pub mod fineract;
 pub mod identity;
 pub mod metrics;
+pub mod privacy;
 pub mod queue;
 pub mod review;
 pub mod tls;
@@ -143,6 +144,9 @@ pub struct Server {
     pub identity: std::sync::OnceLock<Arc<dyn identity::IdentityCheck>>,
     /// Starts of the borrower's flows per client address (codes cost money and invite abuse).
     pub(crate) borrower_ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Retention rules and the backup directory, for erasure (defaults: the legal floors, no
+    /// backups).
+    pub privacy: std::sync::OnceLock<privacy::PrivacySettings>,
 }
 
 pub type AppState = Arc<Server>;
@@ -185,6 +189,7 @@ impl Server {
             intel: std::sync::OnceLock::new(),
             identity: std::sync::OnceLock::new(),
             borrower_ip_limiter: RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(10).expect("10"))),
+            privacy: std::sync::OnceLock::new(),
         })
     }
 

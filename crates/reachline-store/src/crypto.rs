@@ -22,6 +22,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 /// Format byte in front of every ciphertext, so the scheme can change without guessing.
 const SEAL_V1: u8 = 1;
 const NONCE_LEN: usize = 12;
+const KEY_CHECK_AAD: &[u8] = b"reachline/key-check";
+const KEY_CHECK_TEXT: &[u8] = b"reachline key check v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -65,10 +67,15 @@ impl fmt::Debug for Secret32 {
 
 /// The two long-lived keys: the master key that wraps data keys, and the blind-index key.
 /// `key_id` names the master key so a rotation can tell old wrappings from new.
+///
+/// During a master-key rotation the keyring also holds the keys being retired: data keys are
+/// wrapped under the current one, and unwrapped under whichever key opens them, so every
+/// borrower stays readable while the rotation re-wraps them (and if it is interrupted).
 #[derive(Clone)]
 pub struct Keyring {
     key_id: String,
     master: Aes256Gcm,
+    previous: Vec<(String, Aes256Gcm)>,
     blind: Hmac<Sha256>,
 }
 
@@ -85,6 +92,7 @@ impl Keyring {
         Self {
             key_id: key_id.to_string(),
             master: Aes256Gcm::new((&master.0).into()),
+            previous: Vec::new(),
             // HMAC takes keys of any length; 32 bytes cannot fail.
             blind: <Hmac<Sha256> as Mac>::new_from_slice(&blind_index.0).expect("HMAC accepts any key length"),
         }
@@ -99,13 +107,64 @@ impl Keyring {
         &self.key_id
     }
 
+    /// Adds a retired master key (named `key_id`) that still opens data keys wrapped before a
+    /// rotation. Refuses the current key's name.
+    pub fn with_previous(mut self, key_id: &str, master: &Secret32) -> Result<Self, CryptoError> {
+        if key_id == self.key_id || self.previous.iter().any(|(id, _)| id == key_id) {
+            return Err(CryptoError::BadKey("a previous master key repeats a key id"));
+        }
+        self.previous
+            .push((key_id.to_string(), Aes256Gcm::new((&master.0).into())));
+        Ok(self)
+    }
+
+    /// The names of the retired master keys this keyring still holds.
+    pub fn previous_key_ids(&self) -> Vec<&str> {
+        self.previous.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    /// Whether this keyring holds the master key named `key_id` (current or retired).
+    pub fn has_master(&self, key_id: &str) -> bool {
+        key_id == self.key_id || self.previous.iter().any(|(id, _)| id == key_id)
+    }
+
+    /// The master key's check value: a fixed text sealed under it. Stored beside the data, it
+    /// lets a store tell a wrong master key before it writes anything.
+    pub fn master_check(&self) -> Vec<u8> {
+        seal_with(&self.master, KEY_CHECK_AAD, KEY_CHECK_TEXT)
+    }
+
+    /// Whether `check` (from [`Keyring::master_check`]) was sealed under the master key named
+    /// `key_id`; `None` when this keyring does not hold that key.
+    pub fn verify_master_check(&self, key_id: &str, check: &[u8]) -> Option<bool> {
+        let cipher = if key_id == self.key_id {
+            &self.master
+        } else {
+            &self.previous.iter().find(|(id, _)| id == key_id)?.1
+        };
+        Some(open_with(cipher, KEY_CHECK_AAD, check).is_ok_and(|t| t == KEY_CHECK_TEXT))
+    }
+
+    /// The blind-index key's check value (the index of a fixed text in its own domain).
+    pub fn blind_check(&self) -> [u8; 32] {
+        self.blind_index("reachline/key-check", "reachline")
+    }
+
     /// Wraps a data key under the master key.
     pub fn wrap(&self, key: &DataKey) -> Vec<u8> {
         seal_with(&self.master, b"reachline/data-key", &key.0 .0)
     }
 
+    /// Unwraps a data key under the current master key or, during a rotation, a retired one.
     pub fn unwrap_key(&self, wrapped: &[u8]) -> Result<DataKey, CryptoError> {
-        let mut bytes = open_with(&self.master, b"reachline/data-key", wrapped)?;
+        let mut opened = open_with(&self.master, b"reachline/data-key", wrapped);
+        for (_, old) in &self.previous {
+            if opened.is_ok() {
+                break;
+            }
+            opened = open_with(old, b"reachline/data-key", wrapped);
+        }
+        let mut bytes = opened?;
         let arr: Result<[u8; 32], _> = bytes.as_slice().try_into();
         let out = arr
             .map(|a| DataKey(Secret32(a)))
@@ -212,6 +271,39 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(dk.sealer().open("contact.address", &bad).is_err());
+    }
+
+    #[test]
+    fn rotation_keeps_old_wrappings_readable_and_checks_tell_keys_apart() {
+        let old = Secret32::random();
+        let new = Secret32::random();
+        let blind = Secret32::random();
+        let before = Keyring::new("k1", &old, &blind);
+        let dk = DataKey::generate();
+        let wrapped = before.wrap(&dk);
+        let check = before.master_check();
+        let during = Keyring::new("k2", &new, &blind).with_previous("k1", &old).unwrap();
+        let sealed = dk.sealer().seal("f", "x");
+        assert_eq!(
+            during
+                .unwrap_key(&wrapped)
+                .unwrap()
+                .sealer()
+                .open("f", &sealed)
+                .unwrap(),
+            "x"
+        );
+        let rewrapped = during.wrap(&during.unwrap_key(&wrapped).unwrap());
+        // Only the new key opens the new wrapping; without the old key the old one fails.
+        assert!(before.unwrap_key(&rewrapped).is_err());
+        assert!(Keyring::new("k2", &new, &blind).unwrap_key(&wrapped).is_err());
+        assert_eq!(during.verify_master_check("k1", &check), Some(true));
+        assert_eq!(during.verify_master_check("k2", &check), Some(false));
+        assert_eq!(during.verify_master_check("k3", &check), None);
+        assert!(during.has_master("k1") && during.has_master("k2") && !during.has_master("k3"));
+        assert!(Keyring::new("k2", &new, &blind).with_previous("k2", &old).is_err());
+        assert_eq!(before.blind_check(), during.blind_check());
+        assert_ne!(before.blind_check(), Keyring::random("k1").blind_check());
     }
 
     #[test]

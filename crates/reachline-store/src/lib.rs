@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod engine;
 pub mod ledger;
 pub mod postgres;
+pub mod privacy;
 pub mod selfservice;
 pub mod server;
 pub mod sqlite;
@@ -51,6 +52,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database URL must start with sqlite:// or postgres:// (got scheme {0:?})")]
     BadUrl(String),
+    /// The keys given do not match the ones the data was written under (nothing was written).
+    #[error("{0}")]
+    Keys(String),
 }
 
 /// Which back end a store is.
@@ -272,30 +276,41 @@ pub struct Stores {
     pub engine: std::sync::Arc<dyn engine::EngineStore>,
     pub server: std::sync::Arc<dyn server::ServerStore>,
     pub selfservice: std::sync::Arc<dyn selfservice::SelfServiceStore>,
+    pub privacy: std::sync::Arc<dyn privacy::PrivacyStore>,
 }
 
 impl Stores {
-    fn of<S: Store + engine::EngineStore + server::ServerStore + 'static>(s: S) -> Self {
+    fn of<S>(s: S) -> Self
+    where
+        S: Store + engine::EngineStore + server::ServerStore + selfservice::SelfServiceStore,
+        S: privacy::PrivacyStore + 'static,
+    {
         let s = std::sync::Arc::new(s);
         Stores {
             store: s.clone(),
             engine: s.clone(),
             server: s.clone(),
-            selfservice: s,
+            selfservice: s.clone(),
+            privacy: s,
         }
     }
 }
 
 /// Opens the database a URL names, creating and migrating it if needed: `sqlite://PATH` (a
 /// file, created if missing) or `postgres://…`.
+///
+/// The keys are checked against the database's key check values before anything else is
+/// written (see [`privacy::PrivacyStore::check_keys`]).
 pub async fn open_all(url: &str, keys: Keyring) -> Result<Stores> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(Stores::of(sqlite::SqliteStore::open(path, keys).await?))
+    let stores = if let Some(path) = url.strip_prefix("sqlite://") {
+        Stores::of(sqlite::SqliteStore::open(path, keys).await?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Stores::of(postgres::PgStore::connect(url, keys).await?))
+        Stores::of(postgres::PgStore::connect(url, keys).await?)
     } else {
-        Err(bad_url(url))
-    }
+        return Err(bad_url(url));
+    };
+    stores.privacy.check_keys().await?;
+    Ok(stores)
 }
 
 /// Opens the engine's tables in the database a URL names (as [`open_all`]).
@@ -306,9 +321,13 @@ pub async fn open_engine(url: &str, keys: Keyring) -> Result<std::sync::Arc<dyn 
 /// Opens the store a URL names (as [`open_all`]).
 pub async fn open(url: &str, keys: Keyring) -> Result<Box<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(Box::new(sqlite::SqliteStore::open(path, keys).await?))
+        let s = sqlite::SqliteStore::open(path, keys).await?;
+        privacy::PrivacyStore::check_keys(&s).await?;
+        Ok(Box::new(s))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Box::new(postgres::PgStore::connect(url, keys).await?))
+        let s = postgres::PgStore::connect(url, keys).await?;
+        privacy::PrivacyStore::check_keys(&s).await?;
+        Ok(Box::new(s))
     } else {
         Err(bad_url(url))
     }

@@ -37,6 +37,29 @@ pub struct Config {
     pub http: Vec<reachline_channels::http::HttpConfig>,
     /// `reachline serve`: where it listens, limits, webhooks.
     pub server: reachline_server::ServerConfig,
+    /// How long each class of record is kept (defaults: the legal floors, and five years at
+    /// most); `reachline retention` applies it.
+    pub retention: reachline_store::privacy::RetentionRules,
+    /// Where `reachline backup` writes.
+    pub backup: BackupConfig,
+}
+
+/// `[backup]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The directory `reachline backup` writes into. Erasure shreds the erased borrower in
+    /// every SQLite backup here, so keep backups here (copy them elsewhere only encrypted, or
+    /// not at all).
+    pub dir: PathBuf,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./backups"),
+        }
+    }
 }
 
 /// How the notice engine runs (`reachline run`, `reachline demo`).
@@ -135,6 +158,8 @@ impl Default for Config {
             smtp: None,
             http: Vec::new(),
             server: reachline_server::ServerConfig::default(),
+            retention: Default::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -268,6 +293,7 @@ impl Config {
             );
         }
         self.phone_parser().context("phone.default_region")?;
+        self.retention.validate().map_err(anyhow::Error::msg)?;
         for (i, o) in self.phone.overrides.iter().enumerate() {
             if !o.prefix.starts_with('+') || !o.prefix[1..].bytes().all(|b| b.is_ascii_digit()) || o.prefix.len() < 3 {
                 bail!("phone.overrides[{i}].prefix must be + and digits, e.g. +86161");
@@ -337,6 +363,14 @@ impl Config {
 }
 
 impl Config {
+    /// What erasure needs: the retention rules and the backup directory.
+    pub fn privacy(&self) -> reachline_server::privacy::PrivacySettings {
+        reachline_server::privacy::PrivacySettings {
+            retention: self.retention,
+            backup_dir: Some(self.backup.dir.clone()),
+        }
+    }
+
     /// The ledger's signer: from `keys.ledger_signing_key` if given, else from the key file.
     pub fn ledger_signer(&self) -> anyhow::Result<reachline_ledger::note::SignerKey> {
         match &self.keys.ledger_signing_key {

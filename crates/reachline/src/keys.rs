@@ -24,6 +24,18 @@ pub struct KeyFile {
     /// is the configured `[ledger] origin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_signing_key: Option<String>,
+    /// Master keys being retired by a rotation in progress (`reachline keys rotate-master`):
+    /// they still open the data keys not yet re-wrapped. Gone once the rotation finishes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_master_keys: Vec<PreviousMaster>,
+}
+
+/// A retired master key, kept until every data key is re-wrapped under the current one.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousMaster {
+    pub key_id: String,
+    pub master_key: String,
 }
 
 /// How to tell the operator a key file has no ledger key.
@@ -38,7 +50,54 @@ impl KeyFile {
             master_key: Secret32::random().to_base64(),
             blind_index_key: Secret32::random().to_base64(),
             ledger_signing_key: Some(Secret32::random().to_base64()),
+            previous_master_keys: Vec::new(),
         }
+    }
+
+    /// Starts a master-key rotation: a new current master key named `new_id`, the old one kept
+    /// as previous. Refuses while a rotation is in progress.
+    pub fn begin_rotation(&mut self, new_id: &str) -> anyhow::Result<()> {
+        if !self.previous_master_keys.is_empty() {
+            bail!("a rotation is in progress; finish it first");
+        }
+        if new_id == self.key_id {
+            bail!(
+                "the new master key needs a new name (the current one is {:?})",
+                self.key_id
+            );
+        }
+        self.previous_master_keys.push(PreviousMaster {
+            key_id: std::mem::replace(&mut self.key_id, new_id.to_string()),
+            master_key: std::mem::replace(&mut self.master_key, Secret32::random().to_base64()),
+        });
+        Ok(())
+    }
+
+    /// Replaces the key file at `path` with this one: written beside it (mode 600), synced,
+    /// then renamed over it, so a crash leaves the old file or the new, never half of one.
+    pub fn replace(&self, path: &Path) -> anyhow::Result<()> {
+        let tmp = path.with_extension("tmp-rotation");
+        let _ = std::fs::remove_file(&tmp);
+        let body = format!(
+            "# Reachline keys. Anyone with this file and the database can read borrowers' personal data;\n\
+             # without it nobody can. Keep it apart from database backups.\n{}",
+            toml::to_string(self)?
+        );
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(body.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Adds a new ledger signing key to the key file at `path`, keeping everything else;
@@ -97,7 +156,12 @@ impl KeyFile {
     pub fn keyring(&self) -> anyhow::Result<Keyring> {
         let m = Secret32::from_base64(&self.master_key, "master_key")?;
         let b = Secret32::from_base64(&self.blind_index_key, "blind_index_key")?;
-        Ok(Keyring::new(&self.key_id, &m, &b))
+        let mut ring = Keyring::new(&self.key_id, &m, &b);
+        for p in &self.previous_master_keys {
+            let old = Secret32::from_base64(&p.master_key, "previous_master_keys.master_key")?;
+            ring = ring.with_previous(&p.key_id, &old)?;
+        }
+        Ok(ring)
     }
 
     /// Writes the file readable by its owner only; refuses to overwrite an existing one.
@@ -124,6 +188,90 @@ impl KeyFile {
         f.sync_all()?;
         Ok(())
     }
+}
+
+/// `reachline keys rotate-master`: starts a rotation (a new master key in the key file, the old
+/// kept as previous) unless one is in progress, re-wraps data keys in batches with a progress
+/// bar, and, when none is left under an old key, drops the old key from the file. Stopped at
+/// any point (`--batches`, Ctrl-C, a crash), it resumes where it stopped when run again: the
+/// key file holds both keys until the end, and each batch is one transaction.
+pub async fn rotate_master(
+    cfg: &crate::config::Config,
+    path: &Path,
+    new_id: Option<String>,
+    batch: usize,
+    max_batches: Option<u64>,
+) -> anyhow::Result<()> {
+    if cfg.keys.master_key.is_some() {
+        bail!("the keys come from the environment (REACHLINE_KEYS__MASTER_KEY): rotation works on a key file");
+    }
+    let mut kf = KeyFile::read(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let url = cfg.database.url.as_str();
+    if kf.previous_master_keys.is_empty() {
+        // Check the keys open this database before changing anything.
+        reachline_store::open_all(url, kf.keyring()?)
+            .await
+            .with_context(|| format!("opening database {}", cfg.database.url.redacted()))?;
+        let id = new_id.unwrap_or_else(|| format!("k-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")));
+        let old = kf.key_id.clone();
+        kf.begin_rotation(&id)?;
+        kf.replace(path)?;
+        eprintln!(
+            "rotation started: new master key {id:?} written to {}; {old:?} kept until every data key is re-wrapped",
+            path.display()
+        );
+    } else if new_id.is_some() {
+        bail!(
+            "a rotation to {:?} is in progress: run without --new-key-id to resume it",
+            kf.key_id
+        );
+    } else {
+        eprintln!("resuming the rotation to {:?}", kf.key_id);
+    }
+    let stores = reachline_store::open_all(url, kf.keyring()?)
+        .await
+        .with_context(|| format!("opening database {}", cfg.database.url.redacted()))?;
+    let counts = stores.privacy.wrapped_key_counts().await?;
+    let left: u64 = counts.iter().filter(|(id, _)| *id != kf.key_id).map(|(_, n)| n).sum();
+    let bar = indicatif::ProgressBar::new(left).with_style(
+        indicatif::ProgressStyle::with_template("re-wrapping data keys {bar:40} {pos}/{len} ({per_sec}, {eta} left)")
+            .expect("valid template"),
+    );
+    let mut batches = 0u64;
+    loop {
+        if max_batches.is_some_and(|m| batches >= m) {
+            bar.abandon();
+            println!("stopped after {batches} batch(es); run `reachline keys rotate-master` again to resume");
+            return Ok(());
+        }
+        let n = stores.privacy.rewrap_batch(batch).await?;
+        if n == 0 {
+            break;
+        }
+        bar.inc(n);
+        batches += 1;
+    }
+    bar.finish();
+    let counts = stores.privacy.wrapped_key_counts().await?;
+    if let Some((id, n)) = counts.iter().find(|(id, _)| *id != kf.key_id) {
+        bail!("{n} data key(s) are still under {id:?} (another process wrapping with an old key file?); run again");
+    }
+    for p in &kf.previous_master_keys {
+        stores.privacy.retire_master_check(&p.key_id).await?;
+    }
+    let retired: Vec<String> = kf.previous_master_keys.drain(..).map(|p| p.key_id).collect();
+    kf.replace(path)?;
+    println!(
+        "rotation finished: every data key is wrapped under {:?}; {:?} removed from {}",
+        kf.key_id,
+        retired,
+        path.display()
+    );
+    println!(
+        "backups written before the rotation need the old master key: take a new backup (`reachline backup`) \
+         and retire the old ones, or keep them with the old key file, apart"
+    );
+    Ok(())
 }
 
 /// A signer from a base64 seed and the log's origin.

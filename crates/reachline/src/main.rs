@@ -14,6 +14,7 @@ mod import;
 mod intel_cmd;
 mod keys;
 mod ledger;
+mod privacy_cmd;
 mod run;
 mod serve;
 mod show;
@@ -141,11 +142,17 @@ enum Command {
         #[command(subcommand)]
         command: serve::TokenCommand,
     },
-    /// A borrower's data: `export` writes everything held about them (their right of access).
+    /// A borrower's data: `export` writes everything held about them (their right of access);
+    /// `erase` destroys it (their right to deletion).
     Borrower {
         #[command(subcommand)]
         command: borrower_cmd::BorrowerCommand,
     },
+    /// Write a copy of the database into [backup] dir (erasure reaches the SQLite ones there).
+    Backup(privacy_cmd::BackupArgs),
+    /// The retention job: what each rule of [retention] reaches now (a dry run), or, with
+    /// --apply, erase and delete it.
+    Retention(privacy_cmd::RetentionArgs),
     /// Dashboard operators: add (or reset a password).
     Operator {
         #[command(subcommand)]
@@ -184,6 +191,25 @@ enum KeysCommand {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Rotate the master key: a new one in the key file, every borrower's data key re-wrapped
+    /// under it (no data is re-encrypted), the old one removed at the end. Resumable: run it
+    /// again after an interruption. Stop the nodes using the key file first.
+    RotateMaster {
+        /// Default: keys.file from the configuration (./reachline.keys).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Name of the new master key (default: k-<UTC time>).
+        #[arg(long)]
+        new_key_id: Option<String>,
+        /// Data keys re-wrapped per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Stop after this many batches (rotate in slices; run again to go on).
+        #[arg(long)]
+        batches: Option<u64>,
+    },
+    /// The master keys the database's data keys are wrapped under, with counts.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -369,6 +395,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys {
+            command:
+                KeysCommand::RotateMaster {
+                    file,
+                    new_key_id,
+                    batch,
+                    batches,
+                },
+        } => {
+            let path = file.unwrap_or_else(|| cfg.keys.file.clone());
+            anyhow::ensure!(batch > 0, "--batch must be at least 1");
+            keys::rotate_master(&cfg, &path, new_key_id, batch, batches).await
+        }
+        Command::Keys {
+            command: KeysCommand::Status,
+        } => {
+            let ring = cfg.keyring()?;
+            let stores = reachline_store::open_all(cfg.database.url.as_str(), ring.clone()).await?;
+            println!("current master key: {:?}", ring.key_id());
+            if !ring.previous_key_ids().is_empty() {
+                println!("rotation in progress; retiring: {:?}", ring.previous_key_ids());
+            }
+            for (id, n) in stores.privacy.wrapped_key_counts().await? {
+                println!("data keys under {id:?}: {n}");
+            }
+            Ok(())
+        }
+        Command::Keys {
             command: KeysCommand::AddLedgerKey { file },
         } => {
             let path = file.unwrap_or_else(|| cfg.keys.file.clone());
@@ -432,6 +485,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { command } => serve::token(&cfg, command).await,
         Command::Operator { command } => serve::operator(&cfg, command).await,
         Command::Borrower { command } => borrower_cmd::run(&cfg, command).await,
+        Command::Backup(args) => privacy_cmd::backup(&cfg, args).await,
+        Command::Retention(args) => privacy_cmd::retention(&cfg, args).await,
         Command::Demo { .. } | Command::GenBook { .. } | Command::SandboxSmsc(_) => {
             unreachable!("handled before configuration is loaded")
         }

@@ -161,6 +161,7 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Ok(signer) = cfg.ledger_signer() {
         server.set_ledger_key(signer.verifier());
     }
+    let _ = server.privacy.set(cfg.privacy());
     if let Some(intel) = engine.intel() {
         let _ = server.intel.set(intel.clone());
     }

@@ -238,7 +238,8 @@ impl EngineStore for PgStore {
             "SELECT b.id, b.locale, b.time_zone, b.jurisdiction, b.external_id, COALESCE(w.seq, 0) AS wake_seq, \
              p.channels, p.quiet_start, p.quiet_end \
              FROM borrowers b LEFT JOIN engine_wake w ON w.borrower_id = b.id \
-             LEFT JOIN borrower_preferences p ON p.borrower_id = b.id WHERE b.id = ANY($1) ORDER BY b.id",
+             LEFT JOIN borrower_preferences p ON p.borrower_id = b.id WHERE b.id = ANY($1) \
+             AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.borrower_id = b.id) ORDER BY b.id",
         )
         .bind(&set)
         .fetch_all(&mut *c)

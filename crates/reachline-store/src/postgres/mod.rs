@@ -21,6 +21,7 @@ use crate::{
 
 pub mod engine;
 pub mod ledger;
+pub mod privacy;
 pub mod selfservice;
 pub mod server;
 

@@ -1075,7 +1075,8 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
             "SELECT b.id, b.locale, b.time_zone, b.jurisdiction, b.external_id, COALESCE(w.seq, 0), \
              p.channels, p.quiet_start, p.quiet_end FROM borrowers b \
              LEFT JOIN engine_wake w ON w.borrower_id = b.id LEFT JOIN borrower_preferences p ON p.borrower_id = b.id \
-             WHERE b.id IN (SELECT value FROM json_each(?1)) ORDER BY b.id",
+             WHERE b.id IN (SELECT value FROM json_each(?1)) \
+             AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.borrower_id = b.id) ORDER BY b.id",
         )?;
         let rows = stmt
             .query_map([&set], |r| {

@@ -25,6 +25,7 @@ use crate::{
 
 pub mod engine;
 pub mod ledger;
+pub mod privacy;
 pub mod selfservice;
 pub mod server;
 
@@ -42,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_selfservice.sql"),
     include_str!("../../migrations/sqlite/0010_preferences.sql"),
     include_str!("../../migrations/sqlite/0011_verification_receipts.sql"),
+    include_str!("../../migrations/sqlite/0012_privacy.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.
@@ -71,6 +73,10 @@ fn connect(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "busy_timeout", 10_000)?;
     conn.pragma_update(None, "cache_size", -65_536)?;
+    // Deleted and replaced content (a freed page, a shorter value written over a longer one) is
+    // overwritten with zeros, so no copy of a destroyed key or a blanked ciphertext lingers in
+    // the file's free space after an erasure.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
 }
 

@@ -124,6 +124,22 @@ impl Harness {
         }
     }
 
+    /// Another handle on this harness's database, as erasure and retention see it.
+    pub async fn privacy(&self) -> std::sync::Arc<dyn reachline_store::privacy::PrivacyStore> {
+        match &self.kind {
+            Kind::Sqlite { dir } => std::sync::Arc::new(
+                SqliteStore::open(dir.path().join("t.db"), self.keys.clone())
+                    .await
+                    .unwrap(),
+            ),
+            Kind::Postgres { admin_url, db } => std::sync::Arc::new(
+                PgStore::connect(&postgres::url_with_database(admin_url, db), self.keys.clone())
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
     /// Runs one SQL statement straight on the database, with optional blob and integer
     /// parameters (`?1`/`$1` for the blob, `?2`/`$2` for the integer): how the tamper tests edit
     /// what the store wrote.

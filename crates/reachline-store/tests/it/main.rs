@@ -4,6 +4,7 @@
 mod engine;
 mod helpers;
 mod ledger;
+mod privacy;
 mod selfservice;
 mod server;
 mod stories;
@@ -32,6 +33,7 @@ macro_rules! on_both {
 
 use engine::*;
 use ledger::*;
+use privacy::*;
 use selfservice::*;
 use server::*;
 use stories::*;
@@ -64,4 +66,6 @@ on_both!(
     plan_requests_keep_the_borrowers_words_sealed,
     preferences_are_kept_and_reach_the_engine_view,
     verification_receipts_are_evidence_not_strays,
+    erasure_shreds_everything_that_could_reach_the_borrower,
+    retention_purges_past_the_maximum_and_keeps_standing_consent,
 );

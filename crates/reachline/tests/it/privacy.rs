@@ -85,3 +85,187 @@ fn trace_logs_of_a_run_hold_no_number_email_name_or_id() {
         &leaked[..leaked.len().min(3)]
     );
 }
+
+/// Byte strings of the borrower `who` that would decrypt to, or find, their personal data: the
+/// wrapped data key, the sealed commitment key, every ciphertext and blind index.
+fn secrets_of(db: &std::path::Path, who: &str) -> Vec<Vec<u8>> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let id: i64 = c
+        .query_row("SELECT id FROM borrowers WHERE external_id = ?1", [who], |r| r.get(0))
+        .unwrap();
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT wrapped_key FROM borrower_keys WHERE borrower_id = ?1",
+        "SELECT sealed_key FROM ledger_commitment_keys WHERE borrower_id = ?1",
+        "SELECT name_enc FROM borrowers WHERE id = ?1",
+        "SELECT national_id_enc FROM borrowers WHERE id = ?1",
+        "SELECT national_id_bidx FROM borrowers WHERE id = ?1",
+        "SELECT address_enc FROM contact_points WHERE borrower_id = ?1",
+        "SELECT address_bidx FROM contact_points WHERE borrower_id = ?1",
+        "SELECT holder_name_enc FROM contact_points WHERE borrower_id = ?1",
+    ] {
+        let mut stmt = c.prepare(sql).unwrap();
+        let blobs = stmt
+            .query_map([id], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .unwrap()
+            .filter_map(|b| b.unwrap())
+            .filter(|b| !b.is_empty());
+        out.extend(blobs);
+    }
+    out
+}
+
+/// Marks every installment of `who`'s loans paid in the CSV book.
+fn pay_all(book: &std::path::Path, who: &str) {
+    let loans: Vec<String> = std::fs::read_to_string(book.join("loans.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| l.split(',').nth(1) == Some(who))
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    assert!(!loans.is_empty());
+    let file = book.join("installments.csv");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut f: Vec<String> = line.split(',').map(str::to_string).collect();
+        if i > 0 && loans.contains(&f[0]) {
+            f[4] = f[3].clone();
+            if f[5].is_empty() {
+                f[5] = "2026-11-01T00:00:00Z".into();
+            }
+        }
+        out.push_str(&f.join(","));
+        out.push('\n');
+    }
+    std::fs::write(file, out).unwrap();
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn erasure_leaves_nothing_that_decrypts_in_the_database_or_its_backups() {
+    let s = Scratch::new();
+    let book = s.gen("book", 20, 0, "csv");
+    s.ok(&["import", book.to_str().unwrap()]);
+    let who = "B00000003";
+    s.ok(&[
+        "ledger",
+        "stress",
+        "--leaves",
+        "6",
+        "--writers",
+        "1",
+        "--borrower",
+        who,
+        "--notice",
+        "900001",
+    ]);
+    let secrets = secrets_of(&s.db(), who);
+    assert!(secrets.len() >= 6, "{} secrets", secrets.len());
+    // The borrower's own values in clear (name, ID number, numbers), from the book.
+    let mine: Vec<String> = personal_values(&book)
+        .into_iter()
+        .filter(|v| {
+            let rows = std::fs::read_to_string(book.join("borrowers.csv")).unwrap()
+                + &std::fs::read_to_string(book.join("contacts.csv")).unwrap();
+            rows.lines()
+                .filter(|l| l.starts_with(who))
+                .any(|l| l.contains(v.as_str()))
+        })
+        .collect();
+    assert!(mine.len() >= 3, "{mine:?}");
+    s.ok(&["backup"]);
+
+    // Unpaid installments: refused, and nothing changed.
+    let out = s.run(&["borrower", "erase", who, "--reason", "borrower request case 42"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unpaid installment"), "{}", stderr(&out));
+    assert_eq!(secrets_of(&s.db(), who), secrets);
+
+    pay_all(&book, who);
+    s.ok(&["import", book.to_str().unwrap()]);
+    let out: serde_json::Value = serde_json::from_str(&s.ok(&[
+        "borrower",
+        "erase",
+        who,
+        "--reason",
+        "borrower request case 42",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(out["state"], "erased", "{out}");
+    assert_eq!(out["ledger_index"], 6, "the erasure is the leaf after the six");
+    assert_eq!(out["backups_shredded"], 1, "{out}");
+    assert!(out["shredded"]["contact_points"].as_u64().unwrap() >= 2, "{out}");
+
+    // Nothing that decrypts to (or finds) the borrower's data, nor the data itself, in the
+    // database file, its WAL, or the backup written before the erasure.
+    let files: Vec<_> = files_under(s.dir.path())
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with("test.db") || name.ends_with(".db")
+        })
+        .collect();
+    assert!(files.len() >= 2, "{files:?}");
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        for (k, secret) in secrets.iter().enumerate() {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "secret {k} ({} bytes) is still in {}",
+                secret.len(),
+                f.display()
+            );
+        }
+        for v in &mine {
+            assert!(
+                !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
+                "a personal value is in {} in clear",
+                f.display()
+            );
+        }
+    }
+
+    // The ledger still verifies; its leaves can no longer be tied to a number.
+    s.ok(&["ledger", "audit"]);
+    s.ok(&["ledger", "bundle", "900001", "--out", "plain.proof"]);
+    let out = s.run(&["ledger", "bundle", "900001", "--out", "x.proof", "--reveal-address"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("destroyed"), "{}", stderr(&out));
+
+    // Asking again completes nothing new; export and re-import are refused, naming why.
+    let again = s.ok(&["borrower", "erase", who, "--reason", "borrower request case 42"]);
+    assert!(again.contains("was erased"), "{again}");
+    let out = s.run(&["borrower", "export", who, "--reason", "borrower request case 42"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("erased"), "{}", stderr(&out));
+    let out = s.run(&["import", book.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("borrower {who} was erased")),
+        "{}",
+        stderr(&out)
+    );
+    // Others are untouched.
+    s.ok(&[
+        "borrower",
+        "export",
+        "B00000004",
+        "--reason",
+        "borrower request case 43",
+    ]);
+}
