@@ -653,6 +653,10 @@ struct Cue {
     re: Regex,
 }
 
+/// The most digits a stated number can have: 15 (E.164), after a `00` prefix 17; the phone
+/// parser refuses more.
+const MAX_NUMBER_DIGITS: usize = 17;
+
 /// The classifier: the compiled cue table and a phone parser. Build once, share.
 pub struct ReplyClassifier {
     parser: PhoneParser,
@@ -806,8 +810,10 @@ impl ReplyClassifier {
                 .split([' ', '-', '.', '(', ')'])
                 .filter(|p| !p.is_empty() && p.bytes().any(|b| b.is_ascii_digit()))
                 .collect();
-            // Longest windows first, leftmost first among equals.
-            for len in (1..=pieces.len()).rev() {
+            // Longest windows first, leftmost first among equals. Each piece holds a digit, and a
+            // window of more digits than a number can have never parses: only windows of at most
+            // that many pieces are tried, so a long run of digits costs linear time, not cubic.
+            for len in (1..=pieces.len().min(MAX_NUMBER_DIGITS)).rev() {
                 for start in 0..=pieces.len() - len {
                     let window = &pieces[start..start + len];
                     if let Some(n) = self.parse_candidate(window) {
