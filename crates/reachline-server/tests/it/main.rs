@@ -256,6 +256,8 @@ fn probe(method: &str, template: &str) -> (String, Option<Value>) {
             json!({"reason": "probe"})
         }
         "/v1/plan-requests/{request_id}/decide" => json!({"state": "declined", "reason": "probe"}),
+        // B1 owes: an allowed erasure is refused (409), and the fixture survives the probe.
+        "/v1/borrowers/{external_id}/erasure" => json!({"reason": "probe request"}),
         "/v1/borrowers/{external_id}/contacts" => {
             json!({"slot": "backup1", "kind": "mobile", "role": "backup", "value": "13700002222"})
         }
@@ -1036,4 +1038,56 @@ async fn a_borrowers_export_needs_the_clear_read_permission_and_a_reason_and_is_
         )
         .await;
     assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_is_admin_only_waits_for_the_debt_and_leaves_the_borrower_gone() {
+    let h = Harness::start().await;
+    let path = "/v1/borrowers/B1/erasure";
+    let ask = json!({"reason": "borrower request ER-3"});
+    for role in [Role::Operator, Role::Auditor, Role::Integration] {
+        let (s, e) = h.call(role, "POST", path, Some(ask.clone())).await;
+        assert_eq!(s, 403, "{role:?}: {e}");
+    }
+    let (s, e) = h
+        .call(Role::Admin, "POST", path, Some(json!({"reason": "call 13812345678"})))
+        .await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("reason")), "{e}");
+    let (s, e) = h.call(Role::Admin, "POST", path, Some(ask.clone())).await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("not_erasable")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("2 unpaid installment"), "{e}");
+    for seq in [1, 2] {
+        let (s, e) = h
+            .call(
+                Role::Integration,
+                "POST",
+                "/v1/payments",
+                Some(json!({"loan_id": "L1", "seq": seq, "amount_minor": 100000})),
+            )
+            .await;
+        assert_eq!(s, 204, "{e}");
+    }
+    let (s, out) = h.call(Role::Admin, "POST", path, Some(ask.clone())).await;
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(out["state"], "erased");
+    assert!(out["ledger_index"].is_u64(), "the erasure is a ledger leaf: {out}");
+    assert_eq!(out["shredded"]["contact_points"], 1, "{out}");
+    // The borrower's data is gone from every read; the erasure itself is on record.
+    let (s, e) = h.call(Role::Admin, "GET", "/v1/borrowers/B1", None).await;
+    assert_eq!((s, e["code"].as_str()), (410, Some("erased")), "{e}");
+    let (s, e) = h
+        .call(
+            Role::Admin,
+            "GET",
+            "/v1/borrowers/B1/export?reason=access%20request",
+            None,
+        )
+        .await;
+    assert_eq!(s, 410, "{e}");
+    let (s, again) = h.call(Role::Admin, "POST", path, Some(ask)).await;
+    assert_eq!((s, again["state"].as_str()), (200, Some("already_erased")), "{again}");
+    assert_eq!(again["ledger_index"], out["ledger_index"]);
+    let (s, log) = h.call(Role::Auditor, "GET", "/v1/access-log", None).await;
+    assert_eq!(s, 200, "{log}");
+    assert!(log.to_string().contains("borrower.erase"), "{log}");
 }

@@ -32,7 +32,7 @@ async fn contacted(h: &Harness) -> (BorrowerId, chrono::DateTime<Utc>) {
         .await
         .unwrap()
         .into_iter()
-        .find(|c| c.slot == "mobile")
+        .find(|c| c.point.slot.as_str() == "mobile")
         .unwrap()
         .id;
     let at = Utc.with_ymd_and_hms(2026, 3, 2, 2, 0, 0).unwrap();
@@ -101,7 +101,7 @@ pub async fn erasure_shreds_everything_that_could_reach_the_borrower(h: &Harness
         Some(at + Duration::days(730))
     );
     assert_eq!(p.wrapped_key_counts().await.unwrap(), vec![("test".to_string(), 1)]);
-    let number = PhoneNumber::parse("13812345678", "CN").unwrap();
+    let number = PhoneNumber::parse("13812345678").unwrap();
     assert_eq!(h.store.contacts_by_phone(&number).await.unwrap().len(), 1);
     assert!(holds(&h.raw_dump().await, RAW), "the raw receipt is kept until erasure");
 

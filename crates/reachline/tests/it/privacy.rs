@@ -269,3 +269,73 @@ fn erasure_leaves_nothing_that_decrypts_in_the_database_or_its_backups() {
         "borrower request case 43",
     ]);
 }
+
+#[test]
+fn master_key_rotation_stops_halfway_resumes_and_refuses_the_wrong_keys() {
+    let s = Scratch::new();
+    let book = s.gen("book", 30, 0, "csv");
+    s.ok(&["import", book.to_str().unwrap()]);
+    let before = s.ok(&["borrower", "export", "B00000007", "--reason", "borrower request case 7"]);
+    let status = s.ok(&["keys", "status"]);
+    assert!(status.contains(": 30"), "{status}");
+
+    // Stopped after one batch of 10: the key file holds both keys, the data is readable.
+    let out = s.ok(&[
+        "keys",
+        "rotate-master",
+        "--new-key-id",
+        "k2",
+        "--batch",
+        "10",
+        "--batches",
+        "1",
+    ]);
+    assert!(out.contains("stopped after 1 batch"), "{out}");
+    let file = std::fs::read_to_string(s.keys()).unwrap();
+    assert!(
+        file.contains("key_id = \"k2\"") && file.contains("previous_master_keys"),
+        "{file}"
+    );
+    let status = s.ok(&["keys", "status"]);
+    assert!(status.contains("\"k2\": 10") && status.contains(": 20"), "{status}");
+    let during = s.ok(&["borrower", "export", "B00000007", "--reason", "borrower request case 7"]);
+    let (a, b): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&before).unwrap(),
+        serde_json::from_str(&during).unwrap(),
+    );
+    assert_eq!(a["borrower"], b["borrower"], "the name and ID number still open");
+    assert_eq!(a["contacts"], b["contacts"], "the numbers still open");
+    // A new rotation cannot start over the one in progress.
+    let out = s.run(&["keys", "rotate-master", "--new-key-id", "k3"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("in progress"), "{}", stderr(&out));
+
+    // Resumed: the rest is re-wrapped and the old key leaves the file.
+    let out = s.ok(&["keys", "rotate-master", "--batch", "10"]);
+    assert!(out.contains("rotation finished"), "{out}");
+    let file = std::fs::read_to_string(s.keys()).unwrap();
+    assert!(!file.contains("previous_master_keys"), "{file}");
+    let status = s.ok(&["keys", "status"]);
+    assert!(status.contains("\"k2\": 30"), "{status}");
+    s.ok(&["borrower", "export", "B00000007", "--reason", "borrower request case 7"]);
+
+    // The key file from before the rotation, or another one, is refused before anything is
+    // written: the error says which key, and the database file does not change.
+    let other = s.path("other.keys");
+    s.ok(&["keys", "init", "--out", other.to_str().unwrap(), "--key-id", "k2"]);
+    let db_before = std::fs::read(s.db()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reachline"))
+        .args(["import", book.to_str().unwrap()])
+        .current_dir(s.dir.path())
+        .env("REACHLINE_KEYS__FILE", &other)
+        .env("REACHLINE_DATABASE__URL", s.db_url())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("\"k2\"") && stderr(&out).contains("wrong key file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(s.db()).unwrap(), db_before);
+}
