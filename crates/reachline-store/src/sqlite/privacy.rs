@@ -475,7 +475,7 @@ impl PrivacyStore for SqliteStore {
     }
 
     async fn check_keys(&self) -> Result<()> {
-        self.with(|c, keys| check_keys(c, keys)).await
+        self.with(check_keys).await
     }
 
     async fn wrapped_key_counts(&self) -> Result<Vec<(String, u64)>> {
