@@ -313,6 +313,20 @@ pub async fn open_all(url: &str, keys: Keyring) -> Result<Stores> {
     Ok(stores)
 }
 
+/// Opens the database as [`open_all`] does, checking only the master keys: for a blind-index
+/// key rotation, during which the indexes are between two keys (every other opening refuses).
+pub async fn open_all_for_key_rotation(url: &str, keys: Keyring) -> Result<Stores> {
+    let stores = if let Some(path) = url.strip_prefix("sqlite://") {
+        Stores::of(sqlite::SqliteStore::open(path, keys).await?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Stores::of(postgres::PgStore::connect(url, keys).await?)
+    } else {
+        return Err(bad_url(url));
+    };
+    stores.privacy.check_master_keys().await?;
+    Ok(stores)
+}
+
 /// Opens the engine's tables in the database a URL names (as [`open_all`]).
 pub async fn open_engine(url: &str, keys: Keyring) -> Result<std::sync::Arc<dyn engine::EngineStore>> {
     Ok(open_all(url, keys).await?.engine)

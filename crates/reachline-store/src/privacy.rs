@@ -218,6 +218,25 @@ pub trait PrivacyStore: Send + Sync {
     /// anything else.
     async fn check_keys(&self) -> Result<()>;
 
+    /// Checks only the master keys (as [`PrivacyStore::check_keys`]): what a blind-index
+    /// rotation needs, since the indexes are mid-way between two keys.
+    async fn check_master_keys(&self) -> Result<()>;
+
+    /// Starts (or finds started) a blind-index rotation to the keyring's blind-index key, from
+    /// the key whose check value is `old_check` (refused if the indexes were made with another).
+    /// Until it finishes, [`PrivacyStore::check_keys`] refuses every other use of the database.
+    async fn begin_blind_rotation(&self, old_check: [u8; 32]) -> Result<()>;
+
+    /// Re-indexes the next `limit` borrowers (their numbers, email addresses, ID number and the
+    /// new addresses of their changes) under the keyring's blind-index key, in one transaction
+    /// with the rotation's cursor. Returns how many it did (0: all done) and how many are left.
+    async fn reindex_batch(&self, limit: usize) -> Result<(u64, u64)>;
+
+    /// Ends the rotation: the blind-index key check becomes the new key's. The disconnection
+    /// registry (numbers kept only as their index, so not re-indexable) is emptied; returns how
+    /// many records it held, to be loaded again from the registry's file.
+    async fn finish_blind_rotation(&self) -> Result<u64>;
+
     /// Data keys per master key id (live ones: not shredded).
     async fn wrapped_key_counts(&self) -> Result<Vec<(String, u64)>>;
 
@@ -400,6 +419,24 @@ pub(crate) fn wrong_master(key_id: &str) -> String {
         "the master key named {key_id:?} in the keys given is not the one this database's data keys \
          were wrapped with (its key check does not open): wrong key file? nothing was written"
     )
+}
+
+pub(crate) const ROTATING_BLIND: &str = "a blind-index key rotation is in progress: finish it with \
+     `reachline keys rotate-blind-index` (lookups by number would miss the borrowers not re-indexed yet); \
+     nothing was written";
+
+/// The cursor row of a blind-index rotation in `key_checks`: the last borrower id re-indexed.
+pub(crate) const BLIND_ROTATION: &str = "blind_rotation";
+
+/// A change's new address from its canonical text (E.164 or an email address).
+pub(crate) fn change_address(text: &str) -> Result<reachline_domain::ContactAddress> {
+    use reachline_domain::{ContactAddress, ContactKind};
+    let kind = if text.contains('@') {
+        ContactKind::Email
+    } else {
+        ContactKind::Mobile
+    };
+    ContactAddress::from_canonical(kind, text, None).map_err(|e| crate::StoreError::Corrupt(e.to_string()))
 }
 
 pub(crate) const WRONG_BLIND: &str = "the blind-index key given is not the one this database's \

@@ -28,6 +28,10 @@ pub struct KeyFile {
     /// they still open the data keys not yet re-wrapped. Gone once the rotation finishes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_master_keys: Vec<PreviousMaster>,
+    /// The blind-index key a rotation in progress (`reachline keys rotate-blind-index`) is
+    /// moving away from. Gone once it finishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_blind_index_key: Option<String>,
 }
 
 /// A retired master key, kept until every data key is re-wrapped under the current one.
@@ -51,6 +55,7 @@ impl KeyFile {
             blind_index_key: Secret32::random().to_base64(),
             ledger_signing_key: Some(Secret32::random().to_base64()),
             previous_master_keys: Vec::new(),
+            previous_blind_index_key: None,
         }
     }
 
@@ -271,6 +276,82 @@ pub async fn rotate_master(
         "backups written before the rotation need the old master key: take a new backup (`reachline backup`) \
          and retire the old ones, or keep them with the old key file, apart"
     );
+    Ok(())
+}
+
+/// `reachline keys rotate-blind-index`: a new blind-index key in the key file (the old one kept
+/// until the end), every borrower's numbers, email addresses and ID number re-indexed under it
+/// in batches with a progress bar (decrypted with their data key, never written in clear), then
+/// the old key removed. Until it finishes every other command refuses the database, since
+/// lookups would miss borrowers not re-indexed yet; interrupted, it resumes when run again.
+pub async fn rotate_blind(
+    cfg: &crate::config::Config,
+    path: &Path,
+    batch: usize,
+    max_batches: Option<u64>,
+) -> anyhow::Result<()> {
+    if cfg.keys.master_key.is_some() {
+        bail!("the keys come from the environment (REACHLINE_KEYS__MASTER_KEY): rotation works on a key file");
+    }
+    let mut kf = KeyFile::read(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let url = cfg.database.url.as_str();
+    if kf.previous_blind_index_key.is_none() {
+        reachline_store::open_all(url, kf.keyring()?)
+            .await
+            .with_context(|| format!("opening database {}", cfg.database.url.redacted()))?;
+        let old = std::mem::replace(&mut kf.blind_index_key, Secret32::random().to_base64());
+        kf.previous_blind_index_key = Some(old);
+        kf.replace(path)?;
+        eprintln!(
+            "blind-index rotation started: a new key is in {}, the old one kept until the end",
+            path.display()
+        );
+    } else {
+        eprintln!("resuming the blind-index rotation");
+    }
+    let old = Secret32::from_base64(
+        kf.previous_blind_index_key.as_deref().unwrap_or_default(),
+        "previous_blind_index_key",
+    )?;
+    let master = Secret32::from_base64(&kf.master_key, "master_key")?;
+    let old_check = Keyring::new(&kf.key_id, &master, &old).blind_check();
+    let stores = reachline_store::open_all_for_key_rotation(url, kf.keyring()?)
+        .await
+        .with_context(|| format!("opening database {}", cfg.database.url.redacted()))?;
+    stores.privacy.begin_blind_rotation(old_check).await?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("re-indexing borrowers {bar:40} {pos}/{len} ({per_sec}, {eta} left)")
+            .expect("valid template"),
+    );
+    let mut batches = 0u64;
+    loop {
+        if max_batches.is_some_and(|m| batches >= m) {
+            bar.abandon();
+            println!("stopped after {batches} batch(es); run `reachline keys rotate-blind-index` again to resume");
+            return Ok(());
+        }
+        let (n, left) = stores.privacy.reindex_batch(batch).await?;
+        if n == 0 {
+            break;
+        }
+        bar.set_length(bar.position() + n + left);
+        bar.inc(n);
+        batches += 1;
+    }
+    bar.finish();
+    let registry = stores.privacy.finish_blind_rotation().await?;
+    kf.previous_blind_index_key = None;
+    kf.replace(path)?;
+    println!(
+        "blind-index rotation finished: every borrower is indexed under the new key; the old key is removed from {}",
+        path.display()
+    );
+    if registry > 0 {
+        println!(
+            "the disconnection registry ({registry} records, kept only as indexes under the old key) was emptied: \
+             load it again (`reachline intel load-disconnects FILE`)"
+        );
+    }
     Ok(())
 }
 

@@ -208,6 +208,20 @@ enum KeysCommand {
         #[arg(long)]
         batches: Option<u64>,
     },
+    /// Rotate the blind-index key: a new one in the key file, every borrower's numbers, email
+    /// addresses and ID number re-indexed under it, the old one removed at the end. Resumable;
+    /// other commands refuse the database until it finishes. Stop the nodes first.
+    RotateBlindIndex {
+        /// Default: keys.file from the configuration (./reachline.keys).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Borrowers re-indexed per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Stop after this many batches (run again to go on).
+        #[arg(long)]
+        batches: Option<u64>,
+    },
     /// The master keys the database's data keys are wrapped under, with counts.
     Status,
 }
@@ -406,6 +420,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let path = file.unwrap_or_else(|| cfg.keys.file.clone());
             anyhow::ensure!(batch > 0, "--batch must be at least 1");
             keys::rotate_master(&cfg, &path, new_key_id, batch, batches).await
+        }
+        Command::Keys {
+            command: KeysCommand::RotateBlindIndex { file, batch, batches },
+        } => {
+            let path = file.unwrap_or_else(|| cfg.keys.file.clone());
+            anyhow::ensure!(batch > 0, "--batch must be at least 1");
+            keys::rotate_blind(&cfg, &path, batch, batches).await
         }
         Command::Keys {
             command: KeysCommand::Status,

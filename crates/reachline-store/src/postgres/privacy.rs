@@ -14,8 +14,8 @@ use sqlx::{Connection, Row};
 use super::PgStore;
 use crate::codec;
 use crate::privacy::{
-    cutoff, line, missing_master, wrong_master, ErasureFacts, ErasureRequest, ErasureRow, PrivacyStore, RetentionLine,
-    RetentionRules, Shredded, PURGES, WRONG_BLIND,
+    change_address, cutoff, line, missing_master, wrong_master, ErasureFacts, ErasureRequest, ErasureRow, PrivacyStore,
+    RetentionLine, RetentionRules, Shredded, BLIND_ROTATION, PURGES, ROTATING_BLIND, WRONG_BLIND,
 };
 use crate::{Result, StoreError};
 
@@ -268,76 +268,147 @@ impl PrivacyStore for PgStore {
     }
 
     async fn check_keys(&self) -> Result<()> {
-        let keys = &self.keys;
-        let mut c = self.pool.acquire().await?;
-        let stored: HashMap<String, Vec<u8>> = sqlx::query_as("SELECT name, value FROM key_checks")
-            .fetch_all(&mut *c)
-            .await?
-            .into_iter()
-            .collect();
-        let live: Vec<(String, i64)> =
-            sqlx::query_as("SELECT key_id, COUNT(*) FROM borrower_keys WHERE wrapped_key IS NOT NULL GROUP BY key_id")
-                .fetch_all(&mut *c)
-                .await?;
-        for (id, n) in &live {
-            if !keys.has_master(id) {
-                return Err(StoreError::Keys(missing_master(id, *n as u64, keys)));
-            }
-            let ok = match stored.get(&format!("master:{id}")) {
-                Some(check) => keys.verify_master_check(id, check) == Some(true),
-                None => {
-                    let w: Vec<u8> = sqlx::query_scalar(
-                        "SELECT wrapped_key FROM borrower_keys WHERE key_id = $1 AND wrapped_key IS NOT NULL LIMIT 1",
-                    )
-                    .bind(id)
-                    .fetch_one(&mut *c)
-                    .await?;
-                    keys.unwrap_key(&w).is_ok()
-                }
-            };
-            if !ok {
-                return Err(StoreError::Keys(wrong_master(id)));
-            }
-        }
-        if let Some(check) = stored.get(&format!("master:{}", keys.key_id())) {
-            if keys.verify_master_check(keys.key_id(), check) != Some(true) {
-                return Err(StoreError::Keys(wrong_master(keys.key_id())));
-            }
-        }
-        match stored.get("blind_index") {
-            Some(v) if v.as_slice() != keys.blind_check().as_slice() => {
-                return Err(StoreError::Keys(WRONG_BLIND.into()))
-            }
-            Some(_) => {}
-            None => {
-                let row = sqlx::query(&format!(
-                    "SELECT {} FROM contact_points WHERE retired_at IS NULL AND length(address_bidx) > 0 LIMIT 1",
-                    super::CONTACT_COLS
-                ))
-                .fetch_optional(&mut *c)
-                .await?;
-                if let Some(row) = row {
-                    let stored = super::contact_row(&row)?;
-                    let sealer = super::data_key_for(&mut c, keys, stored.borrower_id).await?.sealer();
-                    let open = stored.row.open(&sealer)?;
-                    if codec::address_bidx(keys, &open.address).as_slice() != stored.row.address_bidx.as_slice() {
-                        return Err(StoreError::Keys(WRONG_BLIND.into()));
-                    }
-                }
-            }
-        }
-        let mut tx = c.begin().await?;
-        sqlx::query("INSERT INTO key_checks (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(format!("master:{}", keys.key_id()))
-            .bind(keys.master_check())
+        self.check(true).await
+    }
+
+    async fn check_master_keys(&self) -> Result<()> {
+        self.check(false).await
+    }
+
+    async fn begin_blind_rotation(&self, old_check: [u8; 32]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("LOCK TABLE key_checks IN EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO key_checks (name, value) VALUES ('blind_index', $1) ON CONFLICT (name) DO NOTHING")
-            .bind(keys.blind_check().to_vec())
+        let started: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM key_checks WHERE name = $1)")
+            .bind(BLIND_ROTATION)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !started {
+            let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM key_checks WHERE name = 'blind_index'")
+                .fetch_optional(&mut *tx)
+                .await?;
+            if stored.is_some_and(|v| v.as_slice() != old_check.as_slice()) {
+                return Err(StoreError::Keys(WRONG_BLIND.into()));
+            }
+            sqlx::query("INSERT INTO key_checks (name, value) VALUES ($1, $2)")
+                .bind(BLIND_ROTATION)
+                .bind(0i64.to_be_bytes().to_vec())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reindex_batch(&self, limit: usize) -> Result<(u64, u64)> {
+        let keys = &self.keys;
+        let mut tx = self.pool.begin().await?;
+        let cursor = rotation_cursor(&mut tx).await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT b.id FROM borrowers b JOIN borrower_keys k ON k.borrower_id = b.id \
+             WHERE b.id > $1 AND k.wrapped_key IS NOT NULL ORDER BY b.id LIMIT $2",
+        )
+        .bind(cursor)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        for &id in &ids {
+            let sealer = super::data_key_for(&mut tx, keys, BorrowerId(id)).await?.sealer();
+            let row = sqlx::query(
+                "SELECT external_id, name_enc, national_id_scheme, national_id_enc, national_id_bidx, locale, \
+                 time_zone, jurisdiction FROM borrowers WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(nid) = super::borrower_row(&row)?.open(&sealer)?.national_id {
+                sqlx::query("UPDATE borrowers SET national_id_bidx = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(codec::national_id_bidx(keys, &nid).to_vec())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let contacts = sqlx::query(&format!(
+                "SELECT {} FROM contact_points WHERE borrower_id = $1 AND length(address_enc) > 0",
+                super::CONTACT_COLS
+            ))
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &contacts {
+                let stored = super::contact_row(r)?;
+                let open = stored.row.open(&sealer)?;
+                sqlx::query("UPDATE contact_points SET address_bidx = $2 WHERE id = $1")
+                    .bind(stored.id.0)
+                    .bind(codec::address_bidx(keys, &open.address).to_vec())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let changes: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT id, new_address_enc FROM contact_changes WHERE borrower_id = $1 AND length(new_address_enc) > 0",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (change, enc) in changes {
+                let address = change_address(&sealer.open(super::selfservice::NEW_ADDRESS, &enc)?)?;
+                sqlx::query("UPDATE contact_changes SET new_address_bidx = $2 WHERE id = $1")
+                    .bind(change)
+                    .bind(codec::address_bidx(keys, &address).to_vec())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let last = ids.last().copied().unwrap_or(cursor);
+        sqlx::query("UPDATE key_checks SET value = $2 WHERE name = $1")
+            .bind(BLIND_ROTATION)
+            .bind(last.to_be_bytes().to_vec())
+            .execute(&mut *tx)
+            .await?;
+        let left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM borrowers b JOIN borrower_keys k ON k.borrower_id = b.id \
+             WHERE b.id > $1 AND k.wrapped_key IS NOT NULL",
+        )
+        .bind(last)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((ids.len() as u64, left as u64))
+    }
+
+    async fn finish_blind_rotation(&self) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let cursor = rotation_cursor(&mut tx).await?;
+        let left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM borrowers b JOIN borrower_keys k ON k.borrower_id = b.id \
+             WHERE b.id > $1 AND k.wrapped_key IS NOT NULL",
+        )
+        .bind(cursor)
+        .fetch_one(&mut *tx)
+        .await?;
+        if left > 0 {
+            return Err(StoreError::Conflict(format!(
+                "{left} borrower(s) are not re-indexed yet"
+            )));
+        }
+        let registry = sqlx::query("DELETE FROM disconnects")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("UPDATE key_checks SET value = $1 WHERE name = 'blind_index'")
+            .bind(self.keys.blind_check().to_vec())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM key_checks WHERE name = $1")
+            .bind(BLIND_ROTATION)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        sqlx::query("VACUUM borrowers, contact_points, contact_changes")
+            .execute(&self.pool)
+            .await?;
+        Ok(registry)
     }
 
     async fn wrapped_key_counts(&self) -> Result<Vec<(String, u64)>> {
@@ -401,4 +472,101 @@ impl PrivacyStore for PgStore {
             .await?;
         Ok(())
     }
+}
+
+impl PgStore {
+    async fn check(&self, blind: bool) -> Result<()> {
+        let keys = &self.keys;
+        let mut c = self.pool.acquire().await?;
+        let stored: HashMap<String, Vec<u8>> = sqlx::query_as("SELECT name, value FROM key_checks")
+            .fetch_all(&mut *c)
+            .await?
+            .into_iter()
+            .collect();
+        let live: Vec<(String, i64)> =
+            sqlx::query_as("SELECT key_id, COUNT(*) FROM borrower_keys WHERE wrapped_key IS NOT NULL GROUP BY key_id")
+                .fetch_all(&mut *c)
+                .await?;
+        for (id, n) in &live {
+            if !keys.has_master(id) {
+                return Err(StoreError::Keys(missing_master(id, *n as u64, keys)));
+            }
+            let ok = match stored.get(&format!("master:{id}")) {
+                Some(check) => keys.verify_master_check(id, check) == Some(true),
+                None => {
+                    let w: Vec<u8> = sqlx::query_scalar(
+                        "SELECT wrapped_key FROM borrower_keys WHERE key_id = $1 AND wrapped_key IS NOT NULL LIMIT 1",
+                    )
+                    .bind(id)
+                    .fetch_one(&mut *c)
+                    .await?;
+                    keys.unwrap_key(&w).is_ok()
+                }
+            };
+            if !ok {
+                return Err(StoreError::Keys(wrong_master(id)));
+            }
+        }
+        if let Some(check) = stored.get(&format!("master:{}", keys.key_id())) {
+            if keys.verify_master_check(keys.key_id(), check) != Some(true) {
+                return Err(StoreError::Keys(wrong_master(keys.key_id())));
+            }
+        }
+        if stored.contains_key(BLIND_ROTATION) {
+            if blind {
+                return Err(StoreError::Keys(ROTATING_BLIND.into()));
+            }
+            return Ok(());
+        }
+        if !blind {
+            return Ok(());
+        }
+        match stored.get("blind_index") {
+            Some(v) if v.as_slice() != keys.blind_check().as_slice() => {
+                return Err(StoreError::Keys(WRONG_BLIND.into()))
+            }
+            Some(_) => {}
+            None => {
+                let row = sqlx::query(&format!(
+                    "SELECT {} FROM contact_points WHERE retired_at IS NULL AND length(address_bidx) > 0 LIMIT 1",
+                    super::CONTACT_COLS
+                ))
+                .fetch_optional(&mut *c)
+                .await?;
+                if let Some(row) = row {
+                    let stored = super::contact_row(&row)?;
+                    let sealer = super::data_key_for(&mut c, keys, stored.borrower_id).await?.sealer();
+                    let open = stored.row.open(&sealer)?;
+                    if codec::address_bidx(keys, &open.address).as_slice() != stored.row.address_bidx.as_slice() {
+                        return Err(StoreError::Keys(WRONG_BLIND.into()));
+                    }
+                }
+            }
+        }
+        let mut tx = c.begin().await?;
+        sqlx::query("INSERT INTO key_checks (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(format!("master:{}", keys.key_id()))
+            .bind(keys.master_check())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO key_checks (name, value) VALUES ('blind_index', $1) ON CONFLICT (name) DO NOTHING")
+            .bind(keys.blind_check().to_vec())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn rotation_cursor(tx: &mut sqlx::PgConnection) -> Result<i64> {
+    let v: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM key_checks WHERE name = $1")
+        .bind(BLIND_ROTATION)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let v = v.ok_or_else(|| StoreError::Conflict("no blind-index rotation is in progress".into()))?;
+    let arr: [u8; 8] = v
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("the blind-index rotation's cursor".into()))?;
+    Ok(i64::from_be_bytes(arr))
 }

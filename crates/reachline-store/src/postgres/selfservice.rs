@@ -17,7 +17,7 @@ use crate::selfservice::{
 };
 use crate::{ContactEventKind, Result, StoreError};
 
-const NEW_ADDRESS: &str = "contact_changes.new_address";
+pub(crate) const NEW_ADDRESS: &str = "contact_changes.new_address";
 const PLAN_REASON: &str = "plan_requests.reason";
 
 /// The advisory-lock namespace of opening contact checks (the first key of the two-key form;

@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::SqliteStore;
 use crate::codec::{self, ts_from_micros, ts_micros};
 use crate::privacy::{
-    cutoff, line, missing_master, wrong_master, ErasureFacts, ErasureRequest, ErasureRow, PrivacyStore, RetentionLine,
-    RetentionRules, Shredded, PURGES, WRONG_BLIND,
+    change_address, cutoff, line, missing_master, wrong_master, ErasureFacts, ErasureRequest, ErasureRow, PrivacyStore,
+    RetentionLine, RetentionRules, Shredded, BLIND_ROTATION, PURGES, ROTATING_BLIND, WRONG_BLIND,
 };
 use crate::{Keyring, Result, StoreError};
 
@@ -244,6 +244,10 @@ fn facts(c: &Connection, borrower: i64) -> Result<ErasureFacts> {
 }
 
 fn check_keys(c: &mut Connection, keys: &Keyring) -> Result<()> {
+    check(c, keys, true)
+}
+
+fn check(c: &mut Connection, keys: &Keyring, blind: bool) -> Result<()> {
     let stored: std::collections::HashMap<String, Vec<u8>> = c
         .prepare("SELECT name, value FROM key_checks")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -276,6 +280,15 @@ fn check_keys(c: &mut Connection, keys: &Keyring) -> Result<()> {
         if keys.verify_master_check(keys.key_id(), check) != Some(true) {
             return Err(StoreError::Keys(wrong_master(keys.key_id())));
         }
+    }
+    if stored.contains_key(BLIND_ROTATION) {
+        if blind {
+            return Err(StoreError::Keys(ROTATING_BLIND.into()));
+        }
+        return Ok(());
+    }
+    if !blind {
+        return Ok(());
     }
     match stored.get("blind_index") {
         Some(v) if v.as_slice() != keys.blind_check().as_slice() => return Err(StoreError::Keys(WRONG_BLIND.into())),
@@ -314,8 +327,166 @@ fn check_keys(c: &mut Connection, keys: &Keyring) -> Result<()> {
     Ok(())
 }
 
+fn rotation_cursor(c: &Connection) -> Result<i64> {
+    let v: Option<Vec<u8>> = c
+        .query_row("SELECT value FROM key_checks WHERE name = ?1", [BLIND_ROTATION], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let v = v.ok_or_else(|| StoreError::Conflict("no blind-index rotation is in progress".into()))?;
+    let arr: [u8; 8] = v
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("the blind-index rotation's cursor".into()))?;
+    Ok(i64::from_be_bytes(arr))
+}
+
+/// Re-indexes one borrower's blind indexes under `keys`' blind-index key.
+fn reindex_borrower(c: &Connection, keys: &Keyring, id: i64) -> Result<()> {
+    let sealer = super::sealer_for(c, keys, BorrowerId(id))?;
+    let row = c.query_row(
+        "SELECT external_id, name_enc, national_id_scheme, national_id_enc, national_id_bidx, locale, time_zone, \
+         jurisdiction FROM borrowers WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(codec::BorrowerRow {
+                external_id: r.get(0)?,
+                name_enc: r.get(1)?,
+                national_id_scheme: r.get(2)?,
+                national_id_enc: r.get(3)?,
+                national_id_bidx: r.get(4)?,
+                locale: r.get(5)?,
+                time_zone: r.get(6)?,
+                jurisdiction: r.get(7)?,
+            })
+        },
+    )?;
+    if let Some(nid) = row.open(&sealer)?.national_id {
+        c.execute(
+            "UPDATE borrowers SET national_id_bidx = ?2 WHERE id = ?1",
+            params![id, codec::national_id_bidx(keys, &nid).to_vec()],
+        )?;
+    }
+    let contacts = c
+        .prepare(&format!(
+            "SELECT {} FROM contact_points WHERE borrower_id = ?1 AND length(address_enc) > 0",
+            super::CONTACT_COLS
+        ))?
+        .query_map([id], super::contact_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut upd = c.prepare_cached("UPDATE contact_points SET address_bidx = ?2 WHERE id = ?1")?;
+    for raw in contacts {
+        let open = raw.row.open(&sealer)?;
+        upd.execute(params![raw.id, codec::address_bidx(keys, &open.address).to_vec()])?;
+    }
+    let changes = c
+        .prepare(
+            "SELECT id, new_address_enc FROM contact_changes WHERE borrower_id = ?1 AND length(new_address_enc) > 0",
+        )?
+        .query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (change, enc) in changes {
+        let address = change_address(&sealer.open(super::selfservice::NEW_ADDRESS, &enc)?)?;
+        c.execute(
+            "UPDATE contact_changes SET new_address_bidx = ?2 WHERE id = ?1",
+            params![change, codec::address_bidx(keys, &address).to_vec()],
+        )?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl PrivacyStore for SqliteStore {
+    async fn check_master_keys(&self) -> Result<()> {
+        self.with(|c, keys| check(c, keys, false)).await
+    }
+
+    async fn begin_blind_rotation(&self, old_check: [u8; 32]) -> Result<()> {
+        self.with(move |c, _| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let started: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM key_checks WHERE name = ?1)",
+                [BLIND_ROTATION],
+                |r| r.get(0),
+            )?;
+            if !started {
+                let stored: Option<Vec<u8>> = tx
+                    .query_row("SELECT value FROM key_checks WHERE name = 'blind_index'", [], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if stored.is_some_and(|v| v.as_slice() != old_check.as_slice()) {
+                    return Err(StoreError::Keys(WRONG_BLIND.into()));
+                }
+                tx.execute(
+                    "INSERT INTO key_checks (name, value) VALUES (?1, ?2)",
+                    params![BLIND_ROTATION, 0i64.to_be_bytes().to_vec()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reindex_batch(&self, limit: usize) -> Result<(u64, u64)> {
+        self.with(move |c, keys| {
+            securely(c, false, |tx| {
+                let cursor = rotation_cursor(tx)?;
+                let ids = tx
+                    .prepare(
+                        "SELECT b.id FROM borrowers b JOIN borrower_keys k ON k.borrower_id = b.id \
+                         WHERE b.id > ?1 AND k.wrapped_key IS NOT NULL ORDER BY b.id LIMIT ?2",
+                    )?
+                    .query_map(params![cursor, limit as i64], |r| r.get::<_, i64>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                for &id in &ids {
+                    reindex_borrower(tx, keys, id)?;
+                }
+                let last = ids.last().copied().unwrap_or(cursor);
+                tx.execute(
+                    "UPDATE key_checks SET value = ?2 WHERE name = ?1",
+                    params![BLIND_ROTATION, last.to_be_bytes().to_vec()],
+                )?;
+                let left: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM borrowers b JOIN borrower_keys k ON k.borrower_id = b.id \
+                     WHERE b.id > ?1 AND k.wrapped_key IS NOT NULL",
+                    [last],
+                    |r| r.get(0),
+                )?;
+                Ok((ids.len() as u64, left as u64))
+            })
+        })
+        .await
+    }
+
+    async fn finish_blind_rotation(&self) -> Result<u64> {
+        self.with(|c, keys| {
+            securely(c, false, |tx| {
+                let cursor = rotation_cursor(tx)?;
+                let left: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM borrowers b JOIN borrower_keys k ON k.borrower_id = b.id \
+                     WHERE b.id > ?1 AND k.wrapped_key IS NOT NULL",
+                    [cursor],
+                    |r| r.get(0),
+                )?;
+                if left > 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "{left} borrower(s) are not re-indexed yet"
+                    )));
+                }
+                let registry = tx.execute("DELETE FROM disconnects", [])? as u64;
+                tx.execute(
+                    "UPDATE key_checks SET value = ?1 WHERE name = 'blind_index'",
+                    [keys.blind_check().to_vec()],
+                )?;
+                tx.execute("DELETE FROM key_checks WHERE name = ?1", [BLIND_ROTATION])?;
+                Ok(registry)
+            })
+        })
+        .await
+    }
+
     async fn borrower_id(&self, external: &ExternalId) -> Result<Option<BorrowerId>> {
         let ext = external.as_str().to_string();
         self.read(move |c, _| {

@@ -12,7 +12,7 @@ use crate::selfservice::{
 };
 use crate::{ContactEventKind, Keyring, Result, StoreError};
 
-const NEW_ADDRESS: &str = "contact_changes.new_address";
+pub(crate) const NEW_ADDRESS: &str = "contact_changes.new_address";
 const PLAN_REASON: &str = "plan_requests.reason";
 
 const CHANGE_COLS: &str = "SELECT id, borrower_id, old_contact_id, new_address_enc, source, state, flow, version, \
