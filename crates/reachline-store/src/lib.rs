@@ -302,13 +302,7 @@ impl Stores {
 /// The keys are checked against the database's key check values before anything else is
 /// written (see [`privacy::PrivacyStore::check_keys`]).
 pub async fn open_all(url: &str, keys: Keyring) -> Result<Stores> {
-    let stores = if let Some(path) = url.strip_prefix("sqlite://") {
-        Stores::of(sqlite::SqliteStore::open(path, keys).await?)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Stores::of(postgres::PgStore::connect(url, keys).await?)
-    } else {
-        return Err(bad_url(url));
-    };
+    let stores = open_unchecked(url, keys).await?;
     stores.privacy.check_keys().await?;
     Ok(stores)
 }
@@ -316,15 +310,19 @@ pub async fn open_all(url: &str, keys: Keyring) -> Result<Stores> {
 /// Opens the database as [`open_all`] does, checking only the master keys: for a blind-index
 /// key rotation, during which the indexes are between two keys (every other opening refuses).
 pub async fn open_all_for_key_rotation(url: &str, keys: Keyring) -> Result<Stores> {
-    let stores = if let Some(path) = url.strip_prefix("sqlite://") {
-        Stores::of(sqlite::SqliteStore::open(path, keys).await?)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Stores::of(postgres::PgStore::connect(url, keys).await?)
-    } else {
-        return Err(bad_url(url));
-    };
+    let stores = open_unchecked(url, keys).await?;
     stores.privacy.check_master_keys().await?;
     Ok(stores)
+}
+
+async fn open_unchecked(url: &str, keys: Keyring) -> Result<Stores> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Stores::of(sqlite::SqliteStore::open(path, keys).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Stores::of(postgres::PgStore::connect(url, keys).await?))
+    } else {
+        Err(bad_url(url))
+    }
 }
 
 /// Opens the engine's tables in the database a URL names (as [`open_all`]).

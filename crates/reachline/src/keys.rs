@@ -207,10 +207,7 @@ pub async fn rotate_master(
     batch: usize,
     max_batches: Option<u64>,
 ) -> anyhow::Result<()> {
-    if cfg.keys.master_key.is_some() {
-        bail!("the keys come from the environment (REACHLINE_KEYS__MASTER_KEY): rotation works on a key file");
-    }
-    let mut kf = KeyFile::read(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let mut kf = rotating(cfg, path)?;
     let url = cfg.database.url.as_str();
     if kf.previous_master_keys.is_empty() {
         // Check the keys open this database before changing anything.
@@ -290,10 +287,7 @@ pub async fn rotate_blind(
     batch: usize,
     max_batches: Option<u64>,
 ) -> anyhow::Result<()> {
-    if cfg.keys.master_key.is_some() {
-        bail!("the keys come from the environment (REACHLINE_KEYS__MASTER_KEY): rotation works on a key file");
-    }
-    let mut kf = KeyFile::read(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let mut kf = rotating(cfg, path)?;
     let url = cfg.database.url.as_str();
     if kf.previous_blind_index_key.is_none() {
         reachline_store::open_all(url, kf.keyring()?)
@@ -353,6 +347,15 @@ pub async fn rotate_blind(
         );
     }
     Ok(())
+}
+
+/// The key file a rotation works on (keys given through the environment cannot be rotated
+/// here: their owner holds them).
+fn rotating(cfg: &crate::config::Config, path: &Path) -> anyhow::Result<KeyFile> {
+    if cfg.keys.master_key.is_some() {
+        bail!("the keys come from the environment (REACHLINE_KEYS__MASTER_KEY): rotation works on a key file");
+    }
+    KeyFile::read(path).with_context(|| format!("reading key file {}", path.display()))
 }
 
 /// A signer from a base64 seed and the log's origin.
