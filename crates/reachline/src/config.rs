@@ -443,6 +443,23 @@ origin = "reachline.example/ledger"
 batch_max_entries = 256
 batch_max_ms = 0
 
+[retention]
+# Days each class of record is kept (docs/privacy.md). Values below the legal floors are refused:
+# collection records at least 730 (2 years), processing records at least 1095 (3 years).
+# `reachline retention` reports what the rules reach now; `--apply` erases and deletes it.
+collection_min_days = 730
+collection_max_days = 1825
+processing_min_days = 1095
+processing_max_days = 1825
+# A borrower with nothing unpaid and no activity for this long is erased.
+personal_data_max_days = 1825
+# Sessions, one-time-link nonces, code-failure counters, webhook replay digests.
+operational_max_days = 30
+
+[backup]
+# `reachline backup` writes here; erasure shreds the erased borrower in the SQLite backups here.
+dir = "./backups"
+
 [log]
 # A tracing filter, e.g. "info" or "reachline=debug,info".
 level = "info,rusqlite_migration=warn,sqlx=warn"
@@ -601,12 +618,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retention_below_the_floor_is_refused_naming_the_key() {
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[retention]\ncollection_min_days = 365\n"))
+            .extract()
+            .unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("retention.collection_min_days = 365") && e.contains("730"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn example_parses_and_validates() {
         let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(EXAMPLE))
             .extract()
             .unwrap();
         cfg.validate().unwrap();
+        assert_eq!(cfg.retention, reachline_store::privacy::RetentionRules::default());
+        assert_eq!(cfg.backup.dir, BackupConfig::default().dir);
         assert_eq!(cfg.phone.overrides, RangeOverride::builtin());
         assert_eq!(cfg.database.url.as_str(), Config::default().database.url.as_str());
     }
