@@ -83,19 +83,8 @@ impl KeyFile {
     pub fn replace(&self, path: &Path) -> anyhow::Result<()> {
         let tmp = path.with_extension("tmp-rotation");
         let _ = std::fs::remove_file(&tmp);
-        let body = format!(
-            "# Reachline keys. Anyone with this file and the database can read borrowers' personal data;\n\
-             # without it nobody can. Keep it apart from database backups.\n{}",
-            toml::to_string(self)?
-        );
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let body = self.text()?;
+        let mut f = create_private(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(body.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -126,14 +115,7 @@ impl KeyFile {
         // Write beside it (mode 600), then rename over it: never a half-written key file.
         let tmp = path.with_extension("tmp-ledger-key");
         let _ = std::fs::remove_file(&tmp);
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
+        let mut f = create_private(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -169,21 +151,19 @@ impl KeyFile {
         Ok(ring)
     }
 
-    /// Writes the file readable by its owner only; refuses to overwrite an existing one.
-    pub fn write_new(&self, path: &Path) -> anyhow::Result<()> {
-        let body = format!(
+    /// The file's text: a warning, then the keys.
+    fn text(&self) -> anyhow::Result<String> {
+        Ok(format!(
             "# Reachline keys. Anyone with this file and the database can read borrowers' personal data;\n\
              # without it nobody can. Keep it apart from database backups.\n{}",
             toml::to_string(self)?
-        );
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(path).map_err(|e| match e.kind() {
+        ))
+    }
+
+    /// Writes the file readable by its owner only; refuses to overwrite an existing one.
+    pub fn write_new(&self, path: &Path) -> anyhow::Result<()> {
+        let body = self.text()?;
+        let mut f = create_private(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => {
                 anyhow::anyhow!("{} already exists; refusing to overwrite keys", path.display())
             }
@@ -356,6 +336,18 @@ fn rotating(cfg: &crate::config::Config, path: &Path) -> anyhow::Result<KeyFile>
         bail!("the keys come from the environment (REACHLINE_KEYS__MASTER_KEY): rotation works on a key file");
     }
     KeyFile::read(path).with_context(|| format!("reading key file {}", path.display()))
+}
+
+/// Creates `path` readable by its owner only (mode 600); fails if it exists.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
 }
 
 /// A signer from a base64 seed and the log's origin.
