@@ -174,6 +174,39 @@ pub fn shred_backup(path: &Path, erased: &[(BorrowerId, ErasureRow)]) -> Result<
     Ok(n)
 }
 
+/// The erasures `tail` (a WHERE or ORDER BY clause) selects.
+fn erasures_where<P: rusqlite::Params>(c: &Connection, tail: &str, params: P) -> Result<Vec<(BorrowerId, ErasureRow)>> {
+    let rows = c
+        .prepare(&format!(
+            "SELECT borrower_id, at, actor, basis, reason, ledger_index FROM erasures {tail}"
+        ))?
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(b, at, actor, basis, reason, index)| {
+            Ok((
+                BorrowerId(b),
+                ErasureRow {
+                    at: ts_from_micros(at)?,
+                    actor,
+                    basis,
+                    reason,
+                    ledger_index: index.map(|i| i as u64),
+                },
+            ))
+        })
+        .collect()
+}
+
 fn facts(c: &Connection, borrower: i64) -> Result<ErasureFacts> {
     let unpaid: i64 = c.query_row(
         "SELECT COUNT(*) FROM installments i JOIN loans l ON l.id = i.loan_id \
@@ -187,31 +220,9 @@ fn facts(c: &Connection, borrower: i64) -> Result<ErasureFacts> {
         [borrower],
         |r| r.get(0),
     )?;
-    let erased = c
-        .query_row(
-            "SELECT at, actor, basis, reason, ledger_index FROM erasures WHERE borrower_id = ?1",
-            [borrower],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                ))
-            },
-        )
-        .optional()?
-        .map(|(at, actor, basis, reason, index)| {
-            Ok::<_, StoreError>(ErasureRow {
-                at: ts_from_micros(at)?,
-                actor,
-                basis,
-                reason,
-                ledger_index: index.map(|i| i as u64),
-            })
-        })
-        .transpose()?;
+    let erased = erasures_where(c, "WHERE borrower_id = ?1", [borrower])?
+        .pop()
+        .map(|(_, row)| row);
     let requested = c
         .query_row(
             "SELECT requested_at, not_before, actor, reason FROM erasure_requests WHERE borrower_id = ?1",
@@ -532,38 +543,8 @@ impl PrivacyStore for SqliteStore {
     }
 
     async fn erasures(&self) -> Result<Vec<(BorrowerId, ErasureRow)>> {
-        self.read(|c, _| {
-            let rows = c
-                .prepare(
-                    "SELECT borrower_id, at, actor, basis, reason, ledger_index FROM erasures ORDER BY at, borrower_id",
-                )?
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter()
-                .map(|(b, at, actor, basis, reason, index)| {
-                    Ok((
-                        BorrowerId(b),
-                        ErasureRow {
-                            at: ts_from_micros(at)?,
-                            actor,
-                            basis,
-                            reason,
-                            ledger_index: index.map(|i| i as u64),
-                        },
-                    ))
-                })
-                .collect()
-        })
-        .await
+        self.read(|c, _| erasures_where(c, "ORDER BY at, borrower_id", []))
+            .await
     }
 
     async fn request_erasure(&self, borrower: BorrowerId, r: &ErasureRequest) -> Result<()> {
