@@ -21,7 +21,7 @@ use reachline_ledger::tiles::{Tile, TileIndex, TileLevel, TileSet};
 use reachline_ledger::{Hash, LeafIndex, NodeId, TreeSize};
 
 pub use audit::{audit, AuditReport, Problem};
-pub use sequencer::{Appended, Sequencer, SequencerConfig};
+pub use sequencer::{Appended, Sequencer, SequencerConfig, FOLLOWER_WAIT};
 
 use crate::{Result, StoreError};
 
@@ -54,6 +54,30 @@ pub struct Batch {
     pub leaves: Vec<LeafRow>,
     pub tiles: Vec<TileWrite>,
     pub checkpoint: StoredCheckpoint,
+    /// Queued appends this batch takes, each with the index of its first leaf: the store marks
+    /// them with it and with the checkpoint's size, in the same transaction.
+    pub stamped: Vec<(i64, LeafIndex)>,
+}
+
+/// A caller's leaves queued in the database by a node that does not sequence the log, for the
+/// node that does (several nodes on PostgreSQL).
+#[derive(Debug, Clone)]
+pub struct QueuedAppend {
+    pub id: i64,
+    /// The leaves, in order, with their notice ids; they get consecutive indices.
+    pub leaves: Vec<(Option<i64>, Vec<u8>)>,
+}
+
+/// What changed in the shared log, as other nodes announce it (PostgreSQL `NOTIFY`): each
+/// receiver's value is a counter that moves on every announcement. A waiter marks the value
+/// seen, checks the database, and waits for a change (with a poll interval as a fallback: an
+/// announcement made while the listening connection was being re-established is lost).
+#[derive(Debug, Clone)]
+pub struct LedgerEvents {
+    /// Leaves were queued for the sequencer.
+    pub queued: tokio::sync::watch::Receiver<u64>,
+    /// A batch was committed that appended queued leaves.
+    pub committed: tokio::sync::watch::Receiver<u64>,
 }
 
 /// What a sequencer found when it claimed the log.
@@ -101,6 +125,35 @@ pub trait LedgerStore: Send + Sync {
 
     /// Bytes the ledger's tables take on disk (for the benchmark; SQLite: the whole file).
     async fn disk_bytes(&self) -> Result<u64>;
+
+    /// The announcements of a log several nodes share, or `None` where one process owns the
+    /// log (SQLite): then there is no queue, and a second sequencer is refused.
+    async fn events(&self) -> Result<Option<LedgerEvents>> {
+        Ok(None)
+    }
+
+    /// Queues leaves for the node that sequences the log; returns the queue row's id.
+    async fn enqueue(&self, _leaves: Vec<(Option<i64>, Vec<u8>)>) -> Result<i64> {
+        Err(StoreError::Conflict("this database has no ledger queue".into()))
+    }
+
+    /// Queued appends not yet in the log, oldest first, up to about `max_leaves` leaves (at least
+    /// one append when any waits).
+    async fn queued(&self, _max_leaves: usize) -> Result<Vec<QueuedAppend>> {
+        Ok(Vec::new())
+    }
+
+    /// Once queued append `id` is in the log: the index of its first leaf and the size of the
+    /// checkpoint that covers it, and the queue row is removed. `None` while it waits.
+    async fn take_stamp(&self, _id: i64) -> Result<Option<(LeafIndex, TreeSize)>> {
+        Ok(None)
+    }
+
+    /// Removes queue rows appended more than `seconds` ago whose node never came for them (it
+    /// died waiting); returns how many.
+    async fn forget_stamped(&self, _seconds: u64) -> Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Full tiles above level 0, kept in memory by a back end: a full tile never changes, there are

@@ -19,7 +19,9 @@ use sqlx::Row;
 
 use super::data_key_for;
 use crate::crypto::Keyring;
-use crate::ledger::{Batch, Claimed, LeafRow, LedgerStore, StoredCheckpoint, SEQUENCER_LOCK};
+use crate::ledger::{
+    Batch, Claimed, LeafRow, LedgerEvents, LedgerStore, QueuedAppend, StoredCheckpoint, SEQUENCER_LOCK,
+};
 use crate::sqlite::ledger::{decode_key, COMMITMENT_KEY_FIELD};
 use crate::{Result, StoreError};
 
@@ -30,6 +32,25 @@ pub struct PgLedger {
     /// pool, so dropping the store closes it and the lock goes with it.
     sequencer: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
     cache: crate::ledger::UpperTileCache,
+    /// The announcements of the shared log, listened to once asked for.
+    events: tokio::sync::OnceCell<LedgerEvents>,
+}
+
+/// The `NOTIFY` channel on which a node announces leaves it queued…
+const QUEUED: &str = "reachline_ledger_queued";
+/// …and the one on which the sequencer announces a batch that appended queued leaves.
+const COMMITTED: &str = "reachline_ledger_committed";
+
+impl Drop for PgLedger {
+    fn drop(&mut self) {
+        // Closing the pool ends the listening task (its wait returns `PoolClosed`).
+        if self.events.initialized() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let pool = self.pool.clone();
+                rt.spawn(async move { pool.close().await });
+            }
+        }
+    }
 }
 
 impl PgLedger {
@@ -41,6 +62,7 @@ impl PgLedger {
             keys,
             sequencer: tokio::sync::Mutex::new(None),
             cache: Default::default(),
+            events: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -94,6 +116,13 @@ fn leaf_row(r: &PgRow) -> Result<LeafRow> {
 impl LedgerStore for PgLedger {
     async fn claim_sequencer(&self) -> Result<Claimed> {
         let mut guard = self.sequencer.lock().await;
+        if let Some(conn) = guard.as_mut() {
+            if sqlx::Connection::ping(conn).await.is_err() {
+                // The connection that held the lock is gone (a database restart, a network
+                // cut), and the lock with it: another node may hold it now. Ask again.
+                *guard = None;
+            }
+        }
         if guard.is_none() {
             let mut conn = self.pool.acquire().await?.detach();
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -145,6 +174,33 @@ impl LedgerStore for PgLedger {
             .await?;
         }
         put_tiles(&mut tx, &batch.tiles).await?;
+        if !batch.stamped.is_empty() {
+            let ids: Vec<i64> = batch.stamped.iter().map(|s| s.0).collect();
+            let first: Vec<i64> = batch.stamped.iter().map(|s| s.1 .0 as i64).collect();
+            let done = sqlx::query(
+                "UPDATE ledger_queue q SET first_idx = s.first, size = $3, stamped_at = now() \
+                 FROM UNNEST($1::int8[], $2::int8[]) AS s(id, first) WHERE q.id = s.id AND q.first_idx IS NULL",
+            )
+            .bind(&ids)
+            .bind(first)
+            .bind(batch.checkpoint.size.0 as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done != ids.len() as u64 {
+                return Err(StoreError::Conflict(format!(
+                    "{} of {} queued ledger appends were already stamped",
+                    ids.len() as u64 - done,
+                    ids.len()
+                )));
+            }
+            // Delivered on commit, to every node waiting for its leaves.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(COMMITTED)
+                .bind(batch.checkpoint.size.0.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, now())")
             .bind(batch.checkpoint.size.0 as i64)
             .bind(batch.checkpoint.root.0.to_vec())
@@ -265,6 +321,103 @@ impl LedgerStore for PgLedger {
         Ok(CommitmentKey::from_bytes(decode_key(
             &sealer.open(COMMITMENT_KEY_FIELD, &sealed)?,
         )?))
+    }
+
+    async fn events(&self) -> Result<Option<LedgerEvents>> {
+        let events = self
+            .events
+            .get_or_try_init(|| async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+                listener.listen_all([QUEUED, COMMITTED]).await?;
+                let (queued_tx, queued) = tokio::sync::watch::channel(0u64);
+                let (committed_tx, committed) = tokio::sync::watch::channel(0u64);
+                let bump = |w: &tokio::sync::watch::Sender<u64>| w.send_modify(|n| *n = n.wrapping_add(1));
+                tokio::spawn(async move {
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(n)) if n.channel() == QUEUED => bump(&queued_tx),
+                            Ok(Some(_)) => bump(&committed_tx),
+                            Ok(None) => {
+                                // The connection was lost and is re-established on the next
+                                // wait: whatever was announced meanwhile is lost, so every
+                                // waiter looks again.
+                                bump(&queued_tx);
+                                bump(&committed_tx);
+                            }
+                            Err(sqlx::Error::PoolClosed) => return,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "listening for ledger announcements failed; retrying");
+                                bump(&queued_tx);
+                                bump(&committed_tx);
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                });
+                Ok::<_, StoreError>(LedgerEvents { queued, committed })
+            })
+            .await?;
+        Ok(Some(events.clone()))
+    }
+
+    async fn enqueue(&self, leaves: Vec<(Option<i64>, Vec<u8>)>) -> Result<i64> {
+        let notices: Vec<Option<i64>> = leaves.iter().map(|l| l.0).collect();
+        let data: Vec<&[u8]> = leaves.iter().map(|l| l.1.as_slice()).collect();
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar("INSERT INTO ledger_queue (notices, data) VALUES ($1, $2) RETURNING id")
+            .bind(notices)
+            .bind(data)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(QUEUED)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn queued(&self, max_leaves: usize) -> Result<Vec<QueuedAppend>> {
+        let rows =
+            sqlx::query("SELECT id, notices, data FROM ledger_queue WHERE first_idx IS NULL ORDER BY id LIMIT $1")
+                .bind(max_leaves.max(1) as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = Vec::new();
+        let mut n = 0;
+        for r in rows {
+            let notices: Vec<Option<i64>> = r.try_get("notices")?;
+            let data: Vec<Vec<u8>> = r.try_get("data")?;
+            if !out.is_empty() && n + data.len() > max_leaves {
+                break;
+            }
+            n += data.len();
+            out.push(QueuedAppend {
+                id: r.try_get("id")?,
+                leaves: notices.into_iter().zip(data).collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn take_stamp(&self, id: i64) -> Result<Option<(LeafIndex, TreeSize)>> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "DELETE FROM ledger_queue WHERE id = $1 AND first_idx IS NOT NULL RETURNING first_idx, size",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(first, size)| (LeafIndex(first as u64), TreeSize(size as u64))))
+    }
+
+    async fn forget_stamped(&self, seconds: u64) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM ledger_queue WHERE first_idx IS NOT NULL AND stamped_at < now() - make_interval(secs => $1)",
+        )
+        .bind(seconds as f64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     async fn disk_bytes(&self) -> Result<u64> {

@@ -124,6 +124,9 @@ impl LedgerStore for SqliteLedger {
     }
 
     async fn commit_batch(&self, batch: Batch) -> Result<()> {
+        if !batch.stamped.is_empty() {
+            return Err(StoreError::Conflict("SQLite has no ledger queue to stamp".into()));
+        }
         Self::on(&self.writer, move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let now = latest(&tx)?.map(|l| l.size);

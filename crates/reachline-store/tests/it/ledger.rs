@@ -277,3 +277,83 @@ pub async fn ledger_start_repairs_what_a_crash_leaves(h: &Harness) {
     let report = ledger::audit(store.as_ref(), &signer().verifier(), &[]).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
 }
+
+/// Several nodes on one database: one leads, the others queue their leaves for it; every append
+/// gets its own index under a signed checkpoint, whichever node made it; when the leader goes,
+/// a follower takes the log over and appends what waited. (SQLite: one process owns the log, and
+/// `join` is `start`.)
+pub async fn ledger_nodes_share_one_log(h: &Harness) {
+    let first: Arc<dyn LedgerStore> = Arc::from(h.ledger().await);
+    if first.events().await.unwrap().is_none() {
+        let seq = Sequencer::join(first.clone(), signer(), config(64)).await.unwrap();
+        let got = append_many(&seq, 100, 0).await;
+        assert_eq!(got.len(), 100);
+        assert!(
+            first.enqueue(vec![(None, vec![1])]).await.is_err(),
+            "SQLite has no queue"
+        );
+        return;
+    }
+    let leader = Sequencer::join(first.clone(), signer(), config(64)).await.unwrap();
+    let mut nodes = vec![leader];
+    let mut stores = vec![first.clone()];
+    for _ in 0..2 {
+        let s: Arc<dyn LedgerStore> = Arc::from(h.ledger().await);
+        nodes.push(Sequencer::join(s.clone(), signer(), config(64)).await.unwrap());
+        stores.push(s);
+    }
+    // 3 nodes × 150 leaves at once, each node's with notices of its own.
+    let mut tasks = Vec::new();
+    for (n, seq) in nodes.iter().enumerate() {
+        let seq = seq.clone();
+        tasks.push(tokio::spawn(
+            async move { append_many(&seq, 150, 10_000 * n as u64).await },
+        ));
+    }
+    let mut appended: Vec<(LeafIndex, Leaf)> = Vec::new();
+    for t in tasks {
+        appended.extend(t.await.unwrap());
+    }
+    let mut indices: Vec<u64> = appended.iter().map(|(i, _)| i.0).collect();
+    indices.sort_unstable();
+    assert_eq!(
+        indices,
+        (0..450).collect::<Vec<_>>(),
+        "one index per append, none skipped"
+    );
+    // Each index holds the leaf its caller was told it holds.
+    let stored = first.leaves(0, 1000).await.unwrap();
+    for (i, leaf) in &appended {
+        assert_eq!(stored[i.0 as usize].data, leaf.encode().unwrap(), "leaf {i}");
+    }
+    assert!(first.queued(1000).await.unwrap().is_empty(), "nothing left queued");
+
+    // The leader goes (its connection, and the lock, with it); the followers' next appends wait
+    // for one of them to take over, then succeed.
+    drop(nodes.remove(0));
+    drop(stores.remove(0));
+    drop(first);
+    let gone = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for (n, seq) in nodes.iter().enumerate() {
+        let seq = seq.clone();
+        tasks.push(tokio::spawn(async move {
+            append_many(&seq, 64, 50_000 + 10_000 * n as u64).await
+        }));
+    }
+    for t in tasks {
+        appended.extend(t.await.unwrap());
+    }
+    let took = gone.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "takeover took {took:?}");
+    let store = stores[0].clone();
+    let latest = store.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(latest.size, TreeSize(450 + 128));
+    let mut indices: Vec<u64> = appended.iter().map(|(i, _)| i.0).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    assert_eq!(indices.len(), 578);
+    let report = ledger::audit(store.as_ref(), &signer().verifier(), &[]).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(store.queued(1000).await.unwrap().is_empty(), "nothing left queued");
+}
