@@ -67,13 +67,15 @@ fn template_id(kind: NoticeKind, third_party: bool) -> &'static str {
 }
 
 impl Engine {
-    /// Leases and sends every row due at `now`.
-    pub async fn dispatch(&self, now: DateTime<Utc>) -> Result<DispatchReport, EngineError> {
+    /// Leases and sends every row due at `pass` (on a live clock, each lease at the time it
+    /// is taken: see [`Engine::use_clock`]).
+    pub async fn dispatch(&self, pass: DateTime<Utc>) -> Result<DispatchReport, EngineError> {
         let mut report = DispatchReport::default();
         let (back, ahead) = self.cfg.window();
-        let from = now.date_naive() - Duration::days(back + 1);
-        let to = now.date_naive() + Duration::days(ahead + 1);
+        let from = pass.date_naive() - Duration::days(back + 1);
+        let to = pass.date_naive() + Duration::days(ahead + 1);
         loop {
+            let now = self.now_after(pass);
             let rows = self
                 .store
                 .lease(&self.cfg.owner, now, self.cfg.lease, self.cfg.lease_batch)

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use reachline_domain::{BorrowerId, Channel, Jurisdiction};
 use reachline_policy::{Cadence, GateProfile, HealthConfig, LadderConfig, Templates};
 use reachline_store::engine::{EngineStore, ReceiptIn};
@@ -85,6 +85,10 @@ pub struct EngineConfig {
     pub max_tries: u32,
     /// This process's name on its leases.
     pub owner: String,
+    /// Several nodes on one database: how long a node's claim on a slice of the planning pass
+    /// keeps the others off it (a slice is planned once per pass, by one node). Zero: every
+    /// pass plans every slice.
+    pub plan_hold: Duration,
 }
 
 impl Default for EngineConfig {
@@ -107,6 +111,7 @@ impl Default for EngineConfig {
             lease: Duration::minutes(5),
             max_tries: 5,
             owner: "engine".into(),
+            plan_hold: Duration::zero(),
         }
     }
 }
@@ -185,7 +190,15 @@ pub struct Engine {
     pub(crate) templates: Templates,
     pub(crate) cfg: Arc<EngineConfig>,
     pub counters: Arc<Counters>,
+    /// The live clock, when the engine runs on one (`reachline run`, `serve`): a long dispatch
+    /// pass takes each lease, and asks the policy again, at the time it is then, not the time
+    /// the pass began — a lease must not start out already run out (another node would take
+    /// the row for in doubt), nor a send pass the contact hours on a stale time.
+    clock: std::sync::OnceLock<Clock>,
 }
+
+/// A clock the engine can read (the real one, or a simulated one that moves).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl Engine {
     /// The ladder climbs only over the channels configured here.
@@ -207,7 +220,18 @@ impl Engine {
             templates,
             cfg: Arc::new(cfg),
             counters: Arc::new(Counters::default()),
+            clock: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Runs on `clock` from now on (once; a later call is ignored).
+    pub fn use_clock(&self, clock: Clock) {
+        let _ = self.clock.set(clock);
+    }
+
+    /// The time now: the live clock's, never before `pass` (the time a pass was given).
+    pub(crate) fn now_after(&self, pass: DateTime<Utc>) -> DateTime<Utc> {
+        self.clock.get().map_or(pass, |c| c().max(pass))
     }
 
     /// Every send and every receipt becomes a ledger leaf.
@@ -256,7 +280,33 @@ impl Engine {
         let from = today - Duration::days(back + 1);
         let to = today + Duration::days(ahead + 1);
         let mut report = PlanReport::default();
-        let due = self.store.due_borrowers(from, to, now).await?;
+        if self.store.plan_slices() <= 1 {
+            let due = self.store.due_borrowers(from, to, now).await?;
+            self.plan_borrowers(due, (from, to), now, &mut report).await?;
+            return Ok(report);
+        }
+        // Several nodes may share the database: plan the slices no other node holds.
+        let mut done = Vec::new();
+        while let Some(slice) = self
+            .store
+            .claim_plan_slice(&self.cfg.owner, now, self.cfg.plan_hold, &done)
+            .await?
+        {
+            done.push(slice);
+            let due = self.store.due_borrowers_in(from, to, now, slice).await?;
+            self.plan_borrowers(due, (from, to), now, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Plans `due` in batches, reading ahead while the batch before is written.
+    async fn plan_borrowers(
+        &self,
+        due: Vec<BorrowerId>,
+        (from, to): (NaiveDate, NaiveDate),
+        now: DateTime<Utc>,
+        report: &mut PlanReport,
+    ) -> Result<(), EngineError> {
         let mut batches = futures::stream::iter(due.chunks(self.cfg.plan_batch.max(1)).map(<[BorrowerId]>::to_vec))
             .map(|ids| {
                 let (store, cfg) = (self.store.clone(), self.cfg.clone());
@@ -272,7 +322,7 @@ impl Engine {
             report.borrowers += batch.borrowers;
             report.decisions += batch.decisions;
             if let Some(w) = writing.take() {
-                self.finish_plan_write(w, now, &mut report).await?;
+                self.finish_plan_write(w, now, report).await?;
             }
             let store = self.store.clone();
             let write = batch.write;
@@ -283,9 +333,9 @@ impl Engine {
             ));
         }
         if let Some(w) = writing.take() {
-            self.finish_plan_write(w, now, &mut report).await?;
+            self.finish_plan_write(w, now, report).await?;
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Waits for a batch's write, then asks the lookups its decisions named and runs the

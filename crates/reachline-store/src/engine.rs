@@ -472,6 +472,41 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
     /// later than `now`, in id order: one pass's work, found from the due-date index.
     async fn due_borrowers(&self, from: NaiveDate, to: NaiveDate, now: DateTime<Utc>) -> Result<Vec<BorrowerId>>;
 
+    /// Into how many slices (borrower id modulo this) a planning pass is cut for several nodes
+    /// to share it; 1 where one process owns the database (SQLite): no slices to claim.
+    fn plan_slices(&self) -> u32 {
+        1
+    }
+
+    /// Claims for `owner` a slice of the pass at `now` that no node holds (a claim holds it
+    /// until `now + hold`), leaving out the slices in `done`; `None` once none is free.
+    async fn claim_plan_slice(
+        &self,
+        _owner: &str,
+        _now: DateTime<Utc>,
+        _hold: chrono::Duration,
+        _done: &[u32],
+    ) -> Result<Option<u32>> {
+        Ok(None)
+    }
+
+    /// [`EngineStore::due_borrowers`] of one slice.
+    async fn due_borrowers_in(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        now: DateTime<Utc>,
+        slice: u32,
+    ) -> Result<Vec<BorrowerId>> {
+        let n = i64::from(self.plan_slices().max(1));
+        Ok(self
+            .due_borrowers(from, to, now)
+            .await?
+            .into_iter()
+            .filter(|b| b.0.rem_euclid(n) == i64::from(slice))
+            .collect())
+    }
+
     /// The planner's view of each borrower, with installments due between `from` and `to`.
     async fn views(&self, ids: &[BorrowerId], from: NaiveDate, to: NaiveDate) -> Result<Vec<EngineView>>;
 
@@ -500,7 +535,9 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
     /// ran out while the provider answered) becomes `sent` too.
     async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()>;
 
-    /// The send failed for good (or ran out of tries): the ladder reads the class.
+    /// The send failed for good (or ran out of tries): the ladder reads the class. As with
+    /// `record_sent_many`, a row found `in_doubt` (its lease ran out while the provider
+    /// answered, and another node's recovery marked it) takes the answer: the doubt is over.
     async fn record_failed(
         &self,
         id: i64,
@@ -510,7 +547,8 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
         detail: &str,
     ) -> Result<()>;
 
-    /// The send could not be made now (provider down): back to the queue until `retry_at`.
+    /// The send could not be made now (provider down): back to the queue until `retry_at`;
+    /// from `in_doubt` too, since the provider did not take it.
     async fn release(&self, id: i64, retry_at: DateTime<Utc>, detail: &str) -> Result<()>;
 
     /// The decision no longer sends this (the reason in `detail`); the borrower is woken.

@@ -109,7 +109,7 @@ async fn erase(cfg: &Config, id: &str, reason: &str, when_allowed: bool, json: b
         .await?
         .with_context(|| format!("no borrower {id}"))?;
     // The ledger first: if it cannot take the erasure's leaf, nothing is erased.
-    let sink = crate::run::ledger_sink(cfg, false).await?;
+    let sink = crate::run::ledger_sink(cfg).await?;
     let now = chrono::Utc::now();
     let actor = cli_actor();
     stores

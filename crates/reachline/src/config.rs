@@ -79,6 +79,9 @@ pub struct EngineSection {
     pub tick_seconds: u64,
     /// Seconds a dispatcher holds a row before another may take it.
     pub lease_seconds: u64,
+    /// Several nodes on one PostgreSQL database: seconds a node's claim on a slice of the
+    /// planning pass keeps the other nodes off it (each slice planned once per pass).
+    pub plan_hold_seconds: u64,
     /// Sends in flight at once.
     pub concurrency: usize,
     /// Tries when a provider is down before an attempt is failed as transient.
@@ -100,6 +103,7 @@ impl Default for EngineSection {
             self_service_base: e.self_service_base,
             tick_seconds: 60,
             lease_seconds: e.lease.num_seconds() as u64,
+            plan_hold_seconds: 30,
             concurrency: e.concurrency,
             max_tries: e.max_tries,
             ladder: e.ladder,
@@ -516,6 +520,7 @@ link_base = "https://r.example/n/"   # a 23-character signed token follows
 self_service_base = "https://r.example/"  # the borrower's pages (contact-check links)
 tick_seconds = 60                    # between two planning and dispatch passes
 lease_seconds = 300                  # a dispatcher's hold on a row
+plan_hold_seconds = 30               # several nodes: a node's hold on a slice of a planning pass
 concurrency = 64                     # sends in flight
 max_tries = 5                        # provider down this often: the attempt fails as transient
 

@@ -96,7 +96,7 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64, days: u32) -> anyhow::Re
             crate::run::engine_config(&cfg, &cfg.keyring()?)?,
         )
         .with_intel(Arc::new(WorldIntel(world.clone())))
-        .with_ledger(crate::run::ledger_sink(&cfg, false).await?),
+        .with_ledger(crate::run::ledger_sink(&cfg).await?),
     );
     let t0 = start.and_time(NaiveTime::MIN).and_utc();
     let clock = Arc::new(Mutex::new(t0));
@@ -165,7 +165,7 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64, days: u32) -> anyhow::Re
 
     println!("\n== 5. Proof that a notice was given, checked offline ==");
     if let Some(notice) = proof_notice(&sqlite, &world).await? {
-        let ledger = crate::run::ledger_sink(&cfg, false).await?;
+        let ledger = crate::run::ledger_sink(&cfg).await?;
         let file = reachline_store::ledger::bundle(ledger.store.as_ref(), notice).await?;
         let path = dir.join(format!("notice-{notice}.proof"));
         std::fs::write(&path, file.to_text())?;

@@ -98,7 +98,7 @@ pub async fn retention(cfg: &Config, args: RetentionArgs) -> anyhow::Result<()> 
         count,
     };
     if args.apply {
-        let sink = crate::run::ledger_sink(cfg, false).await?;
+        let sink = crate::run::ledger_sink(cfg).await?;
         let settings = cfg.privacy();
         let mut done = [0u64; 2];
         for (k, (ids, basis, reason)) in [

@@ -27,8 +27,19 @@ pub struct RunArgs {
     /// How far the simulated clock moves per pass.
     #[arg(long, default_value_t = 60, requires = "clock_file")]
     pub tick_minutes: i64,
+    /// Run on a simulated clock that several nodes share: it stood at this time (RFC 3339) at
+    /// `--sim-epoch` and moves `--sim-speed` times as fast as the real one. Nodes started with
+    /// the same three values agree on the time, whenever each starts (drills, tests).
+    #[arg(long, conflicts_with = "clock_file")]
+    pub sim_start: Option<DateTime<Utc>>,
+    /// The real moment the shared simulated clock stood at `--sim-start` (default: now).
+    #[arg(long, requires = "sim_start")]
+    pub sim_epoch: Option<DateTime<Utc>>,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 1.0, requires = "sim_start")]
+    pub sim_speed: f64,
     /// Stop once the simulated clock reaches this time.
-    #[arg(long, requires = "clock_file")]
+    #[arg(long)]
     pub until: Option<DateTime<Utc>>,
     /// Run one pass and stop.
     #[arg(long)]
@@ -51,6 +62,7 @@ pub fn engine_config(cfg: &Config, keys: &Keyring) -> anyhow::Result<EngineConfi
         self_service_base: e.self_service_base.clone(),
         link_key: keys.blind_index("notice-link", "v1").to_vec(),
         lease: Duration::seconds(e.lease_seconds as i64),
+        plan_hold: Duration::seconds(e.plan_hold_seconds as i64),
         concurrency: e.concurrency,
         max_tries: e.max_tries,
         // Unique among the nodes sharing a database: the host's name and this process's id.
@@ -59,42 +71,22 @@ pub fn engine_config(cfg: &Config, keys: &Keyring) -> anyhow::Result<EngineConfi
     })
 }
 
-/// Opens the ledger and starts its sequencer, for the engine to write its leaves through.
-/// With `standby`, while another node sequences the ledger (PostgreSQL), waits and tries again
-/// every `STANDBY_RETRY` until that node is gone, then takes over; without, says so and stops.
-pub async fn ledger_sink(cfg: &Config, standby: bool) -> anyhow::Result<reachline_engine::LedgerSink> {
+/// Opens the ledger and joins its sequencer, for the engine to write its leaves through. On a
+/// PostgreSQL database several nodes share, one node sequences the log and the others hand it
+/// their leaves through the database, taking over when it is gone (`Sequencer::join`).
+pub async fn ledger_sink(cfg: &Config) -> anyhow::Result<reachline_engine::LedgerSink> {
     let store: Arc<dyn reachline_store::ledger::LedgerStore> =
         reachline_store::open_ledger(cfg.database.url.as_str(), cfg.keyring()?)
             .await
             .with_context(|| format!("opening the ledger in {}", cfg.database.url.redacted()))?
             .into();
-    let mut waited = false;
-    let sequencer = loop {
-        match reachline_store::ledger::Sequencer::start(store.clone(), cfg.ledger_signer()?, cfg.sequencer_config())
-            .await
-        {
-            Ok(s) => break s,
-            Err(reachline_store::StoreError::SequencerHeld(lock)) if standby => {
-                if !waited {
-                    tracing::warn!(lock, "another node sequences the ledger: standing by to take over");
-                    waited = true;
-                }
-                tokio::time::sleep(STANDBY_RETRY).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    if waited {
-        tracing::warn!("the other node is gone: this node now sequences the ledger and runs the engine");
-    }
+    let sequencer =
+        reachline_store::ledger::Sequencer::join(store.clone(), cfg.ledger_signer()?, cfg.sequencer_config()).await?;
     Ok(reachline_engine::LedgerSink {
         sequencer: Arc::new(sequencer),
         store,
     })
 }
-
-/// How often a standby node tries to take the ledger over.
-const STANDBY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Opens the engine's store on the configured database (SQLite or PostgreSQL).
 pub async fn open_engine_store(cfg: &Config) -> anyhow::Result<Arc<dyn EngineStore>> {
@@ -197,12 +189,11 @@ pub async fn build_engine(
     cfg: &Config,
     store: Arc<dyn EngineStore>,
     channels: Vec<Arc<dyn reachline_channels::Channel>>,
-    standby: bool,
 ) -> anyhow::Result<(Arc<Engine>, reachline_engine::LedgerSink)> {
     let keys = cfg.keyring()?;
     let templates = Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?;
     let intel = reachline_intel::from_config(&cfg.intel, crate::open_store(cfg).await?.into())?;
-    let sink = ledger_sink(cfg, standby).await?;
+    let sink = ledger_sink(cfg).await?;
     let engine = Arc::new(
         Engine::new(store, channels, templates, engine_config(cfg, &keys)?)
             .with_intel(Arc::new(intel))
@@ -217,8 +208,8 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     if channels.is_empty() {
         bail!("no channel is configured: add an [smpp], [smtp] or [[http]] section (see `reachline config example`)");
     }
-    // A second `reachline run` on the same PostgreSQL database waits as a hot standby.
-    let (engine, _) = build_engine(cfg, store, channels, true).await?;
+    // Several `reachline run` nodes on one PostgreSQL database share the work.
+    let (engine, _) = build_engine(cfg, store, channels).await?;
     let simulated = match &args.clock_file {
         Some(f) => Some(match read_clock(f)? {
             Some(t) => t,
@@ -230,18 +221,30 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
         }),
         None => None,
     };
+    let shared = match args.sim_start {
+        Some(start) => {
+            if !(args.sim_speed.is_finite() && args.sim_speed > 0.0) {
+                bail!("--sim-speed must be a positive number, not {}", args.sim_speed);
+            }
+            Some(SharedClock {
+                start,
+                epoch: args.sim_epoch.unwrap_or_else(Utc::now),
+                speed: args.sim_speed,
+            })
+        }
+        None => None,
+    };
     let now_cell = Arc::new(Mutex::new(simulated.unwrap_or_else(Utc::now)));
     let clock = {
         let c = now_cell.clone();
         let sim = simulated.is_some();
-        Arc::new(move || {
-            if sim {
-                *c.lock().unwrap_or_else(|p| p.into_inner())
-            } else {
-                Utc::now()
-            }
+        Arc::new(move || match shared {
+            Some(s) => s.now(),
+            None if sim => *c.lock().unwrap_or_else(|p| p.into_inner()),
+            None => Utc::now(),
         })
     };
+    engine.use_clock(clock.clone());
     engine.spawn_intake(clock.clone());
     let recovered = engine.recover(clock()).await?;
     tracing::info!(in_doubt = recovered, "engine started");
@@ -271,10 +274,31 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
                     break;
                 }
             }
-            _ => tokio::time::sleep(std::time::Duration::from_secs(cfg.engine.tick_seconds)).await,
+            _ => {
+                if args.until.is_some_and(|u| clock() >= u) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(cfg.engine.tick_seconds)).await
+            }
         }
     }
     Ok(())
+}
+
+/// A simulated clock several processes agree on: `start` at the real moment `epoch`, moving
+/// `speed` times as fast as real time.
+#[derive(Debug, Clone, Copy)]
+struct SharedClock {
+    start: DateTime<Utc>,
+    epoch: DateTime<Utc>,
+    speed: f64,
+}
+
+impl SharedClock {
+    fn now(&self) -> DateTime<Utc> {
+        let real = (Utc::now() - self.epoch).num_microseconds().unwrap_or(i64::MAX);
+        self.start + Duration::microseconds((real as f64 * self.speed) as i64)
+    }
 }
 
 /// This machine's name (Linux), for lease owners; `host` where it cannot be read.

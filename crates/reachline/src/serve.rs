@@ -146,8 +146,9 @@ pub async fn serve(cfg: &Config, args: ServeArgs) -> anyhow::Result<()> {
         (None, None) => None,
         _ => anyhow::bail!("[server] tls_cert and tls_key go together: set both or neither"),
     };
-    let (engine, sink) = crate::run::build_engine(cfg, stores.engine.clone(), channels, false).await?;
+    let (engine, sink) = crate::run::build_engine(cfg, stores.engine.clone(), channels).await?;
     let clock: reachline_server::Clock = Arc::new(Utc::now);
+    engine.use_clock(clock.clone());
     engine.spawn_intake(clock.clone());
     let server = reachline_server::Server::new(
         stores,

@@ -28,6 +28,9 @@ use crate::{Result, StoreError};
 const OUTBOX_COLS: &str = "o.id, o.idem_key, o.borrower_id, o.installment_id, o.step, o.kind, o.rung, o.contact_id, \
      o.channel, o.third_party, o.not_before, o.state, o.tries, o.sent_at, o.outcome, o.outcome_class";
 
+/// The slices a planning pass is cut into (the rows of `plan_slices`, migration 0013).
+const PLAN_SLICES: u32 = 16;
+
 /// The advisory-lock namespace of receipt matching (the first key of the two-key form).
 const MATCH_LOCK_SPACE: i32 = 0x5245_4345; // "RECE"
 /// Buckets of provider ids: enough that unrelated batches rarely meet, few enough to lock a
@@ -217,6 +220,56 @@ impl EngineStore for PgStore {
         .bind(from)
         .bind(to)
         .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(BorrowerId).collect())
+    }
+
+    fn plan_slices(&self) -> u32 {
+        PLAN_SLICES
+    }
+
+    async fn claim_plan_slice(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        hold: chrono::Duration,
+        done: &[u32],
+    ) -> Result<Option<u32>> {
+        let done: Vec<i32> = done.iter().map(|d| *d as i32).collect();
+        let slice: Option<i32> = sqlx::query_scalar(
+            "UPDATE plan_slices SET owner = $1, until = $3 WHERE slice = \
+             (SELECT slice FROM plan_slices WHERE until <= $2 AND slice <> ALL($4) \
+              ORDER BY until, slice LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING slice",
+        )
+        .bind(owner)
+        .bind(now)
+        .bind(now + hold)
+        .bind(done)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(slice.map(|s| s as u32))
+    }
+
+    async fn due_borrowers_in(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        now: DateTime<Utc>,
+        slice: u32,
+    ) -> Result<Vec<BorrowerId>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id \
+             WHERE i.due_date BETWEEN $1 AND $2 AND i.amount_paid_minor < i.amount_due_minor \
+             AND l.borrower_id % $4 = $5 \
+             AND NOT EXISTS (SELECT 1 FROM engine_wake w WHERE w.borrower_id = l.borrower_id AND w.wake_at > $3) \
+             ORDER BY 1",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(now)
+        .bind(i64::from(PLAN_SLICES))
+        .bind(i64::from(slice))
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.into_iter().map(BorrowerId).collect())
@@ -581,7 +634,7 @@ impl EngineStore for PgStore {
         let borrower = transition(
             &mut tx,
             id,
-            &[SendState::Sending, SendState::Leased],
+            &[SendState::Sending, SendState::Leased, SendState::InDoubt],
             SendState::Failed,
             at,
             detail,
@@ -604,7 +657,7 @@ impl EngineStore for PgStore {
 
     async fn release(&self, id: i64, retry_at: DateTime<Utc>, detail: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let from = [SendState::Sending, SendState::Leased];
+        let from = [SendState::Sending, SendState::Leased, SendState::InDoubt];
         transition(&mut tx, id, &from, SendState::Queued, retry_at, detail).await?;
         sqlx::query("UPDATE outbox SET not_before = $2 WHERE id = $1")
             .bind(id)

@@ -382,7 +382,7 @@ impl EngineStore for SqliteStore {
         let (code, detail) = (code.to_string(), detail.to_string());
         self.with(move |c, _| {
             let at = ts_micros(at);
-            let from = [SendState::Sending, SendState::Leased];
+            let from = [SendState::Sending, SendState::Leased, SendState::InDoubt];
             transition(c, id, &from, SendState::Failed, at, &detail, true, |tx| {
                 tx.prepare_cached(
                     "UPDATE outbox SET sent_at = ?2, outcome = 'failed', outcome_class = ?3, outcome_code = ?4, \
@@ -399,7 +399,7 @@ impl EngineStore for SqliteStore {
         let detail = detail.to_string();
         self.with(move |c, _| {
             let at = ts_micros(retry_at);
-            let from = [SendState::Sending, SendState::Leased];
+            let from = [SendState::Sending, SendState::Leased, SendState::InDoubt];
             transition(c, id, &from, SendState::Queued, at, &detail, false, |tx| {
                 tx.prepare_cached("UPDATE outbox SET not_before = ?2 WHERE id = ?1")?
                     .execute(params![id, at])?;

@@ -32,9 +32,9 @@ pub fn spawn(s: &Scratch, args: &[&str], port: &str) -> Child {
 /// only within one client's session. A message whose parts did not all arrive (its sender was
 /// killed between parts) is not whole.
 /// A whole message, (destination, text), with its parts' ids.
-type Message = ((String, String), Vec<String>);
+pub type Message = ((String, String), Vec<String>);
 
-fn smsc_log(log: &str) -> (Vec<Message>, HashSet<String>) {
+pub fn smsc_log(log: &str) -> (Vec<Message>, HashSet<String>) {
     type Key = (u64, String, u64, u64);
     let mut open: HashMap<Key, Vec<(u64, String, String)>> = HashMap::new();
     let mut out = Vec::new();

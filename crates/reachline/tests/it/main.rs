@@ -7,7 +7,7 @@ mod helpers;
 mod import;
 mod intel;
 mod ledger;
+mod nodes;
 mod privacy;
 mod simulate;
-mod standby;
 mod tidy;
