@@ -82,6 +82,7 @@ pub struct Metrics {
     receipts: Counter,
     receipts_unmatched: Counter,
     ledger_size: Gauge,
+    ledger_sequencer: Gauge,
 }
 
 impl Default for Metrics {
@@ -97,6 +98,7 @@ impl Default for Metrics {
         let providers = Family::<ProviderLabels, Gauge>::default();
         let (sends, receipts, receipts_unmatched) = (Counter::default(), Counter::default(), Counter::default());
         let ledger_size = Gauge::default();
+        let ledger_sequencer = Gauge::default();
         let gateway = Family::<GatewayLabels, Counter>::default();
         let gateway_latency = Family::<ChannelLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
@@ -157,6 +159,11 @@ impl Default for Metrics {
             "Leaves under the latest signed checkpoint",
             ledger_size.clone(),
         );
+        r.register(
+            "ledger_sequencer",
+            "1 on the node that sequences the ledger, 0 on a node that queues its leaves for it (one node of a cluster shows 1)",
+            ledger_sequencer.clone(),
+        );
         Metrics {
             gateway,
             gateway_latency,
@@ -171,6 +178,7 @@ impl Default for Metrics {
             receipts,
             receipts_unmatched,
             ledger_size,
+            ledger_sequencer,
         }
     }
 }
@@ -269,6 +277,9 @@ pub async fn render(State(s): State<AppState>) -> Response {
                 state: st.state.as_str().to_string(),
             })
             .set(1);
+    }
+    if let Some(seq) = s.engine.sequencer() {
+        m.ledger_sequencer.set(i64::from(seq.is_leader()));
     }
     if let Some(l) = &s.ledger {
         if let Ok(Some(c)) = l.latest_checkpoint().await {

@@ -82,6 +82,7 @@ struct Request {
 pub struct Sequencer {
     tx: mpsc::Sender<Request>,
     verifier: VerifierKey,
+    leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct State {
@@ -133,8 +134,12 @@ impl Sequencer {
     ) -> Sequencer {
         let verifier = signer.verifier();
         let (tx, mut rx) = mpsc::channel::<Request>(config.batch_max_entries.max(1) * 4);
+        let leading = Arc::new(std::sync::atomic::AtomicBool::new(leader.is_some()));
+        let flag = leading.clone();
         tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
             loop {
+                flag.store(leader.is_some(), Relaxed);
                 let mut state = match leader.take() {
                     Some(s) => s,
                     None => match &events {
@@ -145,6 +150,7 @@ impl Sequencer {
                         None => return,
                     },
                 };
+                flag.store(true, Relaxed);
                 match lead(&mut state, &mut rx, &config, events.as_ref()).await {
                     Exit::Closed => return,
                     Exit::Demoted => {
@@ -153,7 +159,13 @@ impl Sequencer {
                 }
             }
         });
-        Sequencer { tx, verifier }
+        Sequencer { tx, verifier, leading }
+    }
+
+    /// Whether this node sequences the log now (else it queues its leaves for the node that
+    /// does).
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The key that verifies this log's checkpoints.

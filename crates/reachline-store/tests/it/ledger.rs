@@ -302,6 +302,11 @@ pub async fn ledger_nodes_share_one_log(h: &Harness) {
         nodes.push(Sequencer::join(s.clone(), signer(), config(64)).await.unwrap());
         stores.push(s);
     }
+    assert_eq!(
+        nodes.iter().map(Sequencer::is_leader).collect::<Vec<_>>(),
+        [true, false, false],
+        "the first node leads"
+    );
     // 3 nodes × 150 leaves at once, each node's with notices of its own.
     let mut tasks = Vec::new();
     for (n, seq) in nodes.iter().enumerate() {
@@ -346,6 +351,12 @@ pub async fn ledger_nodes_share_one_log(h: &Harness) {
     }
     let took = gone.elapsed();
     assert!(took < std::time::Duration::from_secs(10), "takeover took {took:?}");
+    assert_eq!(
+        nodes.iter().filter(|n| n.is_leader()).count(),
+        1,
+        "one of the two left leads"
+    );
+    eprintln!("ledger: a follower took over and 128 appends waiting for it were done {took:?} after the leader went");
     let store = stores[0].clone();
     let latest = store.latest_checkpoint().await.unwrap().unwrap();
     assert_eq!(latest.size, TreeSize(450 + 128));
