@@ -30,10 +30,13 @@ struct State {
     secret: String,
     next: AtomicU64,
     client: reqwest::Client,
+    /// An HTTP status every FCM send answers with (0: none, the script decides): a drill's fault.
+    fcm_failure: std::sync::atomic::AtomicU16,
 }
 
 pub struct HttpSandbox {
     addr: SocketAddr,
+    state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -81,8 +84,9 @@ impl HttpSandbox {
             secret: secret.to_string(),
             next: AtomicU64::new(0),
             client: reqwest::Client::new(),
+            fcm_failure: Default::default(),
         });
-        let (s1, s2, s3, s4) = (state.clone(), state.clone(), state.clone(), state);
+        let (s1, s2, s3, s4) = (state.clone(), state.clone(), state.clone(), state.clone());
         let app = Router::new()
             .route(
                 "/sms/send",
@@ -145,6 +149,10 @@ impl HttpSandbox {
                         let err = |code: u16, status: &str, details: Value| {
                             (StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), Json(json!({"error": {"code": code, "status": status, "details": details}})))
                         };
+                        let failure = s.fcm_failure.load(Ordering::Relaxed);
+                        if failure != 0 {
+                            return err(failure, "UNAVAILABLE", json!([]));
+                        }
                         match last(&token) {
                             '1' => err(404, "NOT_FOUND", json!([{"@type": fcm_error, "errorCode": "UNREGISTERED"}])),
                             '2' => err(400, "INVALID_ARGUMENT", json!([{"@type": fcm_error, "errorCode": "INVALID_ARGUMENT"}])),
@@ -179,7 +187,12 @@ impl HttpSandbox {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(HttpSandbox { addr, task })
+        Ok(HttpSandbox { addr, state, task })
+    }
+
+    /// Makes every FCM send answer `status` (a 5xx outage), or, with `None`, the script again.
+    pub fn set_fcm_failure(&self, status: Option<u16>) {
+        self.state.fcm_failure.store(status.unwrap_or(0), Ordering::Relaxed);
     }
 
     pub fn base_url(&self) -> String {

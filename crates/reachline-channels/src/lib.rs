@@ -10,6 +10,7 @@ pub mod matching;
 pub mod peers;
 pub mod smpp;
 pub mod smtp;
+pub mod smtp_sandbox;
 pub mod webhook;
 
 use std::pin::Pin;

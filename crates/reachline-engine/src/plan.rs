@@ -153,6 +153,8 @@ impl Owned {
         let profile = cfg.profile(view.jurisdiction);
         let consents = &view.consents;
         let mut out = Vec::new();
+        // The sends decided for one product count under the caps when the next is decided.
+        let mut sends = self.sends.clone();
         for (n, product) in products.iter().enumerate() {
             let cadence = reachline_policy::cadence::for_product(&cfg.cadences, product);
             let installments: Vec<DueInstallment> = view
@@ -171,11 +173,28 @@ impl Owned {
                 health: &self.health,
                 consents,
                 installments: &installments,
-                sends: &self.sends,
+                sends: &sends,
                 third_parties: &self.third_parties,
                 preferences: &view.preferences,
             };
-            out.extend(decide(&s, now).into_iter().filter(|d| n == 0 || d.key.is_some()));
+            let decided: Vec<Decision> = decide(&s, now)
+                .into_iter()
+                .filter(|d| n == 0 || d.key.is_some())
+                .collect();
+            for d in &decided {
+                if let (Action::Send { rung, permit, .. }, Some(key)) = (&d.action, d.key) {
+                    sends.push(SendRecord {
+                        key,
+                        rung: *rung,
+                        contact: permit.contact,
+                        channel: permit.channel,
+                        at: now,
+                        outcome: reachline_policy::Outcome::Pending,
+                        conversation: false,
+                    });
+                }
+            }
+            out.extend(decided);
         }
         // An emergency contact is asked once, also across products: a second notice that would
         // ask the same one is suppressed by the third-party rule.

@@ -353,7 +353,9 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
         });
     }
 
-    let history = attempts(s);
+    // Each send decided here joins the history the next notice's gates count: two notices
+    // due at once must not both take the day's last slot under the caps.
+    let mut history = attempts(s);
     let unreachable = formally_unreachable(s, now);
     // An emergency contact is asked once, also when several notices are due at once.
     let mut asked: Vec<ContactId> = Vec::new();
@@ -368,12 +370,22 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
         };
         let d = decide_notice(s, key, &history, unreachable, &asked, now);
         if let Action::Send {
-            third_party: true,
-            permit,
-            ..
+            third_party, permit, ..
         } = &d.action
         {
-            asked.push(permit.contact);
+            if *third_party {
+                asked.push(permit.contact);
+            }
+            history.push(Attempt {
+                at: now,
+                contact: permit.contact,
+                purpose: key.kind.purpose(),
+                kind: if permit.channel == Channel::Voice {
+                    AttemptKind::CallUnanswered
+                } else {
+                    AttemptKind::Message
+                },
+            });
         }
         out.push(d);
     }

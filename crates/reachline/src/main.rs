@@ -10,6 +10,7 @@ mod borrower_cmd;
 mod channels_cli;
 mod config;
 mod demo;
+mod drill;
 mod import;
 mod intel_cmd;
 mod keys;
@@ -63,6 +64,10 @@ enum Command {
         #[arg(long, default_value_t = 90)]
         days: u32,
     },
+    /// The communication emergency drill: run the engine against the sandbox gateways with a
+    /// fault injected (a built-in scenario or --file), beside a control run, and report time to
+    /// detect, time to fail over, notices delayed and lost, sends outside the rules.
+    Drill(drill::DrillArgs),
     /// Import a loan book (a directory of CSV or JSON Lines files; see docs/book-format.md).
     /// All or nothing: a book with any error is reported and nothing is written.
     Import {
@@ -374,6 +379,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             days,
         } => return demo::run(dir, *borrowers, *seed, *days).await,
+        Command::Drill(args) => {
+            if cli.database.is_some() {
+                anyhow::bail!(
+                    "the drill makes its own databases (a control and a drill run); choose where with --work-dir"
+                );
+            }
+            return drill::run(args).await;
+        }
         // Offline: no configuration, no database, no network.
         Command::Ledger {
             command: ledger::LedgerCommand::Verify { file, key },
@@ -508,7 +521,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Borrower { command } => borrower_cmd::run(&cfg, command).await,
         Command::Backup(args) => privacy_cmd::backup(&cfg, args).await,
         Command::Retention(args) => privacy_cmd::retention(&cfg, args).await,
-        Command::Demo { .. } | Command::GenBook { .. } | Command::SandboxSmsc(_) => {
+        Command::Demo { .. } | Command::Drill(_) | Command::GenBook { .. } | Command::SandboxSmsc(_) => {
             unreachable!("handled before configuration is loaded")
         }
         Command::Config {

@@ -75,6 +75,8 @@ struct State {
     throttle_every: AtomicU32,
     submits: AtomicU64,
     script: Mutex<Option<Script>>,
+    /// Down: every connection is closed as soon as it is accepted (a drill's "SMSC down").
+    down: std::sync::atomic::AtomicBool,
 }
 
 /// A behaviour only a script can choose: accepts; the receipt carries the id verbatim in
@@ -110,6 +112,10 @@ impl Sandbox {
         let s = state.clone();
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
+                if s.down.load(Ordering::Relaxed) {
+                    drop(sock);
+                    continue;
+                }
                 let _ = sock.set_nodelay(true);
                 tokio::spawn(session(sock, s.clone(), drop_rx.clone()));
             }
@@ -174,6 +180,15 @@ impl Sandbox {
     /// Chooses each message's behaviour by `script(destination)` instead of its last digit.
     pub fn set_script(&self, script: Script) {
         *self.state.script.lock().expect("sandbox lock poisoned") = Some(script);
+    }
+
+    /// Takes the SMSC down (every session dropped, every new connection closed at once) or
+    /// brings it back up, as a drill's fault.
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::Relaxed);
+        if down {
+            self.drop_sessions();
+        }
     }
 
     /// Throttles every n-th submit from now on (0 turns it off).

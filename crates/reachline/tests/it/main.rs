@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod drill;
 mod helpers;
 mod import;
 mod intel;

@@ -1,0 +1,308 @@
+//! One run of a drill: the generated book imported into a fresh SQLite database, the real
+//! engine (planner, outbox, dispatchers, receipt intake, ledger) over the sandbox gateways on a
+//! simulated clock, the scenario's faults switched on and off at their times (or none, for the
+//! control), and at the end everything the engine recorded, read back for the report.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Duration, Utc};
+use reachline_engine::Engine;
+use reachline_policy::Templates;
+use reachline_store::engine::{DecisionRow, EngineStore, EngineView, OutboxRow};
+use reachline_store::sqlite::SqliteStore;
+
+use super::gateways::{Clock, Gateways, Recycled, TapEvent, World};
+use super::scenario::{FaultKind, Scenario};
+use crate::config::{Config, DatabaseUrl};
+use crate::import::{import, ImportOptions};
+use crate::keys::KeyFile;
+
+/// What one run left: the engine's records and what the gateways and the loop saw.
+pub struct RunRecord {
+    pub views: Vec<EngineView>,
+    /// Every decision history, by borrower.
+    pub decisions: HashMap<reachline_domain::BorrowerId, Vec<(DateTime<Utc>, DecisionRow)>>,
+    pub taps: Vec<TapEvent>,
+    /// (when, provider, state) each time a provider's state as the engine shows it changed.
+    pub provider_changes: Vec<(DateTime<Utc>, String, &'static str)>,
+    /// Real milliseconds each pass took, by simulated time.
+    pub passes: Vec<(DateTime<Utc>, f64)>,
+    /// When the node came back after a database restart, and the attempts recovery found in
+    /// doubt.
+    pub restarts: Vec<(DateTime<Utc>, u64)>,
+    /// Lookups that failed, by simulated time; lookups asked.
+    pub lookup_failures: Vec<DateTime<Utc>>,
+    pub lookups: u64,
+    pub recycled: HashMap<String, Recycled>,
+    /// The contact points whose numbers the mass recycling took.
+    pub recycled_contacts: std::collections::HashSet<reachline_domain::ContactId>,
+    pub engine: reachline_engine::EngineConfig,
+    pub end: DateTime<Utc>,
+}
+
+impl RunRecord {
+    pub fn rows(&self) -> impl Iterator<Item = (&EngineView, &OutboxRow)> {
+        self.views.iter().flat_map(|v| v.sends.iter().map(move |r| (v, r)))
+    }
+}
+
+/// Writes the scenario's book (the generated one, plus push tokens when push is present).
+pub fn write_book(s: &Scenario, dir: &Path) -> anyhow::Result<()> {
+    use crate::book::gen::{generate, GenOptions};
+    generate(
+        dir,
+        &GenOptions {
+            borrowers: s.borrowers,
+            seed: s.seed,
+            as_of: s.start.date_naive(),
+            revision: 0,
+            format: crate::book::Format::Csv,
+        },
+        &|_| {},
+    )?;
+    if s.channels.push {
+        // The lender's app registered a push token for some borrowers (ending in 0: the FCM
+        // sandbox takes it).
+        let path = dir.join("contacts.csv");
+        let text = std::fs::read_to_string(&path)?;
+        let mut out = text.clone();
+        let mut seen = std::collections::HashSet::new();
+        let since = s.start.date_naive() - Duration::days(60);
+        for line in text.lines().skip(1) {
+            let Some(b) = line.split(',').next() else { continue };
+            if !seen.insert(b.to_string()) {
+                continue;
+            }
+            let draw = (crate::world::stable(b, s.seed ^ 0x5055_5348) % 10_000) as f64 / 10_000.0;
+            if draw < s.channels.push_share {
+                let token = format!("fcm{:016x}0", crate::world::stable(b, s.seed));
+                out.push_str(&format!("{b},app,push_token,primary,,{token},,{since},\n"));
+            }
+        }
+        std::fs::write(&path, out)?;
+    }
+    Ok(())
+}
+
+/// The numbers a mass recycling takes: `share` of the borrowers' primary mobiles, dead from
+/// the fault's start, strangers' from its end.
+pub fn recycled_numbers(s: &Scenario, book: &Path) -> anyhow::Result<HashMap<String, Recycled>> {
+    let mut out = HashMap::new();
+    let Some(f) = s.faults.iter().find(|f| f.kind == FaultKind::MassRecycle) else {
+        return Ok(out);
+    };
+    let share = f.share.unwrap_or(0.0);
+    let phones = Config::default().phone_parser()?;
+    let path = book.join("contacts.csv");
+    let mut r = csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+    for row in r.records() {
+        let row = row?;
+        let (b, slot, kind, value) = (&row[0], &row[1], &row[2], &row[5]);
+        if kind != "mobile" || slot != "mobile" {
+            continue;
+        }
+        let draw = (crate::world::stable(b, s.seed ^ 0x5245_4359) % 10_000) as f64 / 10_000.0;
+        if draw < share {
+            if let Ok(n) = phones.parse(value) {
+                out.insert(
+                    super::gateways::digits(&n),
+                    Recycled {
+                        dies: s.start + f.start.0,
+                        stranger: s.start + f.end.0,
+                    },
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A node: the store, the engine over it and its receipt intake.
+struct Node {
+    store: Arc<SqliteStore>,
+    engine: Arc<Engine>,
+    intake: Vec<tokio::task::JoinHandle<()>>,
+    /// Receipts the gateways owed when this node started (a new node's counters start at 0).
+    receipts_base: u64,
+}
+
+async fn start_node(s: &Scenario, cfg: &Config, db: &Path, gw: &Gateways) -> anyhow::Result<Node> {
+    let store = Arc::new(SqliteStore::open(db, cfg.keyring()?).await?);
+    let mut ecfg = crate::run::engine_config(cfg, &cfg.keyring()?)?;
+    if !s.channels.order.is_empty() {
+        ecfg.ladder.channels = s.channels.order.clone();
+    }
+    let mut engine = Engine::new(
+        store.clone() as Arc<dyn EngineStore>,
+        gw.channels().await?,
+        Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
+        ecfg,
+    )
+    .with_ledger(crate::run::ledger_sink(cfg, false).await?);
+    if let Some(c) = &gw.carrier {
+        engine = engine.with_intel(Arc::new(super::gateways::CarrierIntel(c.clone())));
+    }
+    let engine = Arc::new(engine);
+    let clock = gw.clock.clone();
+    let intake = engine.spawn_intake(Arc::new(move || clock.now()));
+    Ok(Node {
+        store,
+        engine,
+        intake,
+        receipts_base: gw.receipts_due(),
+    })
+}
+
+impl Node {
+    /// Waits until every receipt the gateways owe this node is recorded (at most 2 s).
+    async fn settle(&self, gw: &Gateways) {
+        let due = gw.receipts_due().saturating_sub(self.receipts_base);
+        self.engine.wait_receipts(due, std::time::Duration::from_secs(2)).await;
+    }
+
+    fn stop(self) {
+        for t in &self.intake {
+            t.abort();
+        }
+    }
+}
+
+/// Runs the scenario once, with its faults (`faulty`) or without (the control), in `dir`
+/// (which must exist and be empty) over the book in `book`.
+pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow::Result<RunRecord> {
+    let keys = dir.join("reachline.keys");
+    KeyFile::generate("drill").write_new(&keys)?;
+    let db = dir.join("reachline.db");
+    let mut cfg = Config::default();
+    cfg.database.url = DatabaseUrl(format!("sqlite://{}", db.display()));
+    cfg.keys.file = keys;
+    // Close ledger batches soon: the simulated clock waits for nothing else.
+    cfg.ledger.batch_max_ms = 5;
+    cfg.validate()?;
+    {
+        let store = SqliteStore::open(&db, cfg.keyring()?).await?;
+        import(
+            &store,
+            book,
+            &cfg.phone_parser()?,
+            &cfg.book_defaults()?,
+            &ImportOptions {
+                batch_size: cfg.book.batch_size,
+                progress: false,
+            },
+        )
+        .await
+        .context("importing the drill's book")?;
+    }
+    let clock = Clock::new(s.start);
+    let recycled = if faulty {
+        recycled_numbers(s, book)?
+    } else {
+        HashMap::new()
+    };
+    let world = World::new(clock.clone(), recycled.clone());
+    let gw = Gateways::start(s, clock.clone(), world).await?;
+    let mut node = Some(start_node(s, &cfg, &db, &gw).await?);
+    let faults: Vec<_> = if faulty { s.faults.clone() } else { Vec::new() };
+    let mut active = vec![false; faults.len()];
+    let mut record = RunRecord {
+        views: Vec::new(),
+        decisions: HashMap::new(),
+        taps: Vec::new(),
+        provider_changes: Vec::new(),
+        passes: Vec::new(),
+        restarts: Vec::new(),
+        lookup_failures: Vec::new(),
+        lookups: 0,
+        recycled,
+        recycled_contacts: Default::default(),
+        engine: node.as_ref().map(|n| n.engine.config().clone()).unwrap_or_default(),
+        end: s.end(),
+    };
+    let mut states: HashMap<String, &'static str> = HashMap::new();
+    let mut now = s.start;
+    while now < s.end() {
+        clock.set(now);
+        for (i, f) in faults.iter().enumerate() {
+            let on = now >= s.start + f.start.0 && now < s.start + f.end.0;
+            if on == active[i] {
+                continue;
+            }
+            active[i] = on;
+            tracing::info!(fault = f.kind.as_str(), on, %now, "drill fault");
+            gw.apply(f, on);
+            if f.kind == FaultKind::DbRestart {
+                if on {
+                    // The database goes away and the node with it.
+                    if let Some(n) = node.take() {
+                        n.settle(&gw).await;
+                        n.stop();
+                    }
+                } else {
+                    let n = start_node(s, &cfg, &db, &gw).await?;
+                    let recovered = n.engine.recover(now).await?;
+                    record.restarts.push((now, recovered));
+                    node = Some(n);
+                }
+            }
+        }
+        if let Some(n) = &node {
+            let began = std::time::Instant::now();
+            n.engine.step(now).await?;
+            record.passes.push((now, began.elapsed().as_secs_f64() * 1000.0));
+            n.settle(&gw).await;
+            for (_, st) in n.engine.provider_status() {
+                let state = st.state.as_str();
+                if states.get(&st.provider).copied() != Some(state) {
+                    // The first sighting of a provider that is up is not a change.
+                    if states.contains_key(&st.provider) || state != "up" {
+                        record.provider_changes.push((now, st.provider.clone(), state));
+                    }
+                    states.insert(st.provider.clone(), state);
+                }
+            }
+        }
+        now += s.tick.0;
+    }
+    clock.set(s.end());
+    let node = match node {
+        Some(n) => n,
+        // A restart that outlasts the drill: the node comes back to be read.
+        None => start_node(s, &cfg, &db, &gw).await?,
+    };
+    node.settle(&gw).await;
+    let store = node.store.clone();
+    record.engine = node.engine.config().clone();
+    node.stop();
+    let far = s.end() + Duration::days(3650);
+    let (from, to) = (
+        s.start.date_naive() - Duration::days(400),
+        s.end().date_naive() + Duration::days(400),
+    );
+    for ids in store.due_borrowers(from, to, far).await?.chunks(2_000) {
+        for v in store.views(ids, from, to).await? {
+            record.decisions.insert(v.id, store.decisions_of(v.id).await?);
+            if !record.recycled.is_empty() {
+                for c in &v.contacts {
+                    if let Ok(t) = store.send_target(v.id, c.id).await {
+                        if let reachline_domain::ContactAddress::Phone(p) = &t.address {
+                            if record.recycled.contains_key(&super::gateways::digits(p)) {
+                                record.recycled_contacts.insert(c.id);
+                            }
+                        }
+                    }
+                }
+            }
+            record.views.push(v);
+        }
+    }
+    record.taps = std::mem::take(&mut *gw.taps.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Some(c) = &gw.carrier {
+        record.lookup_failures = c.failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        record.lookups = c.asked.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(record)
+}
