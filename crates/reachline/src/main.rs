@@ -248,14 +248,30 @@ const EXIT_BOOK_REJECTED: u8 = 2;
 struct ExpectationsFailed;
 
 fn main() -> ExitCode {
-    // End quietly when the reader of the output goes away (`reachline … | head`), as command-line
-    // tools do, instead of panicking on a closed pipe.
-    #[cfg(unix)]
-    // SAFETY: setting a signal's disposition to the default, before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // A command that prints and ends stops quietly when the reader of its output goes away
+    // (`reachline … | head`), as command-line tools do, instead of panicking on a closed pipe.
+    // The commands that talk to peers keep SIGPIPE ignored (Rust's default): a vectored write
+    // (`writev`, which hyper and the SMPP client use) to a connection the peer closed would
+    // otherwise end the whole node instead of failing that one write.
+    let talks_to_peers = matches!(
+        cli.command,
+        Command::Demo { .. }
+            | Command::Drill(_)
+            | Command::Run(_)
+            | Command::Serve(_)
+            | Command::Send(_)
+            | Command::SandboxSmsc(_)
+            | Command::Bench { .. }
+            | Command::Intel { .. }
+    );
+    #[cfg(unix)]
+    if !talks_to_peers {
+        // SAFETY: setting a signal's disposition to the default, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

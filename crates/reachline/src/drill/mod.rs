@@ -98,15 +98,6 @@ pub async fn run(args: &DrillArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let s = load(args)?;
-    // The drill runs gateways and their clients in this process: a write to a connection a
-    // fault just closed must fail as an error, not end the process (the binary restores the
-    // default SIGPIPE for its pipes, and without this a throttling drill now and then ended
-    // with exit 141).
-    #[cfg(unix)]
-    // SAFETY: changing a signal's disposition to "ignore" has no memory-safety preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
     let began = std::time::Instant::now();
     let tmp;
     let work = match &args.work_dir {

@@ -141,7 +141,7 @@ async fn start_node(s: &Scenario, cfg: &Config, db: &Path, gw: &Gateways) -> any
         Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
         ecfg,
     )
-    .with_ledger(crate::run::ledger_sink(cfg, false).await?);
+    .with_ledger(crate::run::ledger_sink(cfg).await?);
     if let Some(c) = &gw.carrier {
         engine = engine.with_intel(Arc::new(super::gateways::CarrierIntel(c.clone())));
     }
