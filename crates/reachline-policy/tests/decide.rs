@@ -397,6 +397,40 @@ fn two_notices_due_at_once_ask_the_emergency_contact_once() {
 }
 
 #[test]
+fn two_notices_due_at_once_share_the_days_last_slot_under_the_cap() {
+    // Two messages today already (another installment's notices), against the `cn` profile's
+    // three a day; two notices fall due at once. One may take the last slot, not both.
+    let earlier = InstallmentId(79);
+    let today: Vec<SendRecord> = [
+        (1, Channel::Sms, "2024-05-21 08:10"),
+        (2, Channel::Email, "2024-05-21 08:20"),
+    ]
+    .iter()
+    .map(|(c, ch, t)| SendRecord {
+        key: NoticeKey {
+            installment: earlier,
+            ..key()
+        },
+        ..send(0, *c, *ch, t, Outcome::Delivered)
+    })
+    .collect();
+    let second = InstallmentId(78);
+    let inst = [INST, second].map(|id| DueInstallment {
+        id,
+        due_date: "2024-05-20".parse().unwrap(),
+        paid: false,
+    });
+    let now = at("2024-05-21 10:00");
+    let ds = with_snapshot(&today, &[], &inst, now, |s| decide(s, now));
+    let sends = ds
+        .iter()
+        .filter(|d| d.key.is_some() && matches!(d.action, Action::Send { .. }))
+        .count();
+    assert_eq!(sends, 1, "{ds:#?}");
+    assert_eq!(ds.iter().filter(|d| d.key.is_some()).count(), 2, "both notices decided");
+}
+
+#[test]
 fn health_requests_become_lookups_and_checks() {
     // One hard failure: suspect, a carrier check asked for.
     let s0 = send(
