@@ -40,6 +40,9 @@ pub enum BenchCommand {
         threads: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate a book of N borrowers and time its import into SQLite and PostgreSQL.
     Import {
@@ -55,6 +58,10 @@ pub enum BenchCommand {
         /// Keep the generated book and databases afterwards.
         #[arg(long)]
         keep: bool,
+        /// Print one JSON object instead of the tables: the book's counts and each back end's
+        /// import summary (as `reachline import --json` prints it).
+        #[arg(long)]
+        json: bool,
     },
     /// Append N leaves durably to a fresh ledger on SQLite and PostgreSQL, then time proofs.
     Ledger(LedgerBenchArgs),
@@ -77,14 +84,15 @@ struct Row {
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    let (borrowers, seed, postgres, no_postgres, dir, keep) = match cmd {
+    let (borrowers, seed, postgres, no_postgres, dir, keep, json) = match cmd {
         BenchCommand::Ledger(args) => return crate::bench_ledger::run(args).await,
         BenchCommand::Webhooks(args) => return crate::bench_server::run(args).await,
         BenchCommand::Policy {
             borrowers,
             threads,
             seed,
-        } => return crate::bench_policy::run(borrowers, threads, seed),
+            json,
+        } => return crate::bench_policy::run(borrowers, threads, seed, json),
         BenchCommand::Smpp(_) => unreachable!("bench smpp is dispatched by channels_cli::run"),
         BenchCommand::Engine(_) => unreachable!("bench engine is dispatched with the configuration"),
         BenchCommand::Import {
@@ -93,7 +101,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             pg: PostgresTarget { postgres, no_postgres },
             dir,
             keep,
-        } => (borrowers, seed, postgres, no_postgres, dir, keep),
+            json,
+        } => (borrowers, seed, postgres, no_postgres, dir, keep, json),
     };
     std::fs::create_dir_all(&dir)?;
     let book = dir.join("book");
@@ -141,6 +150,22 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         });
     }
 
+    if !keep {
+        std::fs::remove_dir_all(&book).ok();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", sqlite_path.display()));
+        }
+    }
+    if json {
+        let out = serde_json::json!({
+            "borrowers": borrowers,
+            "rows": counts.total(),
+            "generate_seconds": gen_secs,
+            "backends": rows.iter().map(|r| serde_json::json!({"backend": r.backend, "summary": r.summary})).collect::<Vec<_>>(),
+        });
+        println!("{out}");
+        return Ok(());
+    }
     println!(
         "book: {borrowers} borrowers, {} rows ({} contacts, {} loans, {} installments, {} consents), generated in {gen_secs:.1}s",
         counts.total(),
@@ -189,12 +214,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 })
                 .unwrap_or_default();
             println!("| {} | {} |", r.backend, cells.join(" | "));
-        }
-    }
-    if !keep {
-        std::fs::remove_dir_all(&book).ok();
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", sqlite_path.display()));
         }
     }
     Ok(())

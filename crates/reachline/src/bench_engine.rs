@@ -1,8 +1,9 @@
 //! `reachline bench engine`: generates a book of N borrowers, imports it into a fresh SQLite
 //! database (and a fresh PostgreSQL one, unless `--no-postgres`), then — in a child process, so the peak-memory figure is the engine's alone — plans
 //! one business day and dispatches every notice it queued to the in-process sandbox SMSC over
-//! SMPP on loopback, every attempt durably recorded, and waits for every receipt. Prints
-//! decisions/s, sends/s, receipts/s and peak memory.
+//! SMPP on loopback (or to an SMSC of its own, `--smsc-host`), every attempt durably recorded
+//! (with `--ledger`, every send and receipt also a ledger leaf, as `reachline run` writes
+//! them), and waits for every receipt. Prints decisions/s, sends/s, receipts/s and peak memory.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,19 @@ pub struct EngineBenchArgs {
     pub plan_reads: usize,
     #[command(flatten)]
     pub pg: crate::bench::PostgresTarget,
+    /// Send to this SMSC instead of an in-process sandbox (for comparing gateways through one
+    /// peer, e.g. `reachline sandbox-smsc --all-delivered`); it must deliver every number.
+    #[arg(long)]
+    pub smsc_host: Option<String>,
+    #[arg(long, default_value_t = 2775)]
+    pub smsc_port: u16,
+    /// Keep the notice ledger as `reachline run` does: every send and every receipt a leaf,
+    /// committed under a signed checkpoint.
+    #[arg(long)]
+    pub ledger: bool,
+    /// Print one JSON object (each back end's figures) instead of the table.
+    #[arg(long)]
+    pub json: bool,
     /// Internal: run the engine part on an imported database and print JSON.
     #[arg(long, hide = true)]
     pub child: bool,
@@ -90,6 +104,21 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
         }
         rows.push(("PostgreSQL", res?));
     }
+    if !args.keep {
+        std::fs::remove_dir_all(&book).ok();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+    }
+    if args.json {
+        let out = serde_json::json!({
+            "borrowers": args.borrowers,
+            "day": args.day.to_string(),
+            "backends": rows.iter().map(|(b, r)| serde_json::json!({"backend": b, "figures": r})).collect::<Vec<_>>(),
+        });
+        println!("{out}");
+        return Ok(());
+    }
     println!("book: {} borrowers; day planned: {}", args.borrowers, args.day);
     println!();
     println!("| back end | step | count | seconds | per second |");
@@ -130,18 +159,15 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
     println!();
     for (backend, r) in &rows {
         println!(
-            "{backend}: queued {}, cancelled at send time {}, failed {}; peak RSS of the engine process {:.0} MiB",
+            "{backend}: queued {}, cancelled at send time {}, failed {}; {} parts to {}; ledger leaves {}; peak RSS of the engine process {:.0} MiB",
             r["queued"],
             r["cancelled"],
             r["failed"],
+            r["parts"],
+            r["smsc"].as_str().unwrap_or("?"),
+            r["ledger_leaves"],
             r["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / (1 << 20) as f64
         );
-    }
-    if !args.keep {
-        std::fs::remove_dir_all(&book).ok();
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-        }
     }
     Ok(())
 }
@@ -164,7 +190,8 @@ fn import_and_run(
     if !status.success() {
         bail!("the import failed ({status})");
     }
-    let out = std::process::Command::new(&exe)
+    let mut child = std::process::Command::new(&exe);
+    child
         .args(["--database", url, "bench", "engine", "--child", "--day"])
         .arg(args.day.to_string())
         .arg("--plan-batch")
@@ -172,7 +199,16 @@ fn import_and_run(
         .arg("--plan-reads")
         .arg(args.plan_reads.to_string())
         .arg("--dir")
-        .arg(&args.dir)
+        .arg(&args.dir);
+    if let Some(host) = &args.smsc_host {
+        child
+            .args(["--smsc-host", host, "--smsc-port"])
+            .arg(args.smsc_port.to_string());
+    }
+    if args.ledger {
+        child.arg("--ledger");
+    }
+    let out = child
         .env("REACHLINE_KEYS__FILE", keys)
         .stderr(std::process::Stdio::inherit())
         .output()?;
@@ -184,27 +220,59 @@ fn import_and_run(
 
 async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
     let store = crate::run::open_engine_store(cfg).await?;
-    let sandbox = Sandbox::start("127.0.0.1:0").await?;
-    sandbox.set_script(Arc::new(|_: &str| DELIVERED_TLV));
-    let sms = SmppChannel::start(SmppConfig {
-        port: sandbox.addr().port(),
+    let (sandbox, host, port) = match &args.smsc_host {
+        Some(host) => (None, host.clone(), args.smsc_port),
+        None => {
+            let sandbox = Sandbox::start("127.0.0.1:0").await?;
+            sandbox.set_script(Arc::new(|_: &str| DELIVERED_TLV));
+            let port = sandbox.addr().port();
+            (Some(sandbox), "127.0.0.1".to_string(), port)
+        }
+    };
+    let smsc = match &sandbox {
+        Some(_) => "the in-process sandbox SMSC".to_string(),
+        None => format!("the SMSC at {host}:{port}"),
+    };
+    let sms = Arc::new(SmppChannel::start(SmppConfig {
+        host,
+        port,
         window: 64,
         ..SmppConfig::default()
-    });
+    }));
     if !sms.wait_bound(std::time::Duration::from_secs(5)).await {
-        bail!("could not bind to the sandbox SMSC");
+        bail!("could not bind to {smsc}");
     }
     let mut ecfg = crate::run::engine_config(cfg, &cfg.keyring()?)?;
     ecfg.plan_batch = args.plan_batch;
     ecfg.plan_reads = args.plan_reads;
     ecfg.lease_batch = 2_000;
     ecfg.concurrency = 256;
-    let engine = Arc::new(Engine::new(
+    let mut engine = Engine::new(
         store.clone(),
-        vec![Arc::new(sms)],
+        vec![sms.clone()],
         Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
         ecfg,
-    ));
+    );
+    let ledger = match args.ledger {
+        true => {
+            let store: Arc<dyn reachline_store::ledger::LedgerStore> =
+                reachline_store::open_ledger(cfg.database.url.as_str(), cfg.keyring()?)
+                    .await?
+                    .into();
+            let sequencer =
+                reachline_store::ledger::Sequencer::start(store.clone(), cfg.ledger_signer()?, cfg.sequencer_config())
+                    .await?;
+            Some(reachline_engine::LedgerSink {
+                sequencer: Arc::new(sequencer),
+                store,
+            })
+        }
+        false => None,
+    };
+    if let Some(sink) = &ledger {
+        engine = engine.with_ledger(sink.clone());
+    }
+    let engine = Arc::new(engine);
     // 09:00 in Shanghai: inside every profile's hours for the borrowers of the book.
     let now = args
         .day
@@ -217,10 +285,24 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let d = engine.dispatch(now).await?;
     let dispatch_seconds = t.elapsed().as_secs_f64();
-    let parts = sandbox.accepted_count() as u64;
+    let parts = sms.stats().submitted.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(sandbox) = &sandbox {
+        anyhow::ensure!(
+            sandbox.accepted_count() as u64 == parts,
+            "the sandbox accepted {} parts, the client counted {parts}",
+            sandbox.accepted_count()
+        );
+    }
     engine.wait_receipts(parts, std::time::Duration::from_secs(120)).await;
     let receipts_seconds = t.elapsed().as_secs_f64();
+    let ledger_leaves = match &ledger {
+        Some(sink) => sink.store.latest_checkpoint().await?.map_or(0, |c| c.size.0),
+        None => 0,
+    };
     let out = serde_json::json!({
+        "smsc": smsc,
+        "parts": parts,
+        "ledger_leaves": ledger_leaves,
         "borrowers": p.borrowers,
         "decisions": p.decisions,
         "queued": p.queued,

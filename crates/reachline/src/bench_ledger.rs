@@ -44,6 +44,9 @@ pub struct LedgerBenchArgs {
     dir: std::path::PathBuf,
     #[arg(long)]
     keep: bool,
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    json: bool,
 }
 
 struct Row {
@@ -212,6 +215,37 @@ pub async fn run(a: LedgerBenchArgs) -> anyhow::Result<()> {
     let mem = memory_rate(a.leaves.min(2_000_000))?;
     let (sha_mbs, sha_nodes) = sha_rates();
 
+    if a.json {
+        let backends: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "backend": r.backend,
+                    "leaves": r.leaves,
+                    "seconds": r.secs,
+                    "appends_per_second": r.leaves as f64 / r.secs,
+                    "disk_bytes": r.disk,
+                    "proof_gen_p50_us": r.gen.0,
+                    "proof_gen_p99_us": r.gen.1,
+                    "verify_p50_us": r.verify.0,
+                    "verify_p99_us": r.verify.1,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "batch_max_entries": a.batch_max_entries,
+            "batch_max_ms": a.batch_max_ms,
+            "callers": a.callers,
+            "chunk": a.chunk,
+            "proofs": a.proofs,
+            "backends": backends,
+            "memory_tree_leaves_per_second": mem,
+            "sha256_mb_per_second": sha_mbs,
+            "sha256_nodes_per_second": sha_nodes,
+        });
+        println!("{out}");
+        return Ok(());
+    }
     println!(
         "batches of up to {} leaves or {} ms; {} callers appending {} leaves at a time; {} proofs timed",
         a.batch_max_entries, a.batch_max_ms, a.callers, a.chunk, a.proofs

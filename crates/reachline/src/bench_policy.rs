@@ -106,7 +106,9 @@ fn synth(rng: &mut ChaCha8Rng, id: i64, now: DateTime<Utc>) -> Borrower {
     }
 }
 
-pub fn run(borrowers: u64, threads: usize, seed: u64) -> anyhow::Result<()> {
+/// With `json`, prints one JSON object (`runs`: threads, decisions, sends, seconds,
+/// borrowers per second) instead of the table.
+pub fn run(borrowers: u64, threads: usize, seed: u64, json: bool) -> anyhow::Result<()> {
     let now = Utc.with_ymd_and_hms(2024, 6, 15, 6, 0, 0).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let t0 = Instant::now();
@@ -144,15 +146,18 @@ pub fn run(borrowers: u64, threads: usize, seed: u64) -> anyhow::Result<()> {
         }
         (decisions, sends)
     };
-    println!(
-        "{} synthetic borrowers, {} pieces of evidence ({:.1} per borrower), generated in {:.1} s",
-        borrowers,
-        evidence,
-        evidence as f64 / borrowers as f64,
-        gen.as_secs_f64()
-    );
-    println!("| threads | borrowers | decisions | sends | seconds | borrowers/s |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    if !json {
+        println!(
+            "{} synthetic borrowers, {} pieces of evidence ({:.1} per borrower), generated in {:.1} s",
+            borrowers,
+            evidence,
+            evidence as f64 / borrowers as f64,
+            gen.as_secs_f64()
+        );
+        println!("| threads | borrowers | decisions | sends | seconds | borrowers/s |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+    }
+    let mut runs = Vec::new();
     for n in [1, threads.max(1)] {
         let t = Instant::now();
         let chunk = book.len().div_ceil(n).max(1);
@@ -163,13 +168,24 @@ pub fn run(borrowers: u64, threads: usize, seed: u64) -> anyhow::Result<()> {
                 .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
         });
         let secs = t.elapsed().as_secs_f64();
-        println!(
-            "| {n} | {borrowers} | {decisions} | {sends} | {secs:.2} | {:.0} |",
-            borrowers as f64 / secs
-        );
+        if json {
+            runs.push(serde_json::json!({
+                "threads": n, "decisions": decisions, "sends": sends, "seconds": secs,
+                "borrowers_per_second": borrowers as f64 / secs,
+            }));
+        } else {
+            println!(
+                "| {n} | {borrowers} | {decisions} | {sends} | {secs:.2} | {:.0} |",
+                borrowers as f64 / secs
+            );
+        }
         if threads <= 1 {
             break;
         }
+    }
+    if json {
+        let out = serde_json::json!({"borrowers": borrowers, "evidence": evidence, "runs": runs});
+        println!("{out}");
     }
     Ok(())
 }

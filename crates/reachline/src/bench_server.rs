@@ -36,6 +36,13 @@ pub struct WebhookBenchArgs {
     /// Working directory for the SQLite file (recreated).
     #[arg(long, default_value = "./reachline-bench")]
     pub dir: PathBuf,
+    /// Run on a fresh database on this PostgreSQL server (created, and dropped afterwards)
+    /// instead of SQLite; the URL's database is only used to connect.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const SECRET: &str = "bench-secret";
@@ -118,9 +125,22 @@ async fn load(url: String, connections: usize, seconds: u64, sends: &[i64]) -> a
 }
 
 pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
-    let _ = std::fs::remove_dir_all(&args.dir);
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
-    let url = format!("sqlite://{}", args.dir.join("webhooks.db").display());
+    let Some(admin) = args.postgres.clone() else {
+        let _ = std::fs::remove_dir_all(&args.dir);
+        std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+        let url = format!("sqlite://{}", args.dir.join("webhooks.db").display());
+        return run_on(&url, "SQLite", &args).await;
+    };
+    let db = format!("reachline_bench_webhooks_{}", std::process::id());
+    reachline_store::postgres::create_database(&admin, &db).await?;
+    let url = reachline_store::postgres::url_with_database(&admin, &db);
+    let res = run_on(&url, "PostgreSQL", &args).await;
+    reachline_store::postgres::drop_database(&admin, &db).await?;
+    res
+}
+
+async fn run_on(url: &str, backend: &str, args: &WebhookBenchArgs) -> anyhow::Result<()> {
+    let url = url.to_string();
     let keys = Keyring::random("bench");
     let stores = reachline_store::open_all(&url, keys.clone()).await?;
     let ledger: Arc<dyn LedgerStore> = reachline_store::open_ledger(&url, keys).await?.into();
@@ -199,6 +219,24 @@ pub async fn run(args: WebhookBenchArgs) -> anyhow::Result<()> {
         "{} webhooks were answered 200 but only {recorded} receipts recorded",
         hooks.ok
     );
+    if args.json {
+        let figures = |l: &Load| {
+            serde_json::json!({
+                "requests": l.ok, "errors": l.errors, "seconds": l.elapsed.as_secs_f64(),
+                "requests_per_second": l.rate(), "p50_ms": l.pct(0.5), "p99_ms": l.pct(0.99),
+            })
+        };
+        let out = serde_json::json!({
+            "backend": backend,
+            "connections": args.connections,
+            "ceiling": figures(&ceiling),
+            "webhooks": figures(&hooks),
+            "receipts_recorded": recorded,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("{backend}:");
     println!("| target | requests | errors | requests/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, l) in [
