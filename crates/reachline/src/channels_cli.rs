@@ -70,6 +70,9 @@ pub struct BenchSmppArgs {
     /// How long to wait for the last receipts after the last submit.
     #[arg(long, default_value_t = 30)]
     pub receipt_timeout: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub smsc: SmscArgs,
 }
@@ -250,6 +253,45 @@ pub async fn bench_smpp(args: BenchSmppArgs) -> anyhow::Result<()> {
         Err(_) => (0, 0, BTreeMap::new()),
     };
     let st = ch.stats();
+    if args.json {
+        let out = serde_json::json!({
+            "window": window,
+            "messages": n,
+            "submit_seconds": took.as_secs_f64(),
+            "submits_per_second": n as f64 / took.as_secs_f64(),
+            "failed": failed,
+            "throttled": st.throttled.load(Ordering::Relaxed),
+            "receipts_matched": matched,
+            "receipts_seconds": receipts_took.as_secs_f64(),
+            "receipts_per_second": matched as f64 / receipts_took.as_secs_f64(),
+            "unmatched": unmatched,
+            "classes": classes,
+        });
+        println!("{out}");
+    } else {
+        print_smpp_table(window, n, took, failed, st, matched, receipts_took, unmatched, &classes);
+    }
+    if failed > 0 || matched < n {
+        bail!(
+            "{failed} sends failed and {} receipts were not matched",
+            n - matched.min(n)
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_smpp_table(
+    window: usize,
+    n: u64,
+    took: Duration,
+    failed: usize,
+    st: &reachline_channels::smpp::client::SmppStats,
+    matched: u64,
+    receipts_took: Duration,
+    unmatched: u64,
+    classes: &BTreeMap<String, u64>,
+) {
     println!(
         "| window | messages | submit time | submits/s | failed | throttled | receipts matched | unmatched | classes |"
     );
@@ -272,13 +314,6 @@ pub async fn bench_smpp(args: BenchSmppArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if failed > 0 || matched < n {
-        bail!(
-            "{failed} sends failed and {} receipts were not matched",
-            n - matched.min(n)
-        );
-    }
-    Ok(())
 }
 
 /// Dispatches the commands of this module; they need no configuration file or database.
@@ -295,11 +330,37 @@ pub struct SandboxSmscArgs {
     /// Appends every accepted part here as a JSON line (destination, text, id, concatenation).
     #[arg(long)]
     pub log: std::path::PathBuf,
+    /// Accept and deliver every message, whatever its number (the receipt carries the id
+    /// verbatim in `receipted_message_id`, as most SMSCs send it): a peer for benchmarks that
+    /// send to generated numbers.
+    #[arg(long)]
+    pub all_delivered: bool,
+    /// Write the log only once no part has come for this many milliseconds, then set the
+    /// file's modification time to the last part's arrival: a benchmark's peer, which would
+    /// otherwise copy everything it holds every 20 ms while parts arrive (0: every 20 ms).
+    #[arg(long, default_value_t = 0)]
+    pub log_when_idle_ms: u64,
 }
 
 async fn sandbox_smsc(args: SandboxSmscArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
+    use std::time::{SystemTime, UNIX_EPOCH};
     let sandbox = reachline_channels::smpp::sandbox::Sandbox::start(&args.listen).await?;
+    // The arrival of the last submit, in nanoseconds since the epoch.
+    let last_part = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if args.all_delivered || args.log_when_idle_ms > 0 {
+        let (all, last) = (args.all_delivered, last_part.clone());
+        sandbox.set_script(Arc::new(move |dest: &str| {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            last.store(now.as_nanos() as u64, Ordering::Relaxed);
+            match all {
+                true => reachline_channels::smpp::sandbox::DELIVERED_TLV,
+                // The sandbox's own rule, by the destination's last digit.
+                false => dest.bytes().last().map_or(0, |b| b.wrapping_sub(b'0')),
+            }
+        }));
+    }
+    let idle = Duration::from_millis(args.log_when_idle_ms);
     if let Some(f) = &args.port_file {
         let tmp = f.with_extension("tmp");
         std::fs::write(&tmp, sandbox.addr().port().to_string())?;
@@ -310,6 +371,13 @@ async fn sandbox_smsc(args: SandboxSmscArgs) -> anyhow::Result<()> {
     let mut written = 0;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if sandbox.accepted_count() == written {
+            continue;
+        }
+        let last = UNIX_EPOCH + Duration::from_nanos(last_part.load(Ordering::Relaxed));
+        if !idle.is_zero() && SystemTime::now().duration_since(last).unwrap_or_default() < idle {
+            continue;
+        }
         let all = sandbox.accepted();
         for m in &all[written..] {
             let line = serde_json::json!({
@@ -321,6 +389,9 @@ async fn sandbox_smsc(args: SandboxSmscArgs) -> anyhow::Result<()> {
         if all.len() > written {
             log.flush()?;
             written = all.len();
+            if !idle.is_zero() {
+                log.set_modified(last)?;
+            }
         }
     }
 }
