@@ -41,11 +41,11 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')
 
 # Sizes: the full run, then --quick.
 size() { local v="BENCH_$1"; if [ -n "${!v:-}" ]; then echo "${!v}"; elif [ "$quick" = 1 ]; then echo "$3"; else echo "$2"; fi; }
-IMPORT_BORROWERS=$(size IMPORT_BORROWERS 100000 10000)
+IMPORT_BORROWERS=$(size IMPORT_BORROWERS 50000 10000)
 POLICY_BORROWERS=$(size POLICY_BORROWERS 200000 50000)
 LEDGER_LEAVES=$(size LEDGER_LEAVES 1000000 100000)
 LEDGER_PROOFS=$(size LEDGER_PROOFS 2000 500)
-ENGINE_BORROWERS=$(size ENGINE_BORROWERS 100000 10000)
+ENGINE_BORROWERS=$(size ENGINE_BORROWERS 50000 10000)
 WEBHOOK_SECONDS=$(size WEBHOOK_SECONDS 5 2)
 WEBHOOK_SENDS=$(size WEBHOOK_SENDS 50000 10000)
 SMPP_COUNT=$(size SMPP_COUNT 20000 5000)
