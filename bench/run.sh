@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     --no-kannel) kannel=0 ;;
     --no-postgres) postgres=0 ;;
     --out) out=$2; shift ;;
-    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
