@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0010_preferences.sql"),
     include_str!("../../migrations/sqlite/0011_verification_receipts.sql"),
     include_str!("../../migrations/sqlite/0012_privacy.sql"),
+    include_str!("../../migrations/sqlite/0013_provider_ids_by_outbox.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.
