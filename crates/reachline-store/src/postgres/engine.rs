@@ -200,6 +200,31 @@ async fn raise_outcome(c: &mut PgConnection, id: i64, new: SendOutcome, at: Date
     Ok(true)
 }
 
+/// The borrowers with an unpaid installment due between `from` and `to`, no wake time later than
+/// `now`, and `id % slices == slice` (`(1, 0)`: all of them), in id order.
+async fn due_in_slice(
+    pool: &sqlx::PgPool,
+    (from, to): (NaiveDate, NaiveDate),
+    now: DateTime<Utc>,
+    (slices, slice): (u32, u32),
+) -> Result<Vec<BorrowerId>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id \
+         WHERE i.due_date BETWEEN $1 AND $2 AND i.amount_paid_minor < i.amount_due_minor \
+         AND l.borrower_id % $4 = $5 \
+         AND NOT EXISTS (SELECT 1 FROM engine_wake w WHERE w.borrower_id = l.borrower_id AND w.wake_at > $3) \
+         ORDER BY 1",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(now)
+    .bind(i64::from(slices))
+    .bind(i64::from(slice))
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().map(BorrowerId).collect())
+}
+
 /// Keeps the last of each key: one statement may not update a row twice.
 fn last_per_key<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
     let mut seen = HashSet::new();
@@ -211,18 +236,7 @@ fn last_per_key<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K
 #[async_trait]
 impl EngineStore for PgStore {
     async fn due_borrowers(&self, from: NaiveDate, to: NaiveDate, now: DateTime<Utc>) -> Result<Vec<BorrowerId>> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT DISTINCT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id \
-             WHERE i.due_date BETWEEN $1 AND $2 AND i.amount_paid_minor < i.amount_due_minor \
-             AND NOT EXISTS (SELECT 1 FROM engine_wake w WHERE w.borrower_id = l.borrower_id AND w.wake_at > $3) \
-             ORDER BY 1",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids.into_iter().map(BorrowerId).collect())
+        due_in_slice(&self.pool, (from, to), now, (1, 0)).await
     }
 
     fn plan_slices(&self) -> u32 {
@@ -258,21 +272,7 @@ impl EngineStore for PgStore {
         now: DateTime<Utc>,
         slice: u32,
     ) -> Result<Vec<BorrowerId>> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT DISTINCT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id \
-             WHERE i.due_date BETWEEN $1 AND $2 AND i.amount_paid_minor < i.amount_due_minor \
-             AND l.borrower_id % $4 = $5 \
-             AND NOT EXISTS (SELECT 1 FROM engine_wake w WHERE w.borrower_id = l.borrower_id AND w.wake_at > $3) \
-             ORDER BY 1",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(now)
-        .bind(i64::from(PLAN_SLICES))
-        .bind(i64::from(slice))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids.into_iter().map(BorrowerId).collect())
+        due_in_slice(&self.pool, (from, to), now, (PLAN_SLICES, slice)).await
     }
 
     async fn views(&self, ids: &[BorrowerId], from: NaiveDate, to: NaiveDate) -> Result<Vec<EngineView>> {
