@@ -122,22 +122,21 @@ impl Channel for Tap {
     }
 
     async fn send(&self, msg: &Outbound) -> Result<Accepted, SendError> {
+        let mut pending = Abandoned {
+            tap: Some(self.event(msg, Some((reachline_domain::DeliveryClass::Transient, true)))),
+            taps: &self.taps,
+        };
         let res = self.inner.send(msg).await;
-        let holder = match (&msg.to, &res) {
+        let mut event = pending.tap.take().expect("the pending hand-over is taken once");
+        event.holder = match (&msg.to, &res) {
             (ContactAddress::Phone(p), Ok(_)) => self.world.holder(&digits(p)),
             _ => Holder::Book,
         };
-        self.taps.lock().unwrap_or_else(|p| p.into_inner()).push(TapEvent {
-            at: self.clock.now(),
-            outbox_id: msg.reference.0.parse().ok(),
-            provider: self.inner.provider().to_string(),
-            channel: self.inner.kind(),
-            refused: res
-                .as_ref()
-                .err()
-                .map(|e| (e.class, e.scope == reachline_channels::Scope::Provider)),
-            holder,
-        });
+        event.refused = res
+            .as_ref()
+            .err()
+            .map(|e| (e.class, e.scope == reachline_channels::Scope::Provider));
+        self.taps.lock().unwrap_or_else(|p| p.into_inner()).push(event);
         res
     }
 
@@ -147,6 +146,34 @@ impl Channel for Tap {
 
     fn status(&self) -> Vec<reachline_channels::ProviderStatus> {
         self.inner.status()
+    }
+}
+
+impl Tap {
+    fn event(&self, msg: &Outbound, refused: Option<(reachline_domain::DeliveryClass, bool)>) -> TapEvent {
+        TapEvent {
+            at: self.clock.now(),
+            outbox_id: msg.reference.0.parse().ok(),
+            provider: self.inner.provider().to_string(),
+            channel: self.inner.kind(),
+            refused,
+            holder: Holder::Book,
+        }
+    }
+}
+
+/// A hand-over the caller gave up on before the provider answered (the failover's deadline
+/// drops the send): recorded as the provider's transient failure, as the failover counts it.
+struct Abandoned<'a> {
+    tap: Option<TapEvent>,
+    taps: &'a Taps,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(event) = self.tap.take() {
+            self.taps.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+        }
     }
 }
 
