@@ -175,14 +175,24 @@ impl Engine {
                 // What the providers took goes into the ledger first: a crash after this leaves
                 // the rows in doubt, but the ledger says, truly, that they were sent.
                 if let Some(l) = &self.ledger {
+                    // The senders' commitment keys in one store call (one transaction).
+                    let senders: Vec<BorrowerId> = results
+                        .iter()
+                        .filter(|r| r.3.is_ok())
+                        .map(|(row, ..)| row.borrower)
+                        .collect();
+                    let mut keys = l
+                        .store
+                        .commitment_keys(&senders)
+                        .await
+                        .map_err(|e| EngineError::Ledger(e.to_string()))?
+                        .into_iter();
                     let mut leaves = Vec::new();
                     for (row, rendered, address, res) in &results {
                         if let Ok(accepted) = res {
-                            let key = l
-                                .store
-                                .commitment_key(row.borrower)
-                                .await
-                                .map_err(|e| EngineError::Ledger(e.to_string()))?;
+                            let key = keys
+                                .next()
+                                .ok_or_else(|| EngineError::Ledger("a commitment key is missing".into()))?;
                             leaves.push(crate::ledger::sent_leaf(
                                 row,
                                 &key,

@@ -123,6 +123,16 @@ pub trait LedgerStore: Send + Sync {
     /// the borrower's data key, so erasing the borrower (destroying the data key) destroys it.
     async fn commitment_key(&self, borrower: BorrowerId) -> Result<CommitmentKey>;
 
+    /// The keys of several borrowers, in the order asked (a borrower may be asked twice), read
+    /// and created in one transaction: a dispatcher asks for a whole chunk's senders at once.
+    async fn commitment_keys(&self, borrowers: &[BorrowerId]) -> Result<Vec<CommitmentKey>> {
+        let mut out = Vec::with_capacity(borrowers.len());
+        for b in borrowers {
+            out.push(self.commitment_key(*b).await?);
+        }
+        Ok(out)
+    }
+
     /// Bytes the ledger's tables take on disk (for the benchmark; SQLite: the whole file).
     async fn disk_bytes(&self) -> Result<u64>;
 

@@ -323,6 +323,94 @@ impl LedgerStore for PgLedger {
         )?))
     }
 
+    async fn commitment_keys(&self, borrowers: &[BorrowerId]) -> Result<Vec<CommitmentKey>> {
+        let mut ids: Vec<i64> = borrowers.iter().map(|b| b.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let wrapped: Vec<(i64, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT borrower_id, wrapped_key FROM borrower_keys WHERE borrower_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+        let wrapped: HashMap<i64, Option<Vec<u8>>> = wrapped.into_iter().collect();
+        let mut sealers = HashMap::with_capacity(ids.len());
+        for id in &ids {
+            let key = match wrapped.get(id) {
+                None => {
+                    return Err(StoreError::NotFound {
+                        what: "data key of borrower",
+                        id: BorrowerId(*id).to_string(),
+                    })
+                }
+                Some(None) => return Err(crate::CryptoError::Shredded.into()),
+                Some(Some(w)) => self.keys.unwrap_key(w)?,
+            };
+            sealers.insert(*id, key.sealer());
+        }
+        let read = |rows: Vec<(i64, Vec<u8>)>, into: &mut HashMap<i64, CommitmentKey>| -> Result<()> {
+            for (id, sealed) in rows {
+                let sealer = &sealers[&id];
+                into.insert(
+                    id,
+                    CommitmentKey::from_bytes(decode_key(&sealer.open(COMMITMENT_KEY_FIELD, &sealed)?)?),
+                );
+            }
+            Ok(())
+        };
+        let mut keys = HashMap::with_capacity(ids.len());
+        read(
+            sqlx::query_as("SELECT borrower_id, sealed_key FROM ledger_commitment_keys WHERE borrower_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?,
+            &mut keys,
+        )?;
+        let missing: Vec<i64> = ids.iter().copied().filter(|id| !keys.contains_key(id)).collect();
+        if !missing.is_empty() {
+            let sealed: Vec<Vec<u8>> = missing
+                .iter()
+                .map(|id| {
+                    let mut k = [0u8; 32];
+                    rand::rngs::OsRng.fill_bytes(&mut k);
+                    let text = base64::engine::general_purpose::STANDARD.encode(k);
+                    sealers[id].seal(COMMITMENT_KEY_FIELD, &text)
+                })
+                .collect();
+            // Another node may create one of them first: whichever was stored wins.
+            sqlx::query(
+                "INSERT INTO ledger_commitment_keys (borrower_id, sealed_key) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::bytea[]) ON CONFLICT (borrower_id) DO NOTHING",
+            )
+            .bind(&missing)
+            .bind(&sealed)
+            .execute(&mut *tx)
+            .await?;
+            read(
+                sqlx::query_as(
+                    "SELECT borrower_id, sealed_key FROM ledger_commitment_keys WHERE borrower_id = ANY($1)",
+                )
+                .bind(&missing)
+                .fetch_all(&mut *tx)
+                .await?,
+                &mut keys,
+            )?;
+        }
+        tx.commit().await?;
+        borrowers
+            .iter()
+            .map(|b| {
+                keys.get(&b.0).cloned().ok_or_else(|| StoreError::NotFound {
+                    what: "commitment key of borrower",
+                    id: b.to_string(),
+                })
+            })
+            .collect()
+    }
+
     async fn events(&self) -> Result<Option<LedgerEvents>> {
         let events = self
             .events

@@ -252,24 +252,31 @@ impl LedgerStore for SqliteLedger {
         let keys = self.keys.clone();
         Self::on(&self.writer, move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let sealer = data_key_for(&tx, &keys, borrower)?.sealer();
-            let sealed: Option<Vec<u8>> = tx
-                .prepare_cached("SELECT sealed_key FROM ledger_commitment_keys WHERE borrower_id = ?1")?
-                .query_row([borrower.0], |r| r.get(0))
-                .optional()?;
-            let key = match sealed {
-                Some(s) => decode_key(&sealer.open(COMMITMENT_KEY_FIELD, &s)?)?,
-                None => {
-                    let mut k = [0u8; 32];
-                    rand::rngs::OsRng.fill_bytes(&mut k);
-                    let text = base64::engine::general_purpose::STANDARD.encode(k);
-                    tx.prepare_cached("INSERT INTO ledger_commitment_keys (borrower_id, sealed_key) VALUES (?1, ?2)")?
-                        .execute(params![borrower.0, sealer.seal(COMMITMENT_KEY_FIELD, &text)])?;
-                    k
-                }
-            };
+            let key = commitment_key_in(&tx, &keys, borrower)?;
             tx.commit()?;
             Ok(CommitmentKey::from_bytes(key))
+        })
+        .await
+    }
+
+    async fn commitment_keys(&self, borrowers: &[BorrowerId]) -> Result<Vec<CommitmentKey>> {
+        let keys = self.keys.clone();
+        let borrowers = borrowers.to_vec();
+        Self::on(&self.writer, move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(borrowers.len());
+            let mut seen = std::collections::HashMap::new();
+            for b in borrowers {
+                if let Some(k) = seen.get(&b) {
+                    out.push(CommitmentKey::from_bytes(*k));
+                    continue;
+                }
+                let k = commitment_key_in(&tx, &keys, b)?;
+                seen.insert(b, k);
+                out.push(CommitmentKey::from_bytes(k));
+            }
+            tx.commit()?;
+            Ok(out)
         })
         .await
     }
@@ -291,4 +298,24 @@ pub(crate) fn decode_key(text: &str) -> Result<[u8; 32]> {
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| StoreError::Corrupt("a commitment key is not 32 bytes of base64".into()))
+}
+
+/// A borrower's address-commitment key, read, or created and stored sealed, in `tx`.
+fn commitment_key_in(tx: &Connection, keys: &Keyring, borrower: BorrowerId) -> Result<[u8; 32]> {
+    let sealer = data_key_for(tx, keys, borrower)?.sealer();
+    let sealed: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT sealed_key FROM ledger_commitment_keys WHERE borrower_id = ?1")?
+        .query_row([borrower.0], |r| r.get(0))
+        .optional()?;
+    Ok(match sealed {
+        Some(s) => decode_key(&sealer.open(COMMITMENT_KEY_FIELD, &s)?)?,
+        None => {
+            let mut k = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut k);
+            let text = base64::engine::general_purpose::STANDARD.encode(k);
+            tx.prepare_cached("INSERT INTO ledger_commitment_keys (borrower_id, sealed_key) VALUES (?1, ?2)")?
+                .execute(params![borrower.0, sealer.seal(COMMITMENT_KEY_FIELD, &text)])?;
+            k
+        }
+    })
 }

@@ -222,7 +222,14 @@ pub async fn ledger_audit_names_each_tampering(h: &Harness) {
 
 pub async fn commitment_keys_die_with_the_data_key(h: &Harness) {
     let mut tx = h.store.begin_import(t(1, 8)).await.unwrap();
-    let ids = tx.upsert_borrowers(vec![borrower("B1", "张伟")]).await.unwrap();
+    let ids = tx
+        .upsert_borrowers(vec![
+            borrower("B1", "张伟"),
+            borrower("B2", "李娜"),
+            borrower("B3", "王芳"),
+        ])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let store = h.ledger().await;
     let k1 = store.commitment_key(ids[0]).await.unwrap();
@@ -232,6 +239,16 @@ pub async fn commitment_keys_die_with_the_data_key(h: &Harness) {
         k1.commit_canonical("+8613800138000"),
         k2.commit_canonical("+8613800138000")
     );
+    // Asked together (one existing, two new, one twice): in the order asked, each borrower's
+    // own, the same as asked alone afterwards.
+    let batch = store.commitment_keys(&[ids[2], ids[0], ids[1], ids[2]]).await.unwrap();
+    assert_eq!(batch.len(), 4);
+    assert_eq!(batch[1], k1);
+    assert_eq!(batch[0], batch[3]);
+    assert_ne!(batch[0], batch[2], "two borrowers, two keys");
+    assert_eq!(batch[2], store.commitment_key(ids[1]).await.unwrap());
+    assert_eq!(batch[0], store.commitment_key(ids[2]).await.unwrap());
+    assert!(store.commitment_keys(&[]).await.unwrap().is_empty());
     h.raw_exec(
         "UPDATE borrower_keys SET wrapped_key = NULL WHERE borrower_id = $2",
         None,
@@ -239,6 +256,8 @@ pub async fn commitment_keys_die_with_the_data_key(h: &Harness) {
     )
     .await;
     let e = store.commitment_key(ids[0]).await.unwrap_err();
+    assert!(e.to_string().contains("destroyed"), "{e}");
+    let e = store.commitment_keys(&[ids[1], ids[0]]).await.unwrap_err();
     assert!(e.to_string().contains("destroyed"), "{e}");
 }
 
