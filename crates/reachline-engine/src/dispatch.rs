@@ -231,8 +231,20 @@ impl Engine {
                 }
                 report.sent += sent.len() as u64;
                 let n = sent.len() as u64;
-                self.store.record_sent_many(sent).await?;
+                let late = self.store.record_sent_many(sent, &plan::delivery_evidence).await?;
                 self.counters.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                // Receipts that beat their send's record changed its outcome just now: their
+                // leaves follow the send's, as they would had they come after it.
+                if let (Some(l), false) = (&self.ledger, late.is_empty()) {
+                    let leaves = late
+                        .iter()
+                        .map(|m| crate::ledger::receipt_leaf(&m.receipt, m.class, &m.provider_id, m.at))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    l.sequencer
+                        .append_all(&leaves)
+                        .await
+                        .map_err(|e| EngineError::Ledger(e.to_string()))?;
+                }
             }
             if !full {
                 break;

@@ -169,6 +169,19 @@ pub(crate) fn class_kinds(evidence_kind: &(dyn Fn(DeliveryClass) -> String + Syn
     DeliveryClass::ALL.iter().map(|c| (*c, evidence_kind(*c))).collect()
 }
 
+/// The evidence kind of every (channel, class) pair, computed where the closure lives.
+pub(crate) fn delivery_kinds(
+    evidence_kind: &(dyn Fn(Channel, DeliveryClass) -> String + Sync),
+) -> HashMap<(Channel, DeliveryClass), String> {
+    let mut out = HashMap::new();
+    for ch in [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push, Channel::Im] {
+        for c in DeliveryClass::ALL {
+            out.insert((ch, *c), evidence_kind(ch, *c));
+        }
+    }
+    out
+}
+
 pub(crate) fn evidence_kinds(evidence_kind: &(dyn Fn(Channel) -> String + Sync)) -> HashMap<Channel, String> {
     [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push, Channel::Im]
         .into_iter()
@@ -295,6 +308,18 @@ pub struct ReceiptMatch {
     pub channel: Channel,
     /// The outcome changed (a repeated or weaker receipt changes nothing).
     pub changed: bool,
+}
+
+/// A receipt that came before its send was recorded and changed the send's outcome when the
+/// record matched it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateMatch {
+    pub receipt: ReceiptMatch,
+    pub class: DeliveryClass,
+    /// The provider's id the receipt named.
+    pub provider_id: String,
+    /// When it takes effect: when it arrived, or when the send was, if that is later.
+    pub at: DateTime<Utc>,
 }
 
 /// What a receipt answers.
@@ -532,8 +557,16 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
     async fn mark_sending_many(&self, owner: &str, ids: Vec<i64>, at: DateTime<Utc>) -> Result<Vec<i64>>;
 
     /// The providers took these messages; one transaction. A row found `in_doubt` (its lease
-    /// ran out while the provider answered) becomes `sent` too.
-    async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()>;
+    /// ran out while the provider answered) becomes `sent` too. Receipts that came before
+    /// their send's record (kept unmatched) are matched now, exactly as they would have been
+    /// on arrival: the outcome raised, and evidence (`evidence_kind(channel, class)`) added
+    /// and the borrower woken where it changed; those that changed an outcome are returned,
+    /// for the ledger.
+    async fn record_sent_many(
+        &self,
+        sent: Vec<SentRecord>,
+        evidence_kind: &(dyn Fn(Channel, DeliveryClass) -> String + Sync),
+    ) -> Result<Vec<LateMatch>>;
 
     /// The send failed for good (or ran out of tries): the ladder reads the class. As with
     /// `record_sent_many`, a row found `in_doubt` (its lease ran out while the provider

@@ -312,6 +312,7 @@ async fn write_sends(store: &dyn reachline_store::engine::EngineStore, n: usize)
                         text_sha256: [0; 32],
                     })
                     .collect(),
+                &reachline_engine::plan::delivery_evidence,
             )
             .await?;
         ids.extend(moved);

@@ -19,9 +19,9 @@ use super::{borrower_row, contact_row, PgStore, StoredContact};
 use crate::codec;
 use crate::crypto::Sealer;
 use crate::engine::{
-    provider_source, CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, Matched,
-    OutboxRow, PlanWrite, ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, StoredEvidence,
-    VerificationSent, PAYMENT_EVIDENCE, PAYMENT_SOURCE,
+    provider_source, CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, LateMatch,
+    Matched, OutboxRow, PlanWrite, ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord,
+    StoredEvidence, VerificationSent, PAYMENT_EVIDENCE, PAYMENT_SOURCE,
 };
 use crate::{Result, StoreError};
 
@@ -547,9 +547,13 @@ impl EngineStore for PgStore {
         Ok(moved)
     }
 
-    async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()> {
+    async fn record_sent_many(
+        &self,
+        sent: Vec<SentRecord>,
+        evidence_kind: &(dyn Fn(Channel, DeliveryClass) -> String + Sync),
+    ) -> Result<Vec<LateMatch>> {
         if sent.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut parts: Vec<(&str, &str, i64, i32)> = Vec::new();
         for s in &sent {
@@ -599,27 +603,72 @@ impl EngineStore for PgStore {
             .await?;
         }
         // A receipt that beat this record (it came before the ids were written) was kept
-        // unmatched; match it now.
-        let early: Vec<(i64, String, i64, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT r.id, r.class, p.outbox_id, r.at FROM receipts r JOIN outbox_provider_ids p \
-             ON p.provider = r.provider AND p.provider_id = r.provider_id \
+        // unmatched; match it now, as on arrival.
+        let early: Vec<(i64, String, i64, DateTime<Utc>, String, String)> = sqlx::query_as(
+            "SELECT r.id, r.class, p.outbox_id, r.at, r.provider, r.provider_id FROM receipts r \
+             JOIN outbox_provider_ids p ON p.provider = r.provider AND p.provider_id = r.provider_id \
              WHERE r.outbox_id IS NULL AND p.outbox_id = ANY($1) ORDER BY r.id",
         )
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-        let at_of: HashMap<i64, DateTime<Utc>> = sent.iter().map(|s| (s.id, s.at)).collect();
-        for (rid, class, outbox_id, _) in early {
-            sqlx::query("UPDATE receipts SET outbox_id = $2, flag = 'matched late' WHERE id = $1")
-                .bind(rid)
-                .bind(outbox_id)
+        let mut late = Vec::new();
+        if !early.is_empty() {
+            let kinds = crate::engine::delivery_kinds(evidence_kind);
+            let mut answered: Vec<i64> = early.iter().map(|e| e.2).collect();
+            answered.sort_unstable();
+            answered.dedup();
+            let whose: HashMap<i64, (i64, i64, String)> = sqlx::query_as::<_, (i64, i64, i64, String)>(
+                "SELECT id, borrower_id, contact_id, channel FROM outbox WHERE id = ANY($1)",
+            )
+            .bind(&answered)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(id, b, c, ch)| (id, (b, c, ch)))
+            .collect();
+            let at_of: HashMap<i64, DateTime<Utc>> = sent.iter().map(|s| (s.id, s.at)).collect();
+            for (rid, class, outbox_id, at, provider, provider_id) in early {
+                sqlx::query("UPDATE receipts SET outbox_id = $2, flag = 'matched late' WHERE id = $1")
+                    .bind(rid)
+                    .bind(outbox_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let class: DeliveryClass = class.parse().map_err(codec::corrupt)?;
+                let sent_at = at_of[&outbox_id];
+                if !raise_outcome(&mut tx, outbox_id, SendOutcome::of(class), sent_at).await? {
+                    continue;
+                }
+                let (borrower, contact, channel) = &whose[&outbox_id];
+                let channel: Channel = channel.parse().map_err(codec::corrupt)?;
+                let at = at.max(sent_at);
+                sqlx::query(
+                    "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(borrower)
+                .bind(contact)
+                .bind(at)
+                .bind(provider_source(&provider))
+                .bind(kinds.get(&(channel, class)).cloned().unwrap_or_default())
                 .execute(&mut *tx)
                 .await?;
-            let class: DeliveryClass = class.parse().map_err(codec::corrupt)?;
-            raise_outcome(&mut tx, outbox_id, SendOutcome::of(class), at_of[&outbox_id]).await?;
+                wake(&mut tx, *borrower, at).await?;
+                late.push(LateMatch {
+                    receipt: ReceiptMatch {
+                        outbox_id,
+                        borrower: BorrowerId(*borrower),
+                        contact: ContactId(*contact),
+                        channel,
+                        changed: true,
+                    },
+                    class,
+                    provider_id,
+                    at,
+                });
+            }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(late)
     }
 
     async fn record_failed(
@@ -681,7 +730,7 @@ impl EngineStore for PgStore {
         let n = sqlx::query(
             "UPDATE outbox SET state = 'in_doubt', updated_at = $1, sent_at = COALESCE(sent_at, updated_at), \
              lease_owner = NULL, lease_until = NULL, \
-             detail = 'the dispatcher stopped while handing it to the channel' \
+             detail = 'the dispatcher ' || COALESCE(lease_owner, '') || ' stopped while handing it to the channel' \
              WHERE state = 'sending' AND (lease_until IS NULL OR lease_until < $1)",
         )
         .bind(at)

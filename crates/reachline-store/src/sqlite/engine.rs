@@ -14,8 +14,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{sealer_for, SqliteStore};
 use crate::codec::{self, ts_from_micros, ts_micros};
 use crate::engine::{
-    CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, Matched, OutboxRow, PlanWrite,
-    ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, StoredEvidence, VerificationSent,
+    CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, LateMatch, Matched, OutboxRow,
+    PlanWrite, ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, StoredEvidence,
+    VerificationSent,
 };
 use crate::{Result, StoreError};
 
@@ -330,14 +331,20 @@ impl EngineStore for SqliteStore {
         .await
     }
 
-    async fn record_sent_many(&self, sent: Vec<SentRecord>) -> Result<()> {
+    async fn record_sent_many(
+        &self,
+        sent: Vec<SentRecord>,
+        evidence_kind: &(dyn Fn(Channel, DeliveryClass) -> String + Sync),
+    ) -> Result<Vec<LateMatch>> {
+        let kinds = crate::engine::delivery_kinds(evidence_kind);
         self.with(move |c, _| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut late = Vec::new();
             for s in &sent {
-                sent_tx(&tx, s)?;
+                sent_tx(&tx, s, &kinds, &mut late)?;
             }
             tx.commit()?;
-            Ok(())
+            Ok(late)
         })
         .await
     }
@@ -426,7 +433,7 @@ impl EngineStore for SqliteStore {
                 .prepare_cached(
                     "UPDATE outbox SET state = 'in_doubt', updated_at = ?1, sent_at = COALESCE(sent_at, updated_at), \
                      lease_owner = NULL, lease_until = NULL, \
-                     detail = 'the dispatcher stopped while handing it to the channel' \
+                     detail = 'the dispatcher ' || COALESCE(lease_owner, '') || ' stopped while handing it to the channel' \
                      WHERE state = 'sending' AND (lease_until IS NULL OR lease_until < ?1)",
                 )?
                 .execute([ts_micros(at)])?;
@@ -973,8 +980,14 @@ fn verification_receipt_tx(
     }))
 }
 
-/// Records one accepted send inside a transaction.
-fn sent_tx(tx: &Connection, s: &SentRecord) -> Result<()> {
+/// Records one accepted send inside a transaction; receipts that came before it and change its
+/// outcome now are matched as on arrival (evidence, wake) and added to `late`.
+fn sent_tx(
+    tx: &Connection,
+    s: &SentRecord,
+    kinds: &HashMap<(Channel, DeliveryClass), String>,
+    late: &mut Vec<LateMatch>,
+) -> Result<()> {
     let id = s.id;
     let at = ts_micros(s.at);
     set_state(
@@ -1008,21 +1021,44 @@ fn sent_tx(tx: &Connection, s: &SentRecord) -> Result<()> {
     }
     // A receipt that beat this record (it came before we wrote the ids) was kept unmatched;
     // match it now.
-    let early: Vec<(i64, String)> = {
+    let early: Vec<(i64, String, i64, String)> = {
         let mut q = tx.prepare_cached(
-            "SELECT r.id, r.class FROM receipts r WHERE r.outbox_id IS NULL AND r.provider = ?1 \
-             AND r.provider_id IN (SELECT provider_id FROM outbox_provider_ids WHERE outbox_id = ?2)",
+            "SELECT r.id, r.class, r.at, r.provider_id FROM receipts r WHERE r.outbox_id IS NULL \
+             AND r.provider = ?1 \
+             AND r.provider_id IN (SELECT provider_id FROM outbox_provider_ids WHERE outbox_id = ?2) ORDER BY r.id",
         )?;
         let rows = q
-            .query_map(params![s.provider, id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![s.provider, id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows
     };
-    for (rid, class) in early {
+    for (rid, class, received, provider_id) in early {
         tx.prepare_cached("UPDATE receipts SET outbox_id = ?2, flag = 'matched late' WHERE id = ?1")?
             .execute(params![rid, id])?;
         let class: DeliveryClass = class.parse().map_err(codec::corrupt)?;
-        raise_outcome(tx, id, SendOutcome::of(class), at)?;
+        if !raise_outcome(tx, id, SendOutcome::of(class), at)? {
+            continue;
+        }
+        let (borrower, contact, channel): (i64, i64, String) = tx
+            .prepare_cached("SELECT borrower_id, contact_id, channel FROM outbox WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let channel: Channel = channel.parse().map_err(codec::corrupt)?;
+        let when = received.max(at);
+        receipt_evidence(tx, borrower, contact, when, &s.provider, kinds.get(&(channel, class)))?;
+        late.push(LateMatch {
+            receipt: ReceiptMatch {
+                outbox_id: id,
+                borrower: BorrowerId(borrower),
+                contact: ContactId(contact),
+                channel,
+                changed: true,
+            },
+            class,
+            provider_id,
+            at: codec::ts_from_micros(when)?,
+        });
     }
     Ok(())
 }

@@ -74,6 +74,10 @@ fn evidence(_: Channel) -> String {
     r#"{"kind":"delivered"}"#.into()
 }
 
+fn delivery(_: Channel, _: DeliveryClass) -> String {
+    evidence(Channel::Sms)
+}
+
 pub async fn outbox_leases_are_exclusive_and_expire(h: &Harness) {
     let e = h.engine().await;
     queue(e.as_ref(), 400).await;
@@ -146,7 +150,9 @@ pub async fn outbox_leases_are_exclusive_and_expire(h: &Harness) {
         .iter()
         .all(|r| !ids[..10].contains(&r.id)));
     // Its provider did answer, late: the answer is kept and the row is sent.
-    e.record_sent_many(vec![sent(ids[0], "late-1", after)]).await.unwrap();
+    e.record_sent_many(vec![sent(ids[0], "late-1", after)], &delivery)
+        .await
+        .unwrap();
     let all_rows: Vec<_> = {
         let mut v = Vec::new();
         for b in 1..=400 {
@@ -177,26 +183,58 @@ pub async fn receipts_are_matched_whichever_comes_first(h: &Harness) {
         let e = e.clone();
         let ids = ids.clone();
         tokio::spawn(async move {
+            let mut late = Vec::new();
             for chunk in ids.chunks(16) {
                 let batch = chunk
                     .iter()
                     .map(|&id| sent(id, &format!("p-{}", id - ids[0]), at))
                     .collect();
-                e.record_sent_many(batch).await.unwrap();
+                late.extend(e.record_sent_many(batch, &delivery).await.unwrap());
             }
+            late
         })
     };
     let receipts = {
         let ids = ids.clone();
         tokio::spawn(async move {
+            let mut changed = Vec::new();
             for chunk in (1..ids.len()).collect::<Vec<_>>().chunks(8) {
                 let batch = chunk.iter().map(|i| receipt(&format!("p-{i}"), at)).collect();
-                other.record_receipts(batch, &evidence).await.unwrap();
+                for m in other.record_receipts(batch, &evidence).await.unwrap() {
+                    if let Matched::Send(m) = m {
+                        assert!(m.changed, "a first receipt changes its send's outcome");
+                        changed.push(m.outbox_id);
+                    }
+                }
             }
+            changed
         })
     };
-    sends.await.unwrap();
-    receipts.await.unwrap();
+    let late = sends.await.unwrap();
+    let on_arrival = receipts.await.unwrap();
+    // Each send's outcome changed once: on its receipt's arrival, or, for a receipt that beat
+    // the record, when the record matched it — then returned (for the ledger) with what the
+    // receipt said, and evidence added all the same.
+    assert!(
+        late.iter()
+            .any(|m| m.receipt.outbox_id == ids[0] && m.provider_id == "p-0"),
+        "the early receipt is matched late and returned"
+    );
+    for m in &late {
+        assert_eq!(m.class, DeliveryClass::Delivered);
+        assert!(m.receipt.changed);
+        assert_eq!(m.receipt.borrower, BorrowerId(m.receipt.outbox_id - ids[0] + 1));
+        assert_eq!(m.receipt.contact, ContactId(m.receipt.outbox_id - ids[0] + 1));
+        assert!(m.at >= at);
+    }
+    let mut all: Vec<i64> = late.iter().map(|m| m.receipt.outbox_id).chain(on_arrival).collect();
+    all.sort_unstable();
+    assert_eq!(all, ids, "every send's outcome changed exactly once");
+    assert_eq!(h.raw_count("SELECT count(*) FROM evidence").await, 200);
+    assert_eq!(
+        h.raw_count("SELECT count(DISTINCT borrower_id) FROM evidence").await,
+        200
+    );
     // A repeated receipt changes nothing; one for no send is kept and flagged.
     let again = e.record_receipts(vec![receipt("p-5", at)], &evidence).await.unwrap();
     assert!(matches!(&again[..], [Matched::Send(m)] if !m.changed));

@@ -192,7 +192,12 @@ impl Harness {
         let sql = "SELECT (SELECT count(*) FROM installments i WHERE NOT EXISTS (SELECT 1 FROM loans l WHERE l.id = i.loan_id)) \
                    + (SELECT count(*) FROM contact_events e WHERE NOT EXISTS \
                       (SELECT 1 FROM contact_points c WHERE c.id = e.contact_id AND c.borrower_id = e.borrower_id))";
-        let orphans: i64 = match &self.kind {
+        assert_eq!(self.raw_count(sql).await, 0, "orphaned installments or contact events");
+    }
+
+    /// One integer a query (without parameters) returns, read straight from the database.
+    pub async fn raw_count(&self, sql: &str) -> i64 {
+        match &self.kind {
             Kind::Sqlite { dir } => {
                 let c = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
                 c.query_row(sql, [], |r| r.get(0)).unwrap()
@@ -201,10 +206,11 @@ impl Harness {
                 let pool = sqlx::PgPool::connect(&postgres::url_with_database(admin_url, db))
                     .await
                     .unwrap();
-                sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap()
+                let n = sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
             }
-        };
-        assert_eq!(orphans, 0, "orphaned installments or contact events");
+        }
     }
 
     /// Every byte the back end holds, as text a grep can search: the SQLite file (after folding

@@ -59,15 +59,18 @@ async fn contacted(h: &Harness) -> (BorrowerId, chrono::DateTime<Utc>) {
     let rows = e.lease("n", at, Duration::minutes(5), 10).await.unwrap();
     assert_eq!(rows.len(), 1, "the second is not due yet");
     e.mark_sending_many("n", vec![rows[0].id], at).await.unwrap();
-    e.record_sent_many(vec![SentRecord {
-        id: rows[0].id,
-        at,
-        provider: "smsc".into(),
-        provider_ids: vec!["p-1".into()],
-        template_id: "pre_due_t3".into(),
-        template_version: 1,
-        text_sha256: [7; 32],
-    }])
+    e.record_sent_many(
+        vec![SentRecord {
+            id: rows[0].id,
+            at,
+            provider: "smsc".into(),
+            provider_ids: vec!["p-1".into()],
+            template_id: "pre_due_t3".into(),
+            template_version: 1,
+            text_sha256: [7; 32],
+        }],
+        &|_, _| String::new(),
+    )
     .await
     .unwrap();
     e.record_receipts(
