@@ -146,8 +146,12 @@ fi
 # The engine: one business day planned and dispatched to the shared peer, each attempt
 # recorded, every send and receipt a ledger leaf.
 engine_first=$(peer_lines)
+# With PostgreSQL, the same book is also run by three engine processes on one database at once
+# (bench engine --nodes 3), as three `reachline run` nodes share one: the "3 nodes" column.
+nodes_args=()
+[ "$postgres" = 1 ] && nodes_args=(--nodes 3)
 bench engine engine --borrowers "$ENGINE_BORROWERS" --dir "$work/engine" --smsc-host 127.0.0.1 \
-  --smsc-port "$peer_port" --ledger "${pg_args[@]}"
+  --smsc-port "$peer_port" --ledger "${pg_args[@]}" "${nodes_args[@]}"
 sqlite_parts=0
 if [ -f "$work/engine.json" ]; then
   sqlite_parts=$(jget "$work/engine.json" 'd["backends"][0]["figures"]["parts"]')
@@ -249,18 +253,6 @@ fi
 
 # The bare SMPP client, to the same peer.
 bench smpp smpp --host 127.0.0.1 --port "$peer_port" --count "$SMPP_COUNT" --window 64
-
-# The column "PostgreSQL (3 nodes)": three `reachline run` nodes active-active on one fresh
-# PostgreSQL database holding the engine benchmark's book, on one shared simulated clock,
-# planning and dispatching the same business day together through the shared SMSC peer. It
-# will measure the book's borrowers planned per second, notices dispatched per second, the
-# end-to-end messages and parts per second at the peer (from the first node's start to the
-# last part), receipts recorded per second, ledger appends per second across the nodes, and
-# the largest node's peak memory. Until then it writes the column as "n/a (pending)".
-three_nodes() {
-  printf '{"status": "n/a (pending)"}\n' >"$work/three-nodes.json"
-}
-three_nodes
 
 stop "$peer_pid"
 

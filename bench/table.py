@@ -71,7 +71,7 @@ def main():
     w = a.work
     imp, pol, led, eng = load(w, "import"), load(w, "policy"), load(w, "ledger"), load(w, "engine")
     hooks = {"SQLite": load(w, "webhooks-sqlite"), "PostgreSQL": load(w, "webhooks-postgres")}
-    smpp, kan, client, three = load(w, "smpp"), load(w, "kannel"), load(w, "kannel-client"), load(w, "three-nodes")
+    smpp, kan, client = load(w, "smpp"), load(w, "kannel"), load(w, "kannel-client")
     pg_status = status(w, "postgres")
     pg_na = "skipped" if pg_status else NA
 
@@ -95,7 +95,23 @@ def main():
         e = backend(eng, "backends", b)
         return e and e["figures"]
 
-    pending = (three or {}).get("status", "n/a (pending)")
+    # The several-node run: the engine benchmark's row named exactly so (bench engine --nodes).
+    nodes = next((b["figures"] for b in (eng or {}).get("backends", []) if b["backend"].endswith(" nodes)")), None)
+    nodes_na = pg_na if pg_status else (status(w, "engine") and "failed") or NA
+
+    def several(fn):
+        """The several-node cell of an engine row: its figure, or why there is none."""
+        if not nodes:
+            return nodes_na
+        try:
+            v = fn(nodes)
+        except (KeyError, TypeError, ZeroDivisionError):
+            v = None
+        return NA if v is None else v
+
+    def span(f):
+        return f.get("end_to_end_seconds") or f["plan_seconds"] + f["dispatch_seconds"]
+
     book = (eng or {}).get("borrowers")
     policy_rate = rate(pol["runs"][-1]["borrowers_per_second"]) if pol else NA
     smpp_rate = rate(smpp["submits_per_second"]) if smpp else NA
@@ -107,7 +123,7 @@ def main():
 
     def e2e(b, count):
         f = engine(b)
-        return rate(div(f[count], f["plan_seconds"] + f["dispatch_seconds"]))
+        return rate(div(f[count], span(f)))
 
     # Kannel's cells: its figure, or why there is none (skipped, or failed).
     why = "failed" if (status(w, "kannel") or "").startswith("failed") else "skipped"
@@ -119,40 +135,47 @@ def main():
         r = backend(led, "backends", b)
         return f"{r['proof_gen_p50_us']:,.0f} / {r['proof_gen_p99_us']:,.0f} µs"
 
+    # Each row: the metric, the SQLite and PostgreSQL 1-node cells, the several-node cell, Kannel's.
     rows = [
         ("import, rows/s (book validated and written)",
-         per_backend(lambda b: rate(backend(imp, "backends", b)["summary"]["rows_per_second"])), NA),
+         per_backend(lambda b: rate(backend(imp, "backends", b)["summary"]["rows_per_second"])), NA, NA),
         (f"planning, book borrowers/s (engine: one pass over {book or '?'} borrowers)",
-         per_backend(lambda b: rate(div(book, engine(b)["plan_seconds"]))), NA),
+         per_backend(lambda b: rate(div(book, engine(b)["plan_seconds"]))),
+         several(lambda f: rate(div(book, f["plan_seconds"]))), NA),
         ("planning, borrowers/s in the decision core alone (bench policy, 2 threads, no store)",
-         per_backend(lambda b: policy_rate), NA),
+         per_backend(lambda b: policy_rate), NA, NA),
         ("dispatch, notices/s (each attempt recorded before and after the hand-over)",
-         per_backend(lambda b: rate(div(engine(b)["sent"], engine(b)["dispatch_seconds"]))), NA),
-        ("**end to end, messages/s** to the shared SMSC peer (Reachline: plan + dispatch; Kannel: first "
-         "sendsms request to last part at the peer)",
+         per_backend(lambda b: rate(div(engine(b)["sent"], engine(b)["dispatch_seconds"]))),
+         several(lambda f: rate(div(f["sent"], f["dispatch_seconds"]))), NA),
+        ("**end to end, messages/s** to the shared SMSC peer (Reachline: first plan to last send; Kannel: "
+         "first sendsms request to last part at the peer)",
          per_backend(lambda b: "**" + e2e(b, "peer_messages") + "**"),
+         several(lambda f: "**" + rate(div(f["peer_messages"], span(f))) + "**"),
          kannel(lambda: "**" + rate(kan["messages_per_second"]) + "**")),
         ("end to end, SMS parts/s at the peer (same interval)",
-         per_backend(lambda b: e2e(b, "parts")), kannel(lambda: rate(kan["parts_per_second"]))),
+         per_backend(lambda b: e2e(b, "parts")), several(lambda f: rate(div(f["parts"], span(f)))),
+         kannel(lambda: rate(kan["parts_per_second"]))),
         ("receipts/s (Reachline: every part's receipt recorded, from the first send; Kannel: one delivery "
          "report per message called back, from the first request)",
          per_backend(lambda b: rate(div(engine(b)["receipts"], engine(b)["receipts_seconds"]))),
+         several(lambda f: rate(div(f["receipts"], f["receipts_seconds"]))),
          kannel(lambda: rate(kan["reports_per_second"]))),
         ("ledger, durable appends/s",
-         per_backend(lambda b: rate(backend(led, "backends", b)["appends_per_second"])), NA),
-        ("proof latency, generation p50 / p99", per_backend(proof), NA),
+         per_backend(lambda b: rate(backend(led, "backends", b)["appends_per_second"])), NA, NA),
+        ("proof latency, generation p50 / p99", per_backend(proof), NA, NA),
         ("webhook receipts, requests/s (signed, matched, durably recorded)",
-         per_backend(lambda b: rate(hooks[b]["webhooks"]["requests_per_second"])), NA),
+         per_backend(lambda b: rate(hooks[b]["webhooks"]["requests_per_second"])), NA, NA),
         ("bare SMPP client, submits/s (bench smpp, same peer, window 64, no store)",
-         per_backend(lambda b: smpp_rate), NA),
-        ("peak memory, MiB (engine process; Kannel: bearerbox + smsbox)",
-         per_backend(lambda b: mib(engine(b)["peak_rss_bytes"])), kannel(lambda: mib(kannel_memory))),
+         per_backend(lambda b: smpp_rate), NA, NA),
+        ("peak memory, MiB (engine process; several nodes: the largest; Kannel: bearerbox + smsbox)",
+         per_backend(lambda b: mib(engine(b)["peak_rss_bytes"])), several(lambda f: mib(f["peak_rss_bytes"])),
+         kannel(lambda: mib(kannel_memory))),
         ("peak memory of the import, MiB",
-         per_backend(lambda b: mib(backend(imp, "backends", b)["summary"]["peak_rss_bytes"])), NA),
+         per_backend(lambda b: mib(backend(imp, "backends", b)["summary"]["peak_rss_bytes"])), NA, NA),
     ]
     table = ["| metric | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    for metric, (sqlite, pg), k in rows:
-        table.append(f"| {metric} | {sqlite} | {pg} | {pending} | {k} |")
+    for metric, (sqlite, pg), three_cell, k in rows:
+        table.append(f"| {metric} | {sqlite} | {pg} | {three_cell} | {k} |")
 
     notes = []
     if eng:
@@ -163,7 +186,16 @@ def main():
                 f"in {f['plan_seconds']:.2f} s ({f['borrowers']} borrowers due, {f['decisions']} decisions; "
                 f"contact checks sent as it went), {f['sent']} notices sent in {f['dispatch_seconds']:.2f} s "
                 f"to {f['smsc']}: {f['peer_messages']} messages ({f['parts']} parts) at the peer in all, "
-                f"{f['receipts']} receipts recorded, {f['ledger_leaves']} ledger leaves.")
+                f"{f['receipts']} receipts recorded, {f['ledger_leaves']} ledger leaves (one per message "
+                f"sent, one per receipt that changed what is known of a send: a message's first part's).")
+        if nodes:
+            notes.append(
+                f"PostgreSQL ({nodes['nodes']} nodes): {nodes['nodes']} engine processes on one fresh database "
+                f"holding the same book, started together, as `reachline run` nodes share one: planning "
+                f"slices claimed (16), outbox rows leased with SKIP LOCKED, one ledger (one node sequences, "
+                f"the others queue their leaves to it). Notices sent by node: "
+                f"{', '.join(str(n) for n in nodes['sent_by_node'])}; times from the first node's start to "
+                f"the last node's end; every node on this one machine, beside the database.")
     if kan:
         notes.append(
             f"Kannel {text(w, 'kannel.version') or ''}: the SQLite run's {kan['messages']} messages again "
@@ -185,6 +217,10 @@ def main():
             if f and f.get("peer_messages") and kan.get("messages_per_second"):
                 r = f["peer_messages"] / (f["plan_seconds"] + f["dispatch_seconds"])
                 notes.append(f"Reachline on {b}, end to end: {r / kan['messages_per_second']:.2f}× Kannel's rate.")
+        if nodes and nodes.get("peer_messages") and kan.get("messages_per_second"):
+            r = nodes["peer_messages"] / span(nodes)
+            notes.append(f"Reachline on PostgreSQL, {nodes['nodes']} nodes, end to end: "
+                         f"{r / kan['messages_per_second']:.2f}× Kannel's rate.")
     if smpp:
         notes.append(
             f"bench smpp: {smpp['messages']} messages, {smpp['receipts_matched']} receipts matched "
@@ -194,8 +230,6 @@ def main():
         s = status(w, name)
         if s:
             notes.append(f"{name}: {s}")
-    notes.append("PostgreSQL (3 nodes): n/a (pending) — three `reachline run` nodes active-active on one "
-                 "database are not measured yet (`three_nodes()` in bench/run.sh).")
 
     try:
         commit = subprocess.run(["git", "-C", a.root, "describe", "--always", "--dirty"],
@@ -226,12 +260,12 @@ def main():
             f.write(md)
     if a.json:
         raw = {n: load(w, n) for n in ("import", "policy", "ledger", "webhooks-sqlite", "webhooks-postgres",
-                                       "engine", "smpp", "kannel", "kannel-client", "three-nodes")}
+                                       "engine", "smpp", "kannel", "kannel-client")}
         doc = {
             "date": now.isoformat(), "commit": commit, "machine": machine, "quick": a.quick == "1",
             "sizes": dict(kv.split("=", 1) for kv in a.sizes.split()), "seconds": a.seconds,
             "columns": COLUMNS,
-            "rows": [{"metric": m, "values": [s, p, pending, k]} for m, (s, p), k in rows],
+            "rows": [{"metric": m, "values": [s, p, n, k]} for m, (s, p), n, k in rows],
             "notes": notes, "raw": raw,
         }
         with open(a.json, "w") as f:

@@ -4,6 +4,14 @@
 //! SMPP on loopback (or to an SMSC of its own, `--smsc-host`), every attempt durably recorded
 //! (with `--ledger`, every send and receipt also a ledger leaf, as `reachline run` writes
 //! them), and waits for every receipt. Prints decisions/s, sends/s, receipts/s and peak memory.
+//!
+//! With `--nodes N` (N > 1) the PostgreSQL book is also run by N engine processes at once on
+//! one fresh database, as N `reachline run` nodes share one: each claims planning slices,
+//! leases outbox rows with `SKIP LOCKED`, and joins the one ledger (one sequences, the others
+//! queue their leaves to it). The parent starts them together (each says it is ready on
+//! stdout and waits for `go` on stdin), keeps them alive until all have finished (so no
+//! sequencer hands over mid-run), and folds their figures: the span from the first node's
+//! start to the last node's end, the sums of the counts, the largest node's memory.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +23,7 @@ use reachline_channels::smpp::sandbox::{Sandbox, DELIVERED_TLV};
 use reachline_channels::smpp::{SmppChannel, SmppConfig};
 use reachline_engine::Engine;
 use reachline_policy::Templates;
+use tokio::io::AsyncBufReadExt;
 
 use crate::book::gen::{generate, GenOptions};
 use crate::book::Format;
@@ -54,6 +63,10 @@ pub struct EngineBenchArgs {
     /// committed under a signed checkpoint.
     #[arg(long)]
     pub ledger: bool,
+    /// Also run the PostgreSQL book on this many engine processes at once, one database
+    /// shared (as several `reachline run` nodes); 1 runs the single node only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub nodes: u32,
     /// Print one JSON object (each back end's figures) instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -87,10 +100,10 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
     let pb = indicatif::ProgressBar::new(args.borrowers);
     generate(&book, &opts, &|n| pb.set_position(n))?;
     pb.finish_and_clear();
-    let mut rows: Vec<(&str, serde_json::Value)> = Vec::new();
+    let mut rows: Vec<(String, serde_json::Value)> = Vec::new();
     eprintln!("SQLite: importing, then planning {} and dispatching…", args.day);
     rows.push((
-        "SQLite (WAL)",
+        "SQLite (WAL)".to_string(),
         import_and_run(&format!("sqlite://{}", db.display()), &book, &keys, &args)?,
     ));
     if !args.pg.no_postgres {
@@ -102,7 +115,27 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
         if !args.keep {
             reachline_store::postgres::drop_database(&args.pg.postgres, &name).await?;
         }
-        rows.push(("PostgreSQL", res?));
+        rows.push(("PostgreSQL".to_string(), res?));
+        if args.nodes > 1 {
+            let name = format!("reachline_bench_nodes_{}", std::process::id());
+            reachline_store::postgres::create_database(&args.pg.postgres, &name).await?;
+            let url = reachline_store::postgres::url_with_database(&args.pg.postgres, &name);
+            eprintln!(
+                "PostgreSQL, {} nodes: importing, then planning {} and dispatching together…",
+                args.nodes, args.day
+            );
+            let res = match import_and_run_nodes(&url, &book, &keys, &args) {
+                Ok(mut r) => ledger_size(cfg, &keys, &url).await.map(|leaves| {
+                    r["ledger_leaves"] = leaves.into();
+                    r
+                }),
+                Err(e) => Err(e),
+            };
+            if !args.keep {
+                reachline_store::postgres::drop_database(&args.pg.postgres, &name).await?;
+            }
+            rows.push((format!("PostgreSQL ({} nodes)", args.nodes), res?));
+        }
     }
     if !args.keep {
         std::fs::remove_dir_all(&book).ok();
@@ -151,6 +184,11 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
             "dispatch_seconds",
         );
         line(
+            "end to end: notices sent, from the start of planning to the last send",
+            "sent",
+            "end_to_end_seconds",
+        );
+        line(
             "receipts recorded (from the first send)",
             "receipts",
             "receipts_seconds",
@@ -172,6 +210,14 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The size of the log the nodes left, by its latest checkpoint.
+async fn ledger_size(cfg: &Config, keys: &std::path::Path, url: &str) -> anyhow::Result<u64> {
+    let mut cfg = cfg.clone();
+    cfg.keys.file = keys.to_path_buf();
+    let ledger = reachline_store::open_ledger(url, cfg.keyring()?).await?;
+    Ok(ledger.latest_checkpoint().await?.map_or(0, |c| c.size.0))
+}
+
 /// Imports the book into the database `url` names, then runs the engine on it in a child
 /// process (its peak memory is the engine's alone) and returns the child's figures.
 fn import_and_run(
@@ -180,6 +226,29 @@ fn import_and_run(
     keys: &std::path::Path,
     args: &EngineBenchArgs,
 ) -> anyhow::Result<serde_json::Value> {
+    import_book(url, book, keys)?;
+    let mut nodes = vec![EngineChild::spawn(url, keys, args)?];
+    let figures = run_together(&mut nodes)?;
+    Ok(figures.into_iter().next().unwrap_or_default())
+}
+
+/// The book imported, then `args.nodes` engine processes on it at once; their figures folded.
+fn import_and_run_nodes(
+    url: &str,
+    book: &std::path::Path,
+    keys: &std::path::Path,
+    args: &EngineBenchArgs,
+) -> anyhow::Result<serde_json::Value> {
+    import_book(url, book, keys)?;
+    let mut nodes = Vec::new();
+    for _ in 0..args.nodes {
+        nodes.push(EngineChild::spawn(url, keys, args)?);
+    }
+    let figures = run_together(&mut nodes)?;
+    fold(&figures)
+}
+
+fn import_book(url: &str, book: &std::path::Path, keys: &std::path::Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the reachline executable")?;
     let status = std::process::Command::new(&exe)
         .args(["--database", url, "import"])
@@ -190,32 +259,142 @@ fn import_and_run(
     if !status.success() {
         bail!("the import failed ({status})");
     }
-    let mut child = std::process::Command::new(&exe);
-    child
-        .args(["--database", url, "bench", "engine", "--child", "--day"])
-        .arg(args.day.to_string())
-        .arg("--plan-batch")
-        .arg(args.plan_batch.to_string())
-        .arg("--plan-reads")
-        .arg(args.plan_reads.to_string())
-        .arg("--dir")
-        .arg(&args.dir);
-    if let Some(host) = &args.smsc_host {
+    Ok(())
+}
+
+/// One engine process: its stdin (the parent's `go`, then end of file when every node is
+/// done) and its stdout (`ready`, then its figures), one JSON line each.
+struct EngineChild {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl EngineChild {
+    fn spawn(url: &str, keys: &std::path::Path, args: &EngineBenchArgs) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the reachline executable")?;
+        let mut child = std::process::Command::new(&exe);
         child
-            .args(["--smsc-host", host, "--smsc-port"])
-            .arg(args.smsc_port.to_string());
+            .args(["--database", url, "bench", "engine", "--child", "--day"])
+            .arg(args.day.to_string())
+            .arg("--plan-batch")
+            .arg(args.plan_batch.to_string())
+            .arg("--plan-reads")
+            .arg(args.plan_reads.to_string())
+            .arg("--dir")
+            .arg(&args.dir);
+        if let Some(host) = &args.smsc_host {
+            child
+                .args(["--smsc-host", host, "--smsc-port"])
+                .arg(args.smsc_port.to_string());
+        }
+        if args.ledger {
+            child.arg("--ledger");
+        }
+        let mut child = child
+            .env("REACHLINE_KEYS__FILE", keys)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = std::io::BufReader::new(child.stdout.take().context("the engine process's stdout")?);
+        Ok(EngineChild { child, stdin, stdout })
     }
-    if args.ledger {
-        child.arg("--ledger");
+
+    /// The next JSON line the process writes.
+    fn read(&mut self, what: &str) -> anyhow::Result<serde_json::Value> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            let status = self.child.wait()?;
+            bail!("the engine run failed before {what} ({status})");
+        }
+        serde_json::from_str(&line).with_context(|| format!("the engine process's {what}"))
     }
-    let out = child
-        .env("REACHLINE_KEYS__FILE", keys)
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        bail!("the engine run failed ({})", out.status);
+
+    fn say(&mut self, line: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().context("the engine process's stdin is closed")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
     }
-    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+impl Drop for EngineChild {
+    fn drop(&mut self) {
+        // End of file on stdin lets a finished node exit; one that is not finished is killed.
+        self.stdin.take();
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if !matches!(self.child.try_wait(), Ok(Some(_))) {
+                let _ = self.child.kill();
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the nodes at one moment, once each is ready, and collects each one's figures; they
+/// stay up until all have reported.
+fn run_together(nodes: &mut [EngineChild]) -> anyhow::Result<Vec<serde_json::Value>> {
+    for n in nodes.iter_mut() {
+        n.read("being ready")?;
+    }
+    for n in nodes.iter_mut() {
+        n.say("go")?;
+    }
+    let mut out = Vec::new();
+    for n in nodes.iter_mut() {
+        out.push(n.read("its figures")?);
+    }
+    for n in nodes.iter_mut() {
+        n.stdin.take();
+        let status = n.child.wait()?;
+        if !status.success() {
+            bail!("an engine process ended badly ({status})");
+        }
+    }
+    Ok(out)
+}
+
+/// The nodes' figures as one run's: counts summed, times from the first node's start to the
+/// last node's end (planning: to the last node's end of planning), the largest node's memory.
+fn fold(nodes: &[serde_json::Value]) -> anyhow::Result<serde_json::Value> {
+    let get = |n: &serde_json::Value, k: &str| -> anyhow::Result<f64> {
+        n[k].as_f64()
+            .with_context(|| format!("an engine process's figures lack {k}"))
+    };
+    let sum = |k: &str| -> anyhow::Result<u64> { nodes.iter().map(|n| get(n, k).map(|v| v as u64)).sum() };
+    let min =
+        |k: &str| -> anyhow::Result<f64> { nodes.iter().map(|n| get(n, k)).try_fold(f64::MAX, |a, v| Ok(a.min(v?))) };
+    let max =
+        |k: &str| -> anyhow::Result<f64> { nodes.iter().map(|n| get(n, k)).try_fold(f64::MIN, |a, v| Ok(a.max(v?))) };
+    let start = min("started_at")?;
+    let dispatch_start = min("dispatch_started_at")?;
+    let plan_end = max("planned_at")?;
+    let dispatch_end = max("dispatched_at")?;
+    let receipts_end = max("receipts_at")?;
+    Ok(serde_json::json!({
+        "nodes": nodes.len(),
+        "smsc": nodes.first().and_then(|n| n["smsc"].as_str()).unwrap_or("?"),
+        "parts": sum("parts")?,
+        "borrowers": sum("borrowers")?,
+        "decisions": sum("decisions")?,
+        "queued": sum("queued")?,
+        "plan_seconds": plan_end - start,
+        "sent": sum("sent")?,
+        "failed": sum("failed")?,
+        "cancelled": sum("cancelled")?,
+        "dispatch_seconds": dispatch_end - dispatch_start,
+        "end_to_end_seconds": dispatch_end - start,
+        "receipts": sum("receipts")?,
+        "receipts_seconds": receipts_end - dispatch_start,
+        "peak_rss_bytes": max("peak_rss_bytes")?,
+        "peak_rss_bytes_all": sum("peak_rss_bytes")?,
+        "sent_by_node": nodes.iter().map(|n| n["sent"].clone()).collect::<Vec<_>>(),
+    }))
 }
 
 async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
@@ -253,20 +432,10 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
         Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
         ecfg,
     );
+    // As `reachline run` keeps it: the node joins the database's one ledger (it sequences,
+    // or queues its leaves to the node that does).
     let ledger = match args.ledger {
-        true => {
-            let store: Arc<dyn reachline_store::ledger::LedgerStore> =
-                reachline_store::open_ledger(cfg.database.url.as_str(), cfg.keyring()?)
-                    .await?
-                    .into();
-            let sequencer =
-                reachline_store::ledger::Sequencer::start(store.clone(), cfg.ledger_signer()?, cfg.sequencer_config())
-                    .await?;
-            Some(reachline_engine::LedgerSink {
-                sequencer: Arc::new(sequencer),
-                store,
-            })
-        }
+        true => Some(crate::run::ledger_sink(cfg).await?),
         false => None,
     };
     if let Some(sink) = &ledger {
@@ -279,12 +448,37 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
         .and_time(NaiveTime::from_hms_opt(1, 0, 0).unwrap_or(NaiveTime::MIN))
         .and_utc();
     engine.spawn_intake(Arc::new(move || now));
+    // Ready; the parent says `go` when every node is.
+    let mut control = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    println!("{}", serde_json::json!({"ready": true}));
+    control.next_line().await?;
+    let started_at = unix_seconds();
     let t = Instant::now();
-    let p = engine.plan(now).await?;
+    let mut p = engine.plan(now).await?;
     let plan_seconds = t.elapsed().as_secs_f64();
+    let planned_at = unix_seconds();
     let t = Instant::now();
-    let d = engine.dispatch(now).await?;
+    let mut d = engine.dispatch(now).await?;
+    // Where planning is split into slices that several nodes claim (PostgreSQL), a node goes on
+    // until a pass finds no slice left to plan and nothing to send: the slices other nodes
+    // were still planning when this one's dispatch ran dry are sent by whoever is free.
+    if store.plan_slices() > 1 {
+        loop {
+            let more = engine.plan(now).await?;
+            let sent = engine.dispatch(now).await?;
+            if more.borrowers == 0 && sent.leased == 0 {
+                break;
+            }
+            p.borrowers += more.borrowers;
+            p.decisions += more.decisions;
+            p.queued += more.queued;
+            d.sent += sent.sent;
+            d.failed += sent.failed;
+            d.cancelled += sent.cancelled;
+        }
+    }
     let dispatch_seconds = t.elapsed().as_secs_f64();
+    let dispatched_at = unix_seconds();
     let parts = sms.stats().submitted.load(std::sync::atomic::Ordering::Relaxed);
     if let Some(sandbox) = &sandbox {
         anyhow::ensure!(
@@ -295,6 +489,7 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
     }
     engine.wait_receipts(parts, std::time::Duration::from_secs(120)).await;
     let receipts_seconds = t.elapsed().as_secs_f64();
+    let receipts_at = unix_seconds();
     let ledger_leaves = match &ledger {
         Some(sink) => sink.store.latest_checkpoint().await?.map_or(0, |c| c.size.0),
         None => 0,
@@ -311,10 +506,26 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
         "failed": d.failed,
         "cancelled": d.cancelled,
         "dispatch_seconds": dispatch_seconds,
+        "end_to_end_seconds": plan_seconds + dispatch_seconds,
         "receipts": engine.counters.receipts.load(std::sync::atomic::Ordering::Relaxed),
         "receipts_seconds": receipts_seconds,
         "peak_rss_bytes": crate::import::peak_rss(),
+        "started_at": started_at,
+        "planned_at": planned_at,
+        "dispatch_started_at": planned_at,
+        "dispatched_at": dispatched_at,
+        "receipts_at": receipts_at,
     });
     println!("{out}");
+    // Up until the parent has every node's figures (a node that sequences the ledger stays
+    // to commit the others' leaves).
+    while control.next_line().await?.is_some() {}
     Ok(())
+}
+
+/// Now, as seconds since the Unix epoch (the nodes' times are compared across processes).
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
