@@ -89,6 +89,9 @@ pub struct EngineConfig {
     /// keeps the others off it (a slice is planned once per pass, by one node). Zero: every
     /// pass plans every slice.
     pub plan_hold: Duration,
+    /// How long a carrier or recycled-number lookup may take before the engine gives up on it
+    /// (a vendor that hangs must not hold up the pass; the lookup is asked again the next day).
+    pub lookup_timeout: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -112,6 +115,7 @@ impl Default for EngineConfig {
             max_tries: 5,
             owner: "engine".into(),
             plan_hold: Duration::zero(),
+            lookup_timeout: std::time::Duration::from_secs(3),
         }
     }
 }
@@ -135,6 +139,10 @@ impl EngineConfig {
         (hi, -lo)
     }
 }
+
+/// Lookups asked at once after a planning batch (vendors limit concurrent queries; eight is
+/// well inside what number-intelligence APIs allow).
+const LOOKUPS_AT_ONCE: usize = 8;
 
 /// A batch's plan being written, with the lookups and contact checks to run after it.
 type PlanWriting = (
@@ -162,6 +170,10 @@ pub struct Counters {
     pub sent: AtomicU64,
     pub receipts: AtomicU64,
     pub receipts_unmatched: AtomicU64,
+    /// Carrier and recycled-number lookups asked, and those that gave no answer (an error, or
+    /// no answer within `lookup_timeout`).
+    pub lookups: AtomicU64,
+    pub lookups_failed: AtomicU64,
     /// Notified after each receipt is recorded.
     pub recorded: tokio::sync::Notify,
 }
@@ -350,8 +362,12 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Corrupt(format!("a planning write stopped: {e}")))??
             as u64;
-        for (borrower, contact, need) in lookups {
-            report.lookups += u64::from(self.lookup(borrower, contact, need, now).await?);
+        // A few at a time: a slow vendor costs the batch about one deadline, not one per lookup.
+        let mut asked = futures::stream::iter(lookups)
+            .map(|(borrower, contact, need)| self.lookup(borrower, contact, need, now))
+            .buffer_unordered(LOOKUPS_AT_ONCE);
+        while let Some(answered) = asked.next().await {
+            report.lookups += u64::from(answered?);
         }
         // Side by side, so their ledger leaves share the sequencer's batches.
         let mut checks = futures::stream::iter(checks)
@@ -388,16 +404,31 @@ impl Engine {
         let reachline_domain::ContactAddress::Phone(number) = &target.address else {
             return Ok(false);
         };
-        let kind = match need {
-            Need::CarrierCheck => intel
-                .status(number)
-                .await
-                .map(|status| EvidenceKind::CarrierStatus { status }),
-            Need::RecycledCheck { since } => intel
-                .recycled_since(number, since)
-                .await
-                .map(|answer| EvidenceKind::Recycled { since, answer }),
+        let asked: futures::future::BoxFuture<'_, reachline_intel::Result<EvidenceKind>> = match need {
+            Need::CarrierCheck => Box::pin(async move {
+                intel
+                    .status(number)
+                    .await
+                    .map(|status| EvidenceKind::CarrierStatus { status })
+            }),
+            Need::RecycledCheck { since } => Box::pin(async move {
+                intel
+                    .recycled_since(number, since)
+                    .await
+                    .map(|answer| EvidenceKind::Recycled { since, answer })
+            }),
             Need::Reverify => return Ok(false),
+        };
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        let Ok(kind) = tokio::time::timeout(self.cfg.lookup_timeout, asked).await else {
+            self.counters.lookups_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                contact = contact.0,
+                source = intel.name(),
+                timeout = ?self.cfg.lookup_timeout,
+                "a lookup gave no answer in time; asked again tomorrow"
+            );
+            return Ok(false);
         };
         match kind {
             Ok(kind) => {
@@ -410,6 +441,7 @@ impl Engine {
                 Ok(true)
             }
             Err(e) => {
+                self.counters.lookups_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(contact = contact.0, error = %e, "a lookup gave no answer");
                 Ok(false)
             }

@@ -81,6 +81,8 @@ pub struct Metrics {
     sends: Counter,
     receipts: Counter,
     receipts_unmatched: Counter,
+    lookups: Counter,
+    lookups_failed: Counter,
     ledger_size: Gauge,
     ledger_sequencer: Gauge,
 }
@@ -97,6 +99,7 @@ impl Default for Metrics {
         let outbox = Family::<StateLabels, Gauge>::default();
         let providers = Family::<ProviderLabels, Gauge>::default();
         let (sends, receipts, receipts_unmatched) = (Counter::default(), Counter::default(), Counter::default());
+        let (lookups, lookups_failed) = (Counter::default(), Counter::default());
         let ledger_size = Gauge::default();
         let ledger_sequencer = Gauge::default();
         let gateway = Family::<GatewayLabels, Counter>::default();
@@ -155,6 +158,16 @@ impl Default for Metrics {
             receipts_unmatched.clone(),
         );
         r.register(
+            "engine_lookups",
+            "Carrier and recycled-number lookups asked, since start",
+            lookups.clone(),
+        );
+        r.register(
+            "engine_lookups_failed",
+            "Lookups that gave no answer (an error, or none within [engine] lookup_timeout_ms), since start",
+            lookups_failed.clone(),
+        );
+        r.register(
             "ledger_leaves",
             "Leaves under the latest signed checkpoint",
             ledger_size.clone(),
@@ -177,6 +190,8 @@ impl Default for Metrics {
             sends,
             receipts,
             receipts_unmatched,
+            lookups,
+            lookups_failed,
             ledger_size,
             ledger_sequencer,
         }
@@ -262,6 +277,8 @@ pub async fn render(State(s): State<AppState>) -> Response {
     catch_up(&m.sends, counters.sent.load(Relaxed));
     catch_up(&m.receipts, counters.receipts.load(Relaxed));
     catch_up(&m.receipts_unmatched, counters.receipts_unmatched.load(Relaxed));
+    catch_up(&m.lookups, counters.lookups.load(Relaxed));
+    catch_up(&m.lookups_failed, counters.lookups_failed.load(Relaxed));
     if let Ok(rows) = s.stores.engine.queue_depth().await {
         m.outbox.clear();
         for (state, n) in rows {

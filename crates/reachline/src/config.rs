@@ -84,6 +84,9 @@ pub struct EngineSection {
     pub plan_hold_seconds: u64,
     /// Sends in flight at once.
     pub concurrency: usize,
+    /// Milliseconds a carrier or recycled-number lookup may take before the pass goes on
+    /// without its answer (asked again the next day).
+    pub lookup_timeout_ms: u64,
     /// Tries when a provider is down before an attempt is failed as transient.
     pub max_tries: u32,
     /// The escalation ladder: channel order, hours to wait for an outcome.
@@ -105,6 +108,7 @@ impl Default for EngineSection {
             lease_seconds: e.lease.num_seconds() as u64,
             plan_hold_seconds: 30,
             concurrency: e.concurrency,
+            lookup_timeout_ms: e.lookup_timeout.as_millis() as u64,
             max_tries: e.max_tries,
             ladder: e.ladder,
             cadences: e.cadences,
@@ -522,6 +526,7 @@ tick_seconds = 60                    # between two planning and dispatch passes
 lease_seconds = 300                  # a dispatcher's hold on a row
 plan_hold_seconds = 30               # several nodes: a node's hold on a slice of a planning pass
 concurrency = 64                     # sends in flight
+lookup_timeout_ms = 3000             # a carrier lookup's deadline; the pass goes on without it
 max_tries = 5                        # provider down this often: the attempt fails as transient
 
 [engine.ladder]

@@ -64,6 +64,7 @@ pub fn engine_config(cfg: &Config, keys: &Keyring) -> anyhow::Result<EngineConfi
         lease: Duration::seconds(e.lease_seconds as i64),
         plan_hold: Duration::seconds(e.plan_hold_seconds as i64),
         concurrency: e.concurrency,
+        lookup_timeout: std::time::Duration::from_millis(e.lookup_timeout_ms),
         max_tries: e.max_tries,
         // Unique among the nodes sharing a database: the host's name and this process's id.
         owner: format!("{}-{}", host_name(), std::process::id()),

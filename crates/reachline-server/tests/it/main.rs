@@ -511,6 +511,9 @@ async fn webhooks_signed_fresh_once(h: Harness) {
     );
     assert!(metrics.contains(r#"reachline_webhook_refused_total{provider="agg",reason="signature"} 1"#));
     assert!(metrics.contains(r#"reachline_engine_receipts_total 2"#));
+    // No number-intelligence source here: none asked, none failed.
+    assert!(metrics.contains("reachline_engine_lookups_total 0"), "{metrics}");
+    assert!(metrics.contains("reachline_engine_lookups_failed_total 0"), "{metrics}");
     h.finish().await;
 }
 

@@ -114,6 +114,8 @@ pub struct Report {
     /// Attempts the faulty run left in doubt (after a restart).
     pub in_doubt: u64,
     pub lookups_failed: u64,
+    /// Lookups the engine gave up on (refused, or past its deadline), as its metrics count them.
+    pub lookups_abandoned: u64,
     pub passed: bool,
 }
 
@@ -188,6 +190,17 @@ fn fault_report(s: &Scenario, f: &Fault, faulty: &RunRecord, control: &RunRecord
     for at in &faulty.lookup_failures {
         if *at >= fs {
             seen.push((*at, "a carrier lookup failed".into()));
+        }
+    }
+    for (at, n) in &faulty.engine_lookup_failures {
+        if *at >= fs && matches!(f.kind, FaultKind::IntelSlow | FaultKind::IntelDown) {
+            seen.push((
+                *at,
+                format!(
+                    "the engine gave up on {n} carrier lookup(s) (refused, or no answer within {} ms)",
+                    super::runner::LOOKUP_TIMEOUT.as_millis()
+                ),
+            ));
         }
     }
     for (at, in_doubt) in &faulty.restarts {
@@ -514,6 +527,7 @@ pub fn compare(s: &Scenario, control: &RunRecord, faulty: &RunRecord) -> Report 
         contacts_condemned_recycled: newly.iter().filter(|(_, c)| recycled_ids.contains(c)).count() as u64,
         in_doubt: faulty.rows().filter(|(_, r)| r.state == SendState::InDoubt).count() as u64,
         lookups_failed: faulty.lookup_failures.len() as u64,
+        lookups_abandoned: faulty.engine_lookup_failures.iter().map(|(_, n)| n).sum(),
         passed: false,
     }
     .finish()
@@ -617,6 +631,10 @@ impl Report {
                 ),
             ),
             ("attempts left in doubt", self.in_doubt.to_string()),
+            (
+                "carrier lookups the engine gave up on (refused, or past its deadline)",
+                self.lookups_abandoned.to_string(),
+            ),
             ("carrier lookups that failed", self.lookups_failed.to_string()),
         ];
         out.push_str("| measure | value |\n|---|---:|\n");

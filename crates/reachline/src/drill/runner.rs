@@ -35,6 +35,9 @@ pub struct RunRecord {
     pub restarts: Vec<(DateTime<Utc>, u64)>,
     /// Lookups that failed, by simulated time; lookups asked.
     pub lookup_failures: Vec<DateTime<Utc>>,
+    /// Lookups the engine itself gave up on (an error, or past its deadline), by the pass
+    /// that counted them: what Reachline noticed, as its metrics show it.
+    pub engine_lookup_failures: Vec<(DateTime<Utc>, u64)>,
     pub lookups: u64,
     pub recycled: HashMap<String, Recycled>,
     /// The contact points whose numbers the mass recycling took.
@@ -120,6 +123,9 @@ pub fn recycled_numbers(s: &Scenario, book: &Path) -> anyhow::Result<HashMap<Str
     Ok(out)
 }
 
+/// The engine's deadline on a carrier lookup in a drill (3 s in production).
+pub const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A node: the store, the engine over it and its receipt intake.
 struct Node {
     store: Arc<SqliteStore>,
@@ -135,6 +141,8 @@ async fn start_node(s: &Scenario, cfg: &Config, db: &Path, gw: &Gateways) -> any
     if !s.channels.order.is_empty() {
         ecfg.ladder.channels = s.channels.order.clone();
     }
+    // Deadlines scaled to the drill's compressed time, like the SMPP client's.
+    ecfg.lookup_timeout = LOOKUP_TIMEOUT;
     let mut engine = Engine::new(
         store.clone() as Arc<dyn EngineStore>,
         gw.channels().await?,
@@ -216,6 +224,7 @@ pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow:
         passes: Vec::new(),
         restarts: Vec::new(),
         lookup_failures: Vec::new(),
+        engine_lookup_failures: Vec::new(),
         lookups: 0,
         recycled,
         recycled_contacts: Default::default(),
@@ -254,6 +263,14 @@ pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow:
             n.engine.step(now).await?;
             record.passes.push((now, began.elapsed().as_secs_f64() * 1000.0));
             n.settle(&gw).await;
+            let failed = n
+                .engine
+                .counters
+                .lookups_failed
+                .swap(0, std::sync::atomic::Ordering::Relaxed);
+            if failed > 0 {
+                record.engine_lookup_failures.push((now, failed));
+            }
             for (_, st) in n.engine.provider_status() {
                 let state = st.state.as_str();
                 if states.get(&st.provider).copied() != Some(state) {
