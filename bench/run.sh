@@ -2,7 +2,7 @@
 # bench/run.sh: every Reachline benchmark in one run, and Kannel beside it as the reference
 # gateway, pushing the same messages through the same SMSC peer; one Markdown table.
 #
-#   bench/run.sh            about 5–10 minutes on a 2-core machine (after the build)
+#   bench/run.sh            about 4 minutes on a 2-core machine (after the build)
 #   bench/run.sh --quick    about 1–2 minutes, smaller sizes (CI)
 #
 # Options: --no-kannel, --no-postgres, --out DIR (default bench/results), -h.
