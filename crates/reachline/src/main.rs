@@ -398,7 +398,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drill(args) => {
             if cli.database.is_some() {
                 anyhow::bail!(
-                    "the drill makes its own databases (a control and a drill run); choose where with --work-dir"
+                    "the drill makes its own databases (a control and a drill run): SQLite files under --work-dir, or --postgres URL for fresh PostgreSQL ones"
                 );
             }
             return drill::run(args).await;

@@ -251,7 +251,18 @@ pub async fn run(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(in_doubt = recovered, "engine started");
     loop {
         let now = clock();
-        let (p, d) = engine.step(now).await?;
+        let (p, d) = match engine.step(now).await {
+            Ok(done) => done,
+            // A node on the live (or shared) clock rides out a database restart or a network
+            // cut: the pass is logged as failed and the next tried a tick later, as `serve`
+            // does. A stepped clock (`--clock-file`) or `--once` stops on the error.
+            Err(e) if args.clock_file.is_none() && !args.once && args.until.is_none_or(|u| now < u) => {
+                tracing::error!(error = %e, "engine pass failed; next pass in one tick");
+                tokio::time::sleep(std::time::Duration::from_secs(cfg.engine.tick_seconds)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(
             %now,
             borrowers = p.borrowers,

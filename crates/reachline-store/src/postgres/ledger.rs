@@ -112,15 +112,18 @@ fn leaf_row(r: &PgRow) -> Result<LeafRow> {
     })
 }
 
-#[async_trait]
-impl LedgerStore for PgLedger {
-    async fn claim_sequencer(&self) -> Result<Claimed> {
-        let mut guard = self.sequencer.lock().await;
+impl PgLedger {
+    /// The connection holding the sequencer's advisory lock: the one held, while it answers; a
+    /// new one that takes the lock, when none is held or the held one is gone (a database
+    /// restart or a network cut took the lock with it); `SequencerHeld` when another node
+    /// holds the lock now.
+    async fn hold_lock<'a>(
+        &self,
+        guard: &'a mut tokio::sync::MutexGuard<'_, Option<sqlx::postgres::PgConnection>>,
+    ) -> Result<&'a mut sqlx::postgres::PgConnection> {
         if let Some(conn) = guard.as_mut() {
             if sqlx::Connection::ping(conn).await.is_err() {
-                // The connection that held the lock is gone (a database restart, a network
-                // cut), and the lock with it: another node may hold it now. Ask again.
-                *guard = None;
+                **guard = None;
             }
         }
         if guard.is_none() {
@@ -132,9 +135,19 @@ impl LedgerStore for PgLedger {
             if !got {
                 return Err(StoreError::SequencerHeld(SEQUENCER_LOCK));
             }
-            *guard = Some(conn);
+            **guard = Some(conn);
         }
-        let conn = guard.as_mut().expect("set just above");
+        guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Conflict("the sequencer's lock connection was just set".into()))
+    }
+}
+
+#[async_trait]
+impl LedgerStore for PgLedger {
+    async fn claim_sequencer(&self) -> Result<Claimed> {
+        let mut guard = self.sequencer.lock().await;
+        let conn = self.hold_lock(&mut guard).await?;
         let mut tx = sqlx::Connection::begin(conn).await?;
         let latest = latest(&mut tx).await?;
         let size = latest.as_ref().map_or(0, |l| l.size.0 as i64);
@@ -149,9 +162,15 @@ impl LedgerStore for PgLedger {
 
     async fn commit_batch(&self, batch: Batch) -> Result<()> {
         let mut guard = self.sequencer.lock().await;
-        let conn = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Conflict("the ledger was not claimed by this sequencer".into()))?;
+        if guard.is_none() {
+            return Err(StoreError::Conflict(
+                "the ledger was not claimed by this sequencer".into(),
+            ));
+        }
+        // A database restart took the lock's connection, and the lock with it, while the node
+        // waited: take the lock again before writing anything (the batch is checked against
+        // the latest checkpoint below, so a log another node extended meanwhile is refused).
+        let conn = self.hold_lock(&mut guard).await?;
         let mut tx = sqlx::Connection::begin(conn).await?;
         let now = latest(&mut tx).await?.map(|l| l.size);
         if now != batch.old_size {

@@ -1027,6 +1027,27 @@ pub async fn create_database(admin_url: &str, db: &str) -> Result<()> {
 }
 
 /// Drops database `db`, disconnecting anyone still on it.
+/// Cuts database `db` off — new connections refused, every session of it terminated — or lets
+/// it be reached again: a database restart as the nodes on it see one (for drills and tests;
+/// other databases on the server are untouched).
+pub async fn set_database_reachable(admin_url: &str, db: &str, reachable: bool) -> Result<()> {
+    check_name(db)?;
+    let admin = PgPool::connect(admin_url).await?;
+    sqlx::query(&format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS {reachable}"))
+        .execute(&admin)
+        .await?;
+    if !reachable {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(db)
+        .execute(&admin)
+        .await?;
+    }
+    admin.close().await;
+    Ok(())
+}
+
 pub async fn drop_database(admin_url: &str, db: &str) -> Result<()> {
     check_name(db)?;
     let admin = PgPool::connect(admin_url).await?;

@@ -41,9 +41,14 @@ pub struct DrillArgs {
     /// Overrides the scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Where the two runs' databases go (a fresh temporary directory by default, removed after).
+    /// Where the two runs' files go (a fresh temporary directory by default, removed after).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Run on this PostgreSQL server instead of SQLite: a fresh database per run (the URL's
+    /// database is only used to connect), dropped afterwards. There, `db_restart` cuts the
+    /// run's database off under the running node (sessions terminated, new ones refused).
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
 }
 
 fn builtin(name: &str) -> anyhow::Result<&'static str> {
@@ -73,14 +78,18 @@ pub fn load(args: &DrillArgs) -> anyhow::Result<Scenario> {
 }
 
 /// Runs the control and the faulty run and compares them.
-pub async fn drill(s: &Scenario, work: &std::path::Path) -> anyhow::Result<Report> {
+pub async fn drill(s: &Scenario, work: &std::path::Path, backend: &runner::Backend) -> anyhow::Result<Report> {
     let book = work.join("book");
     runner::write_book(s, &book)?;
     let (c, f) = (work.join("control"), work.join("drill"));
     std::fs::create_dir_all(&c)?;
     std::fs::create_dir_all(&f)?;
-    let control = runner::run(s, false, &c, &book).await.context("the control run")?;
-    let faulty = runner::run(s, true, &f, &book).await.context("the drill run")?;
+    let control = runner::run(s, false, &c, &book, backend, "control").await;
+    backend.drop_run("control").await?;
+    let control = control.context("the control run")?;
+    let faulty = runner::run(s, true, &f, &book, backend, "drill").await;
+    backend.drop_run("drill").await?;
+    let faulty = faulty.context("the drill run")?;
     Ok(report::compare(s, &control, &faulty))
 }
 
@@ -117,7 +126,11 @@ pub async fn run(args: &DrillArgs) -> anyhow::Result<()> {
         "drill {}: {} borrowers, {} simulated, control run then drill run…",
         s.name, s.borrowers, s.duration
     );
-    let report = drill(&s, &work).await?;
+    let backend = match &args.postgres {
+        Some(admin) => runner::Backend::Postgres { admin: admin.clone() },
+        None => runner::Backend::Sqlite,
+    };
+    let report = drill(&s, &work, &backend).await?;
     let md = report.markdown();
     println!("{md}");
     eprintln!("(took {:.1} s)", began.elapsed().as_secs_f64());

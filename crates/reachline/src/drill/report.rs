@@ -116,6 +116,9 @@ pub struct Report {
     pub lookups_failed: u64,
     /// Lookups the engine gave up on (refused, or past its deadline), as its metrics count them.
     pub lookups_abandoned: u64,
+    /// Engine passes that failed (logged; the next pass tried), and the database the runs used.
+    pub passes_failed: u64,
+    pub database: String,
     pub passed: bool,
 }
 
@@ -203,6 +206,16 @@ fn fault_report(s: &Scenario, f: &Fault, faulty: &RunRecord, control: &RunRecord
             ));
         }
     }
+    for (at, why) in &faulty.pass_failures {
+        if *at >= fs {
+            seen.push((*at, format!("a pass failed: {why}")));
+        }
+    }
+    for at in &faulty.resumed {
+        if *at >= fs {
+            seen.push((*at, "the node's passes worked again".into()));
+        }
+    }
     for (at, in_doubt) in &faulty.restarts {
         if *at >= fs {
             seen.push((
@@ -286,6 +299,19 @@ fn fault_report(s: &Scenario, f: &Fault, faulty: &RunRecord, control: &RunRecord
             if failover.as_ref().is_none_or(|(at, _, _)| t.at < *at) {
                 failover = Some((t.at, format!("{} ({})", t.provider, t.channel.as_str()), *h));
             }
+        }
+    }
+    // The database: the node working again is the failover.
+    if f.kind == FaultKind::DbRestart && failover.is_none() {
+        let back = faulty
+            .resumed
+            .iter()
+            .copied()
+            .chain(faulty.restarts.iter().map(|(at, _)| *at))
+            .filter(|at| *at >= fs)
+            .min();
+        if let Some(at) = back {
+            failover = Some((at, "the node (working on the database again)".into(), fs));
         }
     }
     let recovered = faulty
@@ -528,6 +554,8 @@ pub fn compare(s: &Scenario, control: &RunRecord, faulty: &RunRecord) -> Report 
         in_doubt: faulty.rows().filter(|(_, r)| r.state == SendState::InDoubt).count() as u64,
         lookups_failed: faulty.lookup_failures.len() as u64,
         lookups_abandoned: faulty.engine_lookup_failures.iter().map(|(_, n)| n).sum(),
+        passes_failed: faulty.pass_failures.len() as u64,
+        database: faulty.database.clone(),
         passed: false,
     }
     .finish()
@@ -548,9 +576,10 @@ impl Report {
             out.push_str(&format!("{}\n\n", self.description.trim()));
         }
         out.push_str(&format!(
-            "{} borrowers, seed {}, simulated {} → {}; the same run without the fault is the control.\n\n",
+            "{} borrowers, seed {}, on {}, simulated {} → {}; the same run without the fault is the control.\n\n",
             self.borrowers,
             self.seed,
+            self.database,
             self.start.format("%Y-%m-%d %H:%M"),
             self.end.format("%Y-%m-%d %H:%M UTC")
         ));
@@ -631,6 +660,10 @@ impl Report {
                 ),
             ),
             ("attempts left in doubt", self.in_doubt.to_string()),
+            (
+                "engine passes that failed (logged, the next one tried)",
+                self.passes_failed.to_string(),
+            ),
             (
                 "carrier lookups the engine gave up on (refused, or past its deadline)",
                 self.lookups_abandoned.to_string(),

@@ -12,7 +12,6 @@ use chrono::{DateTime, Duration, Utc};
 use reachline_engine::Engine;
 use reachline_policy::Templates;
 use reachline_store::engine::{DecisionRow, EngineStore, EngineView, OutboxRow};
-use reachline_store::sqlite::SqliteStore;
 
 use super::gateways::{Clock, Gateways, Recycled, TapEvent, World};
 use super::scenario::{FaultKind, Scenario};
@@ -33,6 +32,10 @@ pub struct RunRecord {
     /// When the node came back after a database restart, and the attempts recovery found in
     /// doubt.
     pub restarts: Vec<(DateTime<Utc>, u64)>,
+    /// Passes that failed (the database gone under a running node), with the error's first
+    /// line: what the node logged; and the first pass to succeed after failures.
+    pub pass_failures: Vec<(DateTime<Utc>, String)>,
+    pub resumed: Vec<DateTime<Utc>>,
     /// Lookups that failed, by simulated time; lookups asked.
     pub lookup_failures: Vec<DateTime<Utc>>,
     /// Lookups the engine itself gave up on (an error, or past its deadline), by the pass
@@ -44,6 +47,8 @@ pub struct RunRecord {
     pub recycled_contacts: std::collections::HashSet<reachline_domain::ContactId>,
     pub engine: reachline_engine::EngineConfig,
     pub end: DateTime<Utc>,
+    /// The back end the run used (`SQLite` or `PostgreSQL`).
+    pub database: String,
 }
 
 impl RunRecord {
@@ -126,17 +131,59 @@ pub fn recycled_numbers(s: &Scenario, book: &Path) -> anyhow::Result<HashMap<Str
 /// The engine's deadline on a carrier lookup in a drill (3 s in production).
 pub const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Where a drill's two runs keep their databases.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A SQLite file in each run's directory.
+    Sqlite,
+    /// A fresh database per run on this PostgreSQL server (the URL's database is only used to
+    /// connect), dropped afterwards. A `db_restart` fault cuts the run's database off under
+    /// the running node: its connections terminated and new ones refused until the fault ends.
+    Postgres { admin: String },
+}
+
+impl Backend {
+    /// The run's database URL, made fresh.
+    async fn create(&self, dir: &Path, name: &str) -> anyhow::Result<String> {
+        Ok(match self {
+            Backend::Sqlite => format!("sqlite://{}", dir.join("reachline.db").display()),
+            Backend::Postgres { admin } => {
+                let db = pg_name(name);
+                let _ = reachline_store::postgres::drop_database(admin, &db).await;
+                reachline_store::postgres::create_database(admin, &db)
+                    .await
+                    .with_context(|| format!("creating the drill's database {db}"))?;
+                reachline_store::postgres::url_with_database(admin, &db)
+            }
+        })
+    }
+
+    /// Drops what `create` made (PostgreSQL; a SQLite file goes with its directory).
+    pub async fn drop_run(&self, name: &str) -> anyhow::Result<()> {
+        if let Backend::Postgres { admin } = self {
+            let db = pg_name(name);
+            reachline_store::postgres::set_database_reachable(admin, &db, true).await?;
+            reachline_store::postgres::drop_database(admin, &db).await?;
+        }
+        Ok(())
+    }
+}
+
+fn pg_name(run: &str) -> String {
+    format!("reachline_drill_{}_{run}", std::process::id())
+}
+
 /// A node: the store, the engine over it and its receipt intake.
 struct Node {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn EngineStore>,
     engine: Arc<Engine>,
     intake: Vec<tokio::task::JoinHandle<()>>,
     /// Receipts the gateways owed when this node started (a new node's counters start at 0).
     receipts_base: u64,
 }
 
-async fn start_node(s: &Scenario, cfg: &Config, db: &Path, gw: &Gateways) -> anyhow::Result<Node> {
-    let store = Arc::new(SqliteStore::open(db, cfg.keyring()?).await?);
+async fn start_node(s: &Scenario, cfg: &Config, gw: &Gateways) -> anyhow::Result<Node> {
+    let store = crate::run::open_engine_store(cfg).await?;
     let mut ecfg = crate::run::engine_config(cfg, &cfg.keyring()?)?;
     if !s.channels.order.is_empty() {
         ecfg.ladder.channels = s.channels.order.clone();
@@ -144,7 +191,7 @@ async fn start_node(s: &Scenario, cfg: &Config, db: &Path, gw: &Gateways) -> any
     // Deadlines scaled to the drill's compressed time, like the SMPP client's.
     ecfg.lookup_timeout = LOOKUP_TIMEOUT;
     let mut engine = Engine::new(
-        store.clone() as Arc<dyn EngineStore>,
+        store.clone(),
         gw.channels().await?,
         Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
         ecfg,
@@ -179,21 +226,28 @@ impl Node {
 }
 
 /// Runs the scenario once, with its faults (`faulty`) or without (the control), in `dir`
-/// (which must exist and be empty) over the book in `book`.
-pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow::Result<RunRecord> {
+/// (which must exist and be empty) over the book in `book`, on a fresh database of `backend`
+/// named after the run (`name`).
+pub async fn run(
+    s: &Scenario,
+    faulty: bool,
+    dir: &Path,
+    book: &Path,
+    backend: &Backend,
+    name: &str,
+) -> anyhow::Result<RunRecord> {
     let keys = dir.join("reachline.keys");
     KeyFile::generate("drill").write_new(&keys)?;
-    let db = dir.join("reachline.db");
     let mut cfg = Config::default();
-    cfg.database.url = DatabaseUrl(format!("sqlite://{}", db.display()));
+    cfg.database.url = DatabaseUrl(backend.create(dir, name).await?);
     cfg.keys.file = keys;
     // Close ledger batches soon: the simulated clock waits for nothing else.
     cfg.ledger.batch_max_ms = 5;
     cfg.validate()?;
     {
-        let store = SqliteStore::open(&db, cfg.keyring()?).await?;
+        let store = reachline_store::open(cfg.database.url.as_str(), cfg.keyring()?).await?;
         import(
-            &store,
+            store.as_ref(),
             book,
             &cfg.phone_parser()?,
             &cfg.book_defaults()?,
@@ -213,7 +267,7 @@ pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow:
     };
     let world = World::new(clock.clone(), recycled.clone());
     let gw = Gateways::start(s, clock.clone(), world).await?;
-    let mut node = Some(start_node(s, &cfg, &db, &gw).await?);
+    let mut node = Some(start_node(s, &cfg, &gw).await?);
     let faults: Vec<_> = if faulty { s.faults.clone() } else { Vec::new() };
     let mut active = vec![false; faults.len()];
     let mut record = RunRecord {
@@ -223,6 +277,8 @@ pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow:
         provider_changes: Vec::new(),
         passes: Vec::new(),
         restarts: Vec::new(),
+        pass_failures: Vec::new(),
+        resumed: Vec::new(),
         lookup_failures: Vec::new(),
         engine_lookup_failures: Vec::new(),
         lookups: 0,
@@ -230,6 +286,10 @@ pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow:
         recycled_contacts: Default::default(),
         engine: node.as_ref().map(|n| n.engine.config().clone()).unwrap_or_default(),
         end: s.end(),
+        database: match backend {
+            Backend::Sqlite => "SQLite".into(),
+            Backend::Postgres { .. } => "PostgreSQL".into(),
+        },
     };
     let mut states: HashMap<String, &'static str> = HashMap::new();
     let mut now = s.start;
@@ -243,7 +303,10 @@ pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow:
             active[i] = on;
             tracing::info!(fault = f.kind.as_str(), on, %now, "drill fault");
             gw.apply(f, on);
-            if f.kind == FaultKind::DbRestart {
+            if let (FaultKind::DbRestart, Backend::Postgres { admin }) = (f.kind, backend) {
+                // The database goes away under the running node, and comes back.
+                reachline_store::postgres::set_database_reachable(admin, &pg_name(name), !on).await?;
+            } else if f.kind == FaultKind::DbRestart {
                 if on {
                     // The database goes away and the node with it.
                     if let Some(n) = node.take() {
@@ -251,7 +314,7 @@ pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow:
                         n.stop();
                     }
                 } else {
-                    let n = start_node(s, &cfg, &db, &gw).await?;
+                    let n = start_node(s, &cfg, &gw).await?;
                     let recovered = n.engine.recover(now).await?;
                     record.restarts.push((now, recovered));
                     node = Some(n);
@@ -260,7 +323,24 @@ pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow:
         }
         if let Some(n) = &node {
             let began = std::time::Instant::now();
-            n.engine.step(now).await?;
+            // A pass that fails is logged and the next one tried, as `reachline run` does; the
+            // first to succeed after failures is the node working again.
+            match n.engine.step(now).await {
+                Ok(_) => {
+                    if record
+                        .pass_failures
+                        .last()
+                        .is_some_and(|(at, _)| record.resumed.last().is_none_or(|back| back < at))
+                    {
+                        record.resumed.push(now);
+                    }
+                }
+                Err(e) => {
+                    let line = e.to_string().lines().next().unwrap_or_default().to_string();
+                    tracing::warn!(error = %line, %now, "drill pass failed");
+                    record.pass_failures.push((now, line));
+                }
+            }
             record.passes.push((now, began.elapsed().as_secs_f64() * 1000.0));
             n.settle(&gw).await;
             let failed = n
@@ -288,7 +368,7 @@ pub async fn run(s: &Scenario, faulty: bool, dir: &Path, book: &Path) -> anyhow:
     let node = match node {
         Some(n) => n,
         // A restart that outlasts the drill: the node comes back to be read.
-        None => start_node(s, &cfg, &db, &gw).await?,
+        None => start_node(s, &cfg, &gw).await?,
     };
     node.settle(&gw).await;
     let store = node.store.clone();

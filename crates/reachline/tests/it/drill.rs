@@ -9,16 +9,17 @@ use crate::helpers::*;
 
 /// Runs a built-in scenario with `borrowers`, returns the report and the printed Markdown.
 fn drill(name: &str, borrowers: u32) -> (Value, String) {
+    drill_with(name, borrowers, &[])
+}
+
+/// The same, with more arguments (`--postgres URL`).
+fn drill_with(name: &str, borrowers: u32, more: &[&str]) -> (Value, String) {
     let s = Scratch::new();
     let out = s.path("report");
-    let res = s.run(&[
-        "drill",
-        name,
-        "--borrowers",
-        &borrowers.to_string(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let borrowers = borrowers.to_string();
+    let mut args = vec!["drill", name, "--borrowers", &borrowers, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(more);
+    let res = s.run(&args);
     let stdout = String::from_utf8_lossy(&res.stdout).to_string();
     assert!(res.status.success(), "{name}: {}\n{stdout}", stderr(&res));
     let json: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
@@ -113,6 +114,30 @@ fn a_database_restart_is_recovered_from() {
     // The node is back when the database is (45 minutes), and says so at once.
     assert_eq!(detected_within(f, 45.0, &md), 45.0, "{md}");
     assert!(f["detected_by"].as_str().unwrap().contains("restarted"), "{md}");
+}
+
+/// On PostgreSQL the database is cut off under the running node (its sessions terminated, new
+/// ones refused) for 45 minutes: the passes fail and say so at once, the node works again as
+/// soon as the database is back, and the chunk in flight is not left in doubt — the ledger's
+/// sequencer takes its lock again on a new connection before its next batch.
+#[test]
+fn a_database_cut_off_under_the_node_on_postgres_is_ridden_out() {
+    let Ok(admin) = std::env::var("REACHLINE_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var("REACHLINE_TEST_REQUIRE_POSTGRES").is_err(),
+            "REACHLINE_TEST_REQUIRE_POSTGRES is set but REACHLINE_TEST_DATABASE_URL is not"
+        );
+        return;
+    };
+    let (r, md) = drill_with("db-restart", 120, &["--postgres", &admin]);
+    assert_eq!(r["database"], "PostgreSQL", "{md}");
+    let f = fault(&r, "db_restart");
+    assert_eq!(detected_within(f, 0.0, &md), 0.0, "{md}");
+    assert!(f["detected_by"].as_str().unwrap().contains("a pass failed"), "{md}");
+    assert_eq!(f["failover_minutes"].as_f64(), Some(45.0), "{md}");
+    assert!(r["passes_failed"].as_u64().unwrap() > 0, "{md}");
+    assert_eq!(r["in_doubt"], 0, "{md}");
+    assert_eq!(r["notices_sent_control"], r["notices_sent_faulty"], "{md}");
 }
 
 #[test]
