@@ -140,6 +140,9 @@ impl EngineConfig {
     }
 }
 
+/// The longest wait between two tries at recording receipts while the database is away.
+const INTAKE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Lookups asked at once after a planning batch (vendors limit concurrent queries; eight is
 /// well inside what number-intelligence APIs allow).
 const LOOKUPS_AT_ONCE: usize = 8;
@@ -573,20 +576,50 @@ impl Engine {
                 // Whatever has arrived is recorded together, in one transaction.
                 let mut chunks = stream.ready_chunks(1024);
                 while let Some(batch) = chunks.next().await {
-                    // A receipt is not dropped because the database was busy: try again.
-                    let mut tries = 0;
-                    while let Err(e) = engine.intake_many(batch.clone(), clock()).await {
-                        tries += 1;
-                        tracing::error!(error = %e, tries, "recording receipts failed");
-                        if tries >= 5 {
-                            break;
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
-                    }
+                    engine.intake_until_recorded(batch, clock.as_ref()).await;
                 }
             }));
         }
         tasks
+    }
+
+    /// Records a batch of receipts, however long the database is away: the provider has been
+    /// answered already and will not send them again, so while the store is unreachable or busy
+    /// (a restart, a network cut, a lock) the batch is tried again, backing off to one try every
+    /// five seconds. An error that is not the database's (a receipt the store refuses) is tried
+    /// five times, then the batch is recorded one receipt at a time, so one bad receipt cannot
+    /// hold back the others; one that still fails is logged by provider and id.
+    async fn intake_until_recorded(
+        &self,
+        batch: Vec<reachline_channels::Receipt>,
+        clock: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
+    ) {
+        let mut tries: u32 = 0;
+        loop {
+            let Err(e) = self.intake_many(batch.clone(), clock()).await else {
+                return;
+            };
+            tries += 1;
+            let unavailable = matches!(
+                e,
+                EngineError::Ledger(_)
+                    | EngineError::Store(
+                        reachline_store::StoreError::Postgres(_) | reachline_store::StoreError::Sqlite(_)
+                    )
+            );
+            tracing::error!(error = %e, tries, receipts = batch.len(), "recording receipts failed; trying again");
+            if !unavailable && tries >= 5 {
+                break;
+            }
+            let wait = std::time::Duration::from_millis(200 * u64::from(tries)).min(INTAKE_BACKOFF_MAX);
+            tokio::time::sleep(wait).await;
+        }
+        for r in batch {
+            let (provider, id) = (r.provider.clone(), r.provider_id.clone());
+            if let Err(e) = self.intake_many(vec![r], clock()).await {
+                tracing::error!(error = %e, provider, provider_id = id, "a receipt could not be recorded");
+            }
+        }
     }
 
     /// One turn of every worker: settle what a dead dispatcher left, plan, then dispatch what

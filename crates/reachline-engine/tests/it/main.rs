@@ -520,3 +520,92 @@ async fn check_kept_aside_book(r: Run) {
         assert!(!engine_store.decisions_of(*id).await.unwrap().is_empty());
     }
 }
+
+/// A channel that only hands the engine the receipts the test sends it.
+struct ReceiptsOnly(Mutex<Option<futures::channel::mpsc::UnboundedReceiver<reachline_channels::Receipt>>>);
+
+#[async_trait::async_trait]
+impl reachline_channels::Channel for ReceiptsOnly {
+    fn kind(&self) -> reachline_domain::Channel {
+        reachline_domain::Channel::Sms
+    }
+
+    fn provider(&self) -> &str {
+        "receipts-only"
+    }
+
+    async fn send(
+        &self,
+        _: &reachline_channels::Outbound,
+    ) -> Result<reachline_channels::Accepted, reachline_channels::SendError> {
+        Err(reachline_channels::SendError::unavailable(
+            "receipts-only",
+            "sends nothing",
+        ))
+    }
+
+    fn take_receipts(&self) -> Option<reachline_channels::ReceiptStream> {
+        let rx = self.0.lock().unwrap().take()?;
+        Some(Box::pin(rx))
+    }
+}
+
+/// Receipts that arrive while the database is away (a restart) are recorded once it is back:
+/// the provider has been answered and will not send them again, so the intake keeps trying
+/// for as long as it takes — it used to give up after five tries, about two seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_that_arrive_while_the_database_is_away_are_recorded_when_it_is_back() {
+    let Some(Backend::Postgres(admin)) = Backend::postgres() else {
+        return;
+    };
+    let db = format!("reachline_engine_outage_{}", std::process::id());
+    let _ = postgres::drop_database(&admin, &db).await;
+    postgres::create_database(&admin, &db).await.unwrap();
+    let url = postgres::url_with_database(&admin, &db);
+    let store = Arc::new(PgStore::connect(&url, Keyring::random("t")).await.unwrap());
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let engine = Arc::new(Engine::new(
+        store.clone() as Arc<dyn EngineStore>,
+        vec![Arc::new(ReceiptsOnly(Mutex::new(Some(rx))))],
+        Templates::load(Templates::builtin_sources()).unwrap(),
+        EngineConfig::default(),
+    ));
+    let intake = engine.spawn_intake(Arc::new(Utc::now));
+    postgres::set_database_reachable(&admin, &db, false).await.unwrap();
+    for i in 0..3 {
+        tx.unbounded_send(reachline_channels::Receipt {
+            provider: "receipts-only".into(),
+            reference: None,
+            provider_id: format!("r-{i}"),
+            part: None,
+            class: reachline_domain::DeliveryClass::Delivered,
+            code: "stat:DELIVRD".into(),
+            is_final: true,
+            raw: format!("id:r-{i} stat:DELIVRD").into_bytes(),
+        })
+        .unwrap();
+    }
+    tokio::time::sleep(StdDuration::from_secs(4)).await;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        engine.counters.receipts.load(Relaxed),
+        0,
+        "recorded while the database was away?"
+    );
+    postgres::set_database_reachable(&admin, &db, true).await.unwrap();
+    assert!(
+        engine.wait_receipts(3, StdDuration::from_secs(30)).await,
+        "the receipts were recorded once the database was back: {}",
+        engine.counters.receipts.load(Relaxed)
+    );
+    assert_eq!(
+        engine.counters.receipts_unmatched.load(Relaxed),
+        3,
+        "kept, flagged unmatched"
+    );
+    for t in intake {
+        t.abort();
+    }
+    drop((engine, store));
+    postgres::drop_database(&admin, &db).await.unwrap();
+}
