@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::helpers::Scratch;
+use crate::helpers::{postgres_admin, Scratch};
 
 pub fn spawn(s: &Scratch, args: &[&str], port: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_reachline"))
@@ -111,11 +111,7 @@ fn killed_fifty_times_the_engine_loses_nothing_and_sends_nothing_twice() {
 /// process, are taken up by the next one.
 #[test]
 fn killed_fifty_times_on_postgres_the_engine_loses_nothing_and_sends_nothing_twice() {
-    let Ok(admin) = std::env::var("REACHLINE_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var("REACHLINE_TEST_REQUIRE_POSTGRES").is_err(),
-            "REACHLINE_TEST_REQUIRE_POSTGRES is set but REACHLINE_TEST_DATABASE_URL is not"
-        );
+    let Some(admin) = postgres_admin() else {
         return;
     };
     let name = format!("reachline_crash_test_{}", std::process::id());

@@ -122,11 +122,7 @@ fn a_database_restart_is_recovered_from() {
 /// sequencer takes its lock again on a new connection before its next batch.
 #[test]
 fn a_database_cut_off_under_the_node_on_postgres_is_ridden_out() {
-    let Ok(admin) = std::env::var("REACHLINE_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var("REACHLINE_TEST_REQUIRE_POSTGRES").is_err(),
-            "REACHLINE_TEST_REQUIRE_POSTGRES is set but REACHLINE_TEST_DATABASE_URL is not"
-        );
+    let Some(admin) = postgres_admin() else {
         return;
     };
     let (r, md) = drill_with("db-restart", 120, &["--postgres", &admin]);

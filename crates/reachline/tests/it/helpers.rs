@@ -95,6 +95,18 @@ impl Scratch {
     }
 }
 
+/// The PostgreSQL server the tests may use (`REACHLINE_TEST_DATABASE_URL`, an admin URL), or
+/// `None` — and then a test on PostgreSQL is skipped, unless `REACHLINE_TEST_REQUIRE_POSTGRES`
+/// is set (CI sets both), which fails it.
+pub fn postgres_admin() -> Option<String> {
+    let url = std::env::var("REACHLINE_TEST_DATABASE_URL").ok();
+    assert!(
+        url.is_some() || std::env::var("REACHLINE_TEST_REQUIRE_POSTGRES").is_err(),
+        "REACHLINE_TEST_REQUIRE_POSTGRES is set but REACHLINE_TEST_DATABASE_URL is not"
+    );
+    url
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::crash::{smsc_log, start_smsc};
-use crate::helpers::Scratch;
+use crate::helpers::{postgres_admin, Scratch};
 
 /// The simulated moment the nodes start at: 09:00 in China, 20:00 in New York.
 const SIM_START: &str = "2026-11-01T01:00:00Z";
@@ -73,11 +73,7 @@ fn sessions(log: &std::path::Path) -> Vec<u64> {
 
 #[test]
 fn three_nodes_share_the_work_and_lose_nothing_when_the_sequencer_is_killed() {
-    let Ok(admin) = std::env::var("REACHLINE_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var("REACHLINE_TEST_REQUIRE_POSTGRES").is_err(),
-            "REACHLINE_TEST_REQUIRE_POSTGRES is set but REACHLINE_TEST_DATABASE_URL is not"
-        );
+    let Some(admin) = postgres_admin() else {
         return;
     };
     let db = format!("reachline_nodes_test_{}", std::process::id());

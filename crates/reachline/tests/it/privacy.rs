@@ -272,13 +272,7 @@ fn erasure_leaves_nothing_that_decrypts_in_the_database_or_its_backups() {
 
 /// A scratch on a fresh PostgreSQL database, when `REACHLINE_TEST_DATABASE_URL` names a server.
 fn pg_scratch(name: &str) -> Option<(Scratch, String, String)> {
-    let Ok(admin) = std::env::var("REACHLINE_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var("REACHLINE_TEST_REQUIRE_POSTGRES").is_err(),
-            "REACHLINE_TEST_REQUIRE_POSTGRES is set but REACHLINE_TEST_DATABASE_URL is not"
-        );
-        return None;
-    };
+    let admin = postgres_admin()?;
     let db = format!("reachline_{name}_{}", std::process::id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _ = rt.block_on(reachline_store::postgres::drop_database(&admin, &db));
