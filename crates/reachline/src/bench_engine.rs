@@ -104,14 +104,20 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
     eprintln!("SQLite: importing, then planning {} and dispatching…", args.day);
     rows.push((
         "SQLite (WAL)".to_string(),
-        import_and_run(&format!("sqlite://{}", db.display()), &book, &keys, &args)?,
+        one(import_and_run(
+            &format!("sqlite://{}", db.display()),
+            &book,
+            &keys,
+            &args,
+            1,
+        )?),
     ));
     if !args.pg.no_postgres {
         let name = format!("reachline_bench_engine_{}", std::process::id());
         reachline_store::postgres::create_database(&args.pg.postgres, &name).await?;
         let url = reachline_store::postgres::url_with_database(&args.pg.postgres, &name);
         eprintln!("PostgreSQL: importing, then planning {} and dispatching…", args.day);
-        let res = import_and_run(&url, &book, &keys, &args);
+        let res = import_and_run(&url, &book, &keys, &args, 1).map(one);
         if !args.keep {
             reachline_store::postgres::drop_database(&args.pg.postgres, &name).await?;
         }
@@ -124,7 +130,7 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
                 "PostgreSQL, {} nodes: importing, then planning {} and dispatching together…",
                 args.nodes, args.day
             );
-            let res = match import_and_run_nodes(&url, &book, &keys, &args) {
+            let res = match import_and_run(&url, &book, &keys, &args, args.nodes).and_then(|f| fold(&f)) {
                 Ok(mut r) => ledger_size(cfg, &keys, &url).await.map(|leaves| {
                     r["ledger_leaves"] = leaves.into();
                     r
@@ -218,34 +224,27 @@ async fn ledger_size(cfg: &Config, keys: &std::path::Path, url: &str) -> anyhow:
     Ok(ledger.latest_checkpoint().await?.map_or(0, |c| c.size.0))
 }
 
-/// Imports the book into the database `url` names, then runs the engine on it in a child
-/// process (its peak memory is the engine's alone) and returns the child's figures.
+/// Imports the book into the database `url` names, then runs the engine on it in `nodes` child
+/// processes at once (a child's peak memory is its engine's alone) and returns each one's
+/// figures.
 fn import_and_run(
     url: &str,
     book: &std::path::Path,
     keys: &std::path::Path,
     args: &EngineBenchArgs,
-) -> anyhow::Result<serde_json::Value> {
+    nodes: u32,
+) -> anyhow::Result<Vec<serde_json::Value>> {
     import_book(url, book, keys)?;
-    let mut nodes = vec![EngineChild::spawn(url, keys, args)?];
-    let figures = run_together(&mut nodes)?;
-    Ok(figures.into_iter().next().unwrap_or_default())
+    let mut children = Vec::new();
+    for _ in 0..nodes.max(1) {
+        children.push(EngineChild::spawn(url, keys, args)?);
+    }
+    run_together(&mut children)
 }
 
-/// The book imported, then `args.nodes` engine processes on it at once; their figures folded.
-fn import_and_run_nodes(
-    url: &str,
-    book: &std::path::Path,
-    keys: &std::path::Path,
-    args: &EngineBenchArgs,
-) -> anyhow::Result<serde_json::Value> {
-    import_book(url, book, keys)?;
-    let mut nodes = Vec::new();
-    for _ in 0..args.nodes {
-        nodes.push(EngineChild::spawn(url, keys, args)?);
-    }
-    let figures = run_together(&mut nodes)?;
-    fold(&figures)
+/// A single node's figures.
+fn one(figures: Vec<serde_json::Value>) -> serde_json::Value {
+    figures.into_iter().next().unwrap_or_default()
 }
 
 fn import_book(url: &str, book: &std::path::Path, keys: &std::path::Path) -> anyhow::Result<()> {
