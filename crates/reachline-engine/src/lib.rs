@@ -511,8 +511,6 @@ impl Engine {
                     .map_err(|e| EngineError::Ledger(e.to_string()))?;
             }
         }
-        self.counters.receipts.fetch_add(n, Ordering::Relaxed);
-        self.counters.recorded.notify_waiters();
         if unmatched > 0 {
             self.counters.receipts_unmatched.fetch_add(unmatched, Ordering::Relaxed);
             // Most are receipts that beat their send's record (a fast SMSC): the record matches
@@ -522,6 +520,9 @@ impl Engine {
                 "receipts matched no send yet; kept, matched when their send is recorded"
             );
         }
+        // Counted last, so whoever waits on the count sees the unmatched ones already counted.
+        self.counters.receipts.fetch_add(n, Ordering::Relaxed);
+        self.counters.recorded.notify_waiters();
         Ok(())
     }
 
