@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::helpers::{postgres_admin, Scratch};
+use crate::helpers::{heavy, postgres_admin, Scratch};
 
 pub fn spawn(s: &Scratch, args: &[&str], port: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_reachline"))
@@ -94,6 +94,7 @@ pub fn start_smsc(s: &Scratch, log: &std::path::Path) -> (Child, String) {
 
 #[test]
 fn killed_fifty_times_the_engine_loses_nothing_and_sends_nothing_twice() {
+    let _heavy = heavy();
     let s = Scratch::new();
     let db = rusqlite::Connection::open(s.db()).unwrap();
     killed_fifty_times(
@@ -114,6 +115,7 @@ fn killed_fifty_times_on_postgres_the_engine_loses_nothing_and_sends_nothing_twi
     let Some(admin) = postgres_admin() else {
         return;
     };
+    let _heavy = heavy();
     let name = format!("reachline_crash_test_{}", std::process::id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _ = rt.block_on(reachline_store::postgres::drop_database(&admin, &name));

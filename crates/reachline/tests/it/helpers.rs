@@ -95,6 +95,14 @@ impl Scratch {
     }
 }
 
+/// Held by the tests that run several `reachline` processes flat out and measure them (the
+/// crash harness, the three-node test), so they do not run side by side and skew each other's
+/// timings on a small machine; other tests still run beside them.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The PostgreSQL server the tests may use (`REACHLINE_TEST_DATABASE_URL`, an admin URL), or
 /// `None` — and then a test on PostgreSQL is skipped, unless `REACHLINE_TEST_REQUIRE_POSTGRES`
 /// is set (CI sets both), which fails it.

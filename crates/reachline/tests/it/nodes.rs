@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::crash::{smsc_log, start_smsc};
-use crate::helpers::{postgres_admin, Scratch};
+use crate::helpers::{heavy, postgres_admin, Scratch};
 
 /// The simulated moment the nodes start at: 09:00 in China, 20:00 in New York.
 const SIM_START: &str = "2026-11-01T01:00:00Z";
@@ -76,6 +76,7 @@ fn three_nodes_share_the_work_and_lose_nothing_when_the_sequencer_is_killed() {
     let Some(admin) = postgres_admin() else {
         return;
     };
+    let _heavy = heavy();
     let db = format!("reachline_nodes_test_{}", std::process::id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _ = rt.block_on(reachline_store::postgres::drop_database(&admin, &db));
