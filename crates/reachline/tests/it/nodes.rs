@@ -3,8 +3,10 @@
 //! accepts). Once every node is sending, the node that sequences the ledger is killed with
 //! SIGKILL. Afterwards: no notice lost (every send due is sent, or left in doubt by the kill
 //! and accounted for), none submitted twice, every send recorded as taken is at the SMSC and
-//! has its ledger leaf, the ledger audits clean with nothing left queued, and the survivors'
-//! throughput came back within a stated time.
+//! has its ledger leaf, the ledger audits clean (what a follower left queued is appended by the
+//! next sequencer), and the survivors' throughput came back within a stated time. That last
+//! figure is a measurement: run beside other heavy tests on a small machine it can come out
+//! long (CI runs this test on its own).
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
