@@ -121,17 +121,16 @@ pub trait LedgerStore: Send + Sync {
 
     /// The borrower's address-commitment key: random, created on first use, stored sealed under
     /// the borrower's data key, so erasing the borrower (destroying the data key) destroys it.
-    async fn commitment_key(&self, borrower: BorrowerId) -> Result<CommitmentKey>;
+    async fn commitment_key(&self, borrower: BorrowerId) -> Result<CommitmentKey> {
+        self.commitment_keys(&[borrower])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("no commitment key came back for the borrower asked".into()))
+    }
 
     /// The keys of several borrowers, in the order asked (a borrower may be asked twice), read
     /// and created in one transaction: a dispatcher asks for a whole chunk's senders at once.
-    async fn commitment_keys(&self, borrowers: &[BorrowerId]) -> Result<Vec<CommitmentKey>> {
-        let mut out = Vec::with_capacity(borrowers.len());
-        for b in borrowers {
-            out.push(self.commitment_key(*b).await?);
-        }
-        Ok(out)
-    }
+    async fn commitment_keys(&self, borrowers: &[BorrowerId]) -> Result<Vec<CommitmentKey>>;
 
     /// Bytes the ledger's tables take on disk (for the benchmark; SQLite: the whole file).
     async fn disk_bytes(&self) -> Result<u64>;

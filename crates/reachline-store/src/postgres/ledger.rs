@@ -17,7 +17,6 @@ use reachline_ledger::{Hash, LeafIndex, TreeSize};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 
-use super::data_key_for;
 use crate::crypto::Keyring;
 use crate::ledger::{
     Batch, Claimed, LeafRow, LedgerEvents, LedgerStore, QueuedAppend, StoredCheckpoint, SEQUENCER_LOCK,
@@ -315,31 +314,6 @@ impl LedgerStore for PgLedger {
             .iter()
             .map(leaf_row)
             .collect()
-    }
-
-    async fn commitment_key(&self, borrower: BorrowerId) -> Result<CommitmentKey> {
-        let mut conn = self.pool.acquire().await?;
-        let sealer = data_key_for(&mut conn, &self.keys, borrower).await?.sealer();
-        let mut k = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut k);
-        let text = base64::engine::general_purpose::STANDARD.encode(k);
-        // Insert a fresh key unless one exists, then read whichever won.
-        sqlx::query(
-            "INSERT INTO ledger_commitment_keys (borrower_id, sealed_key) VALUES ($1, $2) \
-             ON CONFLICT (borrower_id) DO NOTHING",
-        )
-        .bind(borrower.0)
-        .bind(sealer.seal(COMMITMENT_KEY_FIELD, &text))
-        .execute(&mut *conn)
-        .await?;
-        let sealed: Vec<u8> =
-            sqlx::query_scalar("SELECT sealed_key FROM ledger_commitment_keys WHERE borrower_id = $1")
-                .bind(borrower.0)
-                .fetch_one(&mut *conn)
-                .await?;
-        Ok(CommitmentKey::from_bytes(decode_key(
-            &sealer.open(COMMITMENT_KEY_FIELD, &sealed)?,
-        )?))
     }
 
     async fn commitment_keys(&self, borrowers: &[BorrowerId]) -> Result<Vec<CommitmentKey>> {

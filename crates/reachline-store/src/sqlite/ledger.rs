@@ -248,17 +248,6 @@ impl LedgerStore for SqliteLedger {
         .await
     }
 
-    async fn commitment_key(&self, borrower: BorrowerId) -> Result<CommitmentKey> {
-        let keys = self.keys.clone();
-        Self::on(&self.writer, move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let key = commitment_key_in(&tx, &keys, borrower)?;
-            tx.commit()?;
-            Ok(CommitmentKey::from_bytes(key))
-        })
-        .await
-    }
-
     async fn commitment_keys(&self, borrowers: &[BorrowerId]) -> Result<Vec<CommitmentKey>> {
         let keys = self.keys.clone();
         let borrowers = borrowers.to_vec();
