@@ -180,6 +180,8 @@ struct Node {
     intake: Vec<tokio::task::JoinHandle<()>>,
     /// Receipts the gateways owed when this node started (a new node's counters start at 0).
     receipts_base: u64,
+    /// The engine's failed-lookup count at the end of the last pass.
+    lookups_failed_seen: u64,
 }
 
 async fn start_node(s: &Scenario, cfg: &Config, gw: &Gateways) -> anyhow::Result<Node> {
@@ -208,6 +210,7 @@ async fn start_node(s: &Scenario, cfg: &Config, gw: &Gateways) -> anyhow::Result
         engine,
         intake,
         receipts_base: gw.receipts_due(),
+        lookups_failed_seen: 0,
     })
 }
 
@@ -321,7 +324,7 @@ pub async fn run(
                 }
             }
         }
-        if let Some(n) = &node {
+        if let Some(n) = node.as_mut() {
             let began = std::time::Instant::now();
             // A pass that fails is logged and the next one tried, as `reachline run` does; the
             // first to succeed after failures is the node working again.
@@ -343,14 +346,18 @@ pub async fn run(
             }
             record.passes.push((now, began.elapsed().as_secs_f64() * 1000.0));
             n.settle(&gw).await;
+            // The engine's own count (its metric), read, not reset: what this pass added.
             let failed = n
                 .engine
                 .counters
                 .lookups_failed
-                .swap(0, std::sync::atomic::Ordering::Relaxed);
-            if failed > 0 {
-                record.engine_lookup_failures.push((now, failed));
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if failed > n.lookups_failed_seen {
+                record
+                    .engine_lookup_failures
+                    .push((now, failed - n.lookups_failed_seen));
             }
+            n.lookups_failed_seen = failed;
             for (_, st) in n.engine.provider_status() {
                 let state = st.state.as_str();
                 if states.get(&st.provider).copied() != Some(state) {
