@@ -10,21 +10,10 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::helpers::{heavy, postgres_admin, Scratch};
+use crate::helpers::{heavy, PgDatabase, Scratch};
 
 pub fn spawn(s: &Scratch, args: &[&str], port: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_reachline"))
-        .args(args)
-        .current_dir(s.dir.path())
-        .env("REACHLINE_KEYS__FILE", s.keys())
-        .env("REACHLINE_DATABASE__URL", s.db_url())
-        .env("REACHLINE_SMPP__HOST", "127.0.0.1")
-        .env("REACHLINE_SMPP__PORT", port)
-        .env("REACHLINE_LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    s.node_command(args, port).stderr(Stdio::null()).spawn().unwrap()
 }
 
 /// The SMSC's log as whole messages — (destination, text) with the ids of their parts — and
@@ -112,31 +101,11 @@ fn killed_fifty_times_the_engine_loses_nothing_and_sends_nothing_twice() {
 /// process, are taken up by the next one.
 #[test]
 fn killed_fifty_times_on_postgres_the_engine_loses_nothing_and_sends_nothing_twice() {
-    let Some(admin) = postgres_admin() else {
+    let Some(db) = PgDatabase::fresh("crash_test") else {
         return;
     };
     let _heavy = heavy();
-    let name = format!("reachline_crash_test_{}", std::process::id());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _ = rt.block_on(reachline_store::postgres::drop_database(&admin, &name));
-    rt.block_on(reachline_store::postgres::create_database(&admin, &name))
-        .unwrap();
-    let url = reachline_store::postgres::url_with_database(&admin, &name);
-    let pool = rt
-        .block_on(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url))
-        .unwrap();
-    let s = Scratch::on_database(url);
-    killed_fifty_times(
-        &s,
-        &|sql| rt.block_on(sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool)).unwrap(),
-        &|sql| {
-            rt.block_on(sqlx::query_scalar::<_, String>(sql).fetch_all(&pool))
-                .unwrap()
-        },
-    );
-    rt.block_on(pool.close());
-    rt.block_on(reachline_store::postgres::drop_database(&admin, &name))
-        .unwrap();
+    killed_fifty_times(&db.scratch(), &|sql| db.count(sql), &|sql| db.strings(sql));
 }
 
 /// The crash test on the scratch's database; `count` and `strings` run a query there.

@@ -93,6 +93,90 @@ impl Scratch {
     pub fn counts(&self) -> String {
         self.ok(&["summary"])
     }
+
+    /// `reachline ARGS` as a node of this scratch that sends to the SMSC on `port`: its keys
+    /// and database, logging warnings, stdout discarded. The caller adds to it and spawns it.
+    pub fn node_command(&self, args: &[&str], port: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_reachline"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("REACHLINE_KEYS__FILE", self.keys())
+            .env("REACHLINE_DATABASE__URL", self.db_url())
+            .env("REACHLINE_SMPP__HOST", "127.0.0.1")
+            .env("REACHLINE_SMPP__PORT", port)
+            .env("REACHLINE_LOG__LEVEL", "warn")
+            .stdout(std::process::Stdio::null());
+        c
+    }
+}
+
+/// A fresh PostgreSQL database for one test, `reachline_NAME_PID` on the server
+/// [`postgres_admin`] names (dropped first if a killed run left it), with a small pool for the
+/// test's own queries; dropped with the value, failing or not.
+pub struct PgDatabase {
+    pub admin: String,
+    pub url: String,
+    name: String,
+    rt: tokio::runtime::Runtime,
+    pool: sqlx::PgPool,
+}
+
+impl PgDatabase {
+    /// `None` where no server is configured (see [`postgres_admin`]).
+    pub fn fresh(name: &str) -> Option<Self> {
+        let admin = postgres_admin()?;
+        let name = format!("reachline_{name}_{}", std::process::id());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _ = rt.block_on(reachline_store::postgres::drop_database(&admin, &name));
+        rt.block_on(reachline_store::postgres::create_database(&admin, &name))
+            .unwrap();
+        let url = reachline_store::postgres::url_with_database(&admin, &name);
+        let pool = rt
+            .block_on(sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url))
+            .unwrap();
+        Some(PgDatabase {
+            admin,
+            url,
+            name,
+            rt,
+            pool,
+        })
+    }
+
+    /// A scratch directory whose commands use this database.
+    pub fn scratch(&self) -> Scratch {
+        Scratch::on_database(self.url.clone())
+    }
+
+    /// The one integer `sql` returns.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.rt
+            .block_on(sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool))
+            .unwrap()
+    }
+
+    /// The strings `sql` returns, one per row.
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        self.rt
+            .block_on(sqlx::query_scalar::<_, String>(sql).fetch_all(&self.pool))
+            .unwrap()
+    }
+
+    /// The (text, count) pairs `sql` returns.
+    pub fn counted(&self, sql: &str) -> Vec<(String, i64)> {
+        self.rt
+            .block_on(sqlx::query_as::<_, (String, i64)>(sql).fetch_all(&self.pool))
+            .unwrap()
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        self.rt.block_on(self.pool.close());
+        let _ = self
+            .rt
+            .block_on(reachline_store::postgres::drop_database(&self.admin, &self.name));
+    }
 }
 
 /// Held by the tests that run several `reachline` processes flat out and measure them (the

@@ -9,11 +9,11 @@
 //! long (CI runs this test on its own).
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::crash::{smsc_log, start_smsc};
-use crate::helpers::{heavy, postgres_admin, Scratch};
+use crate::helpers::{heavy, PgDatabase, Scratch};
 
 /// The simulated moment the nodes start at: 09:00 in China, 20:00 in New York.
 const SIM_START: &str = "2026-11-01T01:00:00Z";
@@ -26,20 +26,13 @@ const RECOVERY: Duration = Duration::from_secs(10);
 
 fn node(s: &Scratch, port: &str, epoch: &str, name: &str) -> Child {
     let err = std::fs::File::create(s.path(&format!("{name}.log"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_reachline"))
-        .args(["run", "--sim-start", SIM_START, "--sim-epoch", epoch])
-        .current_dir(s.dir.path())
-        .env("REACHLINE_KEYS__FILE", s.keys())
-        .env("REACHLINE_DATABASE__URL", s.db_url())
-        .env("REACHLINE_SMPP__HOST", "127.0.0.1")
-        .env("REACHLINE_SMPP__PORT", port)
+    s.node_command(&["run", "--sim-start", SIM_START, "--sim-epoch", epoch], port)
         .env("REACHLINE_ENGINE__TICK_SECONDS", "1")
         .env("REACHLINE_ENGINE__LEASE_SECONDS", LEASE_SECONDS)
         .env(
             "REACHLINE_LOG__LEVEL",
             std::env::var("NODES_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .stdout(Stdio::null())
         .stderr(err)
         .spawn()
         .unwrap()
@@ -75,22 +68,13 @@ fn sessions(log: &std::path::Path) -> Vec<u64> {
 
 #[test]
 fn three_nodes_share_the_work_and_lose_nothing_when_the_sequencer_is_killed() {
-    let Some(admin) = postgres_admin() else {
+    let Some(db) = PgDatabase::fresh("nodes_test") else {
         return;
     };
     let _heavy = heavy();
-    let db = format!("reachline_nodes_test_{}", std::process::id());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _ = rt.block_on(reachline_store::postgres::drop_database(&admin, &db));
-    rt.block_on(reachline_store::postgres::create_database(&admin, &db))
-        .unwrap();
-    let url = reachline_store::postgres::url_with_database(&admin, &db);
-    let pool = rt
-        .block_on(sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url))
-        .unwrap();
-    let count = |sql: &str| -> i64 { rt.block_on(sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool)).unwrap() };
+    let count = |sql: &str| db.count(sql);
 
-    let s = Scratch::on_database(url.clone());
+    let s = db.scratch();
     let book = s.gen("book", 24000, 0, "csv");
     s.ok(&["import", book.to_str().unwrap()]);
     let log = s.path("smsc.jsonl");
@@ -197,14 +181,9 @@ fn three_nodes_share_the_work_and_lose_nothing_when_the_sequencer_is_killed() {
     }
     let sent = count("SELECT count(*) FROM outbox WHERE state = 'sent'");
     let in_doubt = count("SELECT count(*) FROM outbox WHERE state = 'in_doubt'");
-    let recorded: Vec<String> = rt
-        .block_on(
-            sqlx::query_scalar(
-                "SELECT p.provider_id FROM outbox_provider_ids p JOIN outbox o ON o.id = p.outbox_id WHERE o.state = 'sent'",
-            )
-            .fetch_all(&pool),
-        )
-        .unwrap();
+    let recorded = db.strings(
+        "SELECT p.provider_id FROM outbox_provider_ids p JOIN outbox o ON o.id = p.outbox_id WHERE o.state = 'sent'",
+    );
     for id in &recorded {
         assert!(smsc_ids.contains(id), "a part recorded as sent is not at the SMSC");
     }
@@ -215,12 +194,7 @@ fn three_nodes_share_the_work_and_lose_nothing_when_the_sequencer_is_killed() {
     );
     // At most the killed node's chunk in flight is in doubt.
     if in_doubt > 64 {
-        let by_node: Vec<(String, i64)> = rt
-            .block_on(
-                sqlx::query_as("SELECT detail, count(*) FROM outbox WHERE state = 'in_doubt' GROUP BY 1")
-                    .fetch_all(&pool),
-            )
-            .unwrap();
+        let by_node = db.counted("SELECT detail, count(*) FROM outbox WHERE state = 'in_doubt' GROUP BY 1");
         panic!(
             "{in_doubt} sends in doubt after one kill (node a was {a_pid}, b {}, c {}): {by_node:?}\nnode b:\n{}\nnode c:\n{}",
             survivors[0],
@@ -287,8 +261,4 @@ fn three_nodes_share_the_work_and_lose_nothing_when_the_sequencer_is_killed() {
         let r = recovered.expect("the survivors' rate came back");
         assert!(r <= RECOVERY, "throughput recovered in {r:?}, stated {RECOVERY:?}");
     }
-
-    drop(pool);
-    rt.block_on(reachline_store::postgres::drop_database(&admin, &db))
-        .unwrap();
 }

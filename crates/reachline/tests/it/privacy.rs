@@ -270,23 +270,6 @@ fn erasure_leaves_nothing_that_decrypts_in_the_database_or_its_backups() {
     ]);
 }
 
-/// A scratch on a fresh PostgreSQL database, when `REACHLINE_TEST_DATABASE_URL` names a server.
-fn pg_scratch(name: &str) -> Option<(Scratch, String, String)> {
-    let admin = postgres_admin()?;
-    let db = format!("reachline_{name}_{}", std::process::id());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _ = rt.block_on(reachline_store::postgres::drop_database(&admin, &db));
-    rt.block_on(reachline_store::postgres::create_database(&admin, &db))
-        .unwrap();
-    let url = reachline_store::postgres::url_with_database(&admin, &db);
-    Some((Scratch::on_database(url), admin, db))
-}
-
-fn drop_pg(admin: &str, db: &str) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _ = rt.block_on(reachline_store::postgres::drop_database(admin, db));
-}
-
 #[test]
 fn master_key_rotation_stops_halfway_resumes_and_refuses_the_wrong_keys() {
     master_key_rotation(&Scratch::new(), true);
@@ -294,12 +277,12 @@ fn master_key_rotation_stops_halfway_resumes_and_refuses_the_wrong_keys() {
 
 #[test]
 fn key_rotations_on_postgres() {
-    let Some((s, admin, db)) = pg_scratch("rotation") else {
+    let Some(db) = PgDatabase::fresh("rotation") else {
         return;
     };
+    let s = db.scratch();
     master_key_rotation(&s, false);
     blind_index_rotation(&s);
-    drop_pg(&admin, &db);
 }
 
 fn master_key_rotation(s: &Scratch, sqlite: bool) {
