@@ -355,8 +355,7 @@ async fn sandbox_smsc(args: SandboxSmscArgs) -> anyhow::Result<()> {
             last.store(now.as_nanos() as u64, Ordering::Relaxed);
             match all {
                 true => reachline_channels::smpp::sandbox::DELIVERED_TLV,
-                // The sandbox's own rule, by the destination's last digit.
-                false => dest.bytes().last().map_or(0, |b| b.wrapping_sub(b'0')),
+                false => reachline_channels::smpp::sandbox::last_digit(dest),
             }
         }));
     }

@@ -79,6 +79,11 @@ struct State {
     down: std::sync::atomic::AtomicBool,
 }
 
+/// The behaviour the sandbox gives a destination when no script is set: its last digit.
+pub fn last_digit(dest: &str) -> u8 {
+    dest.bytes().last().map_or(0, |b| b.wrapping_sub(b'0'))
+}
+
 /// A behaviour only a script can choose: accepts; the receipt carries the id verbatim in
 /// `receipted_message_id` with `message_state` DELIVERED (as most SMSCs send it), and a
 /// decimal text body. Delivered.
@@ -293,7 +298,7 @@ async fn session(sock: TcpStream, state: Arc<State>, mut drop_rx: watch::Receive
                 let script = state.script.lock().expect("sandbox lock poisoned").clone();
                 let digit = match script {
                     Some(f) => f(&dest),
-                    None => dest.bytes().last().map_or(0, |b| b.wrapping_sub(b'0')),
+                    None => last_digit(&dest),
                 };
                 let count = state.submits.fetch_add(1, Ordering::Relaxed) + 1;
                 let every = u64::from(state.throttle_every.load(Ordering::Relaxed));
