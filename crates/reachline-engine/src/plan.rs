@@ -176,6 +176,7 @@ impl Owned {
                 sends: &sends,
                 third_parties: &self.third_parties,
                 preferences: &view.preferences,
+                timing: None,
             };
             let decided: Vec<Decision> = decide(&s, now)
                 .into_iter()

@@ -23,7 +23,7 @@
 //! once per contact, never after a refusal (the gates check the last three). A ladder that runs
 //! out ends in a contact check.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{
     Channel, Consent, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Preferences, Purpose,
@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::cadence::{Cadence, NoticeKind};
 use crate::gates::{self, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty};
 use crate::health::{BorrowerHealth, ContactFacts, HealthState, Need};
+use crate::timing::{HourChoice, HourOfWeek, Timing};
 
 /// Which notice: an installment, a cadence step, its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -120,6 +121,9 @@ pub struct Snapshot<'a> {
     pub third_parties: &'a [ThirdPartyRecord],
     /// The borrower's preferred channels and quiet hours.
     pub preferences: &'a Preferences,
+    /// The learned send-time model: when present, a notice's first send goes at the hour of
+    /// the day it picks among those the gates allow (later sends of the ladder go at once).
+    pub timing: Option<Timing<'a>>,
 }
 
 /// Why a decision was taken.
@@ -145,6 +149,8 @@ pub enum DecisionReason {
     ContactCheckNeeded,
     /// One of the borrower's own numbers is dead or reassigned: ask for the new one.
     NumberGone,
+    /// The send-time model picked a later hour of the day; `timing` says why.
+    BestHour,
 }
 
 reachline_domain::named_enum!(DecisionReason, "decision reason", {
@@ -159,6 +165,7 @@ reachline_domain::named_enum!(DecisionReason, "decision reason", {
     HealthNeedsLookup => "health_needs_lookup",
     ContactCheckNeeded => "contact_check_needed",
     NumberGone => "number_gone",
+    BestHour => "best_hour",
 });
 
 /// What to do.
@@ -196,6 +203,8 @@ pub struct Decision {
     pub gate: Option<Reason>,
     /// Rungs passed over, with why.
     pub skipped: Vec<(usize, Reason)>,
+    /// The send-time estimate that timed a first send, when the model did.
+    pub timing: Option<HourChoice>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -322,6 +331,7 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
                 reason,
                 gate: None,
                 skipped: Vec::new(),
+                timing: None,
             });
         }
     }
@@ -340,6 +350,7 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
                 reason: DecisionReason::NumberGone,
                 gate: None,
                 skipped: Vec::new(),
+                timing: None,
             });
         }
     }
@@ -350,6 +361,7 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
             reason: DecisionReason::ContactCheckNeeded,
             gate: None,
             skipped: Vec::new(),
+            timing: None,
         });
     }
 
@@ -411,6 +423,7 @@ fn decide_notice(
         reason,
         gate: None,
         skipped: Vec::new(),
+        timing: None,
     };
 
     // Where the ladder stands.
@@ -479,6 +492,24 @@ fn decide_notice(
         };
         match gates::check(&req, history, s.profile, now) {
             Gate::Allow(permit) => {
+                // A notice's first send goes at the hour the model picks, among the hours
+                // left today that the gates allow; the rest of the ladder goes at once.
+                let timed = match s.timing {
+                    Some(t) if sends.is_empty() && !rung.third_party => best_hour(s, &t, &req, history, key, now),
+                    _ => None,
+                };
+                if let Some((at, choice)) = timed {
+                    if at > now {
+                        return Decision {
+                            key: Some(key),
+                            action: Action::Defer { until: at },
+                            reason: DecisionReason::BestHour,
+                            gate: None,
+                            skipped,
+                            timing: Some(choice),
+                        };
+                    }
+                }
                 return Decision {
                     key: Some(key),
                     action: Action::Send {
@@ -489,7 +520,8 @@ fn decide_notice(
                     reason,
                     gate: None,
                     skipped,
-                }
+                    timing: timed.map(|(_, c)| c),
+                };
             }
             Gate::Defer { until, reason: g } => {
                 return Decision {
@@ -498,6 +530,7 @@ fn decide_notice(
                     reason: DecisionReason::Gate,
                     gate: Some(g),
                     skipped,
+                    timing: None,
                 }
             }
             Gate::Suppress { reason: g, .. } => skipped.push((i, g)),
@@ -509,5 +542,41 @@ fn decide_notice(
         reason: DecisionReason::LadderExhausted,
         gate: None,
         skipped,
+        timing: None,
     }
+}
+
+/// The moment today, in the borrower's first zone, to send a notice's first message: one
+/// candidate per hour from now to midnight that the gates allow (now itself for the current
+/// hour), chosen by the send-time model. `None` when the gates allow no hour (not expected:
+/// the caller has just been allowed now).
+fn best_hour(
+    s: &Snapshot,
+    t: &Timing,
+    req: &gates::Request,
+    history: &[Attempt],
+    key: NoticeKey,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, HourChoice)> {
+    let zone = s.zones.first().copied().unwrap_or(Tz::UTC);
+    let local = now.with_timezone(&zone);
+    let today = local.date_naive();
+    let mut candidates = Vec::new();
+    for h in local.hour()..24 {
+        let at = if h == local.hour() {
+            now
+        } else {
+            let Some(at) = NaiveTime::from_hms_opt(h, 0, 0)
+                .and_then(|time| today.and_time(time).and_local_timezone(zone).earliest())
+            else {
+                continue;
+            };
+            at.with_timezone(&Utc)
+        };
+        if matches!(gates::check(req, history, s.profile, at), Gate::Allow(_)) {
+            candidates.push((HourOfWeek::of(at, zone), at));
+        }
+    }
+    let day = u64::try_from(today.num_days_from_ce()).unwrap_or(0);
+    t.choose(&candidates, [key.installment.0 as u64, key.step as u64, day])
 }

@@ -10,8 +10,8 @@ use reachline_domain::{
 use reachline_policy::decide::formally_unreachable;
 use reachline_policy::{
     assess_borrower, decide, Action, BorrowerHealth, Cadence, ContactFacts, Decision, DecisionReason, DueInstallment,
-    Evidence, EvidenceId, EvidenceKind, GateProfile, HealthConfig, LadderConfig, NoticeKey, NoticeKind, Outcome,
-    Reason, SendRecord, Snapshot, Source, ThirdPartyRecord,
+    Evidence, EvidenceId, EvidenceKind, GateProfile, HealthConfig, HourOfWeek, LadderConfig, NoticeKey, NoticeKind,
+    Outcome, Reason, SegmentPrior, SendRecord, SendTimeModel, Snapshot, Source, ThirdPartyRecord, Timing,
 };
 
 const SH: Tz = chrono_tz::Asia::Shanghai;
@@ -132,6 +132,7 @@ fn with_preferences<R>(
         sends,
         third_parties: third,
         preferences,
+        timing: None,
     })
 }
 
@@ -478,4 +479,113 @@ fn unreachable_by_rule() {
     let now = at("2024-05-22 10:00");
     // Our own failure does not count against the borrower: two failures are not three.
     assert!(!with_snapshot(&two, &[], &[], now, |s| formally_unreachable(s, now)));
+}
+
+// ------------------------------------------------------------ timing
+
+/// The test borrower's T+1 notice at `now`, timed by `model` (flat prior 0.2 worth 4 sends).
+fn timed(model: &SendTimeModel, sends: &[SendRecord], now: &str, seed: u64) -> Decision {
+    let now = at(now);
+    let inst = [DueInstallment {
+        id: INST,
+        due_date: "2024-05-20".parse().unwrap(),
+        paid: false,
+    }];
+    let prior = SegmentPrior::flat(0.2, 4.0);
+    with_snapshot(sends, &[], &inst, now, |s| {
+        let s = Snapshot {
+            timing: Some(Timing {
+                model,
+                prior: &prior,
+                seed,
+            }),
+            ..*s
+        };
+        notice(&decide(&s, now)).clone()
+    })
+}
+
+/// A borrower who engaged at 19:00 (local) 30 times out of 30 and never at 10:00.
+fn evening_model(day: &str) -> SendTimeModel {
+    let mut m = SendTimeModel::default();
+    let h = |t: &str| HourOfWeek::of(at(&format!("{day} {t}")), SH);
+    for _ in 0..30 {
+        m.observe(h("19:00"), true);
+        m.observe(h("10:00"), false);
+    }
+    m
+}
+
+#[test]
+fn a_first_send_waits_for_the_hour_the_borrower_engages() {
+    let d = timed(&evening_model("2024-05-21"), &[], "2024-05-21 10:00", 1);
+    assert_eq!(
+        d.action,
+        Action::Defer {
+            until: at("2024-05-21 19:00")
+        },
+        "{d:?}"
+    );
+    assert_eq!(d.reason, DecisionReason::BestHour);
+    let why = d.timing.expect("the estimate that timed it");
+    assert_eq!(why.hour_of_week, HourOfWeek::of(at("2024-05-21 19:00"), SH).0);
+    assert_eq!(why.observations, 30);
+    assert!(why.mean_permille > 800, "{why:?}");
+    // 10:00 to 21:00 local: the cn collection window ends at 22:00.
+    assert_eq!(why.candidates, 12);
+    // At 19:00 the same draw picks the hour it is: send now, and say why.
+    let d = timed(&evening_model("2024-05-21"), &[], "2024-05-21 19:00", 1);
+    assert_eq!(sent_to(&d), (0, 1, Channel::Sms, false));
+    assert_eq!(d.reason, DecisionReason::CadenceStep);
+    assert_eq!(d.timing.map(|t| t.observations), Some(30));
+}
+
+#[test]
+fn the_draw_is_the_same_all_day_and_differs_between_seeds() {
+    let empty = SendTimeModel::default();
+    let pick = |now: &str, seed| match timed(&empty, &[], now, seed).action {
+        Action::Defer { until } => until,
+        Action::Send { permit, .. } => permit.at,
+        other => panic!("{other:?}"),
+    };
+    // Without observations every allowed hour is a candidate; a pass an hour later (before
+    // the chosen hour) draws the same hour.
+    let first = pick("2024-05-21 08:00", 3);
+    for seed in [3, 3, 3] {
+        assert_eq!(pick("2024-05-21 08:00", seed), first);
+    }
+    if first > at("2024-05-21 09:00") {
+        assert_eq!(pick("2024-05-21 09:00", 3), first);
+    }
+    let picks: std::collections::BTreeSet<_> = (0..40).map(|seed| pick("2024-05-21 08:00", seed)).collect();
+    assert!(
+        picks.len() >= 5,
+        "an unobserved borrower is explored over the day: {picks:?}"
+    );
+    assert!(picks
+        .iter()
+        .all(|t| *t >= at("2024-05-21 08:00") && *t < at("2024-05-21 22:00")));
+}
+
+#[test]
+fn timing_never_leaves_the_allowed_hours_nor_delays_the_ladder() {
+    // At 21:30 only the current hour is left: send now.
+    let d = timed(&evening_model("2024-05-21"), &[], "2024-05-21 21:30", 1);
+    assert_eq!(sent_to(&d).2, Channel::Sms);
+    assert_eq!(d.timing.map(|t| t.candidates), Some(1));
+    // A climb after a failure goes at once, whatever the model says.
+    let failed = [send(
+        0,
+        1,
+        Channel::Sms,
+        "2024-05-21 09:00",
+        Outcome::Failed(DeliveryClass::Dead),
+    )];
+    let d = timed(&evening_model("2024-05-21"), &failed, "2024-05-21 10:00", 1);
+    assert_eq!(d.reason, DecisionReason::EscalatedAfterFailure);
+    assert!(matches!(d.action, Action::Send { .. }), "{d:?}");
+    assert_eq!(d.timing, None);
+    // Before the window opens, the gate defers as before; the model times the send from there.
+    let d = timed(&evening_model("2024-05-21"), &[], "2024-05-21 06:00", 1);
+    assert_eq!(d.reason, DecisionReason::Gate);
 }

@@ -1,6 +1,6 @@
 //! The population model, the three strategies and the metrics.
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -9,9 +9,10 @@ use reachline_domain::{
     Relation,
 };
 use reachline_policy::{
-    assess_borrower, decide, Action, Cadence, ContactFacts, DueInstallment, Evidence, EvidenceId, EvidenceKind,
-    GateProfile, HealthConfig, HealthState, LadderConfig, Need, NoticeKey, NoticeKind, NumberStatus, Outcome,
-    RecycleAnswer, ReplyClass, SelfReport, SendRecord, Snapshot, Source, ThirdPartyRecord,
+    assess_borrower, decide, Action, Cadence, ContactFacts, DecisionReason, DueInstallment, Evidence, EvidenceId,
+    EvidenceKind, GateProfile, HealthConfig, HealthState, HourOfWeek, LadderConfig, Need, NoticeKey, NoticeKind,
+    NumberStatus, Outcome, RecycleAnswer, ReplyClass, SegmentPrior, SelfReport, SendRecord, SendTimeModel, Snapshot,
+    Source, ThirdPartyRecord, Timing,
 };
 use serde::Serialize;
 
@@ -45,9 +46,17 @@ pub struct Metrics {
     pub covered_at_end: u64,
     pub unreachable_exposure_minor: i64,
     pub violations: u64,
+    /// SMS delivered to a number the borrower holds, and of those, read by the borrower.
+    pub delivered_own: u64,
+    pub read_own: u64,
 }
 
 impl Metrics {
+    /// Of the SMS delivered to a number the borrower holds, the share they read (the hour of
+    /// sending moves it: each borrower reads likelier at their active hours).
+    pub fn read_share(&self) -> f64 {
+        ratio(self.read_own, self.delivered_own)
+    }
     pub fn overdue_rate(&self) -> f64 {
         ratio(self.paid_late_or_not, self.installments_due)
     }
@@ -120,6 +129,8 @@ struct Truth {
     email_alive: bool,
     push_opted: bool,
     on_time: f64,
+    /// How likely a message is read, relative to the borrower's average, by local hour.
+    activity: [f64; 24],
 }
 
 // ---------------------------------------------------------------- the lender's view
@@ -145,6 +156,9 @@ struct View {
     asked: Vec<(ContactId, u8, u32)>,
     last_check: Option<u32>,
     next_id: u64,
+    /// The lender's send-time estimate for this borrower, from the engagement it saw.
+    timing: SendTimeModel,
+    timing_seed: u64,
 }
 
 struct Borrower {
@@ -164,6 +178,8 @@ struct World<'a> {
     ladder: LadderConfig,
     health: HealthConfig,
     consents: Vec<Consent>,
+    /// The send-time prior of the first borrowers, before the lender has a history.
+    prior: SegmentPrior,
 }
 
 impl World<'_> {
@@ -194,6 +210,25 @@ fn contact(
         verified_at: verified,
         retired: false,
     }
+}
+
+/// A borrower's hour-by-hour reading, relative to their average over the waking day (08:00 to
+/// 22:00): a bump around a peak hour (evenings likeliest, then midday, then mornings), `ratio`
+/// times the trough at its top, scaled so the waking day averages 1.
+fn activity(ratio: f64, rng: &mut ChaCha8Rng) -> [f64; 24] {
+    let peak: f64 = match rng.gen_range(0..10) {
+        0..=3 => rng.gen_range(18..22),
+        4..=6 => rng.gen_range(11..15),
+        _ => rng.gen_range(8..11),
+    } as f64;
+    let ratio = ratio.max(1.0);
+    let mut a = [0.0; 24];
+    for (h, v) in a.iter_mut().enumerate() {
+        let d = (h as f64 - peak).abs().min(24.0 - (h as f64 - peak).abs());
+        *v = 1.0 + (ratio - 1.0) * (-(d * d) / 8.0).exp();
+    }
+    let mean = a[8..22].iter().sum::<f64>() / 14.0;
+    a.map(|v| v / mean)
 }
 
 fn new_borrower(w: &World, rng: &mut ChaCha8Rng, days: u32) -> Borrower {
@@ -245,6 +280,7 @@ fn new_borrower(w: &World, rng: &mut ChaCha8Rng, days: u32) -> Borrower {
             email_alive: email,
             push_opted: push,
             on_time: (sc.on_time_rate + rng.gen_range(-0.05..0.05)).clamp(0.3, 0.995),
+            activity: activity(sc.activity_peak_to_trough, rng),
         },
         view: View {
             contacts,
@@ -256,6 +292,8 @@ fn new_borrower(w: &World, rng: &mut ChaCha8Rng, days: u32) -> Borrower {
             asked: Vec::new(),
             last_check: None,
             next_id: 1,
+            timing: SendTimeModel::default(),
+            timing_seed: 0,
         },
         insts,
         changes: Vec::new(),
@@ -318,7 +356,9 @@ fn deliver(
     contact: ContactId,
     channel: Channel,
     debt: bool,
+    hour: u32,
 ) -> Delivery {
+    let activity = truth.activity[hour as usize % 24];
     let idx = view.contacts.iter().position(|c| c.id == contact).unwrap_or(0);
     let fail = |class| Delivery {
         class,
@@ -327,7 +367,8 @@ fn deliver(
         engaged: false,
         wrong_number_reply: false,
     };
-    // Delivered to the borrower's own point: read with `read_p`, acted on when read.
+    // Delivered: read with `read_p` (on the borrower's own points, times their activity at
+    // that hour), acted on when read.
     let delivered = |rng: &mut ChaCha8Rng, read_p: f64| {
         let read = rng.gen_bool(read_p.clamp(0.0, 1.0));
         Delivery {
@@ -347,14 +388,14 @@ fn deliver(
     match view.contacts[idx].kind {
         ContactKind::Email => {
             if truth.email_alive {
-                read_and_engage(rng, sc.email_delivered, sc.email_opened)
+                read_and_engage(rng, sc.email_delivered, sc.email_opened * activity)
             } else {
                 fail(DeliveryClass::Dead)
             }
         }
         ContactKind::PushToken => {
             if truth.push_opted {
-                read_and_engage(rng, 1.0, sc.push_opened)
+                read_and_engage(rng, 1.0, sc.push_opened * activity)
             } else {
                 fail(DeliveryClass::Dead)
             }
@@ -382,7 +423,10 @@ fn deliver(
                 Holder::Borrower => {
                     let r: f64 = rng.gen();
                     if r < sc.sms_delivered {
-                        delivered(rng, if channel == Channel::Voice { 0.55 } else { sc.sms_read })
+                        delivered(
+                            rng,
+                            activity * if channel == Channel::Voice { 0.55 } else { sc.sms_read },
+                        )
                     } else if r < sc.sms_delivered + sc.sms_transient {
                         fail(DeliveryClass::Transient)
                     } else {
@@ -416,6 +460,7 @@ pub fn run(sc: &Scenario, borrowers: u64, days: u32, seed: u64, strategies: &[St
         ladder: LadderConfig::default(),
         health: HealthConfig::default(),
         consents,
+        prior: SegmentPrior::flat(0.25, 20.0),
     };
     let results = strategies
         .iter()
@@ -435,15 +480,24 @@ fn run_strategy(w: &World, strategy: Strategy, n: u64, days: u32, seed: u64) -> 
         borrowers: n,
         ..Metrics::default()
     };
+    // The lender's history: what its other borrowers' engagement by hour says, the prior of
+    // the next borrower's send-time model (refreshed every 500 borrowers).
+    let mut segment = SendTimeModel::default();
+    let mut prior = w.prior.clone();
     for i in 0..n {
+        if i % 500 == 0 && i > 0 {
+            prior = SegmentPrior::from_counts(&segment, w.prior.rates[0], w.prior.strength);
+        }
         // The same truth draws for every strategy (common random numbers), and the strategy's
         // own stream for what its actions cause.
         let mut truth_rng = ChaCha8Rng::seed_from_u64(seed ^ (i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         let mut act_rng = ChaCha8Rng::seed_from_u64(seed ^ (i.wrapping_mul(0xD1B5_4A32_D192_ED03)) ^ strategy as u64);
         let mut b = new_borrower(w, &mut truth_rng, days);
+        b.view.timing_seed = act_rng.gen();
         for day in 0..days {
-            step_day(w, strategy, &mut b, day, &mut truth_rng, &mut act_rng, &mut m);
+            step_day(w, strategy, &mut b, day, &prior, &mut truth_rng, &mut act_rng, &mut m);
         }
+        segment.add(&b.view.timing);
         finish(w, strategy, &b, days, &mut m);
     }
     m
@@ -463,6 +517,7 @@ fn step_day(
     strategy: Strategy,
     b: &mut Borrower,
     day: u32,
+    prior: &SegmentPrior,
     truth_rng: &mut ChaCha8Rng,
     rng: &mut ChaCha8Rng,
     m: &mut Metrics,
@@ -525,7 +580,7 @@ fn step_day(
     // 2. The lender acts.
     match strategy {
         Strategy::Baseline | Strategy::Multichannel => simple(w, strategy, b, day, rng, m),
-        Strategy::Reachline => reachline(w, b, day, rng, m),
+        Strategy::Reachline => reachline(w, b, day, prior, rng, m),
     }
 
     // 3. The borrower pays, or not.
@@ -575,10 +630,24 @@ fn stale(truth: &Truth, view: &View, c: ContactId) -> bool {
         .is_some_and(|n| truth.numbers[n].holder != Holder::Borrower)
 }
 
-fn record(b: &mut Borrower, key: NoticeKey, contact: ContactId, d: &Delivery, m: &mut Metrics) {
+fn record(b: &mut Borrower, key: NoticeKey, contact: ContactId, channel: Channel, d: &Delivery, m: &mut Metrics) {
     m.notices_sent += 1;
     if d.misdirected {
         m.misdirected += 1;
+    }
+    let third_party = b
+        .view
+        .contacts
+        .iter()
+        .any(|c| c.id == contact && c.role.is_third_party());
+    if channel == Channel::Sms
+        && d.class == DeliveryClass::Delivered
+        && !d.misdirected
+        && !third_party
+        && !stale(&b.truth, &b.view, contact)
+    {
+        m.delivered_own += 1;
+        m.read_own += u64::from(d.reached_borrower);
     }
     if let Some(inst) = b.insts.iter_mut().find(|i| i.id == key.installment) {
         if key.kind == NoticeKind::PreDue || key.kind == NoticeKind::DueToday {
@@ -591,6 +660,9 @@ fn record(b: &mut Borrower, key: NoticeKey, contact: ContactId, d: &Delivery, m:
         }
     }
 }
+
+/// The local hour today's practice sends at.
+const SIMPLE_HOUR: u32 = 10;
 
 fn simple(w: &World, strategy: Strategy, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mut Metrics) {
     let targets: Vec<InstallmentId> = b
@@ -619,13 +691,13 @@ fn simple(w: &World, strategy: Strategy, b: &mut Borrower, day: u32, rng: &mut C
             }
         }
         for (c, ch) in sends {
-            let d = deliver(w.sc, &b.truth, &b.view, rng, c, ch, true);
-            record(b, key, c, &d, m);
+            let d = deliver(w.sc, &b.truth, &b.view, rng, c, ch, true, SIMPLE_HOUR);
+            record(b, key, c, ch, &d, m);
         }
     }
 }
 
-fn reachline(w: &World, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mut Metrics) {
+fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &mut ChaCha8Rng, m: &mut Metrics) {
     let active = b
         .insts
         .iter()
@@ -633,9 +705,10 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mu
     if !active && b.view.pending.is_empty() && day % 7 != 0 {
         return;
     }
-    // Up to three rounds a day: a failure climbs the ladder at once.
-    for round in 0..3u32 {
-        let now = w.at(day, 10, round * 10);
+    // From the start of the contact window: a failure climbs the ladder ten minutes later, a
+    // notice the send-time model timed goes at its hour; at most six rounds a day.
+    let mut now = w.at(day, 8, 0);
+    for _round in 0..6u32 {
         let health = assess_borrower(&b.view.contacts, &b.view.evidence, w.zone, now, &w.health);
         let installments: Vec<DueInstallment> = b
             .insts
@@ -659,8 +732,21 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mu
             third_parties: &b.view.third,
             // Simulated borrowers state no preferences: the lender's order and hours.
             preferences: &Default::default(),
+            timing: Some(Timing {
+                model: &b.view.timing,
+                prior,
+                seed: b.view.timing_seed,
+            }),
         };
         let decisions = decide(&s, now);
+        let timed = decisions
+            .iter()
+            .filter(|d| d.reason == DecisionReason::BestHour)
+            .filter_map(|d| match d.action {
+                Action::Defer { until } if until > now => Some(until),
+                _ => None,
+            })
+            .min();
         // Learning of dead or reassigned numbers: the first day health says so.
         for a in &health.contacts {
             if matches!(a.state, HealthState::Dead | HealthState::Reassigned) {
@@ -697,8 +783,14 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mu
                         permit.contact,
                         permit.channel,
                         !third_party,
+                        local.hour(),
                     );
-                    record(b, key, permit.contact, &dv, m);
+                    // What the lender sees of its timing: delivered to the borrower's own
+                    // point, engaged or not, at this hour of the week.
+                    if !third_party && dv.class == DeliveryClass::Delivered {
+                        b.view.timing.observe(HourOfWeek::of(permit.at, w.zone), dv.engaged);
+                    }
+                    record(b, key, permit.contact, permit.channel, &dv, m);
                     let at = permit.at;
                     let outcome = if dv.engaged {
                         Outcome::Engaged
@@ -786,9 +878,13 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, rng: &mut ChaCha8Rng, m: &mu
                 Action::Wait { .. } | Action::Defer { .. } | Action::Suppress => {}
             }
         }
-        if !sent {
+        now = if sent {
+            now + Duration::minutes(10)
+        } else if let Some(t) = timed {
+            t
+        } else {
             break;
-        }
+        };
     }
 }
 

@@ -36,6 +36,14 @@ pub struct Scenario {
     /// Daily chance a late installment is paid without any reminder.
     pub daily_cure: f64,
     pub installment_minor: i64,
+    /// How much likelier a borrower reads a message at their most active hour than at their
+    /// least active one (each borrower has one peak hour, drawn from the zone's day).
+    #[serde(default = "default_peak_to_trough")]
+    pub activity_peak_to_trough: f64,
+}
+
+fn default_peak_to_trough() -> f64 {
+    2.0
 }
 
 impl Scenario {
@@ -67,6 +75,7 @@ impl Scenario {
             cure_uplift: 0.03,
             daily_cure: 0.04,
             installment_minor: 150_000,
+            activity_peak_to_trough: 2.0,
         };
         Some(match name {
             "cn-mainstream" => cn,

@@ -136,6 +136,7 @@ pub fn run(borrowers: u64, threads: usize, seed: u64, json: bool) -> anyhow::Res
                 sends: &b.sends,
                 third_parties: &[],
                 preferences: &Default::default(),
+                timing: None,
             };
             let ds = decide(&s, now);
             sends += ds

@@ -49,6 +49,7 @@ fn rows(m: &Metrics) -> Vec<(&'static str, Option<f64>, &'static str)> {
             "%",
         ),
         ("coverage at the end", Some(m.coverage() * 100.0), "%"),
+        ("delivered SMS the borrower read", Some(m.read_share() * 100.0), "%"),
         ("notices per installment", Some(m.notices_per_installment()), ""),
         (
             "unreachable exposure (major units)",
