@@ -350,14 +350,14 @@ struct Delivery {
 
 fn deliver(
     sc: &Scenario,
-    truth: &Truth,
-    view: &View,
+    b: &Borrower,
     rng: &mut ChaCha8Rng,
     contact: ContactId,
     channel: Channel,
     debt: bool,
     hour: u32,
 ) -> Delivery {
+    let (truth, view) = (&b.truth, &b.view);
     let activity = truth.activity[hour as usize % 24];
     let idx = view.contacts.iter().position(|c| c.id == contact).unwrap_or(0);
     let fail = |class| Delivery {
@@ -495,7 +495,18 @@ fn run_strategy(w: &World, strategy: Strategy, n: u64, days: u32, seed: u64) -> 
         let mut b = new_borrower(w, &mut truth_rng, days);
         b.view.timing_seed = act_rng.gen();
         for day in 0..days {
-            step_day(w, strategy, &mut b, day, &prior, &mut truth_rng, &mut act_rng, &mut m);
+            step_day(
+                w,
+                Lender {
+                    strategy,
+                    prior: &prior,
+                },
+                &mut b,
+                day,
+                &mut truth_rng,
+                &mut act_rng,
+                &mut m,
+            );
         }
         segment.add(&b.view.timing);
         finish(w, strategy, &b, days, &mut m);
@@ -512,17 +523,23 @@ fn days_past_due(b: &Borrower, day: u32) -> u32 {
         .unwrap_or(0)
 }
 
+/// The strategy under test, with what the lender has learned from its earlier borrowers.
+#[derive(Clone, Copy)]
+struct Lender<'p> {
+    strategy: Strategy,
+    prior: &'p SegmentPrior,
+}
+
 fn step_day(
     w: &World,
-    strategy: Strategy,
+    lender: Lender,
     b: &mut Borrower,
     day: u32,
-    prior: &SegmentPrior,
     truth_rng: &mut ChaCha8Rng,
     rng: &mut ChaCha8Rng,
     m: &mut Metrics,
 ) {
-    let sc = w.sc;
+    let (sc, strategy) = (w.sc, lender.strategy);
     // 1. The truth moves: numbers abandoned, frozen numbers given to strangers, emails decay.
     for num in b.truth.numbers.iter_mut() {
         if num.reassign_on == Some(day) {
@@ -580,7 +597,7 @@ fn step_day(
     // 2. The lender acts.
     match strategy {
         Strategy::Baseline | Strategy::Multichannel => simple(w, strategy, b, day, rng, m),
-        Strategy::Reachline => reachline(w, b, day, prior, rng, m),
+        Strategy::Reachline => reachline(w, b, day, lender.prior, rng, m),
     }
 
     // 3. The borrower pays, or not.
@@ -691,7 +708,7 @@ fn simple(w: &World, strategy: Strategy, b: &mut Borrower, day: u32, rng: &mut C
             }
         }
         for (c, ch) in sends {
-            let d = deliver(w.sc, &b.truth, &b.view, rng, c, ch, true, SIMPLE_HOUR);
+            let d = deliver(w.sc, b, rng, c, ch, true, SIMPLE_HOUR);
             record(b, key, c, ch, &d, m);
         }
     }
@@ -775,16 +792,7 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &
                     if w.profile.window(permit.purpose).is_some_and(|win| !win.contains(local)) {
                         m.violations += 1;
                     }
-                    let dv = deliver(
-                        w.sc,
-                        &b.truth,
-                        &b.view,
-                        rng,
-                        permit.contact,
-                        permit.channel,
-                        !third_party,
-                        local.hour(),
-                    );
+                    let dv = deliver(w.sc, b, rng, permit.contact, permit.channel, !third_party, local.hour());
                     // What the lender sees of its timing: delivered to the borrower's own
                     // point, engaged or not, at this hour of the week.
                     if !third_party && dv.class == DeliveryClass::Delivered {
