@@ -115,7 +115,7 @@ impl Engine {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
                         let d = match views.get(&row.borrower) {
-                            Some(view) => Some(Owned::build(view, &self.cfg, now)?.decide(view, &self.cfg, now)),
+                            Some(view) => Some(Owned::build(view, &self.cfg, now)?.decide(view, &self.cfg, now, false)),
                             None => None,
                         };
                         e.insert(d)

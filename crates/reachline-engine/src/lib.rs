@@ -92,6 +92,9 @@ pub struct EngineConfig {
     /// How long a carrier or recycled-number lookup may take before the engine gives up on it
     /// (a vendor that hangs must not hold up the pass; the lookup is asked again the next day).
     pub lookup_timeout: std::time::Duration,
+    /// The send-time model: a notice's first send waits for the hour the borrower engages
+    /// most likely (learned from their attempts' outcomes).
+    pub timing: reachline_policy::TimingConfig,
 }
 
 impl Default for EngineConfig {
@@ -116,6 +119,7 @@ impl Default for EngineConfig {
             owner: "engine".into(),
             plan_hold: Duration::zero(),
             lookup_timeout: std::time::Duration::from_secs(3),
+            timing: reachline_policy::TimingConfig::default(),
         }
     }
 }

@@ -7,7 +7,8 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use reachline_domain::{BorrowerId, DeliveryClass};
 use reachline_policy::{
     assess_borrower, decide, Action, BorrowerHealth, ContactFacts, Decision, DueInstallment, Evidence, EvidenceId,
-    EvidenceKind, NoticeKey, NoticeKind, Outcome, ReplyClass, SendRecord, Snapshot, Source, ThirdPartyRecord,
+    EvidenceKind, HourOfWeek, NoticeKey, NoticeKind, Outcome, ReplyClass, SegmentPrior, SendRecord, SendTimeModel,
+    Snapshot, Source, ThirdPartyRecord, Timing,
 };
 use reachline_store::engine::{DecisionRow, EngineView, NewSend, OutboxRow, PlanWrite, SendOutcome};
 
@@ -81,6 +82,9 @@ pub struct Owned {
     pub installments: Vec<DueInstallment>,
     pub sends: Vec<SendRecord>,
     pub third_parties: Vec<ThirdPartyRecord>,
+    /// The borrower's send-time counts: every attempt delivered to a point of their own, at
+    /// its hour of the week in their zone, engaged or not.
+    pub send_times: SendTimeModel,
 }
 
 impl Owned {
@@ -128,6 +132,7 @@ impl Owned {
             })
             .collect();
         Ok(Owned {
+            send_times: send_times(view),
             zones: vec![view.zone],
             contacts,
             health,
@@ -146,7 +151,15 @@ impl Owned {
     }
 
     /// Decides for every product the borrower has installments of (health's own needs once).
-    pub fn decide(&self, view: &EngineView, cfg: &EngineConfig, now: DateTime<Utc>) -> Vec<Decision> {
+    /// `timed`: first sends wait for the send-time model's hour (the planner); the dispatcher
+    /// re-checks a queued send without it, at the hour the planner chose.
+    pub fn decide(&self, view: &EngineView, cfg: &EngineConfig, now: DateTime<Utc>, timed: bool) -> Vec<Decision> {
+        let prior = SegmentPrior::flat(cfg.timing.prior_rate, cfg.timing.prior_strength);
+        let timing = (timed && cfg.timing.enabled).then_some(Timing {
+            model: &self.send_times,
+            prior: &prior,
+            seed: view.id.0 as u64,
+        });
         let mut products: Vec<&str> = view.installments.iter().map(|i| i.product.as_str()).collect();
         products.sort_unstable();
         products.dedup();
@@ -176,7 +189,7 @@ impl Owned {
                 sends: &sends,
                 third_parties: &self.third_parties,
                 preferences: &view.preferences,
-                timing: None,
+                timing,
             };
             let decided: Vec<Decision> = decide(&s, now)
                 .into_iter()
@@ -226,6 +239,26 @@ impl Owned {
             .filter(|s| s.key == *key && s.contact == contact && s.channel == ch)
             .count()
     }
+}
+
+/// What the borrower's attempts say of their hours: each delivered to a point of their own
+/// (not an emergency contact) counts at its hour of the week, engaged or not. Derived from
+/// the outbox on every read rather than kept apart: the attempts and their outcomes are the
+/// durable record, so the model can never disagree with them and goes with them (retention,
+/// erasure).
+pub fn send_times(view: &EngineView) -> SendTimeModel {
+    let mut m = SendTimeModel::default();
+    for r in view.sends.iter().filter(|r| !r.third_party) {
+        let engaged = match r.outcome {
+            SendOutcome::Delivered => false,
+            SendOutcome::Engaged => true,
+            _ => continue,
+        };
+        if let Some(at) = r.sent_at {
+            m.observe(HourOfWeek::of(at, view.zone), engaged);
+        }
+    }
+    m
 }
 
 /// The start of the borrower's next local day.
@@ -286,7 +319,7 @@ pub fn plan_borrower(
                 row.action = "send".into();
                 row.detail = Some(
                     serde_json::json!({"rung": rung, "contact": permit.contact.0, "channel": permit.channel.as_str(),
-                        "third_party": third_party, "try": try_no, "skipped": skipped})
+                        "third_party": third_party, "try": try_no, "skipped": skipped, "timing": d.timing})
                     .to_string(),
                 );
                 p.sends.push(NewSend {
@@ -311,7 +344,10 @@ pub fn plan_borrower(
             (Action::Defer { until }, _) => {
                 row.action = "defer".into();
                 row.until = Some(*until);
-                row.detail = (!skipped.is_empty()).then(|| serde_json::json!({"skipped": skipped}).to_string());
+                row.detail = match d.timing {
+                    Some(t) => Some(serde_json::json!({"skipped": skipped, "timing": t}).to_string()),
+                    None => (!skipped.is_empty()).then(|| serde_json::json!({"skipped": skipped}).to_string()),
+                };
                 wake = wake.min(*until);
             }
             (Action::Suppress, _) => {
@@ -369,7 +405,7 @@ pub fn plan_views(views: &[EngineView], cfg: &EngineConfig, now: DateTime<Utc>) 
     };
     for view in views {
         let owned = Owned::build(view, cfg, now)?;
-        let decisions = owned.decide(view, cfg, now);
+        let decisions = owned.decide(view, cfg, now, true);
         // One check per borrower: the first contact in doubt, else the borrower as a whole.
         let mut check: Option<Check> = None;
         for d in &decisions {
@@ -391,4 +427,147 @@ pub fn plan_views(views: &[EngineView], cfg: &EngineConfig, now: DateTime<Utc>) 
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use reachline_domain::{
+        Channel, Consent, ConsentSource, ContactId, ContactKind, ContactRole, Currency, InstallmentId, Jurisdiction,
+        Locale,
+    };
+    use reachline_store::engine::{EngineContact, EngineInstallment, SendState};
+
+    const SH: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+
+    fn local(s: &str) -> DateTime<Utc> {
+        SH.from_local_datetime(&chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap())
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// A borrower with one mobile and an installment due 2024-05-24, whose earlier notices
+    /// (another installment) were delivered at 10:00 and never engaged, and engaged at 19:00.
+    fn view() -> EngineView {
+        let mut sends = Vec::new();
+        for (i, (at, outcome)) in (0..8)
+            .flat_map(|d| {
+                [
+                    (format!("2024-04-{:02} 10:00", d + 1), SendOutcome::Delivered),
+                    (format!("2024-04-{:02} 19:00", d + 1), SendOutcome::Engaged),
+                ]
+            })
+            .enumerate()
+        {
+            sends.push(OutboxRow {
+                id: i as i64 + 1,
+                idem_key: format!("k{i}"),
+                borrower: BorrowerId(7),
+                installment: InstallmentId(1),
+                step: i,
+                kind: "pre_due".into(),
+                rung: 0,
+                contact: ContactId(1),
+                channel: Channel::Sms,
+                third_party: false,
+                not_before: local(&at),
+                state: SendState::Sent,
+                tries: 1,
+                sent_at: Some(local(&at)),
+                outcome,
+            });
+        }
+        EngineView {
+            id: BorrowerId(7),
+            external_id: "B7".into(),
+            locale: Locale::ZhCn,
+            zone: SH,
+            jurisdiction: Jurisdiction::Cn,
+            contacts: vec![EngineContact {
+                id: ContactId(1),
+                kind: ContactKind::Mobile,
+                role: ContactRole::Primary,
+                bound_since: "2023-01-01".parse().unwrap(),
+                verified_at: None,
+                retired: false,
+            }],
+            consents: Consent::grant_all(local("2023-01-01 09:00"), ConsentSource::Contract, "v1"),
+            installments: vec![
+                EngineInstallment {
+                    id: InstallmentId(1),
+                    product: "p".into(),
+                    loan_ref: "L1".into(),
+                    seq: 1,
+                    due_date: "2024-04-20".parse().unwrap(),
+                    amount_due_minor: 100,
+                    amount_paid_minor: 100,
+                    currency: Currency::CNY,
+                    paid: true,
+                },
+                EngineInstallment {
+                    id: InstallmentId(2),
+                    product: "p".into(),
+                    loan_ref: "L1".into(),
+                    seq: 2,
+                    due_date: "2024-05-24".parse().unwrap(),
+                    amount_due_minor: 100,
+                    amount_paid_minor: 0,
+                    currency: Currency::CNY,
+                    paid: false,
+                },
+            ],
+            evidence: Vec::new(),
+            sends,
+            wake_seq: 0,
+            preferences: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_borrowers_attempts_make_their_send_time_counts() {
+        let m = send_times(&view());
+        let at = |t: &str| m.hours[usize::from(HourOfWeek::of(local(t), SH).0)];
+        // 2024-04-01 and 04-08 were Mondays: the 10:00 sends, delivered and never engaged.
+        assert_eq!((at("2024-04-01 10:00").sent, at("2024-04-01 10:00").engaged), (2, 0));
+        assert_eq!((at("2024-04-01 19:00").sent, at("2024-04-01 19:00").engaged), (2, 2));
+        assert_eq!((at("2024-04-02 19:00").sent, at("2024-04-02 19:00").engaged), (1, 1));
+        let total: u32 = m.hours.iter().map(|c| c.sent).sum();
+        assert_eq!(total, 16);
+    }
+
+    #[test]
+    fn the_planner_waits_for_the_borrowers_hour_and_says_why() {
+        let cfg = EngineConfig::default();
+        // T−7 for the installment due 2024-05-24, at 10:00 local.
+        let now = local("2024-05-17 10:00");
+        let batch = plan_views(&[view()], &cfg, now).unwrap();
+        let row = batch
+            .write
+            .decisions
+            .iter()
+            .find(|d| d.notice != "-")
+            .expect("a notice decision");
+        assert_eq!(
+            (row.action.as_str(), row.reason.as_str()),
+            ("defer", "best_hour"),
+            "{row:?}"
+        );
+        assert_eq!(row.until, Some(local("2024-05-17 19:00")));
+        let detail: serde_json::Value = serde_json::from_str(row.detail.as_deref().unwrap()).unwrap();
+        assert_eq!(detail["timing"]["observations"], 8, "{detail}");
+        assert!(batch.write.sends.is_empty());
+        // At 19:00 the planner queues it.
+        let batch = plan_views(&[view()], &cfg, local("2024-05-17 19:00")).unwrap();
+        assert_eq!(batch.write.sends.len(), 1);
+        // With timing off, it goes at 10:00.
+        let off = EngineConfig {
+            timing: reachline_policy::TimingConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            ..EngineConfig::default()
+        };
+        assert_eq!(plan_views(&[view()], &off, now).unwrap().write.sends.len(), 1);
+    }
 }

@@ -33,4 +33,4 @@ pub use health::{
 pub use intel::{recycled_since, NumberStatus, RecycleAnswer};
 pub use reply::{Classification, ReplyClass, ReplyClassifier};
 pub use templates::{Audience, Rendered, TemplateSource, Templates};
-pub use timing::{HourChoice, HourOfWeek, SegmentPrior, SendTimeModel, Timing};
+pub use timing::{HourChoice, HourOfWeek, SegmentPrior, SendTimeModel, Timing, TimingConfig};

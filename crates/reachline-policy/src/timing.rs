@@ -318,6 +318,26 @@ pub fn adapt(cadence: &Cadence, h: &RepaymentHistory) -> (Cadence, CadenceAdapta
     }
 }
 
+/// How the engine times first sends: on or off, and the prior every borrower's model starts
+/// from (the segment's engagement rate, worth `prior_strength` sends at each hour).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimingConfig {
+    pub enabled: bool,
+    pub prior_rate: f64,
+    pub prior_strength: f64,
+}
+
+impl Default for TimingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prior_rate: 0.25,
+            prior_strength: 20.0,
+        }
+    }
+}
+
 /// What `decide` needs to time one borrower's notices: the borrower's own counts, the segment
 /// prior, and a seed. The draw for a notice is seeded by the seed, the notice and the local
 /// day, so every planning pass of that day draws the same hour (a plan does not wander).

@@ -91,6 +91,8 @@ pub struct EngineSection {
     pub max_tries: u32,
     /// The escalation ladder: channel order, hours to wait for an outcome.
     pub ladder: reachline_policy::LadderConfig,
+    /// The send-time model: first sends at the hour the borrower's history favours.
+    pub timing: reachline_policy::TimingConfig,
     /// Cadences per loan product (`*` for every product not listed); default: T−7, T−3,
     /// T−1, due day, T+1, T+3, T+7, T+15, T+30.
     pub cadences: Vec<reachline_policy::Cadence>,
@@ -111,6 +113,7 @@ impl Default for EngineSection {
             lookup_timeout_ms: e.lookup_timeout.as_millis() as u64,
             max_tries: e.max_tries,
             ladder: e.ladder,
+            timing: e.timing,
             cadences: e.cadences,
         }
     }
@@ -533,6 +536,13 @@ max_tries = 5                        # provider down this often: the attempt fai
 channels = ["sms", "push", "im", "email", "voice"]   # order on a contact point; only configured ones are used
 wait_hours = 24                      # for an outcome before climbing
 voice_for_service = false
+
+# A notice's first send waits, within the allowed hours left that day, for the hour the
+# borrower's own attempts say they engage at (Thompson sampling; later rungs go at once).
+[engine.timing]
+enabled = true
+prior_rate = 0.25                    # engagement rate a borrower without history starts from…
+prior_strength = 20.0                # …worth this many sends at each hour
 
 # Cadence per product; `*` covers every product not listed. Offsets are days from the due date.
 [[engine.cadences]]
