@@ -185,7 +185,12 @@ impl HttpChannel {
             HttpApi::Wechat => {
                 let code = body["errcode"].as_i64().unwrap_or(-2);
                 if status == 200 && code == 0 {
-                    return Ok(body["msgid"].to_string());
+                    // A number in WeChat's answer; its text is what `TEMPLATESENDJOBFINISH`'s
+                    // `MsgID` names, so the outcome matches. A string is taken as it is.
+                    return Ok(match &body["msgid"] {
+                        Value::String(id) => id.clone(),
+                        id => id.to_string(),
+                    });
                 }
                 Err(SendError::rejected(
                     name,
