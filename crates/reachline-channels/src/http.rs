@@ -69,7 +69,7 @@ pub struct HttpChannel {
 pub enum InboundError {
     #[error(transparent)]
     Auth(#[from] WebhookError),
-    #[error("the body is not the JSON this provider sends")]
+    #[error("the body is not what this provider sends")]
     Body,
 }
 
@@ -185,7 +185,12 @@ impl HttpChannel {
             HttpApi::Wechat => {
                 let code = body["errcode"].as_i64().unwrap_or(-2);
                 if status == 200 && code == 0 {
-                    return Ok(body["msgid"].to_string());
+                    // A number in WeChat's answer; its text is what `TEMPLATESENDJOBFINISH`'s
+                    // `MsgID` names, so the outcome matches. A string is taken as it is.
+                    return Ok(match &body["msgid"] {
+                        Value::String(id) => id.clone(),
+                        id => id.to_string(),
+                    });
                 }
                 Err(SendError::rejected(
                     name,
@@ -265,6 +270,10 @@ impl Channel for HttpChannel {
 /// Reads a provider's webhook body (a delivery receipt or a call outcome) into a classed
 /// [`Receipt`], keeping the raw body. Pure: the caller has authenticated it.
 pub fn parse_webhook(api: HttpApi, provider: &str, body: &[u8]) -> Result<Receipt, InboundError> {
+    if api == HttpApi::Wechat {
+        // WeChat reports a template message's outcome as an XML event (`wechat`).
+        return crate::wechat::parse_job_receipt(provider, body);
+    }
     let v: Value = serde_json::from_slice(body).map_err(|_| InboundError::Body)?;
     let s = |k: &str| v[k].as_str().map(str::to_string);
     let (reference, id, class, code) = match api {
@@ -293,7 +302,7 @@ pub fn parse_webhook(api: HttpApi, provider: &str, body: &[u8]) -> Result<Receip
                 format!("sip {sip} cause {cause} keys {keys}"),
             )
         }
-        // FCM and WeChat template sends report no per-message receipts here.
+        // FCM reports no per-message receipts; WeChat's are read above.
         HttpApi::Fcm | HttpApi::Wechat => return Err(InboundError::Body),
     };
     Ok(Receipt {

@@ -12,6 +12,7 @@ pub mod smpp;
 pub mod smtp;
 pub mod smtp_sandbox;
 pub mod webhook;
+pub mod wechat;
 
 use std::pin::Pin;
 

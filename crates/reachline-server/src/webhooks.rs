@@ -8,18 +8,28 @@
 //! A receipt is answered `200` only once it is durably recorded: requests hand their receipts
 //! to one batcher that records whatever has arrived in one engine intake (one transaction per
 //! class), so concurrent webhooks share a commit.
+//!
+//! A provider of kind `wechat_event` is a WeChat official account's server URL instead: WeChat
+//! signs the query (`signature`, `timestamp`, `nonce`: SHA-1 of the sorted token, timestamp and
+//! nonce, the token being the provider's `secret`), not the body, and posts XML. The same window
+//! and the same once-only rule on the signature apply; the answer is `success` as text. `GET`
+//! with `echostr` is WeChat's check of the URL, answered with `echostr`. Plaintext mode only:
+//! safe mode (an AES-encrypted body with `msg_signature`) is not supported yet.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use chrono::Duration;
 use reachline_channels::http::{parse_webhook, HttpApi};
 use reachline_channels::webhook::{verify, WebhookError};
+use reachline_channels::wechat::{self, SignatureError, WechatEvent};
 use reachline_channels::Receipt;
+use reachline_domain::{Channel, ContactAddress};
 use reachline_engine::Engine;
 use reachline_store::server::{ServerStore, Sighting};
 use serde::{Deserialize, Serialize};
@@ -44,7 +54,15 @@ pub enum WebhookKind {
     /// Push outcomes from the lender's app backend (`ref`, `message_id`, `event`: delivered,
     /// opened, unregistered…): FCM and APNs send no delivery receipts of their own.
     PushOutcome,
+    /// A WeChat official account's events (XML, signed WeChat's way with `secret` as the
+    /// token): template-message outcomes by `MsgID`, unsubscribes, text messages. `name` must be
+    /// the `[[http]]` provider's that sent the template messages, so the ids match.
+    WechatEvent,
 }
+
+/// The prefix of the IM contact points a WeChat official account's `openid`s are kept under
+/// (`wechat:<openid>`).
+pub const WECHAT_IM_PROVIDER: &str = "wechat";
 
 /// `[[server.webhooks]]`: one provider's webhook.
 #[derive(Clone, Serialize, Deserialize)]
@@ -53,7 +71,7 @@ pub struct WebhookConfig {
     /// The `{provider}` of the path, and the provider's name on its receipts.
     pub name: String,
     pub kind: WebhookKind,
-    /// The shared secret the provider signs with.
+    /// The shared secret the provider signs with (WeChat's token for `wechat_event`).
     pub secret: String,
     /// How far the timestamp may be from now, in seconds.
     #[serde(default = "default_window")]
@@ -76,7 +94,20 @@ impl std::fmt::Debug for WebhookConfig {
 }
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/webhooks/{provider}", post(webhook))
+    Router::new().route("/v1/webhooks/{provider}", post(webhook).get(url_check))
+}
+
+/// The query WeChat signs its requests with.
+#[derive(Deserialize)]
+struct WechatQuery {
+    signature: Option<String>,
+    timestamp: Option<String>,
+    nonce: Option<String>,
+    echostr: Option<String>,
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
 /// What a webhook's answer says.
@@ -93,17 +124,102 @@ struct ReplyBody {
     text: String,
 }
 
+fn replayed(s: &crate::Server, cfg: &WebhookConfig) -> ApiError {
+    s.metrics.webhook_refused(&cfg.name, "replayed");
+    ApiError::new(StatusCode::CONFLICT, "replayed", "this signature was already accepted")
+}
+
+/// The signature's sighting: its digest, kept for twice the window.
+fn sighting(cfg: &WebhookConfig, signature: &str, now: chrono::DateTime<chrono::Utc>) -> Sighting {
+    Sighting {
+        provider: cfg.name.clone(),
+        digest: Sha256::digest(signature.as_bytes()).into(),
+        expires: now + Duration::seconds(cfg.window_seconds.saturating_mul(2)),
+    }
+}
+
+/// A body that does not parse: kept and flagged like any receipt that matched nothing (and then
+/// refused).
+fn malformed(cfg: &WebhookConfig, body: &[u8]) -> Receipt {
+    Receipt {
+        provider: cfg.name.clone(),
+        reference: None,
+        provider_id: String::new(),
+        part: None,
+        class: reachline_domain::DeliveryClass::Unknown,
+        code: "malformed".into(),
+        is_final: false,
+        raw: body.to_vec(),
+    }
+}
+
+/// `GET`: WeChat's check of the server URL, answered with its `echostr` once the query's
+/// signature is good. Nothing is recorded, so the signature is not spent: the answer only
+/// repeats what the caller sent.
+async fn url_check(State(s): State<AppState>, Path(provider): Path<String>, uri: Uri) -> Result<Response, ApiError> {
+    let Some(cfg) = s.config.webhooks.iter().find(|w| w.name == provider) else {
+        return Err(ApiError::not_found("webhook provider"));
+    };
+    if cfg.kind != WebhookKind::WechatEvent {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "only a WeChat provider's webhook takes GET (its URL check)",
+        ));
+    }
+    let q = axum::extract::Query::<WechatQuery>::try_from_uri(&uri)?.0;
+    wechat_verified(&s, cfg, &q, s.now())?;
+    match q.echostr {
+        Some(e) if !e.is_empty() && e.len() <= 1024 => Ok(text(e)),
+        _ => Err(ApiError::invalid(
+            "echostr",
+            "the URL check needs `echostr`, at most 1024 bytes",
+        )),
+    }
+}
+
+/// Checks WeChat's query signature; a refusal is counted and answered 401, naming the
+/// parameter. Returns the signature, lower-cased.
+fn wechat_verified(
+    s: &crate::Server,
+    cfg: &WebhookConfig,
+    q: &WechatQuery,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, ApiError> {
+    if let Err(e) = wechat::verify(
+        &cfg.secret,
+        q.timestamp.as_deref(),
+        q.nonce.as_deref(),
+        q.signature.as_deref(),
+        now.timestamp(),
+        cfg.window_seconds,
+    ) {
+        let reason = match e {
+            SignatureError::Stale(..) => "stale",
+            SignatureError::Mismatch => "signature",
+            _ => "malformed",
+        };
+        s.metrics.webhook_refused(&cfg.name, reason);
+        return Err(ApiError::unauthorized(format!("WeChat signature refused: {e}")));
+    }
+    Ok(q.signature.as_deref().unwrap_or_default().trim().to_ascii_lowercase())
+}
+
 async fn webhook(
     State(s): State<AppState>,
     Path(provider): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<WebhookAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     let body = body?;
     let Some(cfg) = s.config.webhooks.iter().find(|w| w.name == provider) else {
         return Err(ApiError::not_found("webhook provider"));
     };
     let now = s.now();
+    if cfg.kind == WebhookKind::WechatEvent {
+        return wechat_event(&s, cfg, &uri, &body, now).await;
+    }
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
     let refused = |reason: &str, e: ApiError| {
         s.metrics.webhook_refused(&cfg.name, reason);
@@ -125,97 +241,168 @@ async fn webhook(
         return Err(refused(reason, ApiError::unauthorized(e.to_string())));
     }
     let signature = h("x-signature").unwrap_or_default().trim().to_ascii_lowercase();
-    let sighting = Sighting {
-        provider: cfg.name.clone(),
-        digest: Sha256::digest(signature.trim_start_matches("sha256=").as_bytes()).into(),
-        expires: now + Duration::seconds(cfg.window_seconds.saturating_mul(2)),
-    };
-    let replayed = || {
-        refused(
-            "replayed",
-            ApiError::new(StatusCode::CONFLICT, "replayed", "this signature was already accepted"),
-        )
-    };
+    let sighting = sighting(cfg, signature.trim_start_matches("sha256="), now);
     let api = match cfg.kind {
         WebhookKind::SmsReceipt => Some(HttpApi::SmsAggregator),
         WebhookKind::VoiceOutcome => Some(HttpApi::Voice),
         WebhookKind::PushOutcome => None,
+        // Taken by `wechat_event` above; its template-job outcomes would read the same here.
+        WebhookKind::WechatEvent => Some(HttpApi::Wechat),
         WebhookKind::SmsReply => {
-            if s.receipts.record(sighting.clone(), None).await? == Recorded::Replayed {
-                return Err(replayed());
-            }
-            return match reply(&s, cfg, &body, now).await {
-                Ok(a) => Ok(Json(a)),
-                Err(e) => {
-                    if e.status.is_server_error() {
-                        // Not taken: the provider's retry must pass.
-                        s.stores.server.forget_sighting(&cfg.name, sighting.digest).await.ok();
-                    }
-                    Err(e)
-                }
-            };
+            let answer = once(&s, cfg, sighting, || async {
+                let b: ReplyBody = serde_json::from_slice(&body)
+                    .map_err(|_| ApiError::invalid("body", "a reply needs `from` (a phone number) and `text`"))?;
+                let number = s
+                    .phones
+                    .parse(&b.from)
+                    .map_err(|_| ApiError::invalid("from", "not a phone number"))?;
+                let holders = s.stores.store.contacts_by_phone(&number).await?;
+                reply(&s, cfg, holders, Channel::Sms, &b.text, now).await
+            })
+            .await?;
+            return Ok(Json(answer).into_response());
         }
     };
     let parsed = match api {
         Some(api) => parse_webhook(api, &cfg.name, &body),
         None => reachline_channels::http::parse_push_outcome(&cfg.name, &body),
     };
+    let class = receipt(&s, cfg, sighting, parsed, &body).await?;
+    Ok(Json(WebhookAnswer {
+        accepted: 1,
+        class: class.to_string(),
+    })
+    .into_response())
+}
+
+/// Records a parsed receipt once its signature is new, or the malformed body kept and flagged
+/// (and refused, 422). Returns the receipt's class.
+async fn receipt(
+    s: &crate::Server,
+    cfg: &WebhookConfig,
+    sighting: Sighting,
+    parsed: Result<Receipt, reachline_channels::http::InboundError>,
+    body: &[u8],
+) -> Result<&'static str, ApiError> {
     let (receipt, malformed) = match parsed {
         Ok(r) => (r, false),
-        // Malformed: kept and flagged like any receipt that matched nothing, and refused.
-        Err(_) => (
-            Receipt {
-                provider: cfg.name.clone(),
-                reference: None,
-                provider_id: String::new(),
-                part: None,
-                class: reachline_domain::DeliveryClass::Unknown,
-                code: "malformed".into(),
-                is_final: false,
-                raw: body.to_vec(),
-            },
-            true,
-        ),
+        Err(_) => (self::malformed(cfg, body), true),
     };
-    let class = receipt.class.as_str().to_string();
+    let class = receipt.class.as_str();
     if s.receipts.record(sighting, Some(receipt)).await? == Recorded::Replayed {
-        return Err(replayed());
+        return Err(replayed(s, cfg));
     }
     if malformed {
         s.metrics.webhook_refused(&cfg.name, "malformed");
         return Err(ApiError::invalid(
             "body",
-            "the body is not the JSON this provider sends; it was kept and flagged",
+            "the body is not what this provider sends; it was kept and flagged",
         ));
     }
-    s.metrics.webhook_receipt(&cfg.name, &class);
-    Ok(Json(WebhookAnswer { accepted: 1, class }))
+    s.metrics.webhook_receipt(&cfg.name, class);
+    Ok(class)
 }
 
-/// An inbound SMS: classified, and evidence about every current contact point with that number
-/// (a recycled number can be current for nobody; then it is only counted).
+/// Takes the signature once, then does `f`; when `f` fails on our side the signature is
+/// forgotten, so the provider's retry passes.
+async fn once<T, F: std::future::Future<Output = Result<T, ApiError>>>(
+    s: &crate::Server,
+    cfg: &WebhookConfig,
+    sighting: Sighting,
+    f: impl FnOnce() -> F,
+) -> Result<T, ApiError> {
+    if s.receipts.record(sighting.clone(), None).await? == Recorded::Replayed {
+        return Err(replayed(s, cfg));
+    }
+    let out = f().await;
+    if let Err(e) = &out {
+        if e.status.is_server_error() {
+            s.stores.server.forget_sighting(&cfg.name, sighting.digest).await.ok();
+        }
+    }
+    out
+}
+
+/// A WeChat official account's push: a template message's outcome becomes its receipt (by
+/// `MsgID`); an unsubscribe, `dead` evidence about every current contact point with that
+/// `openid`; a text message, a reply as an SMS reply is; anything else is taken and nothing is
+/// recorded. Answered `success`, as WeChat expects.
+async fn wechat_event(
+    s: &crate::Server,
+    cfg: &WebhookConfig,
+    uri: &Uri,
+    body: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Response, ApiError> {
+    let q = axum::extract::Query::<WechatQuery>::try_from_uri(uri)?.0;
+    let signature = wechat_verified(s, cfg, &q, now)?;
+    let sighting = sighting(cfg, &signature, now);
+    let holders = |openid: String| async move {
+        let address = ContactAddress::Im {
+            provider: WECHAT_IM_PROVIDER.into(),
+            account: openid,
+        };
+        Ok::<_, ApiError>(s.stores.store.contacts_by_address(&address).await?)
+    };
+    match wechat::parse_event(body) {
+        Ok(WechatEvent::TemplateJobFinished { msg_id, status }) => {
+            let r = wechat::job_receipt(&cfg.name, &msg_id, &status, body);
+            receipt(s, cfg, sighting, Ok(r), body).await?;
+        }
+        Ok(WechatEvent::Unsubscribed { openid }) => {
+            once(s, cfg, sighting, || async {
+                let class = wechat::UNSUBSCRIBE_CLASS;
+                let kind = serde_json::to_string(&reachline_policy::EvidenceKind::Delivery {
+                    channel: Channel::Im,
+                    class,
+                })
+                .map_err(|_| ApiError::internal())?;
+                let source = serde_json::to_string(&reachline_policy::evidence::Source::Provider(cfg.name.clone()))
+                    .map_err(|_| ApiError::internal())?;
+                for c in holders(openid).await?.iter().filter(|c| c.is_current()) {
+                    s.stores
+                        .engine
+                        .add_evidence(c.borrower_id, Some(c.id), now, &source, &kind)
+                        .await?;
+                }
+                s.metrics.webhook_receipt(&cfg.name, class.as_str());
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(WechatEvent::Text { openid, content }) => {
+            once(s, cfg, sighting, || async {
+                reply(s, cfg, holders(openid).await?, Channel::Im, &content, now).await
+            })
+            .await?;
+        }
+        Ok(WechatEvent::Other { .. }) => {
+            once(s, cfg, sighting, || async { Ok(()) }).await?;
+        }
+        Err(e) => {
+            receipt(s, cfg, sighting, Err(e), body).await?;
+        }
+    }
+    Ok(text("success".into()))
+}
+
+/// A reply (an inbound SMS, an IM message): classified, and evidence about every current
+/// contact point among `holders` (a recycled number can be current for nobody; then it is only
+/// counted).
 async fn reply(
     s: &crate::Server,
     cfg: &WebhookConfig,
-    body: &[u8],
+    holders: Vec<reachline_store::ContactRecord>,
+    channel: Channel,
+    text: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<WebhookAnswer, ApiError> {
-    let b: ReplyBody = serde_json::from_slice(body)
-        .map_err(|_| ApiError::invalid("body", "a reply needs `from` (a phone number) and `text`"))?;
-    let number = s
-        .phones
-        .parse(&b.from)
-        .map_err(|_| ApiError::invalid("from", "not a phone number"))?;
-    let classified = s.replies.classify(&b.text);
+    let classified = s.replies.classify(text);
     let class = classified.class;
-    let kind = serde_json::to_string(&reachline_policy::EvidenceKind::Reply {
-        channel: reachline_domain::Channel::Sms,
-        class,
-    })
-    .map_err(|_| ApiError::internal())?;
+    let kind = serde_json::to_string(&reachline_policy::EvidenceKind::Reply { channel, class })
+        .map_err(|_| ApiError::internal())?;
     let source =
         serde_json::to_string(&reachline_policy::evidence::Source::Holder).map_err(|_| ApiError::internal())?;
-    let holders = s.stores.store.contacts_by_phone(&number).await?;
     let mut accepted = 0;
     for c in holders.iter().filter(|c| c.is_current()) {
         s.stores

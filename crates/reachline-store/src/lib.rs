@@ -201,6 +201,10 @@ pub trait Store: Send + Sync {
     /// lookup that shows a recycled number's holders one after another.
     async fn contacts_by_phone(&self, number: &PhoneNumber) -> Result<Vec<ContactRecord>>;
 
+    /// Every contact point, of any borrower, current or retired, that ever held `address` (an
+    /// IM account a provider names, an email): by its blind index, as `contacts_by_phone`.
+    async fn contacts_by_address(&self, address: &reachline_domain::ContactAddress) -> Result<Vec<ContactRecord>>;
+
     async fn loans(&self, borrower: BorrowerId) -> Result<Vec<LoanRecord>>;
 
     async fn installments(&self, loan: LoanId) -> Result<Vec<InstallmentRecord>>;

@@ -611,9 +611,21 @@ token_cache_seconds = 60             # a verified token is trusted this long (a 
 # signed HMAC-SHA256(secret, timestamp + "." + body) in X-Signature, X-Timestamp in seconds.
 # [[server.webhooks]]
 # name = "sms-aggregator"
-# kind = "sms_receipt"       # sms_receipt, voice_outcome, sms_reply, push_outcome
+# kind = "sms_receipt"       # sms_receipt, voice_outcome, sms_reply, push_outcome, wechat_event
 # secret = "..."             # better from the environment
 # window_seconds = 300       # replay window
+
+# A WeChat official account's server URL, /v1/webhooks/<name>: template-message outcomes
+# (matched by MsgID, so `name` is the [[http]] wechat provider's), unsubscribes and messages
+# from followers (IM contact points `wechat:<openid>`). WeChat signs the query, not the body:
+# SHA-1 of the sorted token, timestamp and nonce, the token being `secret` (the one set in the
+# account's console). GET with echostr is its URL check. Plaintext mode only: safe mode (an
+# AES-encrypted body) is not supported yet.
+# [[server.webhooks]]
+# name = "wechat"
+# kind = "wechat_event"
+# secret = "..."             # WeChat's token
+# window_seconds = 300
 
 # The borrower's pages (/n/<token>, /c/<token>, /me) and the number-change flow.
 [server.self_service]
@@ -691,6 +703,36 @@ mod tests {
         );
         assert_eq!(cfg.http.len(), 1);
         assert_eq!(cfg.http[0].api, reachline_channels::http::HttpApi::Fcm);
+    }
+
+    /// Each commented `[[server.webhooks]]` of the example, uncommented, configures a webhook.
+    #[test]
+    fn example_webhook_sections_parse() {
+        let lines: Vec<&str> = EXAMPLE.lines().collect();
+        let text = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l == "# [[server.webhooks]]")
+            .flat_map(|(i, _)| {
+                lines[i..]
+                    .iter()
+                    .take_while(|l| !l.is_empty())
+                    .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(&text))
+            .extract()
+            .unwrap();
+        let hooks: Vec<_> = cfg.server.webhooks.iter().map(|w| (w.name.as_str(), w.kind)).collect();
+        assert_eq!(
+            hooks,
+            [
+                ("sms-aggregator", reachline_server::WebhookKind::SmsReceipt),
+                ("wechat", reachline_server::WebhookKind::WechatEvent)
+            ]
+        );
     }
 
     #[test]

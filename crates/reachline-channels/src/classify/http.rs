@@ -59,6 +59,29 @@ pub fn wechat_class(errcode: i64) -> DeliveryClass {
     }
 }
 
+/// WeChat official account, a template message's asynchronous outcome: the `Status` of its
+/// `TEMPLATESENDJOBFINISH` event. Compared without case or spaces (WeChat writes
+/// `failed:user block` and `failed: system failed`).
+pub fn wechat_job_class(status: &str) -> DeliveryClass {
+    let s: String = status
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    match s.as_str() {
+        "success" => Delivered,
+        // The user refused this account's messages: this channel no longer reaches them, as
+        // errcode 43101 (refused this template) says on a send.
+        "failed:userblock" => Dead,
+        // "Other reasons", named no further. Not Transient: that class weighs against the
+        // contact point (and a run of it degrades it), while this status says nothing about the
+        // follower — it covers WeChat's own failures as much as an unreachable client. Unknown
+        // keeps the receipt at no weight; the send itself stands failed either way.
+        "failed:systemfailed" => Unknown,
+        _ => Unknown,
+    }
+}
+
 /// JPush push API: `error.code`.
 pub fn jpush_class(code: i64) -> DeliveryClass {
     match code {
@@ -177,6 +200,11 @@ mod tests {
         assert_eq!(wechat_class(-1), Transient);
         assert_eq!(wechat_class(0), Delivered);
         assert_eq!(wechat_class(12345), Unknown);
+        assert_eq!(wechat_job_class("success"), Delivered);
+        assert_eq!(wechat_job_class("failed:user block"), Dead);
+        assert_eq!(wechat_job_class("Failed: User Block"), Dead);
+        assert_eq!(wechat_job_class("failed: system failed"), Unknown);
+        assert_eq!(wechat_job_class("failed: something new"), Unknown);
         assert_eq!(jpush_class(1011), Dead);
         assert_eq!(jpush_class(2002), Transient);
         assert_eq!(jpush_class(1004), OurFault);

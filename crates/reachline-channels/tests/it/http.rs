@@ -151,7 +151,9 @@ async fn wechat_template_message() {
         },
         text: "x".into(),
     };
-    assert!(ch.send(&ok).await.is_ok());
+    // The id is the msgid as digits, as a TEMPLATESENDJOBFINISH event's MsgID names it.
+    let id = ch.send(&ok).await.unwrap().provider_ids.remove(0);
+    assert!(!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()), "{id}");
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
 //! The server over a real socket and a fresh SQLite database: every route with every role, the
 //! unmasked read and its log, the book's all-or-nothing upsert, webhooks' authentication and
 //! replay refusal, payments, consents, tokens, and errors' shape; the borrower's pages and the
-//! number-change flow (`selfservice`).
+//! number-change flow (`selfservice`); WeChat's events (`wechat`).
 
 mod selfservice;
+mod wechat;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use serde_json::{json, Value};
 
 const ORIGIN: &str = "reachline.test/ledger";
 const SECRET: &str = "provider-secret";
+/// The token WeChat and the `wx` provider share.
+const WECHAT_TOKEN: &str = "reachline-token";
 
 /// Where a harness keeps its data: SQLite in a temporary directory, or a fresh PostgreSQL
 /// database on the server `REACHLINE_TEST_DATABASE_URL` names.
@@ -118,6 +121,12 @@ impl Harness {
                     name: "app".into(),
                     kind: WebhookKind::PushOutcome,
                     secret: SECRET.into(),
+                    window_seconds: 300,
+                },
+                WebhookConfig {
+                    name: "wx".into(),
+                    kind: WebhookKind::WechatEvent,
+                    secret: WECHAT_TOKEN.into(),
                     window_seconds: 300,
                 },
             ],

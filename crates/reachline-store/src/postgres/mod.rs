@@ -560,6 +560,12 @@ impl Store for PgStore {
             .await
     }
 
+    async fn contacts_by_address(&self, address: &reachline_domain::ContactAddress) -> Result<Vec<ContactRecord>> {
+        let bidx = codec::address_bidx(&self.keys, address).to_vec();
+        self.query_contacts("WHERE address_bidx = $1 ORDER BY added_at, id", |q| q.bind(bidx))
+            .await
+    }
+
     async fn loans(&self, borrower: BorrowerId) -> Result<Vec<LoanRecord>> {
         let rows = sqlx::query(
             "SELECT l.id, l.external_id, b.external_id AS borrower_ext, l.product, l.principal_minor, l.currency, l.disbursed_on \

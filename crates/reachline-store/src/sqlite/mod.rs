@@ -536,6 +536,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn contacts_by_address(&self, address: &reachline_domain::ContactAddress) -> Result<Vec<ContactRecord>> {
+        let bidx = codec::address_bidx(&self.keys, address).to_vec();
+        self.with(move |c, keys| query_contacts(c, keys, "WHERE address_bidx = ?1 ORDER BY added_at, id", &bidx))
+            .await
+    }
+
     async fn loans(&self, borrower: BorrowerId) -> Result<Vec<LoanRecord>> {
         self.with(move |c, _| {
             let mut stmt = c.prepare_cached(
