@@ -10,5 +10,5 @@
 mod model;
 mod scenario;
 
-pub use model::{run, Metrics, RunReport, Strategy};
+pub use model::{run, Metrics, Period, RunReport, Strategy};
 pub use scenario::Scenario;

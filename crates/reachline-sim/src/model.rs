@@ -49,9 +49,48 @@ pub struct Metrics {
     /// SMS delivered to a number the borrower holds, and of those, read by the borrower.
     pub delivered_own: u64,
     pub read_own: u64,
+    /// The same counts week by week of the run (installments by their due date, notices by
+    /// the day they went): the metrics over time.
+    pub weekly: Vec<Period>,
+}
+
+/// One week's counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Period {
+    pub installments_due: u64,
+    pub paid_late_or_not: u64,
+    pub missed_number_change: u64,
+    pub notices_sent: u64,
+    pub misdirected: u64,
+    pub delivered_own: u64,
+    pub read_own: u64,
+}
+
+impl Period {
+    pub fn overdue_rate(&self) -> f64 {
+        ratio(self.paid_late_or_not, self.installments_due)
+    }
+    pub fn missed_rate(&self) -> f64 {
+        ratio(self.missed_number_change, self.installments_due)
+    }
+    pub fn misdirected_per_10k(&self) -> f64 {
+        ratio(self.misdirected, self.notices_sent) * 10_000.0
+    }
+    pub fn read_share(&self) -> f64 {
+        ratio(self.read_own, self.delivered_own)
+    }
 }
 
 impl Metrics {
+    /// The week of the run `day` falls in.
+    fn week(&mut self, day: u32) -> &mut Period {
+        let w = (day / 7) as usize;
+        if self.weekly.len() <= w {
+            self.weekly.resize(w + 1, Period::default());
+        }
+        &mut self.weekly[w]
+    }
+
     /// Of the SMS delivered to a number the borrower holds, the share they read (the hour of
     /// sending moves it: each borrower reads likelier at their active hours).
     pub fn read_share(&self) -> f64 {
@@ -647,10 +686,21 @@ fn stale(truth: &Truth, view: &View, c: ContactId) -> bool {
         .is_some_and(|n| truth.numbers[n].holder != Holder::Borrower)
 }
 
-fn record(b: &mut Borrower, key: NoticeKey, contact: ContactId, channel: Channel, d: &Delivery, m: &mut Metrics) {
+/// Counts one notice sent on `day`.
+fn record(
+    b: &mut Borrower,
+    day: u32,
+    key: NoticeKey,
+    contact: ContactId,
+    channel: Channel,
+    d: &Delivery,
+    m: &mut Metrics,
+) {
     m.notices_sent += 1;
+    m.week(day).notices_sent += 1;
     if d.misdirected {
         m.misdirected += 1;
+        m.week(day).misdirected += 1;
     }
     let third_party = b
         .view
@@ -665,6 +715,9 @@ fn record(b: &mut Borrower, key: NoticeKey, contact: ContactId, channel: Channel
     {
         m.delivered_own += 1;
         m.read_own += u64::from(d.reached_borrower);
+        let p = m.week(day);
+        p.delivered_own += 1;
+        p.read_own += u64::from(d.reached_borrower);
     }
     if let Some(inst) = b.insts.iter_mut().find(|i| i.id == key.installment) {
         if key.kind == NoticeKind::PreDue || key.kind == NoticeKind::DueToday {
@@ -709,7 +762,7 @@ fn simple(w: &World, strategy: Strategy, b: &mut Borrower, day: u32, rng: &mut C
         }
         for (c, ch) in sends {
             let d = deliver(w.sc, b, rng, c, ch, true, SIMPLE_HOUR);
-            record(b, key, c, ch, &d, m);
+            record(b, day, key, c, ch, &d, m);
         }
     }
 }
@@ -798,7 +851,7 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &
                     if !third_party && dv.class == DeliveryClass::Delivered {
                         b.view.timing.observe(HourOfWeek::of(permit.at, w.zone), dv.engaged);
                     }
-                    record(b, key, permit.contact, permit.channel, &dv, m);
+                    record(b, day, key, permit.contact, permit.channel, &dv, m);
                     let at = permit.at;
                     let outcome = if dv.engaged {
                         Outcome::Engaged
@@ -963,13 +1016,15 @@ fn answer_lookup(w: &World, b: &mut Borrower, day: u32, contact: ContactId, need
 
 fn finish(w: &World, strategy: Strategy, b: &Borrower, days: u32, m: &mut Metrics) {
     for i in b.insts.iter().filter(|i| i.due_day < days) {
+        let late = i.settled_on_time != Some(true);
+        let missed = i.pre_due_reads == 0 && i.pre_due_to_stale;
         m.installments_due += 1;
-        if i.settled_on_time != Some(true) {
-            m.paid_late_or_not += 1;
-        }
-        if i.pre_due_reads == 0 && i.pre_due_to_stale {
-            m.missed_number_change += 1;
-        }
+        m.paid_late_or_not += u64::from(late);
+        m.missed_number_change += u64::from(missed);
+        let p = m.week(i.due_day);
+        p.installments_due += 1;
+        p.paid_late_or_not += u64::from(late);
+        p.missed_number_change += u64::from(missed);
     }
     for (start, known) in &b.changes {
         if let Some(k) = known {

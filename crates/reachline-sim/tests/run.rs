@@ -54,3 +54,46 @@ fn reachline_beats_todays_practice_without_breaking_rules() {
         assert!(ours.coverage() >= base.coverage(), "{name}: coverage");
     }
 }
+
+#[test]
+fn the_weekly_series_adds_up_to_the_totals() {
+    let sc = Scenario::builtin("em-prepaid").unwrap();
+    let r = run(&sc, 120, 150, 3, &ALL);
+    for (s, m) in &r.results {
+        let sum = |f: fn(&reachline_sim::Period) -> u64| m.weekly.iter().map(f).sum::<u64>();
+        assert_eq!(sum(|p| p.installments_due), m.installments_due, "{}", s.as_str());
+        assert_eq!(sum(|p| p.paid_late_or_not), m.paid_late_or_not);
+        assert_eq!(sum(|p| p.missed_number_change), m.missed_number_change);
+        assert_eq!(sum(|p| p.notices_sent), m.notices_sent);
+        assert_eq!(sum(|p| p.misdirected), m.misdirected);
+        assert_eq!(sum(|p| p.read_own), m.read_own);
+        assert!(m.weekly.len() <= 150 / 7 + 1, "weeks of the run only");
+        assert!(
+            m.weekly.iter().filter(|p| p.notices_sent > 0).count() > 10,
+            "notices spread over the run"
+        );
+    }
+}
+
+#[test]
+fn learned_send_times_raise_what_borrowers_read() {
+    // Each simulated borrower reads likelier at their own active hours; the reachline
+    // strategy, learning from the engagement it sees, reads better in its second half-year
+    // than in its first (it starts from a flat prior).
+    let sc = Scenario::builtin("cn-mainstream").unwrap();
+    let r = run(&sc, 600, 364, 9, &[Strategy::Reachline]);
+    let m = &r.results[0].1;
+    let share = |ws: &[reachline_sim::Period]| {
+        let (d, rd) = ws
+            .iter()
+            .fold((0, 0), |(d, rd), p| (d + p.delivered_own, rd + p.read_own));
+        rd as f64 / d as f64
+    };
+    let (first, second) = m.weekly.split_at(m.weekly.len() / 2);
+    println!(
+        "SMS read: first half {:.4}, second half {:.4}",
+        share(first),
+        share(second)
+    );
+    assert!(share(second) > share(first), "{} then {}", share(first), share(second));
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use reachline_sim::{run, Metrics, RunReport, Scenario, Strategy};
+use reachline_sim::{run, Metrics, Period, RunReport, Scenario, Strategy};
 
 #[derive(Args)]
 pub struct SimulateArgs {
@@ -27,8 +27,9 @@ pub struct SimulateArgs {
     strategies: String,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Write results.csv and results.json (with --sweep: sweep.csv, sweep.json, sweep.svg and
-    /// sweep.png) into this directory.
+    /// Write results.csv, results.json and the metrics week by week (weekly.csv, and a chart
+    /// as weekly.svg and weekly.png) into this directory; with --sweep: sweep.csv, sweep.json,
+    /// sweep.svg and sweep.png.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Run again with one scenario parameter stepped: PARAM=A..B or PARAM=A..B:N (N points,
@@ -189,11 +190,94 @@ pub fn run_cli(args: SimulateArgs) -> anyhow::Result<()> {
             }
         }
         std::fs::write(dir.join("results.csv"), csv)?;
+        std::fs::write(dir.join("weekly.csv"), weekly_csv(&r))?;
+        let svg = weekly_svg(&r);
+        std::fs::write(dir.join("weekly.svg"), &svg)?;
+        crate::sweep::png(&svg, &dir.join("weekly.png"))?;
         println!(
-            "wrote {} and {}",
-            dir.join("results.json").display(),
-            dir.join("results.csv").display()
+            "wrote results.json, results.csv, weekly.csv, weekly.svg and weekly.png in {}",
+            dir.display()
         );
     }
     Ok(())
+}
+
+/// A weekly metric: its name and how a week's counts give it.
+type WeeklyMetric = (&'static str, fn(&Period) -> f64);
+
+/// The metrics that have a value each week, as charted.
+const WEEKLY: [WeeklyMetric; 4] = [
+    ("overdue rate (%), installments by due week", |p| {
+        p.overdue_rate() * 100.0
+    }),
+    ("missed because of a number change (%)", |p| p.missed_rate() * 100.0),
+    ("misdirected per 10,000 sent", |p| p.misdirected_per_10k()),
+    ("delivered SMS the borrower read (%)", |p| p.read_share() * 100.0),
+];
+
+/// Every strategy's counts and rates week by week.
+fn weekly_csv(r: &RunReport) -> String {
+    let mut out = String::from(
+        "strategy,week,installments_due,paid_late_or_not,missed_number_change,notices_sent,misdirected,\
+         sms_delivered_own,sms_read_own,overdue_rate,missed_rate,misdirected_per_10k,sms_read_share\n",
+    );
+    for (s, m) in &r.results {
+        for (w, p) in m.weekly.iter().enumerate() {
+            out += &format!(
+                "{},{w},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6}\n",
+                s.as_str(),
+                p.installments_due,
+                p.paid_late_or_not,
+                p.missed_number_change,
+                p.notices_sent,
+                p.misdirected,
+                p.delivered_own,
+                p.read_own,
+                p.overdue_rate(),
+                p.missed_rate(),
+                p.misdirected_per_10k(),
+                p.read_share()
+            );
+        }
+    }
+    out
+}
+
+/// The weekly metrics over the run, a line per strategy (weeks with nothing due or sent are
+/// left out of that metric's line rather than drawn as zero).
+fn weekly_svg(r: &RunReport) -> String {
+    let weeks = r.results.iter().map(|(_, m)| m.weekly.len()).max().unwrap_or(0);
+    let panels = WEEKLY
+        .iter()
+        .map(|(name, f)| crate::sweep::Panel {
+            name: (*name).to_string(),
+            lines: r
+                .results
+                .iter()
+                .map(|(s, m)| {
+                    let pts = m
+                        .weekly
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.installments_due > 0 && p.notices_sent > 0)
+                        .map(|(w, p)| (w as f64, f(p)))
+                        .collect();
+                    (s.as_str().to_string(), pts)
+                })
+                .collect(),
+        })
+        .collect::<Vec<_>>();
+    let step = (weeks / 12).max(1);
+    let ticks: Vec<(f64, String)> = (0..weeks)
+        .step_by(step)
+        .map(|w| (w as f64, format!("wk {w}")))
+        .collect();
+    crate::sweep::lines_svg(
+        &format!(
+            "{} — {} borrowers, {} days, week by week (simulated)",
+            r.scenario, r.borrowers, r.days
+        ),
+        &ticks,
+        &panels,
+    )
 }

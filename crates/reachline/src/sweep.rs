@@ -147,35 +147,78 @@ const COLOURS: [&str; 4] = ["#7a7a7a", "#d08c00", "#0b6e4f", "#1f4e8c"];
 
 /// One panel per headline metric, a line per strategy, the parameter along the bottom.
 pub fn svg(sc: &Scenario, sweep: &Sweep, points: &[Point]) -> String {
-    let (panel_w, panel_h, left, top, bottom, gap) = (560.0, 200.0, 60.0, 30.0, 36.0, 24.0);
-    let width = left + panel_w + 150.0;
-    let height = 40.0 + HEADLINES.len() as f64 * (top + panel_h + bottom + gap);
     let strategies: Vec<Strategy> = points
         .first()
         .map(|p| p.results.iter().map(|(s, _)| *s).collect())
         .unwrap_or_default();
-    let (x0, x1) = (sweep.from.min(sweep.to), sweep.from.max(sweep.to));
+    let panels: Vec<Panel> = HEADLINES
+        .iter()
+        .map(|(name, f)| Panel {
+            name: (*name).to_string(),
+            lines: strategies
+                .iter()
+                .map(|strategy| {
+                    let pts = points
+                        .iter()
+                        .filter_map(|p| {
+                            p.results
+                                .iter()
+                                .find(|(s, _)| s == strategy)
+                                .map(|(_, m)| (p.value, f(m)))
+                        })
+                        .collect();
+                    (strategy.as_str().to_string(), pts)
+                })
+                .collect(),
+        })
+        .collect();
+    let ticks: Vec<(f64, String)> = points.iter().map(|p| (p.value, format!("{:.3}", p.value))).collect();
+    lines_svg(
+        &format!("{} — sweep of {} (simulated)", sc.name, sweep.param),
+        &ticks,
+        &panels,
+    )
+}
+
+/// One chart panel: a named metric, one line of (x, y) points per label.
+pub struct Panel {
+    pub name: String,
+    pub lines: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// Panels stacked, each with its lines, labelled ticks along the bottom.
+pub fn lines_svg(title: &str, ticks: &[(f64, String)], panels: &[Panel]) -> String {
+    let (panel_w, panel_h, left, top, bottom, gap) = (560.0, 200.0, 60.0, 30.0, 36.0, 24.0);
+    let width = left + panel_w + 150.0;
+    let height = 40.0 + panels.len() as f64 * (top + panel_h + bottom + gap);
+    let all_x = ticks.iter().map(|t| t.0).chain(
+        panels
+            .iter()
+            .flat_map(|p| p.lines.iter().flat_map(|l| l.1.iter().map(|xy| xy.0))),
+    );
+    let (x0, x1) = all_x.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
     let xs = |v: f64| left + if x1 > x0 { (v - x0) / (x1 - x0) * panel_w } else { 0.0 };
     let mut s = String::new();
     let _ = write!(
         s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="100%" height="100%" fill="#fff"/><text x="10" y="22" font-size="15">{} — sweep of {} (simulated)</text>"##,
-        esc(&sc.name),
-        esc(&sweep.param)
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="100%" height="100%" fill="#fff"/><text x="10" y="22" font-size="15">{}</text>"##,
+        esc(title)
     );
-    for (k, (name, f)) in HEADLINES.iter().enumerate() {
+    for (k, panel) in panels.iter().enumerate() {
         let y_top = 40.0 + k as f64 * (top + panel_h + bottom + gap) + top;
-        let values: Vec<f64> = points
+        let y_max = panel
+            .lines
             .iter()
-            .flat_map(|p| p.results.iter().map(|(_, m)| f(m)))
-            .collect();
-        let y_max = values.iter().copied().fold(0.0_f64, f64::max).max(1e-9) * 1.1;
+            .flat_map(|l| l.1.iter().map(|xy| xy.1))
+            .fold(0.0_f64, f64::max)
+            .max(1e-9)
+            * 1.1;
         let ys = |v: f64| y_top + panel_h - v / y_max * panel_h;
         let _ = write!(
             s,
             r##"<text x="{left}" y="{}" font-size="13">{}</text><line x1="{left}" y1="{}" x2="{left}" y2="{}" stroke="#333"/><line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##,
             y_top - 8.0,
-            esc(name),
+            esc(&panel.name),
             y_top,
             y_top + panel_h,
             y_top + panel_h,
@@ -193,26 +236,20 @@ pub fn svg(sc: &Scenario, sweep: &Sweep, points: &[Point]) -> String {
                 y = ys(v)
             );
         }
-        for p in points {
+        for (x, label) in ticks {
             let _ = write!(
                 s,
-                r##"<text x="{}" y="{}" text-anchor="middle">{:.3}</text>"##,
-                xs(p.value),
+                r##"<text x="{}" y="{}" text-anchor="middle">{}</text>"##,
+                xs(*x),
                 y_top + panel_h + 16.0,
-                p.value
+                esc(label)
             );
         }
-        for (i, strategy) in strategies.iter().enumerate() {
+        for (i, (label, pts)) in panel.lines.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
-            let pts: Vec<String> = points
+            let pts: Vec<String> = pts
                 .iter()
-                .filter_map(|p| {
-                    p.results
-                        .iter()
-                        .find(|(s, _)| s == strategy)
-                        .map(|(_, m)| (p.value, f(m)))
-                })
-                .map(|(x, y)| format!("{:.1},{:.1}", xs(x), ys(y)))
+                .map(|(x, y)| format!("{:.1},{:.1}", xs(*x), ys(*y)))
                 .collect();
             let _ = write!(
                 s,
@@ -220,7 +257,7 @@ pub fn svg(sc: &Scenario, sweep: &Sweep, points: &[Point]) -> String {
                 pts.join(" "),
                 left + panel_w + 12.0,
                 y_top + 16.0 + 18.0 * i as f64,
-                strategy.as_str()
+                esc(label)
             );
         }
     }

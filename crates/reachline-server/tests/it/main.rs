@@ -94,6 +94,12 @@ impl Harness {
                 EngineConfig {
                     link_base: format!("{base}/n/"),
                     self_service_base: format!("{base}/"),
+                    // These tests step the engine to a moment and expect the notice then;
+                    // the send-time model (tested in the engine's planner) would move it.
+                    timing: reachline_policy::TimingConfig {
+                        enabled: false,
+                        ..Default::default()
+                    },
                     ..EngineConfig::default()
                 },
             )
