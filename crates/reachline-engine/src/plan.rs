@@ -6,9 +6,9 @@
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use reachline_domain::{BorrowerId, DeliveryClass};
 use reachline_policy::{
-    assess_borrower, decide, Action, BorrowerHealth, ContactFacts, Decision, DueInstallment, Evidence, EvidenceId,
-    EvidenceKind, HourOfWeek, NoticeKey, NoticeKind, Outcome, ReplyClass, SegmentPrior, SendRecord, SendTimeModel,
-    Snapshot, Source, ThirdPartyRecord, Timing,
+    assess_borrower, decide, Action, BorrowerHealth, ChannelChoice, ChannelModel, ContactFacts, Decision,
+    DueInstallment, Evidence, EvidenceId, EvidenceKind, HourOfWeek, NoticeKey, NoticeKind, Outcome, ReplyClass,
+    SegmentPrior, SendRecord, SendTimeModel, Snapshot, Source, ThirdPartyRecord, Timing,
 };
 use reachline_store::engine::{DecisionRow, EngineView, NewSend, OutboxRow, PlanWrite, SendOutcome};
 
@@ -85,6 +85,8 @@ pub struct Owned {
     /// The borrower's send-time counts: every attempt delivered to a point of their own, at
     /// its hour of the week in their zone, engaged or not.
     pub send_times: SendTimeModel,
+    /// The borrower's engagement per channel, from the same attempts.
+    pub channel_model: ChannelModel,
 }
 
 impl Owned {
@@ -133,6 +135,7 @@ impl Owned {
             .collect();
         Ok(Owned {
             send_times: send_times(view),
+            channel_model: channel_model(view),
             zones: vec![view.zone],
             contacts,
             health,
@@ -158,6 +161,15 @@ impl Owned {
         let timing = (timed && cfg.timing.enabled).then_some(Timing {
             model: &self.send_times,
             prior: &prior,
+            seed: view.id.0 as u64,
+        });
+        // The dispatcher chooses the channel as the planner did (same counts, same draw), so
+        // its re-check agrees with the row it holds.
+        let channels = cfg.timing.choose_channel.then_some(ChannelChoice {
+            model: &self.channel_model,
+            channels: &cfg.timing.channels,
+            prior_strength: cfg.timing.prior_strength,
+            cost_weight: cfg.timing.cost_weight,
             seed: view.id.0 as u64,
         });
         let mut products: Vec<&str> = view.installments.iter().map(|i| i.product.as_str()).collect();
@@ -190,6 +202,7 @@ impl Owned {
                 third_parties: &self.third_parties,
                 preferences: &view.preferences,
                 timing,
+                channels,
             };
             let decided: Vec<Decision> = decide(&s, now)
                 .into_iter()
@@ -261,6 +274,22 @@ pub fn send_times(view: &EngineView) -> SendTimeModel {
     m
 }
 
+/// The borrower's engagement per channel: each attempt to a point of their own whose outcome
+/// is known counts on its channel — engaged, or not (delivered without a reply or click, or
+/// failed; a failure of our own side is not the channel's and does not count).
+pub fn channel_model(view: &EngineView) -> ChannelModel {
+    let mut m = ChannelModel::default();
+    for r in view.sends.iter().filter(|r| !r.third_party && r.sent_at.is_some()) {
+        match r.outcome {
+            SendOutcome::Engaged => m.observe(r.channel, true),
+            SendOutcome::Delivered => m.observe(r.channel, false),
+            SendOutcome::Failed(c) if c != DeliveryClass::OurFault => m.observe(r.channel, false),
+            _ => {}
+        }
+    }
+    m
+}
+
 /// The start of the borrower's next local day.
 fn next_local_day(zone: chrono_tz::Tz, now: DateTime<Utc>) -> DateTime<Utc> {
     let today: NaiveDate = now.with_timezone(&zone).date_naive();
@@ -319,7 +348,8 @@ pub fn plan_borrower(
                 row.action = "send".into();
                 row.detail = Some(
                     serde_json::json!({"rung": rung, "contact": permit.contact.0, "channel": permit.channel.as_str(),
-                        "third_party": third_party, "try": try_no, "skipped": skipped, "timing": d.timing})
+                        "third_party": third_party, "try": try_no, "skipped": skipped, "timing": d.timing,
+                        "opened_by": d.channel})
                     .to_string(),
                 );
                 p.sends.push(NewSend {
@@ -345,7 +375,9 @@ pub fn plan_borrower(
                 row.action = "defer".into();
                 row.until = Some(*until);
                 row.detail = match d.timing {
-                    Some(t) => Some(serde_json::json!({"skipped": skipped, "timing": t}).to_string()),
+                    Some(t) => {
+                        Some(serde_json::json!({"skipped": skipped, "timing": t, "opened_by": d.channel}).to_string())
+                    }
                     None => (!skipped.is_empty()).then(|| serde_json::json!({"skipped": skipped}).to_string()),
                 };
                 wake = wake.min(*until);
@@ -569,5 +601,45 @@ mod tests {
             ..EngineConfig::default()
         };
         assert_eq!(plan_views(&[view()], &off, now).unwrap().write.sends.len(), 1);
+    }
+
+    #[test]
+    fn with_channel_choice_on_a_notice_opens_where_the_borrower_answers() {
+        // The same borrower with an email too, who answered every email and no SMS.
+        let mut v = view();
+        v.contacts.push(EngineContact {
+            id: ContactId(2),
+            kind: ContactKind::Email,
+            role: ContactRole::Primary,
+            bound_since: "2023-01-01".parse().unwrap(),
+            verified_at: None,
+            retired: false,
+        });
+        for (i, r) in v.sends.iter_mut().enumerate() {
+            if r.outcome == SendOutcome::Engaged {
+                (r.contact, r.channel) = (ContactId(2), Channel::Email);
+            }
+            r.step = i;
+        }
+        let m = channel_model(&v);
+        assert_eq!((m.counts(Channel::Email).sent, m.counts(Channel::Email).engaged), (8, 8));
+        assert_eq!((m.counts(Channel::Sms).sent, m.counts(Channel::Sms).engaged), (8, 0));
+        let cfg = EngineConfig {
+            timing: reachline_policy::TimingConfig {
+                enabled: false,
+                choose_channel: true,
+                ..Default::default()
+            },
+            ..EngineConfig::default()
+        };
+        let batch = plan_views(&[v.clone()], &cfg, local("2024-05-17 10:00")).unwrap();
+        assert_eq!(batch.write.sends.len(), 1);
+        assert_eq!(batch.write.sends[0].channel, Channel::Email);
+        let row = batch.write.decisions.iter().find(|d| d.action == "send").unwrap();
+        let detail: serde_json::Value = serde_json::from_str(row.detail.as_deref().unwrap()).unwrap();
+        assert_eq!(detail["opened_by"]["channel"], "email", "{detail}");
+        // Off (the default), the ladder's own order: SMS first.
+        let batch = plan_views(&[v], &EngineConfig::default(), local("2024-05-17 19:00")).unwrap();
+        assert_eq!(batch.write.sends[0].channel, Channel::Sms);
     }
 }

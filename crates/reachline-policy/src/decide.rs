@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::cadence::{Cadence, NoticeKind};
 use crate::gates::{self, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty};
 use crate::health::{BorrowerHealth, ContactFacts, HealthState, Need};
-use crate::timing::{HourChoice, HourOfWeek, Timing};
+use crate::timing::{ChannelChoice, HourChoice, HourOfWeek, Timing};
 
 /// Which notice: an installment, a cadence step, its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -124,6 +124,10 @@ pub struct Snapshot<'a> {
     /// The learned send-time model: when present, a notice's first send goes at the hour of
     /// the day it picks among those the gates allow (later sends of the ladder go at once).
     pub timing: Option<Timing<'a>>,
+    /// The learned channel choice: when present (and the borrower stated no channel order of
+    /// their own), a notice opens on the message channel it picks among those the gates allow
+    /// on the borrower's primary points; the ladder follows in its order after it.
+    pub channels: Option<ChannelChoice<'a>>,
 }
 
 /// Why a decision was taken.
@@ -205,6 +209,20 @@ pub struct Decision {
     pub skipped: Vec<(usize, Reason)>,
     /// The send-time estimate that timed a first send, when the model did.
     pub timing: Option<HourChoice>,
+    /// The channel estimate that opened the notice, when the channel model chose.
+    pub channel: Option<ChannelPick>,
+}
+
+/// Why a notice opened on its channel (per mille, so decisions stay comparable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChannelPick {
+    pub channel: Channel,
+    pub mean_permille: u16,
+    pub sampled_permille: u16,
+    /// The borrower's own sends on that channel behind the estimate.
+    pub observations: u32,
+    /// How many channels were open to choose from.
+    pub candidates: u8,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -332,6 +350,7 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
                 gate: None,
                 skipped: Vec::new(),
                 timing: None,
+                channel: None,
             });
         }
     }
@@ -351,6 +370,7 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
                 gate: None,
                 skipped: Vec::new(),
                 timing: None,
+                channel: None,
             });
         }
     }
@@ -362,6 +382,7 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
             gate: None,
             skipped: Vec::new(),
             timing: None,
+            channel: None,
         });
     }
 
@@ -413,10 +434,29 @@ fn decide_notice(
     now: DateTime<Utc>,
 ) -> Decision {
     let purpose = key.kind.purpose();
-    let ladder = rungs(s, purpose);
+    let mut ladder = rungs(s, purpose);
     let window = Duration::hours(i64::from(s.ladder.wait_hours));
     let mut sends: Vec<&SendRecord> = s.sends.iter().filter(|r| r.key == key).collect();
     sends.sort_by_key(|r| (r.at, r.rung));
+    // The learned channel choice opens the notice: the rung it picks goes first, the ladder
+    // follows in its order. Once the notice has gone out, its first send says which rung that
+    // was, so the ladder keeps its shape (and its rung numbers) as the counts move.
+    let mut opened: Option<ChannelPick> = None;
+    if let Some(choice) = s.channels.filter(|_| s.preferences.channels.is_empty()) {
+        let first = match sends.first() {
+            Some(r) => ladder
+                .iter()
+                .position(|g| g.contact == r.contact && g.channel == r.channel),
+            None => open_on(s, &choice, &ladder, purpose, history, key, now).map(|(i, pick)| {
+                opened = Some(pick);
+                i
+            }),
+        };
+        if let Some(i) = first {
+            let rung = ladder.remove(i);
+            ladder.insert(0, rung);
+        }
+    }
     let decision = |action, reason| Decision {
         key: Some(key),
         action,
@@ -424,6 +464,7 @@ fn decide_notice(
         gate: None,
         skipped: Vec::new(),
         timing: None,
+        channel: None,
     };
 
     // Where the ladder stands.
@@ -507,6 +548,7 @@ fn decide_notice(
                             gate: None,
                             skipped,
                             timing: Some(choice),
+                            channel: opened,
                         };
                     }
                 }
@@ -521,6 +563,7 @@ fn decide_notice(
                     gate: None,
                     skipped,
                     timing: timed.map(|(_, c)| c),
+                    channel: opened,
                 };
             }
             Gate::Defer { until, reason: g } => {
@@ -531,6 +574,7 @@ fn decide_notice(
                     gate: Some(g),
                     skipped,
                     timing: None,
+                    channel: None,
                 }
             }
             Gate::Suppress { reason: g, .. } => skipped.push((i, g)),
@@ -543,7 +587,67 @@ fn decide_notice(
         gate: None,
         skipped,
         timing: None,
+        channel: None,
     }
+}
+
+/// The rung a notice opens on, chosen by the channel model among the borrower's primary
+/// points whose message channel has a prior and that the gates allow now (the first such rung
+/// of the chosen channel). `None` leaves the ladder's own order.
+fn open_on(
+    s: &Snapshot,
+    choice: &ChannelChoice,
+    ladder: &[Rung],
+    purpose: Purpose,
+    history: &[Attempt],
+    key: NoticeKey,
+    now: DateTime<Utc>,
+) -> Option<(usize, ChannelPick)> {
+    let mut open: Vec<(usize, Channel)> = Vec::new();
+    for (i, rung) in ladder.iter().enumerate() {
+        if rung.third_party || !choice.channels.iter().any(|p| p.channel == rung.channel) {
+            continue;
+        }
+        let Some(c) = s.contacts.iter().find(|c| c.id == rung.contact) else {
+            continue;
+        };
+        if c.role != ContactRole::Primary || open.iter().any(|(_, ch)| *ch == rung.channel) {
+            continue;
+        }
+        let Some(health) = s.health.contacts.iter().find(|a| a.contact == rung.contact) else {
+            continue;
+        };
+        let req = gates::Request {
+            zones: s.zones,
+            purpose,
+            channel: rung.channel,
+            contact: health,
+            third_party: None,
+            mentions_debt: true,
+            consents: s.consents,
+            quiet: s.preferences.quiet,
+        };
+        if matches!(gates::check(&req, history, s.profile, now), Gate::Allow(_)) {
+            open.push((i, rung.channel));
+        }
+    }
+    if open.len() < 2 {
+        return None;
+    }
+    let offered: Vec<Channel> = open.iter().map(|(_, c)| *c).collect();
+    let (channel, est) = choice.choose(&offered, [key.installment.0 as u64, key.step as u64])?;
+    let i = open.iter().find(|(_, c)| *c == channel)?.0;
+    let permille = |x: f64| (x.clamp(0.0, 1.0) * 1000.0).round() as u16;
+    Some((
+        i,
+        ChannelPick {
+            channel,
+            mean_permille: permille(est.mean),
+            sampled_permille: permille(est.sampled),
+            observations: est.observations,
+            candidates: offered.len().min(255) as u8,
+        },
+    ))
 }
 
 /// The moment today, in the borrower's first zone, to send a notice's first message: one

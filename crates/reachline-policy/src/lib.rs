@@ -33,4 +33,7 @@ pub use health::{
 pub use intel::{recycled_since, NumberStatus, RecycleAnswer};
 pub use reply::{Classification, ReplyClass, ReplyClassifier};
 pub use templates::{Audience, Rendered, TemplateSource, Templates};
-pub use timing::{HourChoice, HourOfWeek, SegmentPrior, SendTimeModel, Timing, TimingConfig};
+pub use timing::{
+    ChannelChoice, ChannelModel, ChannelPrior, HourChoice, HourOfWeek, SegmentPrior, SendTimeModel, Timing,
+    TimingConfig,
+};

@@ -9,9 +9,10 @@ use reachline_domain::{
 };
 use reachline_policy::decide::formally_unreachable;
 use reachline_policy::{
-    assess_borrower, decide, Action, BorrowerHealth, Cadence, ContactFacts, Decision, DecisionReason, DueInstallment,
-    Evidence, EvidenceId, EvidenceKind, GateProfile, HealthConfig, HourOfWeek, LadderConfig, NoticeKey, NoticeKind,
-    Outcome, Reason, SegmentPrior, SendRecord, SendTimeModel, Snapshot, Source, ThirdPartyRecord, Timing,
+    assess_borrower, decide, Action, BorrowerHealth, Cadence, ChannelChoice, ChannelModel, ContactFacts, Decision,
+    DecisionReason, DueInstallment, Evidence, EvidenceId, EvidenceKind, GateProfile, HealthConfig, HourOfWeek,
+    LadderConfig, NoticeKey, NoticeKind, Outcome, Reason, SegmentPrior, SendRecord, SendTimeModel, Snapshot, Source,
+    ThirdPartyRecord, Timing, TimingConfig,
 };
 
 const SH: Tz = chrono_tz::Asia::Shanghai;
@@ -133,6 +134,7 @@ fn with_preferences<R>(
         third_parties: third,
         preferences,
         timing: None,
+        channels: None,
     })
 }
 
@@ -588,4 +590,86 @@ fn timing_never_leaves_the_allowed_hours_nor_delays_the_ladder() {
     // Before the window opens, the gate defers as before; the model times the send from there.
     let d = timed(&evening_model("2024-05-21"), &[], "2024-05-21 06:00", 1);
     assert_eq!(d.reason, DecisionReason::Gate);
+}
+
+// ------------------------------------------------------------ channel choice
+
+/// The test borrower's T+1 notice at `now`, its first channel chosen by `model`.
+fn chosen(model: &ChannelModel, sends: &[SendRecord], preferences: &Preferences, now: &str) -> Decision {
+    let now = at(now);
+    let inst = [DueInstallment {
+        id: INST,
+        due_date: "2024-05-20".parse().unwrap(),
+        paid: false,
+    }];
+    let cfg = TimingConfig::default();
+    with_preferences(preferences, sends, &[], &inst, now, |s| {
+        let s = Snapshot {
+            channels: Some(ChannelChoice {
+                model,
+                channels: &cfg.channels,
+                prior_strength: cfg.prior_strength,
+                cost_weight: cfg.cost_weight,
+                seed: 5,
+            }),
+            ..*s
+        };
+        notice(&decide(&s, now)).clone()
+    })
+}
+
+fn email_reader() -> ChannelModel {
+    let mut m = ChannelModel::default();
+    for _ in 0..30 {
+        m.observe(Channel::Email, true);
+        m.observe(Channel::Sms, false);
+    }
+    m
+}
+
+#[test]
+fn a_notice_opens_on_the_channel_the_borrower_answers() {
+    let d = chosen(&email_reader(), &[], &Preferences::default(), "2024-05-21 10:00");
+    // The email rung moved to the front of the ladder.
+    assert_eq!(sent_to(&d), (0, 2, Channel::Email, false));
+    let pick = d.channel.expect("the estimate that chose it");
+    assert_eq!(
+        (pick.channel, pick.observations, pick.candidates),
+        (Channel::Email, 30, 2)
+    );
+    assert!(pick.mean_permille > 500, "{pick:?}");
+    // Without history, the priors favour SMS (email is free but rarely read).
+    let d = chosen(
+        &ChannelModel::default(),
+        &[],
+        &Preferences::default(),
+        "2024-05-21 10:00",
+    );
+    assert_eq!(sent_to(&d).2, Channel::Sms);
+}
+
+#[test]
+fn once_opened_the_ladder_keeps_its_shape_and_a_stated_order_wins() {
+    // The notice went by email (rung 0 of the chosen ladder) and failed: the next rung is the
+    // SMS to the primary number, whatever the counts now say.
+    let failed = [send(
+        0,
+        2,
+        Channel::Email,
+        "2024-05-21 09:00",
+        Outcome::Failed(DeliveryClass::Dead),
+    )];
+    let d = chosen(
+        &ChannelModel::default(),
+        &failed,
+        &Preferences::default(),
+        "2024-05-21 10:00",
+    );
+    assert_eq!(sent_to(&d), (1, 1, Channel::Sms, false));
+    assert_eq!(d.channel, None);
+    // A borrower who stated their channels is not second-guessed.
+    let prefs = Preferences::new(vec![Channel::Sms], None).unwrap();
+    let d = chosen(&email_reader(), &[], &prefs, "2024-05-21 10:00");
+    assert_eq!(sent_to(&d).2, Channel::Sms);
+    assert_eq!(d.channel, None);
 }

@@ -9,10 +9,10 @@ use reachline_domain::{
     Relation,
 };
 use reachline_policy::{
-    assess_borrower, decide, Action, Cadence, ContactFacts, DecisionReason, DueInstallment, Evidence, EvidenceId,
-    EvidenceKind, GateProfile, HealthConfig, HealthState, HourOfWeek, LadderConfig, Need, NoticeKey, NoticeKind,
-    NumberStatus, Outcome, RecycleAnswer, ReplyClass, SegmentPrior, SelfReport, SendRecord, SendTimeModel, Snapshot,
-    Source, ThirdPartyRecord, Timing,
+    assess_borrower, decide, Action, Cadence, ChannelChoice, ChannelModel, ContactFacts, DecisionReason,
+    DueInstallment, Evidence, EvidenceId, EvidenceKind, GateProfile, HealthConfig, HealthState, HourOfWeek,
+    LadderConfig, Need, NoticeKey, NoticeKind, NumberStatus, Outcome, RecycleAnswer, ReplyClass, SegmentPrior,
+    SelfReport, SendRecord, SendTimeModel, Snapshot, Source, ThirdPartyRecord, Timing, TimingConfig,
 };
 use serde::Serialize;
 
@@ -198,6 +198,8 @@ struct View {
     /// The lender's send-time estimate for this borrower, from the engagement it saw.
     timing: SendTimeModel,
     timing_seed: u64,
+    /// The lender's engagement counts per channel for this borrower.
+    channels: ChannelModel,
 }
 
 struct Borrower {
@@ -219,6 +221,9 @@ struct World<'a> {
     consents: Vec<Consent>,
     /// The send-time prior of the first borrowers, before the lender has a history.
     prior: SegmentPrior,
+    /// The engine's defaults: whether the channel model opens notices, each message channel's
+    /// prior and cost.
+    channel_priors: TimingConfig,
 }
 
 impl World<'_> {
@@ -333,6 +338,7 @@ fn new_borrower(w: &World, rng: &mut ChaCha8Rng, days: u32) -> Borrower {
             next_id: 1,
             timing: SendTimeModel::default(),
             timing_seed: 0,
+            channels: ChannelModel::default(),
         },
         insts,
         changes: Vec::new(),
@@ -500,6 +506,7 @@ pub fn run(sc: &Scenario, borrowers: u64, days: u32, seed: u64, strategies: &[St
         health: HealthConfig::default(),
         consents,
         prior: SegmentPrior::flat(0.25, 20.0),
+        channel_priors: TimingConfig::default(),
     };
     let results = strategies
         .iter()
@@ -807,6 +814,13 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &
                 prior,
                 seed: b.view.timing_seed,
             }),
+            channels: w.channel_priors.choose_channel.then_some(ChannelChoice {
+                model: &b.view.channels,
+                channels: &w.channel_priors.channels,
+                prior_strength: w.channel_priors.prior_strength,
+                cost_weight: w.channel_priors.cost_weight,
+                seed: b.view.timing_seed,
+            }),
         };
         let decisions = decide(&s, now);
         let timed = decisions
@@ -850,6 +864,9 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &
                     // point, engaged or not, at this hour of the week.
                     if !third_party && dv.class == DeliveryClass::Delivered {
                         b.view.timing.observe(HourOfWeek::of(permit.at, w.zone), dv.engaged);
+                    }
+                    if !third_party && dv.class != DeliveryClass::OurFault {
+                        b.view.channels.observe(permit.channel, dv.engaged);
                     }
                     record(b, day, key, permit.contact, permit.channel, &dv, m);
                     let at = permit.at;

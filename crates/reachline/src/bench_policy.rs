@@ -137,6 +137,7 @@ pub fn run(borrowers: u64, threads: usize, seed: u64, json: bool) -> anyhow::Res
                 third_parties: &[],
                 preferences: &Default::default(),
                 timing: None,
+                channels: None,
             };
             let ds = decide(&s, now);
             sends += ds

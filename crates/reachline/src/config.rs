@@ -543,6 +543,16 @@ voice_for_service = false
 enabled = true
 prior_rate = 0.25                    # engagement rate a borrower without history starts from…
 prior_strength = 20.0                # …worth this many sends at each hour
+# Open each notice on the message channel the borrower answers most (a bandit over the channels
+# the gates allow on their primary points, trading engagement against cost); off by default.
+choose_channel = false
+cost_weight = 1.0
+channels = [
+  { channel = "sms", prior_rate = 0.25, cost = 0.05 },
+  { channel = "push", prior_rate = 0.05, cost = 0.0 },
+  { channel = "im", prior_rate = 0.10, cost = 0.0 },
+  { channel = "email", prior_rate = 0.06, cost = 0.0 },
+]
 
 # Cadence per product; `*` covers every product not listed. Offsets are days from the due date.
 [[engine.cadences]]

@@ -55,7 +55,7 @@ pub fn engine_config(cfg: &Config, keys: &Keyring) -> anyhow::Result<EngineConfi
     Ok(EngineConfig {
         cadences: e.cadences.clone(),
         ladder: e.ladder.clone(),
-        timing: e.timing,
+        timing: e.timing.clone(),
         health: cfg.health.clone(),
         lender_name: e.lender_name.clone(),
         service_phone: e.service_phone.clone(),
