@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cadence::{Cadence, NoticeKind};
 use crate::gates::{self, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty};
-use crate::health::{BorrowerHealth, ContactFacts, HealthState, Need};
+use crate::health::{Assessment, BorrowerHealth, ContactFacts, HealthState, Need};
 use crate::timing::{ChannelChoice, HourChoice, HourOfWeek, Timing};
 
 /// Which notice: an installment, a cadence step, its kind.
@@ -519,18 +519,7 @@ fn decide_notice(
             skipped.push((i, Reason::ThirdPartyContacted));
             continue;
         }
-        let req = gates::Request {
-            zones: s.zones,
-            purpose,
-            channel: rung.channel,
-            contact: health,
-            third_party,
-            // A borrower's notice speaks of the debt; the third-party template never does
-            // (checked when templates load).
-            mentions_debt: !rung.third_party,
-            consents: s.consents,
-            quiet: s.preferences.quiet,
-        };
+        let req = request(s, rung, purpose, health, third_party);
         match gates::check(&req, history, s.profile, now) {
             Gate::Allow(permit) => {
                 // A notice's first send goes at the hour the model picks, among the hours
@@ -591,6 +580,28 @@ fn decide_notice(
     }
 }
 
+/// What the gates judge for one rung.
+fn request<'a>(
+    s: &Snapshot<'a>,
+    rung: &Rung,
+    purpose: Purpose,
+    health: &'a Assessment,
+    third_party: Option<ThirdParty>,
+) -> gates::Request<'a> {
+    gates::Request {
+        zones: s.zones,
+        purpose,
+        channel: rung.channel,
+        contact: health,
+        third_party,
+        // A borrower's notice speaks of the debt; the third-party template never does
+        // (checked when templates load).
+        mentions_debt: !rung.third_party,
+        consents: s.consents,
+        quiet: s.preferences.quiet,
+    }
+}
+
 /// The rung a notice opens on, chosen by the channel model among the borrower's primary
 /// points whose message channel has a prior and that the gates allow now (the first such rung
 /// of the chosen channel). `None` leaves the ladder's own order.
@@ -617,16 +628,7 @@ fn open_on(
         let Some(health) = s.health.contacts.iter().find(|a| a.contact == rung.contact) else {
             continue;
         };
-        let req = gates::Request {
-            zones: s.zones,
-            purpose,
-            channel: rung.channel,
-            contact: health,
-            third_party: None,
-            mentions_debt: true,
-            consents: s.consents,
-            quiet: s.preferences.quiet,
-        };
+        let req = request(s, rung, purpose, health, None);
         if matches!(gates::check(&req, history, s.profile, now), Gate::Allow(_)) {
             open.push((i, rung.channel));
         }
