@@ -12,6 +12,7 @@ pub mod ledger_note;
 pub mod reply_classify;
 pub mod smpp_receipt;
 pub mod webhook_body;
+pub mod wechat_event;
 
 /// A target's body: never panics on any input.
 pub type Check = fn(&[u8]);
@@ -24,4 +25,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("reply_classify", reply_classify::check),
     ("ledger_note", ledger_note::check),
     ("webhook_body", webhook_body::check),
+    ("wechat_event", wechat_event::check),
 ];
