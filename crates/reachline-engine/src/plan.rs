@@ -622,7 +622,10 @@ mod tests {
             r.step = i;
         }
         let m = channel_model(&v);
-        assert_eq!((m.counts(Channel::Email).sent, m.counts(Channel::Email).engaged), (8, 8));
+        assert_eq!(
+            (m.counts(Channel::Email).sent, m.counts(Channel::Email).engaged),
+            (8, 8)
+        );
         assert_eq!((m.counts(Channel::Sms).sent, m.counts(Channel::Sms).engaged), (8, 0));
         let cfg = EngineConfig {
             timing: reachline_policy::TimingConfig {
