@@ -28,6 +28,9 @@ fn node(s: &Scratch, port: &str, epoch: &str, name: &str) -> Child {
     let err = std::fs::File::create(s.path(&format!("{name}.log"))).unwrap();
     s.node_command(&["run", "--sim-start", SIM_START, "--sim-epoch", epoch], port)
         .env("REACHLINE_ENGINE__TICK_SECONDS", "1")
+        // The morning's notices go out together, as the kill and the recovery measure: the
+        // send-time model would spread first sends over the day.
+        .env("REACHLINE_ENGINE__TIMING__ENABLED", "false")
         .env("REACHLINE_ENGINE__LEASE_SECONDS", LEASE_SECONDS)
         .env(
             "REACHLINE_LOG__LEVEL",
