@@ -157,10 +157,12 @@ impl Owned {
     /// `timed`: first sends wait for the send-time model's hour (the planner); the dispatcher
     /// re-checks a queued send without it, at the hour the planner chose.
     pub fn decide(&self, view: &EngineView, cfg: &EngineConfig, now: DateTime<Utc>, timed: bool) -> Vec<Decision> {
-        let prior = SegmentPrior::flat(cfg.timing.prior_rate, cfg.timing.prior_strength);
-        let timing = (timed && cfg.timing.enabled).then_some(Timing {
+        // The prior only when timing is asked for: the dispatcher's re-check needs none.
+        let prior =
+            (timed && cfg.timing.enabled).then(|| SegmentPrior::flat(cfg.timing.prior_rate, cfg.timing.prior_strength));
+        let timing = prior.as_ref().map(|prior| Timing {
             model: &self.send_times,
-            prior: &prior,
+            prior,
             seed: view.id.0 as u64,
         });
         // The dispatcher chooses the channel as the planner did (same counts, same draw), so

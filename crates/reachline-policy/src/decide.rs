@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::cadence::{Cadence, NoticeKind};
 use crate::gates::{self, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty};
 use crate::health::{Assessment, BorrowerHealth, ContactFacts, HealthState, Need};
-use crate::timing::{ChannelChoice, HourChoice, HourOfWeek, Timing};
+use crate::timing::{permille, ChannelChoice, HourChoice, HourOfWeek, Timing};
 
 /// Which notice: an installment, a cadence step, its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -639,7 +639,6 @@ fn open_on(
     let offered: Vec<Channel> = open.iter().map(|(_, c)| *c).collect();
     let (channel, est) = choice.choose(&offered, [key.installment.0 as u64, key.step as u64])?;
     let i = open.iter().find(|(_, c)| *c == channel)?.0;
-    let permille = |x: f64| (x.clamp(0.0, 1.0) * 1000.0).round() as u16;
     Some((
         i,
         ChannelPick {

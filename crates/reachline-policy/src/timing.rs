@@ -454,7 +454,6 @@ pub struct HourChoice {
 
 impl HourChoice {
     fn of(hour: HourOfWeek, e: &Estimate, candidates: usize) -> Self {
-        let permille = |x: f64| (x.clamp(0.0, 1.0) * 1000.0).round() as u16;
         Self {
             hour_of_week: hour.0,
             mean_permille: permille(e.mean),
@@ -486,6 +485,12 @@ impl Timing<'_> {
             .max_by(|a, b| a.1 .1.sampled.total_cmp(&b.1 .1.sampled))?;
         Some((candidates[i].1, HourChoice::of(hour, &est, candidates.len())))
     }
+}
+
+/// A rate in [0, 1] as a whole number per mille (decisions carry estimates so, to stay
+/// comparable).
+pub(crate) fn permille(x: f64) -> u16 {
+    (x.clamp(0.0, 1.0) * 1000.0).round() as u16
 }
 
 /// SplitMix64's finaliser: spreads the seed's parts over all 64 bits.
