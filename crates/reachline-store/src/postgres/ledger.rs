@@ -12,7 +12,7 @@ use rand::RngCore;
 use reachline_domain::BorrowerId;
 use reachline_ledger::edge::TileWrite;
 use reachline_ledger::leaf::CommitmentKey;
-use reachline_ledger::tiles::{TileIndex, TileLevel};
+use reachline_ledger::tiles::{encode_bundle, parse_bundle, TileIndex, TileLevel, TILE_WIDTH};
 use reachline_ledger::{Hash, LeafIndex, TreeSize};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
@@ -103,6 +103,120 @@ async fn put_tiles(c: &mut sqlx::PgConnection, tiles: &[TileWrite]) -> Result<()
     Ok(())
 }
 
+/// Leaves to a bundle row: entry bundles are as wide as level-0 tiles.
+const BUNDLE: u64 = TILE_WIDTH;
+
+/// Writes a batch's leaves, which start at `old` (the log's size before it): those that fill a
+/// bundle go into it, with the leaves of that bundle earlier batches left one per row (moved
+/// out of `ledger_leaves`); the rest go one per row into `ledger_leaves`.
+async fn put_leaves(c: &mut sqlx::PgConnection, old: u64, leaves: &[LeafRow]) -> Result<()> {
+    let Some(last) = leaves.last() else {
+        return Ok(());
+    };
+    let open = old / BUNDLE * BUNDLE;
+    let sealed = (last.index.0 + 1) / BUNDLE * BUNDLE;
+    let mut rest = leaves;
+    if sealed > open {
+        let mut entries =
+            sqlx::query("SELECT idx, notice, data FROM ledger_leaves WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+                .bind(open as i64)
+                .bind(old as i64)
+                .fetch_all(&mut *c)
+                .await?
+                .iter()
+                .map(leaf_row)
+                .collect::<Result<Vec<_>>>()?;
+        let n = (sealed - old) as usize;
+        entries.extend_from_slice(&leaves[..n]);
+        rest = &leaves[n..];
+        if let Some((k, l)) = entries.iter().enumerate().find(|(k, l)| l.index.0 != open + *k as u64) {
+            return Err(StoreError::Corrupt(format!(
+                "ledger leaf {} is missing: the bundle it belongs to cannot be sealed (found leaf {} there)",
+                open + k as u64,
+                l.index
+            )));
+        }
+        let mut idx = Vec::new();
+        let mut data = Vec::new();
+        for chunk in entries.chunks(BUNDLE as usize) {
+            idx.push((chunk[0].index.0 / BUNDLE) as i64);
+            data.push(encode_bundle(&chunk.iter().map(|l| l.data.as_slice()).collect::<Vec<_>>()).map_err(corrupt)?);
+        }
+        let notices: Vec<Option<i64>> = entries.iter().map(|l| l.notice).collect();
+        sqlx::query(
+            "INSERT INTO ledger_bundles (idx, notices, data) \
+             SELECT b.idx, ($2::int8[])[(b.k - 1) * 256 + 1 : b.k * 256], b.data \
+             FROM UNNEST($1::int8[], $3::bytea[]) WITH ORDINALITY AS b(idx, data, k)",
+        )
+        .bind(idx)
+        .bind(notices)
+        .bind(data)
+        .execute(&mut *c)
+        .await?;
+        sqlx::query("DELETE FROM ledger_leaves WHERE idx >= $1 AND idx < $2")
+            .bind(open as i64)
+            .bind(old as i64)
+            .execute(&mut *c)
+            .await?;
+    }
+    put_rows(c, rest).await
+}
+
+/// Leaves one per row, in `ledger_leaves`.
+async fn put_rows(c: &mut sqlx::PgConnection, rows: &[LeafRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let idx: Vec<i64> = rows.iter().map(|l| l.index.0 as i64).collect();
+    let notice: Vec<Option<i64>> = rows.iter().map(|l| l.notice).collect();
+    let data: Vec<&[u8]> = rows.iter().map(|l| l.data.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO ledger_leaves (idx, notice, data) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[])",
+    )
+    .bind(idx)
+    .bind(notice)
+    .bind(data)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// The leaves of a stored bundle row (`idx`, `notices`, `data`) whose notice is `only`'s, or all.
+fn bundle_rows(r: &PgRow, only: Option<i64>) -> Result<Vec<LeafRow>> {
+    let b: i64 = r.try_get("idx")?;
+    let notices: Vec<Option<i64>> = r.try_get("notices")?;
+    let data: Vec<u8> = r.try_get("data")?;
+    let entries = parse_bundle(&data).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "ledger bundle {b} (leaves {} to {}): {e}",
+            b as u64 * BUNDLE,
+            (b as u64 + 1) * BUNDLE - 1
+        ))
+    })?;
+    if entries.len() != notices.len() {
+        return Err(StoreError::Corrupt(format!(
+            "ledger bundle {b}: {} entries but {} notices",
+            entries.len(),
+            notices.len()
+        )));
+    }
+    Ok(entries
+        .into_iter()
+        .zip(notices)
+        .enumerate()
+        .filter(|(_, (_, n))| only.is_none() || *n == only)
+        .map(|(k, (data, notice))| LeafRow {
+            index: LeafIndex(b as u64 * BUNDLE + k as u64),
+            notice,
+            data,
+        })
+        .collect())
+}
+
 fn leaf_row(r: &PgRow) -> Result<LeafRow> {
     Ok(LeafRow {
         index: LeafIndex(r.try_get::<i64, _>("idx")? as u64),
@@ -150,11 +264,29 @@ impl LedgerStore for PgLedger {
         let mut tx = sqlx::Connection::begin(conn).await?;
         let latest = latest(&mut tx).await?;
         let size = latest.as_ref().map_or(0, |l| l.size.0 as i64);
-        let discarded = sqlx::query("DELETE FROM ledger_leaves WHERE idx >= $1")
+        let mut discarded = sqlx::query("DELETE FROM ledger_leaves WHERE idx >= $1")
             .bind(size)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // A bundle reaching past the checkpoint (a batch commits its bundles with its
+        // checkpoint, so only a restore of a mismatched backup leaves one): its leaves below
+        // the checkpoint go back to single rows, the rest are discarded with it.
+        let beyond = sqlx::query("DELETE FROM ledger_bundles WHERE (idx + 1) * 256 > $1 RETURNING idx, notices, data")
+            .bind(size)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut kept = Vec::new();
+        for r in &beyond {
+            for l in bundle_rows(r, None)? {
+                if l.index.0 < size as u64 {
+                    kept.push(l);
+                } else {
+                    discarded += 1;
+                }
+            }
+        }
+        put_rows(&mut tx, &kept).await?;
         tx.commit().await?;
         Ok(Claimed { latest, discarded })
     }
@@ -178,19 +310,7 @@ impl LedgerStore for PgLedger {
                 batch.old_size
             )));
         }
-        if !batch.leaves.is_empty() {
-            let idx: Vec<i64> = batch.leaves.iter().map(|l| l.index.0 as i64).collect();
-            let notice: Vec<Option<i64>> = batch.leaves.iter().map(|l| l.notice).collect();
-            let data: Vec<&[u8]> = batch.leaves.iter().map(|l| l.data.as_slice()).collect();
-            sqlx::query(
-                "INSERT INTO ledger_leaves (idx, notice, data) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[])",
-            )
-            .bind(idx)
-            .bind(notice)
-            .bind(data)
-            .execute(&mut *tx)
-            .await?;
-        }
+        put_leaves(&mut tx, batch.old_size.map_or(0, |s| s.0), &batch.leaves).await?;
         put_tiles(&mut tx, &batch.tiles).await?;
         if !batch.stamped.is_empty() {
             let ids: Vec<i64> = batch.stamped.iter().map(|s| s.0).collect();
@@ -296,24 +416,52 @@ impl LedgerStore for PgLedger {
     }
 
     async fn leaves(&self, start: u64, limit: u64) -> Result<Vec<LeafRow>> {
-        sqlx::query("SELECT idx, notice, data FROM ledger_leaves WHERE idx >= $1 ORDER BY idx LIMIT $2")
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Enough bundles to hold `limit` leaves from `start` on, and as many single rows: the
+        // first `limit` of both, in index order (a missing bundle shows as a gap).
+        let mut out = Vec::new();
+        for r in sqlx::query("SELECT idx, notices, data FROM ledger_bundles WHERE idx >= $1 ORDER BY idx LIMIT $2")
+            .bind((start / BUNDLE) as i64)
+            .bind((limit / BUNDLE + 2) as i64)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            out.extend(bundle_rows(&r, None)?.into_iter().filter(|l| l.index.0 >= start));
+        }
+        for r in sqlx::query("SELECT idx, notice, data FROM ledger_leaves WHERE idx >= $1 ORDER BY idx LIMIT $2")
             .bind(start as i64)
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?
-            .iter()
-            .map(leaf_row)
-            .collect()
+        {
+            out.push(leaf_row(&r)?);
+        }
+        out.sort_by_key(|l| l.index);
+        out.truncate(limit as usize);
+        Ok(out)
     }
 
     async fn leaves_of_notice(&self, notice: i64) -> Result<Vec<LeafRow>> {
-        sqlx::query("SELECT idx, notice, data FROM ledger_leaves WHERE notice = $1 ORDER BY idx")
+        let mut out = Vec::new();
+        for r in
+            sqlx::query("SELECT idx, notices, data FROM ledger_bundles WHERE notices @> ARRAY[$1::int8] ORDER BY idx")
+                .bind(notice)
+                .fetch_all(&self.pool)
+                .await?
+        {
+            out.extend(bundle_rows(&r, Some(notice))?);
+        }
+        for r in sqlx::query("SELECT idx, notice, data FROM ledger_leaves WHERE notice = $1 ORDER BY idx")
             .bind(notice)
             .fetch_all(&self.pool)
             .await?
-            .iter()
-            .map(leaf_row)
-            .collect()
+        {
+            out.push(leaf_row(&r)?);
+        }
+        out.sort_by_key(|l| l.index);
+        Ok(out)
     }
 
     async fn commitment_keys(&self, borrowers: &[BorrowerId]) -> Result<Vec<CommitmentKey>> {
@@ -504,7 +652,7 @@ impl LedgerStore for PgLedger {
     async fn disk_bytes(&self) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT sum(pg_total_relation_size(c::regclass))::int8 FROM \
-             unnest(ARRAY['ledger_leaves', 'ledger_tiles', 'ledger_checkpoints']) AS c",
+             unnest(ARRAY['ledger_leaves', 'ledger_bundles', 'ledger_tiles', 'ledger_checkpoints']) AS c",
         )
         .fetch_one(&self.pool)
         .await?;

@@ -6,6 +6,13 @@ use reachline_domain::national_id::IdScheme;
 use reachline_domain::*;
 use reachline_store::{postgres, postgres::PgStore, sqlite::SqliteStore, Keyring, Store};
 
+/// A change [`Harness::edit_leaf`] makes to a stored leaf.
+pub enum LeafEdit {
+    Set(Vec<u8>),
+    Delete,
+    Insert { notice: Option<i64>, data: Vec<u8> },
+}
+
 pub struct Harness {
     pub store: Box<dyn Store>,
     pub keys: Keyring,
@@ -176,6 +183,120 @@ impl Harness {
                 q.execute(&pool).await.unwrap();
                 pool.close().await;
             }
+        }
+    }
+
+    /// Tampers with one stored leaf behind the store's back, wherever the back end keeps it:
+    /// SQLite one row per leaf; PostgreSQL a row per leaf until its bundle of 256 is full, then
+    /// an entry of the bundle's row (so a deleted entry shifts the ones after it, as a byte
+    /// editor would).
+    pub async fn edit_leaf(&self, index: u64, edit: LeafEdit) {
+        let bundle = match self.pg_pool().await {
+            None => None,
+            Some(pool) => {
+                let row: Option<(Vec<Option<i64>>, Vec<u8>)> =
+                    sqlx::query_as("SELECT notices, data FROM ledger_bundles WHERE idx = $1")
+                        .bind((index / 256) as i64)
+                        .fetch_optional(&pool)
+                        .await
+                        .unwrap();
+                row.map(|r| (pool, r))
+            }
+        };
+        let Some((pool, (mut notices, data))) = bundle else {
+            return match edit {
+                LeafEdit::Set(data) => {
+                    self.raw_exec(
+                        "UPDATE ledger_leaves SET data = $1 WHERE idx = $2",
+                        Some(data),
+                        Some(index as i64),
+                    )
+                    .await
+                }
+                LeafEdit::Delete => {
+                    self.raw_exec("DELETE FROM ledger_leaves WHERE idx = $2", None, Some(index as i64))
+                        .await
+                }
+                LeafEdit::Insert { notice, data } => {
+                    let notice = notice.map_or("NULL".to_string(), |n| n.to_string());
+                    self.raw_exec(
+                        &format!("INSERT INTO ledger_leaves (idx, notice, data) VALUES ($2, {notice}, $1)"),
+                        Some(data),
+                        Some(index as i64),
+                    )
+                    .await
+                }
+            };
+        };
+        let mut entries = reachline_ledger::tiles::parse_bundle(&data).unwrap();
+        let k = (index % 256) as usize;
+        match edit {
+            LeafEdit::Set(data) => entries[k] = data,
+            LeafEdit::Delete => {
+                entries.remove(k);
+                notices.remove(k);
+            }
+            LeafEdit::Insert { notice, data } => {
+                entries.insert(k, data);
+                notices.insert(k, notice);
+            }
+        }
+        sqlx::query("UPDATE ledger_bundles SET notices = $1, data = $2 WHERE idx = $3")
+            .bind(notices)
+            .bind(reachline_ledger::tiles::encode_bundle(&entries).unwrap())
+            .bind((index / 256) as i64)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+
+    /// Removes every leaf from `index` on, as restoring a backup taken at that size would leave
+    /// the log (on PostgreSQL, the bundle that was filling then holds single rows again).
+    pub async fn truncate_leaves(&self, index: u64) {
+        self.unbundle_leaves(index).await;
+        self.raw_exec("DELETE FROM ledger_leaves WHERE idx >= $2", None, Some(index as i64))
+            .await;
+    }
+
+    /// PostgreSQL: turns the bundles holding leaf `index` and after back into a row per leaf
+    /// (the layout before migration `0014`). SQLite: nothing to do.
+    pub async fn unbundle_leaves(&self, index: u64) {
+        if let Some(pool) = self.pg_pool().await {
+            let rows: Vec<(i64, Vec<Option<i64>>, Vec<u8>)> =
+                sqlx::query_as("DELETE FROM ledger_bundles WHERE idx >= $1 RETURNING idx, notices, data")
+                    .bind((index / 256) as i64)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            for (b, notices, data) in rows {
+                let entries = reachline_ledger::tiles::parse_bundle(&data).unwrap();
+                for (k, (notice, data)) in notices.into_iter().zip(entries).enumerate() {
+                    sqlx::query("INSERT INTO ledger_leaves (idx, notice, data) VALUES ($1, $2, $3)")
+                        .bind(b * 256 + k as i64)
+                        .bind(notice)
+                        .bind(data)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+            }
+            pool.close().await;
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.kind, Kind::Postgres { .. })
+    }
+
+    async fn pg_pool(&self) -> Option<sqlx::PgPool> {
+        match &self.kind {
+            Kind::Sqlite { .. } => None,
+            Kind::Postgres { admin_url, db } => Some(
+                sqlx::PgPool::connect(&postgres::url_with_database(admin_url, db))
+                    .await
+                    .unwrap(),
+            ),
         }
     }
 

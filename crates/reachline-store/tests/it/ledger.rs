@@ -138,6 +138,32 @@ pub async fn ledger_appends_reopens_and_proves(h: &Harness) {
     let report = ledger::audit(store.as_ref(), &signer().verifier(), &[]).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!(report.leaves, 1000);
+    // Read back as written, across bundles (PostgreSQL keeps full ones as one row each) and the
+    // leaves of the one still filling, whatever the window.
+    let all: Vec<(LeafIndex, Vec<u8>)> = first
+        .iter()
+        .chain(&second)
+        .map(|(i, l)| (*i, l.encode().unwrap()))
+        .collect();
+    for (start, limit) in [
+        (0, 1000),
+        (250, 20),
+        (255, 1),
+        (256, 300),
+        (700, 400),
+        (999, 5),
+        (1000, 3),
+    ] {
+        let got: Vec<(LeafIndex, Vec<u8>)> = store
+            .leaves(start, limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.index, r.data))
+            .collect();
+        let end = (start + limit).min(1000) as usize;
+        assert_eq!(got, all[start as usize..end], "leaves({start}, {limit})");
+    }
 }
 
 /// The problems' indices, in order.
@@ -160,13 +186,7 @@ pub async fn ledger_audit_names_each_tampering(h: &Harness) {
         let store = store.clone();
         async move { store.leaves(i, 1).await.unwrap().remove(0).data }
     };
-    let set = |i: u64, data: Vec<u8>| {
-        h.raw_exec(
-            "UPDATE ledger_leaves SET data = $1 WHERE idx = $2",
-            Some(data),
-            Some(i as i64),
-        )
-    };
+    let set = |i: u64, data: Vec<u8>| h.edit_leaf(i, LeafEdit::Set(data));
 
     // One changed byte.
     let orig5 = leaf(5).await;
@@ -189,17 +209,15 @@ pub async fn ledger_audit_names_each_tampering(h: &Harness) {
 
     // A deleted leaf.
     let orig7 = store.leaves(7, 1).await.unwrap().remove(0);
-    h.raw_exec("DELETE FROM ledger_leaves WHERE idx = $2", None, Some(7))
-        .await;
+    h.edit_leaf(7, LeafEdit::Delete).await;
     let got = audit_indices(store.as_ref(), &[]).await;
     assert_eq!(got[0], Some(7), "{got:?}");
-    h.raw_exec(
-        &format!(
-            "INSERT INTO ledger_leaves (idx, notice, data) VALUES ($2, {}, $1)",
-            orig7.notice.unwrap()
-        ),
-        Some(orig7.data),
-        Some(7),
+    h.edit_leaf(
+        7,
+        LeafEdit::Insert {
+            notice: orig7.notice,
+            data: orig7.data,
+        },
     )
     .await;
     assert!(audit_indices(store.as_ref(), &[]).await.is_empty());
@@ -210,8 +228,7 @@ pub async fn ledger_audit_names_each_tampering(h: &Harness) {
         .await;
     let rolled = store.latest_checkpoint().await.unwrap().unwrap().size.0;
     assert!(rolled <= 400);
-    h.raw_exec("DELETE FROM ledger_leaves WHERE idx >= $2", None, Some(rolled as i64))
-        .await;
+    h.truncate_leaves(rolled).await;
     assert!(
         audit_indices(store.as_ref(), &[]).await.is_empty(),
         "a consistent rollback looks clean alone"
@@ -295,6 +312,22 @@ pub async fn ledger_start_repairs_what_a_crash_leaves(h: &Harness) {
     verify_consistency(before.size, a.checkpoint.size, &p, &before.root, &a.checkpoint.root).unwrap();
     let report = ledger::audit(store.as_ref(), &signer().verifier(), &[]).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
+    drop(seq);
+
+    // Checkpoints lost back to size 300 (a restore that did not match): the checkpoint still
+    // rules. Leaves beyond it go, including those PostgreSQL had sealed into a bundle, whose
+    // leaves below 300 become single rows again.
+    let at300 = store.checkpoint_at(TreeSize(300)).await.unwrap();
+    let cut = at300.map_or(300, |c| c.size.0);
+    h.raw_exec("DELETE FROM ledger_checkpoints WHERE size > $2", None, Some(cut as i64))
+        .await;
+    let cut = store.latest_checkpoint().await.unwrap().unwrap();
+    let claimed = store.claim_sequencer().await.unwrap();
+    assert_eq!(claimed.discarded, 601 - cut.size.0);
+    let kept = store.leaves(0, 1000).await.unwrap();
+    assert_eq!(kept.len() as u64, cut.size.0);
+    assert!(kept.iter().enumerate().all(|(k, l)| l.index.0 == k as u64));
+    assert_eq!(ledger::root_at(store.as_ref(), cut.size).await.unwrap(), cut.root);
 }
 
 /// Several nodes on one database: one leads, the others queue their leaves for it; every append
@@ -386,4 +419,55 @@ pub async fn ledger_nodes_share_one_log(h: &Harness) {
     let report = ledger::audit(store.as_ref(), &signer().verifier(), &[]).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert!(store.queued(1000).await.unwrap().is_empty(), "nothing left queued");
+}
+
+/// PostgreSQL's migration `0014` moves a log kept a row per leaf into bundles of 256: its SQL
+/// writes the very bytes and notices the sequencer writes, leaves the filling bundle's leaves as
+/// rows, and the log audits clean afterwards. (SQLite keeps a row per leaf: nothing moves.)
+pub async fn ledger_rows_move_into_bundles_byte_for_byte(h: &Harness) {
+    let store: Arc<dyn LedgerStore> = Arc::from(h.ledger().await);
+    let seq = Sequencer::start(store.clone(), signer(), config(48)).await.unwrap();
+    append_many(&seq, 700, 0).await;
+    drop(seq);
+    if !h.is_postgres() {
+        assert_eq!(h.raw_count("SELECT count(*) FROM ledger_leaves").await, 700);
+        return;
+    }
+    assert_eq!(h.raw_count("SELECT count(*) FROM ledger_bundles").await, 2);
+    assert_eq!(h.raw_count("SELECT count(*) FROM ledger_leaves").await, 700 - 512);
+    h.raw_exec(
+        "CREATE TABLE sealed_by_sequencer AS SELECT * FROM ledger_bundles",
+        None,
+        None,
+    )
+    .await;
+    h.unbundle_leaves(0).await;
+    assert_eq!(h.raw_count("SELECT count(*) FROM ledger_bundles").await, 0);
+    let migration = include_str!("../../migrations/postgres/0014_ledger_bundles.sql");
+    let moves = &migration[migration.find("WITH sealed").expect("the migration moves leaves")..];
+    for statement in moves.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        h.raw_exec(statement, None, None).await;
+    }
+    assert_eq!(
+        h.raw_count("SELECT count(*) FROM (SELECT * FROM sealed_by_sequencer EXCEPT SELECT * FROM ledger_bundles) d")
+            .await
+            + h.raw_count(
+                "SELECT count(*) FROM (SELECT * FROM ledger_bundles EXCEPT SELECT * FROM sealed_by_sequencer) d"
+            )
+            .await,
+        0,
+        "the migration's bundles differ from the sequencer's"
+    );
+    assert_eq!(h.raw_count("SELECT count(*) FROM ledger_leaves").await, 700 - 512);
+    let report = ledger::audit(store.as_ref(), &signer().verifier(), &[]).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(
+        ledger::bundle(store.as_ref(), 7)
+            .await
+            .unwrap()
+            .to_text()
+            .matches("tlog-proof")
+            .count(),
+        14
+    );
 }

@@ -56,6 +56,7 @@ on_both!(
     commitment_keys_die_with_the_data_key,
     ledger_start_repairs_what_a_crash_leaves,
     ledger_nodes_share_one_log,
+    ledger_rows_move_into_bundles_byte_for_byte,
     outbox_leases_are_exclusive_and_expire,
     receipts_are_matched_whichever_comes_first,
     plan_writes_are_idempotent_and_keep_history,

@@ -213,7 +213,8 @@ fn three_nodes_share_the_work_and_lose_nothing_when_the_sequencer_is_killed() {
     assert_eq!(
         count(
             "SELECT count(*) FROM outbox o WHERE o.state = 'sent' \
-             AND NOT EXISTS (SELECT 1 FROM ledger_leaves l WHERE l.notice = o.id)"
+             AND NOT EXISTS (SELECT 1 FROM ledger_leaves l WHERE l.notice = o.id) \
+             AND NOT EXISTS (SELECT 1 FROM ledger_bundles b WHERE b.notices @> ARRAY[o.id])"
         ),
         0,
         "a send recorded as taken has no ledger leaf"
