@@ -8,6 +8,10 @@ from the standard library, Ed25519 from the `cryptography` package.
     verify_proof.py consistency OLD BODY KEY     OLD: a signed checkpoint; BODY: the output of
                                                  `reachline ledger consistency` (witness form)
 
+    verify_proof.py tiles DIR KEY                a log published by `reachline ledger publish`
+                                                 (C2SP tlog-tiles): every entry bundle and hash
+                                                 tile against the signed checkpoint
+
 KEY is the verifier key `name+hexid+base64`. Exit status 0 when everything verifies.
 """
 
@@ -234,9 +238,70 @@ def consistency(old_path, body_path, key_text):
     print("OK: %s at size %d extends size %d" % (origin, new_size, old_size))
 
 
+def mth(hashes):
+    """RFC 9162 2.1.1: the root of a list of leaf hashes."""
+    if len(hashes) == 1:
+        return hashes[0]
+    k = 1
+    while k * 2 < len(hashes):
+        k *= 2
+    return node_hash(mth(hashes[:k]), mth(hashes[k:]))
+
+
+def tile_path(level, n, width):
+    """C2SP tlog-tiles: tile/<L>/<N>[.p/<W>], N in zero-padded 3-digit elements, all but the
+    last prefixed with x."""
+    parts = []
+    while True:
+        parts.append("%03d" % (n % 1000))
+        n //= 1000
+        if n == 0:
+            break
+    parts = ["x" + p for p in reversed(parts[1:])] + [parts[0]]
+    return "tile/%s/%s%s" % (level, "/".join(parts), "" if width == 256 else ".p/%d" % width)
+
+
+def tiles(directory, key_text):
+    import os
+
+    key = parse_key(key_text)
+    origin, size, root = open_checkpoint(open(os.path.join(directory, "checkpoint"), encoding="utf-8").read(), key)
+    read = lambda path: open(os.path.join(directory, path), "rb").read()
+    leaves = []
+    for n in range((size + 255) // 256):
+        width = min(256, size - n * 256)
+        data = read(tile_path("entries", n, width))
+        at, entries = 0, []
+        while at < len(data):
+            (length,) = struct.unpack(">H", data[at:at + 2])
+            entries.append(data[at + 2:at + 2 + length])
+            at += 2 + length
+        if at != len(data) or len(entries) != width:
+            fail("%s: %d entries, expected %d" % (tile_path("entries", n, width), len(entries), width))
+        leaves.extend(leaf_hash(e) for e in entries)
+    if len(leaves) != size or (size > 0 and mth(leaves) != root):
+        fail("the entries do not rebuild the checkpoint's root")
+    level, hashes, checked = 0, leaves, 0
+    while hashes:
+        above = []
+        for n in range((len(hashes) + 255) // 256):
+            chunk = hashes[n * 256:(n + 1) * 256]
+            path = tile_path(level, n, len(chunk))
+            if read(path) != b"".join(chunk):
+                fail("%s does not hold the hashes the entries give" % path)
+            checked += 1
+            if len(chunk) == 256:
+                above.append(mth(chunk))
+        level, hashes = level + 1, above
+    print("OK: %s at size %d: %d entry bundles and %d hash tiles rebuild the signed root"
+          % (origin, size, (size + 255) // 256, checked))
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "bundle":
         bundle(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "tiles":
+        tiles(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == "consistency":
         consistency(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

@@ -13,7 +13,8 @@ use reachline_ledger::leaf::{Code, Leaf, LeafKind};
 use reachline_ledger::note::VerifierKey;
 use reachline_ledger::proof::verify_consistency;
 use reachline_ledger::proof_file::{self, Reveal};
-use reachline_ledger::{Hash, TreeSize};
+use reachline_ledger::tiles::{encode_bundle, Tile, TILE_WIDTH};
+use reachline_ledger::{leaf_hash, Hash, TreeSize};
 use reachline_store::ledger::{self, LedgerStore, Sequencer, StoredCheckpoint};
 
 use crate::config::Config;
@@ -55,6 +56,12 @@ pub enum LedgerCommand {
         #[arg(long)]
         known: Vec<PathBuf>,
     },
+    /// Write the log under DIR in the C2SP tlog-tiles layout, for a static file server to
+    /// publish: `checkpoint`, the hash tiles `tile/<L>/<N>[.p/<W>]` and the entry bundles
+    /// `tile/entries/<N>[.p/<W>]` of the latest checkpoint. Run it again to bring DIR up to date:
+    /// full tiles and bundles never change, so those already there are kept; the checkpoint is
+    /// written last, so DIR never shows a checkpoint whose tiles are missing.
+    Publish { dir: PathBuf },
     /// Append synthetic leaves in a loop, printing `ack <index> <size>` for each acknowledged
     /// append (the crash test's child).
     #[command(hide = true)]
@@ -226,6 +233,18 @@ pub async fn run(cfg: &Config, cmd: LedgerCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        LedgerCommand::Publish { dir } => {
+            let store = open_ledger(cfg).await?;
+            let p = publish(store.as_ref(), &dir).await?;
+            println!(
+                "published the log at tree size {} to {}: {} files written, {} full tiles and bundles already there",
+                p.size,
+                dir.display(),
+                p.written,
+                p.kept
+            );
+            Ok(())
+        }
         LedgerCommand::Stress {
             leaves,
             writers,
@@ -286,6 +305,79 @@ async fn bundle(cfg: &Config, notice: i64, out: &Path, reveal_address: bool) -> 
         cfg.ledger_signer()?.verifier()
     );
     Ok(())
+}
+
+/// What [`publish`] did.
+pub struct Published {
+    pub size: TreeSize,
+    pub written: usize,
+    pub kept: usize,
+}
+
+/// Writes the latest checkpoint's tiles and entry bundles, then the checkpoint, under `dir`.
+/// Each bundle's leaves are checked against the level-0 tile beside it before either is
+/// written, so a damaged database is refused (naming the leaf) rather than published.
+pub async fn publish(store: &dyn LedgerStore, dir: &Path) -> anyhow::Result<Published> {
+    let cp = latest(store).await?;
+    let mut out = Published {
+        size: cp.size,
+        written: 0,
+        kept: 0,
+    };
+    let tiles = Tile::all_in_tree(cp.size);
+    for chunk in tiles.chunks(TILE_WIDTH as usize) {
+        let keys: Vec<_> = chunk.iter().map(|t| (t.level, t.index)).collect();
+        let stored = store.read_tiles(&keys).await?;
+        for (tile, data) in chunk.iter().zip(stored) {
+            let full = u64::from(tile.width) == TILE_WIDTH;
+            let hashes = usize::from(tile.width) * Hash::LEN;
+            let data = data
+                .filter(|d| d.len() >= hashes)
+                .with_context(|| format!("{} is not stored in full (see reachline ledger audit)", tile.path()))?;
+            let data = &data[..hashes];
+            let mut files = vec![(tile.path(), data.to_vec())];
+            if tile.level.0 == 0 {
+                let first = tile.index.0 * TILE_WIDTH;
+                let leaves = store.leaves(first, u64::from(tile.width)).await?;
+                for (k, hash) in data.chunks(Hash::LEN).enumerate() {
+                    let index = first + k as u64;
+                    let leaf = leaves
+                        .get(k)
+                        .filter(|l| l.index.0 == index)
+                        .with_context(|| format!("leaf {index} is missing (see reachline ledger audit)"))?;
+                    if leaf_hash(&leaf.data).0 != hash {
+                        bail!("leaf {index} does not hash to its tile (see reachline ledger audit)");
+                    }
+                }
+                let entries: Vec<&[u8]> = leaves.iter().map(|l| l.data.as_slice()).collect();
+                files.push((tile.entries_path(), encode_bundle(&entries)?));
+            }
+            for (path, bytes) in files {
+                let path = dir.join(path);
+                if full && path.exists() {
+                    out.kept += 1;
+                } else {
+                    write_replacing(&path, &bytes)?;
+                    out.written += 1;
+                }
+            }
+        }
+    }
+    write_replacing(&dir.join("checkpoint"), cp.note.as_bytes())?;
+    out.written += 1;
+    Ok(out)
+}
+
+/// Writes a file whole or not at all: a temporary file beside it, renamed over it.
+fn write_replacing(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let parent = path.parent().context("a published file has a directory")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 fn checkpoint_size(note: &str) -> u64 {

@@ -298,3 +298,104 @@ fn killed_sequencers_lose_no_acknowledged_append() {
     }
     assert!(acked.len() > 100, "only {} acknowledgements", acked.len());
 }
+
+/// Every file under `dir`, as paths relative to it, sorted.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_str().unwrap().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Rebuilds the tree from the published entry bundles alone and checks it against the published
+/// checkpoint (signed by `key`) and the published level-0 tiles; returns the tree size.
+fn check_published(dir: &std::path::Path, key: &str, bundles: &[&str]) -> u64 {
+    let key = reachline_ledger::note::VerifierKey::parse(key).unwrap();
+    let signed = std::fs::read(dir.join("checkpoint")).unwrap();
+    let cp = checkpoint::open(&signed, &[key]).unwrap().checkpoint;
+    let mut tree = reachline_ledger::MemoryTree::new();
+    for name in bundles {
+        let bytes = std::fs::read(dir.join("tile/entries").join(name)).unwrap();
+        let leaves = reachline_ledger::tiles::parse_bundle(&bytes).unwrap();
+        let hashes: Vec<u8> = leaves.iter().flat_map(|l| reachline_ledger::leaf_hash(l).0).collect();
+        assert_eq!(
+            std::fs::read(dir.join("tile/0").join(name)).unwrap(),
+            hashes,
+            "tile/0/{name}"
+        );
+        for l in &leaves {
+            tree.append(reachline_ledger::leaf_hash(l));
+        }
+    }
+    assert_eq!(tree.size(), cp.size);
+    assert_eq!(tree.root(), cp.root, "the published entries rebuild the signed root");
+    cp.size.0
+}
+
+#[test]
+fn the_log_publishes_as_tiles_a_static_server_can_serve() {
+    let s = Scratch::new();
+    s.ok(&["ledger", "stress", "--leaves", "600"]);
+    let dir = s.path("public");
+    let out = s.ok(&["ledger", "publish", dir.to_str().unwrap()]);
+    assert!(out.contains("tree size 600"), "{out}");
+    assert_eq!(
+        files_under(&dir),
+        [
+            "checkpoint",
+            "tile/0/000",
+            "tile/0/001",
+            "tile/0/002.p/88",
+            "tile/1/000.p/2",
+            "tile/entries/000",
+            "tile/entries/001",
+            "tile/entries/002.p/88",
+        ]
+    );
+    let key = key(&s);
+    assert_eq!(check_published(&dir, &key, &["000", "001", "002.p/88"]), 600);
+    // Level 1 holds the roots of the two full level-0 tiles.
+    let level1 = std::fs::read(dir.join("tile/1/000.p/2")).unwrap();
+    let mut tree = reachline_ledger::MemoryTree::new();
+    for name in ["000", "001"] {
+        for l in
+            reachline_ledger::tiles::parse_bundle(&std::fs::read(dir.join("tile/entries").join(name)).unwrap()).unwrap()
+        {
+            tree.append(reachline_ledger::leaf_hash(&l));
+        }
+    }
+    let node = |k: u64| tree.node(reachline_ledger::NodeId { level: 8, index: k }).unwrap().0;
+    assert_eq!(level1, [node(0), node(1)].concat());
+
+    // Later: full tiles and bundles stay as they were, the rest is brought up to date.
+    s.ok(&["ledger", "stress", "--leaves", "300"]);
+    let out = s.ok(&["ledger", "publish", dir.to_str().unwrap()]);
+    assert!(
+        out.contains("tree size 900") && out.contains("4 full tiles and bundles already there"),
+        "{out}"
+    );
+    assert_eq!(check_published(&dir, &key, &["000", "001", "002", "003.p/132"]), 900);
+    assert!(dir.join("tile/1/000.p/3").exists());
+
+    // A database whose leaves no longer match its tiles is refused, naming the leaf.
+    let c = db(&s);
+    let mut leaf: Vec<u8> = c
+        .query_row("SELECT data FROM ledger_leaves WHERE idx = 700", [], |r| r.get(0))
+        .unwrap();
+    leaf[10] ^= 1;
+    c.execute("UPDATE ledger_leaves SET data = ?1 WHERE idx = 700", [leaf])
+        .unwrap();
+    let out = s.run(&["ledger", "publish", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("leaf 700"), "{}", stderr(&out));
+}
