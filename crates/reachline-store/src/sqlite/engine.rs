@@ -314,12 +314,17 @@ impl EngineStore for SqliteStore {
         self.with(move |c, _| {
             let now = ts_micros(now);
             let until = now + lease.num_microseconds().unwrap_or(i64::MAX / 4);
-            // RETURNING gives the rows the UPDATE changed, in one statement.
+            // RETURNING gives the rows the UPDATE changed, in one statement. Each branch takes the
+            // first rows of `outbox_due` (state, not_before, id) in its order and stops at the
+            // limit, as PostgreSQL's lease does: ordered by id instead, every lease read and
+            // sorted every due row (a day's 60,000 queued sends made dispatch quadratic, ~1,000
+            // sends/s, the CPU in this one statement).
             let mut stmt = c.prepare_cached(&format!(
                 "UPDATE outbox SET state = 'leased', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
-                 WHERE id IN (SELECT id FROM outbox WHERE state = 'queued' AND not_before <= ?3 \
-                 UNION ALL SELECT id FROM outbox WHERE state = 'leased' AND lease_until < ?3 \
-                 ORDER BY id LIMIT ?4) RETURNING {OUTBOX_COLS}"
+                 WHERE id IN (SELECT id FROM (SELECT id FROM outbox WHERE state = 'queued' AND not_before <= ?3 \
+                 ORDER BY not_before, id LIMIT ?4) \
+                 UNION ALL SELECT id FROM (SELECT id FROM outbox WHERE state = 'leased' AND lease_until < ?3 \
+                 ORDER BY lease_until LIMIT ?4) LIMIT ?4) RETURNING {OUTBOX_COLS}"
             ))?;
             let raw = stmt
                 .query_map(params![owner, until, now, limit as i64], outbox_from_row)?
@@ -483,8 +488,8 @@ impl EngineStore for SqliteStore {
             // A receipt that came before this record was kept unmatched: match it now.
             let early: Vec<(i64, String, i64)> = tx
                 .prepare_cached(
-                    "SELECT id, class, at FROM receipts WHERE outbox_id IS NULL AND flag = 'unmatched' \
-                     AND provider = ?1 AND provider_id IN \
+                    "SELECT id, class, at FROM receipts INDEXED BY receipts_unmatched \
+                     WHERE outbox_id IS NULL AND flag = 'unmatched' AND provider = ?1 AND provider_id IN \
                      (SELECT provider_id FROM verification_provider_ids WHERE message_id = ?2) ORDER BY id",
                 )?
                 .query_map(params![v.provider, message], |r| <(i64, String, i64)>::try_from(r))?
@@ -1023,9 +1028,10 @@ fn sent_tx(
     // match it now.
     let early: Vec<(i64, String, i64, String)> = {
         let mut q = tx.prepare_cached(
-            "SELECT r.id, r.class, r.at, r.provider_id FROM receipts r WHERE r.outbox_id IS NULL \
-             AND r.provider = ?1 \
-             AND r.provider_id IN (SELECT provider_id FROM outbox_provider_ids WHERE outbox_id = ?2) ORDER BY r.id",
+            "SELECT r.id, r.class, r.at, r.provider_id FROM outbox_provider_ids p \
+             CROSS JOIN receipts r INDEXED BY receipts_unmatched \
+             ON r.provider = p.provider AND r.provider_id = p.provider_id \
+             WHERE r.outbox_id IS NULL AND p.provider = ?1 AND p.outbox_id = ?2 ORDER BY r.id",
         )?;
         let rows = q
             .query_map(params![s.provider, id], |r| {
