@@ -196,9 +196,7 @@ impl UpperTileCache {
     }
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
+use crate::codec::corrupt;
 
 /// The tiles holding `nodes` of the tree of `size` leaves, read in one call.
 pub async fn tiles_for_nodes(store: &dyn LedgerStore, nodes: &[NodeId], size: TreeSize) -> Result<TileSet> {

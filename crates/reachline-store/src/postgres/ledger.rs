@@ -140,14 +140,17 @@ async fn put_leaves(c: &mut sqlx::PgConnection, old: u64, leaves: &[LeafRow]) ->
         let mut data = Vec::new();
         for chunk in entries.chunks(BUNDLE as usize) {
             idx.push((chunk[0].index.0 / BUNDLE) as i64);
-            data.push(encode_bundle(&chunk.iter().map(|l| l.data.as_slice()).collect::<Vec<_>>()).map_err(corrupt)?);
+            data.push(
+                encode_bundle(&chunk.iter().map(|l| l.data.as_slice()).collect::<Vec<_>>())
+                    .map_err(crate::codec::corrupt)?,
+            );
         }
         let notices: Vec<Option<i64>> = entries.iter().map(|l| l.notice).collect();
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO ledger_bundles (idx, notices, data) \
-             SELECT b.idx, ($2::int8[])[(b.k - 1) * 256 + 1 : b.k * 256], b.data \
-             FROM UNNEST($1::int8[], $3::bytea[]) WITH ORDINALITY AS b(idx, data, k)",
-        )
+             SELECT b.idx, ($2::int8[])[(b.k - 1) * {BUNDLE} + 1 : b.k * {BUNDLE}], b.data \
+             FROM UNNEST($1::int8[], $3::bytea[]) WITH ORDINALITY AS b(idx, data, k)"
+        ))
         .bind(idx)
         .bind(notices)
         .bind(data)
@@ -179,10 +182,6 @@ async fn put_rows(c: &mut sqlx::PgConnection, rows: &[LeafRow]) -> Result<()> {
     .execute(c)
     .await?;
     Ok(())
-}
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
 }
 
 /// The leaves of a stored bundle row (`idx`, `notices`, `data`) whose notice is `only`'s, or all.
@@ -272,10 +271,12 @@ impl LedgerStore for PgLedger {
         // A bundle reaching past the checkpoint (a batch commits its bundles with its
         // checkpoint, so only a restore of a mismatched backup leaves one): its leaves below
         // the checkpoint go back to single rows, the rest are discarded with it.
-        let beyond = sqlx::query("DELETE FROM ledger_bundles WHERE (idx + 1) * 256 > $1 RETURNING idx, notices, data")
-            .bind(size)
-            .fetch_all(&mut *tx)
-            .await?;
+        let beyond = sqlx::query(&format!(
+            "DELETE FROM ledger_bundles WHERE (idx + 1) * {BUNDLE} > $1 RETURNING idx, notices, data"
+        ))
+        .bind(size)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut kept = Vec::new();
         for r in &beyond {
             for l in bundle_rows(r, None)? {
