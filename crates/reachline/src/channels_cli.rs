@@ -361,9 +361,7 @@ async fn sandbox_smsc(args: SandboxSmscArgs) -> anyhow::Result<()> {
     }
     let idle = Duration::from_millis(args.log_when_idle_ms);
     if let Some(f) = &args.port_file {
-        let tmp = f.with_extension("tmp");
-        std::fs::write(&tmp, sandbox.addr().port().to_string())?;
-        std::fs::rename(&tmp, f)?;
+        crate::write_replacing(f, sandbox.addr().port().to_string().as_bytes())?;
     }
     eprintln!("sandbox SMSC listening on {}", sandbox.addr());
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&args.log)?;

@@ -357,27 +357,15 @@ pub async fn publish(store: &dyn LedgerStore, dir: &Path) -> anyhow::Result<Publ
                 if full && path.exists() {
                     out.kept += 1;
                 } else {
-                    write_replacing(&path, &bytes)?;
+                    crate::write_replacing(&path, &bytes)?;
                     out.written += 1;
                 }
             }
         }
     }
-    write_replacing(&dir.join("checkpoint"), cp.note.as_bytes())?;
+    crate::write_replacing(&dir.join("checkpoint"), cp.note.as_bytes())?;
     out.written += 1;
     Ok(out)
-}
-
-/// Writes a file whole or not at all: a temporary file beside it, renamed over it.
-fn write_replacing(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let parent = path.parent().context("a published file has a directory")?;
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 fn checkpoint_size(note: &str) -> u64 {

@@ -545,3 +545,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => unreachable!("handled before configuration is loaded"),
     }
 }
+
+/// Writes a file whole or not at all: a temporary file beside it, renamed over it.
+pub(crate) fn write_replacing(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let parent = path
+        .parent()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}

@@ -108,10 +108,7 @@ fn read_clock(path: &Path) -> anyhow::Result<Option<DateTime<Utc>>> {
 }
 
 fn write_clock(path: &Path, t: DateTime<Utc>) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, t.to_rfc3339())?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    crate::write_replacing(path, t.to_rfc3339().as_bytes())
 }
 
 /// The configured channels: the SMSC of `[smpp]` (started, and bound if the SMSC answers),
