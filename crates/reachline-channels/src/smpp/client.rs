@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::classify::smpp::{command_status_class, is_throttle, ErrTable, MessageState};
 use crate::matching::{Matched, Matcher};
+use crate::smpp::driven::{Driven, Session};
 use crate::smpp::encoding;
 use crate::smpp::receipt::{read_receipt, ReceiptTlvs};
 use crate::{Accepted, Channel, MessageRef, Outbound, Receipt, ReceiptStream, SendError};
@@ -129,7 +130,7 @@ struct Pending {
 
 struct Inner {
     config: SmppConfig,
-    session: watch::Receiver<Option<rusmppc::Client>>,
+    session: watch::Receiver<Option<Session>>,
     window: Semaphore,
     matcher: Mutex<Matcher<PartRef, Pending>>,
     receipts_tx: mpsc::UnboundedSender<Receipt>,
@@ -149,10 +150,10 @@ impl Drop for SmppChannel {
         for t in &self.tasks {
             t.abort();
         }
-        if let Some(c) = self.inner.session.borrow().clone() {
+        if let Some(s) = self.inner.session.borrow().clone() {
             tokio::spawn(async move {
-                let _ = c.unbind().await;
-                let _ = c.close().await;
+                let _ = s.call(s.client.unbind()).await;
+                let _ = s.call(s.client.close()).await;
             });
         }
     }
@@ -197,28 +198,32 @@ impl SmppChannel {
     }
 }
 
-async fn supervise(inner: Arc<Inner>, session_tx: watch::Sender<Option<rusmppc::Client>>) {
+async fn supervise(inner: Arc<Inner>, session_tx: watch::Sender<Option<Session>>) {
     let c = &inner.config;
     let mut backoff = Duration::from_millis(c.reconnect_min_ms);
     loop {
         match bind(c).await {
-            Ok((client, mut events)) => {
+            Ok((session, mut events)) => {
                 inner.stats.binds.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(provider = %c.name, "bound as transceiver");
                 backoff = Duration::from_millis(c.reconnect_min_ms);
-                session_tx.send_replace(Some(client.clone()));
+                session_tx.send_replace(Some(session.clone()));
                 while let Some(event) = events.next().await {
                     match event {
                         Event::Incoming(cmd) => {
                             if cmd.id() == CommandId::DeliverSm {
-                                let _ = client
-                                    .deliver_sm_resp(cmd.sequence_number(), DeliverSmResp::default())
+                                let _ = session
+                                    .call(
+                                        session
+                                            .client
+                                            .deliver_sm_resp(cmd.sequence_number(), DeliverSmResp::default()),
+                                    )
                                     .await;
                                 if let Some(Pdu::DeliverSm(d)) = cmd.pdu() {
                                     on_deliver_sm(&inner, d);
                                 }
                             } else if cmd.id() == CommandId::Unbind {
-                                let _ = client.unbind_resp(cmd.sequence_number()).await;
+                                let _ = session.call(session.client.unbind_resp(cmd.sequence_number())).await;
                                 break;
                             }
                         }
@@ -236,7 +241,7 @@ async fn supervise(inner: Arc<Inner>, session_tx: watch::Sender<Option<rusmppc::
                     }
                 }
                 session_tx.send_replace(None);
-                let _ = client.close().await;
+                let _ = session.call(session.client.close()).await;
                 tracing::warn!(provider = %c.name, "session ended; reconnecting");
             }
             Err(e) => tracing::warn!(provider = %c.name, error = %e, "bind failed"),
@@ -250,7 +255,7 @@ fn cs<const MIN: usize, const MAX: usize>(s: &str) -> Result<COctetString<MIN, M
     COctetString::from_str(s).map_err(|e| format!("{e:?}"))
 }
 
-async fn bind(c: &SmppConfig) -> Result<(rusmppc::Client, impl futures::Stream<Item = Event> + Unpin), String> {
+pub(super) async fn bind(c: &SmppConfig) -> Result<(Session, impl futures::Stream<Item = Event> + Unpin), String> {
     // Our own socket, so Nagle's algorithm can be turned off: with it on, a lone submit waits
     // for the SMSC's delayed ACK (~40 ms on Linux) and a trickle of notices crawls.
     let stream = tokio::time::timeout(
@@ -261,27 +266,28 @@ async fn bind(c: &SmppConfig) -> Result<(rusmppc::Client, impl futures::Stream<I
     .map_err(|_| "connect timed out".to_string())?
     .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (client, events) = ConnectionBuilder::new()
+    let (client, events, connection) = ConnectionBuilder::new()
         .enquire_link_interval(Duration::from_millis(c.enquire_link_ms))
         .enquire_link_response_timeout(Duration::from_millis(c.response_timeout_ms))
         .response_timeout(Duration::from_millis(c.response_timeout_ms))
         .disable_interface_version_check()
+        .no_spawn()
         .connected(stream);
-    client
-        .bind_transceiver(
-            BindTransceiver::builder()
-                .system_id(cs(&c.system_id)?)
-                .password(cs(&c.password)?)
-                .system_type(cs(&c.system_type)?)
-                .interface_version(InterfaceVersion::Smpp3_4)
-                .addr_ton(Ton::Unknown)
-                .addr_npi(Npi::Unknown)
-                .address_range(COctetString::empty())
-                .build(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((client, events))
+    let (session, driven) = Driven::new(client, connection);
+    tokio::spawn(driven);
+    let bind = session.client.bind_transceiver(
+        BindTransceiver::builder()
+            .system_id(cs(&c.system_id)?)
+            .password(cs(&c.password)?)
+            .system_type(cs(&c.system_type)?)
+            .interface_version(InterfaceVersion::Smpp3_4)
+            .addr_ton(Ton::Unknown)
+            .addr_npi(Npi::Unknown)
+            .address_range(COctetString::empty())
+            .build(),
+    );
+    session.call(bind).await.map_err(|e| e.to_string())?;
+    Ok((session, events))
 }
 
 fn receipt_tlvs(d: &rusmpp::pdus::DeliverSm) -> ReceiptTlvs {
@@ -368,11 +374,11 @@ async fn expire_held(inner: Arc<Inner>) {
 }
 
 impl Inner {
-    async fn session(&self) -> Option<rusmppc::Client> {
+    async fn session(&self) -> Option<Session> {
         let mut rx = self.session.clone();
         let wait = Duration::from_millis(self.config.bind_wait_ms);
         let ready = tokio::time::timeout(wait, async {
-            rx.wait_for(|s| s.as_ref().is_some_and(|c| c.is_active()))
+            rx.wait_for(|s| s.as_ref().is_some_and(Session::is_open))
                 .await
                 .map(|c| c.clone())
         });
@@ -397,10 +403,10 @@ impl Inner {
                     "gave up after repeated throttling or drops",
                 ));
             }
-            let Some(client) = self.session().await else {
+            let Some(session) = self.session().await else {
                 return Err(SendError::unavailable(name, "no bound session"));
             };
-            match client.submit_sm(pdu.clone()).await {
+            match session.call(session.client.submit_sm(pdu.clone())).await {
                 Ok(resp) => {
                     self.stats.submitted.fetch_add(1, Ordering::Relaxed);
                     return Ok(resp.message_id().to_string());
@@ -426,7 +432,7 @@ impl Inner {
                     // unacknowledged: submit it again on the next session.
                     tracing::warn!(provider = %name, error = %e, "submit lost with its session; resubmitting");
                     self.stats.resubmitted_after_drop.fetch_add(1, Ordering::Relaxed);
-                    client.close().await.ok();
+                    session.call(session.client.close()).await.ok();
                 }
             }
         }

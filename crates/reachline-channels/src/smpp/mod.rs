@@ -2,6 +2,7 @@
 //! `rusmppc`, and an in-process sandbox SMSC for tests and the demo.
 
 pub mod client;
+mod driven;
 pub mod encoding;
 pub mod receipt;
 pub mod sandbox;
