@@ -314,6 +314,7 @@ pub fn parse_webhook(api: HttpApi, provider: &str, body: &[u8]) -> Result<Receip
         code,
         is_final: true,
         raw: body.to_vec(),
+        unanswered: crate::Unanswered::none(),
     })
 }
 
@@ -338,6 +339,7 @@ pub fn parse_push_outcome(provider: &str, body: &[u8]) -> Result<Receipt, Inboun
         code: format!("push:{}", event.chars().take(32).collect::<String>()),
         is_final: true,
         raw: body.to_vec(),
+        unanswered: crate::Unanswered::none(),
     })
 }
 

@@ -130,7 +130,44 @@ pub struct Receipt {
     pub is_final: bool,
     /// The receipt as it came, for the record.
     pub raw: Vec<u8>,
+    /// Whether the provider still waits for our answer to this receipt (see [`Unanswered`]).
+    pub unanswered: Unanswered,
 }
+
+/// Keeps a provider's receipt unanswered while any copy of its [`Receipt`] lives. SMPP answers a
+/// `deliver_sm` only then: the engine holds each batch of receipts until it is recorded, so a
+/// crash before that leaves the receipt unanswered and the SMSC delivers it again, where
+/// answering on arrival would have lost it. A consumer that records nothing (a test, a
+/// benchmark) answers simply by dropping what it read. Providers that need no answer, or were
+/// answered by the HTTP response already, use [`Unanswered::none`].
+#[derive(Clone, Default)]
+pub struct Unanswered(Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Unanswered {
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Answers by dropping `answer` once the last copy of the receipt is dropped.
+    pub fn until_dropped(answer: impl std::any::Any + Send + Sync) -> Self {
+        Self(Some(std::sync::Arc::new(answer)))
+    }
+}
+
+impl std::fmt::Debug for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Unanswered" } else { "Answered" })
+    }
+}
+
+/// Receipts compare by what they say; whether one is answered yet is not part of that.
+impl PartialEq for Unanswered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Unanswered {}
 
 /// Receipts as they arrive.
 pub type ReceiptStream = Pin<Box<dyn Stream<Item = Receipt> + Send>>;

@@ -127,6 +127,7 @@ impl SmtpChannel {
                 ),
                 is_final: r.action != "delayed",
                 raw: raw.as_bytes().to_vec(),
+                unanswered: crate::Unanswered::none(),
             });
         }
         Ok(report.recipients.len())
@@ -279,6 +280,7 @@ impl Channel for SmtpChannel {
                         code: u16::from(resp.code()).to_string(),
                         is_final: true,
                         raw: resp.message().collect::<Vec<_>>().join("\n").into_bytes(),
+                        unanswered: crate::Unanswered::none(),
                     });
                 }
                 Ok(Accepted {

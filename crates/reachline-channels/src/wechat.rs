@@ -105,6 +105,7 @@ pub fn job_receipt(provider: &str, msg_id: &str, status: &str, raw: &[u8]) -> Re
         code: format!("wechat:{}", status.chars().take(48).collect::<String>()),
         is_final: true,
         raw: raw.to_vec(),
+        unanswered: crate::Unanswered::none(),
     }
 }
 

@@ -150,6 +150,7 @@ fn malformed(cfg: &WebhookConfig, body: &[u8]) -> Receipt {
         code: "malformed".into(),
         is_final: false,
         raw: body.to_vec(),
+        unanswered: reachline_channels::Unanswered::none(),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::matching::{Matched, Matcher};
 use crate::smpp::driven::{Driven, Session};
 use crate::smpp::encoding;
 use crate::smpp::receipt::{read_receipt, ReceiptTlvs};
-use crate::{Accepted, Channel, MessageRef, Outbound, Receipt, ReceiptStream, SendError};
+use crate::{Accepted, Channel, MessageRef, Outbound, Receipt, ReceiptStream, SendError, Unanswered};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -126,6 +126,26 @@ struct Pending {
     code: String,
     is_final: bool,
     raw: Vec<u8>,
+    unanswered: Unanswered,
+}
+
+/// A `deliver_sm` not answered yet: its `deliver_sm_resp` goes out when this is dropped, that
+/// is once every copy of its receipt is gone (recorded, by the engine: see [`Unanswered`]).
+struct DeliverSmAnswer {
+    session: Session,
+    sequence_number: u32,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drop for DeliverSmAnswer {
+    fn drop(&mut self) {
+        let (session, n) = (self.session.clone(), self.sequence_number);
+        self.runtime.spawn(async move {
+            let _ = session
+                .call(session.client.deliver_sm_resp(n, DeliverSmResp::default()))
+                .await;
+        });
+    }
 }
 
 struct Inner {
@@ -212,15 +232,15 @@ async fn supervise(inner: Arc<Inner>, session_tx: watch::Sender<Option<Session>>
                     match event {
                         Event::Incoming(cmd) => {
                             if cmd.id() == CommandId::DeliverSm {
-                                let _ = session
-                                    .call(
-                                        session
-                                            .client
-                                            .deliver_sm_resp(cmd.sequence_number(), DeliverSmResp::default()),
-                                    )
-                                    .await;
+                                let answer = DeliverSmAnswer {
+                                    session: session.clone(),
+                                    sequence_number: cmd.sequence_number(),
+                                    runtime: tokio::runtime::Handle::current(),
+                                };
+                                // Answered when the receipt has been recorded (or at once, when
+                                // it is not one).
                                 if let Some(Pdu::DeliverSm(d)) = cmd.pdu() {
-                                    on_deliver_sm(&inner, d);
+                                    on_deliver_sm(&inner, d, answer);
                                 }
                             } else if cmd.id() == CommandId::Unbind {
                                 let _ = session.call(session.client.unbind_resp(cmd.sequence_number())).await;
@@ -303,7 +323,7 @@ fn receipt_tlvs(d: &rusmpp::pdus::DeliverSm) -> ReceiptTlvs {
     t
 }
 
-fn on_deliver_sm(inner: &Inner, d: &rusmpp::pdus::DeliverSm) {
+fn on_deliver_sm(inner: &Inner, d: &rusmpp::pdus::DeliverSm, answer: DeliverSmAnswer) {
     if u8::from(d.esm_class) & 0x3C != 0x04 {
         // A mobile-originated message, not a receipt: replies are the intake's business.
         return;
@@ -324,6 +344,7 @@ fn on_deliver_sm(inner: &Inner, d: &rusmpp::pdus::DeliverSm) {
         code,
         is_final: r.state.is_none_or(|s| s.is_final()),
         raw: body,
+        unanswered: Unanswered::until_dropped(answer),
     };
     let is_final = pending.is_final;
     let matched =
@@ -351,6 +372,7 @@ fn emit(inner: &Inner, meta: Option<PartRef>, provider_id: String, p: Pending) {
         code: p.code,
         is_final: p.is_final,
         raw: p.raw,
+        unanswered: p.unanswered,
     });
 }
 

@@ -74,6 +74,8 @@ struct State {
     /// Throttle every n-th submit (0: never), on top of the digit-6 script.
     throttle_every: AtomicU32,
     submits: AtomicU64,
+    /// `deliver_sm_resp`s received: receipts the client has answered.
+    answered: AtomicU64,
     script: Mutex<Option<Script>>,
     /// Down: every connection is closed as soon as it is accepted (a drill's "SMSC down").
     down: std::sync::atomic::AtomicBool,
@@ -170,6 +172,11 @@ impl Sandbox {
             }
         }
         out
+    }
+
+    /// Receipts (`deliver_sm`) the clients have answered so far.
+    pub fn answered(&self) -> u64 {
+        self.state.answered.load(Ordering::Relaxed)
     }
 
     /// Sessions opened so far.
@@ -283,6 +290,9 @@ async fn session(sock: TcpStream, state: Arc<State>, mut drop_rx: watch::Receive
                 let _ = out_tx.send(reply(
                     BindTransceiverResp::builder().system_id(cs("sandbox")).build().into(),
                 ));
+            }
+            Some(Pdu::DeliverSmResp(_)) => {
+                state.answered.fetch_add(1, Ordering::Relaxed);
             }
             Some(Pdu::EnquireLink) => {
                 let _ = out_tx.send(reply(Pdu::EnquireLinkResp));

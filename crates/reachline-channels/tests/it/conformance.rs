@@ -124,6 +124,42 @@ async fn long_chinese_text_goes_in_parts_each_with_its_receipt() {
     assert_eq!(seen, text);
 }
 
+/// A receipt is answered (`deliver_sm_resp`) only once the consumer is done with it (the engine:
+/// once it is recorded), so that a crash before then leaves it with the SMSC to deliver again.
+#[tokio::test]
+async fn a_receipt_is_answered_only_once_its_reader_lets_it_go() {
+    use futures::StreamExt;
+    let (sb, ch) = sandbox_channel().await;
+    let mut receipts = ch.take_receipts().unwrap();
+    ch.send(&msg(1, 0, "due tomorrow")).await.unwrap();
+    ch.send(&msg(2, 8, "due tomorrow")).await.unwrap(); // its receipt comes before the submit_sm_resp
+    let first = tokio::time::timeout(Duration::from_secs(5), receipts.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), receipts.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let copy = first.clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sb.answered(), 0, "no receipt is answered while it is held");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sb.answered(), 0, "a copy still holds it");
+    drop(copy);
+    let wait = std::time::Instant::now();
+    while sb.answered() < 1 && wait.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sb.answered(), 1, "answered once let go");
+    drop(second);
+    while sb.answered() < 2 && wait.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sb.answered(), 2);
+}
+
 #[tokio::test]
 async fn reconnects_after_the_peer_drops_and_loses_nothing() {
     let (sb, ch) = sandbox_channel().await;

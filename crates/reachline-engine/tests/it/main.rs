@@ -582,6 +582,7 @@ async fn receipts_that_arrive_while_the_database_is_away_are_recorded_when_it_is
             code: "stat:DELIVRD".into(),
             is_final: true,
             raw: format!("id:r-{i} stat:DELIVRD").into_bytes(),
+            unanswered: reachline_channels::Unanswered::none(),
         })
         .unwrap();
     }
