@@ -11,6 +11,7 @@ pub mod peers;
 pub mod smpp;
 pub mod smtp;
 pub mod smtp_sandbox;
+pub mod tls;
 pub mod webhook;
 pub mod wechat;
 

@@ -337,15 +337,27 @@ pub struct SandboxSmscArgs {
     pub all_delivered: bool,
     /// Write the log only once no part has come for this many milliseconds, then set the
     /// file's modification time to the last part's arrival: a benchmark's peer, which would
-    /// otherwise copy everything it holds every 20 ms while parts arrive (0: every 20 ms).
+    /// otherwise write its log every 20 ms while parts arrive (0: every 20 ms).
     #[arg(long, default_value_t = 0)]
     pub log_when_idle_ms: u64,
+    /// Speak SMPP over TLS with this certificate chain (PEM; with `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 async fn sandbox_smsc(args: SandboxSmscArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::time::{SystemTime, UNIX_EPOCH};
-    let sandbox = reachline_channels::smpp::sandbox::Sandbox::start(&args.listen).await?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(reachline_channels::tls::server_config(cert, key, &[]).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
+    let sandbox = reachline_channels::smpp::sandbox::Sandbox::start_with(&args.listen, tls).await?;
     // The arrival of the last submit, in nanoseconds since the epoch.
     let last_part = Arc::new(std::sync::atomic::AtomicU64::new(0));
     if args.all_delivered || args.log_when_idle_ms > 0 {
@@ -375,17 +387,17 @@ async fn sandbox_smsc(args: SandboxSmscArgs) -> anyhow::Result<()> {
         if !idle.is_zero() && SystemTime::now().duration_since(last).unwrap_or_default() < idle {
             continue;
         }
-        let all = sandbox.accepted();
-        for m in &all[written..] {
+        let new = sandbox.accepted_since(written);
+        for m in &new {
             let line = serde_json::json!({
                 "destination": m.destination, "text": m.text, "id": m.message_id, "concat": m.concat,
                 "session": m.session,
             });
             writeln!(log, "{line}")?;
         }
-        if all.len() > written {
+        if !new.is_empty() {
             log.flush()?;
-            written = all.len();
+            written += new.len();
             if !idle.is_zero() {
                 log.set_modified(last)?;
             }

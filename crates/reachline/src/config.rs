@@ -579,6 +579,9 @@ steps = [
 # source_addr = "Reachline"
 # window = 32
 # receipt_ids = "auto"     # how receipts write ids: auto, same, hex_to_decimal, decimal_to_hex
+# tls = false              # SMPP over TLS (the SMSC's TLS port)
+# tls_ca_file = "/etc/reachline/smsc-ca.pem"   # certificates to trust; the public roots if unset
+# tls_server_name = "smsc.carrier.example"     # when the certificate names another host
 
 # The mail server for email (omit to send no email): notices, contact-check links and codes.
 # Bounces come back to `bounce_prefix+REF@bounce_domain`. Durations in milliseconds.

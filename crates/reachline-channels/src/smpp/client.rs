@@ -39,6 +39,13 @@ pub struct SmppConfig {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// SMPP over TLS (the SMSC's TLS port, often 3550 or 8775).
+    pub tls: bool,
+    /// Certificates to trust for the SMSC (PEM), e.g. its private CA; the public web roots
+    /// when unset.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The name the SMSC's certificate must carry, when it is not `host`.
+    pub tls_server_name: Option<String>,
     pub system_id: String,
     pub password: String,
     pub system_type: String,
@@ -71,6 +78,7 @@ impl std::fmt::Debug for SmppConfig {
             .field("name", &self.name)
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("tls", &self.tls)
             .field("system_id", &self.system_id)
             .field("password", &"<redacted>")
             .field("source_addr", &self.source_addr)
@@ -85,6 +93,9 @@ impl Default for SmppConfig {
             name: "smsc".into(),
             host: "127.0.0.1".into(),
             port: 2775,
+            tls: false,
+            tls_ca_file: None,
+            tls_server_name: None,
             system_id: "reachline".into(),
             password: "secret".into(),
             system_type: String::new(),
@@ -275,26 +286,43 @@ fn cs<const MIN: usize, const MAX: usize>(s: &str) -> Result<COctetString<MIN, M
     COctetString::from_str(s).map_err(|e| format!("{e:?}"))
 }
 
-pub(super) async fn bind(c: &SmppConfig) -> Result<(Session, impl futures::Stream<Item = Event> + Unpin), String> {
+/// A bind's events: what the SMSC sent that was not an answer to one of our requests.
+type Events = futures::stream::BoxStream<'static, Event>;
+
+pub(super) async fn bind(c: &SmppConfig) -> Result<(Session, Events), String> {
     // Our own socket, so Nagle's algorithm can be turned off: with it on, a lone submit waits
     // for the SMSC's delayed ACK (~40 ms on Linux) and a trickle of notices crawls.
-    let stream = tokio::time::timeout(
-        Duration::from_millis(c.response_timeout_ms),
-        tokio::net::TcpStream::connect((c.host.as_str(), c.port)),
-    )
-    .await
-    .map_err(|_| "connect timed out".to_string())?
-    .map_err(|e| e.to_string())?;
+    let within = Duration::from_millis(c.response_timeout_ms);
+    let stream = tokio::time::timeout(within, tokio::net::TcpStream::connect((c.host.as_str(), c.port)))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (client, events, connection) = ConnectionBuilder::new()
+    let builder = ConnectionBuilder::new()
         .enquire_link_interval(Duration::from_millis(c.enquire_link_ms))
-        .enquire_link_response_timeout(Duration::from_millis(c.response_timeout_ms))
-        .response_timeout(Duration::from_millis(c.response_timeout_ms))
+        .enquire_link_response_timeout(within)
+        .response_timeout(within)
         .disable_interface_version_check()
-        .no_spawn()
-        .connected(stream);
-    let (session, driven) = Driven::new(client, connection);
-    tokio::spawn(driven);
+        .no_spawn();
+    let (session, events) = if c.tls {
+        let config = crate::tls::client_config(c.tls_ca_file.as_deref())?;
+        let name = c.tls_server_name.clone().unwrap_or_else(|| c.host.clone());
+        let name = rustls_pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| format!("{name:?} is not a name a certificate can carry: {e}"))?;
+        let tls = tokio::time::timeout(within, tokio_rustls::TlsConnector::from(config).connect(name, stream))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let (client, events, connection) = builder.connected(tls);
+        let (session, driven) = Driven::new(client, connection);
+        tokio::spawn(driven);
+        (session, events.boxed())
+    } else {
+        let (client, events, connection) = builder.connected(stream);
+        let (session, driven) = Driven::new(client, connection);
+        tokio::spawn(driven);
+        (session, events.boxed())
+    };
     let bind = session.client.bind_transceiver(
         BindTransceiver::builder()
             .system_id(cs(&c.system_id)?)
@@ -331,7 +359,18 @@ fn on_deliver_sm(inner: &Inner, d: &rusmpp::pdus::DeliverSm, answer: DeliverSmAn
     inner.stats.receipts.fetch_add(1, Ordering::Relaxed);
     let body: Vec<u8> = d.short_message().clone().into();
     let Some(r) = read_receipt(&receipt_tlvs(d), &body, &inner.config.err_table) else {
-        tracing::warn!(provider = %inner.config.name, "receipt without a message id");
+        // Kept and flagged, as a webhook body that does not parse is: reported with no
+        // reference, the engine records it among the receipts that matched nothing.
+        tracing::warn!(provider = %inner.config.name, "receipt without a message id; kept as malformed");
+        inner.stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
+        let pending = Pending {
+            class: DeliveryClass::Unknown,
+            code: "malformed".into(),
+            is_final: false,
+            raw: body,
+            unanswered: Unanswered::until_dropped(answer),
+        };
+        emit(inner, None, String::new(), pending);
         return;
     };
     let state = r.state.map_or("no state", MessageState::stat_word);

@@ -31,7 +31,7 @@ use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{EsmClass, MessageState, NetworkErrorCode, Npi, Ton};
 use rusmpp::{Command, CommandStatus, Pdu};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 
@@ -91,6 +91,10 @@ pub fn last_digit(dest: &str) -> u8 {
 /// decimal text body. Delivered.
 pub const DELIVERED_TLV: u8 = 10;
 
+/// Another behaviour only a script can choose: accepts; the receipt names no message (no
+/// `receipted_message_id`, no `id:` in its text), as a broken upstream sends them.
+pub const NO_ID: u8 = 11;
+
 /// Maps a destination number to the behaviour digit of the table above (or [`DELIVERED_TLV`]).
 pub type Script = Arc<dyn Fn(&str) -> u8 + Send + Sync>;
 
@@ -112,6 +116,12 @@ impl Drop for Sandbox {
 impl Sandbox {
     /// Listens on `addr` (use port 0 for any free port).
     pub async fn start(addr: &str) -> std::io::Result<Self> {
+        Self::start_with(addr, None).await
+    }
+
+    /// Listens on `addr`, speaking SMPP over TLS with `tls` when given (a session starts once
+    /// its handshake is done; one that fails is closed).
+    pub async fn start_with(addr: &str, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
@@ -124,7 +134,22 @@ impl Sandbox {
                     continue;
                 }
                 let _ = sock.set_nodelay(true);
-                tokio::spawn(session(sock, s.clone(), drop_rx.clone()));
+                match &tls {
+                    None => {
+                        tokio::spawn(session(sock, s.clone(), drop_rx.clone()));
+                    }
+                    Some(config) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                        let (s, drop_rx) = (s.clone(), drop_rx.clone());
+                        tokio::spawn(async move {
+                            let handshake =
+                                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(sock));
+                            if let Ok(Ok(tls)) = handshake.await {
+                                session(tls, s, drop_rx).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         Ok(Sandbox {
@@ -142,6 +167,13 @@ impl Sandbox {
     /// Every part accepted so far, in order.
     pub fn accepted(&self) -> Vec<SandboxMessage> {
         self.state.accepted.lock().expect("sandbox lock poisoned").clone()
+    }
+
+    /// The parts accepted after the first `start`, in order (a log's tail, without copying
+    /// what was logged already).
+    pub fn accepted_since(&self, start: usize) -> Vec<SandboxMessage> {
+        let all = self.state.accepted.lock().expect("sandbox lock poisoned");
+        all.get(start..).map(<[SandboxMessage]>::to_vec).unwrap_or_default()
     }
 
     /// How many parts were accepted so far (without copying them).
@@ -238,6 +270,7 @@ fn receipt(to_esme: &str, from: &str, id: &str, digit: u8, seq: u32) -> Command 
         3 => format!("ID:{id} STAT:undeliv ERR:027"),
         4 => format!("id:{id} submit date:2601291200 done date:2601301200 stat:EXPIRED err:000"),
         9 => format!("id:{id} stat:UNDELIV err:255"),
+        NO_ID => "sub:001 dlvrd:001 stat:DELIVRD err:000 text:".to_string(),
         _ => {
             format!("id:{id} sub:001 dlvrd:001 submit date:2601291200 done date:2601291200 stat:DELIVRD err:000 text:")
         }
@@ -265,7 +298,10 @@ fn receipt(to_esme: &str, from: &str, id: &str, digit: u8, seq: u32) -> Command 
     Command::new(CommandStatus::EsmeRok, seq, d)
 }
 
-async fn session(sock: TcpStream, state: Arc<State>, mut drop_rx: watch::Receiver<u64>) {
+async fn session<S>(sock: S, state: Arc<State>, mut drop_rx: watch::Receiver<u64>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let session_no = state.sessions.fetch_add(1, Ordering::Relaxed) + 1;
     drop_rx.mark_unchanged();
     let (mut sink, mut stream) = Framed::new(sock, CommandCodec::new()).split();

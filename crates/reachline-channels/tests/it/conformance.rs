@@ -160,6 +160,85 @@ async fn a_receipt_is_answered_only_once_its_reader_lets_it_go() {
     assert_eq!(sb.answered(), 2);
 }
 
+/// A receipt that names no message is kept: reported with no reference, classed `Unknown`,
+/// flagged `malformed`, its text as it came.
+#[tokio::test]
+async fn a_receipt_naming_no_message_is_kept_and_flagged() {
+    use futures::StreamExt;
+    let (sb, ch) = sandbox_channel().await;
+    sb.set_script(Arc::new(|_: &str| reachline_channels::smpp::sandbox::NO_ID));
+    let mut receipts = ch.take_receipts().unwrap();
+    ch.send(&msg(1, 0, "due tomorrow")).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), receipts.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.reference, r.provider_id.as_str()), (None, ""));
+    assert_eq!((r.class, r.code.as_str(), r.is_final), (Unknown, "malformed", false));
+    assert_eq!(r.raw, b"sub:001 dlvrd:001 stat:DELIVRD err:000 text:");
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// SMPP over TLS: the client checks the SMSC's certificate against the configured CA file, then
+/// sends and gets its receipts as in the clear; an SMSC whose certificate it does not trust is
+/// never bound, and a send says the provider is unavailable.
+#[tokio::test]
+async fn speaks_smpp_over_tls_to_an_smsc_it_trusts_only() {
+    use futures::StreamExt;
+    let tls =
+        reachline_channels::tls::server_config(&fixture("smsc-test-cert.pem"), &fixture("smsc-test-key.pem"), &[])
+            .unwrap();
+    let sb = Sandbox::start_with("127.0.0.1:0", Some(tls)).await.unwrap();
+    let port = sb.addr().port();
+    let ch = SmppChannel::start(SmppConfig {
+        tls: true,
+        tls_ca_file: Some(fixture("smsc-test-cert.pem")),
+        tls_server_name: Some("localhost".into()),
+        ..config(port)
+    });
+    assert!(ch.wait_bound(Duration::from_secs(5)).await, "bound over TLS");
+    let mut receipts = ch.take_receipts().unwrap();
+    let accepted = ch.send(&msg(1, 0, "due tomorrow")).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), receipts.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.reference, r.class), (Some(MessageRef("m1".into())), Delivered));
+    assert_eq!(accepted.provider_ids.len(), 1);
+    assert_eq!(sb.accepted().len(), 1);
+
+    // The same SMSC, trusted through another certificate: the handshake fails, nothing is sent.
+    let untrusting = SmppChannel::start(SmppConfig {
+        tls: true,
+        tls_ca_file: Some(fixture("other-cert.pem")),
+        tls_server_name: Some("localhost".into()),
+        bind_wait_ms: 500,
+        ..config(port)
+    });
+    assert!(
+        !untrusting.wait_bound(Duration::from_secs(1)).await,
+        "not bound to an untrusted SMSC"
+    );
+    let e = untrusting.send(&msg(2, 0, "due tomorrow")).await.unwrap_err();
+    assert_eq!(e.scope, Scope::Provider, "{e:?}");
+    // In the clear, to the TLS port: no bind either.
+    let clear = SmppChannel::start(SmppConfig {
+        bind_wait_ms: 500,
+        response_timeout_ms: 500,
+        ..config(port)
+    });
+    assert!(
+        !clear.wait_bound(Duration::from_secs(1)).await,
+        "no bind in the clear on a TLS port"
+    );
+    assert_eq!(sb.accepted().len(), 1, "nothing more reached the SMSC");
+}
+
 #[tokio::test]
 async fn reconnects_after_the_peer_drops_and_loses_nothing() {
     let (sb, ch) = sandbox_channel().await;
