@@ -135,6 +135,25 @@ pub struct Receipt {
     pub unanswered: Unanswered,
 }
 
+impl Receipt {
+    /// A receipt that could not be read (it names no message, or its body does not parse):
+    /// kept and flagged — no reference, `Unknown`, code `malformed`, the raw bytes as they came
+    /// — and recorded among the receipts that matched nothing.
+    pub fn malformed(provider: &str, raw: Vec<u8>, unanswered: Unanswered) -> Receipt {
+        Receipt {
+            provider: provider.to_string(),
+            reference: None,
+            provider_id: String::new(),
+            part: None,
+            class: reachline_domain::DeliveryClass::Unknown,
+            code: "malformed".into(),
+            is_final: false,
+            raw,
+            unanswered,
+        }
+    }
+}
+
 /// Keeps a provider's receipt unanswered while any copy of its [`Receipt`] lives. SMPP answers a
 /// `deliver_sm` only then: the engine holds each batch of receipts until it is recorded, so a
 /// crash before that leaves the receipt unanswered and the SMSC delivers it again, where

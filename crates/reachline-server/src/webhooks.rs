@@ -141,17 +141,7 @@ fn sighting(cfg: &WebhookConfig, signature: &str, now: chrono::DateTime<chrono::
 /// A body that does not parse: kept and flagged like any receipt that matched nothing (and then
 /// refused).
 fn malformed(cfg: &WebhookConfig, body: &[u8]) -> Receipt {
-    Receipt {
-        provider: cfg.name.clone(),
-        reference: None,
-        provider_id: String::new(),
-        part: None,
-        class: reachline_domain::DeliveryClass::Unknown,
-        code: "malformed".into(),
-        is_final: false,
-        raw: body.to_vec(),
-        unanswered: reachline_channels::Unanswered::none(),
-    }
+    Receipt::malformed(&cfg.name, body.to_vec(), reachline_channels::Unanswered::none())
 }
 
 /// `GET`: WeChat's check of the server URL, answered with its `echostr` once the query's

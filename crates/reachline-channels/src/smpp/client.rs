@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::classify::smpp::{command_status_class, is_throttle, ErrTable, MessageState};
 use crate::matching::{Matched, Matcher};
-use crate::smpp::driven::{Driven, Session};
+use crate::smpp::driven::{self, Session};
 use crate::smpp::encoding;
 use crate::smpp::receipt::{read_receipt, ReceiptTlvs};
 use crate::{Accepted, Channel, MessageRef, Outbound, Receipt, ReceiptStream, SendError, Unanswered};
@@ -302,8 +302,7 @@ pub(super) async fn bind(c: &SmppConfig) -> Result<(Session, Events), String> {
         .enquire_link_interval(Duration::from_millis(c.enquire_link_ms))
         .enquire_link_response_timeout(within)
         .response_timeout(within)
-        .disable_interface_version_check()
-        .no_spawn();
+        .disable_interface_version_check();
     let (session, events) = if c.tls {
         let config = crate::tls::client_config(c.tls_ca_file.as_deref())?;
         let name = c.tls_server_name.clone().unwrap_or_else(|| c.host.clone());
@@ -313,15 +312,9 @@ pub(super) async fn bind(c: &SmppConfig) -> Result<(Session, Events), String> {
             .await
             .map_err(|_| "TLS handshake timed out".to_string())?
             .map_err(|e| format!("TLS handshake: {e}"))?;
-        let (client, events, connection) = builder.connected(tls);
-        let (session, driven) = Driven::new(client, connection);
-        tokio::spawn(driven);
-        (session, events.boxed())
+        driven::start(builder, tls)
     } else {
-        let (client, events, connection) = builder.connected(stream);
-        let (session, driven) = Driven::new(client, connection);
-        tokio::spawn(driven);
-        (session, events.boxed())
+        driven::start(builder, stream)
     };
     let bind = session.client.bind_transceiver(
         BindTransceiver::builder()
@@ -359,18 +352,10 @@ fn on_deliver_sm(inner: &Inner, d: &rusmpp::pdus::DeliverSm, answer: DeliverSmAn
     inner.stats.receipts.fetch_add(1, Ordering::Relaxed);
     let body: Vec<u8> = d.short_message().clone().into();
     let Some(r) = read_receipt(&receipt_tlvs(d), &body, &inner.config.err_table) else {
-        // Kept and flagged, as a webhook body that does not parse is: reported with no
-        // reference, the engine records it among the receipts that matched nothing.
         tracing::warn!(provider = %inner.config.name, "receipt without a message id; kept as malformed");
         inner.stats.receipts_unmatched.fetch_add(1, Ordering::Relaxed);
-        let pending = Pending {
-            class: DeliveryClass::Unknown,
-            code: "malformed".into(),
-            is_final: false,
-            raw: body,
-            unanswered: Unanswered::until_dropped(answer),
-        };
-        emit(inner, None, String::new(), pending);
+        let receipt = Receipt::malformed(&inner.config.name, body, Unanswered::until_dropped(answer));
+        let _ = inner.receipts_tx.send(receipt);
         return;
     };
     let state = r.state.map_or("no state", MessageState::stat_word);

@@ -63,6 +63,22 @@ impl Session {
     }
 }
 
+/// Starts a connection on `stream` (a TCP or TLS stream), built by `builder`, under a
+/// [`Driven`] task: the session and the SMSC's events.
+pub(crate) fn start<S>(
+    builder: rusmppc::ConnectionBuilder,
+    stream: S,
+) -> (Session, futures::stream::BoxStream<'static, rusmppc::Event>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use futures::StreamExt;
+    let (client, events, connection) = builder.no_spawn().connected(stream);
+    let (session, driven) = Driven::new(client, connection);
+    tokio::spawn(driven);
+    (session, events.boxed())
+}
+
 /// The connection future, polled as the module's documentation says.
 pub(crate) struct Driven<F> {
     connection: Pin<Box<F>>,
