@@ -150,6 +150,8 @@ const INTAKE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5
 /// Lookups asked at once after a planning batch (vendors limit concurrent queries; eight is
 /// well inside what number-intelligence APIs allow).
 const LOOKUPS_AT_ONCE: usize = 8;
+/// Contact checks run at once.
+const CHECKS_AT_ONCE: usize = 32;
 
 /// A batch's plan being written, with the lookups and contact checks to run after it.
 type PlanWriting = (
@@ -166,6 +168,8 @@ pub struct PlanReport {
     pub queued: u64,
     /// Lookups answered (each became evidence).
     pub lookups: u64,
+    /// Contact checks the pass's decisions asked for (one per borrower at most).
+    pub checks: u64,
 }
 
 /// Counters the demo and the benchmark read.
@@ -288,21 +292,35 @@ impl Engine {
         Ok(n)
     }
 
-    /// One planning pass over every borrower due for a decision at `now`. The pass's borrowers
-    /// go in batches of `plan_batch`: `plan_reads` batches are read (each on its own read
-    /// connection) and decided at once, each in its own task, while the batch before them is
-    /// written; writes stay in order, one at a time.
+    /// One planning pass over every borrower due for a decision at `now`, then the contact
+    /// checks it asked for (`plan_pass`, then `contact_checks`).
     pub async fn plan(&self, now: DateTime<Utc>) -> Result<PlanReport, EngineError> {
+        let (report, checks) = self.plan_pass(now).await?;
+        self.contact_checks(checks, now).await?;
+        Ok(report)
+    }
+
+    /// One planning pass over every borrower due for a decision at `now`: decisions, queued
+    /// sends and wake times written, lookups asked. The contact checks its decisions asked for
+    /// are returned, not run: a check is a workflow of its own (reads, steps, ledger leaves,
+    /// links sent), and `step` runs them beside the dispatch pass rather than holding the
+    /// planning of the rest of the book behind them. The pass's borrowers go in batches of
+    /// `plan_batch`: `plan_reads` batches are read (each on its own read connection) and decided
+    /// at once, each in its own task, while the batch before them is written; writes stay in
+    /// order, one at a time.
+    pub async fn plan_pass(&self, now: DateTime<Utc>) -> Result<(PlanReport, Vec<plan::Check>), EngineError> {
         let (back, ahead) = self.cfg.window();
         // Zones differ by at most a day from UTC.
         let today = now.date_naive();
         let from = today - Duration::days(back + 1);
         let to = today + Duration::days(ahead + 1);
         let mut report = PlanReport::default();
+        let mut checks = Vec::new();
         if self.store.plan_slices() <= 1 {
             let due = self.store.due_borrowers(from, to, now).await?;
-            self.plan_borrowers(due, (from, to), now, &mut report).await?;
-            return Ok(report);
+            self.plan_borrowers(due, (from, to), now, &mut report, &mut checks)
+                .await?;
+            return Ok((report, checks));
         }
         // Several nodes may share the database: plan the slices no other node holds.
         let mut done = Vec::new();
@@ -313,9 +331,23 @@ impl Engine {
         {
             done.push(slice);
             let due = self.store.due_borrowers_in(from, to, now, slice).await?;
-            self.plan_borrowers(due, (from, to), now, &mut report).await?;
+            self.plan_borrowers(due, (from, to), now, &mut report, &mut checks)
+                .await?;
         }
-        Ok(report)
+        Ok((report, checks))
+    }
+
+    /// Runs contact checks a planning pass asked for, side by side (their ledger leaves share
+    /// the sequencer's batches). Each reads before it writes, so a check already under way or
+    /// answered lately costs one read.
+    pub async fn contact_checks(&self, checks: Vec<plan::Check>, now: DateTime<Utc>) -> Result<(), EngineError> {
+        let mut running = futures::stream::iter(checks)
+            .map(|(borrower, contact)| self.contact_check(borrower, contact, now))
+            .buffer_unordered(CHECKS_AT_ONCE);
+        while let Some(done) = running.next().await {
+            done?;
+        }
+        Ok(())
     }
 
     /// Plans `due` in batches, reading ahead while the batch before is written.
@@ -325,6 +357,7 @@ impl Engine {
         (from, to): (NaiveDate, NaiveDate),
         now: DateTime<Utc>,
         report: &mut PlanReport,
+        checks: &mut Vec<plan::Check>,
     ) -> Result<(), EngineError> {
         let mut batches = futures::stream::iter(due.chunks(self.cfg.plan_batch.max(1)).map(<[BorrowerId]>::to_vec))
             .map(|ids| {
@@ -341,7 +374,7 @@ impl Engine {
             report.borrowers += batch.borrowers;
             report.decisions += batch.decisions;
             if let Some(w) = writing.take() {
-                self.finish_plan_write(w, now, report).await?;
+                checks.extend(self.finish_plan_write(w, now, report).await?);
             }
             let store = self.store.clone();
             let write = batch.write;
@@ -352,19 +385,19 @@ impl Engine {
             ));
         }
         if let Some(w) = writing.take() {
-            self.finish_plan_write(w, now, report).await?;
+            checks.extend(self.finish_plan_write(w, now, report).await?);
         }
         Ok(())
     }
 
-    /// Waits for a batch's write, then asks the lookups its decisions named and runs the
+    /// Waits for a batch's write, then asks the lookups its decisions named; returns the
     /// contact checks they asked for.
     async fn finish_plan_write(
         &self,
         (write, lookups, checks): PlanWriting,
         now: DateTime<Utc>,
         report: &mut PlanReport,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<plan::Check>, EngineError> {
         report.queued += write
             .await
             .map_err(|e| EngineError::Corrupt(format!("a planning write stopped: {e}")))??
@@ -376,14 +409,8 @@ impl Engine {
         while let Some(answered) = asked.next().await {
             report.lookups += u64::from(answered?);
         }
-        // Side by side, so their ledger leaves share the sequencer's batches.
-        let mut checks = futures::stream::iter(checks)
-            .map(|(borrower, contact)| self.contact_check(borrower, contact, now))
-            .buffer_unordered(32);
-        while let Some(done) = checks.next().await {
-            done?;
-        }
-        Ok(())
+        report.checks += checks.len() as u64;
+        Ok(checks)
     }
 
     /// Asks the number-intelligence source what health needs, at most once a day per contact
@@ -628,11 +655,12 @@ impl Engine {
     }
 
     /// One turn of every worker: settle what a dead dispatcher left, plan, then dispatch what
-    /// is due.
+    /// is due while the contact checks the pass asked for run.
     pub async fn step(&self, now: DateTime<Utc>) -> Result<(PlanReport, DispatchReport), EngineError> {
         self.recover(now).await?;
-        let planned = self.plan(now).await?;
-        let dispatched = self.dispatch(now).await?;
+        let (planned, checks) = self.plan_pass(now).await?;
+        // The checks beside the sends: neither waits on the other.
+        let ((), dispatched) = futures::try_join!(self.contact_checks(checks, now), self.dispatch(now))?;
         Ok((planned, dispatched))
     }
 

@@ -15,6 +15,7 @@ use reachline_domain::{BorrowerId, Channel, ContactAddress, ContactId, Purpose};
 use reachline_ledger::leaf::{content_hash, Leaf, LeafKind, TemplateRef};
 use reachline_policy::codes::{sign_link, LinkClaims};
 use reachline_policy::gates::{self, Gate};
+use reachline_store::engine::EngineView;
 use reachline_store::selfservice::{CheckRecord, Filter, StepRecord};
 use serde::Serialize;
 
@@ -163,6 +164,17 @@ impl Engine {
             .into_iter()
             .next()
             .ok_or(VerifyError::Refused("no_such_borrower"))?;
+        self.send_verification_in(v, &view, now).await
+    }
+
+    /// `send_verification` on a view of the borrower already read (from one day before `now`
+    /// to one day after): a contact check sending links to several contacts reads it once.
+    async fn send_verification_in(
+        &self,
+        v: &VerifySend,
+        view: &EngineView,
+        now: DateTime<Utc>,
+    ) -> Result<VerifySent, VerifyError> {
         let (address, channel, contact) = match &v.target {
             VerifyTarget::Contact(cid) => {
                 let c = view
@@ -175,7 +187,7 @@ impl Engine {
                     .copied()
                     .find(|ch| self.channels.contains_key(ch) && *ch != Channel::Voice)
                     .ok_or(VerifyError::NoChannel(reachline_policy::channels_of(c.kind)[0]))?;
-                let owned = Owned::build(&view, &self.cfg, now)?;
+                let owned = Owned::build(view, &self.cfg, now)?;
                 let assessment = owned
                     .health
                     .contacts
@@ -422,10 +434,17 @@ impl Engine {
         if check.state != "open" {
             return Ok(check.id);
         }
-        let steps = self.store.steps(borrower, None, Some(check.id)).await?;
         // `links_sending` is recorded before the first link goes: a crash mid-send leaves the
-        // links in doubt, and they are not sent again (as the outbox never resubmits).
-        if steps.iter().any(|s| s.step == "links_sending") {
+        // links in doubt, and they are not sent again (as the outbox never resubmits). A check
+        // opened just now has no steps but its first.
+        let sending = !created
+            && self
+                .store
+                .steps(borrower, None, Some(check.id))
+                .await?
+                .iter()
+                .any(|s| s.step == "links_sending");
+        if sending {
             if now - check.opened_at >= CHECK_PATIENCE {
                 self.store.set_check_state(check.id, "operator_task", now).await?;
                 self.record_step(&step("operator_task", Some(r#"{"why":"no_answer"}"#.into())))
@@ -476,7 +495,7 @@ impl Engine {
                 actor: actor.to_string(),
                 asked_by_borrower: asked,
             };
-            match self.send_verification(&v, now).await {
+            match self.send_verification_in(&v, view, now).await {
                 Ok(_) => sent += 1,
                 Err(VerifyError::NotNow(_)) => later = true,
                 Err(VerifyError::Engine(e)) => return Err(e),

@@ -185,6 +185,11 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
         );
         line("plan: decisions", "decisions", "plan_seconds");
         line(
+            "contact checks the pass asked for, run beside the dispatch (from its start)",
+            "checks",
+            "checks_seconds",
+        );
+        line(
             "dispatch: notices sent over SMPP, each attempt recorded",
             "sent",
             "dispatch_seconds",
@@ -383,6 +388,8 @@ fn fold(nodes: &[serde_json::Value]) -> anyhow::Result<serde_json::Value> {
         "decisions": sum("decisions")?,
         "queued": sum("queued")?,
         "plan_seconds": plan_end - start,
+        "checks": sum("checks")?,
+        "checks_seconds": max("checks_seconds")?,
         "sent": sum("sent")?,
         "failed": sum("failed")?,
         "cancelled": sum("cancelled")?,
@@ -456,24 +463,31 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
     control.next_line().await?;
     let started_at = unix_seconds();
     let t = Instant::now();
-    let mut p = engine.plan(now).await?;
+    let (mut p, checks) = engine.plan_pass(now).await?;
     let plan_seconds = t.elapsed().as_secs_f64();
     let planned_at = unix_seconds();
     let t = Instant::now();
-    let mut d = engine.dispatch(now).await?;
+    // The contact checks the pass asked for run beside the dispatch, as `reachline run`'s
+    // step runs them; timed on their own.
+    let checks_run = async {
+        engine.contact_checks(checks, now).await?;
+        Ok::<_, reachline_engine::EngineError>(t.elapsed().as_secs_f64())
+    };
+    let (checks_seconds, mut d) = futures::try_join!(checks_run, engine.dispatch(now))?;
     // Where planning is split into slices that several nodes claim (PostgreSQL), a node goes on
     // until a pass finds no slice left to plan and nothing to send: the slices other nodes
     // were still planning when this one's dispatch ran dry are sent by whoever is free.
     if store.plan_slices() > 1 {
         loop {
-            let more = engine.plan(now).await?;
-            let sent = engine.dispatch(now).await?;
+            let (more, checks) = engine.plan_pass(now).await?;
+            let ((), sent) = futures::try_join!(engine.contact_checks(checks, now), engine.dispatch(now))?;
             if more.borrowers == 0 && sent.leased == 0 {
                 break;
             }
             p.borrowers += more.borrowers;
             p.decisions += more.decisions;
             p.queued += more.queued;
+            p.checks += more.checks;
             d.sent += sent.sent;
             d.failed += sent.failed;
             d.cancelled += sent.cancelled;
@@ -504,6 +518,8 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
         "decisions": p.decisions,
         "queued": p.queued,
         "plan_seconds": plan_seconds,
+        "checks": p.checks,
+        "checks_seconds": checks_seconds,
         "sent": d.sent,
         "failed": d.failed,
         "cancelled": d.cancelled,
