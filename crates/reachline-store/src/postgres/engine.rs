@@ -328,7 +328,7 @@ impl EngineStore for PgStore {
         };
         for r in sqlx::query(
             "SELECT id, borrower_id, kind, role, relation, bound_since, verified_at, retired_at FROM contact_points \
-             WHERE borrower_id = ANY($1) ORDER BY id",
+             WHERE borrower_id = ANY($1) ORDER BY borrower_id, id",
         )
         .bind(&set)
         .fetch_all(&mut *c)
@@ -348,7 +348,7 @@ impl EngineStore for PgStore {
         }
         for r in sqlx::query(
             "SELECT borrower_id, purpose, channel, state, at, source, text_version FROM consents \
-             WHERE borrower_id = ANY($1) ORDER BY at, id",
+             WHERE borrower_id = ANY($1) ORDER BY borrower_id, at, id",
         )
         .bind(&set)
         .fetch_all(&mut *c)

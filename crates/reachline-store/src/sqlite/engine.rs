@@ -1162,7 +1162,7 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
     {
         let mut stmt = c.prepare_cached(
             "SELECT id, borrower_id, kind, role, relation, bound_since, verified_at, retired_at FROM contact_points \
-             WHERE borrower_id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+             WHERE borrower_id IN (SELECT value FROM json_each(?1)) ORDER BY borrower_id, id",
         )?;
         type Raw = (
             i64,
@@ -1192,7 +1192,7 @@ fn views(c: &Connection, ids: &[i64], from: NaiveDate, to: NaiveDate) -> Result<
     {
         let mut stmt = c.prepare_cached(
             "SELECT borrower_id, purpose, channel, state, at, source, text_version FROM consents \
-             WHERE borrower_id IN (SELECT value FROM json_each(?1)) ORDER BY at, id",
+             WHERE borrower_id IN (SELECT value FROM json_each(?1)) ORDER BY borrower_id, at, id",
         )?;
         type Raw = (i64, String, String, String, i64, String, String);
         let rows = stmt

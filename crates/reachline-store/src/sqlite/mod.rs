@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0012_privacy.sql"),
     include_str!("../../migrations/sqlite/0013_provider_ids_by_outbox.sql"),
     include_str!("../../migrations/sqlite/0014_unmatched_receipts.sql"),
+    include_str!("../../migrations/sqlite/0015_view_indexes.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.
