@@ -153,7 +153,8 @@ const LOOKUPS_AT_ONCE: usize = 8;
 /// Contact checks run at once.
 const CHECKS_AT_ONCE: usize = 32;
 
-/// A batch's plan being written, with the lookups and contact checks to run after it.
+/// A batch's plan being written, with the lookups to ask and the contact checks to hand back
+/// once it is.
 type PlanWriting = (
     tokio::task::JoinHandle<reachline_store::Result<usize>>,
     Vec<plan::Lookup>,
@@ -303,7 +304,7 @@ impl Engine {
     /// One planning pass over every borrower due for a decision at `now`: decisions, queued
     /// sends and wake times written, lookups asked. The contact checks its decisions asked for
     /// are returned, not run: a check is a workflow of its own (reads, steps, ledger leaves,
-    /// links sent), and `step` runs them beside the dispatch pass rather than holding the
+    /// links sent), and `step` runs them after its dispatch pass rather than holding the
     /// planning of the rest of the book behind them. The pass's borrowers go in batches of
     /// `plan_batch`: `plan_reads` batches are read (each on its own read connection) and decided
     /// at once, each in its own task, while the batch before them is written; writes stay in
@@ -320,6 +321,7 @@ impl Engine {
             let due = self.store.due_borrowers(from, to, now).await?;
             self.plan_borrowers(due, (from, to), now, &mut report, &mut checks)
                 .await?;
+            report.checks = checks.len() as u64;
             return Ok((report, checks));
         }
         // Several nodes may share the database: plan the slices no other node holds.
@@ -334,6 +336,7 @@ impl Engine {
             self.plan_borrowers(due, (from, to), now, &mut report, &mut checks)
                 .await?;
         }
+        report.checks = checks.len() as u64;
         Ok((report, checks))
     }
 
@@ -409,7 +412,6 @@ impl Engine {
         while let Some(answered) = asked.next().await {
             report.lookups += u64::from(answered?);
         }
-        report.checks += checks.len() as u64;
         Ok(checks)
     }
 

@@ -138,12 +138,6 @@ fn sighting(cfg: &WebhookConfig, signature: &str, now: chrono::DateTime<chrono::
     }
 }
 
-/// A body that does not parse: kept and flagged like any receipt that matched nothing (and then
-/// refused).
-fn malformed(cfg: &WebhookConfig, body: &[u8]) -> Receipt {
-    Receipt::malformed(&cfg.name, body.to_vec(), reachline_channels::Unanswered::none())
-}
-
 /// `GET`: WeChat's check of the server URL, answered with its `echostr` once the query's
 /// signature is good. Nothing is recorded, so the signature is not spent: the answer only
 /// repeats what the caller sent.
@@ -277,7 +271,11 @@ async fn receipt(
 ) -> Result<&'static str, ApiError> {
     let (receipt, malformed) = match parsed {
         Ok(r) => (r, false),
-        Err(_) => (self::malformed(cfg, body), true),
+        // Kept and flagged like any receipt that matched nothing (and then refused).
+        Err(_) => (
+            Receipt::malformed(&cfg.name, body.to_vec(), reachline_channels::Unanswered::none()),
+            true,
+        ),
     };
     let class = receipt.class.as_str();
     if s.receipts.record(sighting, Some(receipt)).await? == Recorded::Replayed {

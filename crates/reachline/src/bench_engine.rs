@@ -490,7 +490,6 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
     }
     let dispatch_seconds = t.elapsed().as_secs_f64();
     let dispatched_at = unix_seconds();
-
     let parts = sms.stats().submitted.load(std::sync::atomic::Ordering::Relaxed);
     if let Some(sandbox) = &sandbox {
         anyhow::ensure!(
