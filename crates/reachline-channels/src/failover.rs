@@ -1,7 +1,9 @@
 //! Several providers for one channel in priority order: a circuit breaker per provider takes a
 //! failing or slow one out of rotation for a while, a token bucket per provider (`governor`)
 //! keeps us under the account's rate, and a send falls over to the next provider only when the
-//! failure is the provider's, never when the address itself was refused.
+//! failure is the provider's, never when the address itself was refused, and never when the
+//! provider may have taken the message (no answer in time, or the connection dropped after the
+//! message went out: [`crate::Permanence::InDoubt`]), since the next provider would send it twice.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -158,7 +160,9 @@ impl Channel for Failover {
             let start = Instant::now();
             let result = match tokio::time::timeout(p.timeout, p.channel.send(msg)).await {
                 Ok(r) => r,
-                Err(_) => Err(SendError::unavailable(
+                // The provider may have taken it while we waited: the next one must not send it
+                // again.
+                Err(_) => Err(SendError::in_doubt(
                     p.channel.provider(),
                     format!("no answer in {:?}", p.timeout),
                 )),
@@ -169,7 +173,7 @@ impl Channel for Failover {
                 .expect("breaker lock poisoned")
                 .record(!provider_fault, start.elapsed(), Instant::now());
             match result {
-                Err(e) if e.scope == Scope::Provider => {
+                Err(e) if e.scope == Scope::Provider && !e.is_in_doubt() => {
                     tracing::warn!(provider = p.channel.provider(), error = %e, "provider failed; trying the next");
                     last = Some(e);
                 }

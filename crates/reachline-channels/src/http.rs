@@ -247,10 +247,20 @@ impl Channel for HttpChannel {
             req = req.bearer_auth(&self.config.token);
         }
         let resp = req.send().await.map_err(|e| {
-            SendError::unavailable(
-                &self.config.name,
-                if e.is_timeout() { "timeout" } else { "connection failed" },
-            )
+            if e.is_connect() {
+                // No connection, so no request: safe to try again or elsewhere.
+                SendError::unavailable(&self.config.name, "connection failed")
+            } else {
+                // The request may have reached the provider, which may have acted on it.
+                SendError::in_doubt(
+                    &self.config.name,
+                    if e.is_timeout() {
+                        "no answer in time"
+                    } else {
+                        "connection lost before the answer"
+                    },
+                )
+            }
         })?;
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap_or(Value::Null);

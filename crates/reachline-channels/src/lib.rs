@@ -52,6 +52,11 @@ pub struct Accepted {
 pub enum Permanence {
     Transient,
     Permanent,
+    /// The message went out to the provider and no answer came (the connection dropped, or the
+    /// answer was too late): the provider may have taken it. Trying again, here or with another
+    /// provider, could send it twice, so nobody does; the engine records the send in doubt and
+    /// its ladder climbs on the silence, as after a crash mid-send.
+    InDoubt,
 }
 
 /// Who the error is about: the provider (down, slow, throttling us), so another provider may
@@ -83,6 +88,23 @@ impl SendError {
 
     pub fn is_permanent(&self) -> bool {
         self.permanence == Permanence::Permanent
+    }
+
+    pub fn is_in_doubt(&self) -> bool {
+        self.permanence == Permanence::InDoubt
+    }
+
+    /// The message was handed to the provider, which did not answer: it may have taken it
+    /// (see [`Permanence::InDoubt`]). The breaker counts it against the provider.
+    pub fn in_doubt(provider: &str, detail: impl Into<String>) -> Self {
+        SendError {
+            provider: provider.to_string(),
+            class: DeliveryClass::Unknown,
+            permanence: Permanence::InDoubt,
+            scope: Scope::Provider,
+            code: "in_doubt".into(),
+            detail: detail.into(),
+        }
     }
 
     /// The provider could not be reached or did not answer in time.

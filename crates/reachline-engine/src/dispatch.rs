@@ -27,11 +27,15 @@ pub struct DispatchReport {
     pub released: u64,
     /// Leases that ran out before the send and were taken by another dispatcher.
     pub lost: u64,
+    /// Handed over with no answer (the provider may have taken them): recorded in doubt, never
+    /// sent again.
+    pub in_doubt: u64,
 }
 
 enum Done {
     Failed,
     Released,
+    InDoubt,
 }
 
 /// The variables a borrower's template may use (see `templates::BORROWER_FIELDS`).
@@ -226,6 +230,7 @@ impl Engine {
                         Err(e) => match self.send_failed(&row, e, now).await? {
                             Done::Released => report.released += 1,
                             Done::Failed => report.failed += 1,
+                            Done::InDoubt => report.in_doubt += 1,
                         },
                     }
                 }
@@ -345,6 +350,12 @@ impl Engine {
     }
 
     async fn send_failed(&self, row: &OutboxRow, e: SendError, now: DateTime<Utc>) -> Result<Done, EngineError> {
+        if e.is_in_doubt() {
+            // The provider may have it: never again; the ladder climbs on the silence.
+            tracing::warn!(row = row.id, provider = %e.provider, "send in doubt: the provider may have taken it");
+            self.store.record_in_doubt(row.id, now, &e.to_string()).await?;
+            return Ok(Done::InDoubt);
+        }
         let tries = row.tries + 1;
         if e.scope == Scope::Provider && e.is_transient() && tries < self.cfg.max_tries {
             let backoff = Duration::seconds(30 * (1 << tries.min(6)));

@@ -580,6 +580,11 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
         detail: &str,
     ) -> Result<()>;
 
+    /// The message went out and no answer came (the provider may have taken it): `in_doubt`,
+    /// never handed over again, as a row left `sending` by a crash is after recovery. The
+    /// borrower is woken: the ladder reads the send as one with no outcome yet.
+    async fn record_in_doubt(&self, id: i64, at: DateTime<Utc>, detail: &str) -> Result<()>;
+
     /// The send could not be made now (provider down): back to the queue until `retry_at`;
     /// from `in_doubt` too, since the provider did not take it.
     async fn release(&self, id: i64, retry_at: DateTime<Utc>, detail: &str) -> Result<()>;

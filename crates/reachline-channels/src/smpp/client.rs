@@ -59,7 +59,9 @@ pub struct SmppConfig {
     pub reconnect_max_ms: u64,
     /// First back-off after a throttling response; doubles up to a second.
     pub throttle_backoff_ms: u64,
-    /// Resubmits of one part after throttling or a lost connection before giving up.
+    /// Resubmits of one part after throttling before giving up. A part whose connection
+    /// dropped (or whose answer did not come in time) after it went out is never resubmitted:
+    /// the SMSC may have taken it, so the send is reported in doubt.
     pub max_resubmits: u32,
     /// How long a send waits for a bound session before it says the provider is unavailable.
     pub bind_wait_ms: u64,
@@ -120,7 +122,9 @@ impl Default for SmppConfig {
 pub struct SmppStats {
     pub submitted: AtomicU64,
     pub throttled: AtomicU64,
-    pub resubmitted_after_drop: AtomicU64,
+    /// Parts that went out and drew no answer (connection lost, or too late): reported in
+    /// doubt, never resubmitted.
+    pub in_doubt: AtomicU64,
     pub binds: AtomicU64,
     pub receipts: AtomicU64,
     pub receipts_unmatched: AtomicU64,
@@ -434,7 +438,8 @@ impl Inner {
         }
     }
 
-    /// Submits one part; returns the SMSC's message id.
+    /// Submits one part; returns the SMSC's message id. Throttled parts are submitted again
+    /// after a back-off; a part that went out on a session that then failed is in doubt.
     async fn submit_part(&self, pdu: SubmitSm) -> Result<String, SendError> {
         let name = &self.config.name;
         // `expect`: the semaphore is never closed.
@@ -444,11 +449,9 @@ impl Inner {
         loop {
             tries += 1;
             if tries > self.config.max_resubmits + 1 {
-                return Err(SendError::unavailable(
-                    name,
-                    "gave up after repeated throttling or drops",
-                ));
+                return Err(SendError::unavailable(name, "gave up after repeated throttling"));
             }
+            // Waiting for a bound session sends nothing: a provider down here is safe to retry.
             let Some(session) = self.session().await else {
                 return Err(SendError::unavailable(name, "no bound session"));
             };
@@ -474,11 +477,14 @@ impl Inner {
                     ));
                 }
                 Err(e) => {
-                    // The connection went away (or the SMSC stopped answering) with this part
-                    // unacknowledged: submit it again on the next session.
-                    tracing::warn!(provider = %name, error = %e, "submit lost with its session; resubmitting");
-                    self.stats.resubmitted_after_drop.fetch_add(1, Ordering::Relaxed);
+                    // The session failed (the connection dropped, or the SMSC stopped
+                    // answering) with this part handed to it. The client library does not say
+                    // whether the PDU was written, and the SMSC may have taken it before it
+                    // went: submitting it again could deliver it twice.
+                    tracing::warn!(provider = %name, error = %e, "submit unanswered when its session failed; in doubt");
+                    self.stats.in_doubt.fetch_add(1, Ordering::Relaxed);
                     session.call(session.client.close()).await.ok();
+                    return Err(SendError::in_doubt(name, format!("submit_sm unanswered: {e}")));
                 }
             }
         }
@@ -521,7 +527,8 @@ impl Channel for SmppChannel {
         let bad = |what: &str| SendError::rejected(name, DeliveryClass::OurFault, "encode", what.to_string());
         let reference = self.inner.next_ref.fetch_add(1, Ordering::Relaxed);
         let parts = encoding::encode(&msg.text, reference);
-        let mut ids = Vec::with_capacity(parts.len());
+        let n = parts.len();
+        let mut ids = Vec::with_capacity(n);
         for (i, part) in parts.into_iter().enumerate() {
             let pdu = SubmitSm::builder()
                 .service_type(ServiceType::default())
@@ -537,7 +544,17 @@ impl Channel for SmppChannel {
                 .data_coding(DataCoding::from(part.data_coding))
                 .short_message(OctetString::from_vec(part.short_message).map_err(|_| bad("part too long"))?)
                 .build();
-            let id = self.inner.submit_part(pdu).await?;
+            let id = match self.inner.submit_part(pdu).await {
+                Ok(id) => id,
+                // Earlier parts are out: trying the message again would send them twice.
+                Err(e) if i > 0 && !e.is_permanent() => {
+                    return Err(SendError::in_doubt(
+                        name,
+                        format!("part {} of {n} not taken after the first were: {}", i + 1, e.detail),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
             let held = self.inner.matcher.lock().expect("matcher lock poisoned").register(
                 &id,
                 PartRef {

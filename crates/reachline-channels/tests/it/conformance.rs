@@ -240,7 +240,7 @@ async fn speaks_smpp_over_tls_to_an_smsc_it_trusts_only() {
 }
 
 #[tokio::test]
-async fn reconnects_after_the_peer_drops_and_loses_nothing() {
+async fn reconnects_after_the_peer_drops_and_sends_nothing_twice() {
     let (sb, ch) = sandbox_channel().await;
     let ch = Arc::new(ch);
     let n = 400u32;
@@ -251,7 +251,7 @@ async fn reconnects_after_the_peer_drops_and_loses_nothing() {
             futures::stream::iter(0..n)
                 .map(|i| {
                     let ch = ch.clone();
-                    async move { ch.send(&msg(i, 0, &format!("tag{i}"))).await }
+                    async move { (i, ch.send(&msg(i, 0, &format!("tag{i}"))).await) }
                 })
                 .buffer_unordered(16)
                 .collect::<Vec<_>>()
@@ -263,26 +263,16 @@ async fn reconnects_after_the_peer_drops_and_loses_nothing() {
     }
     sb.drop_sessions();
     let results = sender.await.unwrap();
-    assert!(
-        results.iter().all(|r| r.is_ok()),
-        "{:?}",
-        results.iter().find(|r| r.is_err())
-    );
     assert!(sb.sessions() >= 2, "the client bound again");
-    let mut tags: Vec<String> = sb.accepted().into_iter().map(|m| m.text).collect();
-    let total = tags.len();
-    tags.sort();
-    tags.dedup();
-    assert_eq!(tags.len(), n as usize, "every message reached the SMSC");
-    let dups = total - tags.len();
-    let ambiguous = ch
-        .stats()
-        .resubmitted_after_drop
-        .load(std::sync::atomic::Ordering::Relaxed) as usize;
-    assert!(
-        dups <= ambiguous,
-        "{dups} duplicates but only {ambiguous} parts were resubmitted after the drop"
+    let tags: Vec<String> = sb.accepted().into_iter().map(|m| m.text).collect();
+    let (in_doubt, taken) = crate::helpers::exactly_once_or_in_doubt(&results, &tags, n, 16);
+    assert_eq!(
+        ch.stats().in_doubt.load(std::sync::atomic::Ordering::Relaxed) as usize,
+        in_doubt
     );
+    // The sends after the drop went out on the new session.
+    assert!(tags.len() >= n as usize - in_doubt);
+    eprintln!("drop: {n} messages, {in_doubt} in doubt ({taken} of them taken by the SMSC), none sent twice");
 }
 
 #[tokio::test]

@@ -49,6 +49,45 @@ pub async fn collect(
     out
 }
 
+/// Checks the outcome of sending messages `tag0..tag{n-1}` across a dropped SMSC connection:
+/// each send either was taken or came back in doubt (no other error); the SMSC got no tag twice
+/// (nothing resubmitted); every taken one reached it; at most `max_in_doubt` are in doubt.
+/// Returns how many were in doubt, and how many of those the SMSC had taken after all.
+pub fn exactly_once_or_in_doubt(
+    results: &[(u32, Result<reachline_channels::Accepted, reachline_channels::SendError>)],
+    accepted_tags: &[String],
+    n: u32,
+    max_in_doubt: usize,
+) -> (usize, usize) {
+    assert_eq!(results.len(), n as usize);
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for t in accepted_tags {
+        *seen.entry(t.as_str()).or_default() += 1;
+    }
+    let twice: Vec<&&str> = seen.iter().filter(|(_, c)| **c > 1).map(|(t, _)| t).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    let (mut in_doubt, mut taken_anyway) = (0, 0);
+    for (i, r) in results {
+        let tag = format!("tag{i}");
+        match r {
+            Ok(_) => assert!(
+                seen.contains_key(tag.as_str()),
+                "{tag} was taken but never reached the SMSC"
+            ),
+            Err(e) => {
+                assert!(e.is_in_doubt(), "{tag}: {e:?}");
+                in_doubt += 1;
+                taken_anyway += usize::from(seen.contains_key(tag.as_str()));
+            }
+        }
+    }
+    assert!(
+        in_doubt <= max_in_doubt,
+        "{in_doubt} in doubt, at most {max_in_doubt} were in flight"
+    );
+    (in_doubt, taken_anyway)
+}
+
 pub use reachline_channels::peers::{interop_python, tools_dir};
 
 /// The Python SMSC as a child process, killed on drop.

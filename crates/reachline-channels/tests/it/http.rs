@@ -208,3 +208,45 @@ async fn unsigned_or_stale_webhooks_are_refused_with_a_clear_reason() {
 fn reqwest_client() -> reqwest::Client {
     reqwest::Client::new()
 }
+
+/// A provider that takes the request and never answers may have acted on it: the send is in
+/// doubt (never retried), while one that cannot be reached at all is merely unavailable.
+#[tokio::test]
+async fn an_unanswered_request_is_in_doubt_an_unreachable_provider_is_not() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            held.push(sock);
+        }
+    });
+    let closed = crate::helpers::free_port();
+    let channel = |base_url: String| {
+        HttpChannel::new(HttpConfig {
+            name: "fcm".into(),
+            api: HttpApi::Fcm,
+            base_url,
+            token: "t0ken".into(),
+            template: "SMS_001".into(),
+            webhook_secret: SECRET.into(),
+            timeout_ms: 300,
+        })
+    };
+    let m = Outbound {
+        reference: MessageRef("d1".into()),
+        to: ContactAddress::PushToken("token-0".into()),
+        text: "还款提醒".into(),
+    };
+    let e = channel(silent_url).send(&m).await.unwrap_err();
+    assert!(e.is_in_doubt(), "{e:?}");
+    assert_eq!(requests.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let e = channel(format!("http://127.0.0.1:{closed}"))
+        .send(&m)
+        .await
+        .unwrap_err();
+    assert!(e.is_transient() && !e.is_in_doubt(), "{e:?}");
+}

@@ -23,7 +23,7 @@ async fn python_smsc_every_class_reachable() {
 }
 
 #[tokio::test]
-async fn python_smsc_throttling_recovered_and_kill_restart_loses_nothing() {
+async fn python_smsc_throttling_recovered_and_kill_restart_sends_nothing_twice() {
     let dir = std::env::temp_dir().join(format!("rl-interop-kill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("accepted.jsonl");
@@ -48,7 +48,7 @@ async fn python_smsc_throttling_recovered_and_kill_restart_loses_nothing() {
                         to: phone(i, 0),
                         text: format!("tag{i}"),
                     };
-                    async move { ch.send(&m).await }
+                    async move { (i, ch.send(&m).await) }
                 })
                 .buffer_unordered(16)
                 .collect::<Vec<_>>()
@@ -62,28 +62,19 @@ async fn python_smsc_throttling_recovered_and_kill_restart_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _smsc2 = PySmsc::start(port, &log, &["--throttle-every", "25", "--id-start", "5000000"]);
     let results = sender.await.unwrap();
-    assert!(
-        results.iter().all(|r| r.is_ok()),
-        "{:?}",
-        results.iter().find(|r| r.is_err())
-    );
     let stats = ch.stats();
     assert!(
         stats.throttled.load(Ordering::Relaxed) > 0,
         "throttling was met and recovered from"
     );
     assert!(stats.binds.load(Ordering::Relaxed) >= 2, "bound again after the kill");
-    let mut tags: Vec<String> = _smsc2.accepted().into_iter().map(|a| a.1).collect();
-    let total = tags.len();
-    tags.sort();
-    tags.dedup();
-    assert_eq!(tags.len(), n as usize, "no message lost");
-    let dups = total - tags.len();
-    let ambiguous = stats.resubmitted_after_drop.load(Ordering::Relaxed) as usize;
-    eprintln!("kill/restart: {n} messages, {dups} sent twice, {ambiguous} parts resubmitted after the drop");
-    assert!(
-        dups <= ambiguous,
-        "{dups} duplicates, only {ambiguous} ambiguous resubmits"
+    // Both SMSCs wrote to the same log: it holds every part either of them took.
+    let tags: Vec<String> = _smsc2.accepted().into_iter().map(|a| a.1).collect();
+    // At most the window's parts were out when the SMSC died.
+    let (in_doubt, taken) = crate::helpers::exactly_once_or_in_doubt(&results, &tags, n, 8);
+    assert_eq!(stats.in_doubt.load(Ordering::Relaxed) as usize, in_doubt);
+    eprintln!(
+        "kill/restart: {n} messages, {in_doubt} in doubt ({taken} of them taken by the dead SMSC), none sent twice"
     );
     // Receipts of messages the restarted SMSC accepted (its ids start at 5,000,000) all match;
     // the first SMSC's pending receipts died with it.
@@ -98,7 +89,7 @@ async fn python_smsc_throttling_recovered_and_kill_restart_loses_nothing() {
     assert!(!after.is_empty(), "the restarted SMSC accepted messages");
     let got = collect(&mut receipts, "k", after.len(), Duration::from_secs(30)).await;
     assert!(
-        got.len() >= after.len() - ambiguous.min(after.len()),
+        got.len() >= after.len(),
         "receipts matched: {} of {} accepted after the restart",
         got.len(),
         after.len()

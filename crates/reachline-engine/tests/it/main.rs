@@ -610,3 +610,90 @@ async fn receipts_that_arrive_while_the_database_is_away_are_recorded_when_it_is
     drop((engine, store));
     postgres::drop_database(&admin, &db).await.unwrap();
 }
+
+/// A provider that never answers: every send it is handed may or may not have gone out.
+#[derive(Default)]
+struct NeverAnswers {
+    handed: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl reachline_channels::Channel for NeverAnswers {
+    fn kind(&self) -> reachline_domain::Channel {
+        reachline_domain::Channel::Sms
+    }
+
+    fn provider(&self) -> &str {
+        "never-answers"
+    }
+
+    async fn send(
+        &self,
+        msg: &reachline_channels::Outbound,
+    ) -> Result<reachline_channels::Accepted, reachline_channels::SendError> {
+        self.handed.lock().unwrap().push(msg.reference.0.clone());
+        Err(reachline_channels::SendError::in_doubt(
+            "never-answers",
+            "submit_sm unanswered",
+        ))
+    }
+
+    fn take_receipts(&self) -> Option<reachline_channels::ReceiptStream> {
+        None
+    }
+}
+
+/// A send the provider may have taken (it went out, no answer came) is recorded in doubt and
+/// never handed over again; the ladder reads it as a send with no outcome and climbs: B2's dead
+/// primary gives way to its backup a day later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_in_doubt_is_never_handed_over_again_and_the_ladder_climbs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("e.db"), Keyring::random("t"))
+            .await
+            .unwrap(),
+    );
+    let start = Utc.with_ymd_and_hms(DUE.0, DUE.1, DUE.2, 0, 0, 0).unwrap() - Duration::days(8);
+    let ids = book(store.as_ref(), start).await;
+    let provider = Arc::new(NeverAnswers::default());
+    let engine = Engine::new(
+        store.clone() as Arc<dyn EngineStore>,
+        vec![provider.clone()],
+        Templates::load(Templates::builtin_sources()).unwrap(),
+        EngineConfig::default(),
+    );
+    let mut in_doubt = 0;
+    for h in 0..6 * 24 {
+        let (_, d) = engine.step(start + Duration::hours(h)).await.unwrap();
+        assert_eq!(d.sent + d.failed + d.released, 0, "{d:?}");
+        in_doubt += d.in_doubt;
+    }
+    // Notices carry their outbox row's id; contact checks' links (`verify-…`) go their own way.
+    let handed: Vec<String> = provider
+        .handed
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| !r.starts_with("verify-"))
+        .cloned()
+        .collect();
+    assert!(in_doubt > 0);
+    assert_eq!(handed.len() as u64, in_doubt, "one hand-over per row in doubt");
+    let once: HashSet<&String> = handed.iter().collect();
+    assert_eq!(once.len(), handed.len(), "a row handed over twice: {handed:?}");
+    let mut rows = Vec::new();
+    for id in ids.values() {
+        rows.extend(store.sends_of(*id).await.unwrap());
+    }
+    let doubted: Vec<_> = rows.iter().filter(|r| r.state == SendState::InDoubt).collect();
+    assert_eq!(doubted.len() as u64, in_doubt);
+    assert!(doubted.iter().all(|r| r.sent_at.is_some()));
+    // B2: the primary's send stayed silent, so the next rung went to the backup.
+    let b2: Vec<_> = rows.iter().filter(|r| r.borrower == ids["B2"]).collect();
+    let first = b2.iter().map(|r| r.rung).min().unwrap();
+    assert!(
+        b2.iter().any(|r| r.rung > first && r.contact != b2[0].contact),
+        "B2 never climbed: {b2:?}"
+    );
+}

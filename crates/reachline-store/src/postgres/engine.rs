@@ -704,6 +704,19 @@ impl EngineStore for PgStore {
         Ok(())
     }
 
+    async fn record_in_doubt(&self, id: i64, at: DateTime<Utc>, detail: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let borrower = transition(&mut tx, id, &[SendState::Sending], SendState::InDoubt, at, detail).await?;
+        sqlx::query("UPDATE outbox SET sent_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        wake(&mut tx, borrower, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn release(&self, id: i64, retry_at: DateTime<Utc>, detail: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let from = [SendState::Sending, SendState::Leased, SendState::InDoubt];

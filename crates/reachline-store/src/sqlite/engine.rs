@@ -407,6 +407,28 @@ impl EngineStore for SqliteStore {
         .await
     }
 
+    async fn record_in_doubt(&self, id: i64, at: DateTime<Utc>, detail: &str) -> Result<()> {
+        let detail = detail.to_string();
+        self.with(move |c, _| {
+            let at = ts_micros(at);
+            transition(
+                c,
+                id,
+                &[SendState::Sending],
+                SendState::InDoubt,
+                at,
+                &detail,
+                true,
+                |tx| {
+                    tx.prepare_cached("UPDATE outbox SET sent_at = ?2 WHERE id = ?1")?
+                        .execute(params![id, at])?;
+                    Ok(())
+                },
+            )
+        })
+        .await
+    }
+
     async fn release(&self, id: i64, retry_at: DateTime<Utc>, detail: &str) -> Result<()> {
         let detail = detail.to_string();
         self.with(move |c, _| {
