@@ -1,7 +1,9 @@
 //! An in-process SMTP server for drills and tests: it speaks just enough SMTP for `lettre`
 //! (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT, no TLS), counts the messages it took, and
 //! answers every `RCPT TO` with `250` — or, while a fault is set ([`SmtpSandbox::set_rcpt_reply`]),
-//! with the reply given (`550 5.1.1 …`: every message bounces). It keeps no address and no text.
+//! with the reply given (`550 5.1.1 …`: every message bounces). A script
+//! ([`SmtpSandbox::set_script`]) may instead answer each recipient by its address, as the demo's
+//! world does for mailboxes its borrowers abandoned. It keeps no address and no text.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,9 +12,14 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Answers one recipient's `RCPT TO` by its address: `None` takes it (`250`), `Some(reply)`
+/// refuses it with that full reply line.
+pub type RcptScript = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     rcpt_reply: Mutex<Option<String>>,
+    script: Mutex<Option<RcptScript>>,
     accepted: AtomicU64,
     refused: AtomicU64,
 }
@@ -55,6 +62,12 @@ impl SmtpSandbox {
         *self.state.rcpt_reply.lock().expect("smtp sandbox lock poisoned") = reply;
     }
 
+    /// From now on a recipient the fixed reply (if any) does not refuse is answered by
+    /// `script`, given the address inside `RCPT TO:<…>`.
+    pub fn set_script(&self, script: RcptScript) {
+        *self.state.script.lock().expect("smtp sandbox lock poisoned") = Some(script);
+    }
+
     /// Messages taken (`250` after DATA) and recipients refused so far.
     pub fn counts(&self) -> (u64, u64) {
         (
@@ -65,13 +78,24 @@ impl SmtpSandbox {
 }
 
 async fn session(sock: TcpStream, state: Arc<State>) -> std::io::Result<()> {
+    sock.set_nodelay(true)?;
     let (r, mut w) = sock.into_split();
     let mut lines = BufReader::new(r);
+    // Clients write a message's body and its closing dot separately; with Nagle on their side
+    // the dot waits for our ACK of the body, which Linux delays ~40 ms unless told not to.
+    // Asked before each read, since the kernel drops quick-ACK mode on its own.
+    let quick_ack = |lines: &BufReader<tokio::net::tcp::OwnedReadHalf>| {
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(lines.get_ref().as_ref()).set_tcp_quickack(true);
+        #[cfg(not(target_os = "linux"))]
+        let _ = lines;
+    };
     w.write_all(b"220 sandbox ESMTP ready\r\n").await?;
     let mut line = String::new();
     let mut recipients = 0usize;
     loop {
         line.clear();
+        quick_ack(&lines);
         if lines.read_line(&mut line).await? == 0 {
             return Ok(());
         }
@@ -87,7 +111,7 @@ async fn session(sock: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                 recipients = 0;
                 "250 2.0.0 ok".into()
             }
-            "RCPT" => match state.rcpt_reply.lock().expect("smtp sandbox lock poisoned").clone() {
+            "RCPT" => match rcpt_reply(&state, &line) {
                 Some(r) => {
                     state.refused.fetch_add(1, Ordering::Relaxed);
                     r
@@ -102,6 +126,7 @@ async fn session(sock: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                 w.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
                 loop {
                     line.clear();
+                    quick_ack(&lines);
                     if lines.read_line(&mut line).await? == 0 {
                         return Ok(());
                     }
@@ -119,9 +144,23 @@ async fn session(sock: TcpStream, state: Arc<State>) -> std::io::Result<()> {
             }
             _ => "502 5.5.2 not implemented".into(),
         };
-        w.write_all(reply.as_bytes()).await?;
-        w.write_all(b"\r\n").await?;
+        // One write per reply: a reply split over two small writes waits out the client's
+        // delayed ACK (Nagle), ~40 ms per command.
+        w.write_all(format!("{reply}\r\n").as_bytes()).await?;
     }
+}
+
+/// The reply to one `RCPT TO` line: the fixed fault, else the script's answer for the address.
+fn rcpt_reply(state: &State, line: &str) -> Option<String> {
+    if let Some(r) = state.rcpt_reply.lock().expect("smtp sandbox lock poisoned").clone() {
+        return Some(r);
+    }
+    let script = state.script.lock().expect("smtp sandbox lock poisoned").clone()?;
+    let address = line
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map_or("", |(a, _)| a);
+    script(address)
 }
 
 #[cfg(test)]
@@ -151,6 +190,31 @@ mod tests {
         assert_eq!(e.class, DeliveryClass::Dead);
         sandbox.set_rcpt_reply(None);
         ch.send(&msg("3")).await.unwrap();
+        assert_eq!(sandbox.counts(), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_script_answers_each_recipient_by_address() {
+        let sandbox = SmtpSandbox::start("127.0.0.1:0").await.unwrap();
+        sandbox.set_script(Arc::new(|a: &str| {
+            a.starts_with("gone@")
+                .then(|| "550 5.1.1 mailbox unavailable".to_string())
+        }));
+        let ch = SmtpChannel::new(SmtpConfig {
+            port: sandbox.addr().port(),
+            accepted_is_delivered: true,
+            timeout_ms: 2_000,
+            ..SmtpConfig::default()
+        });
+        let msg = |to: &str| Outbound {
+            reference: MessageRef(to.into()),
+            to: ContactAddress::Email(Email::parse(to).unwrap()),
+            text: "hello".into(),
+        };
+        ch.send(&msg("here@example.com")).await.unwrap();
+        let e = ch.send(&msg("gone@example.com")).await.unwrap_err();
+        assert_eq!(e.class, DeliveryClass::Dead);
+        ch.send(&msg("Gone@example.com")).await.unwrap();
         assert_eq!(sandbox.counts(), (2, 1));
     }
 }

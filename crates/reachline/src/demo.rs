@@ -1,6 +1,7 @@
 //! `reachline demo`: the main job end to end on the embedded default. Generates a loan book and
 //! imports it into a fresh SQLite database; runs the notice engine over simulated days against
-//! the sandbox SMSC over SMPP on loopback, in a world where some borrowers move to a new number
+//! the sandbox SMSC over SMPP and the sandbox mail server over SMTP on loopback (the ladder falls
+//! back to email when a number fails or stays silent), in a world where some borrowers move to a new number
 //! (the old one dies, some are recycled to strangers) and pay more readily when a notice reaches
 //! them; imports the lender's next export mid-run; prints what was sent, delivered and failed,
 //! what was deferred or suppressed and why, how fast dead numbers were found; shows one moved
@@ -13,6 +14,8 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use reachline_channels::smpp::sandbox::Sandbox;
 use reachline_channels::smpp::{SmppChannel, SmppConfig};
+use reachline_channels::smtp::{SmtpChannel, SmtpConfig};
+use reachline_channels::smtp_sandbox::SmtpSandbox;
 use reachline_engine::{Engine, EngineConfig};
 use reachline_policy::Templates;
 use reachline_store::engine::{EngineStore, SendOutcome};
@@ -71,7 +74,9 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64, days: u32) -> anyhow::Re
     let second = dir.join("book-2");
     generate(&second, &gen(1), &|_| {})?;
 
-    println!("\n== 2. {days} days of notices, over SMPP to the sandbox SMSC on loopback ==");
+    println!(
+        "\n== 2. {days} days of notices, over SMPP to the sandbox SMSC and SMTP to the sandbox mail server, on loopback =="
+    );
     let world = World::from_exports(&first, &second, &phones, start, LEARN_DAY)?;
     println!(
         "In this world {} borrowers move to a new number during the run (the old one dies; some are \
@@ -88,10 +93,27 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64, days: u32) -> anyhow::Re
     if !sms.wait_bound(std::time::Duration::from_secs(5)).await {
         bail!("could not bind to the sandbox SMSC at {}", sandbox.addr());
     }
+    // The sandbox mail server stands for the borrowers' own mail servers: its 250 means the
+    // mailbox took the message (delivered), its 550 5.1.1 that the mailbox is gone (dead).
+    let mail = SmtpSandbox::start("127.0.0.1:0").await?;
+    let w = world.clone();
+    mail.set_script(Arc::new(move |to: &str| w.script_email(to)));
+    let email = SmtpChannel::new(SmtpConfig {
+        port: mail.addr().port(),
+        accepted_is_delivered: true,
+        ..SmtpConfig::default()
+    });
+    let sandboxes = Sandboxes {
+        sms: &sandbox,
+        mail: &mail,
+    };
     let engine = Arc::new(
         Engine::new(
             sqlite.clone() as Arc<dyn EngineStore>,
-            vec![Arc::new(sms) as Arc<dyn reachline_channels::Channel>],
+            vec![
+                Arc::new(sms) as Arc<dyn reachline_channels::Channel>,
+                Arc::new(email) as Arc<dyn reachline_channels::Channel>,
+            ],
             Templates::load(Templates::builtin_sources()).map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
             crate::run::engine_config(&cfg, &cfg.keyring()?)?,
         )
@@ -121,7 +143,7 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64, days: u32) -> anyhow::Re
             *clock.lock().unwrap_or_else(|p| p.into_inner()) = now;
             let (_, d) = engine.step(now).await?;
             sent += d.sent;
-            settle(&engine, &sandbox).await;
+            settle(&engine, &sandboxes).await;
             if hour == 12 {
                 payments(&sqlite, &engine, &world, now, seed).await?;
             }
@@ -232,11 +254,17 @@ pub async fn run(dir: &Path, borrowers: u64, seed: u64, days: u32) -> anyhow::Re
     Ok(())
 }
 
-/// Waits until every part the SMSC accepted has had its receipt recorded (at most 2 s).
-async fn settle(engine: &Engine, sandbox: &Sandbox) {
-    engine
-        .wait_receipts(sandbox.accepted_count() as u64, std::time::Duration::from_secs(2))
-        .await;
+/// The demo's gateways.
+struct Sandboxes<'a> {
+    sms: &'a Sandbox,
+    mail: &'a SmtpSandbox,
+}
+
+/// Waits until every part the SMSC accepted and every email the mail server took has had its
+/// receipt recorded (at most 2 s).
+async fn settle(engine: &Engine, sandboxes: &Sandboxes<'_>) {
+    let expected = sandboxes.sms.accepted_count() as u64 + sandboxes.mail.counts().0;
+    engine.wait_receipts(expected, std::time::Duration::from_secs(2)).await;
 }
 
 /// The world's borrowers pay: readily when a notice reached them in the last three days, now
@@ -464,6 +492,8 @@ async fn report(
     }
     println!("    message parts that reached a stranger on a recycled number: {to_stranger}");
     println!("    message parts sent to a dead number (and failed): {to_dead}");
+    let (taken, bounced) = world.emails();
+    println!("    emails taken by the borrowers' mail servers: {taken}; refused by an abandoned mailbox: {bounced}");
     // Who is unreachable at the end, and how the installments due in the run stand.
     let today = end.date_naive();
     let (from, to) = (start - Duration::days(31), today + Duration::days(8));

@@ -1,8 +1,9 @@
 //! The demo's world: the truth the lender cannot see. Built from two exports of the generated
 //! book, it knows which borrowers moved to a new number (and when the old one died), which of
 //! the dead numbers were later given to strangers, and it answers for the sandbox SMSC (what
-//! each message to each number does) and for the sandbox carrier lookup. It also decides when
-//! borrowers pay, more readily when a notice reached them.
+//! each message to each number does), for the sandbox mail server (which mailboxes still work)
+//! and for the sandbox carrier lookup. It also decides when borrowers pay, more readily when a
+//! notice reached them.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,6 +36,9 @@ struct Tally {
     reached: HashMap<String, u32>,
     to_stranger: u64,
     to_dead: u64,
+    /// Emails to a borrower's working mailbox, and to one they abandoned (refused).
+    emails_taken: u64,
+    emails_bounced: u64,
 }
 
 /// The world, shared by the sandbox's script, the carrier sandbox and the demo loop.
@@ -42,6 +46,8 @@ pub struct World {
     start: NaiveDate,
     /// Borrower of each number (digits) in the first export.
     owner: HashMap<String, String>,
+    /// Borrower of each email address (lower case) in either export.
+    mailboxes: HashMap<String, String>,
     moves: HashMap<String, Move>,
     day: std::sync::atomic::AtomicU32,
     tally: Mutex<Tally>,
@@ -70,15 +76,20 @@ impl World {
         start: NaiveDate,
         learn_day: u32,
     ) -> anyhow::Result<Arc<Self>> {
-        let read = |dir: &Path| -> anyhow::Result<Vec<(String, String, String)>> {
+        let mut mailboxes = HashMap::new();
+        let mut read = |dir: &Path| -> anyhow::Result<Vec<(String, String, String)>> {
             let path = dir.join("contacts.csv");
             let mut r = csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
             let mut out = Vec::new();
             for row in r.records() {
                 let row = row?;
                 let (b, slot, kind, value) = (&row[0], &row[1], &row[2], &row[5]);
-                if kind == "mobile" {
-                    out.push((b.to_string(), slot.to_string(), value.to_string()));
+                match kind {
+                    "mobile" => out.push((b.to_string(), slot.to_string(), value.to_string())),
+                    "email" => {
+                        mailboxes.insert(value.trim().to_lowercase(), b.to_string());
+                    }
+                    _ => {}
                 }
             }
             Ok(out)
@@ -120,6 +131,7 @@ impl World {
         Ok(Arc::new(World {
             start,
             owner,
+            mailboxes,
             moves,
             day: Default::default(),
             tally: Default::default(),
@@ -177,6 +189,31 @@ impl World {
             }
             Holder::New => DELIVERED_TLV,
         }
+    }
+
+    /// The sandbox mail server's answer to a message for `address` now: one borrower in ten has
+    /// abandoned their mailbox (`550 5.1.1`, a bounce at once); the others take it, and six in
+    /// ten of those read it within the day (reached), the rest leave it unread.
+    pub fn script_email(&self, address: &str) -> Option<String> {
+        let address = address.to_lowercase();
+        let borrower = self.mailboxes.get(&address)?;
+        let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        if stable(&address, 13) % 10 == 0 {
+            t.emails_bounced += 1;
+            return Some("550 5.1.1 mailbox unavailable".into());
+        }
+        t.emails_taken += 1;
+        let day = self.day();
+        if stable(&address, 17 + u64::from(day)) % 10 < 6 {
+            t.reached.insert(borrower.clone(), day);
+        }
+        None
+    }
+
+    /// Emails the borrowers' mail servers took, and refused (abandoned mailboxes).
+    pub fn emails(&self) -> (u64, u64) {
+        let t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        (t.emails_taken, t.emails_bounced)
     }
 
     /// Whether the borrower was reached in the last `within` days.
