@@ -16,7 +16,7 @@ use crate::classify::http::{
     aggregator_send_class, cmpp_stat_class, fcm_class, ivr_class, q850_class, sip_class, wechat_class,
 };
 use crate::webhook::{verify, WebhookError, DEFAULT_WINDOW_SECS};
-use crate::{Accepted, Channel, MessageRef, Outbound, Receipt, ReceiptStream, SendError};
+use crate::{Accepted, Channel, MessageRef, Outbound, Receipt, ReceiptStream, Scope, SendError};
 
 /// Which API a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,7 +119,10 @@ impl HttpChannel {
         })
     }
 
-    /// Reads the provider's answer: the provider's message id, or a classed failure.
+    /// Reads the provider's answer: the provider's message id, or a classed failure. An answer
+    /// that speaks of the provider's own state (5xx, 429, busy, quota) is the provider's
+    /// failure: the failover group tries the next provider and counts it against this one's
+    /// breaker, and the engine queues the send again, adding no evidence about the address.
     fn answer(&self, status: u16, body: &Value) -> Result<String, SendError> {
         let name = &self.config.name;
         let s = |v: &Value| v.as_str().unwrap_or("").to_string();
@@ -128,12 +131,7 @@ impl HttpChannel {
                 let code = s(&body["code"]);
                 match (status, code.as_str()) {
                     (200, "OK") => Ok(s(&body["message_id"])),
-                    (500..=599, _) | (429, _) => Err(SendError::rejected(
-                        name,
-                        DeliveryClass::Transient,
-                        status.to_string(),
-                        "provider error",
-                    )),
+                    (500..=599, _) | (429, _) => Err(provider_busy(name, status.to_string(), "provider error")),
                     _ => Err(SendError::rejected(
                         name,
                         aggregator_send_class(&code),
@@ -144,6 +142,9 @@ impl HttpChannel {
             }
             HttpApi::Voice => match status {
                 200 | 201 => Ok(s(&body["call_id"])),
+                _ if status >= 500 && body["sip_status"].as_u64().unwrap_or(0) == 0 => {
+                    Err(provider_busy(name, format!("{status} sip 0"), "provider error"))
+                }
                 _ => {
                     let sip = body["sip_status"].as_u64().unwrap_or(0) as u16;
                     let class = if sip > 0 {
@@ -174,6 +175,9 @@ impl HttpChannel {
                     .find_map(|d| d["errorCode"].as_str())
                     .or(e["status"].as_str())
                     .unwrap_or("");
+                if status == 429 || status >= 500 {
+                    return Err(provider_busy(name, format!("{status} {word}"), "push refused"));
+                }
                 let class = fcm_class(status, word, &types);
                 Err(SendError::rejected(
                     name,
@@ -191,6 +195,11 @@ impl HttpChannel {
                         Value::String(id) => id.clone(),
                         id => id.to_string(),
                     });
+                }
+                // System busy, or the account's daily quota spent: WeChat's trouble, not the
+                // borrower's.
+                if status >= 500 || matches!(code, -1 | 45009) {
+                    return Err(provider_busy(name, code.to_string(), "template message refused"));
                 }
                 Err(SendError::rejected(
                     name,
@@ -374,4 +383,11 @@ pub fn webhook_router(channel: std::sync::Arc<HttpChannel>) -> axum::Router {
             }
         }),
     )
+}
+
+/// The provider is failing or throttling us: transient, and about the provider, not the address.
+fn provider_busy(name: &str, code: String, detail: &str) -> SendError {
+    let mut e = SendError::rejected(name, DeliveryClass::Transient, code, detail);
+    e.scope = Scope::Provider;
+    e
 }

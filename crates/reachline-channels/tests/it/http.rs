@@ -250,3 +250,71 @@ async fn an_unanswered_request_is_in_doubt_an_unreachable_provider_is_not() {
         .unwrap_err();
     assert!(e.is_transient() && !e.is_in_doubt(), "{e:?}");
 }
+
+/// Trouble on the provider's side (5xx, 429, busy) is the provider's failure: the failover
+/// group moves to the next provider, and nothing is said about the address. A refusal about
+/// the address (a dead token, a per-number limit) stays the message's.
+#[tokio::test]
+async fn provider_trouble_fails_over_and_says_nothing_of_the_address() {
+    use reachline_channels::failover::{BreakerConfig, Failover, Provider};
+    use reachline_channels::Scope;
+    let send = |ch: Arc<HttpChannel>, to: ContactAddress| async move {
+        let m = Outbound {
+            reference: MessageRef("s".into()),
+            to,
+            text: "x".into(),
+        };
+        ch.send(&m).await.unwrap_err()
+    };
+    let (_a, sms, _) = setup(HttpApi::SmsAggregator).await;
+    assert_eq!(send(sms.clone(), phone(7, 7)).await.scope, Scope::Provider, "HTTP 503");
+    assert_eq!(
+        send(sms.clone(), phone(5, 5)).await.scope,
+        Scope::Message,
+        "per-number limit"
+    );
+    let (_f, fcm, _) = setup(HttpApi::Fcm).await;
+    let token = |t: &str| ContactAddress::PushToken(t.into());
+    assert_eq!(send(fcm.clone(), token("tok4")).await.scope, Scope::Provider, "429");
+    assert_eq!(send(fcm.clone(), token("tok5")).await.scope, Scope::Provider, "503");
+    assert_eq!(
+        send(fcm.clone(), token("tok1")).await.scope,
+        Scope::Message,
+        "unregistered"
+    );
+    let (_w, wechat, _) = setup(HttpApi::Wechat).await;
+    let openid = |id: &str| ContactAddress::Im {
+        provider: "wechat".into(),
+        account: id.into(),
+    };
+    assert_eq!(
+        send(wechat.clone(), openid("oAbc4")).await.scope,
+        Scope::Provider,
+        "busy"
+    );
+    assert_eq!(send(wechat, openid("oAbc1")).await.scope, Scope::Message, "blocked");
+
+    // FCM down on the first project: the second one takes the push.
+    let (down, first, _) = setup(HttpApi::Fcm).await;
+    down.set_fcm_failure(Some(503));
+    let group = Failover::new(
+        "push",
+        reachline_domain::Channel::Push,
+        vec![
+            Provider::new(first, BreakerConfig::default(), None, Duration::from_secs(2)),
+            Provider::new(fcm, BreakerConfig::default(), None, Duration::from_secs(2)),
+        ],
+    );
+    let m = Outbound {
+        reference: MessageRef("f".into()),
+        to: token("tok0"),
+        text: "x".into(),
+    };
+    // Without failover the first project's 503 would be the answer.
+    group.send(&m).await.unwrap();
+    assert_eq!(
+        group.providers()[0].breaker_state(),
+        reachline_channels::failover::BreakerState::Closed { failures: 1 },
+        "counted against the failing project"
+    );
+}
