@@ -10,8 +10,12 @@
 //! WeChat signs the request, not the body: the query carries `signature`, `timestamp` and
 //! `nonce`, with `signature = hex(SHA-1(concat(sort([token, timestamp, nonce]))))`, the token
 //! being a secret configured on both sides. A `GET` with the same three and `echostr` is WeChat's
-//! check of the URL, answered with `echostr`. Only plaintext mode is read: "safe mode" (the body
-//! AES-encrypted, with `msg_signature`) is not supported yet.
+//! check of the URL, answered with `echostr`.
+//!
+//! In "safe mode" (and the compatible mode beside it) WeChat also encrypts the body: the event
+//! comes as `<Encrypt>`, AES-256-CBC under the account's `EncodingAESKey`, signed by
+//! `msg_signature` over the token, timestamp, nonce and that ciphertext; [`SafeMode::open`]
+//! checks and opens it.
 //!
 //! The XML is read with `quick-xml`, which resolves no DTD or external entity.
 
@@ -181,9 +185,275 @@ pub fn verify(
     }
 }
 
+/// Why an encrypted push could not be opened. None quotes the body or the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SafeModeError {
+    #[error("the EncodingAESKey must be 43 characters of base64 (a 32-byte key)")]
+    BadKey,
+    #[error("the `msg_signature` query parameter is missing")]
+    MissingSignature,
+    #[error("the body has no `Encrypt` element")]
+    MissingCiphertext,
+    #[error("`msg_signature` does not match")]
+    Mismatch,
+    #[error("`Encrypt` is not base64 of whole AES blocks")]
+    NotBase64,
+    #[error("`Encrypt` does not decrypt under this EncodingAESKey (bad padding or length)")]
+    Undecryptable,
+    #[error("the decrypted message is for another app id")]
+    OtherApp,
+}
+
+/// The fields of an encrypted push's envelope: the ciphertext (the plain fields WeChat may put
+/// beside it in compatible mode are not trusted).
+#[derive(Deserialize)]
+struct Sealed {
+    #[serde(rename = "Encrypt", default)]
+    encrypt: Option<String>,
+}
+
+/// One official account's safe mode: its token, its AES key and its app id.
+pub struct SafeMode {
+    token: String,
+    key: [u8; 32],
+    app_id: String,
+}
+
+impl std::fmt::Debug for SafeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafeMode")
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SafeMode {
+    /// `encoding_aes_key`: the 43 characters the account's settings show (base64 of the key
+    /// without its `=`).
+    pub fn new(token: &str, encoding_aes_key: &str, app_id: &str) -> Result<Self, SafeModeError> {
+        use base64::Engine as _;
+        let k = encoding_aes_key.trim();
+        if k.len() != 43 {
+            return Err(SafeModeError::BadKey);
+        }
+        // WeChat makes the key's last character freely (its low bits are not zero), which a
+        // strict decoder refuses.
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+        );
+        let bytes = lenient.decode(format!("{k}=")).map_err(|_| SafeModeError::BadKey)?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| SafeModeError::BadKey)?;
+        Ok(SafeMode {
+            token: token.to_string(),
+            key,
+            app_id: app_id.to_string(),
+        })
+    }
+
+    /// Checks `msg_signature` (SHA-1 of the token, timestamp, nonce and ciphertext, sorted and
+    /// concatenated; compared in constant time) and opens the body: AES-256-CBC with the key's
+    /// first 16 bytes as IV, PKCS#7 padding to 32-byte blocks, then 16 random bytes, the
+    /// message's length (4 bytes, big-endian), the message, and the app id it is for. Returns
+    /// the message: the event's plaintext XML. The timestamp's window is the caller's check
+    /// ([`verify`]).
+    pub fn open(
+        &self,
+        timestamp: &str,
+        nonce: &str,
+        msg_signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<Vec<u8>, SafeModeError> {
+        use aes::cipher::{BlockDecryptMut, KeyIvInit};
+        use base64::Engine as _;
+        let given = msg_signature.ok_or(SafeModeError::MissingSignature)?;
+        let text = std::str::from_utf8(body).map_err(|_| SafeModeError::MissingCiphertext)?;
+        let sealed: Sealed = quick_xml::de::from_str(text).map_err(|_| SafeModeError::MissingCiphertext)?;
+        let cipher_b64 = present(sealed.encrypt).ok_or(SafeModeError::MissingCiphertext)?;
+        let mut parts = [self.token.as_str(), timestamp, nonce, cipher_b64.as_str()];
+        parts.sort_unstable();
+        let mut h = Sha1::new();
+        for p in parts {
+            h.update(p.as_bytes());
+        }
+        let expected = h.finalize();
+        let given = hex::decode(given.trim()).map_err(|_| SafeModeError::Mismatch)?;
+        if !bool::from(expected.as_slice().ct_eq(&given)) {
+            return Err(SafeModeError::Mismatch);
+        }
+        let mut buf = base64::engine::general_purpose::STANDARD
+            .decode(cipher_b64.as_bytes())
+            .map_err(|_| SafeModeError::NotBase64)?;
+        if buf.is_empty() || buf.len() % 32 != 0 {
+            return Err(SafeModeError::NotBase64);
+        }
+        let iv: [u8; 16] = self.key[..16].try_into().expect("16 of 32 bytes");
+        // WeChat pads to 32-byte blocks (PKCS#7 with a block of 32), which the cipher's own
+        // 16-byte PKCS#7 check would refuse: decrypt without padding and check it here.
+        let plain = cbc::Decryptor::<aes::Aes256>::new(&self.key.into(), &iv.into())
+            .decrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut buf)
+            .map_err(|_| SafeModeError::Undecryptable)?;
+        let pad = usize::from(*plain.last().ok_or(SafeModeError::Undecryptable)?);
+        if !(1..=32).contains(&pad)
+            || pad > plain.len()
+            || plain[plain.len() - pad..].iter().any(|b| usize::from(*b) != pad)
+        {
+            return Err(SafeModeError::Undecryptable);
+        }
+        let content = &plain[..plain.len() - pad];
+        let len_bytes: [u8; 4] = content
+            .get(16..20)
+            .ok_or(SafeModeError::Undecryptable)?
+            .try_into()
+            .expect("4 bytes");
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        let msg = content.get(20..20 + len).ok_or(SafeModeError::Undecryptable)?;
+        let app_id = &content[20 + len..];
+        if !bool::from(app_id.ct_eq(self.app_id.as_bytes())) {
+            return Err(SafeModeError::OtherApp);
+        }
+        Ok(msg.to_vec())
+    }
+
+    /// Seals `msg` as WeChat does (the inverse of [`SafeMode::open`]), with `random` as the 16
+    /// leading bytes: the `Encrypt` text and its `msg_signature`. For the sandbox and tests, which
+    /// push events as WeChat would.
+    pub fn seal(&self, msg: &[u8], timestamp: &str, nonce: &str, random: [u8; 16]) -> (String, String) {
+        use aes::cipher::{BlockEncryptMut, KeyIvInit};
+        use base64::Engine as _;
+        let mut plain = Vec::with_capacity(msg.len() + 64);
+        plain.extend_from_slice(&random);
+        plain.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        plain.extend_from_slice(msg);
+        plain.extend_from_slice(self.app_id.as_bytes());
+        let pad = 32 - plain.len() % 32;
+        plain.extend(std::iter::repeat_n(pad as u8, pad));
+        let n = plain.len();
+        let iv: [u8; 16] = self.key[..16].try_into().expect("16 of 32 bytes");
+        let sealed = cbc::Encryptor::<aes::Aes256>::new(&self.key.into(), &iv.into())
+            .encrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut plain, n)
+            .expect("whole blocks");
+        let encrypt = base64::engine::general_purpose::STANDARD.encode(sealed);
+        let mut parts = [self.token.as_str(), timestamp, nonce, encrypt.as_str()];
+        parts.sort_unstable();
+        let mut h = Sha1::new();
+        for p in parts {
+            h.update(p.as_bytes());
+        }
+        let signature = hex::encode(h.finalize());
+        (encrypt, signature)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// WeChat's own example for the official account's message encryption (its sample code's
+    /// token, EncodingAESKey, app id, query and body).
+    mod official {
+        pub const TOKEN: &str = "spamtest";
+        pub const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+        pub const APP_ID: &str = "wx2c2769f8efd9abc2";
+        pub const TIMESTAMP: &str = "1409735669";
+        pub const NONCE: &str = "1320562132";
+        pub const MSG_SIGNATURE: &str = "5d197aaffba7e9b25a30732f161a50dee96bd5fa";
+        pub const ENCRYPT: &str = "hyzAe4OzmOMbd6TvGdIOO6uBmdJoD0Fk53REIHvxYtJlE2B655HuD0m8KUePWB3+LrPXo87wzQ1QLvbeUgmBM4x6F8PGHQHFVAFmOD2LdJF9FrXpbUAh0B5GIItb52sn896wVsMSHGuPE328HnRGBcrS7C41IzDWyWNlZkyyXwon8T332jisa+h6tEDYsVticbSnyU8dKOIbgU6ux5VTjg3yt+WGzjlpKn6NPhRjpA912xMezR4kw6KWwMrCVKSVCZciVGCgavjIQ6X8tCOp3yZbGpy0VxpAe+77TszTfRd5RJSVO/HTnifJpXgCSUdUue1v6h0EIBYYI1BD1DlD+C0CR8e6OewpusjZ4uBl9FyJvnhvQl+q5rv1ixrcpCumEPo5MJSgM9ehVsNPfUM669WuMyVWQLCzpu9GhglF2PE=";
+    }
+
+    fn sealed_body(encrypt: &str) -> String {
+        format!(
+            "<xml><ToUserName><![CDATA[gh_10f6c3c3ac5a]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        )
+    }
+
+    #[test]
+    fn safe_mode_opens_wechats_own_example() {
+        use official::*;
+        let sm = SafeMode::new(TOKEN, KEY, APP_ID).unwrap();
+        let msg = sm
+            .open(TIMESTAMP, NONCE, Some(MSG_SIGNATURE), sealed_body(ENCRYPT).as_bytes())
+            .unwrap();
+        let text = String::from_utf8(msg.clone()).unwrap();
+        assert!(text.contains("<Content><![CDATA[abcdteT]]></Content>"), "{text}");
+        assert_eq!(msg.len(), 280);
+        assert_eq!(
+            parse_event(&msg).unwrap(),
+            WechatEvent::Text {
+                openid: "oyORnuP8q7ou2gfYjqLzSIWZf0rs".into(),
+                content: "abcdteT".into()
+            }
+        );
+    }
+
+    #[test]
+    fn safe_mode_seals_what_it_opens() {
+        use official::*;
+        let sm = SafeMode::new(TOKEN, KEY, APP_ID).unwrap();
+        let msg = job("success");
+        let (encrypt, sig) = sm.seal(msg.as_bytes(), "1700000000", "42", [7; 16]);
+        let opened = sm
+            .open("1700000000", "42", Some(&sig), sealed_body(&encrypt).as_bytes())
+            .unwrap();
+        assert_eq!(opened, msg.as_bytes());
+        // WeChat's example, sealed again with the random bytes it used, is its ciphertext.
+        let theirs = sm
+            .open(TIMESTAMP, NONCE, Some(MSG_SIGNATURE), sealed_body(ENCRYPT).as_bytes())
+            .unwrap();
+        let random: [u8; 16] = {
+            use base64::Engine as _;
+            let mut b = base64::engine::general_purpose::STANDARD.decode(ENCRYPT).unwrap();
+            let iv: [u8; 16] = sm.key[..16].try_into().unwrap();
+            use aes::cipher::{BlockDecryptMut, KeyIvInit};
+            let p = cbc::Decryptor::<aes::Aes256>::new(&sm.key.into(), &iv.into())
+                .decrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut b)
+                .unwrap();
+            p[..16].try_into().unwrap()
+        };
+        assert_eq!(
+            sm.seal(&theirs, TIMESTAMP, NONCE, random),
+            (ENCRYPT.to_string(), MSG_SIGNATURE.to_string())
+        );
+    }
+
+    #[test]
+    fn safe_mode_refuses_what_it_cannot_trust() {
+        use official::*;
+        let sm = SafeMode::new(TOKEN, KEY, APP_ID).unwrap();
+        let body = sealed_body(ENCRYPT);
+        let open = |ts: &str, sig: Option<&str>, body: &str| sm.open(ts, NONCE, sig, body.as_bytes());
+        assert_eq!(open(TIMESTAMP, None, &body), Err(SafeModeError::MissingSignature));
+        assert_eq!(
+            open("1409735670", Some(MSG_SIGNATURE), &body),
+            Err(SafeModeError::Mismatch)
+        );
+        assert_eq!(
+            open(TIMESTAMP, Some(MSG_SIGNATURE), "<xml><MsgType>text</MsgType></xml>"),
+            Err(SafeModeError::MissingCiphertext)
+        );
+        // One ciphertext character changed: the signature no longer covers it.
+        let changed = ENCRYPT.replacen("hyzA", "hyzB", 1);
+        assert_eq!(
+            open(TIMESTAMP, Some(MSG_SIGNATURE), &sealed_body(&changed)),
+            Err(SafeModeError::Mismatch)
+        );
+        // Signed right, but for another account's app id.
+        let other = SafeMode::new(TOKEN, KEY, "wx0000000000000000").unwrap();
+        assert_eq!(
+            other.open(TIMESTAMP, NONCE, Some(MSG_SIGNATURE), body.as_bytes()),
+            Err(SafeModeError::OtherApp)
+        );
+        // Another key: the padding does not check out, or the app id does not.
+        let wrong = SafeMode::new(TOKEN, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg", APP_ID).unwrap();
+        assert!(matches!(
+            wrong.open(TIMESTAMP, NONCE, Some(MSG_SIGNATURE), body.as_bytes()),
+            Err(SafeModeError::Undecryptable | SafeModeError::OtherApp)
+        ));
+        assert_eq!(
+            SafeMode::new(TOKEN, "short", APP_ID).unwrap_err(),
+            SafeModeError::BadKey
+        );
+    }
 
     const JOB: &str = "<xml><ToUserName><![CDATA[gh_7f083739789a]]></ToUserName>\n\
         <FromUserName><![CDATA[oia2TjuEGTNoeX76QEjQNrcURxG8]]></FromUserName>\n\

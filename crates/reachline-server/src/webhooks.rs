@@ -13,8 +13,11 @@
 //! signs the query (`signature`, `timestamp`, `nonce`: SHA-1 of the sorted token, timestamp and
 //! nonce, the token being the provider's `secret`), not the body, and posts XML. The same window
 //! and the same once-only rule on the signature apply; the answer is `success` as text. `GET`
-//! with `echostr` is WeChat's check of the URL, answered with `echostr`. Plaintext mode only:
-//! safe mode (an AES-encrypted body with `msg_signature`) is not supported yet.
+//! with `echostr` is WeChat's check of the URL, answered with `echostr`. With the provider's
+//! `safe_mode` set (the account's EncodingAESKey and app id), the body must be WeChat's
+//! encrypted envelope (`encrypt_type=aes`): `msg_signature` is checked over the ciphertext too,
+//! and the event inside is read as a plaintext one would be; a plaintext body is refused, since
+//! the query's signature does not cover it.
 
 use std::sync::Arc;
 
@@ -76,6 +79,19 @@ pub struct WebhookConfig {
     /// How far the timestamp may be from now, in seconds.
     #[serde(default = "default_window")]
     pub window_seconds: i64,
+    /// A WeChat account in safe mode (`wechat_event` only): its bodies are encrypted.
+    #[serde(default)]
+    pub safe_mode: Option<WechatSafeMode>,
+}
+
+/// A WeChat official account's message encryption, as its console shows it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatSafeMode {
+    /// The account's AppID: a decrypted message for another app is refused.
+    pub app_id: String,
+    /// The 43-character EncodingAESKey.
+    pub encoding_aes_key: String,
 }
 
 fn default_window() -> i64 {
@@ -89,6 +105,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("kind", &self.kind)
             .field("secret", &"[redacted]")
             .field("window_seconds", &self.window_seconds)
+            .field("safe_mode", &self.safe_mode.as_ref().map(|m| &m.app_id))
             .finish()
     }
 }
@@ -104,6 +121,9 @@ struct WechatQuery {
     timestamp: Option<String>,
     nonce: Option<String>,
     echostr: Option<String>,
+    /// `aes` in safe (or compatible) mode.
+    encrypt_type: Option<String>,
+    msg_signature: Option<String>,
 }
 
 fn text(body: String) -> Response {
@@ -160,6 +180,62 @@ async fn url_check(State(s): State<AppState>, Path(provider): Path<String>, uri:
             "echostr",
             "the URL check needs `echostr`, at most 1024 bytes",
         )),
+    }
+}
+
+/// What a WeChat push's body holds.
+enum Opened {
+    /// Plaintext mode: the body is the event.
+    Plain,
+    /// Safe mode: the event, decrypted.
+    Event(Vec<u8>),
+    /// Safe mode, `msg_signature` right, but it does not open (another app id, bad padding).
+    Unreadable,
+}
+
+/// In safe mode, opens the encrypted body. A body that is not sealed (or sealed for a webhook
+/// with no `safe_mode`), or whose `msg_signature` does not match, is refused 401 (counted).
+fn open_sealed(s: &crate::Server, cfg: &WebhookConfig, q: &WechatQuery, body: &[u8]) -> Result<Opened, ApiError> {
+    let sealed = q
+        .encrypt_type
+        .as_deref()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("aes"));
+    let refuse = |reason: &str, message: String| {
+        s.metrics.webhook_refused(&cfg.name, reason);
+        ApiError::unauthorized(message)
+    };
+    let Some(mode) = &cfg.safe_mode else {
+        if sealed {
+            return Err(refuse(
+                "malformed",
+                "an encrypted WeChat push, but this webhook has no `safe_mode` configured".into(),
+            ));
+        }
+        return Ok(Opened::Plain);
+    };
+    if !sealed {
+        return Err(refuse(
+            "malformed",
+            "this WeChat account is in safe mode: the body must be encrypted (`encrypt_type=aes`)".into(),
+        ));
+    }
+    let sm = wechat::SafeMode::new(&cfg.secret, &mode.encoding_aes_key, &mode.app_id).map_err(|e| {
+        tracing::error!(provider = %cfg.name, error = %e, "the WeChat safe-mode key is not usable");
+        ApiError::internal()
+    })?;
+    let (ts, nonce) = (q.timestamp.as_deref().unwrap_or(""), q.nonce.as_deref().unwrap_or(""));
+    match sm.open(ts, nonce, q.msg_signature.as_deref(), body) {
+        Ok(msg) => Ok(Opened::Event(msg)),
+        Err(e @ (wechat::SafeModeError::MissingSignature | wechat::SafeModeError::Mismatch)) => {
+            Err(refuse("signature", format!("WeChat msg_signature refused: {e}")))
+        }
+        Err(e @ wechat::SafeModeError::MissingCiphertext) => {
+            Err(refuse("malformed", format!("WeChat push refused: {e}")))
+        }
+        Err(e) => {
+            tracing::warn!(provider = %cfg.name, error = %e, "a signed WeChat push did not open");
+            Ok(Opened::Unreadable)
+        }
     }
 }
 
@@ -325,7 +401,24 @@ async fn wechat_event(
 ) -> Result<Response, ApiError> {
     let q = axum::extract::Query::<WechatQuery>::try_from_uri(uri)?.0;
     let signature = wechat_verified(s, cfg, &q, now)?;
+    let opened = open_sealed(s, cfg, &q, body)?;
     let sighting = sighting(cfg, &signature, now);
+    let body: &[u8] = match &opened {
+        Opened::Plain => body,
+        Opened::Event(inner) => inner,
+        // Signed, but it does not open: kept as it came, flagged, and refused.
+        Opened::Unreadable => {
+            receipt(
+                s,
+                cfg,
+                sighting,
+                Err(reachline_channels::http::InboundError::Body),
+                body,
+            )
+            .await?;
+            return Ok(text("success".into()));
+        }
+    };
     let holders = |openid: String| async move {
         let address = ContactAddress::Im {
             provider: WECHAT_IM_PROVIDER.into(),

@@ -174,6 +174,7 @@ async fn run_on(url: &str, backend: &str, args: &WebhookBenchArgs) -> anyhow::Re
             kind: WebhookKind::SmsReceipt,
             secret: SECRET.into(),
             window_seconds: 300,
+            safe_mode: None,
         }],
         ..ServerConfig::default()
     };

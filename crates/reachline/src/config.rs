@@ -632,13 +632,14 @@ token_cache_seconds = 60             # a verified token is trusted this long (a 
 # (matched by MsgID, so `name` is the [[http]] wechat provider's), unsubscribes and messages
 # from followers (IM contact points `wechat:<openid>`). WeChat signs the query, not the body:
 # SHA-1 of the sorted token, timestamp and nonce, the token being `secret` (the one set in the
-# account's console). GET with echostr is its URL check. Plaintext mode only: safe mode (an
-# AES-encrypted body) is not supported yet.
+# account's console). GET with echostr is its URL check. In safe mode (the body encrypted and
+# signed too) add safe_mode; plaintext bodies are then refused.
 # [[server.webhooks]]
 # name = "wechat"
 # kind = "wechat_event"
 # secret = "..."             # WeChat's token
 # window_seconds = 300
+# safe_mode = { app_id = "wx...", encoding_aes_key = "<43 characters>" }
 
 # The borrower's pages (/n/<token>, /c/<token>, /me) and the number-change flow.
 [server.self_service]

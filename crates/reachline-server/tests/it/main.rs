@@ -25,6 +25,9 @@ const ORIGIN: &str = "reachline.test/ledger";
 const SECRET: &str = "provider-secret";
 /// The token WeChat and the `wx` provider share.
 const WECHAT_TOKEN: &str = "reachline-token";
+/// The `wxsafe` account's safe mode.
+const WECHAT_APP_ID: &str = "wx2c2769f8efd9abc2";
+const WECHAT_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 /// Where a harness keeps its data: SQLite in a temporary directory, or a fresh PostgreSQL
 /// database on the server `REACHLINE_TEST_DATABASE_URL` names.
@@ -116,24 +119,38 @@ impl Harness {
                     kind: WebhookKind::SmsReceipt,
                     secret: SECRET.into(),
                     window_seconds: 300,
+                    safe_mode: None,
                 },
                 WebhookConfig {
                     name: "replies".into(),
                     kind: WebhookKind::SmsReply,
                     secret: SECRET.into(),
                     window_seconds: 300,
+                    safe_mode: None,
                 },
                 WebhookConfig {
                     name: "app".into(),
                     kind: WebhookKind::PushOutcome,
                     secret: SECRET.into(),
                     window_seconds: 300,
+                    safe_mode: None,
                 },
                 WebhookConfig {
                     name: "wx".into(),
                     kind: WebhookKind::WechatEvent,
                     secret: WECHAT_TOKEN.into(),
                     window_seconds: 300,
+                    safe_mode: None,
+                },
+                WebhookConfig {
+                    name: "wxsafe".into(),
+                    kind: WebhookKind::WechatEvent,
+                    secret: WECHAT_TOKEN.into(),
+                    window_seconds: 300,
+                    safe_mode: Some(reachline_server::webhooks::WechatSafeMode {
+                        app_id: WECHAT_APP_ID.into(),
+                        encoding_aes_key: WECHAT_AES_KEY.into(),
+                    }),
                 },
             ],
             ..ServerConfig::default()

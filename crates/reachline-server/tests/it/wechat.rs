@@ -12,7 +12,7 @@ use reachline_server::auth::Role;
 use reachline_store::engine::{NewSend, PlanWrite, SentRecord};
 use serde_json::json;
 
-use super::{Harness, WECHAT_TOKEN};
+use super::{Harness, WECHAT_AES_KEY, WECHAT_APP_ID, WECHAT_TOKEN};
 
 const OPENID: &str = "oia2TjuEGTNoeX76QEjQNrcURxG8";
 const MSG_ID: &str = "200163836";
@@ -37,9 +37,13 @@ fn signed(token: &str, ts: i64, nonce: &str) -> String {
 }
 
 async fn post(h: &Harness, query: &str, body: &str) -> (u16, Option<String>, String) {
+    post_to(h, "wx", query, body).await
+}
+
+async fn post_to(h: &Harness, provider: &str, query: &str, body: &str) -> (u16, Option<String>, String) {
     let r = h
         .http
-        .post(format!("{}/v1/webhooks/wx?{query}", h.base))
+        .post(format!("{}/v1/webhooks/{provider}?{query}", h.base))
         .header("content-type", "text/xml")
         .body(body.to_string())
         .send()
@@ -63,6 +67,10 @@ async fn get(h: &Harness, provider: &str, query: &str) -> (u16, String) {
 /// B1 with a WeChat IM contact point, and one IM attempt to it that provider `wx` took with
 /// `msgid` [`MSG_ID`].
 async fn im_attempt(h: &Harness) -> (BorrowerId, ContactId, i64) {
+    im_attempt_by(h, "wx").await
+}
+
+async fn im_attempt_by(h: &Harness, provider: &str) -> (BorrowerId, ContactId, i64) {
     let (s, c) = h
         .call(
             Role::Admin,
@@ -113,7 +121,7 @@ async fn im_attempt(h: &Harness) -> (BorrowerId, ContactId, i64) {
         vec![SentRecord {
             id,
             at: now,
-            provider: "wx".into(),
+            provider: provider.into(),
             provider_ids: vec![MSG_ID.into()],
             template_id: "pre_due".into(),
             template_version: 1,
@@ -267,4 +275,68 @@ async fn an_unsubscribe_and_a_reply_are_evidence_about_the_im_contact() {
     assert!(about_im[1].0.contains("wx"), "{about_im:?}");
     assert_eq!(h.engine.counters.receipts.load(Relaxed), 0, "no receipt among them");
     h.finish().await;
+}
+
+/// The `wxsafe` account is in safe mode: its pushes come sealed (AES under its EncodingAESKey,
+/// `msg_signature` over the ciphertext). A sealed outcome is opened and recorded as a plaintext
+/// one is; a plaintext body, a wrong `msg_signature` and a seal for another app are refused,
+/// the last kept and flagged.
+#[tokio::test]
+async fn a_safe_mode_account_s_sealed_outcome_is_opened_and_recorded() {
+    use reachline_channels::wechat::SafeMode;
+    let h = Harness::start().await;
+    let (_, _, attempt) = im_attempt_by(&h, "wxsafe").await;
+    let now = Utc::now().timestamp();
+    let ts = now.to_string();
+    let sm = SafeMode::new(WECHAT_TOKEN, WECHAT_AES_KEY, WECHAT_APP_ID).unwrap();
+    let sealed = |sm: &SafeMode, nonce: &str| {
+        let (encrypt, msg_signature) = sm.seal(job(MSG_ID, "success").as_bytes(), &ts, nonce, [3; 16]);
+        let body = format!(
+            "<xml><ToUserName><![CDATA[gh_7f083739789a]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        );
+        let query = format!(
+            "{}&encrypt_type=aes&msg_signature={msg_signature}",
+            signed(WECHAT_TOKEN, now, nonce)
+        );
+        (query, body)
+    };
+
+    // A plaintext body to a safe-mode account: refused, nothing recorded.
+    let (s, _, text) = post_to(&h, "wxsafe", &signed(WECHAT_TOKEN, now, "1"), &job(MSG_ID, "success")).await;
+    assert_eq!(s, 401, "{text}");
+    assert!(text.contains("safe mode"), "{text}");
+    // Sealed, but its msg_signature is for other bytes.
+    let (query, body) = sealed(&sm, "2");
+    let wrong = query.replace("msg_signature=", "msg_signature=0");
+    let (s, _, text) = post_to(&h, "wxsafe", &wrong[..wrong.len() - 1], &body).await;
+    assert_eq!(s, 401, "{text}");
+    assert!(text.contains("msg_signature"), "{text}");
+    assert!(h.stores.engine.receipts_of(&[attempt]).await.unwrap().is_empty());
+
+    // Sealed right: opened, matched by MsgID, answered `success`.
+    let (query, body) = sealed(&sm, "3");
+    let (s, _, text) = post_to(&h, "wxsafe", &query, &body).await;
+    assert_eq!((s, text.as_str()), (200, "success"));
+    let receipts = h.stores.engine.receipts_of(&[attempt]).await.unwrap();
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    assert_eq!(
+        (receipts[0].provider.as_str(), receipts[0].class.as_str()),
+        ("wxsafe", "delivered")
+    );
+
+    // Signed, but sealed for another app: kept, flagged, refused 422.
+    let other = SafeMode::new(WECHAT_TOKEN, WECHAT_AES_KEY, "wx0000000000000000").unwrap();
+    let (query, body) = sealed(&other, "4");
+    let (s, _, text) = post_to(&h, "wxsafe", &query, &body).await;
+    assert_eq!(s, 422, "{text}");
+    assert!(text.contains("kept"), "{text}");
+    assert_eq!(
+        h.engine.counters.receipts_unmatched.load(Relaxed),
+        1,
+        "kept, unmatched, flagged"
+    );
+    // The plaintext account refuses a sealed push: it has no key to open it with.
+    let (query, body) = sealed(&sm, "5");
+    let (s, _, text) = post_to(&h, "wx", &query, &body).await;
+    assert_eq!(s, 401, "{text}");
 }
