@@ -144,13 +144,17 @@ pub enum SignatureError {
 
 /// WeChat's signature: hex SHA-1 of the token, timestamp and nonce sorted and concatenated.
 pub fn signature(token: &str, timestamp: &str, nonce: &str) -> String {
-    let mut parts = [token, timestamp, nonce];
+    hex::encode(sorted_sha1(&mut [token, timestamp, nonce]))
+}
+
+/// WeChat's signing: SHA-1 of the parts sorted and concatenated.
+fn sorted_sha1(parts: &mut [&str]) -> [u8; 20] {
     parts.sort_unstable();
     let mut h = Sha1::new();
-    for p in parts {
+    for p in parts.iter() {
         h.update(p.as_bytes());
     }
-    hex::encode(h.finalize())
+    h.finalize().into()
 }
 
 /// Checks a push's (or a URL check's) query: the signature in constant time, and the timestamp
@@ -270,13 +274,7 @@ impl SafeMode {
         let text = std::str::from_utf8(body).map_err(|_| SafeModeError::MissingCiphertext)?;
         let sealed: Sealed = quick_xml::de::from_str(text).map_err(|_| SafeModeError::MissingCiphertext)?;
         let cipher_b64 = present(sealed.encrypt).ok_or(SafeModeError::MissingCiphertext)?;
-        let mut parts = [self.token.as_str(), timestamp, nonce, cipher_b64.as_str()];
-        parts.sort_unstable();
-        let mut h = Sha1::new();
-        for p in parts {
-            h.update(p.as_bytes());
-        }
-        let expected = h.finalize();
+        let expected = sorted_sha1(&mut [self.token.as_str(), timestamp, nonce, cipher_b64.as_str()]);
         let given = hex::decode(given.trim()).map_err(|_| SafeModeError::Mismatch)?;
         if !bool::from(expected.as_slice().ct_eq(&given)) {
             return Err(SafeModeError::Mismatch);
@@ -334,13 +332,12 @@ impl SafeMode {
             .encrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut plain, n)
             .expect("whole blocks");
         let encrypt = base64::engine::general_purpose::STANDARD.encode(sealed);
-        let mut parts = [self.token.as_str(), timestamp, nonce, encrypt.as_str()];
-        parts.sort_unstable();
-        let mut h = Sha1::new();
-        for p in parts {
-            h.update(p.as_bytes());
-        }
-        let signature = hex::encode(h.finalize());
+        let signature = hex::encode(sorted_sha1(&mut [
+            self.token.as_str(),
+            timestamp,
+            nonce,
+            encrypt.as_str(),
+        ]));
         (encrypt, signature)
     }
 }
