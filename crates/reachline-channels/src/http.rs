@@ -16,7 +16,7 @@ use crate::classify::http::{
     aggregator_send_class, cmpp_stat_class, fcm_class, ivr_class, q850_class, sip_class, wechat_class,
 };
 use crate::webhook::{verify, WebhookError, DEFAULT_WINDOW_SECS};
-use crate::{Accepted, Channel, MessageRef, Outbound, Receipt, ReceiptStream, Scope, SendError};
+use crate::{Accepted, Channel, MessageRef, Outbound, Receipt, ReceiptStream, SendError};
 
 /// Which API a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +131,9 @@ impl HttpChannel {
                 let code = s(&body["code"]);
                 match (status, code.as_str()) {
                     (200, "OK") => Ok(s(&body["message_id"])),
-                    (500..=599, _) | (429, _) => Err(provider_busy(name, status.to_string(), "provider error")),
+                    (500..=599, _) | (429, _) => {
+                        Err(SendError::provider_failed(name, status.to_string(), "provider error"))
+                    }
                     _ => Err(SendError::rejected(
                         name,
                         aggregator_send_class(&code),
@@ -140,28 +142,30 @@ impl HttpChannel {
                     )),
                 }
             }
-            HttpApi::Voice => match status {
-                200 | 201 => Ok(s(&body["call_id"])),
-                _ if status >= 500 && body["sip_status"].as_u64().unwrap_or(0) == 0 => {
-                    Err(provider_busy(name, format!("{status} sip 0"), "provider error"))
+            HttpApi::Voice => {
+                match status {
+                    200 | 201 => Ok(s(&body["call_id"])),
+                    _ if status >= 500 && body["sip_status"].as_u64().unwrap_or(0) == 0 => Err(
+                        SendError::provider_failed(name, format!("{status} sip 0"), "provider error"),
+                    ),
+                    _ => {
+                        let sip = body["sip_status"].as_u64().unwrap_or(0) as u16;
+                        let class = if sip > 0 {
+                            sip_class(sip)
+                        } else if status >= 500 {
+                            DeliveryClass::Transient
+                        } else {
+                            DeliveryClass::OurFault
+                        };
+                        Err(SendError::rejected(
+                            name,
+                            class,
+                            format!("{status} sip {sip}"),
+                            "call refused",
+                        ))
+                    }
                 }
-                _ => {
-                    let sip = body["sip_status"].as_u64().unwrap_or(0) as u16;
-                    let class = if sip > 0 {
-                        sip_class(sip)
-                    } else if status >= 500 {
-                        DeliveryClass::Transient
-                    } else {
-                        DeliveryClass::OurFault
-                    };
-                    Err(SendError::rejected(
-                        name,
-                        class,
-                        format!("{status} sip {sip}"),
-                        "call refused",
-                    ))
-                }
-            },
+            }
             HttpApi::Fcm => {
                 if status == 200 {
                     return Ok(s(&body["name"]));
@@ -176,7 +180,11 @@ impl HttpChannel {
                     .or(e["status"].as_str())
                     .unwrap_or("");
                 if status == 429 || status >= 500 {
-                    return Err(provider_busy(name, format!("{status} {word}"), "push refused"));
+                    return Err(SendError::provider_failed(
+                        name,
+                        format!("{status} {word}"),
+                        "push refused",
+                    ));
                 }
                 let class = fcm_class(status, word, &types);
                 Err(SendError::rejected(
@@ -199,7 +207,11 @@ impl HttpChannel {
                 // System busy, or the account's daily quota spent: WeChat's trouble, not the
                 // borrower's.
                 if status >= 500 || matches!(code, -1 | 45009) {
-                    return Err(provider_busy(name, code.to_string(), "template message refused"));
+                    return Err(SendError::provider_failed(
+                        name,
+                        code.to_string(),
+                        "template message refused",
+                    ));
                 }
                 Err(SendError::rejected(
                     name,
@@ -383,11 +395,4 @@ pub fn webhook_router(channel: std::sync::Arc<HttpChannel>) -> axum::Router {
             }
         }),
     )
-}
-
-/// The provider is failing or throttling us: transient, and about the provider, not the address.
-fn provider_busy(name: &str, code: String, detail: &str) -> SendError {
-    let mut e = SendError::rejected(name, DeliveryClass::Transient, code, detail);
-    e.scope = Scope::Provider;
-    e
 }

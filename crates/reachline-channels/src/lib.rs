@@ -119,6 +119,16 @@ impl SendError {
         }
     }
 
+    /// The provider answered that it is failing or throttling us (5xx, 429, busy, quota spent):
+    /// transient, and about the provider, so another provider may take the message and the
+    /// address is not blamed.
+    pub fn provider_failed(provider: &str, code: impl Into<String>, detail: impl Into<String>) -> Self {
+        SendError {
+            scope: Scope::Provider,
+            ..SendError::rejected(provider, DeliveryClass::Transient, code, detail)
+        }
+    }
+
     /// The provider answered with a code, classed; transient classes may be retried.
     pub fn rejected(provider: &str, class: DeliveryClass, code: impl Into<String>, detail: impl Into<String>) -> Self {
         SendError {

@@ -268,8 +268,6 @@ impl SafeMode {
         msg_signature: Option<&str>,
         body: &[u8],
     ) -> Result<Vec<u8>, SafeModeError> {
-        use aes::cipher::{BlockDecryptMut, KeyIvInit};
-        use base64::Engine as _;
         let given = msg_signature.ok_or(SafeModeError::MissingSignature)?;
         let text = std::str::from_utf8(body).map_err(|_| SafeModeError::MissingCiphertext)?;
         let sealed: Sealed = quick_xml::de::from_str(text).map_err(|_| SafeModeError::MissingCiphertext)?;
@@ -279,26 +277,7 @@ impl SafeMode {
         if !bool::from(expected.as_slice().ct_eq(&given)) {
             return Err(SafeModeError::Mismatch);
         }
-        let mut buf = base64::engine::general_purpose::STANDARD
-            .decode(cipher_b64.as_bytes())
-            .map_err(|_| SafeModeError::NotBase64)?;
-        if buf.is_empty() || buf.len() % 32 != 0 {
-            return Err(SafeModeError::NotBase64);
-        }
-        let iv: [u8; 16] = self.key[..16].try_into().expect("16 of 32 bytes");
-        // WeChat pads to 32-byte blocks (PKCS#7 with a block of 32), which the cipher's own
-        // 16-byte PKCS#7 check would refuse: decrypt without padding and check it here.
-        let plain = cbc::Decryptor::<aes::Aes256>::new(&self.key.into(), &iv.into())
-            .decrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut buf)
-            .map_err(|_| SafeModeError::Undecryptable)?;
-        let pad = usize::from(*plain.last().ok_or(SafeModeError::Undecryptable)?);
-        if !(1..=32).contains(&pad)
-            || pad > plain.len()
-            || plain[plain.len() - pad..].iter().any(|b| usize::from(*b) != pad)
-        {
-            return Err(SafeModeError::Undecryptable);
-        }
-        let content = &plain[..plain.len() - pad];
+        let content = self.decrypt(&cipher_b64)?;
         let len_bytes: [u8; 4] = content
             .get(16..20)
             .ok_or(SafeModeError::Undecryptable)?
@@ -311,6 +290,38 @@ impl SafeMode {
             return Err(SafeModeError::OtherApp);
         }
         Ok(msg.to_vec())
+    }
+
+    /// The CBC IV: the key's first 16 bytes.
+    fn iv(&self) -> [u8; 16] {
+        self.key[..16].try_into().expect("16 of 32 bytes")
+    }
+
+    /// Base64 ciphertext to its content: random bytes, length, message, app id (unpadded).
+    fn decrypt(&self, cipher_b64: &str) -> Result<Vec<u8>, SafeModeError> {
+        use aes::cipher::{BlockDecryptMut, KeyIvInit};
+        use base64::Engine as _;
+        let mut buf = base64::engine::general_purpose::STANDARD
+            .decode(cipher_b64.as_bytes())
+            .map_err(|_| SafeModeError::NotBase64)?;
+        if buf.is_empty() || buf.len() % 32 != 0 {
+            return Err(SafeModeError::NotBase64);
+        }
+        // WeChat pads to 32-byte blocks (PKCS#7 with a block of 32), which the cipher's own
+        // 16-byte PKCS#7 check would refuse: decrypt without padding and check it here.
+        let plain = cbc::Decryptor::<aes::Aes256>::new(&self.key.into(), &self.iv().into())
+            .decrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut buf)
+            .map_err(|_| SafeModeError::Undecryptable)?;
+        let pad = usize::from(*plain.last().ok_or(SafeModeError::Undecryptable)?);
+        if !(1..=32).contains(&pad)
+            || pad > plain.len()
+            || plain[plain.len() - pad..].iter().any(|b| usize::from(*b) != pad)
+        {
+            return Err(SafeModeError::Undecryptable);
+        }
+        let n = plain.len() - pad;
+        buf.truncate(n);
+        Ok(buf)
     }
 
     /// Seals `msg` as WeChat does (the inverse of [`SafeMode::open`]), with `random` as the 16
@@ -327,8 +338,7 @@ impl SafeMode {
         let pad = 32 - plain.len() % 32;
         plain.extend(std::iter::repeat_n(pad as u8, pad));
         let n = plain.len();
-        let iv: [u8; 16] = self.key[..16].try_into().expect("16 of 32 bytes");
-        let sealed = cbc::Encryptor::<aes::Aes256>::new(&self.key.into(), &iv.into())
+        let sealed = cbc::Encryptor::<aes::Aes256>::new(&self.key.into(), &self.iv().into())
             .encrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut plain, n)
             .expect("whole blocks");
         let encrypt = base64::engine::general_purpose::STANDARD.encode(sealed);
@@ -397,16 +407,7 @@ mod tests {
         let theirs = sm
             .open(TIMESTAMP, NONCE, Some(MSG_SIGNATURE), sealed_body(ENCRYPT).as_bytes())
             .unwrap();
-        let random: [u8; 16] = {
-            use base64::Engine as _;
-            let mut b = base64::engine::general_purpose::STANDARD.decode(ENCRYPT).unwrap();
-            let iv: [u8; 16] = sm.key[..16].try_into().unwrap();
-            use aes::cipher::{BlockDecryptMut, KeyIvInit};
-            let p = cbc::Decryptor::<aes::Aes256>::new(&sm.key.into(), &iv.into())
-                .decrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut b)
-                .unwrap();
-            p[..16].try_into().unwrap()
-        };
+        let random: [u8; 16] = sm.decrypt(ENCRYPT).unwrap()[..16].try_into().unwrap();
         assert_eq!(
             sm.seal(&theirs, TIMESTAMP, NONCE, random),
             (ENCRYPT.to_string(), MSG_SIGNATURE.to_string())

@@ -327,6 +327,12 @@ impl Config {
         if self.ledger.batch_max_ms > 10_000 {
             bail!("ledger.batch_max_ms must be at most 10000");
         }
+        for (i, w) in self.server.webhooks.iter().enumerate() {
+            if let Some(m) = &w.safe_mode {
+                reachline_channels::wechat::SafeMode::new(&w.secret, &m.encoding_aes_key, &m.app_id)
+                    .map_err(|e| anyhow::anyhow!("server.webhooks[{i}].safe_mode.encoding_aes_key: {e}"))?;
+            }
+        }
         if self.keys.master_key.is_some() != self.keys.blind_index_key.is_some() {
             bail!("keys.master_key and keys.blind_index_key must be given together");
         }
@@ -761,6 +767,19 @@ mod tests {
         let mut cfg = Config::default();
         cfg.book.default_time_zone = "Mars/Base".into();
         assert!(format!("{:#}", cfg.validate().unwrap_err()).contains("book.default_time_zone"));
+        // A WeChat safe-mode key that is not one is refused at start, not at the first push.
+        let mut cfg = Config::default();
+        cfg.server.webhooks.push(reachline_server::WebhookConfig {
+            name: "wechat".into(),
+            kind: reachline_server::WebhookKind::WechatEvent,
+            secret: "token".into(),
+            window_seconds: 300,
+            safe_mode: Some(reachline_server::webhooks::WechatSafeMode {
+                app_id: "wx0".into(),
+                encoding_aes_key: "too-short".into(),
+            }),
+        });
+        assert!(format!("{:#}", cfg.validate().unwrap_err()).contains("server.webhooks[0].safe_mode"));
     }
 
     #[test]
