@@ -498,7 +498,8 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
     async fn due_borrowers(&self, from: NaiveDate, to: NaiveDate, now: DateTime<Utc>) -> Result<Vec<BorrowerId>>;
 
     /// Into how many slices (borrower id modulo this) a planning pass is cut for several nodes
-    /// to share it; 1 where one process owns the database (SQLite): no slices to claim.
+    /// to share it; 1 where one process owns the database (SQLite): no slices to claim. A node
+    /// reads the pass's due borrowers once and keeps those of each slice it claims.
     fn plan_slices(&self) -> u32 {
         1
     }
@@ -513,23 +514,6 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
         _done: &[u32],
     ) -> Result<Option<u32>> {
         Ok(None)
-    }
-
-    /// [`EngineStore::due_borrowers`] of one slice.
-    async fn due_borrowers_in(
-        &self,
-        from: NaiveDate,
-        to: NaiveDate,
-        now: DateTime<Utc>,
-        slice: u32,
-    ) -> Result<Vec<BorrowerId>> {
-        let n = i64::from(self.plan_slices().max(1));
-        Ok(self
-            .due_borrowers(from, to, now)
-            .await?
-            .into_iter()
-            .filter(|b| b.0.rem_euclid(n) == i64::from(slice))
-            .collect())
     }
 
     /// The planner's view of each borrower, with installments due between `from` and `to`.

@@ -200,31 +200,6 @@ async fn raise_outcome(c: &mut PgConnection, id: i64, new: SendOutcome, at: Date
     Ok(true)
 }
 
-/// The borrowers with an unpaid installment due between `from` and `to`, no wake time later than
-/// `now`, and `id % slices == slice` (`(1, 0)`: all of them), in id order.
-async fn due_in_slice(
-    pool: &sqlx::PgPool,
-    (from, to): (NaiveDate, NaiveDate),
-    now: DateTime<Utc>,
-    (slices, slice): (u32, u32),
-) -> Result<Vec<BorrowerId>> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT DISTINCT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id \
-         WHERE i.due_date BETWEEN $1 AND $2 AND i.amount_paid_minor < i.amount_due_minor \
-         AND l.borrower_id % $4 = $5 \
-         AND NOT EXISTS (SELECT 1 FROM engine_wake w WHERE w.borrower_id = l.borrower_id AND w.wake_at > $3) \
-         ORDER BY 1",
-    )
-    .bind(from)
-    .bind(to)
-    .bind(now)
-    .bind(i64::from(slices))
-    .bind(i64::from(slice))
-    .fetch_all(pool)
-    .await?;
-    Ok(ids.into_iter().map(BorrowerId).collect())
-}
-
 /// Keeps the last of each key: one statement may not update a row twice.
 fn last_per_key<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
     let mut seen = HashSet::new();
@@ -236,7 +211,18 @@ fn last_per_key<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K
 #[async_trait]
 impl EngineStore for PgStore {
     async fn due_borrowers(&self, from: NaiveDate, to: NaiveDate, now: DateTime<Utc>) -> Result<Vec<BorrowerId>> {
-        due_in_slice(&self.pool, (from, to), now, (1, 0)).await
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT l.borrower_id FROM installments i JOIN loans l ON l.id = i.loan_id \
+             WHERE i.due_date BETWEEN $1 AND $2 AND i.amount_paid_minor < i.amount_due_minor \
+             AND NOT EXISTS (SELECT 1 FROM engine_wake w WHERE w.borrower_id = l.borrower_id AND w.wake_at > $3) \
+             ORDER BY 1",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(BorrowerId).collect())
     }
 
     fn plan_slices(&self) -> u32 {
@@ -265,16 +251,6 @@ impl EngineStore for PgStore {
         Ok(slice.map(|s| s as u32))
     }
 
-    async fn due_borrowers_in(
-        &self,
-        from: NaiveDate,
-        to: NaiveDate,
-        now: DateTime<Utc>,
-        slice: u32,
-    ) -> Result<Vec<BorrowerId>> {
-        due_in_slice(&self.pool, (from, to), now, (PLAN_SLICES, slice)).await
-    }
-
     async fn views(&self, ids: &[BorrowerId], from: NaiveDate, to: NaiveDate) -> Result<Vec<EngineView>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -288,10 +264,14 @@ impl EngineStore for PgStore {
         let mut out: Vec<EngineView> = Vec::with_capacity(ids.len());
         let mut index: HashMap<i64, usize> = HashMap::with_capacity(ids.len());
         for r in sqlx::query(
+            // The wake row and the preferences are looked up per borrower (LIMIT keeps PostgreSQL
+            // from turning them into joins): as joins, the whole wake table was hashed for each
+            // batch once the book's borrowers all had one (300,000 rows read to keep 8,000).
             "SELECT b.id, b.locale, b.time_zone, b.jurisdiction, b.external_id, COALESCE(w.seq, 0) AS wake_seq, \
-             p.channels, p.quiet_start, p.quiet_end \
-             FROM borrowers b LEFT JOIN engine_wake w ON w.borrower_id = b.id \
-             LEFT JOIN borrower_preferences p ON p.borrower_id = b.id WHERE b.id = ANY($1) \
+             p.channels, p.quiet_start, p.quiet_end FROM borrowers b \
+             LEFT JOIN LATERAL (SELECT seq FROM engine_wake WHERE borrower_id = b.id LIMIT 1) w ON true \
+             LEFT JOIN LATERAL (SELECT channels, quiet_start, quiet_end FROM borrower_preferences \
+             WHERE borrower_id = b.id LIMIT 1) p ON true WHERE b.id = ANY($1) \
              AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.borrower_id = b.id) ORDER BY b.id",
         )
         .bind(&set)
@@ -365,9 +345,14 @@ impl EngineStore for PgStore {
             )?);
         }
         for r in sqlx::query(
-            "SELECT i.id, l.borrower_id, l.product, l.external_id, i.seq, i.due_date, i.amount_due_minor, \
-             i.amount_paid_minor, i.currency FROM loans l JOIN installments i ON i.loan_id = l.id \
-             WHERE l.borrower_id = ANY($1) AND i.due_date BETWEEN $2 AND $3 ORDER BY i.due_date, i.id",
+            // Borrower by borrower (OFFSET 0 keeps the subquery from becoming a join): as one
+            // join PostgreSQL chose to scan every loan in parallel for each batch (1.7M rows
+            // read to keep 15,000; 210 ms against 70 ms).
+            "SELECT x.id, u.b AS borrower_id, x.product, x.external_id, x.seq, x.due_date, x.amount_due_minor, \
+             x.amount_paid_minor, x.currency FROM unnest($1::int8[]) AS u(b) CROSS JOIN LATERAL \
+             (SELECT i.id, l.product, l.external_id, i.seq, i.due_date, i.amount_due_minor, i.amount_paid_minor, \
+             i.currency FROM loans l JOIN installments i ON i.loan_id = l.id \
+             WHERE l.borrower_id = u.b AND i.due_date BETWEEN $2 AND $3 OFFSET 0) x ORDER BY x.due_date, x.id",
         )
         .bind(&set)
         .bind(from)
