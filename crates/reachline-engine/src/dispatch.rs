@@ -30,6 +30,20 @@ pub struct DispatchReport {
     /// Handed over with no answer (the provider may have taken them): recorded in doubt, never
     /// sent again.
     pub in_doubt: u64,
+    /// Leased while a send to the same borrower was on the wire, so checked only once it was
+    /// recorded (counted in `leased` too).
+    pub held: u64,
+}
+
+/// A leased batch, checked and rendered: what is handed over, and the moment it was leased at.
+struct Prepared {
+    now: DateTime<Utc>,
+    ready: Vec<(
+        OutboxRow,
+        Permit,
+        reachline_domain::ContactAddress,
+        reachline_policy::Rendered,
+    )>,
 }
 
 enum Done {
@@ -73,187 +87,52 @@ fn template_id(kind: NoticeKind, third_party: bool) -> &'static str {
 impl Engine {
     /// Leases and sends every row due at `pass` (on a live clock, each lease at the time it
     /// is taken: see [`Engine::use_clock`]).
+    ///
+    /// Batches overlap: while one batch is handed over, the next is leased, checked and rendered
+    /// beside it (on PostgreSQL a 2,000-row batch spent ~200 ms in its lease and its reads,
+    /// while the provider and the database sat idle). Rows of a borrower the batch on the wire
+    /// is sending to are held back and checked once that batch is recorded, so no check reads
+    /// a borrower's sends from before a send still in flight (caps, the emergency contact asked
+    /// once).
     pub async fn dispatch(&self, pass: DateTime<Utc>) -> Result<DispatchReport, EngineError> {
         let mut report = DispatchReport::default();
         let (back, ahead) = self.cfg.window();
-        let from = pass.date_naive() - Duration::days(back + 1);
-        let to = pass.date_naive() + Duration::days(ahead + 1);
+        let window = (
+            pass.date_naive() - Duration::days(back + 1),
+            pass.date_naive() + Duration::days(ahead + 1),
+        );
+        let Some((rows, now, mut more)) = self.lease_rows(pass).await? else {
+            return Ok(report);
+        };
+        let mut current = self.prepare(rows, now, window, &mut report).await?;
         loop {
-            let now = self.now_after(pass);
-            let rows = self
-                .store
-                .lease(&self.cfg.owner, now, self.cfg.lease, self.cfg.lease_batch)
-                .await?;
-            if rows.is_empty() {
-                break;
-            }
-            report.leased += rows.len() as u64;
-            let mut ids: Vec<BorrowerId> = rows.iter().map(|r| r.borrower).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let views: HashMap<BorrowerId, EngineView> = self
-                .store
-                .views(&ids, from, to)
-                .await?
-                .into_iter()
-                .map(|v| (v.id, v))
-                .collect();
-            let full = rows.len() == self.cfg.lease_batch;
-            // 1. Ask the policy again for each row; keep the ones it still sends.
-            let mut go: Vec<(OutboxRow, Permit)> = Vec::with_capacity(rows.len());
-            // An emergency contact is asked once: two rows for one in the same batch would both
-            // pass the check (neither is an attempt yet).
-            let mut third_parties = std::collections::HashSet::new();
-            let mut decided: HashMap<BorrowerId, Option<Vec<Decision>>> = HashMap::new();
-            for row in rows {
-                if row.third_party && !third_parties.insert(row.contact) {
-                    self.store
-                        .cancel(row.id, now, "the emergency contact is being asked by another notice")
-                        .await?;
-                    report.cancelled += 1;
-                    continue;
+            let busy: std::collections::HashSet<BorrowerId> = current.ready.iter().map(|r| r.0.borrower).collect();
+            let mut side = DispatchReport::default();
+            let next = async {
+                if !more {
+                    return Ok(None);
                 }
-                // One health replay and one `decide` per borrower per batch, however many of
-                // their rows it holds.
-                let decisions = match decided.entry(row.borrower) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        let d = match views.get(&row.borrower) {
-                            Some(view) => Some(Owned::build(view, &self.cfg, now)?.decide(view, &self.cfg, now, false)),
-                            None => None,
-                        };
-                        e.insert(d)
-                    }
+                let Some((rows, now, full)) = self.lease_rows(pass).await? else {
+                    return Ok(None);
                 };
-                match self.recheck(&row, decisions.as_deref(), now).await? {
-                    Some(permit) => go.push((row, permit)),
-                    None => report.cancelled += 1,
-                }
-            }
-            // 2. Addresses decrypted now, texts rendered; one store call for the batch.
-            let targets = self
-                .store
-                .send_targets(go.iter().map(|(r, p)| (r.borrower, p.contact)).collect())
-                .await?;
-            let mut ready = Vec::with_capacity(go.len());
-            for ((row, permit), target) in go.into_iter().zip(targets) {
-                let view = &views[&row.borrower];
-                let Some(inst) = view.installments.iter().find(|i| i.id == row.installment) else {
-                    self.store
-                        .cancel(row.id, now, "the installment is outside the notice window")
-                        .await?;
-                    report.cancelled += 1;
-                    continue;
-                };
-                let target = target?;
-                let kind: NoticeKind = row
-                    .kind
-                    .parse()
-                    .map_err(|e| EngineError::Corrupt(format!("outbox row {} kind: {e}", row.id)))?;
-                let rendered = self.render(kind, &row, view, inst, target.borrower_name.as_str(), now)?;
-                ready.push((row, permit, target.address, rendered));
-            }
-            // 3–5, `concurrency` rows at a time (at most that many can be left in doubt by a
-            // crash): `sending` committed before any of them is handed over; handed over at
-            // once; the accepted ones recorded in one transaction, refusals one by one.
-            let mut ready = ready.into_iter().peekable();
-            while ready.peek().is_some() {
-                let chunk: Vec<_> = ready.by_ref().take(self.cfg.concurrency.max(1)).collect();
-                let moved: std::collections::HashSet<i64> = self
-                    .store
-                    .mark_sending_many(&self.cfg.owner, chunk.iter().map(|r| r.0.id).collect(), now)
-                    .await?
-                    .into_iter()
-                    .collect();
-                // A row another dispatcher took over after this one's lease ran out is its now.
-                report.lost += (chunk.len() - moved.len()) as u64;
-                let chunk: Vec<_> = chunk.into_iter().filter(|r| moved.contains(&r.0.id)).collect();
-                let results: Vec<_> =
-                    futures::future::join_all(chunk.into_iter().map(|(row, permit, address, rendered)| async move {
-                        let res = self
-                            .send_permitted(&permit, &row, address.clone(), &rendered.text)
-                            .await;
-                        (row, rendered, address, res)
-                    }))
-                    .await;
-                // What the providers took goes into the ledger first: a crash after this leaves
-                // the rows in doubt, but the ledger says, truly, that they were sent.
-                if let Some(l) = &self.ledger {
-                    // The senders' commitment keys in one store call (one transaction).
-                    let senders: Vec<BorrowerId> = results
-                        .iter()
-                        .filter(|r| r.3.is_ok())
-                        .map(|(row, ..)| row.borrower)
-                        .collect();
-                    let mut keys = l
-                        .store
-                        .commitment_keys(&senders)
-                        .await
-                        .map_err(|e| EngineError::Ledger(e.to_string()))?
-                        .into_iter();
-                    let mut leaves = Vec::new();
-                    for (row, rendered, address, res) in &results {
-                        if let Ok(accepted) = res {
-                            let key = keys
-                                .next()
-                                .ok_or_else(|| EngineError::Ledger("a commitment key is missing".into()))?;
-                            leaves.push(crate::ledger::sent_leaf(
-                                row,
-                                &key,
-                                address,
-                                &accepted.provider_ids,
-                                (&rendered.template_id, rendered.version),
-                                &rendered.text,
-                                now,
-                            )?);
-                        }
-                    }
-                    if !leaves.is_empty() {
-                        l.sequencer
-                            .append_all(&leaves)
-                            .await
-                            .map_err(|e| EngineError::Ledger(e.to_string()))?;
-                    }
-                }
-                let mut sent = Vec::new();
-                for (row, rendered, _, res) in results {
-                    match res {
-                        Ok(accepted) => sent.push(SentRecord {
-                            id: row.id,
-                            at: now,
-                            provider: accepted.provider,
-                            provider_ids: accepted.provider_ids,
-                            template_id: rendered.template_id.clone(),
-                            template_version: rendered.version,
-                            text_sha256: Sha256::digest(rendered.text.as_bytes()).into(),
-                        }),
-                        Err(e) => match self.send_failed(&row, e, now).await? {
-                            Done::Released => report.released += 1,
-                            Done::Failed => report.failed += 1,
-                            Done::InDoubt => report.in_doubt += 1,
-                        },
-                    }
-                }
-                report.sent += sent.len() as u64;
-                let n = sent.len() as u64;
-                let late = self.store.record_sent_many(sent, &plan::delivery_evidence).await?;
-                self.counters.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                // Receipts that beat their send's record changed its outcome just now: their
-                // leaves follow the send's, as they would had they come after it.
-                if let (Some(l), false) = (&self.ledger, late.is_empty()) {
-                    let leaves = late
-                        .iter()
-                        .map(|m| crate::ledger::receipt_leaf(&m.receipt, m.class, &m.provider_id, m.at))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    l.sequencer
-                        .append_all(&leaves)
-                        .await
-                        .map_err(|e| EngineError::Ledger(e.to_string()))?;
-                }
-            }
-            if !full {
+                let (held, clear): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| busy.contains(&r.borrower));
+                let prepared = self.prepare(clear, now, window, &mut side).await?;
+                Ok::<_, EngineError>(Some((prepared, held, full)))
+            };
+            let (sent, next) = futures::join!(self.send_prepared(current, &mut report), next);
+            sent?;
+            report.leased += side.leased;
+            report.cancelled += side.cancelled;
+            let Some((mut prepared, held, full)) = next? else {
                 break;
+            };
+            if !held.is_empty() {
+                report.held += held.len() as u64;
+                let late = self.prepare(held, prepared.now, window, &mut report).await?;
+                prepared.ready.extend(late.ready);
             }
+            current = prepared;
+            more = full;
         }
         if report.released > 0 {
             tracing::warn!(
@@ -262,6 +141,208 @@ impl Engine {
             );
         }
         Ok(report)
+    }
+
+    /// The next batch of due rows, the moment it was leased at, and whether it was full (more
+    /// may be due); `None` when nothing is due.
+    async fn lease_rows(
+        &self,
+        pass: DateTime<Utc>,
+    ) -> Result<Option<(Vec<OutboxRow>, DateTime<Utc>, bool)>, EngineError> {
+        let now = self.now_after(pass);
+        let rows = self
+            .store
+            .lease(&self.cfg.owner, now, self.cfg.lease, self.cfg.lease_batch)
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let full = rows.len() == self.cfg.lease_batch;
+        Ok(Some((rows, now, full)))
+    }
+
+    /// Checks leased rows against the policy at `now` (cancelling those it no longer sends),
+    /// resolves their addresses and renders their texts.
+    async fn prepare(
+        &self,
+        rows: Vec<OutboxRow>,
+        now: DateTime<Utc>,
+        (from, to): (chrono::NaiveDate, chrono::NaiveDate),
+        report: &mut DispatchReport,
+    ) -> Result<Prepared, EngineError> {
+        report.leased += rows.len() as u64;
+        let mut ids: Vec<BorrowerId> = rows.iter().map(|r| r.borrower).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(Prepared { now, ready: Vec::new() });
+        }
+        let views: HashMap<BorrowerId, EngineView> = self
+            .store
+            .views(&ids, from, to)
+            .await?
+            .into_iter()
+            .map(|v| (v.id, v))
+            .collect();
+        // 1. Ask the policy again for each row; keep the ones it still sends.
+        let mut go: Vec<(OutboxRow, Permit)> = Vec::with_capacity(rows.len());
+        // An emergency contact is asked once: two rows for one in the same batch would both
+        // pass the check (neither is an attempt yet).
+        let mut third_parties = std::collections::HashSet::new();
+        let mut decided: HashMap<BorrowerId, Option<Vec<Decision>>> = HashMap::new();
+        for row in rows {
+            if row.third_party && !third_parties.insert(row.contact) {
+                self.store
+                    .cancel(row.id, now, "the emergency contact is being asked by another notice")
+                    .await?;
+                report.cancelled += 1;
+                continue;
+            }
+            // One health replay and one `decide` per borrower per batch, however many of
+            // their rows it holds.
+            let decisions = match decided.entry(row.borrower) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let d = match views.get(&row.borrower) {
+                        Some(view) => Some(Owned::build(view, &self.cfg, now)?.decide(view, &self.cfg, now, false)),
+                        None => None,
+                    };
+                    e.insert(d)
+                }
+            };
+            match self.recheck(&row, decisions.as_deref(), now).await? {
+                Some(permit) => go.push((row, permit)),
+                None => report.cancelled += 1,
+            }
+        }
+        // 2. Addresses decrypted now, texts rendered; one store call for the batch.
+        let targets = self
+            .store
+            .send_targets(go.iter().map(|(r, p)| (r.borrower, p.contact)).collect())
+            .await?;
+        let mut ready = Vec::with_capacity(go.len());
+        for ((row, permit), target) in go.into_iter().zip(targets) {
+            let view = &views[&row.borrower];
+            let Some(inst) = view.installments.iter().find(|i| i.id == row.installment) else {
+                self.store
+                    .cancel(row.id, now, "the installment is outside the notice window")
+                    .await?;
+                report.cancelled += 1;
+                continue;
+            };
+            let target = target?;
+            let kind: NoticeKind = row
+                .kind
+                .parse()
+                .map_err(|e| EngineError::Corrupt(format!("outbox row {} kind: {e}", row.id)))?;
+            let rendered = self.render(kind, &row, view, inst, target.borrower_name.as_str(), now)?;
+            ready.push((row, permit, target.address, rendered));
+        }
+        Ok(Prepared { now, ready })
+    }
+
+    /// Hands a prepared batch over and records what happened.
+    async fn send_prepared(&self, batch: Prepared, report: &mut DispatchReport) -> Result<(), EngineError> {
+        let Prepared { now, ready } = batch;
+        // 3–5, `concurrency` rows at a time (at most that many can be left in doubt by a
+        // crash): `sending` committed before any of them is handed over; handed over at
+        // once; the accepted ones recorded in one transaction, refusals one by one.
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let chunk: Vec<_> = ready.by_ref().take(self.cfg.concurrency.max(1)).collect();
+            let moved: std::collections::HashSet<i64> = self
+                .store
+                .mark_sending_many(&self.cfg.owner, chunk.iter().map(|r| r.0.id).collect(), now)
+                .await?
+                .into_iter()
+                .collect();
+            // A row another dispatcher took over after this one's lease ran out is its now.
+            report.lost += (chunk.len() - moved.len()) as u64;
+            let chunk: Vec<_> = chunk.into_iter().filter(|r| moved.contains(&r.0.id)).collect();
+            let results: Vec<_> =
+                futures::future::join_all(chunk.into_iter().map(|(row, permit, address, rendered)| async move {
+                    let res = self
+                        .send_permitted(&permit, &row, address.clone(), &rendered.text)
+                        .await;
+                    (row, rendered, address, res)
+                }))
+                .await;
+            // What the providers took goes into the ledger first: a crash after this leaves
+            // the rows in doubt, but the ledger says, truly, that they were sent.
+            if let Some(l) = &self.ledger {
+                // The senders' commitment keys in one store call (one transaction).
+                let senders: Vec<BorrowerId> = results
+                    .iter()
+                    .filter(|r| r.3.is_ok())
+                    .map(|(row, ..)| row.borrower)
+                    .collect();
+                let mut keys = l
+                    .store
+                    .commitment_keys(&senders)
+                    .await
+                    .map_err(|e| EngineError::Ledger(e.to_string()))?
+                    .into_iter();
+                let mut leaves = Vec::new();
+                for (row, rendered, address, res) in &results {
+                    if let Ok(accepted) = res {
+                        let key = keys
+                            .next()
+                            .ok_or_else(|| EngineError::Ledger("a commitment key is missing".into()))?;
+                        leaves.push(crate::ledger::sent_leaf(
+                            row,
+                            &key,
+                            address,
+                            &accepted.provider_ids,
+                            (&rendered.template_id, rendered.version),
+                            &rendered.text,
+                            now,
+                        )?);
+                    }
+                }
+                if !leaves.is_empty() {
+                    l.sequencer
+                        .append_all(&leaves)
+                        .await
+                        .map_err(|e| EngineError::Ledger(e.to_string()))?;
+                }
+            }
+            let mut sent = Vec::new();
+            for (row, rendered, _, res) in results {
+                match res {
+                    Ok(accepted) => sent.push(SentRecord {
+                        id: row.id,
+                        at: now,
+                        provider: accepted.provider,
+                        provider_ids: accepted.provider_ids,
+                        template_id: rendered.template_id.clone(),
+                        template_version: rendered.version,
+                        text_sha256: Sha256::digest(rendered.text.as_bytes()).into(),
+                    }),
+                    Err(e) => match self.send_failed(&row, e, now).await? {
+                        Done::Released => report.released += 1,
+                        Done::Failed => report.failed += 1,
+                        Done::InDoubt => report.in_doubt += 1,
+                    },
+                }
+            }
+            report.sent += sent.len() as u64;
+            let n = sent.len() as u64;
+            let late = self.store.record_sent_many(sent, &plan::delivery_evidence).await?;
+            self.counters.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            // Receipts that beat their send's record changed its outcome just now: their
+            // leaves follow the send's, as they would had they come after it.
+            if let (Some(l), false) = (&self.ledger, late.is_empty()) {
+                let leaves = late
+                    .iter()
+                    .map(|m| crate::ledger::receipt_leaf(&m.receipt, m.class, &m.provider_id, m.at))
+                    .collect::<Result<Vec<_>, _>>()?;
+                l.sequencer
+                    .append_all(&leaves)
+                    .await
+                    .map_err(|e| EngineError::Ledger(e.to_string()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks a leased row against the borrower's decisions now: its `Permit` if the decision is still to send
