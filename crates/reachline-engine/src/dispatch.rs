@@ -35,6 +35,19 @@ pub struct DispatchReport {
     pub held: u64,
 }
 
+impl std::ops::AddAssign for DispatchReport {
+    fn add_assign(&mut self, o: Self) {
+        self.leased += o.leased;
+        self.sent += o.sent;
+        self.failed += o.failed;
+        self.cancelled += o.cancelled;
+        self.released += o.released;
+        self.lost += o.lost;
+        self.in_doubt += o.in_doubt;
+        self.held += o.held;
+    }
+}
+
 /// A leased batch, checked and rendered: what is handed over, and the moment it was leased at.
 struct Prepared {
     now: DateTime<Utc>,
@@ -101,10 +114,12 @@ impl Engine {
             pass.date_naive() - Duration::days(back + 1),
             pass.date_naive() + Duration::days(ahead + 1),
         );
-        let Some((rows, now, mut more)) = self.lease_rows(pass).await? else {
-            return Ok(report);
+        // The first turn sends nothing and leases the first batch.
+        let mut current = Prepared {
+            now: pass,
+            ready: Vec::new(),
         };
-        let mut current = self.prepare(rows, now, window, &mut report).await?;
+        let mut more = true;
         loop {
             let busy: std::collections::HashSet<BorrowerId> = current.ready.iter().map(|r| r.0.borrower).collect();
             let mut side = DispatchReport::default();
@@ -121,8 +136,7 @@ impl Engine {
             };
             let (sent, next) = futures::join!(self.send_prepared(current, &mut report), next);
             sent?;
-            report.leased += side.leased;
-            report.cancelled += side.cancelled;
+            report += side;
             let Some((mut prepared, held, full)) = next? else {
                 break;
             };

@@ -483,9 +483,7 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
             p.decisions += more.decisions;
             p.queued += more.queued;
             p.checks += more.checks;
-            d.sent += sent.sent;
-            d.failed += sent.failed;
-            d.cancelled += sent.cancelled;
+            d += sent;
         }
     }
     let dispatch_seconds = t.elapsed().as_secs_f64();
