@@ -31,7 +31,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use reachline_domain::{BorrowerId, Channel, Jurisdiction};
 use reachline_policy::{Cadence, GateProfile, HealthConfig, LadderConfig, Templates};
-use reachline_store::engine::{EngineStore, ReceiptIn};
+use reachline_store::engine::{EngineStore, Matched, ReceiptIn, Sighted};
+use reachline_store::server::Sighting;
 
 pub use dispatch::DispatchReport;
 
@@ -509,66 +510,91 @@ impl Engine {
         out
     }
 
-    /// Records receipts from a channel, in one transaction (grouped by class, which the
-    /// evidence names).
+    /// Records receipts from a channel, of whatever classes, in one transaction, then appends
+    /// the ledger leaves of those that changed what is known of a send.
     pub async fn intake_many(
         &self,
         rs: Vec<reachline_channels::Receipt>,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
-        let n = rs.len() as u64;
-        let mut by_class: HashMap<reachline_domain::DeliveryClass, Vec<ReceiptIn>> = HashMap::new();
-        for r in rs {
-            by_class.entry(r.class).or_default().push(ReceiptIn {
-                at: now,
-                provider: r.provider,
-                provider_id: r.provider_id,
-                outbox_id: r.reference.as_ref().and_then(|m| m.0.parse().ok()),
-                class: r.class,
-                code: r.code,
-                is_final: r.is_final,
-                raw: r.raw,
-            });
-        }
-        let mut unmatched = 0;
-        let mut leaves = Vec::new();
-        for (class, receipts) in by_class {
-            let ids: Vec<String> = receipts.iter().map(|r| r.provider_id.clone()).collect();
-            let matched = self
-                .store
-                .record_receipts(receipts, &|ch| plan::delivery_evidence(ch, class))
-                .await?;
-            unmatched += matched
-                .iter()
-                .filter(|m| matches!(m, reachline_store::engine::Matched::Unmatched))
-                .count() as u64;
-            if self.ledger.is_some() {
-                for (m, id) in matched.into_iter().zip(ids) {
-                    if let Some(m) = m.send().filter(|m| m.changed) {
-                        leaves.push(ledger::receipt_leaf(&m, class, &id, now)?);
-                    }
+        let seen: Vec<_> = rs.iter().map(|r| (r.class, r.provider_id.clone())).collect();
+        let receipts = rs.into_iter().map(|r| receipt_in(r, now)).collect();
+        let matched = self.store.record_receipts(receipts, &plan::delivery_evidence).await?;
+        let intake = self.intake_of(matched.into_iter().zip(seen), now)?;
+        self.seal(intake).await
+    }
+
+    /// Webhooks' receipts behind their replay guards (a signature's sighting each), in one
+    /// transaction with the guards ([`EngineStore::record_sighted`]): returns, per item, whether
+    /// its sighting was new (its receipt recorded), and the ledger leaves still to append —
+    /// hand them to [`Engine::seal`] before answering the webhooks. The next batch may be
+    /// recorded while this one's leaves are appended.
+    pub async fn record_sighted(
+        &self,
+        items: Vec<(Sighting, Option<reachline_channels::Receipt>)>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<bool>, Intake), EngineError> {
+        let seen: Vec<_> = items
+            .iter()
+            .map(|(_, r)| r.as_ref().map(|r| (r.class, r.provider_id.clone())))
+            .collect();
+        let items = items
+            .into_iter()
+            .map(|(s, r)| (s, r.map(|r| receipt_in(r, now))))
+            .collect();
+        let sighted = self.store.record_sighted(items, now, &plan::delivery_evidence).await?;
+        let fresh = sighted.iter().map(|s| *s != Sighted::Replayed).collect();
+        let matched = sighted.into_iter().zip(seen).filter_map(|(s, seen)| match s {
+            Sighted::Taken(Some(m)) => Some((m, seen?)),
+            _ => None,
+        });
+        Ok((fresh, self.intake_of(matched, now)?))
+    }
+
+    /// The leaves of recorded receipts that changed what is known of a send, and the counts.
+    fn intake_of(
+        &self,
+        matched: impl Iterator<Item = (Matched, (reachline_domain::DeliveryClass, String))>,
+        now: DateTime<Utc>,
+    ) -> Result<Intake, EngineError> {
+        let mut intake = Intake::default();
+        for (m, (class, id)) in matched {
+            intake.receipts += 1;
+            match m {
+                Matched::Unmatched => intake.unmatched += 1,
+                Matched::Send(m) if m.changed && self.ledger.is_some() => {
+                    intake.leaves.push(ledger::receipt_leaf(&m, class, &id, now)?)
                 }
+                _ => {}
             }
         }
+        Ok(intake)
+    }
+
+    /// Appends recorded receipts' leaves to the ledger, then counts the receipts (whoever waits
+    /// on the count sees them recorded and in the ledger).
+    pub async fn seal(&self, intake: Intake) -> Result<(), EngineError> {
         if let Some(l) = &self.ledger {
-            if !leaves.is_empty() {
+            if !intake.leaves.is_empty() {
                 l.sequencer
-                    .append_all(&leaves)
+                    .append_all(&intake.leaves)
                     .await
                     .map_err(|e| EngineError::Ledger(e.to_string()))?;
             }
         }
-        if unmatched > 0 {
-            self.counters.receipts_unmatched.fetch_add(unmatched, Ordering::Relaxed);
+        if intake.unmatched > 0 {
+            self.counters
+                .receipts_unmatched
+                .fetch_add(intake.unmatched, Ordering::Relaxed);
             // Most are receipts that beat their send's record (a fast SMSC): the record matches
             // them when it is written. Those that stay unmatched are flagged in `receipts`.
             tracing::debug!(
-                unmatched,
+                unmatched = intake.unmatched,
                 "receipts matched no send yet; kept, matched when their send is recorded"
             );
         }
         // Counted last, so whoever waits on the count sees the unmatched ones already counted.
-        self.counters.receipts.fetch_add(n, Ordering::Relaxed);
+        self.counters.receipts.fetch_add(intake.receipts, Ordering::Relaxed);
         self.counters.recorded.notify_waiters();
         Ok(())
     }
@@ -684,5 +710,28 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn EngineStore> {
         &self.store
+    }
+}
+
+/// Receipts recorded whose ledger leaves are still to be appended ([`Engine::seal`]).
+#[derive(Debug, Default)]
+#[must_use = "the receipts' leaves are appended by Engine::seal"]
+pub struct Intake {
+    leaves: Vec<reachline_ledger::leaf::Leaf>,
+    receipts: u64,
+    unmatched: u64,
+}
+
+/// A channel's receipt as the store keeps it, stamped `now`.
+fn receipt_in(r: reachline_channels::Receipt, now: DateTime<Utc>) -> ReceiptIn {
+    ReceiptIn {
+        at: now,
+        provider: r.provider,
+        provider_id: r.provider_id,
+        outbox_id: r.reference.as_ref().and_then(|m| m.0.parse().ok()),
+        class: r.class,
+        code: r.code,
+        is_final: r.is_final,
+        raw: r.raw,
     }
 }

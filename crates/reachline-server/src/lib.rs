@@ -170,7 +170,7 @@ impl Server {
     ) -> Arc<Server> {
         let metrics = metrics::Metrics::default();
         let _ = engine.counters.observer.set(Arc::new(metrics.clone()));
-        let receipts = webhooks::ReceiptBatcher::start(engine.clone(), stores.server.clone(), clock.clone());
+        let receipts = webhooks::ReceiptBatcher::start(engine.clone(), clock.clone());
         Arc::new(Server {
             verifier: TokenVerifier::new(Duration::from_secs(config.token_cache_seconds)),
             token_limiter: RateLimiter::keyed(quota(config.token_rate_per_second)),

@@ -16,6 +16,7 @@ use reachline_domain::{
     ExternalId, InstallmentId, Jurisdiction, LoanId, Locale, PersonName,
 };
 
+use crate::server::Sighting;
 use crate::Result;
 
 /// A contact point as the planner sees it: facts, no address.
@@ -182,13 +183,6 @@ pub(crate) fn delivery_kinds(
     out
 }
 
-pub(crate) fn evidence_kinds(evidence_kind: &(dyn Fn(Channel) -> String + Sync)) -> HashMap<Channel, String> {
-    [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push, Channel::Im]
-        .into_iter()
-        .map(|ch| (ch, evidence_kind(ch)))
-        .collect()
-}
-
 /// The evidence a payment from core banking adds (the policy's JSON).
 pub(crate) const PAYMENT_SOURCE: &str = r#"{"source":"core_banking"}"#;
 pub(crate) const PAYMENT_EVIDENCE: &str = r#"{"kind":"payment","via_contact":false}"#;
@@ -320,6 +314,15 @@ pub struct LateMatch {
     pub provider_id: String,
     /// When it takes effect: when it arrived, or when the send was, if that is later.
     pub at: DateTime<Utc>,
+}
+
+/// What became of one item of [`EngineStore::record_sighted`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sighted {
+    /// Its signature was seen before: nothing was recorded.
+    Replayed,
+    /// Its signature is taken now, and its receipt (if it had one) recorded, matched so.
+    Taken(Option<Matched>),
 }
 
 /// What a receipt answers.
@@ -588,7 +591,7 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
         receipt: ReceiptIn,
         evidence_kind: &(dyn Fn(Channel) -> String + Sync),
     ) -> Result<Option<ReceiptMatch>> {
-        let mut out = self.record_receipts(vec![receipt], evidence_kind).await?;
+        let mut out = self.record_receipts(vec![receipt], &|ch, _| evidence_kind(ch)).await?;
         Ok(out.pop().and_then(Matched::send))
     }
 
@@ -601,12 +604,26 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
         evidence_kind: &(dyn Fn(DeliveryClass) -> String + Sync),
     ) -> Result<()>;
 
-    /// `record_receipt` for many receipts, in one transaction.
+    /// `record_receipt` for many receipts, of any classes, in one transaction; the evidence a
+    /// receipt of class `c` adds about a contact point reached on channel `ch` is
+    /// `evidence_kind(ch, c)`.
     async fn record_receipts(
         &self,
         receipts: Vec<ReceiptIn>,
-        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
+        evidence_kind: &(dyn Fn(Channel, DeliveryClass) -> String + Sync),
     ) -> Result<Vec<Matched>>;
+
+    /// Webhooks behind their replay guards, in one transaction: sightings expired at `now` are
+    /// cleared, each item's sighting is taken, and the receipt of an item whose sighting was new
+    /// is recorded as `record_receipts` records it (a key twice in `items` is new only the
+    /// first time). All of it is committed or none: a failure leaves no sighting behind to
+    /// refuse the provider's retry.
+    async fn record_sighted(
+        &self,
+        items: Vec<(Sighting, Option<ReceiptIn>)>,
+        now: DateTime<Utc>,
+        evidence_kind: &(dyn Fn(Channel, DeliveryClass) -> String + Sync),
+    ) -> Result<Vec<Sighted>>;
 
     /// Adds evidence about a borrower's contact point and wakes the borrower at `at`.
     async fn add_evidence(

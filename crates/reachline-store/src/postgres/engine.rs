@@ -20,9 +20,10 @@ use crate::codec;
 use crate::crypto::Sealer;
 use crate::engine::{
     provider_source, CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, LateMatch,
-    Matched, OutboxRow, PlanWrite, ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord,
+    Matched, OutboxRow, PlanWrite, ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, Sighted,
     StoredEvidence, VerificationSent, PAYMENT_EVIDENCE, PAYMENT_SOURCE,
 };
+use crate::server::Sighting;
 use crate::{Result, StoreError};
 
 const OUTBOX_COLS: &str = "o.id, o.idem_key, o.borrower_id, o.installment_id, o.step, o.kind, o.rung, o.contact_id, \
@@ -741,272 +742,42 @@ impl EngineStore for PgStore {
     async fn record_receipts(
         &self,
         receipts: Vec<ReceiptIn>,
-        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
+        evidence_kind: &(dyn Fn(Channel, DeliveryClass) -> String + Sync),
     ) -> Result<Vec<Matched>> {
-        let kinds = crate::engine::evidence_kinds(evidence_kind);
+        let kinds = crate::engine::delivery_kinds(evidence_kind);
         let mut tx = self.pool.begin().await?;
-        lock_matching(
-            &mut tx,
-            receipts
-                .iter()
-                .filter(|r| r.outbox_id.is_none())
-                .map(|r| (r.provider.as_str(), r.provider_id.as_str())),
-        )
-        .await?;
-        // Which sends these receipts answer, then those rows locked in order.
-        let mut receipts = receipts;
-        let unresolved: Vec<usize> = (0..receipts.len())
-            .filter(|&i| receipts[i].outbox_id.is_none())
-            .collect();
-        if !unresolved.is_empty() {
-            let found: HashMap<(String, String), i64> = sqlx::query_as::<_, (String, String, i64)>(
-                "SELECT p.provider, p.provider_id, p.outbox_id FROM outbox_provider_ids p \
-                 JOIN UNNEST($1::text[], $2::text[]) AS u(provider, provider_id) \
-                 ON p.provider = u.provider AND p.provider_id = u.provider_id",
-            )
-            .bind(
-                unresolved
-                    .iter()
-                    .map(|&i| receipts[i].provider.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                unresolved
-                    .iter()
-                    .map(|&i| receipts[i].provider_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|(p, id, o)| ((p, id), o))
-            .collect();
-            for i in unresolved {
-                let key = (receipts[i].provider.clone(), receipts[i].provider_id.clone());
-                receipts[i].outbox_id = found.get(&key).copied();
-            }
-        }
-        // Receipts no attempt answers may answer a verification message (locked by id, in
-        // order, like the attempts).
-        struct Verification {
-            borrower: i64,
-            contact: Option<i64>,
-            channel: Channel,
-            outcome: SendOutcome,
-            raised: bool,
-        }
-        let mut verification_of: HashMap<(String, String), i64> = HashMap::new();
-        let mut verifications: HashMap<i64, Verification> = HashMap::new();
-        let stray: Vec<&ReceiptIn> = receipts.iter().filter(|r| r.outbox_id.is_none()).collect();
-        if !stray.is_empty() {
-            verification_of = sqlx::query_as::<_, (String, String, i64)>(
-                "SELECT p.provider, p.provider_id, p.message_id FROM verification_provider_ids p \
-                 JOIN UNNEST($1::text[], $2::text[]) AS u(provider, provider_id) \
-                 ON p.provider = u.provider AND p.provider_id = u.provider_id",
-            )
-            .bind(stray.iter().map(|r| r.provider.as_str()).collect::<Vec<_>>())
-            .bind(stray.iter().map(|r| r.provider_id.as_str()).collect::<Vec<_>>())
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|(p, id, m)| ((p, id), m))
-            .collect();
-            let mut messages: Vec<i64> = verification_of.values().copied().collect();
-            messages.sort_unstable();
-            messages.dedup();
-            for r in sqlx::query(
-                "SELECT id, borrower_id, contact_id, channel, outcome, outcome_class FROM verification_messages \
-                 WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            )
-            .bind(&messages)
-            .fetch_all(&mut *tx)
-            .await?
-            {
-                let outcome: String = r.try_get("outcome")?;
-                let class: Option<String> = r.try_get("outcome_class")?;
-                verifications.insert(
-                    r.try_get("id")?,
-                    Verification {
-                        borrower: r.try_get("borrower_id")?,
-                        contact: r.try_get("contact_id")?,
-                        channel: r.try_get::<String, _>("channel")?.parse().map_err(codec::corrupt)?,
-                        outcome: SendOutcome::from_columns(&outcome, class.as_deref())?,
-                        raised: false,
-                    },
-                );
-            }
-        }
-        let mut ids: Vec<i64> = receipts.iter().filter_map(|r| r.outbox_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        // The sends answered, locked in id order, with what is known of each.
-        struct Sent {
-            borrower: i64,
-            contact: i64,
-            channel: Channel,
-            outcome: SendOutcome,
-            raised_at: Option<DateTime<Utc>>,
-        }
-        let mut sends: HashMap<i64, Sent> = HashMap::new();
-        for r in sqlx::query(
-            "SELECT id, borrower_id, contact_id, channel, outcome, outcome_class FROM outbox \
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let outcome: String = r.try_get("outcome")?;
-            let class: Option<String> = r.try_get("outcome_class")?;
-            sends.insert(
-                r.try_get("id")?,
-                Sent {
-                    borrower: r.try_get("borrower_id")?,
-                    contact: r.try_get("contact_id")?,
-                    channel: r.try_get::<String, _>("channel")?.parse().map_err(codec::corrupt)?,
-                    outcome: SendOutcome::from_columns(&outcome, class.as_deref())?,
-                    raised_at: None,
-                },
-            );
-        }
-        // Applied in order in memory (a second receipt for one send sees the first), then
-        // written in one statement per table.
-        let mut out = Vec::with_capacity(receipts.len());
-        let mut kept: Vec<(ReceiptIn, Option<i64>, Option<&str>)> = Vec::with_capacity(receipts.len());
-        let mut evidence: Vec<(i64, i64, DateTime<Utc>, String, String)> = Vec::new();
-        let mut wakes: Vec<(i64, DateTime<Utc>)> = Vec::new();
-        for r in receipts {
-            let Some((id, sent)) = r.outbox_id.and_then(|id| sends.get_mut(&id).map(|s| (id, s))) else {
-                let message = r
-                    .outbox_id
-                    .is_none()
-                    .then(|| verification_of.get(&(r.provider.clone(), r.provider_id.clone())))
-                    .flatten();
-                if let Some(v) = message.and_then(|m| verifications.get_mut(m)) {
-                    let new = SendOutcome::of(r.class);
-                    let changed = new.rank() > v.outcome.rank();
-                    if changed {
-                        v.outcome = new;
-                        v.raised = true;
-                        if let Some(contact) = v.contact {
-                            evidence.push((
-                                v.borrower,
-                                contact,
-                                r.at,
-                                provider_source(&r.provider),
-                                kinds.get(&v.channel).cloned().unwrap_or_default(),
-                            ));
-                            wakes.push((v.borrower, r.at));
-                        }
-                    }
-                    out.push(Matched::Verification {
-                        borrower: BorrowerId(v.borrower),
-                        contact: v.contact.map(ContactId),
-                        changed,
-                    });
-                    kept.push((r, None, Some("verification")));
-                    continue;
-                }
-                let flag = if r.outbox_id.is_some() {
-                    "names an unknown send"
-                } else {
-                    "unmatched"
-                };
-                kept.push((r, None, Some(flag)));
-                out.push(Matched::Unmatched);
-                continue;
-            };
-            let new = SendOutcome::of(r.class);
-            let changed = new.rank() > sent.outcome.rank();
-            if changed {
-                sent.outcome = new;
-                sent.raised_at = Some(r.at);
-                // One piece of evidence per change of an attempt's outcome: the parts of one
-                // message, or a repeated receipt, are not separate observations.
-                evidence.push((
-                    sent.borrower,
-                    sent.contact,
-                    r.at,
-                    provider_source(&r.provider),
-                    kinds.get(&sent.channel).cloned().unwrap_or_default(),
-                ));
-                wakes.push((sent.borrower, r.at));
-            }
-            out.push(Matched::Send(ReceiptMatch {
-                outbox_id: id,
-                borrower: BorrowerId(sent.borrower),
-                contact: ContactId(sent.contact),
-                channel: sent.channel,
-                changed,
-            }));
-            kept.push((r, Some(id), None));
-        }
-        sqlx::query(
-            "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
-             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
-             $7::bool[], $8::bytea[], $9::text[])",
-        )
-        .bind(kept.iter().map(|k| k.0.at).collect::<Vec<_>>())
-        .bind(kept.iter().map(|k| k.0.provider.as_str()).collect::<Vec<_>>())
-        .bind(kept.iter().map(|k| k.0.provider_id.as_str()).collect::<Vec<_>>())
-        .bind(kept.iter().map(|k| k.1).collect::<Vec<_>>())
-        .bind(kept.iter().map(|k| k.0.class.as_str()).collect::<Vec<_>>())
-        .bind(kept.iter().map(|k| k.0.code.as_str()).collect::<Vec<_>>())
-        .bind(kept.iter().map(|k| k.0.is_final).collect::<Vec<_>>())
-        .bind(kept.iter().map(|k| k.0.raw.as_slice()).collect::<Vec<_>>())
-        .bind(kept.iter().map(|k| k.2).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        let raised: Vec<(i64, &Sent)> = sends
-            .iter()
-            .filter(|(_, s)| s.raised_at.is_some())
-            .map(|(i, s)| (*i, s))
-            .collect();
-        if !raised.is_empty() {
-            sqlx::query(
-                "UPDATE outbox o SET outcome = u.outcome, outcome_class = u.class, outcome_at = u.at \
-                 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::timestamptz[]) AS u(id, outcome, class, at) \
-                 WHERE o.id = u.id",
-            )
-            .bind(raised.iter().map(|(i, _)| *i).collect::<Vec<_>>())
-            .bind(raised.iter().map(|(_, s)| s.outcome.name()).collect::<Vec<_>>())
-            .bind(raised.iter().map(|(_, s)| s.outcome.class_column()).collect::<Vec<_>>())
-            .bind(raised.iter().map(|(_, s)| s.raised_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let raised: Vec<(i64, &Verification)> = verifications
-            .iter()
-            .filter(|(_, v)| v.raised)
-            .map(|(i, v)| (*i, v))
-            .collect();
-        if !raised.is_empty() {
-            sqlx::query(
-                "UPDATE verification_messages m SET outcome = u.outcome, outcome_class = u.class \
-                 FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, outcome, class) WHERE m.id = u.id",
-            )
-            .bind(raised.iter().map(|(i, _)| *i).collect::<Vec<_>>())
-            .bind(raised.iter().map(|(_, v)| v.outcome.name()).collect::<Vec<_>>())
-            .bind(raised.iter().map(|(_, v)| v.outcome.class_column()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !evidence.is_empty() {
-            sqlx::query(
-                "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) \
-                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::timestamptz[], $4::text[], $5::text[])",
-            )
-            .bind(evidence.iter().map(|e| e.0).collect::<Vec<_>>())
-            .bind(evidence.iter().map(|e| e.1).collect::<Vec<_>>())
-            .bind(evidence.iter().map(|e| e.2).collect::<Vec<_>>())
-            .bind(evidence.iter().map(|e| e.3.as_str()).collect::<Vec<_>>())
-            .bind(evidence.iter().map(|e| e.4.as_str()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        wake_all(&mut tx, &wakes).await?;
+        let out = receipts_in(&mut tx, receipts, &kinds).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn record_sighted(
+        &self,
+        items: Vec<(Sighting, Option<ReceiptIn>)>,
+        now: DateTime<Utc>,
+        evidence_kind: &(dyn Fn(Channel, DeliveryClass) -> String + Sync),
+    ) -> Result<Vec<Sighted>> {
+        let kinds = crate::engine::delivery_kinds(evidence_kind);
+        let mut tx = self.pool.begin().await?;
+        let (sightings, receipts): (Vec<Sighting>, Vec<Option<ReceiptIn>>) = items.into_iter().unzip();
+        let fresh = super::server::take_sightings(&mut tx, &sightings, now).await?;
+        let taken: Vec<ReceiptIn> = receipts
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, f)| **f)
+            .filter_map(|(r, _)| r.clone())
+            .collect();
+        let mut matched = receipts_in(&mut tx, taken, &kinds).await?.into_iter();
+        tx.commit().await?;
+        Ok(receipts
+            .into_iter()
+            .zip(fresh)
+            .map(|(r, fresh)| match (fresh, r) {
+                (false, _) => Sighted::Replayed,
+                (true, None) => Sighted::Taken(None),
+                (true, Some(_)) => Sighted::Taken(matched.next()),
+            })
+            .collect())
     }
 
     async fn record_verification_sent(
@@ -1447,4 +1218,274 @@ impl EngineStore for PgStore {
         .await?;
         rows.iter().map(outbox_row).collect()
     }
+}
+
+/// Records receipts of any classes on `c` (inside the caller's transaction): the body of
+/// `record_receipts` and `record_sighted`.
+async fn receipts_in(
+    c: &mut PgConnection,
+    receipts: Vec<ReceiptIn>,
+    kinds: &HashMap<(Channel, DeliveryClass), String>,
+) -> Result<Vec<Matched>> {
+    lock_matching(
+        &mut *c,
+        receipts
+            .iter()
+            .filter(|r| r.outbox_id.is_none())
+            .map(|r| (r.provider.as_str(), r.provider_id.as_str())),
+    )
+    .await?;
+    // Which sends these receipts answer, then those rows locked in order.
+    let mut receipts = receipts;
+    let unresolved: Vec<usize> = (0..receipts.len())
+        .filter(|&i| receipts[i].outbox_id.is_none())
+        .collect();
+    if !unresolved.is_empty() {
+        let found: HashMap<(String, String), i64> = sqlx::query_as::<_, (String, String, i64)>(
+            "SELECT p.provider, p.provider_id, p.outbox_id FROM outbox_provider_ids p \
+             JOIN UNNEST($1::text[], $2::text[]) AS u(provider, provider_id) \
+             ON p.provider = u.provider AND p.provider_id = u.provider_id",
+        )
+        .bind(
+            unresolved
+                .iter()
+                .map(|&i| receipts[i].provider.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            unresolved
+                .iter()
+                .map(|&i| receipts[i].provider_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *c)
+        .await?
+        .into_iter()
+        .map(|(p, id, o)| ((p, id), o))
+        .collect();
+        for i in unresolved {
+            let key = (receipts[i].provider.clone(), receipts[i].provider_id.clone());
+            receipts[i].outbox_id = found.get(&key).copied();
+        }
+    }
+    // Receipts no attempt answers may answer a verification message (locked by id, in
+    // order, like the attempts).
+    struct Verification {
+        borrower: i64,
+        contact: Option<i64>,
+        channel: Channel,
+        outcome: SendOutcome,
+        raised: bool,
+    }
+    let mut verification_of: HashMap<(String, String), i64> = HashMap::new();
+    let mut verifications: HashMap<i64, Verification> = HashMap::new();
+    let stray: Vec<&ReceiptIn> = receipts.iter().filter(|r| r.outbox_id.is_none()).collect();
+    if !stray.is_empty() {
+        verification_of = sqlx::query_as::<_, (String, String, i64)>(
+            "SELECT p.provider, p.provider_id, p.message_id FROM verification_provider_ids p \
+             JOIN UNNEST($1::text[], $2::text[]) AS u(provider, provider_id) \
+             ON p.provider = u.provider AND p.provider_id = u.provider_id",
+        )
+        .bind(stray.iter().map(|r| r.provider.as_str()).collect::<Vec<_>>())
+        .bind(stray.iter().map(|r| r.provider_id.as_str()).collect::<Vec<_>>())
+        .fetch_all(&mut *c)
+        .await?
+        .into_iter()
+        .map(|(p, id, m)| ((p, id), m))
+        .collect();
+        let mut messages: Vec<i64> = verification_of.values().copied().collect();
+        messages.sort_unstable();
+        messages.dedup();
+        for r in sqlx::query(
+            "SELECT id, borrower_id, contact_id, channel, outcome, outcome_class FROM verification_messages \
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&messages)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            let outcome: String = r.try_get("outcome")?;
+            let class: Option<String> = r.try_get("outcome_class")?;
+            verifications.insert(
+                r.try_get("id")?,
+                Verification {
+                    borrower: r.try_get("borrower_id")?,
+                    contact: r.try_get("contact_id")?,
+                    channel: r.try_get::<String, _>("channel")?.parse().map_err(codec::corrupt)?,
+                    outcome: SendOutcome::from_columns(&outcome, class.as_deref())?,
+                    raised: false,
+                },
+            );
+        }
+    }
+    let mut ids: Vec<i64> = receipts.iter().filter_map(|r| r.outbox_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // The sends answered, locked in id order, with what is known of each.
+    struct Sent {
+        borrower: i64,
+        contact: i64,
+        channel: Channel,
+        outcome: SendOutcome,
+        raised_at: Option<DateTime<Utc>>,
+    }
+    let mut sends: HashMap<i64, Sent> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT id, borrower_id, contact_id, channel, outcome, outcome_class FROM outbox \
+         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *c)
+    .await?
+    {
+        let outcome: String = r.try_get("outcome")?;
+        let class: Option<String> = r.try_get("outcome_class")?;
+        sends.insert(
+            r.try_get("id")?,
+            Sent {
+                borrower: r.try_get("borrower_id")?,
+                contact: r.try_get("contact_id")?,
+                channel: r.try_get::<String, _>("channel")?.parse().map_err(codec::corrupt)?,
+                outcome: SendOutcome::from_columns(&outcome, class.as_deref())?,
+                raised_at: None,
+            },
+        );
+    }
+    // Applied in order in memory (a second receipt for one send sees the first), then
+    // written in one statement per table.
+    let mut out = Vec::with_capacity(receipts.len());
+    let mut kept: Vec<(ReceiptIn, Option<i64>, Option<&str>)> = Vec::with_capacity(receipts.len());
+    let mut evidence: Vec<(i64, i64, DateTime<Utc>, String, String)> = Vec::new();
+    let mut wakes: Vec<(i64, DateTime<Utc>)> = Vec::new();
+    for r in receipts {
+        let Some((id, sent)) = r.outbox_id.and_then(|id| sends.get_mut(&id).map(|s| (id, s))) else {
+            let message = r
+                .outbox_id
+                .is_none()
+                .then(|| verification_of.get(&(r.provider.clone(), r.provider_id.clone())))
+                .flatten();
+            if let Some(v) = message.and_then(|m| verifications.get_mut(m)) {
+                let new = SendOutcome::of(r.class);
+                let changed = new.rank() > v.outcome.rank();
+                if changed {
+                    v.outcome = new;
+                    v.raised = true;
+                    if let Some(contact) = v.contact {
+                        evidence.push((
+                            v.borrower,
+                            contact,
+                            r.at,
+                            provider_source(&r.provider),
+                            kinds.get(&(v.channel, r.class)).cloned().unwrap_or_default(),
+                        ));
+                        wakes.push((v.borrower, r.at));
+                    }
+                }
+                out.push(Matched::Verification {
+                    borrower: BorrowerId(v.borrower),
+                    contact: v.contact.map(ContactId),
+                    changed,
+                });
+                kept.push((r, None, Some("verification")));
+                continue;
+            }
+            let flag = if r.outbox_id.is_some() {
+                "names an unknown send"
+            } else {
+                "unmatched"
+            };
+            kept.push((r, None, Some(flag)));
+            out.push(Matched::Unmatched);
+            continue;
+        };
+        let new = SendOutcome::of(r.class);
+        let changed = new.rank() > sent.outcome.rank();
+        if changed {
+            sent.outcome = new;
+            sent.raised_at = Some(r.at);
+            // One piece of evidence per change of an attempt's outcome: the parts of one
+            // message, or a repeated receipt, are not separate observations.
+            evidence.push((
+                sent.borrower,
+                sent.contact,
+                r.at,
+                provider_source(&r.provider),
+                kinds.get(&(sent.channel, r.class)).cloned().unwrap_or_default(),
+            ));
+            wakes.push((sent.borrower, r.at));
+        }
+        out.push(Matched::Send(ReceiptMatch {
+            outbox_id: id,
+            borrower: BorrowerId(sent.borrower),
+            contact: ContactId(sent.contact),
+            channel: sent.channel,
+            changed,
+        }));
+        kept.push((r, Some(id), None));
+    }
+    sqlx::query(
+        "INSERT INTO receipts (at, provider, provider_id, outbox_id, class, code, is_final, raw, flag) \
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
+         $7::bool[], $8::bytea[], $9::text[])",
+    )
+    .bind(kept.iter().map(|k| k.0.at).collect::<Vec<_>>())
+    .bind(kept.iter().map(|k| k.0.provider.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|k| k.0.provider_id.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|k| k.1).collect::<Vec<_>>())
+    .bind(kept.iter().map(|k| k.0.class.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|k| k.0.code.as_str()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|k| k.0.is_final).collect::<Vec<_>>())
+    .bind(kept.iter().map(|k| k.0.raw.as_slice()).collect::<Vec<_>>())
+    .bind(kept.iter().map(|k| k.2).collect::<Vec<_>>())
+    .execute(&mut *c)
+    .await?;
+    let raised: Vec<(i64, &Sent)> = sends
+        .iter()
+        .filter(|(_, s)| s.raised_at.is_some())
+        .map(|(i, s)| (*i, s))
+        .collect();
+    if !raised.is_empty() {
+        sqlx::query(
+            "UPDATE outbox o SET outcome = u.outcome, outcome_class = u.class, outcome_at = u.at \
+             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::timestamptz[]) AS u(id, outcome, class, at) \
+             WHERE o.id = u.id",
+        )
+        .bind(raised.iter().map(|(i, _)| *i).collect::<Vec<_>>())
+        .bind(raised.iter().map(|(_, s)| s.outcome.name()).collect::<Vec<_>>())
+        .bind(raised.iter().map(|(_, s)| s.outcome.class_column()).collect::<Vec<_>>())
+        .bind(raised.iter().map(|(_, s)| s.raised_at).collect::<Vec<_>>())
+        .execute(&mut *c)
+        .await?;
+    }
+    let raised: Vec<(i64, &Verification)> = verifications
+        .iter()
+        .filter(|(_, v)| v.raised)
+        .map(|(i, v)| (*i, v))
+        .collect();
+    if !raised.is_empty() {
+        sqlx::query(
+            "UPDATE verification_messages m SET outcome = u.outcome, outcome_class = u.class \
+             FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, outcome, class) WHERE m.id = u.id",
+        )
+        .bind(raised.iter().map(|(i, _)| *i).collect::<Vec<_>>())
+        .bind(raised.iter().map(|(_, v)| v.outcome.name()).collect::<Vec<_>>())
+        .bind(raised.iter().map(|(_, v)| v.outcome.class_column()).collect::<Vec<_>>())
+        .execute(&mut *c)
+        .await?;
+    }
+    if !evidence.is_empty() {
+        sqlx::query(
+            "INSERT INTO evidence (borrower_id, contact_id, at, source, kind) \
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::timestamptz[], $4::text[], $5::text[])",
+        )
+        .bind(evidence.iter().map(|e| e.0).collect::<Vec<_>>())
+        .bind(evidence.iter().map(|e| e.1).collect::<Vec<_>>())
+        .bind(evidence.iter().map(|e| e.2).collect::<Vec<_>>())
+        .bind(evidence.iter().map(|e| e.3.as_str()).collect::<Vec<_>>())
+        .bind(evidence.iter().map(|e| e.4.as_str()).collect::<Vec<_>>())
+        .execute(&mut *c)
+        .await?;
+    }
+    wake_all(c, &wakes).await?;
+    Ok(out)
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reachline_domain::BorrowerId;
 use sqlx::postgres::PgRow;
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 
 use super::PgStore;
 use crate::server::{AccessEntry, OperatorRecord, ServerStore, SessionRecord, Sighting, TokenRecord};
@@ -200,29 +200,9 @@ impl ServerStore for PgStore {
 
     async fn first_sightings(&self, items: &[Sighting], now: DateTime<Utc>) -> Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM webhook_seen WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        // One statement for the batch; a key twice in it is inserted once, and RETURNING names
-        // what was inserted.
-        let inserted: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "INSERT INTO webhook_seen (provider, digest, expires_at) \
-             SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::timestamptz[]) \
-             ON CONFLICT DO NOTHING RETURNING provider, digest",
-        )
-        .bind(items.iter().map(|i| i.provider.clone()).collect::<Vec<_>>())
-        .bind(items.iter().map(|i| i.digest.to_vec()).collect::<Vec<_>>())
-        .bind(items.iter().map(|i| i.expires).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
+        let fresh = take_sightings(&mut tx, items, now).await?;
         tx.commit().await?;
-        let mut new: std::collections::HashSet<(String, Vec<u8>)> = inserted.into_iter().collect();
-        // The first of a key in the batch is the fresh one; a later copy is a replay.
-        Ok(items
-            .iter()
-            .map(|i| new.remove(&(i.provider.clone(), i.digest.to_vec())))
-            .collect())
+        Ok(fresh)
     }
 
     async fn forget_sighting(&self, provider: &str, digest: [u8; 32]) -> Result<()> {
@@ -233,4 +213,31 @@ impl ServerStore for PgStore {
             .await?;
         Ok(())
     }
+}
+
+/// Clears the sightings expired at `now` and takes each of `items` on `c` (inside the caller's
+/// transaction): whether it was new (a key twice in `items` is new only the first time).
+pub(super) async fn take_sightings(c: &mut PgConnection, items: &[Sighting], now: DateTime<Utc>) -> Result<Vec<bool>> {
+    sqlx::query("DELETE FROM webhook_seen WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    // One statement for the batch; a key twice in it is inserted once, and RETURNING names
+    // what was inserted.
+    let inserted: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "INSERT INTO webhook_seen (provider, digest, expires_at) \
+         SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::timestamptz[]) \
+         ON CONFLICT DO NOTHING RETURNING provider, digest",
+    )
+    .bind(items.iter().map(|i| i.provider.clone()).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.digest.to_vec()).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.expires).collect::<Vec<_>>())
+    .fetch_all(&mut *c)
+    .await?;
+    let mut new: std::collections::HashSet<(String, Vec<u8>)> = inserted.into_iter().collect();
+    // The first of a key in the batch is the fresh one; a later copy is a replay.
+    Ok(items
+        .iter()
+        .map(|i| new.remove(&(i.provider.clone(), i.digest.to_vec())))
+        .collect())
 }

@@ -15,9 +15,10 @@ use super::{sealer_for, SqliteStore};
 use crate::codec::{self, ts_from_micros, ts_micros};
 use crate::engine::{
     CountRow, DecisionRow, EngineContact, EngineInstallment, EngineStore, EngineView, LateMatch, Matched, OutboxRow,
-    PlanWrite, ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, StoredEvidence,
+    PlanWrite, ReceiptIn, ReceiptMatch, SendOutcome, SendState, SendTarget, SentRecord, Sighted, StoredEvidence,
     VerificationSent,
 };
+use crate::server::Sighting;
 use crate::{Result, StoreError};
 
 const OUTBOX_COLS: &str = "id, idem_key, borrower_id, installment_id, step, kind, rung, contact_id, channel, \
@@ -472,14 +473,38 @@ impl EngineStore for SqliteStore {
     async fn record_receipts(
         &self,
         receipts: Vec<ReceiptIn>,
-        evidence_kind: &(dyn Fn(Channel) -> String + Sync),
+        evidence_kind: &(dyn Fn(Channel, DeliveryClass) -> String + Sync),
     ) -> Result<Vec<Matched>> {
-        let kinds = crate::engine::evidence_kinds(evidence_kind);
+        let kinds = crate::engine::delivery_kinds(evidence_kind);
         self.with(move |c, _| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(receipts.len());
             for r in receipts {
                 out.push(receipt_tx(&tx, r, &kinds)?);
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_sighted(
+        &self,
+        items: Vec<(Sighting, Option<ReceiptIn>)>,
+        now: DateTime<Utc>,
+        evidence_kind: &(dyn Fn(Channel, DeliveryClass) -> String + Sync),
+    ) -> Result<Vec<Sighted>> {
+        let kinds = crate::engine::delivery_kinds(evidence_kind);
+        self.with(move |c, _| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let fresh = super::server::take_sightings(&tx, items.iter().map(|i| &i.0), now)?;
+            let mut out = Vec::with_capacity(items.len());
+            for ((_, receipt), fresh) in items.into_iter().zip(fresh) {
+                out.push(match (fresh, receipt) {
+                    (false, _) => Sighted::Replayed,
+                    (true, None) => Sighted::Taken(None),
+                    (true, Some(r)) => Sighted::Taken(Some(receipt_tx(&tx, r, &kinds)?)),
+                });
             }
             tx.commit()?;
             Ok(out)
@@ -874,7 +899,11 @@ impl EngineStore for SqliteStore {
 }
 
 /// Keeps, matches and applies one receipt inside a transaction.
-fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, String>) -> Result<Matched> {
+fn receipt_tx(
+    tx: &Connection,
+    receipt: ReceiptIn,
+    kinds: &HashMap<(Channel, DeliveryClass), String>,
+) -> Result<Matched> {
     let at = ts_micros(receipt.at);
     let matched: Option<i64> = match receipt.outbox_id {
         Some(id) => Some(id),
@@ -918,7 +947,14 @@ fn receipt_tx(tx: &Connection, receipt: ReceiptIn, kinds: &HashMap<Channel, Stri
             changed,
         }));
     }
-    receipt_evidence(tx, borrower, contact, at, &receipt.provider, kinds.get(&channel))?;
+    receipt_evidence(
+        tx,
+        borrower,
+        contact,
+        at,
+        &receipt.provider,
+        kinds.get(&(channel, receipt.class)),
+    )?;
     Ok(Matched::Send(ReceiptMatch {
         outbox_id: id,
         borrower: BorrowerId(borrower),
@@ -974,7 +1010,7 @@ fn receipt_evidence(
 fn verification_receipt_tx(
     tx: &Connection,
     receipt: &ReceiptIn,
-    kinds: &HashMap<Channel, String>,
+    kinds: &HashMap<(Channel, DeliveryClass), String>,
 ) -> Result<Option<Matched>> {
     type Row = (i64, i64, Option<i64>, String, String, Option<String>);
     let row: Option<Row> = tx
@@ -997,7 +1033,14 @@ fn verification_receipt_tx(
             .execute(params![message, new.name(), new.class_column()])?;
         if let Some(contact) = contact {
             let channel: Channel = channel.parse().map_err(codec::corrupt)?;
-            receipt_evidence(tx, borrower, contact, at, &receipt.provider, kinds.get(&channel))?;
+            receipt_evidence(
+                tx,
+                borrower,
+                contact,
+                at,
+                &receipt.provider,
+                kinds.get(&(channel, receipt.class)),
+            )?;
         }
     }
     Ok(Some(Matched::Verification {

@@ -17,7 +17,7 @@ use reachline_ledger::tiles::{TileIndex, TileLevel};
 use reachline_ledger::{Hash, LeafIndex, TreeSize};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{blocking, connect, data_key_for, migrate};
+use super::{blocking, connect, data_key_for, shared_writer};
 use crate::crypto::Keyring;
 use crate::ledger::{Batch, Claimed, LeafRow, LedgerStore, StoredCheckpoint};
 use crate::{Result, StoreError};
@@ -39,20 +39,37 @@ impl SqliteLedger {
         let path = path.as_ref().to_path_buf();
         let p = path.clone();
         let (writer, reader) = blocking(move || {
-            let mut w = connect(&p)?;
-            migrate(&mut w)?;
-            w.pragma_update(None, "synchronous", "FULL")?;
+            let w = shared_writer(&p)?;
             let r = connect(&p)?;
             Ok((w, r))
         })
         .await?;
         Ok(Self {
             path,
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             reader: Arc::new(Mutex::new(reader)),
             keys: Arc::new(keys),
             cache: Arc::default(),
         })
+    }
+
+    /// Runs `f` on the file's writer (shared with the store, `shared_writer`), its commits
+    /// with `synchronous = FULL`: each one `fsync`s the WAL, and with it whatever the store
+    /// committed before.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        Self::on(&self.writer, move |c| {
+            c.pragma_update(None, "synchronous", "FULL")?;
+            let out = f(c);
+            let normal = c.pragma_update(None, "synchronous", "NORMAL");
+            let out = out?;
+            normal?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn on<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T>
@@ -112,7 +129,7 @@ fn leaf_rows(stmt: &mut rusqlite::CachedStatement<'_>, p: impl rusqlite::Params)
 #[async_trait]
 impl LedgerStore for SqliteLedger {
     async fn claim_sequencer(&self) -> Result<Claimed> {
-        Self::on(&self.writer, |c| {
+        self.write(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let latest = latest(&tx)?;
             let size = latest.as_ref().map_or(0, |l| l.size.0 as i64);
@@ -127,7 +144,7 @@ impl LedgerStore for SqliteLedger {
         if !batch.stamped.is_empty() {
             return Err(StoreError::Conflict("SQLite has no ledger queue to stamp".into()));
         }
-        Self::on(&self.writer, move |c| {
+        self.write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let now = latest(&tx)?.map(|l| l.size);
             if now != batch.old_size {
@@ -159,7 +176,7 @@ impl LedgerStore for SqliteLedger {
     }
 
     async fn write_tiles(&self, tiles: Vec<TileWrite>) -> Result<()> {
-        Self::on(&self.writer, move |c| {
+        self.write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             put_tiles(&tx, &tiles)?;
             tx.commit()?;
@@ -251,7 +268,7 @@ impl LedgerStore for SqliteLedger {
     async fn commitment_keys(&self, borrowers: &[BorrowerId]) -> Result<Vec<CommitmentKey>> {
         let keys = self.keys.clone();
         let borrowers = borrowers.to_vec();
-        Self::on(&self.writer, move |c| {
+        self.write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(borrowers.len());
             let mut seen = std::collections::HashMap::new();

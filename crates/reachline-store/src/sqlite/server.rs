@@ -218,18 +218,7 @@ impl ServerStore for SqliteStore {
         let items = items.to_vec();
         self.with(move |c, _| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.prepare_cached("DELETE FROM webhook_seen WHERE expires_at <= ?1")?
-                .execute([ts_micros(now)])?;
-            let mut fresh = Vec::with_capacity(items.len());
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO webhook_seen (provider, digest, expires_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT DO NOTHING",
-                )?;
-                for i in &items {
-                    fresh.push(insert.execute(params![i.provider, &i.digest[..], ts_micros(i.expires)])? == 1);
-                }
-            }
+            let fresh = take_sightings(&tx, &items, now)?;
             tx.commit()?;
             Ok(fresh)
         })
@@ -247,4 +236,22 @@ impl ServerStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Clears the sightings expired at `now` and takes each of `items`: whether it was new (a key
+/// twice in `items` is new only the first time).
+pub(super) fn take_sightings<'a>(
+    tx: &rusqlite::Connection,
+    items: impl IntoIterator<Item = &'a Sighting>,
+    now: DateTime<Utc>,
+) -> Result<Vec<bool>> {
+    tx.prepare_cached("DELETE FROM webhook_seen WHERE expires_at <= ?1")?
+        .execute([ts_micros(now)])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO webhook_seen (provider, digest, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    )?;
+    items
+        .into_iter()
+        .map(|i| Ok(insert.execute(params![i.provider, &i.digest[..], ts_micros(i.expires)])? == 1))
+        .collect()
 }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use reachline_domain::{BorrowerId, Channel, ContactId, DeliveryClass, InstallmentId};
 use reachline_store::engine::{
-    DecisionRow, EngineStore, Matched, NewSend, PlanWrite, ReceiptIn, SendOutcome, SendState, SentRecord,
+    DecisionRow, EngineStore, Matched, NewSend, PlanWrite, ReceiptIn, SendOutcome, SendState, SentRecord, Sighted,
 };
+use reachline_store::server::Sighting;
 
 use crate::helpers::Harness;
 
@@ -175,7 +176,7 @@ pub async fn receipts_are_matched_whichever_comes_first(h: &Harness) {
     assert_eq!(e.mark_sending_many("n", ids.clone(), t0()).await.unwrap(), ids);
     let at = t0() + Duration::seconds(1);
     // The first receipt comes before its send is recorded: kept, unmatched, then matched late.
-    let early = e.record_receipts(vec![receipt("p-0", at)], &evidence).await.unwrap();
+    let early = e.record_receipts(vec![receipt("p-0", at)], &delivery).await.unwrap();
     assert_eq!(early, vec![Matched::Unmatched]);
     // The rest race: each send recorded on one handle while its receipt arrives on another.
     let other: Arc<dyn EngineStore> = h.engine().await.into();
@@ -200,7 +201,7 @@ pub async fn receipts_are_matched_whichever_comes_first(h: &Harness) {
             let mut changed = Vec::new();
             for chunk in (1..ids.len()).collect::<Vec<_>>().chunks(8) {
                 let batch = chunk.iter().map(|i| receipt(&format!("p-{i}"), at)).collect();
-                for m in other.record_receipts(batch, &evidence).await.unwrap() {
+                for m in other.record_receipts(batch, &delivery).await.unwrap() {
                     if let Matched::Send(m) = m {
                         assert!(m.changed, "a first receipt changes its send's outcome");
                         changed.push(m.outbox_id);
@@ -236,9 +237,9 @@ pub async fn receipts_are_matched_whichever_comes_first(h: &Harness) {
         200
     );
     // A repeated receipt changes nothing; one for no send is kept and flagged.
-    let again = e.record_receipts(vec![receipt("p-5", at)], &evidence).await.unwrap();
+    let again = e.record_receipts(vec![receipt("p-5", at)], &delivery).await.unwrap();
     assert!(matches!(&again[..], [Matched::Send(m)] if !m.changed));
-    let stray = e.record_receipts(vec![receipt("nobody", at)], &evidence).await.unwrap();
+    let stray = e.record_receipts(vec![receipt("nobody", at)], &delivery).await.unwrap();
     assert_eq!(stray, vec![Matched::Unmatched]);
     for (i, id) in ids.iter().enumerate() {
         let row = e
@@ -255,6 +256,88 @@ pub async fn receipts_are_matched_whichever_comes_first(h: &Harness) {
             "row {id} (receipt p-{i}) is matched"
         );
     }
+}
+
+pub async fn webhook_receipts_are_recorded_with_their_replay_guards(h: &Harness) {
+    let e: Arc<dyn EngineStore> = h.engine().await.into();
+    queue(e.as_ref(), 4).await;
+    let rows = e.lease("n", t0(), Duration::minutes(5), 10).await.unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    e.mark_sending_many("n", ids.clone(), t0()).await.unwrap();
+    let at = t0() + Duration::seconds(1);
+    let batch = (0..4).map(|i| sent(ids[i], &format!("w-{i}"), at)).collect();
+    e.record_sent_many(batch, &delivery).await.unwrap();
+    let sighting = |k: u8, expires: DateTime<Utc>| Sighting {
+        provider: "agg".into(),
+        digest: [k; 32],
+        expires,
+    };
+    let until = at + Duration::minutes(5);
+    let with_class = |pid: &str, class: DeliveryClass| ReceiptIn {
+        class,
+        ..receipt(pid, at)
+    };
+    // The evidence names the receipt's own class: receipts of several classes in one batch.
+    let kind = |_: Channel, c: DeliveryClass| format!(r#"{{"kind":"delivery","class":"{c}"}}"#);
+    let got = e
+        .record_sighted(
+            vec![
+                (sighting(1, until), Some(with_class("w-0", DeliveryClass::Delivered))),
+                (sighting(2, until), Some(with_class("w-1", DeliveryClass::Dead))),
+                // The same signature twice in one batch: the second is a replay.
+                (sighting(1, until), Some(with_class("w-2", DeliveryClass::Delivered))),
+                // A guard with no receipt (a reply's): taken, nothing recorded.
+                (sighting(3, until), None),
+            ],
+            at,
+            &kind,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&got[0], Sighted::Taken(Some(Matched::Send(m))) if m.outbox_id == ids[0] && m.changed));
+    assert!(matches!(&got[1], Sighted::Taken(Some(Matched::Send(m))) if m.outbox_id == ids[1] && m.changed));
+    assert_eq!(got[2], Sighted::Replayed);
+    assert_eq!(got[3], Sighted::Taken(None));
+    assert_eq!(h.raw_count("SELECT count(*) FROM receipts").await, 2);
+    assert_eq!(
+        h.raw_count(r#"SELECT count(*) FROM evidence WHERE kind = '{"kind":"delivery","class":"dead"}'"#)
+            .await,
+        1
+    );
+    assert_eq!(
+        h.raw_count(r#"SELECT count(*) FROM evidence WHERE kind = '{"kind":"delivery","class":"delivered"}'"#)
+            .await,
+        1
+    );
+    // A later batch: signatures already taken are replays and record nothing.
+    let again = e
+        .record_sighted(
+            vec![
+                (sighting(2, until), Some(with_class("w-3", DeliveryClass::Delivered))),
+                (sighting(3, until), None),
+            ],
+            at,
+            &kind,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Sighted::Replayed, Sighted::Replayed]);
+    assert_eq!(h.raw_count("SELECT count(*) FROM receipts").await, 2);
+    // Past its window a signature is forgotten (the webhook's timestamp check refuses it by
+    // then): the same key is new again.
+    let later = e
+        .record_sighted(
+            vec![(
+                sighting(2, until + Duration::minutes(10)),
+                Some(with_class("w-3", DeliveryClass::Delivered)),
+            )],
+            until + Duration::seconds(1),
+            &kind,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&later[0], Sighted::Taken(Some(Matched::Send(m))) if m.outbox_id == ids[3]));
+    assert_eq!(h.raw_count("SELECT count(*) FROM receipts").await, 3);
 }
 
 pub async fn plan_writes_are_idempotent_and_keep_history(h: &Harness) {

@@ -59,6 +59,7 @@ on_both!(
     ledger_rows_move_into_bundles_byte_for_byte,
     outbox_leases_are_exclusive_and_expire,
     receipts_are_matched_whichever_comes_first,
+    webhook_receipts_are_recorded_with_their_replay_guards,
     plan_writes_are_idempotent_and_keep_history,
     a_wake_by_evidence_outlives_a_plan_read_before_it,
     tokens_access_log_and_webhook_sightings,

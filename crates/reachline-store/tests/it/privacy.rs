@@ -84,7 +84,7 @@ async fn contacted(h: &Harness) -> (BorrowerId, chrono::DateTime<Utc>) {
             is_final: true,
             raw: RAW.to_vec(),
         }],
-        &|_| r#"{"kind":"delivered"}"#.into(),
+        &|_, _| r#"{"kind":"delivered"}"#.into(),
     )
     .await
     .unwrap();

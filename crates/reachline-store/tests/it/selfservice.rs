@@ -552,7 +552,7 @@ pub async fn verification_receipts_are_evidence_not_strays(h: &Harness) {
         is_final: true,
         raw: b"stat:DELIVRD".to_vec(),
     };
-    let kind = |_: Channel| r#"{"kind":"delivery","channel":"sms","class":"delivered"}"#.to_string();
+    let kind = |_: Channel, _: DeliveryClass| r#"{"kind":"delivery","channel":"sms","class":"delivered"}"#.to_string();
     let got = e
         .record_receipts(
             vec![receipt("v-1a"), receipt("v-1b"), receipt("v-2"), receipt("nobody")],
