@@ -61,37 +61,6 @@ pub struct SqliteStore {
     readers: Arc<[Mutex<Connection>]>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
     keys: Arc<Keyring>,
-    /// Keeps the checkpointer thread running; it stops once the store is dropped.
-    _checkpointer: Arc<()>,
-}
-
-/// WAL pages past which a committing connection checkpoints inline (SQLite's default is 1,000):
-/// a backstop for when the checkpointer cannot keep up or is not running (a ledger opened alone).
-const WAL_BACKSTOP_PAGES: i64 = 16_384;
-/// How often the checkpointer copies the WAL's new pages into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Checkpoints the WAL on a thread of its own, for as long as `alive` has an owner. SQLite's
-/// automatic checkpoint runs inside the commit that crosses 1,000 pages, on the committing
-/// thread: measured under receipt webhooks, a sixth of the writer's time went to checkpoints
-/// (copying pages into the database file and its `fsync`) while every caller waited on that
-/// commit. A `PASSIVE` checkpoint never blocks a writer or a reader, and takes only what no
-/// reader still needs; the next writer starts the WAL over once all of it has been copied.
-fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<()>) -> Result<()> {
-    let conn = Connection::open(path)?;
-    conn.pragma_update(None, "cache_size", -1024)?;
-    std::thread::Builder::new()
-        .name("sqlite-checkpoint".into())
-        .spawn(move || {
-            while alive.strong_count() > 0 {
-                std::thread::sleep(CHECKPOINT_EVERY);
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "the WAL checkpoint failed; the next one tries again");
-                }
-            }
-        })
-        .map_err(|e| StoreError::Conflict(format!("starting the checkpointer: {e}")))?;
-    Ok(())
 }
 
 /// The writer connection of each database file open in this process, by its path.
@@ -157,9 +126,6 @@ fn connect(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_handler(Some(busy_wait))?;
     conn.pragma_update(None, "cache_size", -65_536)?;
-    // Checkpoints are the checkpointer thread's (`spawn_checkpointer`); a commit checkpoints
-    // inline only when the WAL has outgrown it this far.
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
     // Deleted and replaced content (a freed page, a shorter value written over a longer one) is
     // overwritten with zeros, so no copy of a destroyed key or a blanked ciphertext lingers in
     // the file's free space after an erasure.
@@ -195,15 +161,12 @@ impl SqliteStore {
             Ok((c, readers))
         })
         .await?;
-        let checkpointer = Arc::new(());
-        spawn_checkpointer(&path, Arc::downgrade(&checkpointer))?;
         Ok(Self {
             path,
             conn,
             readers: readers.into(),
             next_reader: Arc::default(),
             keys: Arc::new(keys),
-            _checkpointer: checkpointer,
         })
     }
 
