@@ -521,7 +521,7 @@ impl Engine {
         let receipts = rs.into_iter().map(|r| receipt_in(r, now)).collect();
         let matched = self.store.record_receipts(receipts, &plan::delivery_evidence).await?;
         let intake = self.intake_of(matched.into_iter().zip(seen), now)?;
-        self.seal(intake).await
+        self.seal(&intake).await
     }
 
     /// Webhooks' receipts behind their replay guards (a signature's sighting each), in one
@@ -572,8 +572,9 @@ impl Engine {
     }
 
     /// Appends recorded receipts' leaves to the ledger, then counts the receipts (whoever waits
-    /// on the count sees them recorded and in the ledger).
-    pub async fn seal(&self, intake: Intake) -> Result<(), EngineError> {
+    /// on the count sees them recorded and in the ledger). A failed append appended nothing
+    /// (the sequencer commits a batch whole), so it may be tried again.
+    pub async fn seal(&self, intake: &Intake) -> Result<(), EngineError> {
         if let Some(l) = &self.ledger {
             if !intake.leaves.is_empty() {
                 l.sequencer

@@ -583,15 +583,14 @@ impl ReceiptBatcher {
                 };
                 // The receipts are committed; without their leaves the webhooks are not
                 // answered as taken (503), and a provider's retry is refused as a replay.
-                let sealed = engine.seal(intake).await;
-                if let Err(e) = &sealed {
-                    tracing::error!(error = %e, "appending webhook receipts to the ledger failed");
-                }
+                let sealed = retried("appending webhook receipts to the ledger", || engine.seal(&intake))
+                    .await
+                    .is_some();
                 for ((_, _, answer), fresh) in batch.drain(..).zip(fresh) {
-                    let outcome = match (fresh, &sealed) {
+                    let outcome = match (fresh, sealed) {
                         (false, _) => Some(Recorded::Replayed),
-                        (true, Ok(())) => Some(Recorded::Taken),
-                        (true, Err(_)) => None,
+                        (true, true) => Some(Recorded::Taken),
+                        (true, false) => None,
                     };
                     let _ = answer.send(outcome);
                 }

@@ -938,23 +938,10 @@ fn receipt_tx(
     let changed = raise_outcome(tx, id, SendOutcome::of(receipt.class), at)?;
     // One piece of evidence per change of an attempt's outcome: the parts of one
     // message, or a repeated receipt, are not separate observations.
-    if !changed {
-        return Ok(Matched::Send(ReceiptMatch {
-            outbox_id: id,
-            borrower: BorrowerId(borrower),
-            contact: ContactId(contact),
-            channel,
-            changed,
-        }));
+    if changed {
+        let kind = kinds.get(&(channel, receipt.class));
+        receipt_evidence(tx, borrower, contact, at, &receipt.provider, kind)?;
     }
-    receipt_evidence(
-        tx,
-        borrower,
-        contact,
-        at,
-        &receipt.provider,
-        kinds.get(&(channel, receipt.class)),
-    )?;
     Ok(Matched::Send(ReceiptMatch {
         outbox_id: id,
         borrower: BorrowerId(borrower),
@@ -1033,14 +1020,8 @@ fn verification_receipt_tx(
             .execute(params![message, new.name(), new.class_column()])?;
         if let Some(contact) = contact {
             let channel: Channel = channel.parse().map_err(codec::corrupt)?;
-            receipt_evidence(
-                tx,
-                borrower,
-                contact,
-                at,
-                &receipt.provider,
-                kinds.get(&(channel, receipt.class)),
-            )?;
+            let kind = kinds.get(&(channel, receipt.class));
+            receipt_evidence(tx, borrower, contact, at, &receipt.provider, kind)?;
         }
     }
     Ok(Some(Matched::Verification {
