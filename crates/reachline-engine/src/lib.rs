@@ -531,16 +531,17 @@ impl Engine {
     /// recorded while this one's leaves are appended.
     pub async fn record_sighted(
         &self,
-        items: Vec<(Sighting, Option<reachline_channels::Receipt>)>,
+        items: &[(Sighting, Option<reachline_channels::Receipt>)],
         now: DateTime<Utc>,
     ) -> Result<(Vec<bool>, Intake), EngineError> {
         let seen: Vec<_> = items
             .iter()
             .map(|(_, r)| r.as_ref().map(|r| (r.class, r.provider_id.clone())))
             .collect();
+        // Borrowed, so that a caller retrying a batch copies it once per try, not twice.
         let items = items
-            .into_iter()
-            .map(|(s, r)| (s, r.map(|r| receipt_in(r, now))))
+            .iter()
+            .map(|(s, r)| (s.clone(), r.clone().map(|r| receipt_in(r, now))))
             .collect();
         let sighted = self.store.record_sighted(items, now, &plan::delivery_evidence).await?;
         let fresh = sighted.iter().map(|s| *s != Sighted::Replayed).collect();

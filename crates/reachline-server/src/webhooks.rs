@@ -569,14 +569,14 @@ impl ReceiptBatcher {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
                 let now = clock();
-                let items: Vec<(Sighting, Option<Receipt>)> =
-                    batch.iter().map(|(s, r, _)| (s.clone(), r.clone())).collect();
+                let (items, answers): (Vec<(Sighting, Option<Receipt>)>, Vec<_>) =
+                    batch.drain(..).map(|(s, r, answer)| ((s, r), answer)).unzip();
                 // One transaction: when it fails nothing was taken, and the provider's retry
                 // passes.
                 let Some((fresh, intake)) =
-                    retried("recording webhooks", || engine.record_sighted(items.clone(), now)).await
+                    retried("recording webhooks", || engine.record_sighted(&items, now)).await
                 else {
-                    for (_, _, answer) in batch.drain(..) {
+                    for answer in answers {
                         let _ = answer.send(None);
                     }
                     continue;
@@ -586,7 +586,7 @@ impl ReceiptBatcher {
                 let sealed = retried("appending webhook receipts to the ledger", || engine.seal(&intake))
                     .await
                     .is_some();
-                for ((_, _, answer), fresh) in batch.drain(..).zip(fresh) {
+                for (answer, fresh) in answers.into_iter().zip(fresh) {
                     let outcome = match (fresh, sealed) {
                         (false, _) => Some(Recorded::Replayed),
                         (true, true) => Some(Recorded::Taken),

@@ -761,21 +761,21 @@ impl EngineStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let (sightings, receipts): (Vec<Sighting>, Vec<Option<ReceiptIn>>) = items.into_iter().unzip();
         let fresh = super::server::take_sightings(&mut tx, &sightings, now).await?;
+        let has_receipt: Vec<bool> = receipts.iter().map(Option::is_some).collect();
         let taken: Vec<ReceiptIn> = receipts
-            .iter()
+            .into_iter()
             .zip(&fresh)
-            .filter(|(_, f)| **f)
-            .filter_map(|(r, _)| r.clone())
+            .filter_map(|(r, fresh)| r.filter(|_| *fresh))
             .collect();
         let mut matched = receipts_in(&mut tx, taken, &kinds).await?.into_iter();
         tx.commit().await?;
-        Ok(receipts
+        Ok(fresh
             .into_iter()
-            .zip(fresh)
-            .map(|(r, fresh)| match (fresh, r) {
+            .zip(has_receipt)
+            .map(|(fresh, has_receipt)| match (fresh, has_receipt) {
                 (false, _) => Sighted::Replayed,
-                (true, None) => Sighted::Taken(None),
-                (true, Some(_)) => Sighted::Taken(matched.next()),
+                (true, false) => Sighted::Taken(None),
+                (true, true) => Sighted::Taken(matched.next()),
             })
             .collect())
     }
