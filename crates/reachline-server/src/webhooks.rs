@@ -573,8 +573,7 @@ impl ReceiptBatcher {
                     batch.drain(..).map(|(s, r, answer)| ((s, r), answer)).unzip();
                 // One transaction: when it fails nothing was taken, and the provider's retry
                 // passes.
-                let Some((fresh, intake)) =
-                    retried("recording webhooks", || engine.record_sighted(&items, now)).await
+                let Some((fresh, intake)) = retried("recording webhooks", || engine.record_sighted(&items, now)).await
                 else {
                     for answer in answers {
                         let _ = answer.send(None);
