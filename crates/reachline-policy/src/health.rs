@@ -429,48 +429,175 @@ pub fn assess_borrower(
     now: DateTime<Utc>,
     cfg: &HealthConfig,
 ) -> BorrowerHealth {
-    let today = now.with_timezone(&tz).date_naive();
-    let mut days: BTreeMap<NaiveDate, Vec<&Evidence>> = BTreeMap::new();
-    for e in evidence.iter().filter(|e| e.at <= now) {
-        days.entry(e.at.with_timezone(&tz).date_naive()).or_default().push(e);
-    }
-    let mut trackers: Vec<Tracker> = contacts.iter().map(|c| Tracker::new(c, tz)).collect();
-    let mut events = Vec::new();
-    let mut paid_elsewhere: Vec<(NaiveDate, EvidenceId)> = Vec::new();
-    let own = |t: &Tracker| !t.role.is_third_party();
-    let mut reachable = trackers.iter().filter(|t| own(t)).any(|t| t.works());
-    let mut unreachable_since =
-        (!reachable && trackers.iter().any(own)).then(|| trackers.iter().map(|t| t.since).max().unwrap_or(today));
+    let mut replay = HealthReplay::new(contacts, tz, cfg);
+    replay.take(evidence, now);
+    let today = replay.today_items(evidence, now);
+    replay.state.finish(today, evidence, now, cfg)
+}
 
-    for (&day, items) in days.iter() {
-        if day > today {
-            break;
+/// The same assessment kept up to date between calls, for a caller that assesses one borrower
+/// again and again as evidence arrives and time moves (the simulator): the days before `now`'s
+/// day are folded once and kept, so each call replays only today. [`HealthReplay::assess`]
+/// returns exactly what [`assess_borrower`] returns for the same arguments (a property test
+/// checks it).
+///
+/// The evidence passed must be the same list each time, grown at its end. A list that is not
+/// (shorter, another last item), evidence of a day already folded, changed contacts or
+/// configuration, or a `now` on an earlier day than the last call's: the replay starts again
+/// from the first item, so the answer stays exact and only the saving is lost.
+#[derive(Clone)]
+pub struct HealthReplay {
+    contacts: Vec<ContactFacts>,
+    tz: Tz,
+    cfg: HealthConfig,
+    state: ReplayState,
+    /// Items of the list taken so far, and the id of the last one.
+    taken: usize,
+    last_id: Option<EvidenceId>,
+    /// The first day not folded into `state`.
+    frontier: Option<NaiveDate>,
+    /// Taken items of days not folded yet: (their local day, their index).
+    pending: Vec<(NaiveDate, usize)>,
+}
+
+impl HealthReplay {
+    pub fn new(contacts: &[ContactFacts], tz: Tz, cfg: &HealthConfig) -> Self {
+        Self {
+            contacts: contacts.to_vec(),
+            tz,
+            cfg: cfg.clone(),
+            state: ReplayState::new(contacts, tz),
+            taken: 0,
+            last_id: None,
+            frontier: None,
+            pending: Vec::new(),
         }
+    }
+
+    /// The health at `now`: see [`assess_borrower`].
+    pub fn assess(
+        &mut self,
+        contacts: &[ContactFacts],
+        evidence: &[Evidence],
+        now: DateTime<Utc>,
+        cfg: &HealthConfig,
+    ) -> BorrowerHealth {
+        let extends = evidence.len() >= self.taken
+            && self.taken.checked_sub(1).map(|i| evidence[i].id) == self.last_id
+            && contacts == self.contacts.as_slice()
+            && *cfg == self.cfg;
+        if !extends || !self.take(evidence, now) {
+            *self = Self::new(contacts, self.tz, cfg);
+            self.take(evidence, now);
+        }
+        let today = self.today_items(evidence, now);
+        self.state.clone().finish(today, evidence, now, &self.cfg)
+    }
+
+    /// Takes the new items and folds every day before `now`'s. False when that cannot be done
+    /// on top of what is folded (an item or `now` on a folded day): the caller starts again.
+    fn take(&mut self, evidence: &[Evidence], now: DateTime<Utc>) -> bool {
+        let today = now.with_timezone(&self.tz).date_naive();
+        if self.frontier.is_some_and(|f| today < f) {
+            return false;
+        }
+        for (i, e) in evidence.iter().enumerate().skip(self.taken) {
+            let day = e.at.with_timezone(&self.tz).date_naive();
+            if self.frontier.is_some_and(|f| day < f) {
+                return false;
+            }
+            self.pending.push((day, i));
+        }
+        self.taken = evidence.len();
+        self.last_id = evidence.last().map(|e| e.id);
+        // Fold the days before today, in order; each day's items as a set.
+        self.pending.sort_unstable();
+        let done = self.pending.partition_point(|(d, _)| *d < today);
+        let mut k = 0;
+        while k < done {
+            let day = self.pending[k].0;
+            let end = k + self.pending[k..done].partition_point(|(d, _)| *d == day);
+            let items: Vec<&Evidence> = self.pending[k..end].iter().map(|(_, i)| &evidence[*i]).collect();
+            self.state.fold_day(day, &items, &self.cfg);
+            k = end;
+        }
+        self.pending.drain(..done);
+        self.frontier = Some(today);
+        true
+    }
+
+    /// Today's items up to `now` (the rest wait for a later call).
+    fn today_items<'e>(&self, evidence: &'e [Evidence], now: DateTime<Utc>) -> Vec<&'e Evidence> {
+        let today = now.with_timezone(&self.tz).date_naive();
+        self.pending
+            .iter()
+            .filter(|(d, i)| *d == today && evidence[*i].at <= now)
+            .map(|(_, i)| &evidence[*i])
+            .collect()
+    }
+}
+
+/// The replay's state after some days.
+#[derive(Clone)]
+struct ReplayState {
+    trackers: Vec<Tracker>,
+    events: Vec<HealthEvent>,
+    paid_elsewhere: Vec<(NaiveDate, EvidenceId)>,
+    reachable: bool,
+    unreachable_since: Option<NaiveDate>,
+    tz: Tz,
+}
+
+impl ReplayState {
+    fn new(contacts: &[ContactFacts], tz: Tz) -> Self {
+        let trackers: Vec<Tracker> = contacts.iter().map(|c| Tracker::new(c, tz)).collect();
+        let own = |t: &&Tracker| !t.role.is_third_party();
+        let reachable = trackers.iter().filter(own).any(|t| t.works());
+        let unreachable_since = if !reachable && trackers.iter().any(|t| own(&t)) {
+            trackers.iter().map(|t| t.since).max()
+        } else {
+            None
+        };
+        Self {
+            trackers,
+            events: Vec::new(),
+            paid_elsewhere: Vec::new(),
+            reachable,
+            unreachable_since,
+            tz,
+        }
+    }
+
+    /// One day of evidence (with evidence; a day without any changes nothing here).
+    fn fold_day(&mut self, day: NaiveDate, items: &[&Evidence], cfg: &HealthConfig) {
         if let Some(id) = items
             .iter()
             .filter(|e| e.contact.is_none() && matches!(e.kind, EvidenceKind::Payment { .. }))
             .map(|e| e.id)
             .min()
         {
-            paid_elsewhere.push((day, id));
+            self.paid_elsewhere.push((day, id));
         }
-        for t in trackers.iter_mut() {
-            t.advance_to(day, &paid_elsewhere, cfg, &mut events);
+        let events = &mut self.events;
+        for t in self.trackers.iter_mut() {
+            t.advance_to(day, &self.paid_elsewhere, cfg, events);
             let mine: Vec<&Evidence> = items.iter().copied().filter(|e| e.contact == Some(t.id)).collect();
             if !mine.is_empty() {
-                t.step(day, &DaySummary::of(&mine), cfg, &mut events);
+                t.step(day, &DaySummary::of(&mine), cfg, events);
             }
-            t.check_silence(day, &paid_elsewhere, cfg, &mut events);
+            t.check_silence(day, &self.paid_elsewhere, cfg, events);
         }
-        let now_reachable = trackers.iter().filter(|t| own(t)).any(|t| t.works());
-        if now_reachable != reachable && trackers.iter().any(own) {
-            let cause = trackers
+        let own = |t: &&Tracker| !t.role.is_third_party();
+        let now_reachable = self.trackers.iter().filter(own).any(|t| t.works());
+        if now_reachable != self.reachable && self.trackers.iter().any(|t| own(&t)) {
+            let cause = self
+                .trackers
                 .iter()
-                .filter(|t| own(t))
+                .filter(own)
                 .filter_map(|t| t.transitions.last())
                 .filter(|tr| tr.day == day)
                 .max_by_key(|tr| (tr.to.is_working() == now_reachable, tr.to.rank()));
-            events.push(HealthEvent {
+            self.events.push(HealthEvent {
                 kind: if now_reachable {
                     HealthEventKind::BorrowerReachable
                 } else {
@@ -485,39 +612,60 @@ pub fn assess_borrower(
                 },
                 evidence: cause.map(|c| c.evidence.clone()).unwrap_or_default(),
             });
-            reachable = now_reachable;
-            unreachable_since = (!reachable).then_some(day);
+            self.reachable = now_reachable;
+            self.unreachable_since = (!self.reachable).then_some(day);
         }
     }
-    let end = today.succ_opt().unwrap_or(today);
-    for t in trackers.iter_mut() {
-        t.advance_to(end, &paid_elsewhere, cfg, &mut events);
-    }
 
-    let contacts = trackers
-        .into_iter()
-        .map(|t| {
-            let score = score(&t, evidence, now, cfg);
-            t.finish(score)
-        })
-        .collect();
-    BorrowerHealth {
-        contacts,
-        events,
-        reachable,
-        unreachable_since,
+    /// Today's items so far, the time rules up to the end of today, and the assessment.
+    fn finish(
+        mut self,
+        today_items: Vec<&Evidence>,
+        evidence: &[Evidence],
+        now: DateTime<Utc>,
+        cfg: &HealthConfig,
+    ) -> BorrowerHealth {
+        let today = now.with_timezone(&self.tz).date_naive();
+        if !today_items.is_empty() {
+            self.fold_day(today, &today_items, cfg);
+        }
+        let end = today.succ_opt().unwrap_or(today);
+        for t in self.trackers.iter_mut() {
+            t.advance_to(end, &self.paid_elsewhere, cfg, &mut self.events);
+        }
+        let scores = scores(&self.trackers, evidence, now, cfg);
+        let contacts = self
+            .trackers
+            .into_iter()
+            .zip(scores)
+            .map(|(t, score)| t.finish(score))
+            .collect();
+        BorrowerHealth {
+            contacts,
+            events: self.events,
+            reachable: self.reachable,
+            unreachable_since: self.unreachable_since,
+        }
     }
 }
 
-/// The decayed sum of evidence weights for one contact point.
-fn score(t: &Tracker, evidence: &[Evidence], now: DateTime<Utc>, cfg: &HealthConfig) -> f64 {
-    let half_life = f64::from(cfg.score_half_life_days.max(1));
-    let mut sum = 0.0;
-    for e in evidence.iter().filter(|e| e.at <= now && e.contact == Some(t.id)) {
-        let age_days = (now - e.at).num_seconds() as f64 / 86_400.0;
-        sum += weight(e) * 0.5f64.powf(age_days / half_life);
+/// The decayed sum of evidence weights for each contact point, in one pass over the evidence
+/// (each contact's sum in the evidence's order).
+fn scores(trackers: &[Tracker], evidence: &[Evidence], now: DateTime<Utc>, cfg: &HealthConfig) -> Vec<f64> {
+    let mut sums = vec![0.0; trackers.len()];
+    for e in evidence.iter().filter(|e| e.at <= now) {
+        for (k, _) in trackers.iter().enumerate().filter(|(_, t)| e.contact == Some(t.id)) {
+            sums[k] += decayed(e, now, cfg);
+        }
     }
-    sum
+    sums
+}
+
+/// One item's weight, halved every `score_half_life_days` of its age at `now`.
+fn decayed(e: &Evidence, now: DateTime<Utc>, cfg: &HealthConfig) -> f64 {
+    let half_life = f64::from(cfg.score_half_life_days.max(1));
+    let age_days = (now - e.at).num_seconds() as f64 / 86_400.0;
+    weight(e) * 0.5f64.powf(age_days / half_life)
 }
 
 fn weight(e: &Evidence) -> f64 {
@@ -665,6 +813,7 @@ impl DaySummary {
 }
 
 /// The replay state of one contact point.
+#[derive(Clone)]
 struct Tracker {
     id: ContactId,
     role: ContactRole,

@@ -27,8 +27,8 @@ pub use gates::{
     check, check_new_number, Attempt, AttemptKind, Gate, GateProfile, NumberPermit, Permit, Reason, ThirdParty, Window,
 };
 pub use health::{
-    assess_borrower, Assessment, BorrowerHealth, ContactFacts, HealthConfig, HealthEvent, HealthEventKind, HealthState,
-    Need, Rule, Transition,
+    assess_borrower, Assessment, BorrowerHealth, ContactFacts, HealthConfig, HealthEvent, HealthEventKind,
+    HealthReplay, HealthState, Need, Rule, Transition,
 };
 pub use intel::{recycled_since, NumberStatus, RecycleAnswer};
 pub use reply::{Classification, ReplyClass, ReplyClassifier};

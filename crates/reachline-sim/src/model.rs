@@ -10,9 +10,9 @@ use reachline_domain::{
 };
 use reachline_policy::{
     assess_borrower, decide, Action, Cadence, ChannelChoice, ChannelModel, ContactFacts, DecisionReason,
-    DueInstallment, Evidence, EvidenceId, EvidenceKind, GateProfile, HealthConfig, HealthState, HourOfWeek,
-    LadderConfig, Need, NoticeKey, NoticeKind, NumberStatus, Outcome, RecycleAnswer, ReplyClass, SegmentPrior,
-    SelfReport, SendRecord, SendTimeModel, Snapshot, Source, ThirdPartyRecord, Timing, TimingConfig,
+    DueInstallment, Evidence, EvidenceId, EvidenceKind, GateProfile, HealthConfig, HealthReplay, HealthState,
+    HourOfWeek, LadderConfig, Need, NoticeKey, NoticeKind, NumberStatus, Outcome, RecycleAnswer, ReplyClass,
+    SegmentPrior, SelfReport, SendRecord, SendTimeModel, Snapshot, Source, ThirdPartyRecord, Timing, TimingConfig,
 };
 use serde::Serialize;
 
@@ -200,6 +200,9 @@ struct View {
     timing_seed: u64,
     /// The lender's engagement counts per channel for this borrower.
     channels: ChannelModel,
+    /// The borrower's contact health, kept between assessments (the days already past are
+    /// replayed once).
+    health: HealthReplay,
 }
 
 struct Borrower {
@@ -327,6 +330,7 @@ fn new_borrower(w: &World, rng: &mut ChaCha8Rng, days: u32) -> Borrower {
             activity: activity(sc.activity_peak_to_trough, rng),
         },
         view: View {
+            health: HealthReplay::new(&contacts, w.zone, &w.health),
             contacts,
             number_of,
             evidence: Vec::new(),
@@ -786,7 +790,7 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &
     // notice the send-time model timed goes at its hour; at most six rounds a day.
     let mut now = w.at(day, 8, 0);
     for _round in 0..6u32 {
-        let health = assess_borrower(&b.view.contacts, &b.view.evidence, w.zone, now, &w.health);
+        let health = b.view.health.assess(&b.view.contacts, &b.view.evidence, now, &w.health);
         let installments: Vec<DueInstallment> = b
             .insts
             .iter()
