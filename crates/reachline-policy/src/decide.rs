@@ -31,7 +31,7 @@ use reachline_domain::{
 use serde::{Deserialize, Serialize};
 
 use crate::cadence::{Cadence, NoticeKind};
-use crate::gates::{self, Attempt, AttemptKind, Gate, GateProfile, Permit, Reason, ThirdParty};
+use crate::gates::{self, Attempt, AttemptKind, Gate, GateProfile, History, Permit, Reason, ThirdParty};
 use crate::health::{Assessment, BorrowerHealth, ContactFacts, HealthState, Need};
 use crate::timing::{permille, ChannelChoice, HourChoice, HourOfWeek, Timing};
 
@@ -304,10 +304,11 @@ pub fn formally_unreachable(s: &Snapshot, now: DateTime<Utc>) -> bool {
         .is_some_and(|third| third.with_timezone(&zone).date_naive() < today)
 }
 
-fn attempts(s: &Snapshot) -> Vec<Attempt> {
-    s.sends
-        .iter()
-        .map(|r| Attempt {
+fn attempts(s: &Snapshot) -> History {
+    let zone = s.zones.first().copied().unwrap_or(Tz::UTC);
+    History::new(
+        zone,
+        s.sends.iter().map(|r| Attempt {
             at: r.at,
             contact: r.contact,
             purpose: r.key.kind.purpose(),
@@ -316,8 +317,8 @@ fn attempts(s: &Snapshot) -> Vec<Attempt> {
                 (Channel::Voice, false) => AttemptKind::CallUnanswered,
                 _ => AttemptKind::Message,
             },
-        })
-        .collect()
+        }),
+    )
 }
 
 /// Decides, for every notice due to this borrower at `now`, what to do.
@@ -428,7 +429,7 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
 fn decide_notice(
     s: &Snapshot,
     key: NoticeKey,
-    history: &[Attempt],
+    history: &History,
     unreachable: bool,
     asked: &[ContactId],
     now: DateTime<Utc>,
@@ -520,7 +521,7 @@ fn decide_notice(
             continue;
         }
         let req = request(s, rung, purpose, health, third_party);
-        match gates::check(&req, history, s.profile, now) {
+        match gates::check_history(&req, history, s.profile, now) {
             Gate::Allow(permit) => {
                 // A notice's first send goes at the hour the model picks, among the hours
                 // left today that the gates allow; the rest of the ladder goes at once.
@@ -610,7 +611,7 @@ fn open_on(
     choice: &ChannelChoice,
     ladder: &[Rung],
     purpose: Purpose,
-    history: &[Attempt],
+    history: &History,
     key: NoticeKey,
     now: DateTime<Utc>,
 ) -> Option<(usize, ChannelPick)> {
@@ -629,7 +630,7 @@ fn open_on(
             continue;
         };
         let req = request(s, rung, purpose, health, None);
-        if matches!(gates::check(&req, history, s.profile, now), Gate::Allow(_)) {
+        if matches!(gates::check_history(&req, history, s.profile, now), Gate::Allow(_)) {
             open.push((i, rung.channel));
         }
     }
@@ -659,7 +660,7 @@ fn best_hour(
     s: &Snapshot,
     t: &Timing,
     req: &gates::Request,
-    history: &[Attempt],
+    history: &History,
     key: NoticeKey,
     now: DateTime<Utc>,
 ) -> Option<(DateTime<Utc>, HourChoice)> {
@@ -678,7 +679,7 @@ fn best_hour(
             };
             at.with_timezone(&Utc)
         };
-        if matches!(gates::check(req, history, s.profile, at), Gate::Allow(_)) {
+        if matches!(gates::check_history(req, history, s.profile, at), Gate::Allow(_)) {
             candidates.push((HourOfWeek::of(at, zone), at));
         }
     }

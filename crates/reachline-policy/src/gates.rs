@@ -21,7 +21,7 @@
 //! | contact health (dead, reassigned, held for a check …) | — | — | `contact_health` |
 //! | third parties: only when the borrower is unreachable, never debt content, once each, never after a refusal | ✓ | ✓ | `borrower_reachable`, `third_party_debt_content`, `third_party_contacted`, `third_party_refused` |
 
-use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{Channel, ContactId, Jurisdiction, Purpose, QuietHours};
 use serde::{Deserialize, Serialize};
@@ -207,6 +207,33 @@ pub struct Attempt {
     pub kind: AttemptKind,
 }
 
+/// A borrower's earlier attempts as the caps count them: each with its day in the borrower's
+/// first zone, worked out once when it joins rather than at every check (a notice's send-time
+/// choice asks the gates once per hour left in the day).
+#[derive(Debug, Clone)]
+pub struct History {
+    zone: Tz,
+    items: Vec<(Attempt, NaiveDate)>,
+}
+
+impl History {
+    /// `zone` is the borrower's first zone (the one the caps' days are counted in).
+    pub fn new(zone: Tz, attempts: impl IntoIterator<Item = Attempt>) -> Self {
+        let mut h = Self {
+            zone,
+            items: Vec::new(),
+        };
+        for a in attempts {
+            h.push(a);
+        }
+        h
+    }
+
+    pub fn push(&mut self, a: Attempt) {
+        self.items.push((a, a.at.with_timezone(&self.zone).date_naive()));
+    }
+}
+
 /// What the third-party rules need to know about an emergency contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThirdParty {
@@ -295,6 +322,13 @@ pub enum Gate {
 
 /// Judges one send at `now` against the profile and the borrower's earlier attempts.
 pub fn check(req: &Request, history: &[Attempt], profile: &GateProfile, now: DateTime<Utc>) -> Gate {
+    let zone = req.zones.first().copied().unwrap_or(Tz::UTC);
+    check_history(req, &History::new(zone, history.iter().copied()), profile, now)
+}
+
+/// [`check`] with the attempts already counted by day (the caller checks many sends against
+/// the same attempts).
+pub fn check_history(req: &Request, history: &History, profile: &GateProfile, now: DateTime<Utc>) -> Gate {
     let suppress = |reason| Gate::Suppress { reason, health: None };
     if let Err(block) = req.contact.may_carry(req.purpose) {
         return Gate::Suppress {
@@ -401,7 +435,7 @@ fn next_local_day(zone: Tz, t: DateTime<Utc>) -> DateTime<Utc> {
 
 fn caps_block(
     req: &Request,
-    history: &[Attempt],
+    history: &History,
     p: &GateProfile,
     zone: Tz,
     t: DateTime<Utc>,
@@ -410,29 +444,38 @@ fn caps_block(
         return None;
     }
     let today = t.with_timezone(&zone).date_naive();
-    let counted: Vec<&Attempt> = history
-        .iter()
-        .filter(|a| a.at <= t && a.purpose != Purpose::Verification)
-        .collect();
-    let same_day = |a: &&&Attempt| a.at.with_timezone(&zone).date_naive() == today;
-    if counted.iter().filter(same_day).count() as u32 >= p.max_per_day {
+    // The days were counted in the history's zone: the same as `zone` unless a caller mixed them.
+    let recount;
+    let history = if history.zone == zone {
+        history
+    } else {
+        recount = History::new(zone, history.items.iter().map(|(a, _)| *a));
+        &recount
+    };
+    let counted = || {
+        history
+            .items
+            .iter()
+            .filter(move |(a, _)| a.at <= t && a.purpose != Purpose::Verification)
+    };
+    let same_day = |(_, day): &&(Attempt, NaiveDate)| *day == today;
+    if counted().filter(same_day).count() as u32 >= p.max_per_day {
         return Some((next_local_day(zone, t), Reason::DailyCap));
     }
-    let to_contact = counted
-        .iter()
-        .filter(|a| a.contact == req.contact.contact)
+    let to_contact = counted()
+        .filter(|(a, _)| a.contact == req.contact.contact)
         .filter(same_day)
         .count();
     if to_contact as u32 >= p.max_per_contact_per_day {
         return Some((next_local_day(zone, t), Reason::DailyCap));
     }
-    let mut week: Vec<DateTime<Utc>> = counted
-        .iter()
-        .map(|a| a.at)
-        .filter(|at| t - *at < Duration::days(7))
-        .collect();
-    if week.len() as u32 >= p.max_per_week {
+    let week = counted().filter(|(a, _)| t - a.at < Duration::days(7)).count();
+    if week as u32 >= p.max_per_week {
         // Allowed again when enough of them have left the rolling week.
+        let mut week: Vec<DateTime<Utc>> = counted()
+            .map(|(a, _)| a.at)
+            .filter(|at| t - *at < Duration::days(7))
+            .collect();
         week.sort();
         let k = week.len() - p.max_per_week as usize;
         return Some((week[k] + Duration::days(7), Reason::WeeklyCap));
@@ -440,14 +483,13 @@ fn caps_block(
     if req.channel != Channel::Voice || req.purpose != Purpose::Collection {
         return None;
     }
-    let calls: Vec<&&Attempt> = counted
-        .iter()
-        .filter(|a| matches!(a.kind, AttemptKind::CallConnected | AttemptKind::CallUnanswered))
+    let calls: Vec<&(Attempt, NaiveDate)> = counted()
+        .filter(|(a, _)| matches!(a.kind, AttemptKind::CallConnected | AttemptKind::CallUnanswered))
         .collect();
     if let Some(max) = p.max_connected_calls_per_day {
         let n = calls
             .iter()
-            .filter(|a| a.kind == AttemptKind::CallConnected && same_day(a))
+            .filter(|x| x.0.kind == AttemptKind::CallConnected && same_day(x))
             .count();
         if n as u32 >= max {
             return Some((next_local_day(zone, t), Reason::ConnectedCallCap));
@@ -456,7 +498,7 @@ fn caps_block(
     if let Some(max) = p.max_unanswered_calls_per_number_per_day {
         let n = calls
             .iter()
-            .filter(|a| a.kind == AttemptKind::CallUnanswered && a.contact == req.contact.contact && same_day(a))
+            .filter(|x| x.0.kind == AttemptKind::CallUnanswered && x.0.contact == req.contact.contact && same_day(x))
             .count();
         if n as u32 >= max {
             return Some((next_local_day(zone, t), Reason::UnansweredCallCap));
@@ -465,8 +507,8 @@ fn caps_block(
     if let Some(days) = p.no_calls_days_after_conversation {
         if let Some(last) = calls
             .iter()
-            .filter(|a| a.kind == AttemptKind::CallConnected)
-            .map(|a| a.at)
+            .filter(|(a, _)| a.kind == AttemptKind::CallConnected)
+            .map(|(a, _)| a.at)
             .max()
         {
             let until = last + Duration::days(i64::from(days));
@@ -478,7 +520,7 @@ fn caps_block(
     if let Some(max) = p.max_call_attempts_per_7_days {
         let mut recent: Vec<DateTime<Utc>> = calls
             .iter()
-            .map(|a| a.at)
+            .map(|(a, _)| a.at)
             .filter(|at| t - *at < Duration::days(7))
             .collect();
         if recent.len() as u32 >= max {
