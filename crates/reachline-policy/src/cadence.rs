@@ -141,6 +141,19 @@ impl Cadence {
             .find(|(_, s)| i64::from(s.offset_days) <= day)?;
         (!already.contains(&i)).then_some((i, step))
     }
+
+    /// The first day after `today` on which an unpaid installment's due step changes (its next
+    /// step's day), if it has one left: a caller that wakes a borrower only when something can
+    /// happen need not look before then for the cadence's sake.
+    pub fn next_step_day(&self, due_date: NaiveDate, today: NaiveDate) -> Option<NaiveDate> {
+        let day = (today - due_date).num_days();
+        self.steps
+            .iter()
+            .map(|s| i64::from(s.offset_days))
+            .filter(|o| *o > day)
+            .min()
+            .map(|o| due_date + chrono::Duration::days(o))
+    }
 }
 
 /// Picks the cadence for a product: its own, else the `*` one, else the standard.
@@ -169,6 +182,10 @@ mod tests {
         c.validate().unwrap();
         let due = d("2024-05-20");
         assert_eq!(c.due_step(due, d("2024-05-12"), &[]), None);
+        assert_eq!(c.next_step_day(due, d("2024-05-01")), Some(d("2024-05-13")));
+        assert_eq!(c.next_step_day(due, d("2024-05-13")), Some(d("2024-05-17")));
+        assert_eq!(c.next_step_day(due, d("2024-05-20")), Some(d("2024-05-21")));
+        assert_eq!(c.next_step_day(due, d("2024-06-19")), None, "T+30 is the last step");
         assert_eq!(c.due_step(due, d("2024-05-13"), &[]).map(|(i, _)| i), Some(0));
         assert_eq!(
             c.due_step(due, d("2024-05-20"), &[]).unwrap().1.kind,

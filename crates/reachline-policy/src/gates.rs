@@ -469,13 +469,13 @@ fn caps_block(
     if to_contact as u32 >= p.max_per_contact_per_day {
         return Some((next_local_day(zone, t), Reason::DailyCap));
     }
-    let week = counted().filter(|(a, _)| t - a.at < Duration::days(7)).count();
+    // Within the rolling week: later than `t` less seven days (one subtraction, not one per
+    // attempt).
+    let week_ago = t - Duration::days(7);
+    let week = counted().filter(|(a, _)| a.at > week_ago).count();
     if week as u32 >= p.max_per_week {
         // Allowed again when enough of them have left the rolling week.
-        let mut week: Vec<DateTime<Utc>> = counted()
-            .map(|(a, _)| a.at)
-            .filter(|at| t - *at < Duration::days(7))
-            .collect();
+        let mut week: Vec<DateTime<Utc>> = counted().map(|(a, _)| a.at).filter(|at| *at > week_ago).collect();
         week.sort();
         let k = week.len() - p.max_per_week as usize;
         return Some((week[k] + Duration::days(7), Reason::WeeklyCap));
@@ -518,11 +518,7 @@ fn caps_block(
         }
     }
     if let Some(max) = p.max_call_attempts_per_7_days {
-        let mut recent: Vec<DateTime<Utc>> = calls
-            .iter()
-            .map(|(a, _)| a.at)
-            .filter(|at| t - *at < Duration::days(7))
-            .collect();
+        let mut recent: Vec<DateTime<Utc>> = calls.iter().map(|(a, _)| a.at).filter(|at| *at > week_ago).collect();
         if recent.len() as u32 >= max {
             recent.sort();
             // Allowed again when the oldest of the last `max` leaves the rolling week.

@@ -53,13 +53,17 @@
 //! | `recycled_yes` | any but retired | reassigned | a recycled-number check answers "yes" |
 //! | `recycled_no` | suspect (silence, revived dead number, carrier "empty", hard failure) | settled state | the check answers "no": not disconnected since it was last the borrower's |
 //! | `recycled_no_data` | suspect (silence) | unverified | the check cannot tell |
-//! | `silent_long` | unverified, verified, healthy, degraded, suspect (delivery suspicions) | suspect (+ recycled-number check) | `silent_min_deliveries` deliveries and no engagement for `silent_days` (`silent_days_paying_elsewhere` when the borrower pays by other means); debt content waits for the check |
+//! | `silent_long` | unverified, verified, healthy, degraded, suspect (delivery suspicions) | suspect (+ recycled-number check) | a phone number: `silent_min_deliveries` deliveries and no engagement for `silent_days` (`silent_days_paying_elsewhere` when the borrower pays by other means); debt content waits for the check |
 //! | `delivers_after_dead` | dead | suspect (+ recycled-number check) | a dead number delivers again: it has probably been given to someone else |
 //! | `engaged_after_dead` | dead | suspect (+ recycled-number check) | the same, with engagement |
 //! | `sim_swap` | any working state | suspect (+ re-verification) | a SIM swap since the number was last proven |
 //! | `self_reported_new_number` | any working state | suspect | the borrower says they have a new number — never dead on that alone |
 //! | `dispute_reply` | any working state | suspect (+ re-verification) | "not my loan": the holder may not be the borrower; debt content stops |
 //! | `operator_marked_dead` / `operator_marked_reassigned` / `operator_retired` / `operator_reinstated` | any but retired | dead / reassigned / retired / unverified | an operator's action |
+//!
+//! Carrier and recycled-number checks are asked only about phone numbers; on an email, a push
+//! token or an IM account a doubt about who holds it asks for re-verification instead, and a
+//! doubt about delivery waits for the next deliveries.
 //!
 //! "Settled state" is what the positive evidence alone supports: `healthy` if engaged within
 //! `healthy_window_days`, else `verified` if ownership was ever proven and not since put in
@@ -432,7 +436,7 @@ pub fn assess_borrower(
     let mut replay = HealthReplay::new(contacts, tz, cfg);
     replay.take(evidence, now);
     let today = replay.today_items(evidence, now);
-    replay.state.finish(today, evidence, now, cfg)
+    replay.state.finish(today, evidence, now, cfg).0
 }
 
 /// The same assessment kept up to date between calls, for a caller that assesses one borrower
@@ -458,6 +462,17 @@ pub struct HealthReplay {
     frontier: Option<NaiveDate>,
     /// Taken items of days not folded yet: (their local day, their index).
     pending: Vec<(NaiveDate, usize)>,
+    review: Review,
+}
+
+/// When the last assessment could change with no new evidence: the day a time rule fires
+/// (a healthy number's engagement ageing, the silence rule), and the day from which a payment
+/// by other means would fire the silence rule at once. A caller that wakes a borrower only
+/// when something can happen wakes on these too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Review {
+    pub day: Option<NaiveDate>,
+    pub payment_from: Option<NaiveDate>,
 }
 
 impl HealthReplay {
@@ -471,7 +486,13 @@ impl HealthReplay {
             last_id: None,
             frontier: None,
             pending: Vec::new(),
+            review: Review::default(),
         }
+    }
+
+    /// When the last assessment could change without new evidence.
+    pub fn review(&self) -> Review {
+        self.review
     }
 
     /// The health at `now`: see [`assess_borrower`].
@@ -491,7 +512,9 @@ impl HealthReplay {
             self.take(evidence, now);
         }
         let today = self.today_items(evidence, now);
-        self.state.clone().finish(today, evidence, now, &self.cfg)
+        let (health, review) = self.state.clone().finish(today, evidence, now, &self.cfg);
+        self.review = review;
+        health
     }
 
     /// Takes the new items and folds every day before `now`'s. False when that cannot be done
@@ -624,7 +647,7 @@ impl ReplayState {
         evidence: &[Evidence],
         now: DateTime<Utc>,
         cfg: &HealthConfig,
-    ) -> BorrowerHealth {
+    ) -> (BorrowerHealth, Review) {
         let today = now.with_timezone(&self.tz).date_naive();
         if !today_items.is_empty() {
             self.fold_day(today, &today_items, cfg);
@@ -633,6 +656,12 @@ impl ReplayState {
         for t in self.trackers.iter_mut() {
             t.advance_to(end, &self.paid_elsewhere, cfg, &mut self.events);
         }
+        let mut review = Review::default();
+        for t in &self.trackers {
+            let (day, payment_from) = t.time_rules(today, &self.paid_elsewhere, cfg);
+            review.day = review.day.into_iter().chain(day).min();
+            review.payment_from = review.payment_from.into_iter().chain(payment_from).min();
+        }
         let scores = scores(&self.trackers, evidence, now, cfg);
         let contacts = self
             .trackers
@@ -640,12 +669,13 @@ impl ReplayState {
             .zip(scores)
             .map(|(t, score)| t.finish(score))
             .collect();
-        BorrowerHealth {
+        let health = BorrowerHealth {
             contacts,
             events: self.events,
             reachable: self.reachable,
             unreachable_since: self.unreachable_since,
-        }
+        };
+        (health, review)
     }
 }
 
@@ -817,6 +847,9 @@ impl DaySummary {
 struct Tracker {
     id: ContactId,
     role: ContactRole,
+    /// A phone number: the carrier and the recycled-number registry can be asked about it, and
+    /// the silence rule (a number quietly given to someone else) applies.
+    phone: bool,
     bound_since: NaiveDate,
     state: HealthState,
     since: NaiveDate,
@@ -855,6 +888,7 @@ impl Tracker {
         let mut t = Tracker {
             id: c.id,
             role: c.role,
+            phone: matches!(c.kind, ContactKind::Mobile | ContactKind::Landline),
             bound_since: c.bound_since,
             state: HealthState::Unverified,
             since: start,
@@ -1105,7 +1139,7 @@ impl Tracker {
         cfg: &HealthConfig,
         events: &mut Vec<HealthEvent>,
     ) {
-        if !self.works() || self.role.is_third_party() || self.has_open(&[Rule::SilentLong]) {
+        if !self.phone || !self.works() || self.role.is_third_party() || self.has_open(&[Rule::SilentLong]) {
             return;
         }
         let Some(third) = self.third_delivery_day else {
@@ -1123,6 +1157,41 @@ impl Tracker {
             ids.extend(paying_elsewhere.map(|(_, id)| *id));
             self.suspect(due, Rule::SilentLong, ids, events);
         }
+    }
+
+    /// The first day after `today` a time rule would change this contact with no new evidence
+    /// (mirroring `advance_to` and `check_silence`), and the day from which a payment by other
+    /// means would fire the silence rule.
+    fn time_rules(
+        &self,
+        today: NaiveDate,
+        paid: &[(NaiveDate, EvidenceId)],
+        cfg: &HealthConfig,
+    ) -> (Option<NaiveDate>, Option<NaiveDate>) {
+        let mut day = None;
+        if self.state == HealthState::Healthy {
+            // An assessment ages it on the window's last day (`advance_to` the day after).
+            day = self
+                .last_engaged
+                .map(|e| e + Duration::days(i64::from(cfg.healthy_window_days)));
+        }
+        let mut payment_from = None;
+        if self.phone && self.works() && !self.role.is_third_party() && !self.has_open(&[Rule::SilentLong]) {
+            if let Some(third) = self.third_delivery_day {
+                let anchor = self.silence_anchor;
+                let silent = match paid.iter().find(|(p, _)| *p >= anchor && *p <= today) {
+                    Some((p, _)) => (anchor + Duration::days(i64::from(cfg.silent_days_paying_elsewhere))).max(*p),
+                    None => {
+                        payment_from =
+                            Some((anchor + Duration::days(i64::from(cfg.silent_days_paying_elsewhere))).max(third));
+                        anchor + Duration::days(i64::from(cfg.silent_days))
+                    }
+                }
+                .max(third);
+                day = day.into_iter().chain([silent]).min();
+            }
+        }
+        (day.filter(|d| *d > today), payment_from)
     }
 
     fn step(&mut self, day: NaiveDate, s: &DaySummary, cfg: &HealthConfig, events: &mut Vec<HealthEvent>) {
@@ -1428,6 +1497,14 @@ impl Tracker {
                         self.recycled_checked.is_some_and(|c| c >= *raised),
                     ),
                     _ => (Need::Reverify, false),
+                };
+                // No carrier or registry knows an email, a push token or an IM account: a doubt
+                // about who holds one is settled by the borrower proving it; a doubt about
+                // delivery, by the next deliveries.
+                let (need, met) = match need {
+                    Need::RecycledCheck { .. } if !self.phone => (Need::Reverify, false),
+                    Need::CarrierCheck if !self.phone => continue,
+                    other => (other, met),
                 };
                 if !met && !needs.contains(&need) {
                     needs.push(need);

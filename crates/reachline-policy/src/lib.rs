@@ -29,7 +29,7 @@ pub use gates::{
 };
 pub use health::{
     assess_borrower, Assessment, BorrowerHealth, ContactFacts, HealthConfig, HealthEvent, HealthEventKind,
-    HealthReplay, HealthState, Need, Rule, Transition,
+    HealthReplay, HealthState, Need, Review, Rule, Transition,
 };
 pub use intel::{recycled_since, NumberStatus, RecycleAnswer};
 pub use reply::{Classification, ReplyClass, ReplyClassifier};

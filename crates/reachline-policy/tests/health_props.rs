@@ -215,4 +215,34 @@ proptest! {
             prop_assert_eq!(kept, fresh, "check {} at {} with {} items", k, now, seen);
         }
     }
+
+    #[test]
+    fn nothing_changes_before_the_review_day_without_new_evidence(
+        mut items in any_timeline(60),
+        day in 0i64..DAYS,
+    ) {
+        // No payments by other means: those are announced by `payment_from`, not `day`.
+        items.retain(|(_, _, _, k)| !matches!(k, EvidenceKind::Payment { via_contact: false }));
+        let evidence = build(&items, 1);
+        let cfg = HealthConfig::default();
+        let mut replay = HealthReplay::new(&contacts(), ZONE, &cfg);
+        let now = local(day, 23 * 60);
+        let later: Vec<Evidence> = evidence.iter().filter(|e| e.at <= now).cloned().collect();
+        let first = replay.assess(&contacts(), &later, now, &cfg);
+        let review = replay.review().day;
+        let today = now.with_timezone(&ZONE).date_naive();
+        for d in 1..=150 {
+            let at = now + Duration::days(d);
+            let date = at.with_timezone(&ZONE).date_naive();
+            let h = assess_borrower(&contacts(), &later, ZONE, at, &cfg);
+            if review.is_none_or(|r| date < r) {
+                prop_assert_eq!(
+                    outcome(&first), outcome(&h),
+                    "changed on {} (assessed {}, review {:?})", date, today, review
+                );
+            } else {
+                break;
+            }
+        }
+    }
 }

@@ -9,10 +9,10 @@ use reachline_domain::{
     Relation,
 };
 use reachline_policy::{
-    assess_borrower, decide, Action, Cadence, ChannelChoice, ChannelModel, ContactFacts, DecisionReason,
-    DueInstallment, Evidence, EvidenceId, EvidenceKind, GateProfile, HealthConfig, HealthReplay, HealthState,
-    HourOfWeek, LadderConfig, Need, NoticeKey, NoticeKind, NumberStatus, Outcome, RecycleAnswer, ReplyClass,
-    SegmentPrior, SelfReport, SendRecord, SendTimeModel, Snapshot, Source, ThirdPartyRecord, Timing, TimingConfig,
+    assess_borrower, decide, Action, Cadence, ChannelChoice, ChannelModel, ContactFacts, DueInstallment, Evidence,
+    EvidenceId, EvidenceKind, GateProfile, HealthConfig, HealthReplay, HealthState, HourOfWeek, LadderConfig, Need,
+    NoticeKey, NoticeKind, NumberStatus, Outcome, RecycleAnswer, ReplyClass, SegmentPrior, SelfReport, SendRecord,
+    SendTimeModel, Snapshot, Source, ThirdPartyRecord, Timing, TimingConfig,
 };
 use serde::Serialize;
 
@@ -203,6 +203,10 @@ struct View {
     /// The borrower's contact health, kept between assessments (the days already past are
     /// replayed once).
     health: HealthReplay,
+    /// When the lender looks at this borrower next (the reachline strategy): the earliest
+    /// moment a decision named, the cadence's next step, a lookup's answer — as the engine
+    /// wakes a borrower. Quiet days in between are not looked at.
+    wake: DateTime<Utc>,
 }
 
 struct Borrower {
@@ -331,6 +335,7 @@ fn new_borrower(w: &World, rng: &mut ChaCha8Rng, days: u32) -> Borrower {
         },
         view: View {
             health: HealthReplay::new(&contacts, w.zone, &w.health),
+            wake: w.at(0, 8, 0),
             contacts,
             number_of,
             evidence: Vec::new(),
@@ -636,6 +641,7 @@ fn step_day(
                 );
             }
             b.view.add(Some(new), at, Source::Borrower, EvidenceKind::CodeConfirmed);
+            b.view.wake = b.view.wake.min(w.at(day, 8, 0));
             known = Some(day);
         }
         b.changes.push((day, known));
@@ -678,6 +684,11 @@ fn step_day(
                     Source::CoreBanking,
                     EvidenceKind::Payment { via_contact: false },
                 );
+                // A payment by other means can start the silence rule's shorter clock.
+                let from = b.view.health.review().payment_from;
+                if from.is_some_and(|f| f <= w.start + Duration::days(i64::from(day))) {
+                    b.view.wake = b.view.wake.min(w.at(day + 1, 8, 0));
+                }
             }
         }
     }
@@ -686,6 +697,7 @@ fn step_day(
     b.view.pending.retain(|p| p.0 != day);
     for (_, c, need) in due {
         answer_lookup(w, b, day, c, need, truth_rng);
+        b.view.wake = b.view.wake.min(w.at(day + 1, 8, 0));
     }
 }
 
@@ -778,17 +790,27 @@ fn simple(w: &World, strategy: Strategy, b: &mut Borrower, day: u32, rng: &mut C
     }
 }
 
-fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &mut ChaCha8Rng, m: &mut Metrics) {
-    let active = b
-        .insts
+/// Whether an unpaid installment is near its due date or recently overdue on `day` (a borrower
+/// in trouble is looked at daily then, weekly otherwise).
+fn active(b: &Borrower, day: u32) -> bool {
+    b.insts
         .iter()
-        .any(|i| i.paid_day.is_none() && day + 10 >= i.due_day && day <= i.due_day + 30);
-    if !active && b.view.pending.is_empty() && day % 7 != 0 {
+        .any(|i| i.paid_day.is_none() && day + 10 >= i.due_day && day <= i.due_day + 30)
+}
+
+fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &mut ChaCha8Rng, m: &mut Metrics) {
+    // Event-driven: the lender looks at the borrower when a decision, the cadence or an
+    // answer named this day; quiet days are skipped.
+    let tomorrow = w.at(day + 1, 0, 0);
+    if b.view.wake >= tomorrow {
         return;
     }
-    // From the start of the contact window: a failure climbs the ladder ten minutes later, a
-    // notice the send-time model timed goes at its hour; at most six rounds a day.
-    let mut now = w.at(day, 8, 0);
+    // From the start of the contact window (or the moment named, if later): a failure climbs
+    // the ladder ten minutes later, a notice deferred to an hour of today goes at that hour; at
+    // most six rounds a day.
+    let mut now = w.at(day, 8, 0).max(b.view.wake);
+    let mut next: Option<DateTime<Utc>> = None;
+    let mut trouble = false;
     for _round in 0..6u32 {
         let health = b.view.health.assess(&b.view.contacts, &b.view.evidence, now, &w.health);
         let installments: Vec<DueInstallment> = b
@@ -827,14 +849,20 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &
             }),
         };
         let decisions = decide(&s, now);
-        let timed = decisions
+        // The earliest moment a decision names (a wait for an outcome, a deferral to an allowed
+        // or a chosen hour), and whether the borrower needs looking after (a lookup, a contact
+        // check, no working contact point).
+        next = decisions
             .iter()
-            .filter(|d| d.reason == DecisionReason::BestHour)
             .filter_map(|d| match d.action {
-                Action::Defer { until } if until > now => Some(until),
+                Action::Wait { until } | Action::Defer { until } if until > now => Some(until),
                 _ => None,
             })
             .min();
+        trouble = !health.reachable
+            || decisions
+                .iter()
+                .any(|d| matches!(d.action, Action::Lookup { .. } | Action::ContactCheck { .. }));
         // Learning of dead or reassigned numbers: the first day health says so.
         for a in &health.contacts {
             if matches!(a.state, HealthState::Dead | HealthState::Reassigned) {
@@ -962,12 +990,41 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &
         }
         now = if sent {
             now + Duration::minutes(10)
-        } else if let Some(t) = timed {
+        } else if let Some(t) = next.filter(|t| *t < tomorrow) {
             t
         } else {
             break;
         };
+        // Out of rounds for today: go on from here next time.
+        next = Some(now);
     }
+    b.view.wake = next_wake(w, b, day, next, trouble);
+}
+
+/// When the lender looks at the borrower again after `day`: the moment the last decisions
+/// named, the cadence's next step of each unpaid installment, the day a time rule of contact
+/// health fires, and — while the borrower needs
+/// looking after — the next day near an installment (else the next week), as the old daily
+/// scan did.
+fn next_wake(w: &World, b: &Borrower, day: u32, named: Option<DateTime<Utc>>, trouble: bool) -> DateTime<Utc> {
+    let today = w.start + Duration::days(i64::from(day));
+    let mut wake = named.unwrap_or(DateTime::<Utc>::MAX_UTC);
+    // A time rule of contact health (the silence rule, engagement ageing).
+    if let Some(d) = b.view.health.review().day {
+        wake = wake.min(w.at((d - w.start).num_days().max(0) as u32, 8, 0));
+    }
+    for i in b.insts.iter().filter(|i| i.paid_day.is_none()) {
+        let due = w.start + Duration::days(i64::from(i.due_day));
+        if let Some(next) = w.cadence.next_step_day(due, today) {
+            let d = (next - w.start).num_days().max(0) as u32;
+            wake = wake.min(w.at(d, 8, 0));
+        }
+    }
+    if trouble {
+        let d = if active(b, day + 1) { day + 1 } else { (day / 7 + 1) * 7 };
+        wake = wake.min(w.at(d, 8, 0));
+    }
+    wake
 }
 
 /// The contact-check flow: a link on every other working channel; the borrower who opens it
