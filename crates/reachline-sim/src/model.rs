@@ -81,7 +81,41 @@ impl Period {
     }
 }
 
+impl Period {
+    fn add(&mut self, o: &Period) {
+        self.installments_due += o.installments_due;
+        self.paid_late_or_not += o.paid_late_or_not;
+        self.missed_number_change += o.missed_number_change;
+        self.notices_sent += o.notices_sent;
+        self.misdirected += o.misdirected;
+        self.delivered_own += o.delivered_own;
+        self.read_own += o.read_own;
+    }
+}
+
 impl Metrics {
+    /// Adds the counts of another part of the same run (`borrowers` is the run's, set once).
+    fn add(&mut self, o: Metrics) {
+        self.installments_due += o.installments_due;
+        self.paid_late_or_not += o.paid_late_or_not;
+        self.missed_number_change += o.missed_number_change;
+        self.notices_sent += o.notices_sent;
+        self.misdirected += o.misdirected;
+        self.number_changes += o.number_changes;
+        self.detect_days.extend(o.detect_days);
+        self.covered_at_end += o.covered_at_end;
+        self.unreachable_exposure_minor += o.unreachable_exposure_minor;
+        self.violations += o.violations;
+        self.delivered_own += o.delivered_own;
+        self.read_own += o.read_own;
+        if self.weekly.len() < o.weekly.len() {
+            self.weekly.resize(o.weekly.len(), Period::default());
+        }
+        for (a, b) in self.weekly.iter_mut().zip(&o.weekly) {
+            a.add(b);
+        }
+    }
+
     /// The week of the run `day` falls in.
     fn week(&mut self, day: u32) -> &mut Period {
         let w = (day / 7) as usize;
@@ -530,19 +564,65 @@ pub fn run(sc: &Scenario, borrowers: u64, days: u32, seed: u64, strategies: &[St
     }
 }
 
+/// Borrowers simulated between refreshes of the segment prior.
+const PRIOR_BLOCK: u64 = 500;
+
 fn run_strategy(w: &World, strategy: Strategy, n: u64, days: u32, seed: u64) -> Metrics {
     let mut m = Metrics {
         borrowers: n,
         ..Metrics::default()
     };
     // The lender's history: what its other borrowers' engagement by hour says, the prior of
-    // the next borrower's send-time model (refreshed every 500 borrowers).
+    // the next borrower's send-time model (refreshed every `PRIOR_BLOCK` borrowers). The
+    // borrowers of one block are independent of each other, so a block is shared out among
+    // the cores; the parts are added up in borrower order, so the result is the same on any
+    // number of cores.
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()) as u64;
     let mut segment = SendTimeModel::default();
-    let mut prior = w.prior.clone();
-    for i in 0..n {
-        if i % 500 == 0 && i > 0 {
-            prior = SegmentPrior::from_counts(&segment, w.prior.rates[0], w.prior.strength);
+    let mut start = 0;
+    while start < n {
+        let prior = if start == 0 {
+            w.prior.clone()
+        } else {
+            SegmentPrior::from_counts(&segment, w.prior.rates[0], w.prior.strength)
+        };
+        let end = (start + PRIOR_BLOCK).min(n);
+        let per = (end - start).div_ceil(threads);
+        let parts: Vec<(Metrics, SendTimeModel)> = std::thread::scope(|scope| {
+            let prior = &prior;
+            let handles: Vec<_> = (start..end)
+                .step_by(per as usize)
+                .map(|from| {
+                    let to = (from + per).min(end);
+                    scope.spawn(move || run_borrowers(w, strategy, from..to, days, seed, prior))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        for (part, timing) in parts {
+            m.add(part);
+            segment.add(&timing);
         }
+        start = end;
+    }
+    m
+}
+
+/// Simulates borrowers `range` under one prior: their metrics and their send-time counts.
+fn run_borrowers(
+    w: &World,
+    strategy: Strategy,
+    range: std::ops::Range<u64>,
+    days: u32,
+    seed: u64,
+    prior: &SegmentPrior,
+) -> (Metrics, SendTimeModel) {
+    let mut m = Metrics::default();
+    let mut segment = SendTimeModel::default();
+    for i in range {
         // The same truth draws for every strategy (common random numbers), and the strategy's
         // own stream for what its actions cause.
         let mut truth_rng = ChaCha8Rng::seed_from_u64(seed ^ (i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
@@ -552,10 +632,7 @@ fn run_strategy(w: &World, strategy: Strategy, n: u64, days: u32, seed: u64) -> 
         for day in 0..days {
             step_day(
                 w,
-                Lender {
-                    strategy,
-                    prior: &prior,
-                },
+                Lender { strategy, prior },
                 &mut b,
                 day,
                 &mut truth_rng,
@@ -566,7 +643,7 @@ fn run_strategy(w: &World, strategy: Strategy, n: u64, days: u32, seed: u64) -> 
         segment.add(&b.view.timing);
         finish(w, strategy, &b, days, &mut m);
     }
-    m
+    (m, segment)
 }
 
 fn days_past_due(b: &Borrower, day: u32) -> u32 {
