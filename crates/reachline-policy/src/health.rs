@@ -51,9 +51,10 @@
 //! | `wrong_party` | any but retired | reassigned | a "wrong number" reply or call; stops debt content at once |
 //! | `borrower_not_mine` | any but retired | reassigned | the borrower says it is no longer theirs |
 //! | `recycled_yes` | any but retired | reassigned | a recycled-number check answers "yes" |
-//! | `recycled_no` | suspect (silence, revived dead number, carrier "empty", hard failure) | settled state | the check answers "no": not disconnected since it was last the borrower's |
-//! | `recycled_no_data` | suspect (silence) | unverified | the check cannot tell |
+//! | `recycled_no` | suspect (silence, dormancy, revived dead number, carrier "empty", hard failure) | settled state | the check answers "no": not disconnected since it was last the borrower's |
+//! | `recycled_no_data` | suspect (silence, dormancy) | unverified | the check cannot tell |
 //! | `silent_long` | unverified, verified, healthy, degraded, suspect (delivery suspicions) | suspect (+ recycled-number check) | a phone number: `silent_min_deliveries` deliveries and no engagement for `silent_days` (`silent_days_paying_elsewhere` when the borrower pays by other means); debt content waits for the check |
+//! | `dormant` | unverified, verified, healthy, degraded, suspect (delivery suspicions) | suspect (+ recycled-number check) | a phone number proven the borrower's by evidence, then nothing delivered to it and no engagement for `silent_days` (a backup number left unused): it may have been given to someone else; debt content waits for the check |
 //! | `delivers_after_dead` | dead | suspect (+ recycled-number check) | a dead number delivers again: it has probably been given to someone else |
 //! | `engaged_after_dead` | dead | suspect (+ recycled-number check) | the same, with engagement |
 //! | `sim_swap` | any working state | suspect (+ re-verification) | a SIM swap since the number was last proven |
@@ -165,6 +166,7 @@ pub enum Rule {
     RecycledNo,
     RecycledNoData,
     SilentLong,
+    Dormant,
     DeliversAfterDead,
     EngagedAfterDead,
     SimSwap,
@@ -206,6 +208,7 @@ reachline_domain::named_enum!(Rule, "health rule", {
     RecycledNo => "recycled_no",
     RecycledNoData => "recycled_no_data",
     SilentLong => "silent_long",
+    Dormant => "dormant",
     DeliversAfterDead => "delivers_after_dead",
     EngagedAfterDead => "engaged_after_dead",
     SimSwap => "sim_swap",
@@ -243,7 +246,7 @@ impl Rule {
             Rule::SimSwap => 9,
             Rule::DisputeReply => 8,
             Rule::SelfReportedNewNumber => 7,
-            Rule::SilentLong => 6,
+            Rule::SilentLong | Rule::Dormant => 6,
             Rule::CarrierEmptyUnconfirmed => 5,
             Rule::AnomalyAfterHealthy | Rule::FirstHardFailure => 4,
             Rule::SuspendedReceipt => 3,
@@ -1139,10 +1142,23 @@ impl Tracker {
         cfg: &HealthConfig,
         events: &mut Vec<HealthEvent>,
     ) {
-        if !self.phone || !self.works() || self.role.is_third_party() || self.has_open(&[Rule::SilentLong]) {
+        if !self.phone
+            || !self.works()
+            || self.role.is_third_party()
+            || self.has_open(&[Rule::SilentLong, Rule::Dormant])
+        {
             return;
         }
         let Some(third) = self.third_delivery_day else {
+            // Nothing delivered to it for `silent_days` since the evidence that last proved it
+            // the borrower's: a number left unused that long may have been given to someone
+            // else. (Counted from evidence only: a book's numbers with no history are not all
+            // dormant on the day they are imported.)
+            let due = self.silence_anchor + Duration::days(i64::from(cfg.silent_days));
+            if self.deliveries_since_anchor == 0 && self.last_engaged_id.is_some() && due <= as_of {
+                let ids = self.last_engaged_id.into_iter().collect();
+                self.suspect(due, Rule::Dormant, ids, events);
+            }
             return;
         };
         let anchor = self.silence_anchor;
@@ -1176,7 +1192,16 @@ impl Tracker {
                 .map(|e| e + Duration::days(i64::from(cfg.healthy_window_days)));
         }
         let mut payment_from = None;
-        if self.phone && self.works() && !self.role.is_third_party() && !self.has_open(&[Rule::SilentLong]) {
+        if self.phone
+            && self.works()
+            && !self.role.is_third_party()
+            && !self.has_open(&[Rule::SilentLong, Rule::Dormant])
+        {
+            if self.third_delivery_day.is_none() && self.deliveries_since_anchor == 0 && self.last_engaged_id.is_some()
+            {
+                let dormant = self.silence_anchor + Duration::days(i64::from(cfg.silent_days));
+                day = day.into_iter().chain([dormant]).min();
+            }
             if let Some(third) = self.third_delivery_day {
                 let anchor = self.silence_anchor;
                 let silent = match paid.iter().find(|(p, _)| *p >= anchor && *p <= today) {
@@ -1218,7 +1243,7 @@ impl Tracker {
                     // delivery suspicion and a silence, not a doubt about who holds it.
                     self.clear_failures();
                     self.open
-                        .retain(|(r, _)| !r.is_delivery_suspicion() && *r != Rule::SilentLong);
+                        .retain(|(r, _)| !r.is_delivery_suspicion() && !matches!(r, Rule::SilentLong | Rule::Dormant));
                     if self.open.is_empty() {
                         self.proven_on(day, Rule::Engaged, s.engaged.clone(), events);
                     } else {
@@ -1413,6 +1438,7 @@ impl Tracker {
                     // Not disconnected since it was last the borrower's: still theirs, and not gone.
                     let answered = [
                         Rule::SilentLong,
+                        Rule::Dormant,
                         Rule::DeliversAfterDead,
                         Rule::EngagedAfterDead,
                         Rule::CarrierEmptyUnconfirmed,
@@ -1425,10 +1451,11 @@ impl Tracker {
                 }
                 RecycleAnswer::NoData => {
                     self.reset_silence(day);
-                    if self.has_open(&[Rule::SilentLong]) {
+                    if self.has_open(&[Rule::SilentLong, Rule::Dormant]) {
                         // "Cannot tell" leaves the number unverified.
                         self.proven = false;
-                        self.lift(day, &[Rule::SilentLong], Rule::RecycledNoData, vec![*id], cfg, events);
+                        let answered = [Rule::SilentLong, Rule::Dormant];
+                        self.lift(day, &answered, Rule::RecycledNoData, vec![*id], cfg, events);
                     }
                 }
             }
@@ -1488,6 +1515,7 @@ impl Tracker {
                         (Need::CarrierCheck, self.carrier_checked.is_some_and(|c| c >= *raised))
                     }
                     Rule::SilentLong
+                    | Rule::Dormant
                     | Rule::DeliversAfterDead
                     | Rule::EngagedAfterDead
                     | Rule::CarrierEmptyUnconfirmed => (
