@@ -10,5 +10,5 @@
 mod model;
 mod scenario;
 
-pub use model::{run, Metrics, Period, RunReport, Strategy};
+pub use model::{run, run_on, Metrics, Period, RunReport, Strategy};
 pub use scenario::Scenario;

@@ -526,8 +526,21 @@ fn deliver(
     }
 }
 
-/// Runs one scenario for each strategy over the same population (same seeds).
+/// Runs one scenario for each strategy over the same population (same seeds), on every core.
 pub fn run(sc: &Scenario, borrowers: u64, days: u32, seed: u64, strategies: &[Strategy]) -> RunReport {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    run_on(sc, borrowers, days, seed, strategies, threads)
+}
+
+/// [`run`] on `threads` threads; the result is the same for any number.
+pub fn run_on(
+    sc: &Scenario,
+    borrowers: u64,
+    days: u32,
+    seed: u64,
+    strategies: &[Strategy],
+    threads: usize,
+) -> RunReport {
     let zone: Tz = sc.zone.parse().unwrap_or(Tz::UTC);
     let jurisdiction = if sc.jurisdiction == "us" {
         Jurisdiction::Us
@@ -553,7 +566,7 @@ pub fn run(sc: &Scenario, borrowers: u64, days: u32, seed: u64, strategies: &[St
     };
     let results = strategies
         .iter()
-        .map(|s| (*s, run_strategy(&w, *s, borrowers, days, seed)))
+        .map(|s| (*s, run_strategy(&w, *s, borrowers, days, seed, threads.max(1) as u64)))
         .collect();
     RunReport {
         scenario: sc.name.clone(),
@@ -567,7 +580,7 @@ pub fn run(sc: &Scenario, borrowers: u64, days: u32, seed: u64, strategies: &[St
 /// Borrowers simulated between refreshes of the segment prior.
 const PRIOR_BLOCK: u64 = 500;
 
-fn run_strategy(w: &World, strategy: Strategy, n: u64, days: u32, seed: u64) -> Metrics {
+fn run_strategy(w: &World, strategy: Strategy, n: u64, days: u32, seed: u64, threads: u64) -> Metrics {
     let mut m = Metrics {
         borrowers: n,
         ..Metrics::default()
@@ -577,7 +590,6 @@ fn run_strategy(w: &World, strategy: Strategy, n: u64, days: u32, seed: u64) -> 
     // borrowers of one block are independent of each other, so a block is shared out among
     // the cores; the parts are added up in borrower order, so the result is the same on any
     // number of cores.
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()) as u64;
     let mut segment = SendTimeModel::default();
     let mut start = 0;
     while start < n {

@@ -1,7 +1,7 @@
 //! A small seeded run of every built-in scenario: deterministic for a seed, no compliance
 //! violation, and the full strategy ahead of today's practice on what it is built for.
 
-use reachline_sim::{run, Scenario, Strategy};
+use reachline_sim::{run, run_on, Scenario, Strategy};
 
 const ALL: [Strategy; 3] = [Strategy::Baseline, Strategy::Multichannel, Strategy::Reachline];
 
@@ -33,6 +33,25 @@ fn a_seeded_run_is_deterministic() {
     let a = run(&sc, 150, 120, 5, &ALL);
     let b = run(&sc, 150, 120, 5, &ALL);
     assert_eq!(table(&a), table(&b));
+}
+
+#[test]
+fn a_small_seeded_run_keeps_its_figures() {
+    // Any change to the population model, a strategy or the policy core shows here; review the
+    // new figures (`cargo insta review`) before accepting them.
+    let sc = Scenario::builtin("cn-subprime").unwrap();
+    insta::assert_snapshot!(table(&run(&sc, 300, 180, 7, &ALL)));
+}
+
+#[test]
+fn the_result_does_not_depend_on_the_number_of_cores() {
+    // 700 borrowers: two blocks of the segment prior, each shared out unevenly.
+    let sc = Scenario::builtin("em-prepaid").unwrap();
+    let one = run_on(&sc, 700, 150, 4, &ALL, 1);
+    let three = run_on(&sc, 700, 150, 4, &ALL, 3);
+    for ((s, a), (_, b)) in one.results.iter().zip(&three.results) {
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{}", s.as_str());
+    }
 }
 
 #[test]
