@@ -541,6 +541,22 @@ pub fn run_on(
     strategies: &[Strategy],
     threads: usize,
 ) -> RunReport {
+    let w = world(sc);
+    let results = strategies
+        .iter()
+        .map(|s| (*s, run_strategy(&w, *s, borrowers, days, seed, threads.max(1) as u64)))
+        .collect();
+    RunReport {
+        scenario: sc.name.clone(),
+        borrowers,
+        days,
+        seed,
+        results,
+    }
+}
+
+/// The lender's configuration and the calendar of a run.
+fn world(sc: &Scenario) -> World<'_> {
     let zone: Tz = sc.zone.parse().unwrap_or(Tz::UTC);
     let jurisdiction = if sc.jurisdiction == "us" {
         Jurisdiction::Us
@@ -552,7 +568,7 @@ pub fn run_on(
         ConsentSource::Contract,
         "v1",
     );
-    let w = World {
+    World {
         sc,
         zone,
         start: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap_or_default(),
@@ -563,17 +579,6 @@ pub fn run_on(
         consents,
         prior: SegmentPrior::flat(0.25, 20.0),
         channel_priors: TimingConfig::default(),
-    };
-    let results = strategies
-        .iter()
-        .map(|s| (*s, run_strategy(&w, *s, borrowers, days, seed, threads.max(1) as u64)))
-        .collect();
-    RunReport {
-        scenario: sc.name.clone(),
-        borrowers,
-        days,
-        seed,
-        results,
     }
 }
 
@@ -686,7 +691,8 @@ fn step_day(
     let (sc, strategy) = (w.sc, lender.strategy);
     // 1. The truth moves: numbers abandoned, frozen numbers given to strangers, emails decay.
     for num in b.truth.numbers.iter_mut() {
-        if num.reassign_on == Some(day) {
+        // On its day, or the day after for a scenario with no freeze (given up today).
+        if num.holder == Holder::Nobody && num.reassign_on.is_some_and(|r| r <= day) {
             num.holder = Holder::Stranger;
         }
     }
@@ -1235,5 +1241,120 @@ fn finish(w: &World, strategy: Strategy, b: &Borrower, days: u32, m: &mut Metric
     } else {
         let outstanding = b.insts.iter().filter(|i| i.paid_day.is_none()).count() as i64;
         m.unreachable_exposure_minor += outstanding * w.sc.installment_minor;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `n` borrowers of a built-in scenario day by day under a strategy, calling `check`
+    /// with each borrower after each day.
+    fn walk(name: &str, strategy: Strategy, n: u64, days: u32, mut check: impl FnMut(&Borrower, u32)) {
+        let sc = Scenario::builtin(name).expect("a built-in scenario");
+        let w = world(&sc);
+        let prior = w.prior.clone();
+        let mut m = Metrics::default();
+        for i in 0..n {
+            let mut truth_rng = ChaCha8Rng::seed_from_u64(i);
+            let mut act_rng = ChaCha8Rng::seed_from_u64(!i);
+            let mut b = new_borrower(&w, &mut truth_rng, days);
+            for day in 0..days {
+                let lender = Lender {
+                    strategy,
+                    prior: &prior,
+                };
+                step_day(&w, lender, &mut b, day, &mut truth_rng, &mut act_rng, &mut m);
+                check(&b, day);
+            }
+        }
+    }
+
+    #[test]
+    fn a_number_is_held_by_one_person_at_a_time() {
+        // em-prepaid has the most number changes; every strategy moves the same truth.
+        let mut changes = 0;
+        for strategy in [Strategy::Baseline, Strategy::Reachline] {
+            walk("em-prepaid", strategy, 150, 365, |b, day| {
+                let mine = b.truth.numbers.iter().filter(|n| n.holder == Holder::Borrower).count();
+                assert_eq!(mine, 1, "day {day}: the borrower holds exactly one number");
+                assert_eq!(b.truth.numbers[b.truth.current].holder, Holder::Borrower);
+                for n in &b.truth.numbers {
+                    match n.holder {
+                        // Never back to the borrower once given up.
+                        Holder::Borrower => assert_eq!(n.abandoned_on, None),
+                        // Frozen: nobody's between giving up and reassignment.
+                        Holder::Nobody => {
+                            assert!(n.abandoned_on.is_some_and(|a| a <= day));
+                            assert!(n.reassign_on.is_some_and(|r| r > day));
+                        }
+                        // The stranger's from the day it was reassigned, and only then.
+                        Holder::Stranger => assert!(n.reassign_on.is_some_and(|r| r <= day)),
+                    }
+                }
+                changes += b.truth.numbers.len() - 1;
+            });
+        }
+        assert!(changes > 0, "the walk saw number changes");
+    }
+
+    #[test]
+    fn receipts_follow_the_truth() {
+        // What a provider reports for each true state of a contact point, as the channel
+        // design classes it: a number nobody holds is dead; a stranger's number delivers (and
+        // a debt notice to it is misdirected); only the borrower reads and engages.
+        let sc = Scenario::builtin("cn-subprime").expect("a built-in scenario");
+        let w = world(&sc);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..400u64 {
+            let mut b = new_borrower(&w, &mut ChaCha8Rng::seed_from_u64(i), 365);
+            let holder = [Holder::Borrower, Holder::Nobody, Holder::Stranger][(i % 3) as usize];
+            b.truth.numbers[0].holder = holder;
+            b.truth.email_alive = i % 2 == 0;
+            b.truth.push_opted = i % 4 < 2;
+            for c in b.view.contacts.clone() {
+                for channel in [Channel::Sms, Channel::Voice, Channel::Email, Channel::Push] {
+                    let debt = !c.role.is_third_party();
+                    let d = deliver(&sc, &b, &mut rng, c.id, channel, debt, 20);
+                    seen.insert(format!("{:?} {:?} {:?}", c.kind, holder, d.class));
+                    assert!(!d.engaged || d.reached_borrower, "engaged means read");
+                    assert!(!d.reached_borrower || d.class == DeliveryClass::Delivered);
+                    match c.kind {
+                        ContactKind::Mobile if c.role.is_third_party() => {
+                            assert!(!d.misdirected, "the third-party template carries no debt");
+                            assert!(matches!(d.class, DeliveryClass::Delivered | DeliveryClass::Transient));
+                        }
+                        ContactKind::Mobile => match holder {
+                            Holder::Nobody => {
+                                assert_eq!(d.class, DeliveryClass::Dead);
+                                assert!(!d.misdirected);
+                            }
+                            Holder::Stranger => {
+                                assert_eq!(d.class, DeliveryClass::Delivered);
+                                assert!(d.misdirected && !d.reached_borrower && !d.engaged);
+                            }
+                            Holder::Borrower => {
+                                assert!(!d.misdirected && !d.wrong_number_reply);
+                                assert!(matches!(
+                                    d.class,
+                                    DeliveryClass::Delivered | DeliveryClass::Transient | DeliveryClass::Unknown
+                                ));
+                            }
+                        },
+                        ContactKind::Email if !b.truth.email_alive => assert_eq!(d.class, DeliveryClass::Dead),
+                        ContactKind::PushToken if !b.truth.push_opted => assert_eq!(d.class, DeliveryClass::Dead),
+                        _ => assert!(!d.misdirected),
+                    }
+                }
+            }
+        }
+        for class in [
+            "Mobile Nobody Dead",
+            "Mobile Stranger Delivered",
+            "Mobile Borrower Delivered",
+        ] {
+            assert!(seen.contains(class), "{class} seen");
+        }
     }
 }
