@@ -1142,11 +1142,7 @@ impl Tracker {
         cfg: &HealthConfig,
         events: &mut Vec<HealthEvent>,
     ) {
-        if !self.phone
-            || !self.works()
-            || self.role.is_third_party()
-            || self.has_open(&[Rule::SilentLong, Rule::Dormant])
-        {
+        if !self.phone || self.role.is_third_party() || self.has_open(&[Rule::SilentLong, Rule::Dormant]) {
             return;
         }
         let Some(third) = self.third_delivery_day else {
@@ -1157,10 +1153,14 @@ impl Tracker {
             let due = self.silence_anchor + Duration::days(i64::from(cfg.silent_days));
             if self.deliveries_since_anchor == 0 && self.last_engaged_id.is_some() && due <= as_of {
                 let ids = self.last_engaged_id.into_iter().collect();
+                // A suspended or dead number keeps the doubt for when it comes back.
                 self.suspect(due, Rule::Dormant, ids, events);
             }
             return;
         };
+        if !self.works() {
+            return;
+        }
         let anchor = self.silence_anchor;
         let paying_elsewhere = paid.iter().find(|(p, _)| *p >= anchor && *p <= as_of);
         let due = match paying_elsewhere {
@@ -1192,16 +1192,16 @@ impl Tracker {
                 .map(|e| e + Duration::days(i64::from(cfg.healthy_window_days)));
         }
         let mut payment_from = None;
-        if self.phone
-            && self.works()
-            && !self.role.is_third_party()
-            && !self.has_open(&[Rule::SilentLong, Rule::Dormant])
+        let watched = self.phone && !self.role.is_third_party() && !self.has_open(&[Rule::SilentLong, Rule::Dormant]);
+        if watched
+            && self.third_delivery_day.is_none()
+            && self.deliveries_since_anchor == 0
+            && self.last_engaged_id.is_some()
         {
-            if self.third_delivery_day.is_none() && self.deliveries_since_anchor == 0 && self.last_engaged_id.is_some()
-            {
-                let dormant = self.silence_anchor + Duration::days(i64::from(cfg.silent_days));
-                day = day.into_iter().chain([dormant]).min();
-            }
+            let dormant = self.silence_anchor + Duration::days(i64::from(cfg.silent_days));
+            day = day.into_iter().chain([dormant]).min();
+        }
+        if watched && self.works() {
             if let Some(third) = self.third_delivery_day {
                 let anchor = self.silence_anchor;
                 let silent = match paid.iter().find(|(p, _)| *p >= anchor && *p <= today) {

@@ -122,6 +122,49 @@ fn outcome(h: &BorrowerHealth) -> String {
     out
 }
 
+/// A case the property search found: a number proven by a code, then suspended (a second
+/// "suspended" receipt the same day) across the day it became dormant, then delivering again.
+/// The dormancy must not be lost while it is suspended.
+#[test]
+fn a_number_suspended_when_it_became_dormant_stays_in_doubt() {
+    let items = vec![
+        (
+            1,
+            192,
+            0,
+            EvidenceKind::Delivery {
+                channel: Channel::Sms,
+                class: DeliveryClass::Delivered,
+            },
+        ),
+        (
+            1,
+            101,
+            0,
+            EvidenceKind::Call {
+                outcome: CallOutcome::Barred,
+            },
+        ),
+        (1, 57, 0, EvidenceKind::CodeConfirmed),
+    ];
+    let base = build(&items, 1);
+    let mut more = base.clone();
+    more.push(Evidence {
+        id: EvidenceId(10_000),
+        contact: Some(ContactId(1)),
+        at: local(57, 0),
+        source: Source::Provider("prop".into()),
+        kind: EvidenceKind::Delivery {
+            channel: Channel::Sms,
+            class: DeliveryClass::Suspended,
+        },
+    });
+    let (a, b) = (assess(&base), assess(&more));
+    assert_eq!(a.contacts[0].rule, reachline_policy::Rule::Dormant, "{}", outcome(&a));
+    assert_eq!(b.contacts[0].rule, reachline_policy::Rule::Dormant, "{}", outcome(&b));
+    assert!(b.contacts[0].state.rank() <= a.contacts[0].state.rank());
+}
+
 proptest! {
     // 400 cases by default; PROPTEST_CASES=20000 for a longer search.
     #![proptest_config(ProptestConfig {
