@@ -845,6 +845,17 @@ impl DaySummary {
     }
 }
 
+/// When the silence or dormancy rule fires for a contact (see `Tracker::silence_due`).
+#[derive(Clone, Copy)]
+struct SilenceDue {
+    rule: Rule,
+    day: NaiveDate,
+    /// The payment made elsewhere that shortened the silence clock.
+    paid_by: Option<EvidenceId>,
+    /// With no such payment yet: from this day, one would fire the rule at once.
+    payment_from: Option<NaiveDate>,
+}
+
 /// The replay state of one contact point.
 #[derive(Clone)]
 struct Tracker {
@@ -1134,7 +1145,54 @@ impl Tracker {
         }
     }
 
-    /// The silence rule, as of the end of `as_of` (payments up to that day count).
+    /// When the silence or the dormancy rule fires for this contact, judged with the payments
+    /// made elsewhere up to `as_of`; `None` when neither watches it. The one place both rules'
+    /// days are worked out: `check_silence` applies them, `time_rules` announces them.
+    fn silence_due(
+        &self,
+        as_of: NaiveDate,
+        paid: &[(NaiveDate, EvidenceId)],
+        cfg: &HealthConfig,
+    ) -> Option<SilenceDue> {
+        if !self.phone || self.role.is_third_party() || self.has_open(&[Rule::SilentLong, Rule::Dormant]) {
+            return None;
+        }
+        let days = |n: u32| Duration::days(i64::from(n));
+        let Some(third) = self.third_delivery_day else {
+            // Nothing delivered to it for `silent_days` since the evidence that last proved it
+            // the borrower's: a number left unused that long may have been given to someone
+            // else. (Counted from evidence only: a book's numbers with no history are not all
+            // dormant on the day they are imported.) Judged on a suspended or dead number too,
+            // which keeps the doubt for when it comes back.
+            return (self.deliveries_since_anchor == 0 && self.last_engaged_id.is_some()).then(|| SilenceDue {
+                rule: Rule::Dormant,
+                day: self.silence_anchor + days(cfg.silent_days),
+                paid_by: None,
+                payment_from: None,
+            });
+        };
+        if !self.works() {
+            return None;
+        }
+        let anchor = self.silence_anchor;
+        let short = anchor + days(cfg.silent_days_paying_elsewhere);
+        Some(match paid.iter().find(|(p, _)| *p >= anchor && *p <= as_of) {
+            Some((p, id)) => SilenceDue {
+                rule: Rule::SilentLong,
+                day: short.max(*p).max(third),
+                paid_by: Some(*id),
+                payment_from: None,
+            },
+            None => SilenceDue {
+                rule: Rule::SilentLong,
+                day: (anchor + days(cfg.silent_days)).max(third),
+                paid_by: None,
+                payment_from: Some(short.max(third)),
+            },
+        })
+    }
+
+    /// The silence and dormancy rules, as of the end of `as_of` (payments up to that day count).
     fn check_silence(
         &mut self,
         as_of: NaiveDate,
@@ -1142,37 +1200,14 @@ impl Tracker {
         cfg: &HealthConfig,
         events: &mut Vec<HealthEvent>,
     ) {
-        if !self.phone || self.role.is_third_party() || self.has_open(&[Rule::SilentLong, Rule::Dormant]) {
-            return;
-        }
-        let Some(third) = self.third_delivery_day else {
-            // Nothing delivered to it for `silent_days` since the evidence that last proved it
-            // the borrower's: a number left unused that long may have been given to someone
-            // else. (Counted from evidence only: a book's numbers with no history are not all
-            // dormant on the day they are imported.)
-            let due = self.silence_anchor + Duration::days(i64::from(cfg.silent_days));
-            if self.deliveries_since_anchor == 0 && self.last_engaged_id.is_some() && due <= as_of {
-                let ids = self.last_engaged_id.into_iter().collect();
-                // A suspended or dead number keeps the doubt for when it comes back.
-                self.suspect(due, Rule::Dormant, ids, events);
-            }
+        let Some(due) = self.silence_due(as_of, paid, cfg).filter(|d| d.day <= as_of) else {
             return;
         };
-        if !self.works() {
-            return;
-        }
-        let anchor = self.silence_anchor;
-        let paying_elsewhere = paid.iter().find(|(p, _)| *p >= anchor && *p <= as_of);
-        let due = match paying_elsewhere {
-            Some((p, _)) => (anchor + Duration::days(i64::from(cfg.silent_days_paying_elsewhere))).max(*p),
-            None => anchor + Duration::days(i64::from(cfg.silent_days)),
-        }
-        .max(third);
-        if due <= as_of {
-            let mut ids = self.silent_ids.clone();
-            ids.extend(paying_elsewhere.map(|(_, id)| *id));
-            self.suspect(due, Rule::SilentLong, ids, events);
-        }
+        let ids = match due.rule {
+            Rule::Dormant => self.last_engaged_id.into_iter().collect(),
+            _ => self.silent_ids.iter().copied().chain(due.paid_by).collect(),
+        };
+        self.suspect(due.day, due.rule, ids, events);
     }
 
     /// The first day after `today` a time rule would change this contact with no new evidence
@@ -1184,39 +1219,17 @@ impl Tracker {
         paid: &[(NaiveDate, EvidenceId)],
         cfg: &HealthConfig,
     ) -> (Option<NaiveDate>, Option<NaiveDate>) {
-        let mut day = None;
-        if self.state == HealthState::Healthy {
-            // An assessment ages it on the window's last day (`advance_to` the day after).
-            day = self
-                .last_engaged
-                .map(|e| e + Duration::days(i64::from(cfg.healthy_window_days)));
-        }
-        let mut payment_from = None;
-        let watched = self.phone && !self.role.is_third_party() && !self.has_open(&[Rule::SilentLong, Rule::Dormant]);
-        if watched
-            && self.third_delivery_day.is_none()
-            && self.deliveries_since_anchor == 0
-            && self.last_engaged_id.is_some()
-        {
-            let dormant = self.silence_anchor + Duration::days(i64::from(cfg.silent_days));
-            day = day.into_iter().chain([dormant]).min();
-        }
-        if watched && self.works() {
-            if let Some(third) = self.third_delivery_day {
-                let anchor = self.silence_anchor;
-                let silent = match paid.iter().find(|(p, _)| *p >= anchor && *p <= today) {
-                    Some((p, _)) => (anchor + Duration::days(i64::from(cfg.silent_days_paying_elsewhere))).max(*p),
-                    None => {
-                        payment_from =
-                            Some((anchor + Duration::days(i64::from(cfg.silent_days_paying_elsewhere))).max(third));
-                        anchor + Duration::days(i64::from(cfg.silent_days))
-                    }
-                }
-                .max(third);
-                day = day.into_iter().chain([silent]).min();
-            }
-        }
-        (day.filter(|d| *d > today), payment_from)
+        // An assessment ages a healthy number on the window's last day (`advance_to` the day
+        // after).
+        let aging = (self.state == HealthState::Healthy)
+            .then(|| {
+                self.last_engaged
+                    .map(|e| e + Duration::days(i64::from(cfg.healthy_window_days)))
+            })
+            .flatten();
+        let silence = self.silence_due(today, paid, cfg);
+        let day = aging.into_iter().chain(silence.map(|s| s.day)).min();
+        (day.filter(|d| *d > today), silence.and_then(|s| s.payment_from))
     }
 
     fn step(&mut self, day: NaiveDate, s: &DaySummary, cfg: &HealthConfig, events: &mut Vec<HealthEvent>) {
