@@ -268,6 +268,11 @@ struct World<'a> {
 }
 
 impl World<'_> {
+    /// The calendar date of day `day` of the run.
+    fn date(&self, day: u32) -> NaiveDate {
+        self.start + Duration::days(i64::from(day))
+    }
+
     fn at(&self, day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
         let d = self.start + Duration::days(i64::from(day));
         self.zone
@@ -781,7 +786,7 @@ fn step_day(
                 );
                 // A payment by other means can start the silence rule's shorter clock.
                 let from = b.view.health.review().payment_from;
-                if from.is_some_and(|f| f <= w.start + Duration::days(i64::from(day))) {
+                if from.is_some_and(|f| f <= w.date(day)) {
                     b.view.wake = b.view.wake.min(w.at(day + 1, 8, 0));
                 }
             }
@@ -1098,21 +1103,20 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &
 
 /// When the lender looks at the borrower again after `day`: the moment the last decisions
 /// named, the cadence's next step of each unpaid installment, the day a time rule of contact
-/// health fires, and — while the borrower needs
-/// looking after — the next day near an installment (else the next week), as the old daily
-/// scan did.
+/// health fires, and — while the borrower needs looking after — the next day near an
+/// installment (else the next week), as the old daily scan did.
 fn next_wake(w: &World, b: &Borrower, day: u32, named: Option<DateTime<Utc>>, trouble: bool) -> DateTime<Utc> {
-    let today = w.start + Duration::days(i64::from(day));
+    let today = w.date(day);
+    // 08:00 on a calendar date of the run.
+    let morning = |date: NaiveDate| w.at((date - w.start).num_days().max(0) as u32, 8, 0);
     let mut wake = named.unwrap_or(DateTime::<Utc>::MAX_UTC);
-    // A time rule of contact health (the silence rule, engagement ageing).
+    // A time rule of contact health (the silence and dormancy rules, engagement ageing).
     if let Some(d) = b.view.health.review().day {
-        wake = wake.min(w.at((d - w.start).num_days().max(0) as u32, 8, 0));
+        wake = wake.min(morning(d));
     }
     for i in b.insts.iter().filter(|i| i.paid_day.is_none()) {
-        let due = w.start + Duration::days(i64::from(i.due_day));
-        if let Some(next) = w.cadence.next_step_day(due, today) {
-            let d = (next - w.start).num_days().max(0) as u32;
-            wake = wake.min(w.at(d, 8, 0));
+        if let Some(next) = w.cadence.next_step_day(w.date(i.due_day), today) {
+            wake = wake.min(morning(next));
         }
     }
     if trouble {
