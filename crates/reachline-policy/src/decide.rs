@@ -304,11 +304,15 @@ pub fn formally_unreachable(s: &Snapshot, now: DateTime<Utc>) -> bool {
         .is_some_and(|third| third.with_timezone(&zone).date_naive() < today)
 }
 
-fn attempts(s: &Snapshot) -> History {
+fn attempts(s: &Snapshot, now: DateTime<Utc>) -> History {
     let zone = s.zones.first().copied().unwrap_or(Tz::UTC);
+    // The gates judge moments from `now` on, and look back no further than the profile's
+    // lookback from there: older attempts cannot count (a borrower's year of sends would
+    // otherwise be recounted by every check).
+    let since = now - s.profile.lookback();
     History::new(
         zone,
-        s.sends.iter().map(|r| Attempt {
+        s.sends.iter().filter(|r| r.at > since).map(|r| Attempt {
             at: r.at,
             contact: r.contact,
             purpose: r.key.kind.purpose(),
@@ -389,7 +393,7 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
 
     // Each send decided here joins the history the next notice's gates count: two notices
     // due at once must not both take the day's last slot under the caps.
-    let mut history = attempts(s);
+    let mut history = attempts(s, now);
     let unreachable = formally_unreachable(s, now);
     // An emergency contact is asked once, also when several notices are due at once.
     let mut asked: Vec<ContactId> = Vec::new();

@@ -135,6 +135,14 @@ pub struct GateProfile {
 }
 
 impl GateProfile {
+    /// How far back from a check an earlier attempt can still count: the rolling week (caps,
+    /// call attempts), the calls-after-a-conversation pause, and a day for local days that
+    /// began before the check.
+    pub fn lookback(&self) -> Duration {
+        let days = self.no_calls_days_after_conversation.unwrap_or(0).max(7);
+        Duration::days(i64::from(days) + 1)
+    }
+
     /// China: GB/T 45251—2025 and the CBA collection guideline (see the contact rules).
     pub fn cn() -> Self {
         Self {

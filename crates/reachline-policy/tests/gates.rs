@@ -434,4 +434,37 @@ proptest! {
             Gate::Suppress { reason, .. } => prop_assert!(false, "suppressed: {}", reason),
         }
     }
+
+    /// Attempts older than the profile's lookback never count: the gates answer the same with
+    /// or without them (the decision core leaves them out of the history it builds), also with
+    /// a pause after a conversation longer than the rolling week.
+    #[test]
+    fn attempts_before_the_lookback_change_nothing(
+        minutes in 0i64..(60 * 24 * 30),
+        zones in prop::sample::select(zone_sets()),
+        us in any::<bool>(),
+        pause in prop::option::of(1u32..40),
+        voice in any::<bool>(),
+        purpose in prop::sample::select(vec![Purpose::Service, Purpose::Collection]),
+        past in prop::collection::vec((0i64..(60 * 24 * 50), 1i64..4, 0usize..3), 0..40),
+    ) {
+        let c = contact(vec![]);
+        let k = all_consents();
+        let now = Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap() + Duration::minutes(minutes);
+        let history: Vec<Attempt> = past
+            .iter()
+            .map(|(m, contact, kind)| Attempt {
+                at: now - Duration::minutes(*m),
+                contact: ContactId(*contact),
+                purpose: Purpose::Collection,
+                kind: [AttemptKind::Message, AttemptKind::CallConnected, AttemptKind::CallUnanswered][*kind],
+            })
+            .collect();
+        let mut profile = if us { GateProfile::us() } else { GateProfile::cn() };
+        profile.no_calls_days_after_conversation = pause;
+        let recent: Vec<Attempt> = history.iter().copied().filter(|a| a.at > now - profile.lookback()).collect();
+        let channel = if voice { Channel::Voice } else { Channel::Sms };
+        let r = req(&zones, purpose, channel, &c, &k);
+        prop_assert_eq!(check(&r, &history, &profile, now), check(&r, &recent, &profile, now));
+    }
 }
