@@ -439,7 +439,7 @@ pub fn assess_borrower(
     let mut replay = HealthReplay::new(contacts, tz, cfg);
     replay.take(evidence, now);
     let today = replay.today_items(evidence, now);
-    replay.state.finish(today, evidence, now, cfg).0
+    replay.state.finish(today, now, cfg).0
 }
 
 /// The same assessment kept up to date between calls, for a caller that assesses one borrower
@@ -515,7 +515,7 @@ impl HealthReplay {
             self.take(evidence, now);
         }
         let today = self.today_items(evidence, now);
-        let (health, review) = self.state.clone().finish(today, evidence, now, &self.cfg);
+        let (health, review) = self.state.clone().finish(today, now, &self.cfg);
         self.review = review;
         health
     }
@@ -572,6 +572,52 @@ struct ReplayState {
     reachable: bool,
     unreachable_since: Option<NaiveDate>,
     tz: Tz,
+    /// Each tracker's score so far, kept as it folds: see [`Scores`].
+    scores: Scores,
+}
+
+/// The decayed sums of the evidence folded so far, one per tracker, as weights grown from a
+/// reference moment: an item at `t` adds `weight × 2^((t − reference) / half-life)`, and the
+/// score at `now` is the sum times `2^((reference − now) / half-life)` — the same as halving
+/// each item's weight every half-life of its age, but one power per item folded instead of one
+/// per item at every assessment. The items are added in the fold's order (day by day, each
+/// day's items in the list's order), so a kept replay and a replay from the start add the same
+/// numbers in the same order and agree to the bit.
+#[derive(Clone, Default)]
+struct Scores {
+    sums: Vec<f64>,
+    reference: Option<DateTime<Utc>>,
+}
+
+impl Scores {
+    /// Half-lives from `reference` to `t` (negative before it).
+    fn half_lives(reference: DateTime<Utc>, t: DateTime<Utc>, cfg: &HealthConfig) -> f64 {
+        let half_life = f64::from(cfg.score_half_life_days.max(1));
+        (t - reference).num_seconds() as f64 / 86_400.0 / half_life
+    }
+
+    fn add(&mut self, k: usize, e: &Evidence, cfg: &HealthConfig) {
+        let reference = *self.reference.get_or_insert(e.at);
+        let mut x = Self::half_lives(reference, e.at, cfg);
+        // Far from the reference the powers would overflow: move the reference to this item
+        // and scale the sums down to it (the same step in either replay).
+        if x > 512.0 {
+            for v in self.sums.iter_mut() {
+                *v *= (-x).exp2();
+            }
+            self.reference = Some(e.at);
+            x = 0.0;
+        }
+        self.sums[k] += weight(e) * x.exp2();
+    }
+
+    fn at(&self, now: DateTime<Utc>, cfg: &HealthConfig) -> Vec<f64> {
+        let Some(reference) = self.reference else {
+            return vec![0.0; self.sums.len()];
+        };
+        let scale = (-Self::half_lives(reference, now, cfg)).exp2();
+        self.sums.iter().map(|v| v * scale).collect()
+    }
 }
 
 impl ReplayState {
@@ -585,6 +631,10 @@ impl ReplayState {
             None
         };
         Self {
+            scores: Scores {
+                sums: vec![0.0; trackers.len()],
+                reference: None,
+            },
             trackers,
             events: Vec::new(),
             paid_elsewhere: Vec::new(),
@@ -605,9 +655,12 @@ impl ReplayState {
             self.paid_elsewhere.push((day, id));
         }
         let events = &mut self.events;
-        for t in self.trackers.iter_mut() {
+        for (k, t) in self.trackers.iter_mut().enumerate() {
             t.advance_to(day, &self.paid_elsewhere, cfg, events);
             let mine: Vec<&Evidence> = items.iter().copied().filter(|e| e.contact == Some(t.id)).collect();
+            for e in &mine {
+                self.scores.add(k, e, cfg);
+            }
             if !mine.is_empty() {
                 t.step(day, &DaySummary::of(&mine), cfg, events);
             }
@@ -647,7 +700,6 @@ impl ReplayState {
     fn finish(
         mut self,
         today_items: Vec<&Evidence>,
-        evidence: &[Evidence],
         now: DateTime<Utc>,
         cfg: &HealthConfig,
     ) -> (BorrowerHealth, Review) {
@@ -665,7 +717,7 @@ impl ReplayState {
             review.day = review.day.into_iter().chain(day).min();
             review.payment_from = review.payment_from.into_iter().chain(payment_from).min();
         }
-        let scores = scores(&self.trackers, evidence, now, cfg);
+        let scores = self.scores.at(now, cfg);
         let contacts = self
             .trackers
             .into_iter()
@@ -680,25 +732,6 @@ impl ReplayState {
         };
         (health, review)
     }
-}
-
-/// The decayed sum of evidence weights for each contact point, in one pass over the evidence
-/// (each contact's sum in the evidence's order).
-fn scores(trackers: &[Tracker], evidence: &[Evidence], now: DateTime<Utc>, cfg: &HealthConfig) -> Vec<f64> {
-    let mut sums = vec![0.0; trackers.len()];
-    for e in evidence.iter().filter(|e| e.at <= now) {
-        for (k, _) in trackers.iter().enumerate().filter(|(_, t)| e.contact == Some(t.id)) {
-            sums[k] += decayed(e, now, cfg);
-        }
-    }
-    sums
-}
-
-/// One item's weight, halved every `score_half_life_days` of its age at `now`.
-fn decayed(e: &Evidence, now: DateTime<Utc>, cfg: &HealthConfig) -> f64 {
-    let half_life = f64::from(cfg.score_half_life_days.max(1));
-    let age_days = (now - e.at).num_seconds() as f64 / 86_400.0;
-    weight(e) * 0.5f64.powf(age_days / half_life)
 }
 
 fn weight(e: &Evidence) -> f64 {
@@ -1574,4 +1607,72 @@ impl Tracker {
 
 fn days_between(a: NaiveDate, b: NaiveDate) -> i64 {
     (b - a).num_days()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::Source;
+
+    fn item(id: u64, at: DateTime<Utc>, kind: EvidenceKind) -> Evidence {
+        Evidence {
+            id: EvidenceId(id),
+            contact: Some(ContactId(1)),
+            at,
+            source: Source::Borrower,
+            kind,
+        }
+    }
+
+    /// The kept sums give each item's weight halved every half-life of its age, as summing the
+    /// items one by one at `now` would; also after the reference has moved, far apart.
+    #[test]
+    fn kept_scores_halve_each_weight_by_its_age() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        for (half_life, days) in [(60u32, [0i64, 3, 45, 200]), (1, [0, 300, 600, 700])] {
+            let cfg = HealthConfig {
+                score_half_life_days: half_life,
+                ..HealthConfig::default()
+            };
+            let items: Vec<Evidence> = days
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let kind = if i % 2 == 0 {
+                        EvidenceKind::CodeConfirmed
+                    } else {
+                        EvidenceKind::SelfReport {
+                            report: SelfReport::ChangedNumber,
+                        }
+                    };
+                    item(
+                        i as u64 + 1,
+                        t0 + Duration::days(*d) + Duration::minutes(7 * i as i64),
+                        kind,
+                    )
+                })
+                .collect();
+            let mut scores = Scores {
+                sums: vec![0.0],
+                reference: None,
+            };
+            for e in &items {
+                scores.add(0, e, &cfg);
+            }
+            let now = t0 + Duration::days(days[3] + 10);
+            let direct: f64 = items
+                .iter()
+                .map(|e| {
+                    let age = (now - e.at).num_seconds() as f64 / 86_400.0;
+                    weight(e) * 0.5f64.powf(age / f64::from(half_life))
+                })
+                .sum();
+            let kept = scores.at(now, &cfg)[0];
+            assert!(
+                (kept - direct).abs() <= 1e-12 * direct.abs().max(1e-300),
+                "half-life {half_life}: kept {kept} against {direct}"
+            );
+            assert!(kept != 0.0, "half-life {half_life}: the newest item must still count");
+        }
+    }
 }
