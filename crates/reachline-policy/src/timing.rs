@@ -470,19 +470,19 @@ impl Timing<'_> {
     pub fn choose<T: Copy>(&self, candidates: &[(HourOfWeek, T)], key: [u64; 3]) -> Option<(T, HourChoice)> {
         use rand::SeedableRng;
         let seed = key.iter().fold(splitmix(self.seed), |acc, k| splitmix(acc ^ k));
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        // One draw for each hour of the candidates' day, in order, whichever are allowed: a
-        // pass later in the day, with fewer hours left, draws the same values and so keeps
-        // the hour an earlier pass chose.
-        let day = candidates.first()?.0 .0 / 24 * 24;
-        let draws: Vec<(HourOfWeek, Estimate)> = (day..day + 24)
-            .map(|h| (HourOfWeek(h), self.model.draw(self.prior, HourOfWeek(h), &mut rng)))
-            .collect();
-        let (i, (hour, est)) = candidates
+        // Each hour its own draw, seeded by the notice, the day and the hour: a pass later in
+        // the day, with fewer hours left, draws the same values for the hours it still has and
+        // so keeps the hour an earlier pass chose; hours the gates do not offer are not drawn.
+        // A PCG generator per hour: seeding one costs a multiplication, where a ChaCha stream
+        // would compute a block for a single draw.
+        let (i, hour, est) = candidates
             .iter()
             .enumerate()
-            .filter_map(|(i, (h, _))| draws.iter().find(|(d, _)| d == h).map(|d| (i, *d)))
-            .max_by(|a, b| a.1 .1.sampled.total_cmp(&b.1 .1.sampled))?;
+            .map(|(i, (h, _))| {
+                let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(splitmix(seed ^ u64::from(h.0)));
+                (i, *h, self.model.draw(self.prior, *h, &mut rng))
+            })
+            .max_by(|a, b| a.2.sampled.total_cmp(&b.2.sampled))?;
         Some((candidates[i].1, HourChoice::of(hour, &est, candidates.len())))
     }
 }
