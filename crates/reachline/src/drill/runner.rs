@@ -190,6 +190,9 @@ async fn start_node(s: &Scenario, cfg: &Config, gw: &Gateways) -> anyhow::Result
     if !s.channels.order.is_empty() {
         ecfg.ladder.channels = s.channels.order.clone();
     }
+    if let Some(on) = s.timing {
+        ecfg.timing.enabled = on;
+    }
     // Deadlines scaled to the drill's compressed time, like the SMPP client's.
     ecfg.lookup_timeout = LOOKUP_TIMEOUT;
     let mut engine = Engine::new(

@@ -102,6 +102,11 @@ pub struct Scenario {
     pub tick: Span,
     #[serde(default)]
     pub channels: Channels,
+    /// The send-time model on (`true`) or off for this drill; unset, as configured. Off, a
+    /// notice's first send goes as soon as the gates allow (08:00 for the morning's notices),
+    /// so a fault placed on the morning meets the sends whatever hours the model would draw.
+    #[serde(default)]
+    pub timing: Option<bool>,
     /// The faults, each with its kind, start and end (offsets from `start`).
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
