@@ -387,6 +387,22 @@ fn zone_sets() -> Vec<Vec<Tz>> {
     ]
 }
 
+/// Generated attempts: (minutes before `now`, contact id, message / connected / unanswered call).
+fn past_attempts(now: DateTime<Utc>, past: &[(i64, i64, usize)]) -> Vec<Attempt> {
+    past.iter()
+        .map(|(m, contact, kind)| Attempt {
+            at: now - Duration::minutes(*m),
+            contact: ContactId(*contact),
+            purpose: Purpose::Collection,
+            kind: [
+                AttemptKind::Message,
+                AttemptKind::CallConnected,
+                AttemptKind::CallUnanswered,
+            ][*kind],
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -405,15 +421,7 @@ proptest! {
         let k = all_consents();
         let start = Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap();
         let now = start + Duration::minutes(minutes);
-        let history: Vec<Attempt> = past
-            .iter()
-            .map(|(m, contact, kind)| Attempt {
-                at: now - Duration::minutes(*m),
-                contact: ContactId(*contact),
-                purpose: Purpose::Collection,
-                kind: [AttemptKind::Message, AttemptKind::CallConnected, AttemptKind::CallUnanswered][*kind],
-            })
-            .collect();
+        let history = past_attempts(now, &past);
         let profile = if us { GateProfile::us() } else { GateProfile::cn() };
         let channel = if voice { Channel::Voice } else { Channel::Sms };
         let r = req(&zones, purpose, channel, &c, &k);
@@ -451,15 +459,7 @@ proptest! {
         let c = contact(vec![]);
         let k = all_consents();
         let now = Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap() + Duration::minutes(minutes);
-        let history: Vec<Attempt> = past
-            .iter()
-            .map(|(m, contact, kind)| Attempt {
-                at: now - Duration::minutes(*m),
-                contact: ContactId(*contact),
-                purpose: Purpose::Collection,
-                kind: [AttemptKind::Message, AttemptKind::CallConnected, AttemptKind::CallUnanswered][*kind],
-            })
-            .collect();
+        let history = past_attempts(now, &past);
         let mut profile = if us { GateProfile::us() } else { GateProfile::cn() };
         profile.no_calls_days_after_conversation = pause;
         let recent: Vec<Attempt> = history.iter().copied().filter(|a| a.at > now - profile.lookback()).collect();
