@@ -671,6 +671,9 @@ fn best_hour(
     let zone = s.zones.first().copied().unwrap_or(Tz::UTC);
     let local = now.with_timezone(&zone);
     let today = local.date_naive();
+    // Every candidate is today's `h`:00 local (or now): its hour of the week follows from
+    // today's weekday, with no conversion back from UTC.
+    let week_day = today.weekday().num_days_from_monday() * 24;
     let mut candidates = Vec::new();
     for h in local.hour()..24 {
         let at = if h == local.hour() {
@@ -683,8 +686,10 @@ fn best_hour(
             };
             at.with_timezone(&Utc)
         };
-        if matches!(gates::check_history(req, history, s.profile, at), Gate::Allow(_)) {
-            candidates.push((HourOfWeek::of(at, zone), at));
+        // The caller's full check allowed now; what can differ at a later hour is only what
+        // depends on the moment.
+        if matches!(gates::check_moment(req, history, s.profile, at), Gate::Allow(_)) {
+            candidates.push((HourOfWeek((week_day + h) as u8), at));
         }
     }
     let day = u64::try_from(today.num_days_from_ce()).unwrap_or(0);

@@ -366,6 +366,16 @@ pub fn check_history(req: &Request, history: &History, profile: &GateProfile, no
             return suppress(Reason::BorrowerReachable);
         }
     }
+    check_moment(req, history, profile, now)
+}
+
+/// The rules of [`check_history`] that depend on the moment — the contact hours in every
+/// candidate zone, the borrower's quiet hours, the caps — for a request whose other rules
+/// (health, consent, third party) have been checked already: they do not depend on the moment.
+/// `decide` asks it for each later hour of the day it could time a notice's first send at,
+/// having just been allowed now by [`check_history`].
+pub fn check_moment(req: &Request, history: &History, profile: &GateProfile, now: DateTime<Utc>) -> Gate {
+    let suppress = |reason| Gate::Suppress { reason, health: None };
     let zones: &[Tz] = if req.zones.is_empty() { &[Tz::UTC] } else { req.zones };
     let mut t = now;
     let mut first: Option<Reason> = None;

@@ -24,8 +24,8 @@ pub use decide::{
 };
 pub use evidence::{CallOutcome, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source, Strength};
 pub use gates::{
-    check, check_history, check_new_number, Attempt, AttemptKind, Gate, GateProfile, History, NumberPermit, Permit,
-    Reason, ThirdParty, Window,
+    check, check_history, check_moment, check_new_number, Attempt, AttemptKind, Gate, GateProfile, History,
+    NumberPermit, Permit, Reason, ThirdParty, Window,
 };
 pub use health::{
     assess_borrower, Assessment, BorrowerHealth, ContactFacts, HealthConfig, HealthEvent, HealthEventKind,

@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use reachline_domain::{Channel, Consent, ConsentSource, ConsentState, ContactId, ContactKind, ContactRole, Purpose};
 use reachline_policy::gates::Request;
 use reachline_policy::{
-    assess_borrower, check, Assessment, Attempt, AttemptKind, ContactFacts, Evidence, EvidenceId, EvidenceKind, Gate,
-    GateProfile, HealthConfig, Reason, ReplyClass, Source, ThirdParty,
+    assess_borrower, check, check_moment, Assessment, Attempt, AttemptKind, ContactFacts, Evidence, EvidenceId,
+    EvidenceKind, Gate, GateProfile, HealthConfig, History, Reason, ReplyClass, Source, ThirdParty,
 };
 
 const SH: Tz = chrono_tz::Asia::Shanghai;
@@ -425,6 +425,9 @@ proptest! {
         let profile = if us { GateProfile::us() } else { GateProfile::cn() };
         let channel = if voice { Channel::Voice } else { Channel::Sms };
         let r = req(&zones, purpose, channel, &c, &k);
+        // Health and consent allow this request: the rules of the moment alone answer the same.
+        let counted = History::new(zones[0], history.iter().copied());
+        prop_assert_eq!(check_moment(&r, &counted, &profile, now), check(&r, &history, &profile, now));
         match check(&r, &history, &profile, now) {
             Gate::Allow(permit) => {
                 prop_assert_eq!(permit.at, now);
