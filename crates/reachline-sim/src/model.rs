@@ -265,6 +265,10 @@ struct World<'a> {
     /// The engine's defaults: whether the channel model opens notices, each message channel's
     /// prior and cost.
     channel_priors: TimingConfig,
+    /// Each whole hour of the run's days (and two after) as an instant, worked out once: the
+    /// run asks for the same few local hours of each day millions of times, and a time-zone
+    /// conversion is a search through the zone's transitions.
+    hours: Vec<DateTime<Utc>>,
 }
 
 impl World<'_> {
@@ -274,6 +278,16 @@ impl World<'_> {
     }
 
     fn at(&self, day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+        let i = day as usize * 24 + hour as usize;
+        if minute == 0 && hour < 24 && i < self.hours.len() {
+            return self.hours[i];
+        }
+        self.convert(day, hour, minute)
+    }
+
+    /// The instant of a local day, hour and minute of the run (the first, if it occurs twice;
+    /// the day's UTC midnight, if the zone skips it).
+    fn convert(&self, day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
         let d = self.start + Duration::days(i64::from(day));
         self.zone
             .from_local_datetime(&d.and_hms_opt(hour, minute, 0).unwrap_or_default())
@@ -546,7 +560,8 @@ pub fn run_on(
     strategies: &[Strategy],
     threads: usize,
 ) -> RunReport {
-    let w = world(sc);
+    let mut w = world(sc);
+    w.hours = (0..(days + 2) * 24).map(|i| w.convert(i / 24, i % 24, 0)).collect();
     let results = strategies
         .iter()
         .map(|s| (*s, run_strategy(&w, *s, borrowers, days, seed, threads.max(1) as u64)))
@@ -584,6 +599,7 @@ fn world(sc: &Scenario) -> World<'_> {
         consents,
         prior: SegmentPrior::flat(0.25, 20.0),
         channel_priors: TimingConfig::default(),
+        hours: Vec::new(),
     }
 }
 
