@@ -147,9 +147,49 @@ impl SendTimeModel {
 
     /// A Thompson draw for one hour, from the pooled counts and the segment's rate there.
     fn draw(&self, prior: &SegmentPrior, hour: HourOfWeek, rng: &mut impl Rng) -> Estimate {
-        let i = usize::from(hour.0) % 168;
-        let (sent, engaged, n) = self.pooled(hour);
-        thompson_weighted(sent, engaged, n, prior.rates[i], prior.strength, rng)
+        Self::draw_pooled(self.pooled(hour), prior, hour, rng)
+    }
+
+    fn draw_pooled(
+        (sent, engaged, n): (f64, f64, u32),
+        prior: &SegmentPrior,
+        hour: HourOfWeek,
+        rng: &mut impl Rng,
+    ) -> Estimate {
+        thompson_weighted(
+            sent,
+            engaged,
+            n,
+            prior.rates[usize::from(hour.0) % 168],
+            prior.strength,
+            rng,
+        )
+    }
+
+    /// [`pooled`](Self::pooled) for every hour of the day at once: each hour's column summed
+    /// over the week first, then its neighbours half-weighted. The same numbers as asking hour
+    /// by hour (the sums are of whole and half counts, exact in any order), from 168 reads
+    /// instead of 21 per hour.
+    pub fn pooled_day(&self) -> [(f64, f64, u32); 24] {
+        let mut column = [(0.0f64, 0.0f64, 0u32); 24];
+        for (h, col) in column.iter_mut().enumerate() {
+            for day in 0..7 {
+                let c = self.hours[day * 24 + h];
+                col.0 += f64::from(c.sent);
+                col.1 += f64::from(c.engaged.min(c.sent));
+                col.2 = col.2.saturating_add(c.sent);
+            }
+        }
+        std::array::from_fn(|h| {
+            let mut p = (column[h].0, column[h].1, column[h].2);
+            for n in [h.wrapping_sub(1), h + 1] {
+                if let Some(c) = column.get(n) {
+                    p.0 += 0.5 * c.0;
+                    p.1 += 0.5 * c.1;
+                }
+            }
+            p
+        })
     }
 
     pub fn observe(&mut self, hour: HourOfWeek, engaged: bool) {
@@ -475,12 +515,14 @@ impl Timing<'_> {
         // so keeps the hour an earlier pass chose; hours the gates do not offer are not drawn.
         // A PCG generator per hour: seeding one costs a multiplication, where a ChaCha stream
         // would compute a block for a single draw.
+        let pooled = self.model.pooled_day();
         let (i, hour, est) = candidates
             .iter()
             .enumerate()
             .map(|(i, (h, _))| {
                 let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(splitmix(seed ^ u64::from(h.0)));
-                (i, *h, self.model.draw(self.prior, *h, &mut rng))
+                let p = pooled[usize::from(h.0 % 24)];
+                (i, *h, SendTimeModel::draw_pooled(p, self.prior, *h, &mut rng))
             })
             .max_by(|a, b| a.2.sampled.total_cmp(&b.2.sampled))?;
         Some((candidates[i].1, HourChoice::of(hour, &est, candidates.len())))
@@ -506,6 +548,20 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+
+    /// The whole day's pooled counts are the hour-by-hour ones, exactly, for every day.
+    #[test]
+    fn pooled_day_answers_as_pooled() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut m = SendTimeModel::default();
+        for _ in 0..400 {
+            m.observe(HourOfWeek(rng.gen_range(0..168)), rng.gen_bool(0.3));
+        }
+        let day = m.pooled_day();
+        for h in 0..168u8 {
+            assert_eq!(day[usize::from(h % 24)], m.pooled(HourOfWeek(h)), "hour {h}");
+        }
+    }
 
     #[test]
     fn hours_of_week_are_local() {
