@@ -72,6 +72,9 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate chain (PEM) and `tls_key` (PEM).
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
+    /// When set, `/metrics` answers only a scraper that sends `Authorization: Bearer <this>`
+    /// (401 otherwise); unset, it is open, for a listener only the monitoring network reaches.
+    pub metrics_token: Option<String>,
     /// Inbound webhooks, one per provider.
     pub webhooks: Vec<WebhookConfig>,
     /// The borrower's pages and the number-change flow.
@@ -110,6 +113,7 @@ impl Default for ServerConfig {
             secure_cookies: false,
             tls_cert: None,
             tls_key: None,
+            metrics_token: None,
             webhooks: Vec::new(),
             self_service: SelfServiceConfig::default(),
         }

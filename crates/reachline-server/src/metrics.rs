@@ -270,7 +270,18 @@ fn catch_up(c: &Counter, total: u64) {
 }
 
 /// `GET /metrics`.
-pub async fn render(State(s): State<AppState>) -> Response {
+pub async fn render(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = s.config.metrics_token.as_deref() {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given.as_bytes())) {
+            return crate::error::ApiError::unauthorized("/metrics needs the metrics token (Authorization: Bearer …)")
+                .into_response();
+        }
+    }
     let m = &s.metrics;
     let counters = &s.engine.counters;
     use std::sync::atomic::Ordering::Relaxed;

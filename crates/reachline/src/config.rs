@@ -625,6 +625,9 @@ secure_cookies = false               # true behind a TLS proxy: the session cook
 # tls_key = "/etc/reachline/key.pem"    # cookies are then always Secure
 token_cache_seconds = 60             # a verified token is trusted this long (a revocation on
                                      # another node takes effect within it)
+# metrics_token = "..."              # /metrics then needs Authorization: Bearer <it> (Prometheus:
+                                     # authorization.credentials_file); better from the environment,
+                                     # REACHLINE_SERVER__METRICS_TOKEN. Unset, /metrics is open.
 
 # One per provider that posts receipts, call outcomes or replies to /v1/webhooks/<name>,
 # signed HMAC-SHA256(secret, timestamp + "." + body) in X-Signature, X-Timestamp in seconds.

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 const ORIGIN: &str = "reachline.test/ledger";
 const SECRET: &str = "provider-secret";
+const METRICS_TOKEN: &str = "scraper-token";
 /// The token WeChat and the `wx` provider share.
 const WECHAT_TOKEN: &str = "reachline-token";
 /// The `wxsafe` account's safe mode.
@@ -153,6 +154,7 @@ impl Harness {
                     }),
                 },
             ],
+            metrics_token: Some(METRICS_TOKEN.into()),
             ..ServerConfig::default()
         };
         let server = reachline_server::Server::new(
@@ -221,6 +223,12 @@ impl Harness {
             req = req.json(&b);
         }
         req.send().await.unwrap()
+    }
+
+    /// `/metrics`, scraped with the metrics token.
+    async fn metrics(&self) -> (u16, Value) {
+        let r = self.raw(Some(METRICS_TOKEN), "GET", "/metrics", None).await;
+        (r.status().as_u16(), Value::String(r.text().await.unwrap()))
     }
 
     async fn call(&self, role: Role, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -535,7 +543,7 @@ async fn webhooks_signed_fresh_once(h: Harness) {
         "neither matched a send"
     );
 
-    let (_, metrics) = h.call(Role::Admin, "GET", "/metrics", None).await;
+    let (_, metrics) = h.metrics().await;
     let metrics = metrics.as_str().unwrap().to_string();
     assert!(
         metrics.contains(r#"reachline_webhook_refused_total{provider="agg",reason="replayed"} 1"#),
@@ -975,7 +983,7 @@ async fn attempts_are_listed_with_their_receipts_a_page_at_a_time() {
         })
         .await
         .unwrap();
-    let (_, metrics) = h.call(Role::Admin, "GET", "/metrics", None).await;
+    let (_, metrics) = h.metrics().await;
     assert!(
         metrics
             .as_str()
@@ -1125,4 +1133,27 @@ async fn an_erasure_is_admin_only_waits_for_the_debt_and_leaves_the_borrower_gon
     let (s, log) = h.call(Role::Auditor, "GET", "/v1/access-log", None).await;
     assert_eq!(s, 200, "{log}");
     assert!(log.to_string().contains("borrower.erase"), "{log}");
+}
+
+/// With a metrics token configured, `/metrics` answers only the scraper that sends it: not an
+/// anonymous caller, not an API token (even an admin's), not a wrong token.
+#[tokio::test]
+async fn metrics_answer_only_the_metrics_token() {
+    let h = Harness::start().await;
+    let r = h.raw(None, "GET", "/metrics", None).await;
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "unauthorized", "{body}");
+    let admin = h.token(Role::Admin).to_string();
+    for token in [admin.as_str(), "scraper-token-but-longer", "scraper-toke"] {
+        let r = h.raw(Some(token), "GET", "/metrics", None).await;
+        assert_eq!(r.status().as_u16(), 401, "token {token}");
+    }
+    let (s, text) = h.metrics().await;
+    assert_eq!(s, 200);
+    assert!(
+        text.as_str().unwrap().contains("reachline_engine_receipts_total"),
+        "{text}"
+    );
+    h.finish().await;
 }

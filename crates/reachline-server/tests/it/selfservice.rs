@@ -1331,7 +1331,7 @@ async fn operators_decide_held_changes_and_plan_requests_on_the_dashboard() {
         overview.contains("Providers on this node") && overview.contains("<td>sms</td><td>smsc</td><td>up</td>"),
         "{overview}"
     );
-    let (_, metrics) = h.call(Role::Admin, "GET", "/metrics", None).await;
+    let (_, metrics) = h.metrics().await;
     assert!(
         metrics
             .as_str()

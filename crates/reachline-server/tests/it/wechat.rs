@@ -194,7 +194,7 @@ async fn a_template_job_outcome_is_matched_by_msgid_and_signed_wechats_way() {
     assert_eq!(h.engine.counters.receipts.load(Relaxed), 2);
     assert_eq!(h.engine.counters.receipts_unmatched.load(Relaxed), 1);
 
-    let (_, metrics) = h.call(Role::Admin, "GET", "/metrics", None).await;
+    let (_, metrics) = h.metrics().await;
     let metrics = metrics.as_str().unwrap().to_string();
     for line in [
         r#"reachline_webhook_receipts_total{provider="wx",class="dead"} 1"#,
