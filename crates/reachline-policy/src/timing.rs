@@ -125,7 +125,11 @@ impl SendTimeModel {
     /// day of the week, and half-weight the hours either side. A borrower gets a few dozen
     /// notices a year, too few to learn 168 cells apart; people keep their hours from day to
     /// day, so the days share what is seen. Returns (sent, engaged, observations).
-    pub fn pooled(&self, hour: HourOfWeek) -> (f64, f64, u32) {
+    ///
+    /// The definition, hour by hour; the code draws from [`pooled_day`](Self::pooled_day),
+    /// which the tests check against this.
+    #[cfg(test)]
+    fn pooled(&self, hour: HourOfWeek) -> (f64, f64, u32) {
         let hod = i32::from(hour.0 % 24);
         let (mut sent, mut engaged, mut n) = (0.0, 0.0, 0u32);
         for day in 0..7i32 {
@@ -145,11 +149,7 @@ impl SendTimeModel {
         (sent, engaged, n)
     }
 
-    /// A Thompson draw for one hour, from the pooled counts and the segment's rate there.
-    fn draw(&self, prior: &SegmentPrior, hour: HourOfWeek, rng: &mut impl Rng) -> Estimate {
-        Self::draw_pooled(self.pooled(hour), prior, hour, rng)
-    }
-
+    /// A Thompson draw for one hour, from its pooled counts and the segment's rate there.
     fn draw_pooled(
         (sent, engaged, n): (f64, f64, u32),
         prior: &SegmentPrior,
@@ -207,9 +207,10 @@ impl SendTimeModel {
         allowed: &[HourOfWeek],
         rng: &mut impl Rng,
     ) -> Option<(HourOfWeek, Estimate)> {
+        let pooled = self.pooled_day();
         let mut best: Option<(HourOfWeek, Estimate)> = None;
         for h in allowed {
-            let est = self.draw(prior, *h, rng);
+            let est = Self::draw_pooled(pooled[usize::from(h.0 % 24)], prior, *h, rng);
             if best.is_none_or(|(_, e)| est.sampled > e.sampled) {
                 best = Some((*h, est));
             }
