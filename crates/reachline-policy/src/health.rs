@@ -590,6 +590,14 @@ struct Scores {
 }
 
 impl Scores {
+    /// No items yet, for `n` trackers.
+    fn new(n: usize) -> Self {
+        Self {
+            sums: vec![0.0; n],
+            reference: None,
+        }
+    }
+
     /// Half-lives from `reference` to `t` (negative before it).
     fn half_lives(reference: DateTime<Utc>, t: DateTime<Utc>, cfg: &HealthConfig) -> f64 {
         let half_life = f64::from(cfg.score_half_life_days.max(1));
@@ -631,10 +639,7 @@ impl ReplayState {
             None
         };
         Self {
-            scores: Scores {
-                sums: vec![0.0; trackers.len()],
-                reference: None,
-            },
+            scores: Scores::new(trackers.len()),
             trackers,
             events: Vec::new(),
             paid_elsewhere: Vec::new(),
@@ -1652,10 +1657,7 @@ mod tests {
                     )
                 })
                 .collect();
-            let mut scores = Scores {
-                sums: vec![0.0],
-                reference: None,
-            };
+            let mut scores = Scores::new(1);
             for e in &items {
                 scores.add(0, e, &cfg);
             }
