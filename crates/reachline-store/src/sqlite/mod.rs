@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0013_provider_ids_by_outbox.sql"),
     include_str!("../../migrations/sqlite/0014_unmatched_receipts.sql"),
     include_str!("../../migrations/sqlite/0015_view_indexes.sql"),
+    include_str!("../../migrations/sqlite/0016_loan_view_index.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.
@@ -1057,5 +1058,31 @@ impl ImportTx for SqliteImport {
         let report = self.report;
         self.run(|x| Ok(x.c.execute_batch("COMMIT")?)).await?;
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in `migrations/sqlite` is applied, in its order: a file written and not
+    /// listed would never run (PostgreSQL's `migrate!` reads the folder itself).
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .collect();
+        files.sort();
+        let texts: Vec<String> = files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+        assert_eq!(
+            texts.len(),
+            super::MIGRATIONS.len(),
+            "files in {}: {files:?}",
+            dir.display()
+        );
+        for (i, (file, text)) in files.iter().zip(&texts).enumerate() {
+            assert_eq!(super::MIGRATIONS[i], text, "migration {i} is not {}", file.display());
+        }
     }
 }
