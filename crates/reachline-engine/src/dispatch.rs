@@ -25,7 +25,8 @@ pub struct DispatchReport {
     pub cancelled: u64,
     /// Back in the queue: the provider was unavailable.
     pub released: u64,
-    /// Leases that ran out before the send and were taken by another dispatcher.
+    /// Leases that ran out before the send: not sent on (another dispatcher may have the
+    /// borrower now); the rows go with the next lease.
     pub lost: u64,
     /// Handed over with no answer (the provider may have taken them): recorded in doubt, never
     /// sent again.
@@ -264,13 +265,19 @@ impl Engine {
         let mut ready = ready.into_iter().peekable();
         while ready.peek().is_some() {
             let chunk: Vec<_> = ready.by_ref().take(self.cfg.concurrency.max(1)).collect();
+            // Marked at the time now, not the lease's: a lease that has run out by now is not
+            // this dispatcher's to send on (its borrower's hold may have passed to another).
             let moved: std::collections::HashSet<i64> = self
                 .store
-                .mark_sending_many(&self.cfg.owner, chunk.iter().map(|r| r.0.id).collect(), now)
+                .mark_sending_many(
+                    &self.cfg.owner,
+                    chunk.iter().map(|r| r.0.id).collect(),
+                    self.now_after(now),
+                )
                 .await?
                 .into_iter()
                 .collect();
-            // A row another dispatcher took over after this one's lease ran out is its now.
+            // A row whose lease ran out waits for the next lease, here or on another node.
             report.lost += (chunk.len() - moved.len()) as u64;
             let chunk: Vec<_> = chunk.into_iter().filter(|r| moved.contains(&r.0.id)).collect();
             let results: Vec<_> =

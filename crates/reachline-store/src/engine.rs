@@ -19,6 +19,13 @@ use reachline_domain::{
 use crate::server::Sighting;
 use crate::Result;
 
+/// Until when a lease taken at `now` for `lease` holds its borrowers: the lease and a grace of
+/// a quarter of it, which covers clock drift between nodes (a send is marked only while its
+/// lease runs, so once the hold lapses every send its holder made is recorded).
+pub fn hold_until(now: DateTime<Utc>, lease: chrono::Duration) -> DateTime<Utc> {
+    now + lease + lease / 4
+}
+
 /// A contact point as the planner sees it: facts, no address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineContact {
@@ -528,7 +535,12 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
     async fn write_plan(&self, plan: PlanWrite) -> Result<usize>;
 
     /// Leases up to `limit` rows that are due (queued and `not_before <= now`, or leased with an
-    /// expired lease) to `owner` until `now + lease`.
+    /// expired lease) to `owner` until `now + lease`, and holds their borrowers for `owner`
+    /// until [`hold_until`]`(now, lease)`: a row of a borrower another owner holds is not
+    /// leased (it waits for the hold to lapse), so one borrower's sends are checked and made by
+    /// one dispatcher at a time, and no two dispatchers pass a cap check each without the
+    /// other's send. A pass may return fewer than `limit` rows while more are due behind held
+    /// borrowers.
     async fn lease(
         &self,
         owner: &str,
@@ -537,10 +549,11 @@ pub trait EngineStore: crate::selfservice::SelfServiceStore + Send + Sync {
         limit: usize,
     ) -> Result<Vec<OutboxRow>>;
 
-    /// Marks rows `owner` still holds as being handed to the channel (durably, before the
-    /// hand-over), in one transaction, keeping the lease. Returns the ids it moved: a row whose
-    /// lease ran out and was taken by another dispatcher is left to that one (sending it here
-    /// too would send it twice).
+    /// Marks rows `owner` still holds, with a lease that has not run out at `at` (the time
+    /// now), as being handed to the channel (durably, before the hand-over), in one
+    /// transaction, keeping the lease. Returns the ids it moved: a row whose lease ran out is
+    /// left for the next lease (sending it here could send it twice, or past the borrower's
+    /// hold, beside another dispatcher's send to the same borrower).
     async fn mark_sending_many(&self, owner: &str, ids: Vec<i64>, at: DateTime<Utc>) -> Result<Vec<i64>>;
 
     /// The providers took these messages; one transaction. A row found `in_doubt` (its lease

@@ -1,6 +1,8 @@
 //! The engine's tables on PostgreSQL, shared by several nodes. Dispatchers lease with
 //! `FOR UPDATE SKIP LOCKED` (two nodes never hold one row; neither waits for the other), and a
-//! row is marked `sending` only by the node whose lease it is. A receipt and the record of the
+//! row is marked `sending` only by the node whose lease it is, while the lease runs. A node
+//! leasing a borrower's row holds the borrower (`dispatch_holds`) until its lease and a grace
+//! have run out, so one node at a time checks and sends a borrower's notices. A receipt and the record of the
 //! send it answers may be written at once by two connections: both take the same transaction
 //! advisory locks (one per provider-id bucket, in order) so the one that commits second always
 //! sees the other's row and the receipt is matched. Batches go over `UNNEST`ed arrays, one
@@ -496,20 +498,34 @@ impl EngineStore for PgStore {
         limit: usize,
     ) -> Result<Vec<OutboxRow>> {
         let until = now + lease;
-        // Rows another node holds are skipped, not waited for; each branch locks what it picks.
+        // Rows another node has locked are skipped, not waited for; each branch locks what it
+        // picks and passes over borrowers another owner holds. Two nodes may still pick rows of
+        // one borrower at once (neither hold committed yet): the hold is taken by upsert, in
+        // borrower order (no deadlock), and the one that commits second finds the other's hold
+        // and leases none of that borrower's rows.
         let rows = sqlx::query(&format!(
-            "WITH queued AS (SELECT id FROM outbox WHERE state = 'queued' AND not_before <= $3 \
+            "WITH queued AS (SELECT id, borrower_id FROM outbox o WHERE state = 'queued' AND not_before <= $3 \
+             AND NOT EXISTS (SELECT 1 FROM dispatch_holds h WHERE h.borrower_id = o.borrower_id \
+             AND h.owner <> $1 AND h.until >= $3) \
              ORDER BY not_before, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
-             expired AS (SELECT id FROM outbox WHERE state = 'leased' AND lease_until < $3 \
-             ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             expired AS (SELECT id, borrower_id FROM outbox o WHERE state = 'leased' AND lease_until < $3 \
+             AND NOT EXISTS (SELECT 1 FROM dispatch_holds h WHERE h.borrower_id = o.borrower_id \
+             AND h.owner <> $1 AND h.until >= $3) \
+             ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED), \
+             picked AS (SELECT id, borrower_id FROM queued UNION ALL SELECT id, borrower_id FROM expired LIMIT $4), \
+             held AS (INSERT INTO dispatch_holds (borrower_id, owner, until) \
+             SELECT DISTINCT borrower_id, $1, $5::timestamptz FROM picked ORDER BY 1 \
+             ON CONFLICT (borrower_id) DO UPDATE SET owner = excluded.owner, until = excluded.until \
+             WHERE dispatch_holds.owner = excluded.owner OR dispatch_holds.until < $3 RETURNING borrower_id) \
              UPDATE outbox o SET state = 'leased', lease_owner = $1, lease_until = $2, updated_at = $3 \
-             FROM (SELECT id FROM queued UNION ALL SELECT id FROM expired LIMIT $4) d \
-             WHERE o.id = d.id RETURNING {OUTBOX_COLS}"
+             FROM picked d WHERE o.id = d.id AND d.borrower_id IN (SELECT borrower_id FROM held) \
+             RETURNING {OUTBOX_COLS}"
         ))
         .bind(owner)
         .bind(until)
         .bind(now)
         .bind(limit as i64)
+        .bind(crate::engine::hold_until(now, lease))
         .fetch_all(&self.pool)
         .await?;
         let mut out = rows.iter().map(outbox_row).collect::<Result<Vec<_>>>()?;
@@ -522,7 +538,7 @@ impl EngineStore for PgStore {
         // died.
         let mut moved: Vec<i64> = sqlx::query_scalar(
             "UPDATE outbox SET state = 'sending', tries = tries + 1, updated_at = $3 \
-             WHERE id = ANY($1) AND state = 'leased' AND lease_owner = $2 RETURNING id",
+             WHERE id = ANY($1) AND state = 'leased' AND lease_owner = $2 AND lease_until > $3 RETURNING id",
         )
         .bind(&ids)
         .bind(owner)

@@ -312,6 +312,7 @@ impl EngineStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<OutboxRow>> {
         let owner = owner.to_string();
+        let hold = ts_micros(crate::engine::hold_until(now, lease));
         self.with(move |c, _| {
             let now = ts_micros(now);
             let until = now + lease.num_microseconds().unwrap_or(i64::MAX / 4);
@@ -320,18 +321,40 @@ impl EngineStore for SqliteStore {
             // limit, as PostgreSQL's lease does: ordered by id instead, every lease read and
             // sorted every due row (a day's 60,000 queued sends made dispatch quadratic, ~1,000
             // sends/s, the CPU in this one statement).
-            let mut stmt = c.prepare_cached(&format!(
-                "UPDATE outbox SET state = 'leased', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
-                 WHERE id IN (SELECT id FROM (SELECT id FROM outbox WHERE state = 'queued' AND not_before <= ?3 \
-                 ORDER BY not_before, id LIMIT ?4) \
-                 UNION ALL SELECT id FROM (SELECT id FROM outbox WHERE state = 'leased' AND lease_until < ?3 \
-                 ORDER BY lease_until LIMIT ?4) LIMIT ?4) RETURNING {OUTBOX_COLS}"
-            ))?;
-            let raw = stmt
-                .query_map(params![owner, until, now, limit as i64], outbox_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // Borrowers another owner holds are passed over; the rest are held for this one
+            // in the same transaction (one writer: nobody leases between the two statements).
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let raw = {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "UPDATE outbox SET state = 'leased', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
+                     WHERE id IN (SELECT id FROM (SELECT id FROM outbox o WHERE state = 'queued' AND not_before <= ?3 \
+                     AND NOT EXISTS (SELECT 1 FROM dispatch_holds h WHERE h.borrower_id = o.borrower_id \
+                     AND h.owner <> ?1 AND h.until >= ?3) ORDER BY not_before, id LIMIT ?4) \
+                     UNION ALL SELECT id FROM (SELECT id FROM outbox o WHERE state = 'leased' AND lease_until < ?3 \
+                     AND NOT EXISTS (SELECT 1 FROM dispatch_holds h WHERE h.borrower_id = o.borrower_id \
+                     AND h.owner <> ?1 AND h.until >= ?3) ORDER BY lease_until LIMIT ?4) LIMIT ?4) \
+                     RETURNING {OUTBOX_COLS}"
+                ))?;
+                let raw = stmt
+                    .query_map(params![owner, until, now, limit as i64], outbox_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                raw
+            };
             let mut rows = raw.into_iter().map(RawOutbox::into_row).collect::<Result<Vec<_>>>()?;
             rows.sort_by_key(|r| r.id);
+            {
+                let mut held = tx.prepare_cached(
+                    "INSERT INTO dispatch_holds (borrower_id, owner, until) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (borrower_id) DO UPDATE SET owner = excluded.owner, until = excluded.until",
+                )?;
+                let mut borrowers: Vec<i64> = rows.iter().map(|r| r.borrower.0).collect();
+                borrowers.sort_unstable();
+                borrowers.dedup();
+                for b in borrowers {
+                    held.execute(params![b, owner, hold])?;
+                }
+            }
+            tx.commit()?;
             Ok(rows)
         })
         .await
@@ -365,7 +388,7 @@ impl EngineStore for SqliteStore {
                 // process that died.
                 let mut stmt = tx.prepare_cached(
                     "UPDATE outbox SET state = 'sending', tries = tries + 1, updated_at = ?3 \
-                     WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2",
+                     WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 AND lease_until > ?3",
                 )?;
                 for id in ids {
                     if stmt.execute(params![id, owner, ts_micros(at)])? == 1 {

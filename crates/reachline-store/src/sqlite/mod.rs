@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0014_unmatched_receipts.sql"),
     include_str!("../../migrations/sqlite/0015_view_indexes.sql"),
     include_str!("../../migrations/sqlite/0016_loan_view_index.sql"),
+    include_str!("../../migrations/sqlite/0017_dispatch_holds.sql"),
 ];
 
 /// Page cache of an import's connection, in KiB.

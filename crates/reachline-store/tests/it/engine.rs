@@ -121,8 +121,22 @@ pub async fn outbox_leases_are_exclusive_and_expire(h: &Harness) {
     let other = e.mark_sending_many("intruder", vec![first], t0()).await.unwrap();
     assert!(other.is_empty(), "a row another node holds is not marked sending");
 
-    // A lease that runs out passes to the next dispatcher; the old holder cannot send it then.
-    let later = t0() + Duration::minutes(6);
+    // A lease that has run out is not sent on, by its holder or anyone; its borrowers stay
+    // held through the grace (a quarter of the lease), then pass to the next dispatcher.
+    let ran_out = t0() + Duration::minutes(6);
+    for w in 0..4 {
+        let moved = e
+            .mark_sending_many(&format!("node-{w}"), ids.clone(), ran_out)
+            .await
+            .unwrap();
+        assert!(moved.is_empty(), "node-{w}'s leases ran out");
+    }
+    assert!(e
+        .lease("node-9", ran_out, Duration::minutes(5), 1000)
+        .await
+        .unwrap()
+        .is_empty());
+    let later = t0() + Duration::minutes(7);
     let taken = e.lease("node-9", later, Duration::minutes(5), 1000).await.unwrap();
     assert_eq!(taken.len(), 400, "expired leases are taken over");
     for w in 0..4 {
@@ -166,6 +180,107 @@ pub async fn outbox_leases_are_exclusive_and_expire(h: &Harness) {
     assert_eq!(state_of(ids[1]), SendState::InDoubt);
     assert_eq!(all_rows.iter().filter(|r| r.state == SendState::InDoubt).count(), 9);
     assert_eq!(all_rows.iter().map(|r| r.tries).max(), Some(1), "tried once");
+}
+
+/// The `k`th send of borrower `b` (its own installment `k`).
+fn send_of(b: i64, k: i64) -> NewSend {
+    NewSend {
+        idem_key: format!("{b}/{k}/pre_due_t3/{b}/sms/0"),
+        installment: InstallmentId(b * 100 + k),
+        ..send(b)
+    }
+}
+
+pub async fn a_borrower_is_dispatched_by_one_node_at_a_time(h: &Harness) {
+    let e = h.engine().await;
+    let lease = Duration::minutes(5);
+    e.write_plan(PlanWrite {
+        at: Some(t0()),
+        sends: vec![send_of(1, 1), send_of(1, 2), send_of(2, 1)],
+        ..PlanWrite::default()
+    })
+    .await
+    .unwrap();
+    let rows = |v: Vec<reachline_store::engine::OutboxRow>| {
+        v.into_iter()
+            .map(|r| (r.borrower.0, r.installment.0))
+            .collect::<Vec<_>>()
+    };
+    // Node a leases one of borrower 1's rows; node b may lease borrower 2's, not the other of
+    // borrower 1's: its cap check would not see a's send.
+    let a = rows(e.lease("a", t0(), lease, 1).await.unwrap());
+    assert_eq!(a, vec![(1, 101)]);
+    let b = rows(e.lease("b", t0(), lease, 10).await.unwrap());
+    assert_eq!(b, vec![(2, 201)], "borrower 1 is node a's");
+    // Node a's own next lease may take it.
+    let again = rows(e.lease("a", t0() + Duration::minutes(1), lease, 10).await.unwrap());
+    assert_eq!(again, vec![(1, 102)]);
+    let a_ids: Vec<i64> = e.sends_of(BorrowerId(1)).await.unwrap().iter().map(|r| r.id).collect();
+    // Past its lease node a sends nothing; within the grace, nobody takes borrower 1 over.
+    let ran_out = t0() + Duration::minutes(6) + Duration::seconds(30);
+    assert!(e
+        .mark_sending_many("a", a_ids.clone(), ran_out)
+        .await
+        .unwrap()
+        .is_empty());
+    // (Node b's own lease of borrower 2's row has run out too: that it takes again.)
+    let b = rows(e.lease("b", ran_out, lease, 10).await.unwrap());
+    assert_eq!(b, vec![(2, 201)], "borrower 1 is still node a's");
+    // Once the hold lapses (the last lease at t0+1 min, 5 min, a grace of 1¼ min) node b takes
+    // both rows over, and holds borrower 1 against node a.
+    let lapsed = t0() + Duration::minutes(7) + Duration::seconds(30);
+    let b = rows(e.lease("b", lapsed, lease, 10).await.unwrap());
+    assert_eq!(b, vec![(1, 101), (1, 102)]);
+    assert!(e.lease("a", lapsed, lease, 10).await.unwrap().is_empty());
+    assert!(e
+        .mark_sending_many("a", a_ids.clone(), lapsed)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(e.mark_sending_many("b", a_ids.clone(), lapsed).await.unwrap(), a_ids);
+
+    // Four nodes leasing a book of many rows per borrower at once: every borrower's rows go to
+    // one node.
+    let book: Vec<NewSend> = (10..60).flat_map(|b| (1..=4).map(move |k| send_of(b, k))).collect();
+    e.write_plan(PlanWrite {
+        at: Some(t0()),
+        sends: book,
+        ..PlanWrite::default()
+    })
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store: Arc<dyn EngineStore> = h.engine().await.into();
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("node-{w}");
+            let mut got = Vec::new();
+            // An empty lease may mean another node's lease had this one's rows locked for a
+            // moment; a few empty ones in a row mean there is nothing left for this node.
+            let mut empty = 0;
+            while empty < 3 {
+                let rows = store.lease(&owner, t0(), lease, 7).await.unwrap();
+                if rows.is_empty() {
+                    empty += 1;
+                } else {
+                    empty = 0;
+                }
+                got.extend(rows.into_iter().map(|r| (r.borrower.0, w)));
+                tokio::task::yield_now().await;
+            }
+            got
+        }));
+    }
+    let mut owner_of = std::collections::HashMap::new();
+    let mut n = 0;
+    for t in tasks {
+        for (b, w) in t.await.unwrap() {
+            n += 1;
+            let first = *owner_of.entry(b).or_insert(w);
+            assert_eq!(first, w, "borrower {b} leased by node-{first} and node-{w}");
+        }
+    }
+    assert_eq!(n, 200, "every row leased");
 }
 
 pub async fn receipts_are_matched_whichever_comes_first(h: &Harness) {

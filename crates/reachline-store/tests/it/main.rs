@@ -58,6 +58,7 @@ on_both!(
     ledger_nodes_share_one_log,
     ledger_rows_move_into_bundles_byte_for_byte,
     outbox_leases_are_exclusive_and_expire,
+    a_borrower_is_dispatched_by_one_node_at_a_time,
     receipts_are_matched_whichever_comes_first,
     webhook_receipts_are_recorded_with_their_replay_guards,
     plan_writes_are_idempotent_and_keep_history,
