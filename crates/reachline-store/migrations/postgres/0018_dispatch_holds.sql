@@ -7,8 +7,9 @@
 -- hold lapses its holder's sends are recorded `sending` or later, and the next node's check
 -- reads them. The grace covers clock drift between nodes.
 --
--- One row per borrower ever dispatched, overwritten by the next hold; expired rows are pruned
--- by recovery. Updated on every lease, so pages keep room for updates in place.
+-- One row per borrower ever dispatched (an id, a node name and a time: nothing personal),
+-- overwritten by the next hold and never pruned: the table is bounded by the book. Updated on
+-- every lease, so pages keep room for updates in place.
 CREATE TABLE dispatch_holds (
     borrower_id BIGINT PRIMARY KEY,
     owner       TEXT NOT NULL,

@@ -31,6 +31,11 @@ use crate::{Result, StoreError};
 const OUTBOX_COLS: &str = "o.id, o.idem_key, o.borrower_id, o.installment_id, o.step, o.kind, o.rung, o.contact_id, \
      o.channel, o.third_party, o.not_before, o.state, o.tries, o.sent_at, o.outcome, o.outcome_class";
 
+/// A lease's filter on an outbox row `o`: its borrower is not held by another owner than `$1`
+/// at `$3` (see `dispatch_holds`, migration 0018).
+const NOT_HELD: &str =
+    "NOT EXISTS (SELECT 1 FROM dispatch_holds h WHERE h.borrower_id = o.borrower_id AND h.owner <> $1 AND h.until >= $3)";
+
 /// The slices a planning pass is cut into (the rows of `plan_slices`, migration 0013).
 const PLAN_SLICES: u32 = 16;
 
@@ -505,13 +510,9 @@ impl EngineStore for PgStore {
         // and leases none of that borrower's rows.
         let rows = sqlx::query(&format!(
             "WITH queued AS (SELECT id, borrower_id FROM outbox o WHERE state = 'queued' AND not_before <= $3 \
-             AND NOT EXISTS (SELECT 1 FROM dispatch_holds h WHERE h.borrower_id = o.borrower_id \
-             AND h.owner <> $1 AND h.until >= $3) \
-             ORDER BY not_before, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
+             AND {NOT_HELD} ORDER BY not_before, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
              expired AS (SELECT id, borrower_id FROM outbox o WHERE state = 'leased' AND lease_until < $3 \
-             AND NOT EXISTS (SELECT 1 FROM dispatch_holds h WHERE h.borrower_id = o.borrower_id \
-             AND h.owner <> $1 AND h.until >= $3) \
-             ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED), \
+             AND {NOT_HELD} ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED), \
              picked AS (SELECT id, borrower_id FROM queued UNION ALL SELECT id, borrower_id FROM expired LIMIT $4), \
              held AS (INSERT INTO dispatch_holds (borrower_id, owner, until) \
              SELECT DISTINCT borrower_id, $1, $5::timestamptz FROM picked ORDER BY 1 \

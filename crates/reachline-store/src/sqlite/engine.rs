@@ -24,6 +24,11 @@ use crate::{Result, StoreError};
 const OUTBOX_COLS: &str = "id, idem_key, borrower_id, installment_id, step, kind, rung, contact_id, channel, \
      third_party, not_before, state, tries, sent_at, outcome, outcome_class";
 
+/// A lease's filter on an outbox row `o`: its borrower is not held by another owner than `?1`
+/// at `?3` (see `dispatch_holds`, migration 0017).
+const NOT_HELD: &str =
+    "NOT EXISTS (SELECT 1 FROM dispatch_holds h WHERE h.borrower_id = o.borrower_id AND h.owner <> ?1 AND h.until >= ?3)";
+
 fn outbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOutbox> {
     Ok(RawOutbox {
         id: r.get(0)?,
@@ -324,36 +329,28 @@ impl EngineStore for SqliteStore {
             // Borrowers another owner holds are passed over; the rest are held for this one
             // in the same transaction (one writer: nobody leases between the two statements).
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let raw = {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "UPDATE outbox SET state = 'leased', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
-                     WHERE id IN (SELECT id FROM (SELECT id FROM outbox o WHERE state = 'queued' AND not_before <= ?3 \
-                     AND NOT EXISTS (SELECT 1 FROM dispatch_holds h WHERE h.borrower_id = o.borrower_id \
-                     AND h.owner <> ?1 AND h.until >= ?3) ORDER BY not_before, id LIMIT ?4) \
-                     UNION ALL SELECT id FROM (SELECT id FROM outbox o WHERE state = 'leased' AND lease_until < ?3 \
-                     AND NOT EXISTS (SELECT 1 FROM dispatch_holds h WHERE h.borrower_id = o.borrower_id \
-                     AND h.owner <> ?1 AND h.until >= ?3) ORDER BY lease_until LIMIT ?4) LIMIT ?4) \
-                     RETURNING {OUTBOX_COLS}"
-                ))?;
-                let raw = stmt
-                    .query_map(params![owner, until, now, limit as i64], outbox_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                raw
-            };
+            let mut stmt = tx.prepare_cached(&format!(
+                "UPDATE outbox SET state = 'leased', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
+                 WHERE id IN (SELECT id FROM (SELECT id FROM outbox o WHERE state = 'queued' AND not_before <= ?3 \
+                 AND {NOT_HELD} ORDER BY not_before, id LIMIT ?4) \
+                 UNION ALL SELECT id FROM (SELECT id FROM outbox o WHERE state = 'leased' AND lease_until < ?3 \
+                 AND {NOT_HELD} ORDER BY lease_until LIMIT ?4) LIMIT ?4) RETURNING {OUTBOX_COLS}"
+            ))?;
+            let raw = stmt
+                .query_map(params![owner, until, now, limit as i64], outbox_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(stmt);
             let mut rows = raw.into_iter().map(RawOutbox::into_row).collect::<Result<Vec<_>>>()?;
             rows.sort_by_key(|r| r.id);
-            {
-                let mut held = tx.prepare_cached(
-                    "INSERT INTO dispatch_holds (borrower_id, owner, until) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (borrower_id) DO UPDATE SET owner = excluded.owner, until = excluded.until",
-                )?;
-                let mut borrowers: Vec<i64> = rows.iter().map(|r| r.borrower.0).collect();
-                borrowers.sort_unstable();
-                borrowers.dedup();
-                for b in borrowers {
-                    held.execute(params![b, owner, hold])?;
-                }
+            // A borrower with several rows is held once per row: the same upsert, harmless.
+            let mut held = tx.prepare_cached(
+                "INSERT INTO dispatch_holds (borrower_id, owner, until) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (borrower_id) DO UPDATE SET owner = excluded.owner, until = excluded.until",
+            )?;
+            for r in &rows {
+                held.execute(params![r.borrower.0, owner, hold])?;
             }
+            drop(held);
             tx.commit()?;
             Ok(rows)
         })

@@ -123,14 +123,20 @@ pub async fn outbox_leases_are_exclusive_and_expire(h: &Harness) {
 
     // A lease that has run out is not sent on, by its holder or anyone; its borrowers stay
     // held through the grace (a quarter of the lease), then pass to the next dispatcher.
+    let none_marked = |at: DateTime<Utc>, why: &'static str| {
+        let (e, ids) = (&e, &ids);
+        async move {
+            for w in 0..4 {
+                let moved = e
+                    .mark_sending_many(&format!("node-{w}"), ids.clone(), at)
+                    .await
+                    .unwrap();
+                assert!(moved.is_empty(), "node-{w}: {why}");
+            }
+        }
+    };
     let ran_out = t0() + Duration::minutes(6);
-    for w in 0..4 {
-        let moved = e
-            .mark_sending_many(&format!("node-{w}"), ids.clone(), ran_out)
-            .await
-            .unwrap();
-        assert!(moved.is_empty(), "node-{w}'s leases ran out");
-    }
+    none_marked(ran_out, "its leases ran out").await;
     assert!(e
         .lease("node-9", ran_out, Duration::minutes(5), 1000)
         .await
@@ -139,13 +145,7 @@ pub async fn outbox_leases_are_exclusive_and_expire(h: &Harness) {
     let later = t0() + Duration::minutes(7);
     let taken = e.lease("node-9", later, Duration::minutes(5), 1000).await.unwrap();
     assert_eq!(taken.len(), 400, "expired leases are taken over");
-    for w in 0..4 {
-        let moved = e
-            .mark_sending_many(&format!("node-{w}"), ids.clone(), later)
-            .await
-            .unwrap();
-        assert!(moved.is_empty(), "node-{w} lost its leases");
-    }
+    none_marked(later, "it lost its leases").await;
     let moved = e.mark_sending_many("node-9", ids[..10].to_vec(), later).await.unwrap();
     assert_eq!(moved, ids[..10].to_vec());
     assert!(e
