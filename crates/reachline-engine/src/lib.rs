@@ -212,6 +212,9 @@ pub struct Engine {
     /// again on every pass.
     asked: std::sync::Mutex<HashMap<(reachline_domain::ContactId, reachline_policy::Need), DateTime<Utc>>>,
     pub(crate) channels: HashMap<Channel, Arc<dyn reachline_channels::Channel>>,
+    /// Channels a contact check wanted but this process has no gateway for: said once at
+    /// `warn` per channel (a 1M book would otherwise log one line per contact).
+    pub(crate) unconfigured: std::sync::Mutex<std::collections::HashSet<Channel>>,
     pub(crate) templates: Templates,
     pub(crate) cfg: Arc<EngineConfig>,
     pub counters: Arc<Counters>,
@@ -241,6 +244,7 @@ impl Engine {
             ledger: None,
             intel: None,
             asked: Default::default(),
+            unconfigured: Default::default(),
             channels,
             templates,
             cfg: Arc::new(cfg),

@@ -499,6 +499,22 @@ impl Engine {
                 Ok(_) => sent += 1,
                 Err(VerifyError::NotNow(_)) => later = true,
                 Err(VerifyError::Engine(e)) => return Err(e),
+                Err(VerifyError::NoChannel(channel)) => {
+                    let first = self
+                        .unconfigured
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(channel);
+                    if first {
+                        tracing::warn!(?channel, "contact checks want this channel but no gateway is configured for it; such contacts get no check link");
+                    }
+                    tracing::debug!(
+                        check = check.id,
+                        contact = contact.0,
+                        ?channel,
+                        "no gateway for this contact's channel"
+                    )
+                }
                 Err(e) => {
                     tracing::info!(check = check.id, contact = contact.0, error = %e, "no check link on this contact")
                 }
