@@ -512,9 +512,9 @@ impl EngineStore for PgStore {
         // scanned the whole outbox on every lease, a cost that grew with the day's sends
         // (235 ms a lease at 60,445 rows, most of a 24-second dispatch).
         let rows = sqlx::query(&format!(
-            "WITH queued AS (SELECT id, borrower_id FROM outbox o WHERE state = 'queued' AND not_before <= $3 \
+            "WITH queued AS (SELECT id, borrower_id FROM outbox o WHERE o.queued AND not_before <= $3 \
              AND {NOT_HELD} ORDER BY not_before, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
-             expired AS (SELECT id, borrower_id FROM outbox o WHERE state = 'leased' AND lease_until < $3 \
+             expired AS (SELECT id, borrower_id FROM outbox o WHERE o.held AND state = 'leased' AND lease_until < $3 \
              AND {NOT_HELD} ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED), \
              picked AS (SELECT id, borrower_id FROM queued UNION ALL SELECT id, borrower_id FROM expired LIMIT $4), \
              held AS (INSERT INTO dispatch_holds (borrower_id, owner, until) \
@@ -750,7 +750,7 @@ impl EngineStore for PgStore {
             "UPDATE outbox SET state = 'in_doubt', updated_at = $1, sent_at = COALESCE(sent_at, updated_at), \
              lease_owner = NULL, lease_until = NULL, \
              detail = 'the dispatcher ' || COALESCE(lease_owner, '') || ' stopped while handing it to the channel' \
-             WHERE state = 'sending' AND (lease_until IS NULL OR lease_until < $1)",
+             WHERE held AND state = 'sending' AND (lease_until IS NULL OR lease_until < $1)",
         )
         .bind(at)
         .execute(&self.pool)
