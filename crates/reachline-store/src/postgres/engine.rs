@@ -510,7 +510,9 @@ impl EngineStore for PgStore {
         // and leases none of that borrower's rows. The rows are updated by their ids as an array
         // (`= ANY(ARRAY(…))`): joined to the CTE instead, the planner hashed the CTE and
         // scanned the whole outbox on every lease, a cost that grew with the day's sends
-        // (235 ms a lease at 60,445 rows, most of a 24-second dispatch).
+        // (235 ms a lease at 60,445 rows, most of a 24-second dispatch). `o.queued` and
+        // `o.held` look redundant beside `state`, but they are the partial indexes' predicates
+        // (migration 0019), which PostgreSQL cannot infer from `state = …`.
         let rows = sqlx::query(&format!(
             "WITH queued AS (SELECT id, borrower_id FROM outbox o WHERE o.queued AND not_before <= $3 \
              AND {NOT_HELD} ORDER BY not_before, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
@@ -746,6 +748,7 @@ impl EngineStore for PgStore {
     }
 
     async fn recover_in_doubt(&self, at: DateTime<Utc>) -> Result<u64> {
+        // `held` selects the partial index `outbox_held` (migration 0019).
         let n = sqlx::query(
             "UPDATE outbox SET state = 'in_doubt', updated_at = $1, sent_at = COALESCE(sent_at, updated_at), \
              lease_owner = NULL, lease_until = NULL, \
