@@ -372,8 +372,7 @@ pub fn check_history(req: &Request, history: &History, profile: &GateProfile, no
 /// The rules of [`check_history`] that depend on the moment — the contact hours in every
 /// candidate zone, the borrower's quiet hours, the caps — for a request whose other rules
 /// (health, consent, third party) have been checked already: they do not depend on the moment.
-/// `decide` asks it for each later hour of the day it could time a notice's first send at,
-/// having just been allowed now by [`check_history`].
+/// [`allowed_at`] answers only whether a moment is allowed.
 pub fn check_moment(req: &Request, history: &History, profile: &GateProfile, now: DateTime<Utc>) -> Gate {
     let suppress = |reason| Gate::Suppress { reason, health: None };
     let zones: &[Tz] = if req.zones.is_empty() { &[Tz::UTC] } else { req.zones };
@@ -381,14 +380,20 @@ pub fn check_moment(req: &Request, history: &History, profile: &GateProfile, now
     let mut first: Option<Reason> = None;
     // Each gate that blocks names the moment it would allow; move there and ask all again.
     let law = profile.window(req.purpose);
-    let own = match req.purpose {
-        Purpose::Service | Purpose::Collection if req.third_party.is_none() => own_window(law, req.quiet),
-        _ => None,
-    };
+    let own = own_hours(req, law);
     for _ in 0..16 {
         let block = hours_block(zones, law, t)
             .or_else(|| hours_block(zones, own, t).map(|(until, _)| (until, Reason::BorrowerQuietHours)))
-            .or_else(|| caps_block(req, history, profile, zones[0], t));
+            .or_else(|| {
+                caps_block(
+                    req,
+                    history,
+                    profile,
+                    zones[0],
+                    t,
+                    t.with_timezone(&zones[0]).date_naive(),
+                )
+            });
         match block {
             None if t == now => {
                 return Gate::Allow(Permit {
@@ -417,13 +422,43 @@ pub fn check_moment(req: &Request, history: &History, profile: &GateProfile, now
     suppress(Reason::NoAllowedTime)
 }
 
+/// Whether [`check_moment`] allows `t`, without working out when a blocked moment would be
+/// allowed (the next window start in every zone, a cap's day rolling over): `decide` asks it
+/// of every later hour of the day it could time a notice's first send at, and most refusals
+/// there are the evening hours past the window, whose next start it does not need.
+pub fn allowed_at(req: &Request, history: &History, profile: &GateProfile, t: DateTime<Utc>) -> bool {
+    let zones: &[Tz] = if req.zones.is_empty() { &[Tz::UTC] } else { req.zones };
+    let law = profile.window(req.purpose);
+    // The first zone's local time serves both windows and the caps' day: one conversion.
+    let first = t.with_timezone(&zones[0]);
+    let within = |w: Option<Window>| {
+        w.is_none_or(|w| w.contains(first.time()) && zones[1..].iter().all(|z| w.contains(t.with_timezone(z).time())))
+    };
+    within(law)
+        && within(own_hours(req, law))
+        && caps_block(req, history, profile, zones[0], t, first.date_naive()).is_none()
+}
+
+/// The borrower's own hours within the law's, for their own points on service and collection.
+fn own_hours(req: &Request, law: Option<Window>) -> Option<Window> {
+    match req.purpose {
+        Purpose::Service | Purpose::Collection if req.third_party.is_none() => own_window(law, req.quiet),
+        _ => None,
+    }
+}
+
+/// `t` is inside the window in every zone (no window: always).
+fn inside(zones: &[Tz], window: Option<Window>, t: DateTime<Utc>) -> bool {
+    window.is_none_or(|w| zones.iter().all(|z| w.contains(t.with_timezone(z).time())))
+}
+
 /// If `t` is outside the window in any zone, the next moment inside it in all zones.
 fn hours_block(zones: &[Tz], window: Option<Window>, t: DateTime<Utc>) -> Option<(DateTime<Utc>, Reason)> {
-    let window = window?;
-    let ok = |at: DateTime<Utc>| zones.iter().all(|z| window.contains(at.with_timezone(z).time()));
-    if ok(t) {
+    if inside(zones, window, t) {
         return None;
     }
+    let window = window?;
+    let ok = |at: DateTime<Utc>| inside(zones, Some(window), at);
     // The next allowed moment is `t` or some zone's next window start: try them in order.
     let mut candidates: Vec<DateTime<Utc>> = Vec::new();
     for z in zones {
@@ -451,17 +486,18 @@ fn next_local_day(zone: Tz, t: DateTime<Utc>) -> DateTime<Utc> {
         .map_or(t + Duration::days(1), |d| d.with_timezone(&Utc))
 }
 
+/// The first cap `t` is over, and when it would allow again; `today` is `t`'s date in `zone`.
 fn caps_block(
     req: &Request,
     history: &History,
     p: &GateProfile,
     zone: Tz,
     t: DateTime<Utc>,
+    today: NaiveDate,
 ) -> Option<(DateTime<Utc>, Reason)> {
     if req.purpose == Purpose::Verification {
         return None;
     }
-    let today = t.with_timezone(&zone).date_naive();
     // The days were counted in the history's zone: the same as `zone` unless a caller mixed them.
     let recount;
     let history = if history.zone == zone {

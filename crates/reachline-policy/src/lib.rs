@@ -24,7 +24,7 @@ pub use decide::{
 };
 pub use evidence::{CallOutcome, Evidence, EvidenceId, EvidenceKind, OperatorAction, SelfReport, Source, Strength};
 pub use gates::{
-    check, check_history, check_moment, check_new_number, Attempt, AttemptKind, Gate, GateProfile, History,
+    allowed_at, check, check_history, check_moment, check_new_number, Attempt, AttemptKind, Gate, GateProfile, History,
     NumberPermit, Permit, Reason, ThirdParty, Window,
 };
 pub use health::{

@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use reachline_domain::{Channel, Consent, ConsentSource, ConsentState, ContactId, ContactKind, ContactRole, Purpose};
 use reachline_policy::gates::Request;
 use reachline_policy::{
-    assess_borrower, check, check_moment, Assessment, Attempt, AttemptKind, ContactFacts, Evidence, EvidenceId,
-    EvidenceKind, Gate, GateProfile, HealthConfig, History, Reason, ReplyClass, Source, ThirdParty,
+    allowed_at, assess_borrower, check, check_moment, Assessment, Attempt, AttemptKind, ContactFacts, Evidence,
+    EvidenceId, EvidenceKind, Gate, GateProfile, HealthConfig, History, Reason, ReplyClass, Source, ThirdParty,
 };
 
 const SH: Tz = chrono_tz::Asia::Shanghai;
@@ -428,6 +428,11 @@ proptest! {
         // Health and consent allow this request: the rules of the moment alone answer the same.
         let counted = History::new(zones[0], history.iter().copied());
         prop_assert_eq!(check_moment(&r, &counted, &profile, now), check(&r, &history, &profile, now));
+        // The yes-or-no form `decide` asks of later hours answers as the full one does.
+        prop_assert_eq!(
+            allowed_at(&r, &counted, &profile, now),
+            matches!(check_moment(&r, &counted, &profile, now), Gate::Allow(_))
+        );
         match check(&r, &history, &profile, now) {
             Gate::Allow(permit) => {
                 prop_assert_eq!(permit.at, now);

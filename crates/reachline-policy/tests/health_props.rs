@@ -242,6 +242,7 @@ proptest! {
         let cfg = HealthConfig::default();
         let mut all = contacts();
         let mut replay = HealthReplay::new(&all, ZONE, &cfg);
+        let mut lean = HealthReplay::new(&all, ZONE, &cfg).without_history();
         let mut checks = checks;
         if sorted {
             checks.sort();
@@ -255,6 +256,17 @@ proptest! {
             let now = local(day, minute);
             let kept = replay.assess(&all, &evidence[..seen], now, &cfg);
             let fresh = assess_borrower(&all, &evidence[..seen], ZONE, now, &cfg);
+            // Without history: the same states, and the ends of the same story.
+            let mut short = lean.assess(&all, &evidence[..seen], now, &cfg);
+            prop_assert!(fresh.events.ends_with(&short.events), "events at check {}", k);
+            prop_assert_eq!(short.contacts.len(), fresh.contacts.len());
+            for (s, f) in short.contacts.iter_mut().zip(&fresh.contacts) {
+                prop_assert!(!s.transitions.is_empty() || f.transitions.is_empty());
+                prop_assert!(f.transitions.ends_with(&s.transitions), "transitions at check {}", k);
+                s.transitions = f.transitions.clone();
+            }
+            short.events = fresh.events.clone();
+            prop_assert_eq!(&short, &fresh, "check {} without history", k);
             prop_assert_eq!(kept, fresh, "check {} at {} with {} items", k, now, seen);
         }
     }

@@ -387,7 +387,7 @@ fn new_borrower(w: &World, rng: &mut ChaCha8Rng, days: u32) -> Borrower {
             activity: activity(sc.activity_peak_to_trough, rng),
         },
         view: View {
-            health: HealthReplay::new(&contacts, w.zone, &w.health),
+            health: HealthReplay::new(&contacts, w.zone, &w.health).without_history(),
             wake: w.at(0, 8, 0),
             contacts,
             number_of,
