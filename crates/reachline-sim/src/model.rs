@@ -9,10 +9,10 @@ use reachline_domain::{
     Relation,
 };
 use reachline_policy::{
-    assess_borrower, decide, Action, Cadence, ChannelChoice, ChannelModel, ContactFacts, DueInstallment, Evidence,
-    EvidenceId, EvidenceKind, GateProfile, HealthConfig, HealthReplay, HealthState, HourOfWeek, LadderConfig, Need,
-    NoticeKey, NoticeKind, NumberStatus, Outcome, RecycleAnswer, ReplyClass, SegmentPrior, SelfReport, SendRecord,
-    SendTimeModel, Snapshot, Source, ThirdPartyRecord, Timing, TimingConfig,
+    decide, Action, Cadence, ChannelChoice, ChannelModel, ContactFacts, DueInstallment, Evidence, EvidenceId,
+    EvidenceKind, GateProfile, HealthConfig, HealthReplay, HealthState, HourOfWeek, LadderConfig, Need, NoticeKey,
+    NoticeKind, NumberStatus, Outcome, RecycleAnswer, ReplyClass, SegmentPrior, SelfReport, SendRecord, SendTimeModel,
+    Snapshot, Source, ThirdPartyRecord, Timing, TimingConfig,
 };
 use serde::Serialize;
 
@@ -679,7 +679,7 @@ fn run_borrowers(
             );
         }
         segment.add(&b.view.timing);
-        finish(w, strategy, &b, days, &mut m);
+        finish(w, strategy, &mut b, days, &mut m);
     }
     (m, segment)
 }
@@ -1207,7 +1207,15 @@ fn answer_lookup(w: &World, b: &mut Borrower, day: u32, contact: ContactId, need
     }
 }
 
-fn finish(w: &World, strategy: Strategy, b: &Borrower, days: u32, m: &mut Metrics) {
+fn finish(w: &World, strategy: Strategy, b: &mut Borrower, days: u32, m: &mut Metrics) {
+    // The lender's last view of its contact points: the kept replay answers as one from the
+    // start would, folding only the days since it last looked.
+    let last = (strategy == Strategy::Reachline).then(|| {
+        let v = &mut b.view;
+        v.health
+            .assess(&v.contacts, &v.evidence, w.at(days.saturating_sub(1), 23, 0), &w.health)
+    });
+    let b = &*b;
     for i in b.insts.iter().filter(|i| i.due_day < days) {
         let late = i.settled_on_time != Some(true);
         let missed = i.pre_due_reads == 0 && i.pre_due_to_stale;
@@ -1244,17 +1252,14 @@ fn finish(w: &World, strategy: Strategy, b: &Borrower, days: u32, m: &mut Metric
             .filter(|(c, _)| !c.role.is_third_party())
             .filter(|(c, _)| c.kind != ContactKind::Mobile || b.view.contract_mobile().map(|x| x.0) == Some(c.id))
             .any(|(c, n)| reaches(c, *n)),
-        Strategy::Reachline => {
-            let now = w.at(days.saturating_sub(1), 23, 0);
-            let h = assess_borrower(&b.view.contacts, &b.view.evidence, w.zone, now, &w.health);
-            h.contacts
-                .iter()
-                .filter(|a| !a.role.is_third_party() && a.state.is_working())
-                .any(|a| {
-                    let i = b.view.contacts.iter().position(|c| c.id == a.contact).unwrap_or(0);
-                    reaches(&b.view.contacts[i], b.view.number_of[i])
-                })
-        }
+        Strategy::Reachline => last
+            .iter()
+            .flat_map(|h| &h.contacts)
+            .filter(|a| !a.role.is_third_party() && a.state.is_working())
+            .any(|a| {
+                let i = b.view.contacts.iter().position(|c| c.id == a.contact).unwrap_or(0);
+                reaches(&b.view.contacts[i], b.view.number_of[i])
+            }),
     };
     if covered {
         m.covered_at_end += 1;
