@@ -375,7 +375,7 @@ pub fn check_history(req: &Request, history: &History, profile: &GateProfile, no
 /// [`allowed_at`] answers only whether a moment is allowed.
 pub fn check_moment(req: &Request, history: &History, profile: &GateProfile, now: DateTime<Utc>) -> Gate {
     let suppress = |reason| Gate::Suppress { reason, health: None };
-    let zones: &[Tz] = if req.zones.is_empty() { &[Tz::UTC] } else { req.zones };
+    let zones = zones_of(req);
     let mut t = now;
     let mut first: Option<Reason> = None;
     // Each gate that blocks names the moment it would allow; move there and ask all again.
@@ -427,16 +427,22 @@ pub fn check_moment(req: &Request, history: &History, profile: &GateProfile, now
 /// of every later hour of the day it could time a notice's first send at, and most refusals
 /// there are the evening hours past the window, whose next start it does not need.
 pub fn allowed_at(req: &Request, history: &History, profile: &GateProfile, t: DateTime<Utc>) -> bool {
-    let zones: &[Tz] = if req.zones.is_empty() { &[Tz::UTC] } else { req.zones };
+    let zones = zones_of(req);
     let law = profile.window(req.purpose);
     // The first zone's local time serves both windows and the caps' day: one conversion.
     let first = t.with_timezone(&zones[0]);
-    let within = |w: Option<Window>| {
-        w.is_none_or(|w| w.contains(first.time()) && zones[1..].iter().all(|z| w.contains(t.with_timezone(z).time())))
-    };
-    within(law)
-        && within(own_hours(req, law))
+    inside_from(first.time(), zones, law, t)
+        && inside_from(first.time(), zones, own_hours(req, law), t)
         && caps_block(req, history, profile, zones[0], t, first.date_naive()).is_none()
+}
+
+/// The request's candidate zones; UTC when it names none.
+fn zones_of<'a>(req: &Request<'a>) -> &'a [Tz] {
+    if req.zones.is_empty() {
+        &[Tz::UTC]
+    } else {
+        req.zones
+    }
 }
 
 /// The borrower's own hours within the law's, for their own points on service and collection.
@@ -447,9 +453,14 @@ fn own_hours(req: &Request, law: Option<Window>) -> Option<Window> {
     }
 }
 
-/// `t` is inside the window in every zone (no window: always).
+/// `t` is inside the window in every zone (no window: always); `zones` is not empty.
 fn inside(zones: &[Tz], window: Option<Window>, t: DateTime<Utc>) -> bool {
-    window.is_none_or(|w| zones.iter().all(|z| w.contains(t.with_timezone(z).time())))
+    window.is_none() || inside_from(t.with_timezone(&zones[0]).time(), zones, window, t)
+}
+
+/// [`inside`], with `t`'s local time in the first zone already known.
+fn inside_from(first: NaiveTime, zones: &[Tz], window: Option<Window>, t: DateTime<Utc>) -> bool {
+    window.is_none_or(|w| w.contains(first) && zones[1..].iter().all(|z| w.contains(t.with_timezone(z).time())))
 }
 
 /// If `t` is outside the window in any zone, the next moment inside it in all zones.
