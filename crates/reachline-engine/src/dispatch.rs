@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::plan::{self, Owned};
-use crate::{Engine, EngineError};
+use crate::{Engine, EngineError, PlanWatch};
 
 /// What a dispatch pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,17 @@ impl Engine {
     /// a borrower's sends from before a send still in flight (caps, the emergency contact asked
     /// once).
     pub async fn dispatch(&self, pass: DateTime<Utc>) -> Result<DispatchReport, EngineError> {
+        self.dispatch_beside(pass, None).await
+    }
+
+    /// [`Engine::dispatch`], beside the planning pass `planning` watches: while the pass runs, a
+    /// lease that finds less than a full batch does not end the dispatch; an empty one waits
+    /// for the pass's next write. Once the pass is over it ends as `dispatch` does.
+    pub async fn dispatch_beside(
+        &self,
+        pass: DateTime<Utc>,
+        mut planning: Option<PlanWatch>,
+    ) -> Result<DispatchReport, EngineError> {
         let mut report = DispatchReport::default();
         let (back, ahead) = self.cfg.window();
         let window = (
@@ -128,8 +139,24 @@ impl Engine {
                 if !more {
                     return Ok(None);
                 }
-                let Some((rows, now, full)) = self.lease_rows(pass).await? else {
-                    return Ok(None);
+                let (rows, now, full) = loop {
+                    // Seen before the lease reads: a batch written after that wakes the wait.
+                    let planning_on = planning.as_mut().is_some_and(|w| {
+                        w.0.borrow_and_update();
+                        w.0.has_changed().is_ok()
+                    });
+                    match self.lease_rows(pass).await? {
+                        Some((rows, now, full)) => break (rows, now, full || planning_on),
+                        None if planning_on => {
+                            if let Some(w) = planning.as_mut() {
+                                if w.0.changed().await.is_err() {
+                                    // The pass is over: one more lease takes its last batch.
+                                    planning = None;
+                                }
+                            }
+                        }
+                        None => return Ok(None),
+                    }
                 };
                 let (held, clear): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| busy.contains(&r.borrower));
                 let prepared = self.prepare(clear, now, window, &mut side).await?;

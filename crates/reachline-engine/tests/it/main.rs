@@ -119,8 +119,13 @@ struct Run {
     ids: HashMap<&'static str, reachline_domain::BorrowerId>,
     /// Rows the dispatcher held back while a send to their borrower was on the wire.
     held: u64,
+    /// The PostgreSQL database the run made (dropped by the test once it has checked it).
+    pg_database: Option<String>,
     _dir: tempfile::TempDir,
 }
+
+/// Each run on PostgreSQL has a database of its own (tests of one process run at once).
+static PG_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// The book; with `second_loan`, B1 also holds a second loan due the same day (two notices of
 /// theirs queued at once).
@@ -264,18 +269,26 @@ async fn run_with(backend: Backend, days: i64, cfg: EngineConfig, second_loan: b
         .try_init();
     let dir = tempfile::tempdir().unwrap();
     let keys = Keyring::random("t");
-    let (store, url): (Arc<dyn Both>, String) = match &backend {
+    let (store, url, pg_database): (Arc<dyn Both>, String, Option<String>) = match &backend {
         Backend::Sqlite => {
             let db = dir.path().join("e.db");
             let store = Arc::new(SqliteStore::open(&db, keys.clone()).await.unwrap());
-            (store, format!("sqlite://{}", db.display()))
+            (store, format!("sqlite://{}", db.display()), None)
         }
         Backend::Postgres(admin) => {
-            let db = format!("reachline_engine_test_{}", std::process::id());
+            let db = format!(
+                "reachline_engine_test_{}_{}",
+                std::process::id(),
+                PG_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
             let _ = postgres::drop_database(admin, &db).await;
             postgres::create_database(admin, &db).await.unwrap();
             let url = postgres::url_with_database(admin, &db);
-            (Arc::new(PgStore::connect(&url, keys.clone()).await.unwrap()), url)
+            (
+                Arc::new(PgStore::connect(&url, keys.clone()).await.unwrap()),
+                url,
+                Some(db),
+            )
         }
     };
     let ledger_store: Arc<dyn LedgerStore> = reachline_store::open_ledger(&url, keys).await.unwrap().into();
@@ -321,6 +334,10 @@ async fn run_with(backend: Backend, days: i64, cfg: EngineConfig, second_loan: b
         *clock.lock().unwrap() = now;
         let (p, d) = engine.step(now).await.unwrap();
         held += d.held;
+        // The step's dispatch ran beside its planning pass until the pass was over: whatever
+        // the pass queued as due now was sent (or cancelled) by the step itself.
+        let after = engine.dispatch(now).await.unwrap();
+        assert_eq!(after.leased, 0, "{now}: rows due were left after the step: {after:?}");
         if std::env::var("ENGINE_TRACE").is_ok() {
             eprintln!("{now} {p:?} {d:?}");
         }
@@ -338,6 +355,7 @@ async fn run_with(backend: Backend, days: i64, cfg: EngineConfig, second_loan: b
         sandbox,
         ids,
         held,
+        pg_database,
         _dir: dir,
     }
 }
@@ -364,6 +382,70 @@ async fn the_kept_aside_book_leased_a_row_at_a_time() {
     check_kept_aside_book(r).await;
 }
 
+/// Planned a borrower at a time and leased a row at a time, the dispatch beside the planning
+/// pass takes each borrower's sends as soon as they are written, while the pass reads and
+/// writes the borrowers after them: the same checks hold, on each back end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_aside_book_dispatched_beside_a_borrower_at_a_time_planning() {
+    let cfg = || EngineConfig {
+        plan_batch: 1,
+        lease_batch: 1,
+        ..EngineConfig::default()
+    };
+    check_kept_aside_book(run_with(Backend::Sqlite, 24, cfg(), true).await).await;
+    let Some(backend) = Backend::postgres() else { return };
+    let admin = match &backend {
+        Backend::Postgres(u) => u.clone(),
+        Backend::Sqlite => unreachable!(),
+    };
+    let r = run_with(backend, 24, cfg(), true).await;
+    let db = r.pg_database.clone().expect("a run on PostgreSQL names its database");
+    check_kept_aside_book(r).await;
+    postgres::drop_database(&admin, &db).await.unwrap();
+}
+
+/// A dispatch beside a planning pass does not end while the pass runs, though nothing is due
+/// yet; once the pass is over it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_beside_planning_waits_for_the_pass_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("e.db"), Keyring::random("t"))
+            .await
+            .unwrap(),
+    );
+    let templates = Templates::load(Templates::builtin_sources()).unwrap();
+    let engine = Arc::new(Engine::new(
+        store as Arc<dyn EngineStore>,
+        Vec::new(),
+        templates,
+        EngineConfig::default(),
+    ));
+    let (progress, watch) = reachline_engine::plan_progress();
+    let now = Utc.with_ymd_and_hms(2026, 11, 2, 1, 0, 0).unwrap();
+    let e = engine.clone();
+    let dispatch = tokio::spawn(async move { e.dispatch_beside(now, Some(watch)).await });
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    assert!(
+        !dispatch.is_finished(),
+        "the dispatch ended while planning was still under way"
+    );
+    let (planned, _) = engine.plan_pass_with(now, Some(&progress)).await.unwrap();
+    assert_eq!(planned.borrowers, 0);
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    assert!(
+        !dispatch.is_finished(),
+        "the dispatch ended before the pass said it was over"
+    );
+    drop(progress);
+    let report = tokio::time::timeout(StdDuration::from_secs(5), dispatch)
+        .await
+        .expect("the dispatch did not end once the pass was over")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.leased, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kept_aside_book_across_a_due_date_on_postgres() {
     let Some(backend) = Backend::postgres() else { return };
@@ -371,10 +453,10 @@ async fn the_kept_aside_book_across_a_due_date_on_postgres() {
         Backend::Postgres(u) => u.clone(),
         Backend::Sqlite => unreachable!(),
     };
-    check_kept_aside_book(run(backend, 24).await).await;
-    postgres::drop_database(&admin, &format!("reachline_engine_test_{}", std::process::id()))
-        .await
-        .unwrap();
+    let r = run(backend, 24).await;
+    let db = r.pg_database.clone().expect("a run on PostgreSQL names its database");
+    check_kept_aside_book(r).await;
+    postgres::drop_database(&admin, &db).await.unwrap();
 }
 
 async fn check_kept_aside_book(r: Run) {
