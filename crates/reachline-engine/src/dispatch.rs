@@ -109,7 +109,7 @@ impl Engine {
     /// a borrower's sends from before a send still in flight (caps, the emergency contact asked
     /// once).
     pub async fn dispatch(&self, pass: DateTime<Utc>) -> Result<DispatchReport, EngineError> {
-        self.dispatch_beside(pass, None).await
+        self.dispatch_beside(pass, PlanWatch::none()).await
     }
 
     /// [`Engine::dispatch`], beside the planning pass `planning` watches: while the pass runs, a
@@ -118,7 +118,7 @@ impl Engine {
     pub async fn dispatch_beside(
         &self,
         pass: DateTime<Utc>,
-        mut planning: Option<PlanWatch>,
+        mut planning: PlanWatch,
     ) -> Result<DispatchReport, EngineError> {
         let mut report = DispatchReport::default();
         let (back, ahead) = self.cfg.window();
@@ -140,21 +140,12 @@ impl Engine {
                     return Ok(None);
                 }
                 let (rows, now, full) = loop {
-                    // Seen before the lease reads: a batch written after that wakes the wait.
-                    let planning_on = planning.as_mut().is_some_and(|w| {
-                        w.0.borrow_and_update();
-                        w.0.has_changed().is_ok()
-                    });
+                    // Asked before the lease reads: a batch written after that ends the wait. Once
+                    // the pass is over, one more lease takes its last batch.
+                    let planning_on = planning.running();
                     match self.lease_rows(pass).await? {
                         Some((rows, now, full)) => break (rows, now, full || planning_on),
-                        None if planning_on => {
-                            if let Some(w) = planning.as_mut() {
-                                if w.0.changed().await.is_err() {
-                                    // The pass is over: one more lease takes its last batch.
-                                    planning = None;
-                                }
-                            }
-                        }
+                        None if planning_on => planning.wait().await,
                         None => return Ok(None),
                     }
                 };

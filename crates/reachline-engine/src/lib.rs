@@ -41,15 +41,46 @@ pub use dispatch::DispatchReport;
 #[derive(Debug)]
 pub struct PlanProgress(tokio::sync::watch::Sender<()>);
 
-/// A dispatch's side of [`plan_progress`].
+impl PlanProgress {
+    fn written(&self) {
+        self.0.send_replace(());
+    }
+}
+
+/// A dispatch's side of [`plan_progress`]; [`PlanWatch::none`] for a dispatch with no pass
+/// beside it.
 #[derive(Debug)]
-pub struct PlanWatch(tokio::sync::watch::Receiver<()>);
+pub struct PlanWatch(Option<tokio::sync::watch::Receiver<()>>);
+
+impl PlanWatch {
+    pub fn none() -> Self {
+        PlanWatch(None)
+    }
+
+    /// Whether the pass still runs; what it wrote so far counts as seen (a write after this
+    /// ends the next [`PlanWatch::wait`]).
+    fn running(&mut self) -> bool {
+        self.0.as_mut().is_some_and(|w| {
+            w.borrow_and_update();
+            w.has_changed().is_ok()
+        })
+    }
+
+    /// Until the pass writes again or is over.
+    async fn wait(&mut self) {
+        if let Some(w) = &mut self.0 {
+            if w.changed().await.is_err() {
+                self.0 = None;
+            }
+        }
+    }
+}
 
 /// Links a planning pass to a dispatch running beside it ([`Engine::plan_pass_with`],
 /// [`Engine::dispatch_beside`]).
 pub fn plan_progress() -> (PlanProgress, PlanWatch) {
     let (tx, rx) = tokio::sync::watch::channel(());
-    (PlanProgress(tx), PlanWatch(rx))
+    (PlanProgress(tx), PlanWatch(Some(rx)))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +219,8 @@ pub struct PlanReport {
     pub lookups: u64,
     /// Contact checks the pass's decisions asked for (one per borrower at most).
     pub checks: u64,
+    /// How long the pass took (beside a dispatch, its own end, not the dispatch's).
+    pub elapsed: std::time::Duration,
 }
 
 /// Counters the demo and the benchmark read.
@@ -342,6 +375,7 @@ impl Engine {
         now: DateTime<Utc>,
         progress: Option<&PlanProgress>,
     ) -> Result<(PlanReport, Vec<plan::Check>), EngineError> {
+        let started = std::time::Instant::now();
         let (back, ahead) = self.cfg.window();
         // Zones differ by at most a day from UTC.
         let today = now.date_naive();
@@ -354,6 +388,7 @@ impl Engine {
             self.plan_borrowers(due, (from, to), now, progress, &mut report, &mut checks)
                 .await?;
             report.checks = checks.len() as u64;
+            report.elapsed = started.elapsed();
             return Ok((report, checks));
         }
         // Several nodes may share the database: plan the slices no other node holds. The pass's
@@ -383,6 +418,7 @@ impl Engine {
                 .await?;
         }
         report.checks = checks.len() as u64;
+        report.elapsed = started.elapsed();
         Ok((report, checks))
     }
 
@@ -453,8 +489,8 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Corrupt(format!("a planning write stopped: {e}")))??;
         report.queued += queued as u64;
-        if let (Some(p), true) = (progress, queued > 0) {
-            p.0.send_replace(());
+        if let Some(p) = progress.filter(|_| queued > 0) {
+            p.written();
         }
         // A few at a time: a slow vendor costs the batch about one deadline, not one per lookup.
         let mut asked = futures::stream::iter(lookups)
@@ -765,7 +801,7 @@ impl Engine {
             drop(progress);
             planned
         };
-        let ((planned, checks), dispatched) = futures::try_join!(planning, self.dispatch_beside(now, Some(watch)))?;
+        let ((planned, checks), dispatched) = futures::try_join!(planning, self.dispatch_beside(now, watch))?;
         Ok((planned, checks, dispatched))
     }
 

@@ -176,10 +176,8 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
                 f(count) / f(secs)
             )
         };
-        let beside = match r["sequential"].as_bool() {
-            Some(true) => "",
-            _ => ", beside the dispatch",
-        };
+        let sequential = r["sequential"].as_bool() == Some(true);
+        let beside = if sequential { "" } else { ", beside the dispatch" };
         println!(
             "| {backend} | plan: one pass over the book (every borrower's open installments looked at){beside} | {} | {:.2} | {:.0} |",
             args.borrowers,
@@ -197,7 +195,7 @@ pub async fn run(cfg: &Config, args: EngineBenchArgs) -> anyhow::Result<()> {
             "checks",
             "checks_seconds",
         );
-        if r["sequential"].as_bool() == Some(true) {
+        if sequential {
             line(
                 "dispatch: notices sent over SMPP, each attempt recorded",
                 "sent",
@@ -475,42 +473,28 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
     let mut control = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     println!("{}", serde_json::json!({"ready": true}));
     control.next_line().await?;
-    let started_at = unix_seconds();
-    let t = Instant::now();
-    let (mut p, checks, mut d, plan_seconds, planned_at, dispatch_started_at) = match args.sequential {
-        true => {
-            let (p, checks) = engine.plan_pass(now).await?;
-            let plan_seconds = t.elapsed().as_secs_f64();
-            let planned_at = unix_seconds();
-            let d = engine.dispatch(now).await?;
-            (p, checks, d, plan_seconds, planned_at, planned_at)
-        }
-        false => {
-            // As `step` does (`Engine::plan_and_dispatch`), with planning's own end timed.
-            let (progress, watch) = reachline_engine::plan_progress();
-            let planning = async {
-                let planned = engine.plan_pass_with(now, Some(&progress)).await;
-                let at = (t.elapsed().as_secs_f64(), unix_seconds());
-                drop(progress);
-                planned.map(|p| (p, at))
-            };
-            let (((p, checks), (plan_seconds, planned_at)), d) =
-                futures::try_join!(planning, engine.dispatch_beside(now, Some(watch)))?;
-            (p, checks, d, plan_seconds, planned_at, started_at)
+    // A planning pass and its dispatch: side by side as `step` runs them, or one after the other.
+    let pass = || async {
+        match args.sequential {
+            true => {
+                let (planned, checks) = engine.plan_pass(now).await?;
+                Ok::<_, reachline_engine::EngineError>((planned, checks, engine.dispatch(now).await?))
+            }
+            false => engine.plan_and_dispatch(now).await,
         }
     };
+    let started_at = unix_seconds();
+    let t = Instant::now();
+    let (mut p, checks, mut d) = pass().await?;
+    let plan_seconds = p.elapsed.as_secs_f64();
+    let planned_at = started_at + plan_seconds;
+    let dispatch_started_at = if args.sequential { planned_at } else { started_at };
     // Where planning is split into slices that several nodes claim (PostgreSQL), a node goes on
     // until a pass finds no slice left to plan and nothing to send: the slices other nodes
     // were still planning when this one's dispatch ran dry are sent by whoever is free.
     if store.plan_slices() > 1 {
         loop {
-            let (more, checks, sent) = match args.sequential {
-                true => {
-                    let (more, checks) = engine.plan_pass(now).await?;
-                    (more, checks, engine.dispatch(now).await?)
-                }
-                false => engine.plan_and_dispatch(now).await?,
-            };
+            let (more, checks, sent) = pass().await?;
             engine.contact_checks(checks, now).await?;
             if more.borrowers == 0 && sent.leased == 0 {
                 break;

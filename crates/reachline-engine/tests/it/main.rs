@@ -393,15 +393,7 @@ async fn the_kept_aside_book_dispatched_beside_a_borrower_at_a_time_planning() {
         ..EngineConfig::default()
     };
     check_kept_aside_book(run_with(Backend::Sqlite, 24, cfg(), true).await).await;
-    let Some(backend) = Backend::postgres() else { return };
-    let admin = match &backend {
-        Backend::Postgres(u) => u.clone(),
-        Backend::Sqlite => unreachable!(),
-    };
-    let r = run_with(backend, 24, cfg(), true).await;
-    let db = r.pg_database.clone().expect("a run on PostgreSQL names its database");
-    check_kept_aside_book(r).await;
-    postgres::drop_database(&admin, &db).await.unwrap();
+    check_kept_aside_book_on_postgres(cfg(), true).await;
 }
 
 /// A dispatch beside a planning pass does not end while the pass runs, though nothing is due
@@ -424,7 +416,7 @@ async fn a_dispatch_beside_planning_waits_for_the_pass_to_end() {
     let (progress, watch) = reachline_engine::plan_progress();
     let now = Utc.with_ymd_and_hms(2026, 11, 2, 1, 0, 0).unwrap();
     let e = engine.clone();
-    let dispatch = tokio::spawn(async move { e.dispatch_beside(now, Some(watch)).await });
+    let dispatch = tokio::spawn(async move { e.dispatch_beside(now, watch).await });
     tokio::time::sleep(StdDuration::from_millis(200)).await;
     assert!(
         !dispatch.is_finished(),
@@ -448,12 +440,18 @@ async fn a_dispatch_beside_planning_waits_for_the_pass_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kept_aside_book_across_a_due_date_on_postgres() {
+    check_kept_aside_book_on_postgres(EngineConfig::default(), false).await;
+}
+
+/// `run_with` and `check_kept_aside_book` on PostgreSQL, when a server is configured; the
+/// run's database is dropped once checked.
+async fn check_kept_aside_book_on_postgres(cfg: EngineConfig, second_loan: bool) {
     let Some(backend) = Backend::postgres() else { return };
     let admin = match &backend {
         Backend::Postgres(u) => u.clone(),
         Backend::Sqlite => unreachable!(),
     };
-    let r = run(backend, 24).await;
+    let r = run_with(backend, 24, cfg, second_loan).await;
     let db = r.pg_database.clone().expect("a run on PostgreSQL names its database");
     check_kept_aside_book(r).await;
     postgres::drop_database(&admin, &db).await.unwrap();
