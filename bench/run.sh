@@ -155,16 +155,17 @@ bench engine engine --borrowers "$ENGINE_BORROWERS" --dir "$work/engine" --smsc-
 sqlite_parts=0
 if [ -f "$work/engine.json" ]; then
   sqlite_parts=$(jget "$work/engine.json" 'd["backends"][0]["figures"]["parts"]')
-  all_parts=$(jget "$work/engine.json" 'sum(b["figures"]["parts"] for b in d["backends"])')
+  all_parts=$(jget "$work/engine.json" 'sum(b["figures"]["peer_parts"] for b in d["backends"])')
   wait_peer_lines $((engine_first + all_parts)) || log "the peer logged fewer parts than the engine counted"
-  # The messages each back end's run put on the peer: its notices and the contact checks
-  # planning sent, rebuilt from their parts.
+  # The messages each back end's run put on the peer for its notices, rebuilt from their parts;
+  # the contact checks' links follow them (run after the dispatch), so the next run's parts
+  # start after all of this run's (`peer_parts`).
   skip=$engine_first
   for i in $(jget "$work/engine.json" '" ".join(str(i) for i in range(len(d["backends"])))'); do
     parts=$(jget "$work/engine.json" "d['backends'][$i]['figures']['parts']")
     python3 "$root/bench/kannel.py" messages --count --log "$peer_log" --skip "$skip" --take "$parts" \
       >"$work/engine-peer-$i.json"
-    skip=$((skip + parts))
+    skip=$((skip + $(jget "$work/engine.json" "d['backends'][$i]['figures']['peer_parts']")))
   done
 fi
 

@@ -395,6 +395,7 @@ fn fold(nodes: &[serde_json::Value]) -> anyhow::Result<serde_json::Value> {
         "nodes": nodes.len(),
         "smsc": nodes.first().and_then(|n| n["smsc"].as_str()).unwrap_or("?"),
         "parts": sum("parts")?,
+        "peer_parts": sum("peer_parts")?,
         "borrowers": sum("borrowers")?,
         "decisions": sum("decisions")?,
         "queued": sum("queued")?,
@@ -524,6 +525,9 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
     let t_checks = Instant::now();
     engine.contact_checks(checks, now).await?;
     let checks_seconds = t_checks.elapsed().as_secs_f64();
+    // Every part the run put on the SMSC, the contact checks' links among them (`parts` are
+    // the notices' alone).
+    let peer_parts = sms.stats().submitted.load(std::sync::atomic::Ordering::Relaxed);
     let ledger_leaves = match &ledger {
         Some(sink) => sink.store.latest_checkpoint().await?.map_or(0, |c| c.size.0),
         None => 0,
@@ -538,6 +542,7 @@ async fn child(cfg: &Config, args: &EngineBenchArgs) -> anyhow::Result<()> {
         "plan_seconds": plan_seconds,
         "checks": p.checks,
         "checks_seconds": checks_seconds,
+        "peer_parts": peer_parts,
         "sent": d.sent,
         "failed": d.failed,
         "cancelled": d.cancelled,
