@@ -23,7 +23,7 @@
 //! once per contact, never after a refusal (the gates check the last three). A ladder that runs
 //! out ends in a contact check.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Offset, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, Timelike, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{
     Channel, Consent, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Preferences, Purpose,
@@ -675,10 +675,11 @@ fn best_hour(
     // today's weekday, with no conversion back from UTC.
     let week_day = today.weekday().num_days_from_monday() * 24;
     let mut candidates = Vec::new();
-    for (h, at) in hours_left(local) {
+    for (h, at, wall) in hours_left(local) {
         // The caller's full check allowed now; what can differ at a later hour is only what
-        // depends on the moment.
-        if gates::allowed_at(req, history, s.profile, at) {
+        // depends on the moment. The gates' first zone is this one (UTC when none is named,
+        // as here), so the wall time is the gates' own local time.
+        if gates::allowed_at_local(req, history, s.profile, at, wall) {
             candidates.push((HourOfWeek((week_day + h) as u8), at));
         }
     }
@@ -688,20 +689,20 @@ fn best_hour(
 
 /// Now, then the start of each later whole hour of the borrower-local day `now` falls in
 /// (the earlier instant of an hour a fold repeats; none for an hour a gap skips), with its
-/// local hour.
-fn hours_left(local: DateTime<Tz>) -> impl Iterator<Item = (u32, DateTime<Utc>)> {
+/// local hour and its local wall time.
+fn hours_left(local: DateTime<Tz>) -> impl Iterator<Item = (u32, DateTime<Utc>, NaiveDateTime)> {
     let (zone, now, today) = (local.timezone(), local.with_timezone(&Utc), local.date_naive());
     // `h`:00 less now's UTC offset is that hour unless the offset changes before then, which
     // one conversion back tells: cheaper than converting from local time, which must look for
     // a gap or a fold. Where the guess holds it is the same instant, the earlier of a fold's
     // two included, since now is before the fold.
     let offset = local.offset().fix();
-    std::iter::once((local.hour(), now)).chain((local.hour() + 1..24).filter_map(move |h| {
+    std::iter::once((local.hour(), now, local.naive_local())).chain((local.hour() + 1..24).filter_map(move |h| {
         let wall = today.and_time(NaiveTime::from_hms_opt(h, 0, 0)?);
         let guess = wall.checked_sub_offset(offset).map(|w| w.and_utc());
         match guess.filter(|g| g.with_timezone(&zone).naive_local() == wall) {
-            Some(at) => Some((h, at)),
-            None => Some((h, wall.and_local_timezone(zone).earliest()?.with_timezone(&Utc))),
+            Some(at) => Some((h, at, wall)),
+            None => Some((h, wall.and_local_timezone(zone).earliest()?.with_timezone(&Utc), wall)),
         }
     }))
 }
@@ -712,7 +713,8 @@ mod tests {
     use chrono::TimeZone;
 
     /// The hours `best_hour` offers are those converted one by one from local time, every ten
-    /// minutes across days with a gap, a fold, a half-hour shift and a skipped day.
+    /// minutes across days with a gap, a fold, a half-hour shift and a skipped day; the wall
+    /// time given with each is the instant's own local time (what the gates would convert).
     #[test]
     fn hours_left_are_the_converted_hours() {
         let days: [(Tz, (i32, u32, u32)); 7] = [
@@ -729,13 +731,15 @@ mod tests {
             for step in 0..(6 * 24 * 3) {
                 let now = start + Duration::minutes(10 * step);
                 let local = now.with_timezone(&zone);
-                let expected: Vec<(u32, DateTime<Utc>)> = (local.hour()..24)
+                let expected: Vec<(u32, DateTime<Utc>, NaiveDateTime)> = (local.hour()..24)
                     .filter_map(|h| {
-                        if h == local.hour() {
-                            return Some((h, now));
-                        }
-                        let wall = local.date_naive().and_hms_opt(h, 0, 0)?;
-                        Some((h, wall.and_local_timezone(zone).earliest()?.with_timezone(&Utc)))
+                        let at = if h == local.hour() {
+                            now
+                        } else {
+                            let wall = local.date_naive().and_hms_opt(h, 0, 0)?;
+                            wall.and_local_timezone(zone).earliest()?.with_timezone(&Utc)
+                        };
+                        Some((h, at, at.with_timezone(&zone).naive_local()))
                     })
                     .collect();
                 assert_eq!(hours_left(local).collect::<Vec<_>>(), expected, "{zone} at {now}");

@@ -21,7 +21,7 @@
 //! | contact health (dead, reassigned, held for a check …) | — | — | `contact_health` |
 //! | third parties: only when the borrower is unreachable, never debt content, once each, never after a refusal | ✓ | ✓ | `borrower_reachable`, `third_party_debt_content`, `third_party_contacted`, `third_party_refused` |
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{Channel, ContactId, Jurisdiction, Purpose, QuietHours};
 use serde::{Deserialize, Serialize};
@@ -427,13 +427,25 @@ pub fn check_moment(req: &Request, history: &History, profile: &GateProfile, now
 /// of every later hour of the day it could time a notice's first send at, and most refusals
 /// there are the evening hours past the window, whose next start it does not need.
 pub fn allowed_at(req: &Request, history: &History, profile: &GateProfile, t: DateTime<Utc>) -> bool {
+    // The first zone's local time serves both windows and the caps' day: one conversion.
+    let first = t.with_timezone(&zones_of(req)[0]).naive_local();
+    allowed_at_local(req, history, profile, t, first)
+}
+
+/// [`allowed_at`], with `t`'s wall time in the request's first zone (UTC if it names none)
+/// already known — as it is to `decide`, which builds its candidate moments from local hours.
+pub fn allowed_at_local(
+    req: &Request,
+    history: &History,
+    profile: &GateProfile,
+    t: DateTime<Utc>,
+    first: NaiveDateTime,
+) -> bool {
     let zones = zones_of(req);
     let law = profile.window(req.purpose);
-    // The first zone's local time serves both windows and the caps' day: one conversion.
-    let first = t.with_timezone(&zones[0]);
     inside_from(first.time(), zones, law, t)
         && inside_from(first.time(), zones, own_hours(req, law), t)
-        && caps_block(req, history, profile, zones[0], t, first.date_naive()).is_none()
+        && caps_block(req, history, profile, zones[0], t, first.date()).is_none()
 }
 
 /// The request's candidate zones; UTC when it names none.
