@@ -171,15 +171,23 @@ impl SendTimeModel {
     /// by hour (the sums are of whole and half counts, exact in any order), from 168 reads
     /// instead of 21 per hour.
     pub fn pooled_day(&self) -> [(f64, f64, u32); 24] {
-        let mut column = [(0.0f64, 0.0f64, 0u32); 24];
-        for (h, col) in column.iter_mut().enumerate() {
-            for day in 0..7 {
-                let c = self.hours[day * 24 + h];
-                col.0 += f64::from(c.sent);
-                col.1 += f64::from(c.engaged.min(c.sent));
-                col.2 = col.2.saturating_add(c.sent);
+        // Summed as integers, day by day in rows: a column of seven counts is far below 2^53,
+        // so its sum converted once is the float sum added count by count, to the bit, and
+        // below 2^32 unless a saturating sum would have stopped there too.
+        let (mut sent, mut engaged) = ([0u64; 24], [0u64; 24]);
+        for day in self.hours[..168].chunks_exact(24) {
+            for (h, c) in day.iter().enumerate() {
+                sent[h] += u64::from(c.sent);
+                engaged[h] += u64::from(c.engaged.min(c.sent));
             }
         }
+        let column: [(f64, f64, u32); 24] = std::array::from_fn(|h| {
+            (
+                sent[h] as f64,
+                engaged[h] as f64,
+                u32::try_from(sent[h]).unwrap_or(u32::MAX),
+            )
+        });
         std::array::from_fn(|h| {
             let mut p = (column[h].0, column[h].1, column[h].2);
             for n in [h.wrapping_sub(1), h + 1] {
@@ -557,6 +565,13 @@ mod tests {
         let mut m = SendTimeModel::default();
         for _ in 0..400 {
             m.observe(HourOfWeek(rng.gen_range(0..168)), rng.gen_bool(0.3));
+        }
+        // Counts at the top of their range: the hour's count of sends saturates as it did.
+        for h in [5, 29, 53] {
+            m.hours[h] = Counts {
+                sent: u32::MAX - 1,
+                engaged: u32::MAX - 9,
+            };
         }
         let day = m.pooled_day();
         for h in 0..168u8 {
