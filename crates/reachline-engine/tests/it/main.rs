@@ -438,6 +438,65 @@ async fn a_dispatch_beside_planning_waits_for_the_pass_to_end() {
     assert_eq!(report.leased, 0);
 }
 
+/// Two nodes on one PostgreSQL database plan the same pass at once, a borrower a batch, each
+/// claiming a slice of the pass when its batches reach it (the read-ahead running on from one
+/// slice into the next): between them every due borrower is planned, and none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_a_planning_pass_each_borrower_planned_once() {
+    let Some(Backend::Postgres(admin)) = Backend::postgres() else {
+        return;
+    };
+    let db = format!(
+        "reachline_engine_test_{}_{}",
+        std::process::id(),
+        PG_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = postgres::drop_database(&admin, &db).await;
+    postgres::create_database(&admin, &db).await.unwrap();
+    let url = postgres::url_with_database(&admin, &db);
+    let store = Arc::new(PgStore::connect(&url, Keyring::random("t")).await.unwrap());
+    let now = Utc.with_ymd_and_hms(DUE.0, DUE.1, DUE.2, 1, 0, 0).unwrap();
+    let ids = book(store.as_ref(), now - Duration::days(8), true).await;
+    let node = |owner: &str| {
+        Engine::new(
+            store.clone() as Arc<dyn EngineStore>,
+            Vec::new(),
+            Templates::load(Templates::builtin_sources()).unwrap(),
+            EngineConfig {
+                owner: owner.into(),
+                plan_batch: 1,
+                plan_reads: 3,
+                // As `reachline run` holds a claimed slice (the default, none, is one node's).
+                plan_hold: Duration::seconds(30),
+                ..EngineConfig::default()
+            },
+        )
+    };
+    let (a, b) = (node("node-a"), node("node-b"));
+    let (ra, rb) = futures::try_join!(a.plan_pass(now), b.plan_pass(now)).unwrap();
+    assert_eq!(
+        ra.0.borrowers + rb.0.borrowers,
+        ids.len() as u64,
+        "node a planned {}, node b {}, of {} borrowers due",
+        ra.0.borrowers,
+        rb.0.borrowers,
+        ids.len()
+    );
+    assert!(
+        ra.0.decisions + rb.0.decisions > 0,
+        "no decision: the test shows nothing"
+    );
+    for (name, id) in &ids {
+        let decided = store.decisions_of(*id).await.unwrap();
+        assert!(!decided.is_empty(), "{name} was never planned");
+    }
+    // Every slice is held for this pass: a node passing again at the same moment finds none.
+    let (again, _) = a.plan_pass(now).await.unwrap();
+    assert_eq!(again.borrowers, 0);
+    drop((a, b, store));
+    postgres::drop_database(&admin, &db).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kept_aside_book_across_a_due_date_on_postgres() {
     check_kept_aside_book_on_postgres(EngineConfig::default(), false).await;
