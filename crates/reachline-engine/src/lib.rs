@@ -384,18 +384,10 @@ impl Engine {
         let mut report = PlanReport::default();
         let mut checks = Vec::new();
         let batch = self.cfg.plan_batch.max(1);
-        if self.store.plan_slices() <= 1 {
+        let batches = if self.store.plan_slices() <= 1 {
             let due = self.store.due_borrowers(from, to, now).await?;
             let batches: Vec<_> = due.chunks(batch).map(|c| Ok(c.to_vec())).collect();
-            self.plan_batches(
-                futures::stream::iter(batches).boxed(),
-                (from, to),
-                now,
-                progress,
-                &mut report,
-                &mut checks,
-            )
-            .await?;
+            futures::stream::iter(batches).boxed()
         } else {
             // Several nodes may share the database: plan the slices no other node holds. The
             // pass's borrowers are found once, when the first slice is claimed, and each slice
@@ -437,16 +429,10 @@ impl Engine {
                     mine.chunks(batch).map(|c| Ok(c.to_vec())).collect();
                 Ok::<_, EngineError>(Some((futures::stream::iter(batches), (store, owner, Some(all), done))))
             });
-            self.plan_batches(
-                claimed.try_flatten().boxed(),
-                (from, to),
-                now,
-                progress,
-                &mut report,
-                &mut checks,
-            )
+            claimed.try_flatten().boxed()
+        };
+        self.plan_batches(batches, (from, to), now, progress, &mut report, &mut checks)
             .await?;
-        }
         report.checks = checks.len() as u64;
         report.elapsed = started.elapsed();
         Ok((report, checks))
