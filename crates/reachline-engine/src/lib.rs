@@ -223,6 +223,15 @@ pub struct PlanReport {
     pub elapsed: std::time::Duration,
 }
 
+/// A planning pass's borrowers cut into batches of `batch`, as the stream `plan_batches` reads.
+fn in_batches(
+    ids: &[BorrowerId],
+    batch: usize,
+) -> futures::stream::Iter<std::vec::IntoIter<Result<Vec<BorrowerId>, EngineError>>> {
+    let batches: Vec<_> = ids.chunks(batch).map(|c| Ok(c.to_vec())).collect();
+    futures::stream::iter(batches)
+}
+
 /// Counters the demo and the benchmark read.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -386,8 +395,7 @@ impl Engine {
         let batch = self.cfg.plan_batch.max(1);
         let batches = if self.store.plan_slices() <= 1 {
             let due = self.store.due_borrowers(from, to, now).await?;
-            let batches: Vec<_> = due.chunks(batch).map(|c| Ok(c.to_vec())).collect();
-            futures::stream::iter(batches).boxed()
+            in_batches(&due, batch).boxed()
         } else {
             // Several nodes may share the database: plan the slices no other node holds. The
             // pass's borrowers are found once, when the first slice is claimed, and each slice
@@ -425,9 +433,7 @@ impl Engine {
                     .copied()
                     .filter(|b| b.0.rem_euclid(slices) == i64::from(slice))
                     .collect();
-                let batches: Vec<Result<Vec<BorrowerId>, EngineError>> =
-                    mine.chunks(batch).map(|c| Ok(c.to_vec())).collect();
-                Ok::<_, EngineError>(Some((futures::stream::iter(batches), (store, owner, Some(all), done))))
+                Ok::<_, EngineError>(Some((in_batches(&mine, batch), (store, owner, Some(all), done))))
             });
             claimed.try_flatten().boxed()
         };

@@ -127,6 +127,19 @@ struct Run {
 /// Each run on PostgreSQL has a database of its own (tests of one process run at once).
 static PG_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// A new, empty database on the server `admin` names, for one run: its name and URL.
+async fn fresh_pg_database(admin: &str) -> (String, String) {
+    let db = format!(
+        "reachline_engine_test_{}_{}",
+        std::process::id(),
+        PG_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = postgres::drop_database(admin, &db).await;
+    postgres::create_database(admin, &db).await.unwrap();
+    let url = postgres::url_with_database(admin, &db);
+    (db, url)
+}
+
 /// The book; with `second_loan`, B1 also holds a second loan due the same day (two notices of
 /// theirs queued at once).
 async fn book(
@@ -276,14 +289,7 @@ async fn run_with(backend: Backend, days: i64, cfg: EngineConfig, second_loan: b
             (store, format!("sqlite://{}", db.display()), None)
         }
         Backend::Postgres(admin) => {
-            let db = format!(
-                "reachline_engine_test_{}_{}",
-                std::process::id(),
-                PG_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            );
-            let _ = postgres::drop_database(admin, &db).await;
-            postgres::create_database(admin, &db).await.unwrap();
-            let url = postgres::url_with_database(admin, &db);
+            let (db, url) = fresh_pg_database(admin).await;
             (
                 Arc::new(PgStore::connect(&url, keys.clone()).await.unwrap()),
                 url,
@@ -446,14 +452,7 @@ async fn two_nodes_share_a_planning_pass_each_borrower_planned_once() {
     let Some(Backend::Postgres(admin)) = Backend::postgres() else {
         return;
     };
-    let db = format!(
-        "reachline_engine_test_{}_{}",
-        std::process::id(),
-        PG_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let _ = postgres::drop_database(&admin, &db).await;
-    postgres::create_database(&admin, &db).await.unwrap();
-    let url = postgres::url_with_database(&admin, &db);
+    let (db, url) = fresh_pg_database(&admin).await;
     let store = Arc::new(PgStore::connect(&url, Keyring::random("t")).await.unwrap());
     let now = Utc.with_ymd_and_hms(DUE.0, DUE.1, DUE.2, 1, 0, 0).unwrap();
     let ids = book(store.as_ref(), now - Duration::days(8), true).await;
