@@ -26,15 +26,6 @@ mod world;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc rather than the system's allocator: the simulator, the HTTP server and the engine
-/// allocate small, short-lived values from several threads at once, where glibc's arenas spend
-/// their time consolidating and trimming (measured: a 100,000-borrower simulation 31.6 s → 28.5–29.8 s;
-/// receipt webhooks 12,772 → 14,105/s). SQLite's own allocations stay with the system's: taking
-/// them too (mimalloc's `override`) raised the 1M-borrower engine's peak RSS from ~600 to
-/// ~940 MiB for no measurable gain.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
