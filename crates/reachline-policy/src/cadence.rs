@@ -146,13 +146,18 @@ impl Cadence {
     /// step's day), if it has one left: a caller that wakes a borrower only when something can
     /// happen need not look before then for the cadence's sake.
     pub fn next_step_day(&self, due_date: NaiveDate, today: NaiveDate) -> Option<NaiveDate> {
-        let day = (today - due_date).num_days();
+        self.next_step_offset((today - due_date).num_days())
+            .map(|o| due_date + chrono::Duration::days(o))
+    }
+
+    /// [`next_step_day`](Self::next_step_day) in days from the due date: the first step's
+    /// offset after `day` days from it (negative before the due date).
+    pub fn next_step_offset(&self, day: i64) -> Option<i64> {
         self.steps
             .iter()
             .map(|s| i64::from(s.offset_days))
             .filter(|o| *o > day)
             .min()
-            .map(|o| due_date + chrono::Duration::days(o))
     }
 }
 

@@ -292,16 +292,22 @@ pub fn formally_unreachable(s: &Snapshot, now: DateTime<Utc>) -> bool {
     if s.health.unreachable_since.is_some_and(|d| (today - d).num_days() >= 3) {
         return true;
     }
-    let mut failures: Vec<DateTime<Utc>> = s
-        .sends
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Failed(c) if c != DeliveryClass::OurFault))
-        .map(|r| r.at)
-        .collect();
-    failures.sort();
-    failures
-        .get(2)
-        .is_some_and(|third| third.with_timezone(&zone).date_naive() < today)
+    // The third failure in time: the three earliest kept in order as the sends go by (asked
+    // at every decision; no list to gather and sort).
+    let mut earliest = [DateTime::<Utc>::MAX_UTC; 3];
+    let mut failures = 0usize;
+    for r in s.sends {
+        if matches!(r.outcome, Outcome::Failed(c) if c != DeliveryClass::OurFault) {
+            failures += 1;
+            let mut at = r.at;
+            for slot in &mut earliest {
+                if at < *slot {
+                    std::mem::swap(slot, &mut at);
+                }
+            }
+        }
+    }
+    failures >= 3 && earliest[2].with_timezone(&zone).date_naive() < today
 }
 
 fn attempts(s: &Snapshot, now: DateTime<Utc>) -> History {
@@ -674,12 +680,22 @@ fn best_hour(
     // Every candidate is today's `h`:00 local (or now): its hour of the week follows from
     // today's weekday, with no conversion back from UTC.
     let week_day = today.weekday().num_days_from_monday() * 24;
+    // The caller's full check allowed now; what can differ at a later hour is only what
+    // depends on the moment, and with no attempt after now only the hours do (see
+    // `hours_allow_later_today`). The gates' first zone is this one (UTC when none is named,
+    // as here), so the wall time is the gates' own local time.
+    let settled = history.none_after(now);
     let mut candidates = Vec::new();
     for (h, at, wall) in hours_left(local) {
-        // The caller's full check allowed now; what can differ at a later hour is only what
-        // depends on the moment. The gates' first zone is this one (UTC when none is named,
-        // as here), so the wall time is the gates' own local time.
-        if gates::allowed_at_local(req, history, s.profile, at, wall) {
+        let full = || gates::allowed_at_local(req, history, s.profile, at, wall);
+        let allowed = if settled {
+            let hours = gates::hours_allow_later_today(req, s.profile, at, wall);
+            debug_assert_eq!(hours, full(), "the caps refused {at} after allowing {now}");
+            hours
+        } else {
+            full()
+        };
+        if allowed {
             candidates.push((HourOfWeek((week_day + h) as u8), at));
         }
     }

@@ -240,6 +240,11 @@ impl History {
     pub fn push(&mut self, a: Attempt) {
         self.items.push((a, a.at.with_timezone(&self.zone).date_naive()));
     }
+
+    /// No attempt is later than `t`.
+    pub fn none_after(&self, t: DateTime<Utc>) -> bool {
+        self.items.iter().all(|(a, _)| a.at <= t)
+    }
 }
 
 /// What the third-party rules need to know about an emergency contact.
@@ -446,6 +451,20 @@ pub fn allowed_at_local(
     inside_from(first.time(), zones, law, t)
         && inside_from(first.time(), zones, own_hours(req, law), t)
         && caps_block(req, history, profile, zones[0], t, first.date()).is_none()
+}
+
+/// [`allowed_at_local`] for a moment `t` later on the same day, in the request's first zone,
+/// as a moment `now` that [`check_history`] allowed, when the history has no attempt after
+/// `now`: only the contact hours are asked, since the caps cannot refuse `t`. Every cap counts
+/// attempts up to the moment judged, and all of them are at or before `now`: the day caps
+/// count the same attempts of the same day at `t` as at `now`; the rolling-week caps count
+/// those later than a week before, fewer or as many at the later moment; a call ban after a
+/// conversation that has ended by `now` has ended by `t`. `decide` asks this of every later
+/// hour of the day it could time a notice's first send at.
+pub fn hours_allow_later_today(req: &Request, profile: &GateProfile, t: DateTime<Utc>, first: NaiveDateTime) -> bool {
+    let zones = zones_of(req);
+    let law = profile.window(req.purpose);
+    inside_from(first.time(), zones, law, t) && inside_from(first.time(), zones, own_hours(req, law), t)
 }
 
 /// The request's candidate zones; UTC when it names none.

@@ -468,6 +468,10 @@ pub struct HealthReplay {
     review: Review,
     /// Keep no history (see [`HealthReplay::without_history`]).
     lean: bool,
+    /// Where each assessment finishes a copy of `state` (today's items, the time rules to the
+    /// end of today): copied over with `clone_from`, which keeps its lists' allocations from
+    /// one assessment to the next instead of allocating and freeing them every time.
+    scratch: ReplayState,
 }
 
 /// When the last assessment could change with no new evidence: the day a time rule fires
@@ -493,6 +497,7 @@ impl HealthReplay {
             pending: Vec::new(),
             review: Review::default(),
             lean: false,
+            scratch: ReplayState::new(&[], tz),
         }
     }
 
@@ -532,7 +537,8 @@ impl HealthReplay {
             self.take(evidence, now);
         }
         let today = self.today_items(evidence, now);
-        let (health, review) = self.state.clone().finish(today, now, &self.cfg);
+        self.scratch.clone_from(&self.state);
+        let (health, review) = self.scratch.finish_in_place(today, now, &self.cfg);
         self.review = review;
         health
     }
@@ -589,7 +595,6 @@ impl HealthReplay {
 }
 
 /// The replay's state after some days.
-#[derive(Clone)]
 struct ReplayState {
     trackers: Vec<Tracker>,
     events: Vec<HealthEvent>,
@@ -644,12 +649,41 @@ impl Scores {
         self.sums[k] += weight(e) * x.exp2();
     }
 
-    fn at(&self, now: DateTime<Utc>, cfg: &HealthConfig) -> Vec<f64> {
-        let Some(reference) = self.reference else {
-            return vec![0.0; self.sums.len()];
-        };
-        let scale = (-Self::half_lives(reference, now, cfg)).exp2();
-        self.sums.iter().map(|v| v * scale).collect()
+    /// What the sums are multiplied by for the scores at `now` (with no items yet the sums
+    /// are all zero).
+    fn scale(&self, now: DateTime<Utc>, cfg: &HealthConfig) -> f64 {
+        self.reference
+            .map_or(1.0, |reference| (-Self::half_lives(reference, now, cfg)).exp2())
+    }
+}
+
+impl Clone for ReplayState {
+    fn clone(&self) -> Self {
+        let mut copy = Self::new(&[], self.tz);
+        copy.clone_from(self);
+        copy
+    }
+
+    /// Field by field, each list into the allocation it has (named in full, so a new field
+    /// cannot be left out).
+    fn clone_from(&mut self, source: &Self) {
+        let ReplayState {
+            trackers,
+            events,
+            paid_elsewhere,
+            reachable,
+            unreachable_since,
+            tz,
+            scores,
+        } = source;
+        self.trackers.clone_from(trackers);
+        self.events.clone_from(events);
+        self.paid_elsewhere.clone_from(paid_elsewhere);
+        self.reachable = *reachable;
+        self.unreachable_since = *unreachable_since;
+        self.tz = *tz;
+        self.scores.sums.clone_from(&scores.sums);
+        self.scores.reference = scores.reference;
     }
 }
 
@@ -733,6 +767,17 @@ impl ReplayState {
         now: DateTime<Utc>,
         cfg: &HealthConfig,
     ) -> (BorrowerHealth, Review) {
+        self.finish_in_place(today_items, now, cfg)
+    }
+
+    /// [`finish`](Self::finish) on a state the caller keeps (a scratch copy, overwritten
+    /// by the next assessment).
+    fn finish_in_place(
+        &mut self,
+        today_items: Vec<&Evidence>,
+        now: DateTime<Utc>,
+        cfg: &HealthConfig,
+    ) -> (BorrowerHealth, Review) {
         let today = now.with_timezone(&self.tz).date_naive();
         if !today_items.is_empty() {
             self.fold_day(today, &today_items, cfg);
@@ -747,16 +792,16 @@ impl ReplayState {
             review.day = review.day.into_iter().chain(day).min();
             review.payment_from = review.payment_from.into_iter().chain(payment_from).min();
         }
-        let scores = self.scores.at(now, cfg);
+        let scale = self.scores.scale(now, cfg);
         let contacts = self
             .trackers
-            .into_iter()
-            .zip(scores)
-            .map(|(t, score)| t.finish(score))
+            .iter_mut()
+            .zip(&self.scores.sums)
+            .map(|(t, sum)| t.finish(sum * scale))
             .collect();
         let health = BorrowerHealth {
             contacts,
-            events: self.events,
+            events: std::mem::take(&mut self.events),
             reachable: self.reachable,
             unreachable_since: self.unreachable_since,
         };
@@ -920,7 +965,6 @@ struct SilenceDue {
 }
 
 /// The replay state of one contact point.
-#[derive(Clone)]
 struct Tracker {
     id: ContactId,
     role: ContactRole,
@@ -956,6 +1000,76 @@ struct Tracker {
     carrier_checked: Option<NaiveDate>,
     recycled_checked: Option<NaiveDate>,
     transitions: Vec<Transition>,
+}
+
+impl Clone for Tracker {
+    fn clone(&self) -> Self {
+        let mut copy = Self {
+            silent_ids: Vec::new(),
+            hard_days: Vec::new(),
+            suspended_days: Vec::new(),
+            transient_days: Vec::new(),
+            carrier_gone: Vec::new(),
+            open: Vec::new(),
+            transitions: Vec::new(),
+            ..*self
+        };
+        copy.clone_from(self);
+        copy
+    }
+
+    /// Field by field, each list into the allocation it has (named in full, so a new field
+    /// cannot be left out): see [`HealthReplay`]'s scratch state.
+    fn clone_from(&mut self, source: &Self) {
+        let Tracker {
+            id,
+            role,
+            phone,
+            bound_since,
+            state,
+            since,
+            rule,
+            proven,
+            last_engaged,
+            healthy_since,
+            silence_anchor,
+            deliveries_since_anchor,
+            third_delivery_day,
+            silent_ids,
+            last_engaged_id,
+            hard_days,
+            suspended_days,
+            transient_days,
+            carrier_gone,
+            open,
+            carrier_checked,
+            recycled_checked,
+            transitions,
+        } = source;
+        self.id = *id;
+        self.role = *role;
+        self.phone = *phone;
+        self.bound_since = *bound_since;
+        self.state = *state;
+        self.since = *since;
+        self.rule = *rule;
+        self.proven = *proven;
+        self.last_engaged = *last_engaged;
+        self.healthy_since = *healthy_since;
+        self.silence_anchor = *silence_anchor;
+        self.deliveries_since_anchor = *deliveries_since_anchor;
+        self.third_delivery_day = *third_delivery_day;
+        self.silent_ids.clone_from(silent_ids);
+        self.last_engaged_id = *last_engaged_id;
+        self.hard_days.clone_from(hard_days);
+        self.suspended_days.clone_from(suspended_days);
+        self.transient_days.clone_from(transient_days);
+        self.carrier_gone.clone_from(carrier_gone);
+        self.open.clone_from(open);
+        self.carrier_checked = *carrier_checked;
+        self.recycled_checked = *recycled_checked;
+        self.transitions.clone_from(transitions);
+    }
 }
 
 impl Tracker {
@@ -1575,7 +1689,8 @@ impl Tracker {
         }
     }
 
-    fn finish(self, score: f64) -> Assessment {
+    /// The assessment; takes the transitions (the tracker is a scratch copy, done with).
+    fn finish(&mut self, score: f64) -> Assessment {
         let mut needs: Vec<Need> = Vec::new();
         if !matches!(
             self.state,
@@ -1630,7 +1745,7 @@ impl Tracker {
             last_engaged: self.last_engaged,
             hard_failure_days: hard,
             needs,
-            transitions: self.transitions,
+            transitions: std::mem::take(&mut self.transitions),
         }
     }
 }
@@ -1694,7 +1809,7 @@ mod tests {
                     weight(e) * 0.5f64.powf(age / f64::from(half_life))
                 })
                 .sum();
-            let kept = scores.at(now, &cfg)[0];
+            let kept = scores.sums[0] * scores.scale(now, &cfg);
             assert!(
                 (kept - direct).abs() <= 1e-12 * direct.abs().max(1e-300),
                 "half-life {half_life}: kept {kept} against {direct}"

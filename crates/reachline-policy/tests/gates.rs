@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use proptest::prelude::*;
 use reachline_domain::{Channel, Consent, ConsentSource, ConsentState, ContactId, ContactKind, ContactRole, Purpose};
-use reachline_policy::gates::Request;
+use reachline_policy::gates::{hours_allow_later_today, Request};
 use reachline_policy::{
     allowed_at, assess_borrower, check, check_moment, Assessment, Attempt, AttemptKind, ContactFacts, Evidence,
     EvidenceId, EvidenceKind, Gate, GateProfile, HealthConfig, History, Reason, ReplyClass, Source, ThirdParty,
@@ -440,6 +440,20 @@ proptest! {
                 for z in &zones {
                     let t = now.with_timezone(z).time();
                     prop_assert!(w.start <= t && t < w.end, "allowed at {} in {}", t, z);
+                }
+                // No attempt is after now: at any later moment of the same day in the first
+                // zone, the hours alone answer as the full check does (the caps cannot refuse).
+                prop_assert!(counted.none_after(now));
+                let day = now.with_timezone(&zones[0]).date_naive();
+                let mut t = now;
+                while t.with_timezone(&zones[0]).date_naive() == day {
+                    let wall = t.with_timezone(&zones[0]).naive_local();
+                    prop_assert_eq!(
+                        hours_allow_later_today(&r, &profile, t, wall),
+                        allowed_at(&r, &counted, &profile, t),
+                        "at {} after {}", t, now
+                    );
+                    t += Duration::minutes(17);
                 }
             }
             Gate::Defer { until, reason } => {

@@ -927,17 +927,18 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &
     let mut now = w.at(day, 8, 0).max(b.view.wake);
     let mut next: Option<DateTime<Utc>> = None;
     let mut trouble = false;
+    // Payments come after the lender's turn: the installments are the same in every round.
+    let installments: Vec<DueInstallment> = b
+        .insts
+        .iter()
+        .map(|i| DueInstallment {
+            id: i.id,
+            due_date: w.date(i.due_day),
+            paid: i.paid_day.is_some(),
+        })
+        .collect();
     for _round in 0..6u32 {
         let health = b.view.health.assess(&b.view.contacts, &b.view.evidence, now, &w.health);
-        let installments: Vec<DueInstallment> = b
-            .insts
-            .iter()
-            .map(|i| DueInstallment {
-                id: i.id,
-                due_date: w.start + Duration::days(i64::from(i.due_day)),
-                paid: i.paid_day.is_some(),
-            })
-            .collect();
         let s = Snapshot {
             zones: &[w.zone],
             profile: &w.profile,
@@ -1122,7 +1123,6 @@ fn reachline(w: &World, b: &mut Borrower, day: u32, prior: &SegmentPrior, rng: &
 /// health fires, and — while the borrower needs looking after — the next day near an
 /// installment (else the next week), as the old daily scan did.
 fn next_wake(w: &World, b: &Borrower, day: u32, named: Option<DateTime<Utc>>, trouble: bool) -> DateTime<Utc> {
-    let today = w.date(day);
     // 08:00 on a calendar date of the run.
     let morning = |date: NaiveDate| w.at((date - w.start).num_days().max(0) as u32, 8, 0);
     let mut wake = named.unwrap_or(DateTime::<Utc>::MAX_UTC);
@@ -1130,9 +1130,13 @@ fn next_wake(w: &World, b: &Borrower, day: u32, named: Option<DateTime<Utc>>, tr
     if let Some(d) = b.view.health.review().day {
         wake = wake.min(morning(d));
     }
+    // The cadence's next step of each unpaid installment, counted in days of the run.
     for i in b.insts.iter().filter(|i| i.paid_day.is_none()) {
-        if let Some(next) = w.cadence.next_step_day(w.date(i.due_day), today) {
-            wake = wake.min(morning(next));
+        let from_due = i64::from(day) - i64::from(i.due_day);
+        // After `day`, so never before the run's start.
+        let next = w.cadence.next_step_offset(from_due).map(|o| i64::from(i.due_day) + o);
+        if let Some(next) = next.and_then(|d| u32::try_from(d).ok()) {
+            wake = wake.min(w.at(next, 8, 0));
         }
     }
     if trouble {
