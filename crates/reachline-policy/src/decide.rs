@@ -23,7 +23,7 @@
 //! once per contact, never after a refusal (the gates check the last three). A ladder that runs
 //! out ends in a contact check.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use reachline_domain::{
     Channel, Consent, ContactId, ContactKind, ContactRole, DeliveryClass, InstallmentId, Preferences, Purpose,
@@ -245,7 +245,8 @@ pub fn channels_of(kind: ContactKind) -> &'static [Channel] {
 
 /// The rungs of a notice's ladder, in order.
 fn rungs(s: &Snapshot, purpose: Purpose) -> Vec<Rung> {
-    let mut out = Vec::new();
+    // At most each contact point on each of its channels (a mobile has two).
+    let mut out = Vec::with_capacity(2 * s.contacts.len());
     let live = |c: &&ContactFacts| !c.retired;
     let order = s.preferences.order(&s.ladder.channels);
     for role_rank in 0..2 {
@@ -420,16 +421,19 @@ pub fn decide(s: &Snapshot, now: DateTime<Utc>) -> Vec<Decision> {
             if *third_party {
                 asked.push(permit.contact);
             }
-            history.push(Attempt {
-                at: now,
-                contact: permit.contact,
-                purpose: key.kind.purpose(),
-                kind: if permit.channel == Channel::Voice {
-                    AttemptKind::CallUnanswered
-                } else {
-                    AttemptKind::Message
+            history.push_on(
+                Attempt {
+                    at: now,
+                    contact: permit.contact,
+                    purpose: key.kind.purpose(),
+                    kind: if permit.channel == Channel::Voice {
+                        AttemptKind::CallUnanswered
+                    } else {
+                        AttemptKind::Message
+                    },
                 },
-            });
+                today,
+            );
         }
         out.push(d);
     }
@@ -685,7 +689,7 @@ fn best_hour(
     // `hours_allow_later_today`). The gates' first zone is this one (UTC when none is named,
     // as here), so the wall time is the gates' own local time.
     let settled = history.none_after(now);
-    let mut candidates = Vec::new();
+    let mut candidates = Vec::with_capacity(24 - local.hour() as usize);
     for (h, at, wall) in hours_left(local) {
         let full = || gates::allowed_at_local(req, history, s.profile, at, wall);
         let allowed = if settled {
@@ -716,7 +720,9 @@ fn hours_left(local: DateTime<Tz>) -> impl Iterator<Item = (u32, DateTime<Utc>, 
     std::iter::once((local.hour(), now, local.naive_local())).chain((local.hour() + 1..24).filter_map(move |h| {
         let wall = today.and_time(NaiveTime::from_hms_opt(h, 0, 0)?);
         let guess = wall.checked_sub_offset(offset).map(|w| w.and_utc());
-        match guess.filter(|g| g.with_timezone(&zone).naive_local() == wall) {
+        // The guess's own local time is `wall` exactly when its offset is now's: compared as
+        // offsets, without building the local time.
+        match guess.filter(|g| zone.offset_from_utc_datetime(&g.naive_utc()).fix() == offset) {
             Some(at) => Some((h, at, wall)),
             None => Some((h, wall.and_local_timezone(zone).earliest()?.with_timezone(&Utc), wall)),
         }

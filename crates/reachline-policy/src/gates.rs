@@ -227,9 +227,12 @@ pub struct History {
 impl History {
     /// `zone` is the borrower's first zone (the one the caps' days are counted in).
     pub fn new(zone: Tz, attempts: impl IntoIterator<Item = Attempt>) -> Self {
+        let attempts = attempts.into_iter();
+        let (least, most) = attempts.size_hint();
         let mut h = Self {
             zone,
-            items: Vec::new(),
+            // Room for a usual lookback's attempts at once, rather than growing by pushes.
+            items: Vec::with_capacity(most.unwrap_or(least).min(16)),
         };
         for a in attempts {
             h.push(a);
@@ -239,6 +242,12 @@ impl History {
 
     pub fn push(&mut self, a: Attempt) {
         self.items.push((a, a.at.with_timezone(&self.zone).date_naive()));
+    }
+
+    /// [`push`](Self::push) for an attempt whose day in the history's zone the caller knows.
+    pub fn push_on(&mut self, a: Attempt, day: NaiveDate) {
+        debug_assert_eq!(day, a.at.with_timezone(&self.zone).date_naive());
+        self.items.push((a, day));
     }
 
     /// No attempt is later than `t`.
