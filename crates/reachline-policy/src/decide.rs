@@ -684,22 +684,12 @@ fn best_hour(
     // Every candidate is today's `h`:00 local (or now): its hour of the week follows from
     // today's weekday, with no conversion back from UTC.
     let week_day = today.weekday().num_days_from_monday() * 24;
-    // The caller's full check allowed now; what can differ at a later hour is only what
-    // depends on the moment, and with no attempt after now only the hours do (see
-    // `hours_allow_later_today`). The gates' first zone is this one (UTC when none is named,
-    // as here), so the wall time is the gates' own local time.
-    let settled = history.none_after(now);
     let mut candidates = Vec::with_capacity(24 - local.hour() as usize);
     for (h, at, wall) in hours_left(local) {
-        let full = || gates::allowed_at_local(req, history, s.profile, at, wall);
-        let allowed = if settled {
-            let hours = gates::hours_allow_later_today(req, s.profile, at, wall);
-            debug_assert_eq!(hours, full(), "the caps refused {at} after allowing {now}");
-            hours
-        } else {
-            full()
-        };
-        if allowed {
+        // The caller's full check allowed now; what can differ at a later hour is only what
+        // depends on the moment. The gates' first zone is this one (UTC when none is named,
+        // as here), so the wall time is the gates' own local time.
+        if gates::allowed_later_today(req, history, s.profile, now, at, wall) {
             candidates.push((HourOfWeek((week_day + h) as u8), at));
         }
     }

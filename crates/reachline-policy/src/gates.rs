@@ -463,13 +463,36 @@ pub fn allowed_at_local(
 }
 
 /// [`allowed_at_local`] for a moment `t` later on the same day, in the request's first zone,
-/// as a moment `now` that [`check_history`] allowed, when the history has no attempt after
-/// `now`: only the contact hours are asked, since the caps cannot refuse `t`. Every cap counts
+/// as a moment `now` that [`check_history`] allowed: with no attempt after `now` only the
+/// contact hours are asked ([`hours_allow_later_today`]), else every rule of the moment.
+pub fn allowed_later_today(
+    req: &Request,
+    history: &History,
+    profile: &GateProfile,
+    now: DateTime<Utc>,
+    t: DateTime<Utc>,
+    first: NaiveDateTime,
+) -> bool {
+    if !history.none_after(now) {
+        return allowed_at_local(req, history, profile, t, first);
+    }
+    let hours = hours_allow_later_today(req, profile, t, first);
+    debug_assert_eq!(
+        hours,
+        allowed_at_local(req, history, profile, t, first),
+        "the caps refused {t} after allowing {now}"
+    );
+    hours
+}
+
+/// The contact hours alone, for a moment `t` later on the same day, in the request's first
+/// zone, as a moment `now` that [`check_history`] allowed, when the history has no attempt
+/// after `now`: the caps cannot refuse `t`. Every cap counts
 /// attempts up to the moment judged, and all of them are at or before `now`: the day caps
 /// count the same attempts of the same day at `t` as at `now`; the rolling-week caps count
 /// those later than a week before, fewer or as many at the later moment; a call ban after a
 /// conversation that has ended by `now` has ended by `t`. `decide` asks this of every later
-/// hour of the day it could time a notice's first send at.
+/// hour of the day it could time a notice's first send at (through [`allowed_later_today`]).
 pub fn hours_allow_later_today(req: &Request, profile: &GateProfile, t: DateTime<Utc>, first: NaiveDateTime) -> bool {
     let zones = zones_of(req);
     let law = profile.window(req.purpose);

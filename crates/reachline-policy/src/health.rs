@@ -538,7 +538,7 @@ impl HealthReplay {
         }
         let today = self.today_items(evidence, now);
         self.scratch.clone_from(&self.state);
-        let (health, review) = self.scratch.finish_in_place(today, now, &self.cfg);
+        let (health, review) = self.scratch.finish(today, now, &self.cfg);
         self.review = review;
         health
     }
@@ -760,19 +760,9 @@ impl ReplayState {
         }
     }
 
-    /// Today's items so far, the time rules up to the end of today, and the assessment.
+    /// Today's items so far, the time rules up to the end of today, and the assessment. Leaves
+    /// the state spent (its events and transitions taken): a copy, or one about to be dropped.
     fn finish(
-        mut self,
-        today_items: Vec<&Evidence>,
-        now: DateTime<Utc>,
-        cfg: &HealthConfig,
-    ) -> (BorrowerHealth, Review) {
-        self.finish_in_place(today_items, now, cfg)
-    }
-
-    /// [`finish`](Self::finish) on a state the caller keeps (a scratch copy, overwritten
-    /// by the next assessment).
-    fn finish_in_place(
         &mut self,
         today_items: Vec<&Evidence>,
         now: DateTime<Utc>,

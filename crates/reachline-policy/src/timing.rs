@@ -176,10 +176,9 @@ impl SendTimeModel {
         // below 2^32 unless a saturating sum would have stopped there too.
         let (mut sent, mut engaged) = ([0u64; 24], [0u64; 24]);
         for day in self.hours[..168].chunks_exact(24) {
-            // Zipped rather than indexed: no bounds checks, and the compiler adds in vectors.
-            for ((s, e), c) in sent.iter_mut().zip(engaged.iter_mut()).zip(day) {
-                *s += u64::from(c.sent);
-                *e += u64::from(c.engaged.min(c.sent));
+            for (h, c) in day.iter().enumerate() {
+                sent[h] += u64::from(c.sent);
+                engaged[h] += u64::from(c.engaged.min(c.sent));
             }
         }
         let column: [(f64, f64, u32); 24] = std::array::from_fn(|h| {
